@@ -1,0 +1,102 @@
+//! Command-line definitions, and nothing else.
+//!
+//! `build.rs` includes this file to generate the man page and shell
+//! completions, so it may only depend on `clap` and `std`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Safe, repeatable and checkable PCI passthrough (VFIO) for KVM hosts.
+///
+/// vfioctl reads the host's PCI devices and IOMMU groups straight from sysfs
+/// and shows what can be handed to a virtual machine, and how.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vfioctl",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Resolve every host path (/sys, /proc, /dev, /etc, /run, /lib/modules) under DIR.
+    ///
+    /// Used by tests and for inspecting a copied-off snapshot of a host.
+    #[arg(
+        long,
+        global = true,
+        env = "VFIOCTL_ROOT",
+        value_name = "DIR",
+        default_value = "/"
+    )]
+    pub root: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List PCI functions with driver, IOMMU group, SR-IOV role and Nova device_type.
+    ///
+    /// With no SELECTOR every function is listed. Several selectors list the
+    /// union; each one must match at least one function.
+    List(ListArgs),
+    /// Show one PCI function in depth, with its IOMMU group and the group's viability.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Devices to list: an address (0000:25:00.0, 25:00.0), VENDOR:DEVICE (10de:20b0),
+    /// VENDOR: (10de:), class=gpu|net|nvme|storage|HEX, driver=NAME|none, group=N.
+    #[arg(value_name = "SELECTOR")]
+    pub selectors: Vec<String>,
+
+    /// Print a JSON array (schema in the man page) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The device: any selector that matches exactly one PCI function.
+    #[arg(value_name = "SELECTOR")]
+    pub selector: String,
+
+    /// Print a JSON object (schema in the man page) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit statuses, shared by the binary and the man page so they cannot drift.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILED: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const NOT_FOUND: i32 = 3;
+    pub const REFUSED: i32 = 4;
+    pub const ENVIRONMENT: i32 = 5;
+
+    /// (status, meaning) rows for the man page's EXIT STATUS section.
+    pub const TABLE: &[(i32, &str)] = &[
+        (OK, "Success."),
+        (
+            FAILED,
+            "The operation failed; the error line names the device and file concerned.",
+        ),
+        (
+            USAGE,
+            "Bad usage: unknown option, or a malformed selector or address.",
+        ),
+        (NOT_FOUND, "A selector matched no PCI function, or a device vanished."),
+        (
+            REFUSED,
+            "Refused for safety; nothing was changed. The message says why and how to proceed.",
+        ),
+        (
+            ENVIRONMENT,
+            "The host lacks something needed: sysfs not readable under --root, no IOMMU, a missing module.",
+        ),
+    ];
+}

@@ -1,0 +1,245 @@
+//! `vfioctl show`: one function in depth, with its IOMMU group and verdict.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::cli::ShowArgs;
+use crate::host::sysfs::{read_inventory, Names};
+use crate::host::HostRoot;
+use crate::model::group::MemberState;
+use crate::model::{CompanionReason, Inventory, PciDevice, Selector, SriovRole};
+use crate::output::records::{DeviceRecord, GroupRecord, IommuRecord};
+use crate::output::table::{or_dash, Table};
+use crate::output::write_json;
+
+use super::{class_label, device_name, IOMMU_OFF_NOTE};
+
+/// A selector given where exactly one device is needed matched several.
+#[derive(Debug, thiserror::Error)]
+#[error("selector '{selector}' matches {count} functions ({first}, ...); name one by its address")]
+pub struct Ambiguous {
+    pub selector: String,
+    pub count: usize,
+    pub first: String,
+}
+
+/// Resolves a selector that must name exactly one function.
+pub fn select_one<'a>(inv: &'a Inventory, text: &str) -> anyhow::Result<&'a PciDevice> {
+    let selector: Selector = text.parse()?;
+    let matched = inv.select(std::slice::from_ref(&selector))?;
+    match matched.as_slice() {
+        [one] => Ok(one),
+        many => Err(Ambiguous {
+            selector: text.to_string(),
+            count: many.len(),
+            first: many[0].address.to_string(),
+        }
+        .into()),
+    }
+}
+
+#[derive(Serialize)]
+struct ShowRecord<'a> {
+    device: DeviceRecord<'a>,
+    iommu: IommuRecord<'a>,
+    /// `null` when the device has no IOMMU group (IOMMU off).
+    iommu_group: Option<GroupRecord<'a>>,
+}
+
+pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let inv = read_inventory(root, Names::Lookup)?;
+    let dev = select_one(&inv, &args.selector)?;
+    let group = inv.group_of(dev);
+
+    if args.json {
+        write_json(
+            out,
+            &ShowRecord {
+                device: DeviceRecord::new(&inv, dev),
+                iommu: IommuRecord::new(&inv),
+                iommu_group: group.map(|g| GroupRecord::new(&inv, g)),
+            },
+        )?;
+        return Ok(crate::cli::exit::OK);
+    }
+
+    writeln!(
+        out,
+        "{}  {}: {} [{}:{}] (rev {:02x})",
+        dev.address,
+        class_label(&inv, dev),
+        device_name(&inv, dev),
+        dev.ids.vendor,
+        dev.ids.device,
+        dev.revision
+    )?;
+    let mut facts = Table::default();
+    let mut fact = |name: &str, value: String| facts.row(vec![name.to_string(), value]);
+    fact(
+        "subsystem",
+        format!(
+            "{}:{}{}",
+            dev.ids.subsystem_vendor,
+            dev.ids.subsystem_device,
+            inv.names
+                .subsystem(&dev.ids)
+                .map(|n| format!("  {n}"))
+                .unwrap_or_default()
+        ),
+    );
+    fact(
+        "class",
+        format!("{}  {}", dev.class, class_label(&inv, dev)),
+    );
+    fact(
+        "driver",
+        match (&dev.driver, &dev.driver_module) {
+            (Some(d), Some(m)) => format!("{d} (module {m})"),
+            (Some(d), None) => format!("{d} (built in)"),
+            (None, _) => "none".to_string(),
+        },
+    );
+    fact("override", or_dash(dev.driver_override.as_ref()));
+    fact(
+        "iommu group",
+        match group {
+            Some(g) => match &g.domain_type {
+                Some(t) => format!("{} ({t})", g.number),
+                None => g.number.to_string(),
+            },
+            None => "none".to_string(),
+        },
+    );
+    fact(
+        "kind",
+        match dev.header_type {
+            Some(_) if dev.is_bridge() => "bridge/port (by header type)".to_string(),
+            Some(_) => "endpoint (by header type)".to_string(),
+            None => format!(
+                "{} (config space unreadable; judged by class)",
+                if dev.is_bridge() {
+                    "bridge"
+                } else {
+                    "endpoint"
+                }
+            ),
+        },
+    );
+    fact(
+        "sr-iov",
+        match &dev.sriov {
+            SriovRole::Pf {
+                total_vfs,
+                num_vfs,
+                vfs,
+            } => {
+                let list: Vec<String> = vfs.iter().map(ToString::to_string).collect();
+                let mut text = format!("PF, {num_vfs} of {total_vfs} VFs enabled");
+                if !list.is_empty() {
+                    text.push_str(&format!(": {}", list.join(" ")));
+                }
+                text
+            }
+            SriovRole::Vf { physfn } => format!("VF of {physfn}"),
+            SriovRole::None => "none".to_string(),
+        },
+    );
+    fact("nova type", dev.nova_device_type().to_string());
+    fact("numa node", or_dash(dev.numa_node));
+    fact(
+        "boot vga",
+        if dev.boot_vga { "yes" } else { "no" }.to_string(),
+    );
+    fact("parent", or_dash(dev.parent));
+    let companions: Vec<String> = inv
+        .companions(dev)
+        .iter()
+        .map(|c| {
+            let why = match c.reason {
+                CompanionReason::SameSlot => "same slot",
+                CompanionReason::DeviceLink => "device link",
+            };
+            format!("{} ({why})", c.address)
+        })
+        .collect();
+    fact(
+        "companions",
+        if companions.is_empty() {
+            "none".to_string()
+        } else {
+            companions.join(", ")
+        },
+    );
+    fact("power state", or_dash(dev.power_state.as_ref()));
+    if dev.config_dead {
+        fact(
+            "config space",
+            "reads all ones: device gone, in D3cold or stuck in reset".to_string(),
+        );
+    }
+    write!(out, "{}", facts.render("  "))?;
+
+    writeln!(out)?;
+    let Some(group) = group else {
+        if !inv.iommu.enabled() {
+            writeln!(out, "{IOMMU_OFF_NOTE}")?;
+        } else {
+            writeln!(out, "No IOMMU group: this device cannot be used with VFIO.")?;
+        }
+        return Ok(crate::cli::exit::OK);
+    };
+    let verdict = inv.viability(group);
+    writeln!(
+        out,
+        "IOMMU group {}: {}",
+        group.number,
+        if verdict.viable {
+            "viable for VFIO (every endpoint is on vfio, pci-stub or no driver)"
+        } else {
+            "NOT viable for VFIO"
+        }
+    )?;
+    let mut members = Table::new(["ADDRESS", "CLASS", "DRIVER", "STATE"]);
+    for member in inv.members(group) {
+        let state = match MemberState::of(member.is_bridge(), member.driver.as_ref()) {
+            MemberState::Bridge => "bridge (ignored)",
+            MemberState::Unbound => "no driver",
+            MemberState::Vfio => "vfio",
+            MemberState::Stub => "stub",
+            MemberState::HostDriver => "host driver (blocks)",
+        };
+        members.row(vec![
+            member.address.to_string(),
+            class_label(&inv, member),
+            or_dash(member.driver.as_ref()),
+            state.to_string(),
+        ]);
+    }
+    for other in &group.other_members {
+        members.row(vec![
+            other.name.clone(),
+            "(not PCI)".to_string(),
+            or_dash(other.driver.as_ref()),
+            match other.driver {
+                Some(_) => "host driver (blocks)",
+                None => "no driver",
+            }
+            .to_string(),
+        ]);
+    }
+    write!(out, "{}", members.render("  "))?;
+    if !verdict.blockers.is_empty() {
+        let blockers: Vec<String> = verdict
+            .blockers
+            .iter()
+            .map(|b| format!("{} ({})", b.device, b.driver))
+            .collect();
+        writeln!(
+            out,
+            "  blocked by {}: every endpoint in the group must be on vfio-pci, pci-stub or no driver",
+            blockers.join(", ")
+        )?;
+    }
+    Ok(crate::cli::exit::OK)
+}

@@ -1,0 +1,25 @@
+//! vfioctl: safe, repeatable and checkable PCI passthrough (VFIO) for KVM hosts.
+//!
+//! Data flows one way: host root -> inventory (`host`) -> decisions (`model`)
+//! -> output (`output`), glued per verb in `commands`.
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod host;
+pub mod model;
+pub mod output;
+
+use std::io::Write;
+
+use cli::{Cli, Command};
+use host::HostRoot;
+
+/// Runs one parsed command line, writing its output to `out`; returns the exit status.
+pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let root = HostRoot::new(&cli.root);
+    match &cli.command {
+        Command::List(args) => commands::list::run(&root, args, out),
+        Command::Show(args) => commands::show::run(&root, args, out),
+    }
+}

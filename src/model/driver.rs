@@ -1,0 +1,124 @@
+//! Driver and module names.
+//!
+//! The kernel spells a driver `vfio-pci` and its module `vfio_pci`;
+//! modprobe treats `-` and `_` alike. Both types keep the spelling they were
+//! read with (what gets written to sysfs) and compare by the normalised form.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use serde::{Serialize, Serializer};
+
+fn normalised(name: &str) -> impl Iterator<Item = u8> + '_ {
+    name.bytes().map(|b| if b == b'-' { b'_' } else { b })
+}
+
+macro_rules! kernel_name {
+    ($name:ident, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, Eq)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn new(name: impl Into<String>) -> Self {
+                $name(name.into())
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                normalised(&self.0).eq(normalised(&other.0))
+            }
+        }
+
+        impl Hash for $name {
+            fn hash<H: Hasher>(&self, state: &mut H) {
+                for b in normalised(&self.0) {
+                    state.write_u8(b);
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+    };
+}
+
+kernel_name!(
+    DriverName,
+    "A PCI driver's name as registered under /sys/bus/pci/drivers (e.g. `vfio-pci`)."
+);
+kernel_name!(
+    ModuleName,
+    "A kernel module's name (e.g. `vfio_pci`), as under /sys/module."
+);
+
+/// How a bound driver affects VFIO's use of the device's IOMMU group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    /// vfio-pci itself or a vendor variant (mlx5_vfio_pci, nvgrace_gpu_vfio_pci, ...).
+    Vfio,
+    /// pci-stub: claims the device and does nothing with it.
+    Stub,
+    /// Any other driver: the host uses the device.
+    Host,
+}
+
+impl DriverName {
+    pub fn vfio_pci() -> DriverName {
+        DriverName::new("vfio-pci")
+    }
+
+    pub fn kind(&self) -> DriverKind {
+        let n: Vec<u8> = normalised(&self.0).collect();
+        if n == b"pci_stub" {
+            DriverKind::Stub
+        } else if n == b"vfio_pci" || n.ends_with(b"_vfio_pci") {
+            // Variant drivers are named <vendor>_vfio_pci by kernel convention.
+            DriverKind::Vfio
+        } else {
+            DriverKind::Host
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn dash_and_underscore_are_the_same_name() {
+        assert_eq!(DriverName::new("vfio-pci"), DriverName::new("vfio_pci"));
+        assert_ne!(DriverName::new("vfio-pci"), DriverName::new("vfio-pci2"));
+        let set: HashSet<DriverName> = [DriverName::new("snd-hda-intel")].into();
+        assert!(set.contains(&DriverName::new("snd_hda_intel")));
+        // The spelling read from sysfs is kept for writing back.
+        assert_eq!(DriverName::new("vfio-pci").to_string(), "vfio-pci");
+    }
+
+    #[test]
+    fn classifies_drivers_for_group_viability() {
+        assert_eq!(DriverName::new("vfio-pci").kind(), DriverKind::Vfio);
+        assert_eq!(DriverName::new("mlx5_vfio_pci").kind(), DriverKind::Vfio);
+        assert_eq!(
+            DriverName::new("nvgrace-gpu-vfio-pci").kind(),
+            DriverKind::Vfio
+        );
+        assert_eq!(DriverName::new("pci-stub").kind(), DriverKind::Stub);
+        assert_eq!(DriverName::new("nvidia").kind(), DriverKind::Host);
+        assert_eq!(DriverName::new("vfio_pci_core").kind(), DriverKind::Host);
+    }
+}

@@ -1,0 +1,218 @@
+//! A snapshot of the host's PCI functions and IOMMU groups.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::address::PciAddress;
+use super::device::PciDevice;
+use super::group::{IommuGroup, Viability};
+use super::ids::PciNames;
+use super::selector::Selector;
+
+/// The host's IOMMU as the kernel reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IommuState {
+    /// Hardware units under /sys/class/iommu (dmar0, ivhd0, ...).
+    pub units: Vec<String>,
+    /// Number of groups under /sys/kernel/iommu_groups.
+    pub groups: usize,
+}
+
+impl IommuState {
+    pub fn enabled(&self) -> bool {
+        !self.units.is_empty() || self.groups > 0
+    }
+}
+
+/// Why a function travels with another one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompanionReason {
+    /// Another function of the same display adapter's slot (audio, USB, USB-C).
+    SameSlot,
+    /// The kernel linked the two (`consumer:pci:*` / `supplier:pci:*`).
+    DeviceLink,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Companion {
+    pub address: PciAddress,
+    pub reason: CompanionReason,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    /// Sorted by address.
+    pub devices: Vec<PciDevice>,
+    pub groups: BTreeMap<u32, IommuGroup>,
+    pub iommu: IommuState,
+    /// The running kernel's release, from the host root.
+    pub kernel_release: Option<String>,
+    pub names: PciNames,
+}
+
+/// A selector that matched nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("selector '{0}' matched no PCI function (see `vfioctl list` for what is present)")]
+pub struct NoMatch(pub String);
+
+impl Inventory {
+    pub fn device(&self, addr: &PciAddress) -> Option<&PciDevice> {
+        self.devices
+            .binary_search_by(|d| d.address.cmp(addr))
+            .ok()
+            .map(|i| &self.devices[i])
+    }
+
+    /// Functions matched by any of `selectors`, in address order; every
+    /// selector must match at least one. No selectors selects everything.
+    pub fn select(&self, selectors: &[Selector]) -> Result<Vec<&PciDevice>, NoMatch> {
+        if selectors.is_empty() {
+            return Ok(self.devices.iter().collect());
+        }
+        if let Some(unmatched) = selectors
+            .iter()
+            .find(|s| !self.devices.iter().any(|d| s.matches(d)))
+        {
+            return Err(NoMatch(unmatched.text.clone()));
+        }
+        Ok(self
+            .devices
+            .iter()
+            .filter(|d| selectors.iter().any(|s| s.matches(d)))
+            .collect())
+    }
+
+    pub fn group_of(&self, dev: &PciDevice) -> Option<&IommuGroup> {
+        self.groups.get(&dev.iommu_group?)
+    }
+
+    /// PCI members of a group that are present in the inventory.
+    pub fn members<'a>(&'a self, group: &'a IommuGroup) -> impl Iterator<Item = &'a PciDevice> {
+        group.pci_members.iter().filter_map(|a| self.device(a))
+    }
+
+    /// The group's viability with every member on its current driver.
+    pub fn viability(&self, group: &IommuGroup) -> Viability {
+        Viability::judge(
+            self.members(group).map(|d| (d, d.driver.as_ref())),
+            &group.other_members,
+        )
+    }
+
+    /// Functions that must move together with `dev`: those the kernel linked to
+    /// it, and for display adapters the other functions in the same slot
+    /// (GPU audio, USB, USB-C controllers). Bridges never count.
+    pub fn companions(&self, dev: &PciDevice) -> Vec<Companion> {
+        let mut out: Vec<Companion> = Vec::new();
+        let mut push = |address: PciAddress, reason| {
+            let is_new = address != dev.address && !out.iter().any(|c| c.address == address);
+            if is_new && self.device(&address).is_some_and(|d| !d.is_bridge()) {
+                out.push(Companion { address, reason });
+            }
+        };
+        for addr in dev.consumers.iter().chain(&dev.suppliers) {
+            push(*addr, CompanionReason::DeviceLink);
+        }
+        if dev.class.is_display() {
+            for other in self
+                .devices
+                .iter()
+                .filter(|o| o.address.same_slot(&dev.address))
+            {
+                push(other.address, CompanionReason::SameSlot);
+            }
+        }
+        out.sort_by_key(|c| c.address);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::device::tests::endpoint;
+    use crate::model::driver::DriverName;
+
+    fn inventory() -> Inventory {
+        let mut gpu = endpoint("01:00.0", 0x030000);
+        gpu.consumers = vec!["01:00.1".parse().unwrap()];
+        gpu.iommu_group = Some(5);
+        gpu.driver = Some(DriverName::vfio_pci());
+        let mut audio = endpoint("01:00.1", 0x040300);
+        audio.suppliers = vec!["01:00.0".parse().unwrap()];
+        audio.iommu_group = Some(5);
+        audio.driver = Some(DriverName::new("snd_hda_intel"));
+        let mut usb = endpoint("01:00.2", 0x0c0330);
+        usb.iommu_group = Some(5);
+        let mut nic = endpoint("02:00.0", 0x020000);
+        nic.iommu_group = Some(6);
+        let mut nic_port2 = endpoint("02:00.1", 0x020000);
+        nic_port2.iommu_group = Some(7);
+        let group = IommuGroup {
+            number: 5,
+            domain_type: None,
+            pci_members: vec![gpu.address, audio.address, usb.address],
+            other_members: vec![],
+        };
+        Inventory {
+            devices: vec![gpu, audio, usb, nic, nic_port2],
+            groups: [(5, group)].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn selects_union_and_reports_unmatched() {
+        let inv = inventory();
+        let sels: Vec<Selector> = ["class=gpu", "02:00.0"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let got: Vec<String> = inv
+            .select(&sels)
+            .unwrap()
+            .iter()
+            .map(|d| d.address.to_string())
+            .collect();
+        assert_eq!(got, ["0000:01:00.0", "0000:02:00.0"]);
+        let missing: Vec<Selector> = vec!["class=nvme".parse().unwrap()];
+        assert_eq!(
+            inv.select(&missing).unwrap_err(),
+            NoMatch("class=nvme".into())
+        );
+        assert_eq!(inv.select(&[]).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn gpu_companions_are_linked_and_same_slot_functions() {
+        let inv = inventory();
+        let gpu = inv.device(&"01:00.0".parse().unwrap()).unwrap();
+        assert_eq!(
+            inv.companions(gpu),
+            vec![
+                Companion {
+                    address: "01:00.1".parse().unwrap(),
+                    reason: CompanionReason::DeviceLink
+                },
+                Companion {
+                    address: "01:00.2".parse().unwrap(),
+                    reason: CompanionReason::SameSlot
+                },
+            ]
+        );
+        // A NIC's other port is not a companion: it may serve the host.
+        let nic = inv.device(&"02:00.0".parse().unwrap()).unwrap();
+        assert!(inv.companions(nic).is_empty());
+    }
+
+    #[test]
+    fn viability_names_the_blocking_member() {
+        let inv = inventory();
+        let v = inv.viability(&inv.groups[&5]);
+        assert!(!v.viable);
+        assert_eq!(v.blockers.len(), 1);
+        assert_eq!(v.blockers[0].device, "0000:01:00.1");
+    }
+}

@@ -1,0 +1,18 @@
+//! The pure core: typed addresses and IDs, the inventory model, selection and
+//! verdicts. Nothing here performs I/O; `host` fills these types in.
+
+pub mod address;
+pub mod device;
+pub mod driver;
+pub mod group;
+pub mod ids;
+pub mod inventory;
+pub mod selector;
+
+pub use address::PciAddress;
+pub use device::{HeaderType, NovaDeviceType, PciDevice, SriovRole};
+pub use driver::{DriverKind, DriverName, ModuleName};
+pub use group::{IommuGroup, OtherMember, Viability};
+pub use ids::{ClassCode, DeviceId, DeviceIds, PciNames, VendorId};
+pub use inventory::{Companion, CompanionReason, Inventory, IommuState, NoMatch};
+pub use selector::{Selector, SelectorError};

@@ -1,0 +1,189 @@
+//! The `vfioctl` binary end to end against fake hosts: golden text and JSON
+//! outputs, selector errors and exit statuses.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::{golden, topologies};
+
+struct Run {
+    status: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn vfioctl(root: &Path, args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_vfioctl"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("VFIOCTL_ROOT")
+        .output()
+        .expect("run vfioctl");
+    Run {
+        status: output.status.code().expect("exit status"),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+fn ok(root: &Path, args: &[&str]) -> String {
+    let run = vfioctl(root, args);
+    assert_eq!(run.status, 0, "vfioctl {args:?} failed: {}", run.stderr);
+    run.stdout
+}
+
+#[test]
+fn list_hgx_text_and_json() {
+    let host = topologies::hgx_a100();
+    golden::check("list_hgx.txt", &ok(host.root(), &["list"]));
+    let json = ok(host.root(), &["list", "--json"]);
+    golden::check("list_hgx.json", &json);
+
+    // The documented contract, checked field by field on the parsed JSON.
+    let devices: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let gpu = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["address"] == "0000:25:00.0")
+        .unwrap();
+    assert_eq!(gpu["vendor_id"], "10de");
+    assert_eq!(gpu["device_id"], "20b0");
+    assert_eq!(gpu["class"], "030200");
+    assert_eq!(gpu["driver"], "vfio-pci");
+    assert_eq!(gpu["driver_override"], "vfio-pci");
+    assert!(gpu["iommu_group"].is_u64());
+    assert_eq!(gpu["nova_device_type"], "type-PF");
+    assert_eq!(gpu["is_bridge"], false);
+    let nvidia = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["address"] == "0000:48:00.0")
+        .unwrap();
+    assert!(nvidia["driver_override"].is_null());
+}
+
+#[test]
+fn list_with_selectors() {
+    let host = topologies::hgx_a100();
+    golden::check(
+        "list_hgx_gpus_and_switches.txt",
+        &ok(host.root(), &["list", "10de:20b0", "10de:1af1"]),
+    );
+    let vfio = ok(host.root(), &["list", "driver=vfio_pci", "--json"]);
+    let vfio: Vec<serde_json::Value> = serde_json::from_str(&vfio).unwrap();
+    let addrs: Vec<&str> = vfio
+        .iter()
+        .map(|d| d["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addrs, ["0000:25:00.0", "0000:2b:00.0"]);
+    let one = ok(host.root(), &["list", "25:00.0", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&one)
+            .unwrap()
+            .len(),
+        1
+    );
+    let bridges = ok(host.root(), &["list", "class=bridge", "--json"]);
+    let bridges: Vec<serde_json::Value> = serde_json::from_str(&bridges).unwrap();
+    assert_eq!(
+        bridges.len(),
+        6 + 16 + 8 + 3 + 1,
+        "NVSwitches are in class 06 too"
+    );
+}
+
+#[test]
+fn show_texts_and_json() {
+    let hgx = topologies::hgx_a100();
+    golden::check("show_hgx_gpu.txt", &ok(hgx.root(), &["show", "25:00.0"]));
+    golden::check(
+        "show_hgx_nvswitch.txt",
+        &ok(hgx.root(), &["show", "b7:00.0"]),
+    );
+    let ws = topologies::workstation_gpu();
+    golden::check(
+        "show_workstation_gpu.txt",
+        &ok(ws.root(), &["show", "01:00.0"]),
+    );
+    let json = ok(ws.root(), &["show", "01:00.0", "--json"]);
+    golden::check("show_workstation_gpu.json", &json);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["iommu_group"]["viable"], false);
+    assert_eq!(value["iommu_group"]["members"][0]["state"], "bridge");
+    assert_eq!(
+        value["iommu_group"]["blockers"][1]["driver"],
+        "snd_hda_intel"
+    );
+    let nic = topologies::sriov_nic();
+    golden::check("show_sriov_pf.txt", &ok(nic.root(), &["show", "3b:00.0"]));
+    golden::check(
+        "show_sriov_vf.json",
+        &ok(nic.root(), &["show", "3b:00.3", "--json"]),
+    );
+    golden::check("list_sriov.txt", &ok(nic.root(), &["list"]));
+}
+
+#[test]
+fn iommu_off_is_said_once() {
+    let host = topologies::no_iommu();
+    let text = ok(host.root(), &["list"]);
+    golden::check("list_no_iommu.txt", &text);
+    assert_eq!(text.matches("IOMMU: off").count(), 1);
+    let run = vfioctl(host.root(), &["list", "--json"]);
+    assert_eq!(run.status, 0);
+    assert!(run.stderr.contains("IOMMU: off"));
+    let value: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(value[0]["iommu_group"].is_null());
+    golden::check("show_no_iommu.txt", &ok(host.root(), &["show", "00:03.0"]));
+}
+
+#[test]
+fn bad_selectors_exit_with_usage_or_not_found() {
+    let host = topologies::hgx_a100();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["list", "25:00"], 2, "malformed selector '25:00'"),
+        (
+            &["list", "class=gpus"],
+            2,
+            "malformed selector 'class=gpus'",
+        ),
+        (
+            &["list", "10de:20b0", "dead:beef"],
+            3,
+            "selector 'dead:beef' matched no PCI function",
+        ),
+        (
+            &["show", "10de:20b0"],
+            2,
+            "selector '10de:20b0' matches 8 functions",
+        ),
+        (
+            &["show", "ff:00.0"],
+            3,
+            "selector 'ff:00.0' matched no PCI function",
+        ),
+        (&["list", "--bogus"], 2, "unexpected argument"),
+    ];
+    for (args, status, message) in cases {
+        let run = vfioctl(host.root(), args);
+        assert_eq!(run.status, *status, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{args:?} printed to stdout");
+        if *status != 2 || !message.contains("unexpected") {
+            assert_eq!(run.stderr.lines().count(), 1, "one line: {}", run.stderr);
+        }
+    }
+}
+
+#[test]
+fn wrong_root_is_an_environment_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = vfioctl(dir.path(), &["list"]);
+    assert_eq!(run.status, 5);
+    assert!(run.stderr.starts_with("vfioctl: no PCI sysfs at "));
+}

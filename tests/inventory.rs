@@ -1,0 +1,186 @@
+//! The sysfs reader against fake hosts: every fact of the model.
+
+mod support;
+
+use support::fakehost::{Dev, FakeHost};
+use support::topologies;
+use vfioctl::host::sysfs::{read_inventory, InventoryError, Names};
+use vfioctl::host::HostRoot;
+use vfioctl::model::{
+    CompanionReason, DriverName, HeaderType, Inventory, ModuleName, NovaDeviceType, PciAddress,
+    SriovRole,
+};
+
+fn read(host: &FakeHost) -> Inventory {
+    read_inventory(&HostRoot::new(host.root()), Names::Lookup).expect("inventory")
+}
+
+fn addr(text: &str) -> PciAddress {
+    text.parse().unwrap()
+}
+
+#[test]
+fn hgx_gpus_switches_and_bridges() {
+    let host = topologies::hgx_a100();
+    let inv = read(&host);
+    assert!(inv.iommu.enabled());
+    assert_eq!(inv.iommu.units, ["dmar0", "dmar1"]);
+    assert_eq!(inv.kernel_release.as_deref(), Some("6.1.0-fake"));
+
+    let gpu = inv.device(&addr("25:00.0")).unwrap();
+    assert_eq!(gpu.ids.vendor.to_string(), "10de");
+    assert_eq!(gpu.ids.device.to_string(), "20b0");
+    assert_eq!(gpu.ids.subsystem_device.to_string(), "134f");
+    assert_eq!(gpu.class.to_string(), "030200");
+    assert_eq!(gpu.revision, 0xa1);
+    assert_eq!(gpu.driver, Some(DriverName::new("vfio-pci")));
+    assert_eq!(gpu.driver_module, Some(ModuleName::new("vfio_pci")));
+    assert_eq!(gpu.driver_override, Some(DriverName::vfio_pci()));
+    assert_eq!(gpu.header_type, Some(HeaderType::Endpoint));
+    assert_eq!(gpu.numa_node, Some(0));
+    assert_eq!(gpu.parent, Some(addr("24:00.0")));
+    assert_eq!(gpu.nova_device_type(), NovaDeviceType::Pf);
+    assert_eq!(
+        gpu.sriov,
+        SriovRole::Pf {
+            total_vfs: 16,
+            num_vfs: 0,
+            vfs: vec![]
+        }
+    );
+    assert!(inv.viability(inv.group_of(gpu).unwrap()).viable);
+
+    let nvidia_gpu = inv.device(&addr("48:00.0")).unwrap();
+    assert_eq!(
+        nvidia_gpu.driver_override, None,
+        "(null) reads as no override"
+    );
+    assert!(!inv.viability(inv.group_of(nvidia_gpu).unwrap()).viable);
+
+    // NVSwitch: class "Bridge" (0680) but a type-0 header: an endpoint.
+    let nvswitch = inv.device(&addr("b7:00.0")).unwrap();
+    assert_eq!(nvswitch.class.base(), 0x06);
+    assert!(!nvswitch.is_bridge());
+    let switch_port = inv.device(&addr("b6:00.0")).unwrap();
+    assert!(switch_port.is_bridge());
+    assert_eq!(switch_port.driver, Some(DriverName::new("pcieport")));
+    assert_eq!(switch_port.driver_module, None, "pcieport is built in");
+
+    let bmc_vga = inv.device(&addr("04:00.0")).unwrap();
+    assert!(bmc_vga.boot_vga);
+    assert!(!gpu.boot_vga);
+    assert_eq!(inv.names.vendor(gpu.ids.vendor), Some("NVIDIA Corporation"));
+    assert_eq!(inv.names.class(gpu.class), Some("3D controller"));
+    assert_eq!(inv.devices.len(), 8 + 6 + 4 * 4 + 2 + 6 + 7);
+}
+
+#[test]
+fn gpu_functions_share_a_group_and_are_companions() {
+    let host = topologies::workstation_gpu();
+    let inv = read(&host);
+    let gpu = inv.device(&addr("01:00.0")).unwrap();
+    let group = inv.group_of(gpu).unwrap();
+    assert_eq!(
+        group.pci_members,
+        ["00:01.0", "01:00.0", "01:00.1", "01:00.2", "01:00.3"].map(addr)
+    );
+    assert_eq!(
+        gpu.consumers,
+        ["01:00.1", "01:00.2", "01:00.3"].map(addr),
+        "consumer:pci links"
+    );
+    let audio = inv.device(&addr("01:00.1")).unwrap();
+    assert_eq!(audio.suppliers, [addr("01:00.0")]);
+    let companions = inv.companions(gpu);
+    assert_eq!(companions.len(), 3);
+    assert!(companions
+        .iter()
+        .all(|c| c.reason == CompanionReason::DeviceLink));
+    assert_eq!(inv.companions(audio)[0].address, addr("01:00.0"));
+
+    let verdict = inv.viability(group);
+    assert!(!verdict.viable);
+    let blockers: Vec<&str> = verdict.blockers.iter().map(|b| b.device.as_str()).collect();
+    assert_eq!(
+        blockers,
+        [
+            "0000:01:00.0",
+            "0000:01:00.1",
+            "0000:01:00.2",
+            "0000:01:00.3"
+        ],
+        "the root port in the group does not block"
+    );
+}
+
+#[test]
+fn sriov_pf_and_vfs() {
+    let host = topologies::sriov_nic();
+    let inv = read(&host);
+    let pf = inv.device(&addr("3b:00.0")).unwrap();
+    assert_eq!(
+        pf.sriov,
+        SriovRole::Pf {
+            total_vfs: 8,
+            num_vfs: 2,
+            vfs: vec![addr("3b:00.2"), addr("3b:00.3")]
+        }
+    );
+    assert_eq!(pf.nova_device_type(), NovaDeviceType::Pf);
+    let vf = inv.device(&addr("3b:00.3")).unwrap();
+    assert_eq!(
+        vf.sriov,
+        SriovRole::Vf {
+            physfn: addr("3b:00.0")
+        }
+    );
+    assert_eq!(vf.nova_device_type(), NovaDeviceType::Vf);
+    assert_eq!(vf.iommu_group, Some(23));
+    // The mlx5 variant driver counts as VFIO for the group's viability.
+    assert!(inv.viability(inv.group_of(vf).unwrap()).viable);
+    assert!(!inv.viability(inv.group_of(pf).unwrap()).viable);
+}
+
+#[test]
+fn iommu_off_means_no_groups() {
+    let host = topologies::no_iommu();
+    let inv = read(&host);
+    assert!(!inv.iommu.enabled());
+    assert!(inv.groups.is_empty());
+    assert!(inv.devices.iter().all(|d| d.iommu_group.is_none()));
+    assert_eq!(inv.devices.len(), 3);
+}
+
+#[test]
+fn unreadable_config_and_dead_devices() {
+    let mut host = FakeHost::new();
+    host.add(Dev::endpoint("0000:00:04.0", 0x10de, 0x20b0, 0x030200).dead_config());
+    host.add(Dev::endpoint("0000:00:05.0", 0x8086, 0x1521, 0x020000));
+    std::fs::remove_file(host.device_dir("0000:00:05.0").join("config")).unwrap();
+    let inv = read(&host);
+    let dead = inv.device(&addr("00:04.0")).unwrap();
+    assert!(dead.config_dead);
+    assert_eq!(dead.power_state.as_deref(), Some("D3cold"));
+    let no_config = inv.device(&addr("00:05.0")).unwrap();
+    assert_eq!(no_config.header_type, None);
+    assert!(!no_config.is_bridge());
+}
+
+#[test]
+fn missing_pci_sysfs_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = read_inventory(&HostRoot::new(dir.path()), Names::Skip).unwrap_err();
+    assert!(matches!(err, InventoryError::NoPciSysfs(_)));
+    assert!(err
+        .to_string()
+        .contains("is sysfs mounted, and is --root right?"));
+}
+
+#[test]
+fn names_are_optional() {
+    let host = topologies::no_iommu();
+    std::fs::remove_file(host.path("usr/share/misc/pci.ids")).unwrap();
+    let inv = read(&host);
+    let dev = &inv.devices[1];
+    assert_eq!(inv.names.vendor(dev.ids.vendor), None);
+}

@@ -1,0 +1,377 @@
+//! A fake host root faithful to the kernel's sysfs layout, for tests.
+//!
+//! Devices live under `sys/devices/pciDDDD:BB/.../DDDD:BB:DD.F` in their bridge's
+//! directory; `sys/bus/pci/devices/*`, `driver`, `iommu_group`, `physfn`,
+//! `virtfnN` and device links are relative symlinks, as the kernel makes them,
+//! so every path resolves inside the temp dir.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Component, Path, PathBuf};
+
+pub struct FakeHost {
+    dir: tempfile::TempDir,
+    /// Device directories (relative to the root), by address.
+    devices: BTreeMap<String, PathBuf>,
+}
+
+/// One function to add. Built with the `endpoint`/`bridge` constructors and setters.
+#[derive(Clone, Debug)]
+pub struct Dev {
+    pub address: String,
+    pub parent: Option<String>,
+    pub vendor: u16,
+    pub device: u16,
+    pub subsystem: (u16, u16),
+    pub class: u32,
+    pub revision: u8,
+    pub header_type: u8,
+    pub driver: Option<(String, Option<String>)>,
+    pub group: Option<u32>,
+    pub numa: i32,
+    pub sriov_total: Option<u32>,
+    pub physfn: Option<String>,
+    pub boot_vga: Option<bool>,
+    pub suppliers: Vec<String>,
+    pub override_: Option<String>,
+    pub dead_config: bool,
+}
+
+impl Dev {
+    pub fn endpoint(address: &str, vendor: u16, device: u16, class: u32) -> Dev {
+        Dev {
+            address: address.to_string(),
+            parent: None,
+            vendor,
+            device,
+            subsystem: (vendor, device),
+            class,
+            revision: 0xa1,
+            header_type: 0,
+            driver: None,
+            group: None,
+            numa: -1,
+            sriov_total: None,
+            physfn: None,
+            boot_vga: None,
+            suppliers: vec![],
+            override_: None,
+            dead_config: false,
+        }
+    }
+
+    /// A PCIe port or PCI bridge (type-1 header), bound to pcieport.
+    pub fn bridge(address: &str, vendor: u16, device: u16) -> Dev {
+        let mut dev = Dev::endpoint(address, vendor, device, 0x060400);
+        dev.header_type = 0x01;
+        dev.driver = Some(("pcieport".into(), None));
+        dev
+    }
+
+    pub fn parent(mut self, parent: &str) -> Dev {
+        self.parent = Some(parent.to_string());
+        self
+    }
+    pub fn subsystem(mut self, vendor: u16, device: u16) -> Dev {
+        self.subsystem = (vendor, device);
+        self
+    }
+    pub fn revision(mut self, revision: u8) -> Dev {
+        self.revision = revision;
+        self
+    }
+    /// Bound to `driver`, provided by `module` (None: built in).
+    pub fn driver(mut self, driver: &str, module: Option<&str>) -> Dev {
+        self.driver = Some((driver.to_string(), module.map(str::to_string)));
+        self
+    }
+    pub fn unbound(mut self) -> Dev {
+        self.driver = None;
+        self
+    }
+    pub fn group(mut self, group: u32) -> Dev {
+        self.group = Some(group);
+        self
+    }
+    pub fn numa(mut self, node: i32) -> Dev {
+        self.numa = node;
+        self
+    }
+    pub fn sriov(mut self, total_vfs: u32) -> Dev {
+        self.sriov_total = Some(total_vfs);
+        self
+    }
+    /// A virtual function of `pf` (which must already be added).
+    pub fn vf_of(mut self, pf: &str) -> Dev {
+        self.physfn = Some(pf.to_string());
+        self
+    }
+    pub fn boot_vga(mut self, on: bool) -> Dev {
+        self.boot_vga = Some(on);
+        self
+    }
+    /// The kernel linked this function as a consumer of `supplier` (GPU audio).
+    pub fn supplier(mut self, supplier: &str) -> Dev {
+        self.suppliers.push(supplier.to_string());
+        self
+    }
+    pub fn driver_override(mut self, driver: &str) -> Dev {
+        self.override_ = Some(driver.to_string());
+        self
+    }
+    /// Config space reads all ones (device gone or in D3cold).
+    pub fn dead_config(mut self) -> Dev {
+        self.dead_config = true;
+        self
+    }
+}
+
+/// The relative path from directory `from` to `to` (both relative to the root).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<Component> = from.components().collect();
+    let to: Vec<Component> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut rel = PathBuf::new();
+    for _ in common..from.len() {
+        rel.push("..");
+    }
+    for c in &to[common..] {
+        rel.push(c);
+    }
+    rel
+}
+
+fn modalias(d: &Dev) -> String {
+    format!(
+        "pci:v{:08X}d{:08X}sv{:08X}sd{:08X}bc{:02X}sc{:02X}i{:02X}",
+        d.vendor,
+        d.device,
+        d.subsystem.0,
+        d.subsystem.1,
+        d.class >> 16,
+        (d.class >> 8) & 0xff,
+        d.class & 0xff
+    )
+}
+
+fn config_space(d: &Dev) -> Vec<u8> {
+    if d.dead_config {
+        return vec![0xff; 256];
+    }
+    let mut c = vec![0u8; 256];
+    c[0..2].copy_from_slice(&d.vendor.to_le_bytes());
+    c[2..4].copy_from_slice(&d.device.to_le_bytes());
+    c[0x08] = d.revision;
+    c[0x09] = d.class as u8;
+    c[0x0a] = (d.class >> 8) as u8;
+    c[0x0b] = (d.class >> 16) as u8;
+    c[0x0e] = d.header_type;
+    if d.header_type == 0 {
+        c[0x2c..0x2e].copy_from_slice(&d.subsystem.0.to_le_bytes());
+        c[0x2e..0x30].copy_from_slice(&d.subsystem.1.to_le_bytes());
+    }
+    c
+}
+
+impl FakeHost {
+    /// An empty host: PCI bus, no devices, no IOMMU, kernel 6.1.0-fake.
+    pub fn new() -> FakeHost {
+        let host = FakeHost {
+            dir: tempfile::tempdir().expect("temp dir"),
+            devices: BTreeMap::new(),
+        };
+        for dir in [
+            "sys/bus/pci/devices",
+            "sys/bus/pci/drivers",
+            "sys/class/iommu",
+            "sys/module",
+            "sys/devices/virtual/devlink",
+            "proc/sys/kernel",
+            "dev",
+            "etc",
+            "run",
+        ] {
+            fs::create_dir_all(host.root().join(dir)).unwrap();
+        }
+        host.write("sys/bus/pci/drivers_probe", "");
+        host.write("sys/bus/pci/rescan", "");
+        host.write("proc/sys/kernel/osrelease", "6.1.0-fake\n");
+        host
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root().join(rel)
+    }
+
+    /// Writes a file (creating directories) relative to the root.
+    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) {
+        let path = self.path(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, contents).unwrap();
+    }
+
+    /// Creates `link` (relative to the root) pointing at `target` (relative to the root),
+    /// as a relative symlink.
+    pub fn link(&self, link: &Path, target: &Path) {
+        let abs = self.root().join(link);
+        fs::create_dir_all(abs.parent().unwrap()).unwrap();
+        let _ = fs::remove_file(&abs);
+        symlink(relative(link.parent().unwrap(), target), abs).unwrap();
+    }
+
+    /// Turns the IOMMU on: one hardware unit (e.g. `dmar0`).
+    pub fn iommu_unit(&mut self, name: &str) -> &mut Self {
+        let target = PathBuf::from("sys/devices/virtual/iommu").join(name);
+        fs::create_dir_all(self.root().join(&target)).unwrap();
+        self.link(&Path::new("sys/class/iommu").join(name), &target);
+        fs::create_dir_all(self.path("sys/kernel/iommu_groups")).unwrap();
+        self
+    }
+
+    pub fn pci_ids(&mut self, text: &str) -> &mut Self {
+        self.write("usr/share/misc/pci.ids", text);
+        self
+    }
+
+    pub fn device_dir(&self, address: &str) -> PathBuf {
+        self.root().join(&self.devices[address])
+    }
+
+    /// Adds one function with all its attributes and links.
+    pub fn add(&mut self, d: Dev) -> &mut Self {
+        let addr = &d.address;
+        let dir = match &d.parent {
+            Some(parent) => self.devices[parent].join(addr),
+            None => {
+                let (domain, rest) = addr.split_once(':').unwrap();
+                let bus = &rest[..2];
+                PathBuf::from(format!("sys/devices/pci{domain}:{bus}")).join(addr)
+            }
+        };
+        let rel = |name: &str| format!("{}/{name}", dir.display());
+        self.write(&rel("vendor"), format!("0x{:04x}\n", d.vendor));
+        self.write(&rel("device"), format!("0x{:04x}\n", d.device));
+        self.write(
+            &rel("subsystem_vendor"),
+            format!("0x{:04x}\n", d.subsystem.0),
+        );
+        self.write(
+            &rel("subsystem_device"),
+            format!("0x{:04x}\n", d.subsystem.1),
+        );
+        self.write(&rel("class"), format!("0x{:06x}\n", d.class));
+        self.write(&rel("revision"), format!("0x{:02x}\n", d.revision));
+        self.write(&rel("config"), config_space(&d));
+        self.write(
+            &rel("driver_override"),
+            format!("{}\n", d.override_.as_deref().unwrap_or("(null)")),
+        );
+        self.write(&rel("numa_node"), format!("{}\n", d.numa));
+        self.write(
+            &rel("power_state"),
+            if d.dead_config { "D3cold\n" } else { "D0\n" },
+        );
+        self.write(&rel("enable"), "1\n");
+        self.write(&rel("modalias"), format!("{}\n", modalias(&d)));
+        self.write(&rel("remove"), "");
+        self.write(&rel("rescan"), "");
+        if let Some(on) = d.boot_vga {
+            self.write(&rel("boot_vga"), if on { "1\n" } else { "0\n" });
+        }
+        self.link(&dir.join("subsystem"), Path::new("sys/bus/pci"));
+        self.link(&Path::new("sys/bus/pci/devices").join(addr), &dir);
+        self.devices.insert(addr.clone(), dir.clone());
+
+        if let Some(total) = d.sriov_total {
+            self.write(&rel("sriov_totalvfs"), format!("{total}\n"));
+            self.write(&rel("sriov_numvfs"), "0\n");
+            self.write(&rel("sriov_drivers_autoprobe"), "1\n");
+        }
+        if let Some(pf) = &d.physfn {
+            let pf_dir = self.devices[pf].clone();
+            self.link(&dir.join("physfn"), &pf_dir);
+            // The PF's next virtfn index and its enabled count follow the VFs added.
+            let index = fs::read_dir(self.root().join(&pf_dir))
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("virtfn")
+                })
+                .count();
+            self.link(&pf_dir.join(format!("virtfn{index}")), &dir);
+            self.write(
+                &format!("{}/sriov_numvfs", pf_dir.display()),
+                format!("{}\n", index + 1),
+            );
+        }
+        if let Some(group) = d.group {
+            let group_dir = PathBuf::from(format!("sys/kernel/iommu_groups/{group}"));
+            if !self.root().join(&group_dir).exists() {
+                self.write(&format!("{}/type", group_dir.display()), "DMA\n");
+            }
+            self.link(&group_dir.join("devices").join(addr), &dir);
+            self.link(&dir.join("iommu_group"), &group_dir);
+        }
+        for supplier in &d.suppliers {
+            let link_dir = PathBuf::from(format!(
+                "sys/devices/virtual/devlink/pci:{supplier}--pci:{addr}"
+            ));
+            self.link(&link_dir.join("supplier"), &self.devices[supplier].clone());
+            self.link(&link_dir.join("consumer"), &dir);
+            self.link(&dir.join(format!("supplier:pci:{supplier}")), &link_dir);
+            let supplier_dir = self.devices[supplier].clone();
+            self.link(
+                &supplier_dir.join(format!("consumer:pci:{addr}")),
+                &link_dir,
+            );
+        }
+        if let Some((driver, module)) = &d.driver {
+            self.bind(addr, driver, module.as_deref());
+        }
+        self
+    }
+
+    /// Binds a device to a driver (creating the driver and its module if new).
+    pub fn bind(&mut self, addr: &str, driver: &str, module: Option<&str>) -> &mut Self {
+        let driver_dir = PathBuf::from("sys/bus/pci/drivers").join(driver);
+        if !self.root().join(&driver_dir).exists() {
+            for f in ["bind", "unbind", "new_id", "remove_id", "uevent"] {
+                self.write(&format!("{}/{f}", driver_dir.display()), "");
+            }
+            if let Some(module) = module {
+                let module_dir = PathBuf::from("sys/module").join(module);
+                self.write(&format!("{}/initstate", module_dir.display()), "live\n");
+                self.link(&driver_dir.join("module"), &module_dir);
+                self.link(
+                    &module_dir.join("drivers").join(format!("pci:{driver}")),
+                    &driver_dir,
+                );
+            }
+        }
+        let dir = self.devices[addr].clone();
+        self.link(&dir.join("driver"), &driver_dir);
+        self.link(&driver_dir.join(addr), &dir);
+        self
+    }
+
+    /// Leaves a device without a driver.
+    pub fn unbind(&mut self, addr: &str) -> &mut Self {
+        let dir = self.device_dir(addr);
+        if let Ok(target) = fs::read_link(dir.join("driver")) {
+            let driver = target.file_name().unwrap().to_string_lossy().into_owned();
+            let _ = fs::remove_file(self.path(&format!("sys/bus/pci/drivers/{driver}/{addr}")));
+            fs::remove_file(dir.join("driver")).unwrap();
+        }
+        self
+    }
+}

@@ -1,0 +1,6 @@
+//! Shared test support: the fake host builder, its topologies, golden files.
+#![allow(dead_code)]
+
+pub mod fakehost;
+pub mod golden;
+pub mod topologies;

@@ -1,0 +1,278 @@
+//! Fake hosts that cover the cases vfioctl must get right.
+
+use super::fakehost::{Dev, FakeHost};
+
+pub fn pci_ids() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/pci.ids"
+    ))
+    .expect("tests/fixtures/pci.ids")
+}
+
+/// An HGX A100 node as in the OpenStack runbook: eight A100s (10de:20b0,
+/// SR-IOV capable, so Nova type-PF) behind PCIe switches, six NVSwitches
+/// (10de:1af1: class "Bridge" but type-0 endpoints), a boot NVMe, an I350
+/// management NIC and the BMC's VGA. Two GPUs are already on vfio-pci.
+pub fn hgx_a100() -> FakeHost {
+    let mut host = FakeHost::new();
+    host.iommu_unit("dmar0")
+        .iommu_unit("dmar1")
+        .pci_ids(&pci_ids());
+    let mut group = 10;
+    let mut next_group = || {
+        group += 1;
+        group
+    };
+
+    // Host-side devices on NUMA node 0.
+    host.add(
+        Dev::bridge("0000:00:01.0", 0x8086, 0x347a)
+            .group(next_group())
+            .numa(0),
+    );
+    host.add(
+        Dev::endpoint("0000:01:00.0", 0x144d, 0xa80a, 0x010802)
+            .parent("0000:00:01.0")
+            .driver("nvme", Some("nvme"))
+            .group(next_group())
+            .numa(0),
+    );
+    host.add(
+        Dev::bridge("0000:00:02.0", 0x8086, 0x347a)
+            .group(next_group())
+            .numa(0),
+    );
+    host.add(
+        Dev::endpoint("0000:02:00.0", 0x8086, 0x1521, 0x020000)
+            .revision(0x01)
+            .parent("0000:00:02.0")
+            .driver("igb", Some("igb"))
+            .sriov(7)
+            .group(next_group())
+            .numa(0),
+    );
+    host.add(
+        Dev::bridge("0000:00:03.0", 0x8086, 0x347a)
+            .group(next_group())
+            .numa(0),
+    );
+    host.add(
+        Dev::bridge("0000:03:00.0", 0x1a03, 0x1150)
+            .parent("0000:00:03.0")
+            .unbound()
+            .group(next_group())
+            .numa(0),
+    );
+    host.add(
+        Dev::endpoint("0000:04:00.0", 0x1a03, 0x2000, 0x030000)
+            .revision(0x41)
+            .parent("0000:03:00.0")
+            .driver("ast", Some("ast"))
+            .boot_vga(true)
+            .group(next_group())
+            .numa(0),
+    );
+
+    // GPUs, two per PCIe switch: root port -> switch upstream -> downstream -> GPU.
+    let switches = [
+        (
+            "0000:22:01.0",
+            "0000:23:00.0",
+            ["0000:25:00.0", "0000:2b:00.0"],
+            0,
+        ),
+        (
+            "0000:45:01.0",
+            "0000:46:00.0",
+            ["0000:48:00.0", "0000:4d:00.0"],
+            0,
+        ),
+        (
+            "0000:89:01.0",
+            "0000:8a:00.0",
+            ["0000:8c:00.0", "0000:91:00.0"],
+            1,
+        ),
+        (
+            "0000:c2:01.0",
+            "0000:c3:00.0",
+            ["0000:c5:00.0", "0000:cb:00.0"],
+            1,
+        ),
+    ];
+    for (root_port, upstream, gpus, numa) in switches {
+        host.add(
+            Dev::bridge(root_port, 0x8086, 0x347a)
+                .group(next_group())
+                .numa(numa),
+        );
+        host.add(
+            Dev::bridge(upstream, 0x1000, 0xc010)
+                .parent(root_port)
+                .group(next_group())
+                .numa(numa),
+        );
+        for (i, gpu) in gpus.iter().enumerate() {
+            let bus = u8::from_str_radix(&upstream[5..7], 16).unwrap() + 1;
+            let downstream = format!("0000:{bus:02x}:{i:02x}.0");
+            host.add(
+                Dev::bridge(&downstream, 0x1000, 0xc010)
+                    .parent(upstream)
+                    .group(next_group())
+                    .numa(numa),
+            );
+            let mut dev = Dev::endpoint(gpu, 0x10de, 0x20b0, 0x030200)
+                .subsystem(0x10de, 0x134f)
+                .parent(&downstream)
+                .sriov(16)
+                .group(next_group())
+                .numa(numa);
+            dev = if *gpu == "0000:25:00.0" || *gpu == "0000:2b:00.0" {
+                dev.driver("vfio-pci", Some("vfio_pci"))
+                    .driver_override("vfio-pci")
+            } else {
+                dev.driver("nvidia", Some("nvidia"))
+            };
+            host.add(dev);
+        }
+    }
+
+    // NVSwitches behind one more switch on NUMA node 1.
+    host.add(
+        Dev::bridge("0000:b4:01.0", 0x8086, 0x347a)
+            .group(next_group())
+            .numa(1),
+    );
+    host.add(
+        Dev::bridge("0000:b5:00.0", 0x1000, 0xc010)
+            .parent("0000:b4:01.0")
+            .group(next_group())
+            .numa(1),
+    );
+    for (i, bus) in [0xb7u8, 0xb8, 0xb9, 0xba, 0xbb, 0xbc].iter().enumerate() {
+        let downstream = format!("0000:b6:{i:02x}.0");
+        host.add(
+            Dev::bridge(&downstream, 0x1000, 0xc010)
+                .parent("0000:b5:00.0")
+                .group(next_group())
+                .numa(1),
+        );
+        host.add(
+            Dev::endpoint(&format!("0000:{bus:02x}:00.0"), 0x10de, 0x1af1, 0x068000)
+                .parent(&downstream)
+                .driver("nvidia-nvswitch", Some("nvidia"))
+                .group(next_group())
+                .numa(1),
+        );
+    }
+    host
+}
+
+/// A workstation: a Turing GPU whose audio, USB and USB-C functions share its
+/// slot and its IOMMU group with the root port above it (no ACS), and the
+/// integrated GPU that drives the console.
+pub fn workstation_gpu() -> FakeHost {
+    let mut host = FakeHost::new();
+    host.iommu_unit("dmar0").pci_ids(&pci_ids());
+    host.add(
+        Dev::endpoint("0000:00:02.0", 0x8086, 0x3e92, 0x030000)
+            .revision(0x02)
+            .driver("i915", Some("i915"))
+            .boot_vga(true)
+            .group(0),
+    );
+    host.add(
+        Dev::bridge("0000:00:01.0", 0x8086, 0x1901)
+            .revision(0x0d)
+            .group(1),
+    );
+    host.add(
+        Dev::endpoint("0000:01:00.0", 0x10de, 0x1e87, 0x030000)
+            .parent("0000:00:01.0")
+            .driver("nvidia", Some("nvidia"))
+            .boot_vga(false)
+            .group(1),
+    );
+    host.add(
+        Dev::endpoint("0000:01:00.1", 0x10de, 0x10f8, 0x040300)
+            .parent("0000:00:01.0")
+            .driver("snd_hda_intel", Some("snd_hda_intel"))
+            .supplier("0000:01:00.0")
+            .group(1),
+    );
+    host.add(
+        Dev::endpoint("0000:01:00.2", 0x10de, 0x1ad8, 0x0c0330)
+            .parent("0000:00:01.0")
+            .driver("xhci_hcd", None)
+            .supplier("0000:01:00.0")
+            .group(1),
+    );
+    host.add(
+        Dev::endpoint("0000:01:00.3", 0x10de, 0x1ad9, 0x0c8000)
+            .parent("0000:00:01.0")
+            .driver("nvidia-gpu", Some("i2c_nvidia_gpu"))
+            .supplier("0000:01:00.0")
+            .group(1),
+    );
+    host
+}
+
+/// A ConnectX-5 SR-IOV PF with two VFs enabled: one on the host driver, one
+/// on the mlx5 vfio variant driver; each VF in its own group.
+pub fn sriov_nic() -> FakeHost {
+    let mut host = FakeHost::new();
+    host.iommu_unit("dmar0").pci_ids(&pci_ids());
+    host.add(
+        Dev::bridge("0000:3a:00.0", 0x8086, 0x347a)
+            .group(20)
+            .numa(0),
+    );
+    host.add(
+        Dev::endpoint("0000:3b:00.0", 0x15b3, 0x1017, 0x020000)
+            .revision(0x00)
+            .parent("0000:3a:00.0")
+            .driver("mlx5_core", Some("mlx5_core"))
+            .sriov(8)
+            .group(21)
+            .numa(0),
+    );
+    host.add(
+        Dev::endpoint("0000:3b:00.2", 0x15b3, 0x1018, 0x020000)
+            .revision(0x00)
+            .parent("0000:3a:00.0")
+            .vf_of("0000:3b:00.0")
+            .driver("mlx5_core", Some("mlx5_core"))
+            .group(22)
+            .numa(0),
+    );
+    host.add(
+        Dev::endpoint("0000:3b:00.3", 0x15b3, 0x1018, 0x020000)
+            .revision(0x00)
+            .parent("0000:3a:00.0")
+            .vf_of("0000:3b:00.0")
+            .driver("mlx5_vfio_pci", Some("mlx5_vfio_pci"))
+            .driver_override("mlx5_vfio_pci")
+            .group(23)
+            .numa(0),
+    );
+    host
+}
+
+/// A virtual machine without an IOMMU, like the machines vfioctl is developed on.
+pub fn no_iommu() -> FakeHost {
+    let mut host = FakeHost::new();
+    host.pci_ids(&pci_ids());
+    host.add(Dev::endpoint("0000:00:00.0", 0x8086, 0x29c0, 0x060000).revision(0x02));
+    host.add(
+        Dev::endpoint("0000:00:02.0", 0x1af4, 0x1042, 0x010000)
+            .revision(0x01)
+            .driver("virtio-pci", None),
+    );
+    host.add(
+        Dev::endpoint("0000:00:03.0", 0x1af4, 0x1041, 0x020000)
+            .revision(0x01)
+            .driver("virtio-pci", None),
+    );
+    host
+}
