@@ -44,6 +44,27 @@ pub enum Command {
     List(ListArgs),
     /// Show one PCI function in depth, with its IOMMU group and the group's viability.
     Show(ShowArgs),
+    /// Bind devices to vfio-pci (or another driver) now, without a reboot.
+    ///
+    /// The default driver is vfio-pci, or the most specific VFIO variant driver
+    /// that modules.alias offers for the device. Companion functions (a GPU's
+    /// audio and USB functions) are included automatically. The change is
+    /// planned first and refused, with nothing written, when an IOMMU group
+    /// would be left non-viable, when the host uses a device (mounted
+    /// filesystem, swap, network addresses or routes, console) or when a
+    /// process holds it. Each device is verified after the change; on any
+    /// failure every device already changed is put back.
+    Bind(BindArgs),
+    /// Return devices to the driver the kernel picks without an override (the host driver).
+    ///
+    /// Clears the override, unbinds from vfio-pci and reprobes; companions bound
+    /// with the device come back too. Refused while a process (a VM) holds the
+    /// device's VFIO group.
+    Restore(ChangeArgs),
+    /// Leave devices with no driver at all (e.g. before a reset or removal).
+    ///
+    /// The override is kept, so a later probe binds the overridden driver again.
+    Unbind(ChangeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +90,44 @@ pub struct ShowArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct BindArgs {
+    /// Driver to bind to instead of vfio-pci or its best variant (e.g. pci-stub, or a host driver).
+    #[arg(long, value_name = "NAME")]
+    pub driver: Option<String>,
+
+    /// Also bind every other endpoint of the devices' IOMMU groups (bridges are never touched).
+    #[arg(long)]
+    pub with_group: bool,
+
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ChangeArgs {
+    /// Devices to change (see SELECTORS).
+    #[arg(value_name = "SELECTOR", required = true)]
+    pub selectors: Vec<String>,
+
+    /// Print the plan and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Release devices the host uses (mounts, swap, addresses, routes, console).
+    /// Never overrides the root filesystem or a process holding the device.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Seconds to wait for each unbind, for each bind to verify, and for the lock.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+
+    /// Print the plan and result as JSON (schema in the man page).
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Exit statuses, shared by the binary and the man page so they cannot drift.
 pub mod exit {
     pub const OK: i32 = 0;
@@ -77,6 +136,9 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 3;
     pub const REFUSED: i32 = 4;
     pub const ENVIRONMENT: i32 = 5;
+    pub const INCONSISTENT: i32 = 6;
+    pub const BUSY: i32 = 75;
+    pub const NO_PERMISSION: i32 = 77;
 
     /// (status, meaning) rows for the man page's EXIT STATUS section.
     pub const TABLE: &[(i32, &str)] = &[
@@ -96,7 +158,16 @@ pub mod exit {
         ),
         (
             ENVIRONMENT,
-            "The host lacks something needed: sysfs not readable under --root, no IOMMU, a missing module.",
+            "The host lacks something needed: sysfs not readable under --root, no IOMMU, a module not installed or blocked.",
+        ),
+        (
+            INCONSISTENT,
+            "A change failed and putting a device back failed too: the message names the device; check it with vfioctl show.",
+        ),
+        (BUSY, "Another vfioctl held the lock for longer than --timeout."),
+        (
+            NO_PERMISSION,
+            "Not privileged: changing bindings needs CAP_SYS_ADMIN (run as root). Nothing was written.",
         ),
     ];
 }

@@ -1,9 +1,13 @@
 //! Maps errors from anywhere in vfioctl to one line and a documented exit status.
 
+use crate::change::{ApplyFailed, NotPrivileged};
 use crate::cli::exit;
 use crate::commands::show::Ambiguous;
+use crate::host::modules::ModuleError;
+use crate::host::state::StateError;
 use crate::host::sysfs::InventoryError;
 use crate::model::address::AddressError;
+use crate::model::plan::PlanError;
 use crate::model::{NoMatch, SelectorError};
 
 /// The exit status for an error: the first cause in the chain that vfioctl
@@ -18,6 +22,28 @@ pub fn exit_status(err: &anyhow::Error) -> i32 {
         }
         if let Some(InventoryError::NoPciSysfs(_)) = cause.downcast_ref::<InventoryError>() {
             return exit::ENVIRONMENT;
+        }
+        if let Some(e) = cause.downcast_ref::<PlanError>() {
+            return match e {
+                PlanError::Refused(_) => exit::REFUSED,
+                PlanError::IommuOff(_) => exit::ENVIRONMENT,
+            };
+        }
+        if cause.is::<ModuleError>() {
+            return exit::ENVIRONMENT;
+        }
+        if let Some(StateError::Busy { .. }) = cause.downcast_ref::<StateError>() {
+            return exit::BUSY;
+        }
+        if cause.is::<NotPrivileged>() {
+            return exit::NO_PERMISSION;
+        }
+        if let Some(e) = cause.downcast_ref::<ApplyFailed>() {
+            return if e.rollback_failed {
+                exit::INCONSISTENT
+            } else {
+                exit::FAILED
+            };
         }
     }
     exit::FAILED

@@ -3,6 +3,8 @@
 //! Data flows one way: host root -> inventory (`host`) -> decisions (`model`)
 //! -> output (`output`), glued per verb in `commands`.
 
+pub mod apply;
+pub mod change;
 pub mod cli;
 pub mod commands;
 pub mod error;
@@ -21,5 +23,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
     match &cli.command {
         Command::List(args) => commands::list::run(&root, args, out),
         Command::Show(args) => commands::show::run(&root, args, out),
+        Command::Bind(args) => commands::bind::run(&root, args, out),
+        Command::Restore(args) => commands::restore::run(&root, args, out),
+        Command::Unbind(args) => commands::unbind::run(&root, args, out),
     }
 }

@@ -187,3 +187,102 @@ fn wrong_root_is_an_environment_error() {
     assert_eq!(run.status, 5);
     assert!(run.stderr.starts_with("vfioctl: no PCI sysfs at "));
 }
+
+#[test]
+fn bind_refusals_and_environment_errors_exit_as_documented() {
+    let ws = topologies::workstation_gpu();
+    // The integrated GPU is the boot display: refused (4), one line, nothing written.
+    let run = vfioctl(ws.root(), &["bind", "00:02.0"]);
+    assert_eq!(run.status, 4, "{}", run.stderr);
+    assert_eq!(
+        run.stderr.trim(),
+        "vfioctl: 0000:00:02.0 is the boot display (boot_vga); use --force to release it anyway"
+    );
+    let off = topologies::no_iommu();
+    let run = vfioctl(off.root(), &["bind", "00:03.0"]);
+    assert_eq!(run.status, 5, "{}", run.stderr);
+    assert!(run.stderr.contains("the IOMMU is off"));
+    let run = vfioctl(
+        ws.root(),
+        &["bind", "--driver", "nvidia", "00:02.0", "--dry-run"],
+    );
+    assert_eq!(
+        run.status, 4,
+        "refusals apply to dry runs too: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bind_dry_run_json_parses_and_writes_nothing() {
+    let ws = topologies::workstation_gpu();
+    let json = ok(ws.root(), &["bind", "01:00.0", "--dry-run", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["plan"]["actions"].as_array().unwrap().len(), 4);
+    assert!(report["result"].is_null());
+    assert!(!ws.path("run/vfioctl").exists());
+}
+
+#[test]
+fn changes_need_cap_sys_admin_but_dry_runs_do_not() {
+    let ws = topologies::workstation_gpu();
+    let drop_admin = |args: &[&str]| {
+        let output = Command::new("setpriv")
+            .args(["--inh-caps=-all", "--bounding-set=-sys_admin", "--"])
+            .arg(env!("CARGO_BIN_EXE_vfioctl"))
+            .arg("--root")
+            .arg(ws.root())
+            .args(args)
+            .env_remove("VFIOCTL_ROOT")
+            .output()
+            .expect("setpriv");
+        (
+            output.status.code().unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let (status, stderr) = drop_admin(&["bind", "01:00.0"]);
+    assert_eq!(status, 77, "{stderr}");
+    assert!(stderr.contains("bind needs CAP_SYS_ADMIN"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(ws.device_dir("0000:01:00.0").join("driver_override")).unwrap(),
+        "(null)\n"
+    );
+    let (status, stderr) = drop_admin(&["bind", "01:00.0", "--dry-run"]);
+    assert_eq!(status, 0, "{stderr}");
+}
+
+#[test]
+fn a_held_lock_exits_busy() {
+    let ws = topologies::workstation_gpu();
+    let root = vfioctl::host::HostRoot::new(ws.root());
+    let _held = vfioctl::host::state::lock(&root, std::time::Duration::from_secs(1)).unwrap();
+    let run = vfioctl(ws.root(), &["restore", "01:00.0", "--timeout", "1"]);
+    assert_eq!(run.status, 75, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("another vfioctl holds"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_change_the_kernel_ignores_is_rolled_back_and_fails() {
+    // A fake root has no kernel behind it: the unbind write lands in a plain
+    // file, the driver link never moves, verification fails, and vfioctl puts
+    // the override back and exits 1 naming the device.
+    let hgx = topologies::hgx_a100();
+    let run = vfioctl(hgx.root(), &["bind", "48:00.0", "--timeout", "1"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("0000:48:00.0: expected driver vfio-pci after 1s but found driver nvidia; every device changed was put back"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(hgx.device_dir("0000:48:00.0").join("driver_override")).unwrap(),
+        "\n"
+    );
+    assert!(run.stdout.contains("FAILED (put back)"), "{}", run.stdout);
+}

@@ -1,8 +1,12 @@
 //! One file per verb. Each reads what it needs through `host`, decides with
 //! `model`, and renders with `output`.
 
+pub mod bind;
+pub mod change;
 pub mod list;
+pub mod restore;
 pub mod show;
+pub mod unbind;
 
 use crate::model::{Inventory, PciDevice, Selector, SelectorError};
 

@@ -5,6 +5,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::cli::ShowArgs;
+use crate::host::state::{self, ChangeEntry};
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
 use crate::model::group::MemberState;
@@ -42,6 +43,8 @@ pub fn select_one<'a>(inv: &'a Inventory, text: &str) -> anyhow::Result<&'a PciD
 #[derive(Serialize)]
 struct ShowRecord<'a> {
     device: DeviceRecord<'a>,
+    /// What vfioctl last changed on this device this boot (/run/vfioctl), or null.
+    vfioctl_change: Option<&'a ChangeEntry>,
     iommu: IommuRecord<'a>,
     /// `null` when the device has no IOMMU group (IOMMU off).
     iommu_group: Option<GroupRecord<'a>>,
@@ -51,12 +54,19 @@ pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Res
     let inv = read_inventory(root, Names::Lookup)?;
     let dev = select_one(&inv, &args.selector)?;
     let group = inv.group_of(dev);
+    // The record is informative here: an unreadable one is reported, not fatal.
+    let record = state::read_record(root).unwrap_or_else(|e| {
+        eprintln!("vfioctl: warning: {e}");
+        Default::default()
+    });
+    let change = record.entry(&dev.address);
 
     if args.json {
         write_json(
             out,
             &ShowRecord {
                 device: DeviceRecord::new(&inv, dev),
+                vfioctl_change: change,
                 iommu: IommuRecord::new(&inv),
                 iommu_group: group.map(|g| GroupRecord::new(&inv, g)),
             },
@@ -101,6 +111,17 @@ pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Res
         },
     );
     fact("override", or_dash(dev.driver_override.as_ref()));
+    if let Some(change) = change {
+        fact(
+            "changed by",
+            format!(
+                "vfioctl {} at {} (before: {})",
+                change.command,
+                state::format_utc(change.changed_at),
+                change.previous_driver.as_deref().unwrap_or("no driver")
+            ),
+        );
+    }
     fact(
         "iommu group",
         match group {

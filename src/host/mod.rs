@@ -1,7 +1,11 @@
 //! The side-effecting edge: every read (and, later, write) of host state,
 //! all under one `HostRoot`.
 
+pub mod kernel;
+pub mod modules;
 pub mod root;
+pub mod state;
 pub mod sysfs;
+pub mod usage;
 
 pub use root::{HostIoError, HostRoot};

@@ -19,6 +19,7 @@ use crate::model::{
 use super::root::{HostIoError, HostRoot};
 
 pub const PCI_DEVICES: &str = "/sys/bus/pci/devices";
+pub const PCI_DRIVERS: &str = "/sys/bus/pci/drivers";
 pub const IOMMU_GROUPS: &str = "/sys/kernel/iommu_groups";
 pub const IOMMU_CLASS: &str = "/sys/class/iommu";
 /// Where distributions put the pci.ids database, in order of preference.
@@ -303,6 +304,16 @@ pub fn read_inventory(root: &HostRoot, names: Names) -> Result<Inventory, Invent
         source,
     })?;
     units.sort();
+    let drivers_dir = root.path(PCI_DRIVERS);
+    let drivers = list_dir(&drivers_dir)
+        .map_err(|source| HostIoError {
+            action: "cannot list",
+            path: drivers_dir,
+            source,
+        })?
+        .into_iter()
+        .map(DriverName::new)
+        .collect();
     let names = match names {
         Names::Lookup => read_names(root, &devices),
         Names::Skip => PciNames::default(),
@@ -315,6 +326,7 @@ pub fn read_inventory(root: &HostRoot, names: Names) -> Result<Inventory, Invent
         devices,
         groups,
         kernel_release: root.kernel_release(),
+        drivers,
         names,
     })
 }

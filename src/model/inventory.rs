@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::address::PciAddress;
 use super::device::PciDevice;
+use super::driver::DriverName;
 use super::group::{IommuGroup, Viability};
 use super::ids::PciNames;
 use super::selector::Selector;
@@ -49,6 +50,8 @@ pub struct Inventory {
     pub iommu: IommuState,
     /// The running kernel's release, from the host root.
     pub kernel_release: Option<String>,
+    /// PCI drivers registered with the kernel (/sys/bus/pci/drivers).
+    pub drivers: Vec<DriverName>,
     pub names: PciNames,
 }
 
@@ -133,7 +136,6 @@ impl Inventory {
 mod tests {
     use super::*;
     use crate::model::device::tests::endpoint;
-    use crate::model::driver::DriverName;
 
     fn inventory() -> Inventory {
         let mut gpu = endpoint("01:00.0", 0x030000);

@@ -7,7 +7,10 @@ pub mod driver;
 pub mod group;
 pub mod ids;
 pub mod inventory;
+pub mod modalias;
+pub mod plan;
 pub mod selector;
+pub mod usage;
 
 pub use address::PciAddress;
 pub use device::{HeaderType, NovaDeviceType, PciDevice, SriovRole};

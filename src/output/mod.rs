@@ -1,5 +1,6 @@
 //! Rendering for people (tables, text) and for scripts (JSON records).
 
+pub mod change;
 pub mod records;
 pub mod table;
 

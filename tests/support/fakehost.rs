@@ -341,23 +341,32 @@ impl FakeHost {
         self
     }
 
-    /// Binds a device to a driver (creating the driver and its module if new).
-    pub fn bind(&mut self, addr: &str, driver: &str, module: Option<&str>) -> &mut Self {
+    /// Registers a PCI driver (and its module) with no devices yet, like a
+    /// loaded vfio-pci.
+    pub fn register_driver(&self, driver: &str, module: Option<&str>) -> &Self {
         let driver_dir = PathBuf::from("sys/bus/pci/drivers").join(driver);
-        if !self.root().join(&driver_dir).exists() {
-            for f in ["bind", "unbind", "new_id", "remove_id", "uevent"] {
-                self.write(&format!("{}/{f}", driver_dir.display()), "");
-            }
-            if let Some(module) = module {
-                let module_dir = PathBuf::from("sys/module").join(module);
-                self.write(&format!("{}/initstate", module_dir.display()), "live\n");
-                self.link(&driver_dir.join("module"), &module_dir);
-                self.link(
-                    &module_dir.join("drivers").join(format!("pci:{driver}")),
-                    &driver_dir,
-                );
-            }
+        if self.root().join(&driver_dir).exists() {
+            return self;
         }
+        for f in ["bind", "unbind", "new_id", "remove_id", "uevent"] {
+            self.write(&format!("{}/{f}", driver_dir.display()), "");
+        }
+        if let Some(module) = module {
+            let module_dir = PathBuf::from("sys/module").join(module);
+            self.write(&format!("{}/initstate", module_dir.display()), "live\n");
+            self.link(&driver_dir.join("module"), &module_dir);
+            self.link(
+                &module_dir.join("drivers").join(format!("pci:{driver}")),
+                &driver_dir,
+            );
+        }
+        self
+    }
+
+    /// Binds a device to a driver (registering the driver and its module if new).
+    pub fn bind(&self, addr: &str, driver: &str, module: Option<&str>) -> &Self {
+        self.register_driver(driver, module);
+        let driver_dir = PathBuf::from("sys/bus/pci/drivers").join(driver);
         let dir = self.devices[addr].clone();
         self.link(&dir.join("driver"), &driver_dir);
         self.link(&driver_dir.join(addr), &dir);
@@ -365,13 +374,168 @@ impl FakeHost {
     }
 
     /// Leaves a device without a driver.
-    pub fn unbind(&mut self, addr: &str) -> &mut Self {
+    pub fn unbind(&self, addr: &str) -> &Self {
         let dir = self.device_dir(addr);
         if let Ok(target) = fs::read_link(dir.join("driver")) {
             let driver = target.file_name().unwrap().to_string_lossy().into_owned();
             let _ = fs::remove_file(self.path(&format!("sys/bus/pci/drivers/{driver}/{addr}")));
             fs::remove_file(dir.join("driver")).unwrap();
         }
+        self
+    }
+
+    fn append(&self, rel: &str, line: &str) {
+        let path = self.path(rel);
+        let mut text = fs::read_to_string(&path).unwrap_or_default();
+        text.push_str(line);
+        text.push('\n');
+        self.write(rel, text);
+    }
+
+    /// A block device on a PCI function (e.g. an NVMe namespace), registered
+    /// under /sys/class/block and /sys/dev/block like the kernel does.
+    pub fn block_device(&self, addr: &str, name: &str, major_minor: &str) -> &Self {
+        let dir = self.devices[addr].join("nvme/nvme0").join(name);
+        self.write(
+            &format!("{}/dev", dir.display()),
+            format!("{major_minor}\n"),
+        );
+        self.link(&Path::new("sys/class/block").join(name), &dir);
+        self.link(&Path::new("sys/dev/block").join(major_minor), &dir);
+        self
+    }
+
+    /// A virtual block device (device mapper) built on `slaves`.
+    pub fn virtual_block_device(&self, name: &str, major_minor: &str, slaves: &[&str]) -> &Self {
+        let dir = PathBuf::from("sys/devices/virtual/block").join(name);
+        self.write(
+            &format!("{}/dev", dir.display()),
+            format!("{major_minor}\n"),
+        );
+        for slave in slaves {
+            let target = fs::read_link(self.path(&format!("sys/class/block/{slave}"))).unwrap();
+            let slave_dir = Path::new("sys/class/block").join(target);
+            let slave_dir: PathBuf = slave_dir.components().fold(PathBuf::new(), |mut acc, c| {
+                if c == Component::ParentDir {
+                    acc.pop();
+                } else {
+                    acc.push(c);
+                }
+                acc
+            });
+            self.link(&dir.join("slaves").join(slave), &slave_dir);
+        }
+        self.link(&Path::new("sys/class/block").join(name), &dir);
+        self.link(&Path::new("sys/dev/block").join(major_minor), &dir);
+        self
+    }
+
+    /// A line of /proc/self/mountinfo for a filesystem on `major_minor`.
+    pub fn mount(&self, major_minor: &str, mountpoint: &str, source: &str) -> &Self {
+        let n =
+            fs::read_to_string(self.path("proc/self/mountinfo")).map_or(0, |t| t.lines().count());
+        self.append(
+            "proc/self/mountinfo",
+            &format!(
+                "{} 1 {major_minor} / {mountpoint} rw,relatime shared:1 - ext4 {source} rw",
+                20 + n
+            ),
+        );
+        self
+    }
+
+    pub fn swap(&self, device: &str) -> &Self {
+        if !self.path("proc/swaps").exists() {
+            self.write("proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n");
+        }
+        self.append(
+            "proc/swaps",
+            &format!("{device}\tpartition\t8388604\t0\t-2"),
+        );
+        self
+    }
+
+    /// A network interface on a PCI function.
+    pub fn netdev(&self, addr: &str, iface: &str) -> &Self {
+        let dir = self.devices[addr].join("net").join(iface);
+        self.write(&format!("{}/ifindex", dir.display()), "2\n");
+        self.link(&Path::new("sys/class/net").join(iface), &dir);
+        self
+    }
+
+    /// A virtual interface (bridge, bond) over `lowers`.
+    pub fn virtual_netdev(&self, iface: &str, lowers: &[&str]) -> &Self {
+        let dir = PathBuf::from("sys/devices/virtual/net").join(iface);
+        self.write(&format!("{}/ifindex", dir.display()), "9\n");
+        for lower in lowers {
+            let target = fs::canonicalize(self.path(&format!("sys/class/net/{lower}"))).unwrap();
+            let rel = target
+                .strip_prefix(fs::canonicalize(self.root()).unwrap())
+                .unwrap()
+                .to_path_buf();
+            self.link(&dir.join(format!("lower_{lower}")), &rel);
+        }
+        self.link(&Path::new("sys/class/net").join(iface), &dir);
+        self
+    }
+
+    /// An IPv4 route on `iface` in /proc/net/route (default: 0.0.0.0/0).
+    pub fn route(&self, iface: &str, default: bool) -> &Self {
+        if !self.path("proc/net/route").exists() {
+            self.write(
+                "proc/net/route",
+                "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n",
+            );
+        }
+        let (dest, gw, mask) = if default {
+            ("00000000", "0100A8C0", "00000000")
+        } else {
+            ("0000A8C0", "00000000", "00FFFFFF")
+        };
+        self.append(
+            "proc/net/route",
+            &format!("{iface}\t{dest}\t{gw}\t0003\t0\t0\t100\t{mask}\t0\t0\t0"),
+        );
+        self
+    }
+
+    /// fbcon bound to a virtual terminal, drawing on fb0 of `addr`.
+    pub fn fb_console(&self, addr: &str) -> &Self {
+        let fb = PathBuf::from("sys/devices/virtual/graphics/fb0");
+        let dir = self.devices[addr].clone();
+        self.link(&fb.join("device"), &dir);
+        self.link(Path::new("sys/class/graphics/fb0"), &fb);
+        self.write(
+            "sys/class/vtconsole/vtcon1/name",
+            "(M) frame buffer device\n",
+        );
+        self.write("sys/class/vtconsole/vtcon1/bind", "1\n");
+        self
+    }
+
+    /// A process with open files (`/dev/vfio/12`, ...).
+    pub fn process(&self, pid: u32, comm: &str, open: &[&str]) -> &Self {
+        self.write(&format!("proc/{pid}/comm"), format!("{comm}\n"));
+        fs::create_dir_all(self.path(&format!("proc/{pid}/fd"))).unwrap();
+        for (fd, target) in open.iter().enumerate() {
+            symlink(target, self.path(&format!("proc/{pid}/fd/{}", fd + 3))).unwrap();
+        }
+        self
+    }
+
+    /// nvidia's per-GPU information file, which names its /dev/nvidiaN minor.
+    pub fn nvidia_minor(&self, addr: &str, minor: u32) -> &Self {
+        self.write(
+            &format!("proc/driver/nvidia/gpus/{addr}/information"),
+            format!("Model: \t\t NVIDIA A100-SXM4-40GB\nDevice Minor: \t {minor}\n"),
+        );
+        self
+    }
+
+    /// modules.dep and modules.alias of the fake kernel release.
+    pub fn modules(&self, dep: &str, alias: &str) -> &Self {
+        self.write("lib/modules/6.1.0-fake/modules.dep", dep);
+        self.write("lib/modules/6.1.0-fake/modules.alias", alias);
         self
     }
 }

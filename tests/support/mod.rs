@@ -3,4 +3,5 @@
 
 pub mod fakehost;
 pub mod golden;
+pub mod simkernel;
 pub mod topologies;

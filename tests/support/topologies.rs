@@ -175,6 +175,7 @@ pub fn hgx_a100() -> FakeHost {
 pub fn workstation_gpu() -> FakeHost {
     let mut host = FakeHost::new();
     host.iommu_unit("dmar0").pci_ids(&pci_ids());
+    host.register_driver("vfio-pci", Some("vfio_pci"));
     host.add(
         Dev::endpoint("0000:00:02.0", 0x8086, 0x3e92, 0x030000)
             .revision(0x02)

@@ -1,0 +1,202 @@
+//! One driver change from start to finish, shared by `bind`, `restore`,
+//! `unbind` (and later the udev hook and `persist apply`):
+//! privilege -> lock -> inventory -> plan -> module checks -> apply -> record.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::apply::{apply, Applied, Status};
+use crate::host::kernel::PciKernel;
+use crate::host::modules;
+use crate::host::state::{self, ChangeRecord};
+use crate::host::sysfs::{read_inventory, Names};
+use crate::host::usage::read_usage;
+use crate::host::HostRoot;
+use crate::model::plan::{plan, Facts, Goal, Plan, Request};
+use crate::model::{Inventory, PciAddress, Selector};
+
+/// How a change was asked for.
+#[derive(Debug, Clone)]
+pub struct ChangeSpec {
+    pub goal: Goal,
+    pub selectors: Vec<Selector>,
+    pub with_group: bool,
+    pub force: bool,
+    pub dry_run: bool,
+    pub timeout: Duration,
+}
+
+/// What was planned and what happened, as printed and as JSON.
+#[derive(Debug, Serialize)]
+pub struct ChangeReport {
+    pub command: &'static str,
+    pub dry_run: bool,
+    pub plan: Plan,
+    /// Null for a dry run.
+    pub result: Option<Applied>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{command} needs CAP_SYS_ADMIN to write driver bindings under /sys; run it as root (nothing was written)")]
+pub struct NotPrivileged {
+    pub command: &'static str,
+}
+
+/// Applying failed; everything touched was put back (unless `rollback_failed`).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApplyFailed {
+    pub message: String,
+    pub rollback_failed: bool,
+}
+
+fn privileged() -> bool {
+    caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_ADMIN,
+    )
+    .unwrap_or(false)
+}
+
+/// Devices whose open handles matter: the targets, their companions and
+/// every member of their IOMMU groups.
+fn candidates(inv: &Inventory, targets: &[PciAddress]) -> BTreeSet<PciAddress> {
+    let mut set: BTreeSet<PciAddress> = targets.iter().copied().collect();
+    for addr in targets {
+        let Some(dev) = inv.device(addr) else {
+            continue;
+        };
+        set.extend(inv.companions(dev).iter().map(|c| c.address));
+        if let Some(group) = inv.group_of(dev) {
+            set.extend(group.pci_members.iter().copied());
+        }
+    }
+    set
+}
+
+/// Plans and (unless a dry run) applies one change. `Err` only for refusals
+/// and environment problems (nothing written); a failed apply comes back as
+/// a report whose result carries the error, for the caller to render first.
+pub fn run(
+    root: &HostRoot,
+    spec: &ChangeSpec,
+    kernel: &dyn PciKernel,
+) -> anyhow::Result<ChangeReport> {
+    let command = spec.goal.verb();
+    if !spec.dry_run && !privileged() {
+        return Err(NotPrivileged { command }.into());
+    }
+    // The lock is taken before reading anything, so the plan describes the
+    // state it will be applied to.
+    let _lock = if spec.dry_run {
+        None
+    } else {
+        Some(state::lock(root, spec.timeout)?)
+    };
+    let inv = read_inventory(root, Names::Skip)?;
+    let targets: Vec<PciAddress> = inv
+        .select(&spec.selectors)?
+        .iter()
+        .map(|d| d.address)
+        .collect();
+    let mut record = state::read_record(root)?;
+    let release = inv.kernel_release.as_deref();
+    let variants = match spec.goal {
+        Goal::BindVfio => modules::vfio_variant_aliases(root, release),
+        _ => Vec::new(),
+    };
+    let facts = Facts {
+        usage: read_usage(root, &inv, &candidates(&inv, &targets)),
+        vfio_variants: &variants,
+        previous: record.previous_drivers(),
+    };
+    let request = Request {
+        goal: spec.goal.clone(),
+        targets,
+        with_group: spec.with_group,
+        force: spec.force,
+    };
+    let mut plan = plan(&inv, &facts, &request)?;
+    for module in &plan.load_modules {
+        modules::preflight(root, release, module)?;
+    }
+    for action in &plan.actions {
+        if let Some(entry) = record.entry(&action.address) {
+            plan.notes.push(format!(
+                "{} was last changed by vfioctl {} at {} (before: {})",
+                action.address,
+                entry.command,
+                state::format_utc(entry.changed_at),
+                entry.previous_driver.as_deref().unwrap_or("no driver")
+            ));
+        }
+    }
+    if spec.dry_run || !plan.changes() {
+        return Ok(ChangeReport {
+            command,
+            dry_run: spec.dry_run,
+            plan,
+            result: None,
+        });
+    }
+
+    let applied = apply(&plan, kernel, spec.timeout);
+    if applied.succeeded() {
+        update_record(&mut record, &plan, &applied);
+        state::write_record(root, &record)?;
+    }
+    Ok(ChangeReport {
+        command,
+        dry_run: false,
+        plan,
+        result: Some(applied),
+    })
+}
+
+fn update_record(record: &mut ChangeRecord, plan: &Plan, applied: &Applied) {
+    for action in &plan.actions {
+        let done = applied
+            .devices
+            .iter()
+            .any(|d| d.address == action.address && d.status == Status::Done);
+        if !done {
+            continue;
+        }
+        match plan.goal {
+            Goal::Restore => record.forget(action.address),
+            _ => {
+                let now = applied
+                    .devices
+                    .iter()
+                    .find(|d| d.address == action.address)
+                    .and_then(|d| d.driver.clone());
+                record.changed(
+                    action.address,
+                    now.as_ref(),
+                    action.before.driver.as_ref(),
+                    action.before.driver_override.as_ref(),
+                    plan.goal.verb(),
+                );
+            }
+        }
+    }
+}
+
+/// The error to return for a report whose apply failed, if it did.
+pub fn failure(report: &ChangeReport) -> Option<ApplyFailed> {
+    let result = report.result.as_ref()?;
+    let error = result.error.as_ref()?;
+    let rollback_failed = !result.rollback_errors.is_empty();
+    let message = if rollback_failed {
+        format!("{error}; {}", result.rollback_errors.join("; "))
+    } else {
+        format!("{error}; every device changed was put back")
+    };
+    Some(ApplyFailed {
+        message,
+        rollback_failed,
+    })
+}

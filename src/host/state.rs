@@ -1,0 +1,275 @@
+//! /run/vfioctl: the lock that serialises changers, and the record of what
+//! vfioctl changed (so `restore`, `show` and `check` can report it).
+//! /run is a tmpfs: the record describes this boot only, as do the bindings.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DriverName, PciAddress};
+
+use super::root::HostRoot;
+
+pub const STATE_DIR: &str = "/run/vfioctl";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("another vfioctl holds {path} (waited {seconds}s); retry when it has finished")]
+    Busy { path: PathBuf, seconds: u64 },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not a valid change record ({detail}); move it aside to continue")]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+fn io_err<'p>(
+    action: &'static str,
+    path: &'p std::path::Path,
+) -> impl FnOnce(io::Error) -> StateError + 'p {
+    move |source| StateError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Held while a change is planned and applied; released on drop.
+pub struct ChangeLock {
+    _lock: Flock<File>,
+}
+
+/// Takes the exclusive lock, waiting up to `wait`.
+pub fn lock(root: &HostRoot, wait: Duration) -> Result<ChangeLock, StateError> {
+    let dir = root.path(STATE_DIR);
+    fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+    let path = dir.join("lock");
+    let start = Instant::now();
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err("cannot open", &path))?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(ChangeLock { _lock: lock }),
+            Err((returned, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+                if start.elapsed() >= wait {
+                    return Err(StateError::Busy {
+                        path,
+                        seconds: wait.as_secs(),
+                    });
+                }
+                file = returned;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err((_, errno)) => {
+                return Err(StateError::Io {
+                    action: "cannot lock",
+                    path,
+                    source: errno.into(),
+                })
+            }
+        }
+    }
+}
+
+/// What vfioctl did to one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEntry {
+    /// The driver vfioctl left it on (null: none).
+    pub driver: Option<String>,
+    /// The driver it had before vfioctl first changed it.
+    pub previous_driver: Option<String>,
+    pub previous_override: Option<String>,
+    /// Seconds since the epoch, UTC.
+    pub changed_at: u64,
+    pub command: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    pub devices: BTreeMap<String, ChangeEntry>,
+}
+
+impl ChangeRecord {
+    pub fn entry(&self, address: &PciAddress) -> Option<&ChangeEntry> {
+        self.devices.get(&address.to_string())
+    }
+
+    /// The drivers devices had before vfioctl changed them.
+    pub fn previous_drivers(&self) -> BTreeMap<PciAddress, DriverName> {
+        self.devices
+            .iter()
+            .filter_map(|(addr, e)| {
+                Some((
+                    addr.parse().ok()?,
+                    DriverName::new(e.previous_driver.clone()?),
+                ))
+            })
+            .collect()
+    }
+
+    /// Notes a change; the first `previous_*` seen for a device is kept, so a
+    /// second bind still restores to the original host driver.
+    pub fn changed(
+        &mut self,
+        address: PciAddress,
+        driver: Option<&DriverName>,
+        previous_driver: Option<&DriverName>,
+        previous_override: Option<&DriverName>,
+        command: &str,
+    ) {
+        let now = now_unix();
+        let fresh = ChangeEntry {
+            driver: driver.map(ToString::to_string),
+            previous_driver: previous_driver.map(ToString::to_string),
+            previous_override: previous_override.map(ToString::to_string),
+            changed_at: now,
+            command: command.to_string(),
+        };
+        self.devices
+            .entry(address.to_string())
+            .and_modify(|e| {
+                e.driver = fresh.driver.clone();
+                e.changed_at = now;
+                e.command = command.to_string();
+            })
+            .or_insert(fresh);
+    }
+
+    pub fn forget(&mut self, address: PciAddress) {
+        self.devices.remove(&address.to_string());
+    }
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn record_path(root: &HostRoot) -> PathBuf {
+    root.path(STATE_DIR).join("changes.json")
+}
+
+pub fn read_record(root: &HostRoot) -> Result<ChangeRecord, StateError> {
+    let path = record_path(root);
+    match fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+            path,
+            detail: e.to_string(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ChangeRecord::default()),
+        Err(e) => Err(io_err("cannot read", &path)(e)),
+    }
+}
+
+/// Replaces the record atomically (temp file, fsync, rename).
+pub fn write_record(root: &HostRoot, record: &ChangeRecord) -> Result<(), StateError> {
+    let path = record_path(root);
+    let dir = root.path(STATE_DIR);
+    fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+    let tmp = dir.join(format!(".changes.json.{}", std::process::id()));
+    let text = serde_json::to_string_pretty(record).expect("the record serialises");
+    let mut file = File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(io_err("cannot write", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err("cannot replace", &path))
+}
+
+/// `2026-11-24T16:28:21Z` for seconds since the epoch.
+pub fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Days since 1970-01-01 to a proleptic Gregorian date (era-based method).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_dates() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_utc(1_795_537_701), "2026-11-24T16:28:21Z");
+    }
+
+    #[test]
+    fn record_keeps_the_first_previous_driver() {
+        let addr: PciAddress = "25:00.0".parse().unwrap();
+        let mut record = ChangeRecord::default();
+        let nvidia = DriverName::new("nvidia");
+        let vfio = DriverName::vfio_pci();
+        record.changed(addr, Some(&vfio), Some(&nvidia), None, "bind");
+        record.changed(addr, None, Some(&vfio), Some(&vfio), "unbind");
+        let entry = record.entry(&addr).unwrap();
+        assert_eq!(entry.previous_driver.as_deref(), Some("nvidia"));
+        assert_eq!(entry.driver, None);
+        assert_eq!(record.previous_drivers()[&addr], nvidia);
+        record.forget(addr);
+        assert!(record.entry(&addr).is_none());
+    }
+
+    #[test]
+    fn lock_is_exclusive_and_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(dir.path());
+        let held = lock(&root, Duration::from_secs(1)).unwrap();
+        let err = lock(&root, Duration::from_millis(100)).err().expect("busy");
+        assert!(matches!(err, StateError::Busy { .. }));
+        drop(held);
+        assert!(lock(&root, Duration::from_millis(100)).is_ok());
+    }
+
+    #[test]
+    fn record_round_trips_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(dir.path());
+        assert_eq!(read_record(&root).unwrap(), ChangeRecord::default());
+        let mut record = ChangeRecord::default();
+        record.changed(
+            "01:00.0".parse().unwrap(),
+            Some(&DriverName::vfio_pci()),
+            None,
+            None,
+            "bind",
+        );
+        write_record(&root, &record).unwrap();
+        assert_eq!(read_record(&root).unwrap(), record);
+        std::fs::write(dir.path().join("run/vfioctl/changes.json"), "{").unwrap();
+        assert!(matches!(
+            read_record(&root),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,359 @@
+//! What the running host uses each PCI device for: mounted filesystems, swap,
+//! network addresses and routes, the console, and processes holding device
+//! nodes. Everything is read under the host root, so fake roots can stage
+//! every case.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::model::usage::{DeviceUse, UsageMap};
+use crate::model::{DriverKind, Inventory, PciAddress};
+
+use super::root::HostRoot;
+
+/// The nearest PCI function above a sysfs device path (the canonical path
+/// contains every ancestor: `.../0000:00:02.0/0000:02:00.0/nvme/nvme0/nvme0n1`).
+fn pci_ancestor(path: &Path) -> Option<PciAddress> {
+    let real = fs::canonicalize(path).ok()?;
+    real.components()
+        .rev()
+        .find_map(|c| PciAddress::from_sysfs_name(&c.as_os_str().to_string_lossy()))
+}
+
+/// PCI functions behind a block device, following `slaves/` through device
+/// mapper and md RAID.
+fn block_to_pci(root: &HostRoot, sys_block: &Path, out: &mut BTreeSet<PciAddress>, depth: u32) {
+    if let Some(addr) = pci_ancestor(sys_block) {
+        out.insert(addr);
+        return;
+    }
+    if depth > 8 {
+        return;
+    }
+    if let Ok(entries) = fs::read_dir(sys_block.join("slaves")) {
+        for entry in entries.flatten() {
+            let slave = root.path("/sys/class/block").join(entry.file_name());
+            block_to_pci(root, &slave, out, depth + 1);
+        }
+    }
+}
+
+/// PCI functions behind a network interface, following `lower_*` links
+/// through bridges, bonds and VLANs.
+fn netdev_to_pci(root: &HostRoot, iface: &str, out: &mut BTreeSet<PciAddress>, depth: u32) {
+    let dir = root.path("/sys/class/net").join(iface);
+    if let Some(addr) = pci_ancestor(&dir) {
+        out.insert(addr);
+        return;
+    }
+    if depth > 8 {
+        return;
+    }
+    if let Ok(entries) = fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(lower) = name.strip_prefix("lower_") {
+                netdev_to_pci(root, lower, out, depth + 1);
+            }
+        }
+    }
+}
+
+fn add(map: &mut UsageMap, addrs: &BTreeSet<PciAddress>, what: DeviceUse) {
+    for addr in addrs {
+        let uses = map.entry(*addr).or_default();
+        if !uses.contains(&what) {
+            uses.push(what.clone());
+        }
+    }
+}
+
+fn mounts(root: &HostRoot, map: &mut UsageMap) {
+    let Ok(text) = fs::read_to_string(root.path("/proc/self/mountinfo")) else {
+        return;
+    };
+    for line in text.lines() {
+        // id parent major:minor root mountpoint options [optional...] - fstype source superopts
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 5 {
+            continue;
+        }
+        let (majmin, mountpoint) = (fields[2], unescape(fields[4]));
+        let source = fields
+            .iter()
+            .position(|f| *f == "-")
+            .and_then(|i| fields.get(i + 2))
+            .copied()
+            .unwrap_or("");
+        let mut addrs = BTreeSet::new();
+        let by_number = root.path("/sys/dev/block").join(majmin);
+        if by_number.exists() {
+            block_to_pci(root, &by_number, &mut addrs, 0);
+        } else if let Some(name) = source.strip_prefix("/dev/") {
+            // btrfs and friends report an anonymous device number.
+            block_to_pci(
+                root,
+                &root.path("/sys/class/block").join(name),
+                &mut addrs,
+                0,
+            );
+        }
+        if addrs.is_empty() {
+            continue;
+        }
+        let block = source.to_string();
+        let what = if mountpoint == "/" {
+            DeviceUse::RootFilesystem { block }
+        } else {
+            DeviceUse::Mount { mountpoint, block }
+        };
+        add(map, &addrs, what);
+    }
+}
+
+/// mountinfo escapes spaces and friends as `\040`.
+fn unescape(field: &str) -> String {
+    let mut out = String::new();
+    let mut chars = field.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let code: String = chars.clone().take(3).collect();
+            if let Ok(byte) = u8::from_str_radix(&code, 8) {
+                out.push(byte as char);
+                chars.nth(2);
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn swaps(root: &HostRoot, map: &mut UsageMap) {
+    let Ok(text) = fs::read_to_string(root.path("/proc/swaps")) else {
+        return;
+    };
+    for line in text.lines().skip(1) {
+        let Some(device) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(name) = device.strip_prefix("/dev/") else {
+            continue;
+        };
+        let mut addrs = BTreeSet::new();
+        block_to_pci(
+            root,
+            &root.path("/sys/class/block").join(name),
+            &mut addrs,
+            0,
+        );
+        add(
+            map,
+            &addrs,
+            DeviceUse::Swap {
+                block: device.to_string(),
+            },
+        );
+    }
+}
+
+fn network(root: &HostRoot, map: &mut UsageMap) {
+    // Interface -> (has addresses, has the default route).
+    let mut ifaces: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    if let Ok(text) = fs::read_to_string(root.path("/proc/net/route")) {
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 8 {
+                continue;
+            }
+            let entry = ifaces.entry(f[0].to_string()).or_default();
+            entry.0 = true;
+            if f[1] == "00000000" && f[7] == "00000000" {
+                entry.1 = true;
+            }
+        }
+    }
+    if let Ok(text) = fs::read_to_string(root.path("/proc/net/if_inet6")) {
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // address ifindex prefixlen scope flags name; scope 0x20 is link-local, 0x10 host.
+            if f.len() == 6 && !matches!(f[3], "20" | "10") {
+                ifaces.entry(f[5].to_string()).or_default().0 = true;
+            }
+        }
+    }
+    if let Ok(text) = fs::read_to_string(root.path("/proc/net/ipv6_route")) {
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() == 10 && f[0].bytes().all(|b| b == b'0') && f[1] == "00" && f[9] != "lo" {
+                ifaces.entry(f[9].to_string()).or_default().1 = true;
+            }
+        }
+    }
+    for (iface, (addresses, default_route)) in ifaces {
+        if iface == "lo" {
+            continue;
+        }
+        let mut addrs = BTreeSet::new();
+        netdev_to_pci(root, &iface, &mut addrs, 0);
+        if default_route {
+            add(
+                map,
+                &addrs,
+                DeviceUse::DefaultRoute {
+                    interface: iface.clone(),
+                },
+            );
+        }
+        if addresses {
+            add(map, &addrs, DeviceUse::Addresses { interface: iface });
+        }
+    }
+}
+
+/// The framebuffer console: fbcon bound to a virtual terminal draws on fb0.
+fn console(root: &HostRoot, map: &mut UsageMap) {
+    let fbcon_bound = fs::read_dir(root.path("/sys/class/vtconsole"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|vt| {
+            let dir = vt.path();
+            let name = fs::read_to_string(dir.join("name")).unwrap_or_default();
+            let bound = fs::read_to_string(dir.join("bind")).unwrap_or_default();
+            name.contains("frame buffer") && bound.trim() == "1"
+        });
+    if !fbcon_bound {
+        return;
+    }
+    let mut addrs = BTreeSet::new();
+    if let Some(addr) = pci_ancestor(&root.path("/sys/class/graphics/fb0/device")) {
+        addrs.insert(addr);
+    }
+    add(
+        map,
+        &addrs,
+        DeviceUse::Console {
+            what: "framebuffer console (fb0)".to_string(),
+        },
+    );
+}
+
+/// Device nodes through which a process can be using `addr` right now.
+fn device_nodes(root: &HostRoot, inv: &Inventory, addr: &PciAddress) -> Vec<String> {
+    let Some(dev) = inv.device(addr) else {
+        return vec![];
+    };
+    let mut nodes = Vec::new();
+    match dev.driver.as_ref().map(|d| (d, d.kind())) {
+        Some((_, DriverKind::Vfio)) => {
+            if let Some(group) = dev.iommu_group {
+                nodes.push(format!("/dev/vfio/{group}"));
+            }
+            // The per-device cdev of newer kernels (iommufd).
+            let vfio_dev = root.path(format!("/sys/bus/pci/devices/{addr}/vfio-dev"));
+            if let Ok(entries) = fs::read_dir(vfio_dev) {
+                for entry in entries.flatten() {
+                    nodes.push(format!(
+                        "/dev/vfio/devices/{}",
+                        entry.file_name().to_string_lossy()
+                    ));
+                }
+            }
+        }
+        Some((driver, DriverKind::Host)) if driver.as_str() == "nvidia" => {
+            let info = root.path(format!("/proc/driver/nvidia/gpus/{addr}/information"));
+            let minor = fs::read_to_string(info).ok().and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("Device Minor:"))
+                    .and_then(|m| m.trim().parse::<u32>().ok())
+            });
+            if let Some(minor) = minor {
+                nodes.push(format!("/dev/nvidia{minor}"));
+            }
+        }
+        _ => {}
+    }
+    nodes
+}
+
+/// Processes holding any of `nodes` open, by node: (pid, command).
+fn holders(root: &HostRoot, nodes: &BTreeSet<String>) -> BTreeMap<String, Vec<(u32, String)>> {
+    let mut found: BTreeMap<String, Vec<(u32, String)>> = BTreeMap::new();
+    if nodes.is_empty() {
+        return found;
+    }
+    let Ok(procs) = procfs::process::all_processes_with_root(root.path("/proc")) else {
+        return found;
+    };
+    for proc in procs.flatten() {
+        let Ok(fds) = proc.fd() else { continue };
+        for fd in fds.flatten() {
+            if let procfs::process::FDTarget::Path(path) = &fd.target {
+                let path = path.to_string_lossy();
+                if nodes.contains(path.as_ref()) {
+                    let command = fs::read_to_string(proc_path(root, proc.pid(), "comm"))
+                        .map(|c| c.trim().to_string())
+                        .unwrap_or_else(|_| "?".to_string());
+                    let list = found.entry(path.into_owned()).or_default();
+                    if !list.iter().any(|(pid, _)| *pid == proc.pid() as u32) {
+                        list.push((proc.pid() as u32, command));
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+fn proc_path(root: &HostRoot, pid: i32, file: &str) -> PathBuf {
+    root.path(format!("/proc/{pid}/{file}"))
+}
+
+/// Reads every use of the host's devices; open-handle scans are limited to
+/// `candidates` (the devices a change could touch), as they walk all of /proc.
+pub fn read_usage(root: &HostRoot, inv: &Inventory, candidates: &BTreeSet<PciAddress>) -> UsageMap {
+    let mut map = UsageMap::new();
+    mounts(root, &mut map);
+    swaps(root, &mut map);
+    network(root, &mut map);
+    console(root, &mut map);
+
+    let per_device: Vec<(PciAddress, Vec<String>)> = candidates
+        .iter()
+        .map(|a| (*a, device_nodes(root, inv, a)))
+        .collect();
+    let wanted: BTreeSet<String> = per_device
+        .iter()
+        .flat_map(|(_, n)| n.iter().cloned())
+        .collect();
+    let held = holders(root, &wanted);
+    for (addr, nodes) in per_device {
+        for node in nodes {
+            for (pid, command) in held.get(&node).into_iter().flatten() {
+                add(
+                    &mut map,
+                    &BTreeSet::from([addr]),
+                    DeviceUse::Holder {
+                        pid: *pid,
+                        command: command.clone(),
+                        path: node.clone(),
+                    },
+                );
+            }
+        }
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescapes_mountinfo_fields() {
+        assert_eq!(unescape("/mnt/my\\040disk"), "/mnt/my disk");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+}

@@ -1,0 +1,603 @@
+//! Planning a driver change: desired state + inventory + host facts ->
+//! ordered steps per device, or refusals with reasons. Pure: dry-run prints
+//! a plan, apply executes it, tests assert on it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use super::address::PciAddress;
+use super::device::PciDevice;
+use super::driver::{DriverKind, DriverName, ModuleName};
+use super::group::{MemberState, Viability};
+use super::inventory::{CompanionReason, Inventory};
+use super::modalias::{best_match, Alias};
+use super::usage::UsageMap;
+
+/// What the operator asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "goal", content = "driver", rename_all = "snake_case")]
+pub enum Goal {
+    /// vfio-pci, or the best VFIO variant driver for each device.
+    BindVfio,
+    /// A named driver.
+    Bind(DriverName),
+    /// Back to the driver the kernel picks without an override.
+    Restore,
+    /// No driver at all.
+    Unbind,
+}
+
+impl Goal {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Goal::BindVfio | Goal::Bind(_) => "bind",
+            Goal::Restore => "restore",
+            Goal::Unbind => "unbind",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub goal: Goal,
+    pub targets: Vec<PciAddress>,
+    pub with_group: bool,
+    pub force: bool,
+}
+
+/// What the planner needs to know besides the inventory.
+#[derive(Debug, Default)]
+pub struct Facts<'a> {
+    pub usage: UsageMap,
+    /// `vfio_pci:` aliases from modules.alias (variant drivers).
+    pub vfio_variants: &'a [Alias],
+    /// The driver each device had before vfioctl changed it (the change record).
+    pub previous: BTreeMap<PciAddress, DriverName>,
+}
+
+/// Why a device is part of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Why {
+    Requested,
+    /// A function that travels with a requested one (GPU audio, USB).
+    Companion {
+        of: PciAddress,
+        link: CompanionReason,
+    },
+    /// Another endpoint of the same IOMMU group (`--with-group`).
+    GroupMember {
+        of: PciAddress,
+        group: u32,
+    },
+}
+
+/// A device's driver and override.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Binding {
+    pub driver: Option<DriverName>,
+    pub driver_override: Option<DriverName>,
+}
+
+/// What the driver link must name once the device has been probed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "expect", content = "driver", rename_all = "snake_case")]
+pub enum Expect {
+    Driver(DriverName),
+    /// Whatever the kernel picks, which may be nothing (restore without a record).
+    HostDriverOrNone,
+    NoDriver,
+}
+
+/// One kernel step on one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Write the driver name to `driver_override`, or clear it (`None`, writes "\n").
+    SetOverride { driver: Option<DriverName> },
+    /// Write the address to the current driver's `unbind`.
+    Unbind { driver: DriverName },
+    /// Write the address to `/sys/bus/pci/drivers_probe`.
+    Probe,
+    /// Poll until the driver link matches (and, for VFIO, `/dev/vfio/<group>` exists).
+    Verify {
+        #[serde(flatten)]
+        expect: Expect,
+        vfio_group: Option<u32>,
+    },
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::SetOverride { driver: Some(d) } => write!(f, "write driver_override = {d}"),
+            Step::SetOverride { driver: None } => write!(f, "clear driver_override"),
+            Step::Unbind { driver } => write!(f, "unbind from {driver}"),
+            Step::Probe => write!(f, "write address to drivers_probe"),
+            Step::Verify { expect, vfio_group } => {
+                match expect {
+                    Expect::Driver(d) => write!(f, "verify driver is {d}")?,
+                    Expect::HostDriverOrNone => {
+                        write!(f, "verify override is gone (host driver or none)")?
+                    }
+                    Expect::NoDriver => write!(f, "verify no driver is bound")?,
+                }
+                match vfio_group {
+                    Some(g) => write!(f, " and /dev/vfio/{g} exists"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// The change planned for one device. No steps: it is already as wanted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Action {
+    pub address: PciAddress,
+    #[serde(flatten)]
+    pub why: Why,
+    pub before: Binding,
+    pub after: Binding,
+    pub steps: Vec<Step>,
+}
+
+impl Action {
+    pub fn changes(&self) -> bool {
+        !self.steps.is_empty()
+    }
+    /// The step list releases the device from its current driver.
+    pub fn releases(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Step::Unbind { .. }))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    #[serde(flatten)]
+    pub goal: Goal,
+    /// Modules to load before any device is touched.
+    pub load_modules: Vec<ModuleName>,
+    pub actions: Vec<Action>,
+    /// Things the operator should know (devices added, forced refusals, ...).
+    pub notes: Vec<String>,
+    /// Checks that passed.
+    pub checks: Vec<String>,
+}
+
+impl Plan {
+    pub fn changes(&self) -> bool {
+        self.actions.iter().any(Action::changes)
+    }
+}
+
+/// Why a plan cannot be made. Nothing has been written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("{}", .0.join("; "))]
+    Refused(Vec<String>),
+    #[error("the IOMMU is off, so VFIO cannot use {0}: enable VT-d/AMD-Vi in firmware and add intel_iommu=on iommu=pt (Intel) or iommu=pt (AMD) to the kernel command line, then reboot")]
+    IommuOff(PciAddress),
+}
+
+/// Works out the plan for `request`, or why it is refused.
+pub fn plan(inv: &Inventory, facts: &Facts, request: &Request) -> Result<Plan, PlanError> {
+    let mut planner = Planner {
+        inv,
+        facts,
+        request,
+        set: BTreeMap::new(),
+        notes: Vec::new(),
+        checks: Vec::new(),
+        refusals: Vec::new(),
+    };
+    planner.run()
+}
+
+struct Planner<'a> {
+    inv: &'a Inventory,
+    facts: &'a Facts<'a>,
+    request: &'a Request,
+    /// Devices in the plan, with why.
+    set: BTreeMap<PciAddress, Why>,
+    notes: Vec<String>,
+    checks: Vec<String>,
+    refusals: Vec<String>,
+}
+
+impl Planner<'_> {
+    fn device(&self, addr: &PciAddress) -> &PciDevice {
+        self.inv
+            .device(addr)
+            .expect("planned devices come from the inventory")
+    }
+
+    /// The driver a device should end on for a bind goal.
+    fn bind_target(&self, dev: &PciDevice) -> DriverName {
+        match &self.request.goal {
+            Goal::Bind(driver) => driver.clone(),
+            _ => match best_match(self.facts.vfio_variants, "vfio_pci", dev) {
+                Some(choice) => DriverName::new(choice.module.as_str()),
+                None => DriverName::vfio_pci(),
+            },
+        }
+    }
+
+    fn run(&mut self) -> Result<Plan, PlanError> {
+        let goal = &self.request.goal;
+        for addr in &self.request.targets {
+            let dev = self.device(addr);
+            if dev.is_bridge() {
+                self.refusals.push(format!(
+                    "{addr} is a bridge or port; vfioctl never changes their drivers (they do not block VFIO)"
+                ));
+            }
+            self.set.insert(*addr, Why::Requested);
+        }
+        let claims_group = match goal {
+            Goal::BindVfio => true,
+            Goal::Bind(d) => d.kind() != DriverKind::Host,
+            Goal::Restore | Goal::Unbind => false,
+        };
+        if claims_group || *goal == Goal::Restore {
+            self.add_companions();
+        }
+        if claims_group {
+            if let Some(first) = self.request.targets.first() {
+                let needs_iommu = match goal {
+                    Goal::Bind(d) => d.kind() == DriverKind::Vfio,
+                    _ => true,
+                };
+                if needs_iommu && !self.inv.iommu.enabled() {
+                    return Err(PlanError::IommuOff(*first));
+                }
+            }
+            self.check_groups();
+        }
+        let actions: Vec<Action> = self
+            .set
+            .iter()
+            .map(|(a, why)| self.action(*a, why.clone()))
+            .collect();
+        self.check_safety(&actions);
+        if !self.refusals.is_empty() {
+            return Err(PlanError::Refused(std::mem::take(&mut self.refusals)));
+        }
+        let mut load_modules: Vec<ModuleName> = Vec::new();
+        for action in &actions {
+            for step in &action.steps {
+                if let Step::SetOverride { driver: Some(d) } = step {
+                    let module = ModuleName::new(d.as_str().replace('-', "_"));
+                    if !self.inv.drivers.contains(d) && !load_modules.contains(&module) {
+                        load_modules.push(module);
+                    }
+                }
+            }
+        }
+        if *goal == Goal::BindVfio {
+            for action in actions.iter().filter(|a| a.changes()) {
+                if let Some(choice) = best_match(
+                    self.facts.vfio_variants,
+                    "vfio_pci",
+                    self.device(&action.address),
+                ) {
+                    self.notes.push(format!(
+                        "{}: {} chosen: modules.alias {} ({} wildcards, the most specific vfio_pci alias)",
+                        action.address, choice.module, choice.pattern, choice.wildcards
+                    ));
+                }
+            }
+        }
+        for action in actions.iter().filter(|a| !a.changes()) {
+            self.notes.push(format!(
+                "{} is already as wanted ({}); left untouched",
+                action.address,
+                describe(&action.before)
+            ));
+        }
+        Ok(Plan {
+            goal: goal.clone(),
+            load_modules,
+            actions,
+            notes: std::mem::take(&mut self.notes),
+            checks: std::mem::take(&mut self.checks),
+        })
+    }
+
+    fn add_companions(&mut self) {
+        let requested: Vec<PciAddress> = self.set.keys().copied().collect();
+        for addr in requested {
+            for companion in self.inv.companions(self.device(&addr)) {
+                if self.set.contains_key(&companion.address) {
+                    continue;
+                }
+                let dev = self.device(&companion.address);
+                // Restore only brings back companions vfioctl-style bound with it.
+                if self.request.goal == Goal::Restore
+                    && dev.driver_override.is_none()
+                    && dev
+                        .driver
+                        .as_ref()
+                        .is_none_or(|d| d.kind() == DriverKind::Host)
+                {
+                    continue;
+                }
+                self.notes.push(format!(
+                    "{} added: companion of {addr} ({})",
+                    companion.address,
+                    match companion.reason {
+                        CompanionReason::DeviceLink => "linked by the kernel",
+                        CompanionReason::SameSlot => "same slot",
+                    }
+                ));
+                self.set.insert(
+                    companion.address,
+                    Why::Companion {
+                        of: addr,
+                        link: companion.reason,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Every IOMMU group touched must be viable once the plan is done.
+    fn check_groups(&mut self) {
+        let groups: BTreeSet<u32> = self
+            .set
+            .keys()
+            .filter_map(|a| self.device(a).iommu_group)
+            .collect();
+        for number in groups {
+            let Some(group) = self.inv.groups.get(&number) else {
+                continue;
+            };
+            if self.request.with_group {
+                let of = *self
+                    .set
+                    .keys()
+                    .find(|a| self.device(a).iommu_group == Some(number))
+                    .expect("the group came from a planned device");
+                let joining: Vec<PciAddress> = self
+                    .inv
+                    .members(group)
+                    .filter(|d| !d.is_bridge() && !self.set.contains_key(&d.address))
+                    .filter(|d| {
+                        matches!(
+                            MemberState::of(false, d.driver.as_ref()),
+                            MemberState::HostDriver | MemberState::Unbound
+                        )
+                    })
+                    .map(|d| d.address)
+                    .collect();
+                for member in joining {
+                    self.notes.push(format!(
+                        "{member} added: member of IOMMU group {number} (--with-group)"
+                    ));
+                    self.set
+                        .insert(member, Why::GroupMember { of, group: number });
+                }
+            }
+            let after = self.viability_after(number);
+            if after.viable {
+                self.checks
+                    .push(format!("IOMMU group {number} will be viable"));
+                continue;
+            }
+            let blockers: Vec<String> = after
+                .blockers
+                .iter()
+                .map(|b| format!("{} on {}", b.device, b.driver))
+                .collect();
+            let all_pci = after
+                .blockers
+                .iter()
+                .all(|b| b.device.parse::<PciAddress>().is_ok());
+            self.refusals.push(if all_pci && !self.request.with_group {
+                format!(
+                    "IOMMU group {number} would not be viable: {} would stay on a host driver; add --with-group to bind every endpoint of the group",
+                    blockers.join(", ")
+                )
+            } else {
+                format!(
+                    "IOMMU group {number} would not be viable: {} cannot be moved by vfioctl",
+                    blockers.join(", ")
+                )
+            });
+        }
+    }
+
+    fn viability_after(&self, number: u32) -> Viability {
+        let group = &self.inv.groups[&number];
+        let targets: Vec<(&PciDevice, Option<DriverName>)> = self
+            .inv
+            .members(group)
+            .map(|d| {
+                let driver = if self.set.contains_key(&d.address) {
+                    Some(self.bind_target(d))
+                } else {
+                    d.driver.clone()
+                };
+                (d, driver)
+            })
+            .collect();
+        Viability::judge(
+            targets.iter().map(|(d, drv)| (*d, drv.as_ref())),
+            &group.other_members,
+        )
+    }
+
+    fn action(&self, address: PciAddress, why: Why) -> Action {
+        let dev = self.device(&address);
+        let before = Binding {
+            driver: dev.driver.clone(),
+            driver_override: dev.driver_override.clone(),
+        };
+        let vfio_group = |driver: &DriverName| {
+            (driver.kind() == DriverKind::Vfio)
+                .then_some(dev.iommu_group)
+                .flatten()
+        };
+        let (after, steps) = match &self.request.goal {
+            Goal::BindVfio | Goal::Bind(_) => {
+                let target = self.bind_target(dev);
+                let after = Binding {
+                    driver: Some(target.clone()),
+                    driver_override: Some(target.clone()),
+                };
+                let steps = if before.driver.as_ref() == Some(&target) {
+                    if before.driver_override.as_ref() == Some(&target) {
+                        vec![]
+                    } else {
+                        // Already bound: pin it without unbinding (a VM may be using it).
+                        vec![Step::SetOverride {
+                            driver: Some(target),
+                        }]
+                    }
+                } else {
+                    let mut steps = vec![Step::SetOverride {
+                        driver: Some(target.clone()),
+                    }];
+                    if let Some(current) = &before.driver {
+                        steps.push(Step::Unbind {
+                            driver: current.clone(),
+                        });
+                    }
+                    steps.push(Step::Probe);
+                    steps.push(Step::Verify {
+                        vfio_group: vfio_group(&target),
+                        expect: Expect::Driver(target),
+                    });
+                    steps
+                };
+                (after, steps)
+            }
+            Goal::Restore => {
+                let previous = self.facts.previous.get(&address).cloned();
+                let on_claiming_driver = before
+                    .driver
+                    .as_ref()
+                    .is_some_and(|d| d.kind() != DriverKind::Host);
+                let steps = if on_claiming_driver
+                    || (before.driver.is_none() && before.driver_override.is_some())
+                {
+                    let mut steps = vec![Step::SetOverride { driver: None }];
+                    if let Some(current) = &before.driver {
+                        steps.push(Step::Unbind {
+                            driver: current.clone(),
+                        });
+                    }
+                    steps.push(Step::Probe);
+                    steps.push(Step::Verify {
+                        expect: previous
+                            .clone()
+                            .map_or(Expect::HostDriverOrNone, Expect::Driver),
+                        vfio_group: None,
+                    });
+                    steps
+                } else if before.driver_override.is_some() {
+                    // On a host driver with a stale override: clear it, do not disturb the driver.
+                    vec![Step::SetOverride { driver: None }]
+                } else {
+                    vec![]
+                };
+                let after = Binding {
+                    driver: if steps.iter().any(|s| matches!(s, Step::Probe)) {
+                        previous
+                    } else {
+                        before.driver.clone()
+                    },
+                    driver_override: None,
+                };
+                (after, steps)
+            }
+            Goal::Unbind => {
+                let steps = match &before.driver {
+                    Some(current) => vec![
+                        Step::Unbind {
+                            driver: current.clone(),
+                        },
+                        Step::Verify {
+                            expect: Expect::NoDriver,
+                            vfio_group: None,
+                        },
+                    ],
+                    None => vec![],
+                };
+                let after = Binding {
+                    driver: None,
+                    driver_override: before.driver_override.clone(),
+                };
+                (after, steps)
+            }
+        };
+        Action {
+            address,
+            why,
+            before,
+            after,
+            steps,
+        }
+    }
+
+    /// Devices about to be released from their driver must not be in use.
+    fn check_safety(&mut self, actions: &[Action]) {
+        let mut clear: Vec<String> = Vec::new();
+        for action in actions.iter().filter(|a| a.releases()) {
+            let dev = self.device(&action.address);
+            let mut uses = self
+                .facts
+                .usage
+                .get(&action.address)
+                .cloned()
+                .unwrap_or_default();
+            if dev.boot_vga
+                && !uses
+                    .iter()
+                    .any(|u| matches!(u, super::usage::DeviceUse::Console { .. }))
+            {
+                uses.push(super::usage::DeviceUse::Console {
+                    what: "boot display (boot_vga)".to_string(),
+                });
+            }
+            if uses.is_empty() {
+                clear.push(action.address.to_string());
+                continue;
+            }
+            for u in uses {
+                if !u.forcible() {
+                    self.refusals
+                        .push(format!("{} {u}; refused even with --force", action.address));
+                } else if self.request.force {
+                    self.notes
+                        .push(format!("{} {u}; released anyway (--force)", action.address));
+                } else {
+                    self.refusals.push(format!(
+                        "{} {u}; use --force to release it anyway",
+                        action.address
+                    ));
+                }
+            }
+        }
+        if !clear.is_empty() {
+            self.checks.push(format!(
+                "not in use by the host (mounts, swap, addresses, routes, console, open handles): {}",
+                clear.join(", ")
+            ));
+        }
+    }
+}
+
+/// `vfio-pci (override vfio-pci)`, `no driver`, ...
+pub fn describe(binding: &Binding) -> String {
+    let driver = binding
+        .driver
+        .as_ref()
+        .map_or_else(|| "no driver".to_string(), |d| d.to_string());
+    match &binding.driver_override {
+        Some(o) => format!("{driver}, override {o}"),
+        None => driver,
+    }
+}

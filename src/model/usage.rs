@@ -1,0 +1,75 @@
+//! What the host uses a device for: the facts behind safety refusals.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use super::address::PciAddress;
+
+/// One way the running host depends on a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DeviceUse {
+    /// Backs the root filesystem: never released, not even with --force.
+    RootFilesystem {
+        block: String,
+    },
+    /// Backs a mounted filesystem.
+    Mount {
+        mountpoint: String,
+        block: String,
+    },
+    Swap {
+        block: String,
+    },
+    /// A network interface on the device carries addresses (or routes).
+    Addresses {
+        interface: String,
+    },
+    DefaultRoute {
+        interface: String,
+    },
+    /// The firmware's boot display, or a framebuffer console on it.
+    Console {
+        what: String,
+    },
+    /// A process holds the device's VFIO group or driver node (a VM, a CUDA job,
+    /// nvidia-persistenced). Releasing would block or break it: never forced.
+    Holder {
+        pid: u32,
+        command: String,
+        path: String,
+    },
+}
+
+impl DeviceUse {
+    /// Whether `--force` may override the refusal this use causes.
+    pub fn forcible(&self) -> bool {
+        !matches!(
+            self,
+            DeviceUse::RootFilesystem { .. } | DeviceUse::Holder { .. }
+        )
+    }
+}
+
+impl fmt::Display for DeviceUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceUse::RootFilesystem { block } => write!(f, "backs the root filesystem ({block})"),
+            DeviceUse::Mount { mountpoint, block } => write!(f, "backs {mountpoint} ({block})"),
+            DeviceUse::Swap { block } => write!(f, "backs swap on {block}"),
+            DeviceUse::Addresses { interface } => write!(f, "carries addresses on {interface}"),
+            DeviceUse::DefaultRoute { interface } => {
+                write!(f, "carries the default route ({interface})")
+            }
+            DeviceUse::Console { what } => write!(f, "is the {what}"),
+            DeviceUse::Holder { pid, command, path } => {
+                write!(f, "is held open by PID {pid} ({command}) through {path}")
+            }
+        }
+    }
+}
+
+/// Uses per device; devices the host does not depend on are absent.
+pub type UsageMap = BTreeMap<PciAddress, Vec<DeviceUse>>;
