@@ -52,7 +52,8 @@ pub struct ApplyFailed {
     pub rollback_failed: bool,
 }
 
-fn privileged() -> bool {
+/// Whether this process may write driver bindings (CAP_SYS_ADMIN).
+pub fn privileged() -> bool {
     caps::has_cap(
         None,
         caps::CapSet::Effective,

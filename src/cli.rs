@@ -65,6 +65,114 @@ pub enum Command {
     ///
     /// The override is kept, so a later probe binds the overridden driver again.
     Unbind(ChangeArgs),
+    /// Declare bindings that survive reboots and device re-adds (/etc/vfioctl/bindings.d).
+    ///
+    /// Declarations are enforced by udev when a device is added (hot-plug,
+    /// boot) and by `persist apply` now, without a reboot.
+    Persist {
+        #[command(subcommand)]
+        action: PersistAction,
+    },
+    /// Preview (default) or write the boot-time files for declared bindings.
+    ///
+    /// modprobe.d softdeps so vfio-pci loads before native drivers,
+    /// modules-load.d, initramfs-tools or dracut inclusion (whichever the host
+    /// uses), and the kernel command line the IOMMU needs with the
+    /// distribution's command to set it. Never edits the boot loader.
+    HostConfig(HostConfigArgs),
+    /// Enforce the declared binding of one device; run by udev when it is added.
+    ///
+    /// Acts only on ACTION=add (bind, unbind and change events are ignored);
+    /// logs to syslog or the kernel log, since udev discards output.
+    UdevHook(UdevHookArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PersistAction {
+    /// Declare devices: an address declares that function (its IDs are recorded
+    /// and checked), VENDOR:DEVICE declares every such function; companions follow.
+    Add(PersistAddArgs),
+    /// Remove declarations (devices stay bound until `vfioctl restore`).
+    Remove(PersistRemoveArgs),
+    /// List declarations, the devices they cover and whether those are bound.
+    List(PersistListArgs),
+    /// Enforce every declaration now, without a reboot (same plan and refusals as bind).
+    Apply(PersistApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PersistAddArgs {
+    /// Devices to declare (see SELECTORS).
+    #[arg(value_name = "SELECTOR", required = true)]
+    pub selectors: Vec<String>,
+
+    /// Driver to declare instead of vfio-pci or its best variant.
+    #[arg(long, value_name = "NAME")]
+    pub driver: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PersistRemoveArgs {
+    /// Declarations to remove: their key (address or IDs), or any selector
+    /// matching the devices they govern.
+    #[arg(value_name = "SELECTOR", required = true)]
+    pub selectors: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PersistListArgs {
+    /// Print a JSON array (schema in the man page).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PersistApplyArgs {
+    /// Print the plans and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Seconds to wait for each unbind, for each bind to verify, and for the lock.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+
+    /// Print the reports as a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HostConfigArgs {
+    /// Write the files (only those vfioctl owns; unchanged files are left alone).
+    #[arg(long, conflicts_with = "remove")]
+    pub write: bool,
+
+    /// Delete the files vfioctl wrote.
+    #[arg(long)]
+    pub remove: bool,
+
+    /// Also blacklist the native drivers (affects every device they drive).
+    #[arg(long)]
+    pub blacklist: bool,
+
+    /// Also claim the declared IDs ID-wide with `options vfio-pci ids=`.
+    #[arg(long)]
+    pub ids: bool,
+
+    /// Print a JSON object (schema in the man page).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UdevHookArgs {
+    /// The device's address (udev passes $kernel); default: PCI_SLOT_NAME from udev.
+    #[arg(value_name = "ADDRESS")]
+    pub device: Option<String>,
+
+    /// Seconds to wait for each unbind and bind; udev kills RUN programs after about 180.
+    #[arg(long, value_name = "SECS", default_value_t = 20)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +207,10 @@ pub struct BindArgs {
     /// Also bind every other endpoint of the devices' IOMMU groups (bridges are never touched).
     #[arg(long)]
     pub with_group: bool,
+
+    /// After a successful bind, also declare the devices (as `persist add` does).
+    #[arg(long)]
+    pub persist: bool,
 
     #[command(flatten)]
     pub change: ChangeArgs,
@@ -137,6 +249,7 @@ pub mod exit {
     pub const REFUSED: i32 = 4;
     pub const ENVIRONMENT: i32 = 5;
     pub const INCONSISTENT: i32 = 6;
+    pub const CONFIG: i32 = 7;
     pub const BUSY: i32 = 75;
     pub const NO_PERMISSION: i32 = 77;
 
@@ -163,6 +276,10 @@ pub mod exit {
         (
             INCONSISTENT,
             "A change failed and putting a device back failed too: the message names the device; check it with vfioctl show.",
+        ),
+        (
+            CONFIG,
+            "The configuration under /etc/vfioctl is malformed (the message names file and line) or untrusted (not root-owned, or world-writable). Nothing was applied.",
         ),
         (BUSY, "Another vfioctl held the lock for longer than --timeout."),
         (

@@ -2,11 +2,14 @@
 
 use crate::change::{ApplyFailed, NotPrivileged};
 use crate::cli::exit;
+use crate::commands::persist::NotDeclared;
 use crate::commands::show::Ambiguous;
+use crate::config::ConfigError;
 use crate::host::modules::ModuleError;
 use crate::host::state::StateError;
 use crate::host::sysfs::InventoryError;
 use crate::model::address::AddressError;
+use crate::model::declaration::DeclareError;
 use crate::model::plan::PlanError;
 use crate::model::{NoMatch, SelectorError};
 
@@ -14,10 +17,14 @@ use crate::model::{NoMatch, SelectorError};
 /// classifies decides; anything else is a plain failure.
 pub fn exit_status(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
-        if cause.is::<SelectorError>() || cause.is::<AddressError>() || cause.is::<Ambiguous>() {
+        if cause.is::<SelectorError>()
+            || cause.is::<AddressError>()
+            || cause.is::<Ambiguous>()
+            || cause.is::<DeclareError>()
+        {
             return exit::USAGE;
         }
-        if cause.is::<NoMatch>() {
+        if cause.is::<NoMatch>() || cause.is::<NotDeclared>() {
             return exit::NOT_FOUND;
         }
         if let Some(InventoryError::NoPciSysfs(_)) = cause.downcast_ref::<InventoryError>() {
@@ -28,6 +35,15 @@ pub fn exit_status(err: &anyhow::Error) -> i32 {
                 PlanError::Refused(_) => exit::REFUSED,
                 PlanError::IommuOff(_) => exit::ENVIRONMENT,
             };
+        }
+        if let Some(e) = cause.downcast_ref::<ConfigError>() {
+            return match e {
+                ConfigError::Io { .. } => exit::FAILED,
+                _ => exit::CONFIG,
+            };
+        }
+        if cause.is::<crate::commands::host_config::NotOwned>() {
+            return exit::REFUSED;
         }
         if cause.is::<ModuleError>() {
             return exit::ENVIRONMENT;

@@ -7,10 +7,13 @@ pub mod apply;
 pub mod change;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod error;
 pub mod host;
+pub mod host_config;
 pub mod model;
 pub mod output;
+pub mod udev;
 
 use std::io::Write;
 
@@ -26,5 +29,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         Command::Bind(args) => commands::bind::run(&root, args, out),
         Command::Restore(args) => commands::restore::run(&root, args, out),
         Command::Unbind(args) => commands::unbind::run(&root, args, out),
+        Command::Persist { action } => commands::persist::run(&root, action, out),
+        Command::HostConfig(args) => commands::host_config::run(&root, args, out),
+        Command::UdevHook(args) => commands::udev_hook::run(&root, args, out),
     }
 }

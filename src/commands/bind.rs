@@ -7,12 +7,34 @@ use crate::host::HostRoot;
 use crate::model::plan::Goal;
 use crate::model::DriverName;
 
+use crate::host::sysfs::{read_inventory, Names};
+
 use super::change::run_change;
+use super::parse_selectors;
+use super::persist::declare_and_write;
 
 pub fn run(root: &HostRoot, args: &BindArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let goal = match &args.driver {
         Some(name) => Goal::Bind(DriverName::new(name.as_str())),
         None => Goal::BindVfio,
     };
-    run_change(root, goal, &args.change, args.with_group, out)
+    let driver = args.driver.as_deref().map(DriverName::new);
+    let status = run_change(root, goal, &args.change, args.with_group, out)?;
+    if args.persist && !args.change.dry_run {
+        let inv = read_inventory(root, Names::Skip)?;
+        let selectors = parse_selectors(&args.change.selectors)?;
+        // With --json, stdout carries one JSON document: report declarations on stderr.
+        if args.change.json {
+            declare_and_write(
+                root,
+                &inv,
+                &selectors,
+                driver.as_ref(),
+                &mut std::io::stderr(),
+            )?;
+        } else {
+            declare_and_write(root, &inv, &selectors, driver.as_ref(), out)?;
+        }
+    }
+    Ok(status)
 }

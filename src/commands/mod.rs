@@ -3,9 +3,12 @@
 
 pub mod bind;
 pub mod change;
+pub mod host_config;
 pub mod list;
+pub mod persist;
 pub mod restore;
 pub mod show;
+pub mod udev_hook;
 pub mod unbind;
 
 use crate::model::{Inventory, PciDevice, Selector, SelectorError};

@@ -34,6 +34,18 @@ macro_rules! kernel_name {
             }
         }
 
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                normalised(&self.0).cmp(normalised(&other.0))
+            }
+        }
+
         impl Hash for $name {
             fn hash<H: Hasher>(&self, state: &mut H) {
                 for b in normalised(&self.0) {

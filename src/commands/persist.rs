@@ -1,0 +1,433 @@
+//! `vfioctl persist add|remove|list|apply`: declared bindings.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::change::{self, ChangeReport, ChangeSpec, NotPrivileged};
+use crate::cli::{
+    PersistAction, PersistAddArgs, PersistApplyArgs, PersistListArgs, PersistRemoveArgs,
+};
+use crate::config;
+use crate::host::kernel::{PciKernel, SysfsKernel};
+use crate::host::sysfs::{read_inventory, Names};
+use crate::host::HostRoot;
+use crate::model::declaration::{declare, Declaration, Declarations};
+use crate::model::plan::Goal;
+use crate::model::selector::Matcher;
+use crate::model::{DriverKind, DriverName, Inventory, PciAddress, Selector};
+use crate::output::table::{or_dash, Table};
+use crate::output::{change::render, write_json};
+use crate::udev::{self, RulesStatus};
+
+use super::parse_selectors;
+
+/// A selector given to `persist remove` that names no declaration.
+#[derive(Debug, thiserror::Error)]
+#[error("selector '{0}' names no declaration (see vfioctl persist list)")]
+pub struct NotDeclared(pub String);
+
+pub fn run(root: &HostRoot, action: &PersistAction, out: &mut dyn Write) -> anyhow::Result<i32> {
+    match action {
+        PersistAction::Add(args) => add(root, args, out),
+        PersistAction::Remove(args) => remove(root, args, out),
+        PersistAction::List(args) => list(root, args, out),
+        PersistAction::Apply(args) => apply(root, args, out),
+    }
+}
+
+fn require_privilege(command: &'static str) -> Result<(), NotPrivileged> {
+    if change::privileged() {
+        Ok(())
+    } else {
+        Err(NotPrivileged { command })
+    }
+}
+
+fn print_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io::Result<()> {
+    if status.written {
+        writeln!(
+            out,
+            "rewrote {}{}",
+            udev::GENERATED_RULES,
+            if status.reloaded {
+                " and reloaded udev"
+            } else {
+                ""
+            }
+        )?;
+    }
+    for note in &status.notes {
+        writeln!(out, "note: {note}")?;
+    }
+    Ok(())
+}
+
+fn driver_label(decl: &Declaration) -> String {
+    match &decl.driver {
+        Some(d) => d.to_string(),
+        None => "vfio-pci (or its variant)".to_string(),
+    }
+}
+
+/// Declares the devices, then bind --persist and persist add share this.
+pub fn declare_and_write(
+    root: &HostRoot,
+    inv: &Inventory,
+    selectors: &[Selector],
+    driver: Option<&DriverName>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let decls = declare(inv, selectors, driver)?;
+    for decl in &decls {
+        let path = config::add(root, decl)?;
+        let present = inv
+            .devices
+            .iter()
+            .filter(|d| decl.fit(d) == crate::model::declaration::Fit::Applies)
+            .count();
+        writeln!(
+            out,
+            "declared {} on {} in {}{}",
+            decl.key(),
+            driver_label(decl),
+            path.strip_prefix(root.base())
+                .map_or(path.display().to_string(), |p| format!("/{}", p.display())),
+            if present == 0 {
+                " (no such device present now)"
+            } else {
+                ""
+            }
+        )?;
+    }
+    let all = config::load(root)?;
+    print_rules_status(out, &udev::install_rules(root, &all)?)?;
+    Ok(())
+}
+
+fn add(root: &HostRoot, args: &PersistAddArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let selectors = parse_selectors(&args.selectors)?;
+    require_privilege("persist add")?;
+    let inv = read_inventory(root, Names::Skip)?;
+    let driver = args.driver.as_deref().map(DriverName::new);
+    declare_and_write(root, &inv, &selectors, driver.as_ref(), out)?;
+    writeln!(
+        out,
+        "run `vfioctl persist apply` to bind now, and `vfioctl host-config` for the boot-time files"
+    )?;
+    Ok(crate::cli::exit::OK)
+}
+
+/// Declarations a selector names: by key for an address or full IDs, else
+/// those governing the devices it matches.
+fn named_by<'a>(
+    decls: &'a Declarations,
+    inv: &Inventory,
+    selector: &Selector,
+) -> Vec<&'a Declaration> {
+    let key = match &selector.matcher {
+        Matcher::Address(addr) => Some(addr.to_string()),
+        Matcher::Ids {
+            vendor,
+            device: Some(device),
+            subsystem,
+        } => Some(match subsystem {
+            Some((sv, sd)) => format!("{vendor}:{device}:{sv}:{sd}"),
+            None => format!("{vendor}:{device}"),
+        }),
+        _ => None,
+    };
+    let mut found: Vec<&Declaration> = match key {
+        Some(key) => decls.list.iter().filter(|d| d.key() == key).collect(),
+        None => Vec::new(),
+    };
+    if found.is_empty() {
+        for dev in inv.devices.iter().filter(|d| selector.matches(d)) {
+            if let Some(g) = decls.governing(dev) {
+                if !found.contains(&g.declaration) {
+                    found.push(g.declaration);
+                }
+            }
+        }
+    }
+    found
+}
+
+fn remove(root: &HostRoot, args: &PersistRemoveArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let selectors = parse_selectors(&args.selectors)?;
+    require_privilege("persist remove")?;
+    let inv = read_inventory(root, Names::Skip)?;
+    let decls = config::load(root)?;
+    let mut doomed: Vec<&Declaration> = Vec::new();
+    for selector in &selectors {
+        let named = named_by(&decls, &inv, selector);
+        if named.is_empty() {
+            return Err(NotDeclared(selector.text.clone()).into());
+        }
+        for decl in named {
+            if !doomed.contains(&decl) {
+                doomed.push(decl);
+            }
+        }
+    }
+    for decl in &doomed {
+        config::remove(root, decl)?;
+        writeln!(out, "removed declaration {} ({})", decl.key(), decl.origin)?;
+    }
+    print_rules_status(out, &udev::install_rules(root, &config::load(root)?)?)?;
+    writeln!(
+        out,
+        "devices stay on their current driver; `vfioctl restore` gives them back to the host"
+    )?;
+    Ok(crate::cli::exit::OK)
+}
+
+/// One device a declaration covers, for `persist list`.
+#[derive(Serialize)]
+struct Covered {
+    address: PciAddress,
+    driver: Option<DriverName>,
+    /// On the declared driver (for `auto`: vfio-pci or a VFIO variant).
+    enforced: bool,
+    /// Whether udev marked it with VFIOCTL_DRIVER (null: cannot tell).
+    udev_marked: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct ListEntry<'a> {
+    key: String,
+    #[serde(flatten)]
+    declaration: &'a Declaration,
+    devices: Vec<Covered>,
+    /// The address now holds a different device (IDs found there), or null.
+    mismatch: Option<String>,
+}
+
+/// Whether `driver` satisfies a declaration's driver (None: any VFIO driver).
+pub fn satisfies(declared: Option<&DriverName>, driver: Option<&DriverName>) -> bool {
+    match (declared, driver) {
+        (Some(want), Some(have)) => want == have,
+        (None, Some(have)) => have.kind() == DriverKind::Vfio,
+        (_, None) => false,
+    }
+}
+
+fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let decls = config::load(root)?;
+    let inv = read_inventory(root, Names::Skip)?;
+    let mismatches = decls.mismatches(&inv.devices);
+    let entries: Vec<ListEntry> = decls
+        .list
+        .iter()
+        .map(|decl| ListEntry {
+            key: decl.key(),
+            declaration: decl,
+            devices: inv
+                .devices
+                .iter()
+                .filter(|d| decls.governing(d).is_some_and(|g| g.declaration == decl))
+                .map(|d| Covered {
+                    address: d.address,
+                    driver: d.driver.clone(),
+                    enforced: satisfies(decl.driver.as_ref(), d.driver.as_ref()),
+                    udev_marked: udev::udev_property(root, &d.address, udev::DRIVER_PROPERTY)
+                        .map(|v| v.is_some()),
+                })
+                .collect(),
+            mismatch: mismatches
+                .iter()
+                .find(|(m, _)| *m == decl)
+                .map(|(_, found)| found.clone()),
+        })
+        .collect();
+    if args.json {
+        write_json(out, &entries)?;
+        return Ok(crate::cli::exit::OK);
+    }
+    if entries.is_empty() {
+        writeln!(out, "no declarations in {}", config::BINDINGS_DIR)?;
+        return Ok(crate::cli::exit::OK);
+    }
+    let mut table = Table::new(["KEY", "DRIVER", "DEVICES", "ENFORCED", "ORIGIN"]);
+    for e in &entries {
+        let enforced = e.devices.iter().filter(|d| d.enforced).count();
+        table.row(vec![
+            e.key.clone(),
+            or_dash(
+                e.declaration
+                    .driver
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .or(Some("auto".into())),
+            ),
+            if e.devices.is_empty() {
+                "none present".to_string()
+            } else {
+                e.devices
+                    .iter()
+                    .map(|d| d.address.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
+            format!("{enforced}/{}", e.devices.len()),
+            e.declaration.origin.to_string(),
+        ]);
+    }
+    write!(out, "{}", table.render(""))?;
+    for e in entries.iter().filter(|e| e.mismatch.is_some()) {
+        writeln!(
+            out,
+            "warning: {} declares {} at {}, but that slot now holds {}: not applied (slot moved or card replaced?)",
+            e.declaration.origin,
+            e.declaration.ids_text(),
+            e.key,
+            e.mismatch.as_deref().unwrap_or("?")
+        )?;
+    }
+    Ok(crate::cli::exit::OK)
+}
+
+/// Devices to bind per declared driver ("auto" or a name), with the goal.
+type GoalSets = BTreeMap<String, (Goal, Vec<PciAddress>)>;
+
+/// The goal and devices each declared driver needs, and warnings.
+fn enforcement(inv: &Inventory, decls: &Declarations) -> (GoalSets, Vec<String>) {
+    let mut goals = GoalSets::new();
+    let mut warnings = Vec::new();
+    for (decl, found) in decls.mismatches(&inv.devices) {
+        warnings.push(format!(
+            "{}: {} declares {} but the slot holds {}; not applied",
+            decl.origin,
+            decl.key(),
+            decl.ids_text(),
+            found
+        ));
+    }
+    for dev in &inv.devices {
+        let Some(governing) = decls.governing(dev) else {
+            continue;
+        };
+        let (key, goal) = match &governing.declaration.driver {
+            Some(d) => (d.to_string(), Goal::Bind(d.clone())),
+            None => ("auto".to_string(), Goal::BindVfio),
+        };
+        goals
+            .entry(key)
+            .or_insert((goal, Vec::new()))
+            .1
+            .push(dev.address);
+    }
+    (goals, warnings)
+}
+
+/// Enforces every declaration now; also what udev-hook does for one device.
+pub fn enforce(
+    root: &HostRoot,
+    kernel: &dyn PciKernel,
+    goal: Goal,
+    devices: &[PciAddress],
+    dry_run: bool,
+    timeout: Duration,
+) -> anyhow::Result<ChangeReport> {
+    let spec = ChangeSpec {
+        goal,
+        selectors: devices
+            .iter()
+            .map(|a| a.to_string().parse().expect("addresses are selectors"))
+            .collect(),
+        with_group: false,
+        force: false,
+        dry_run,
+        timeout,
+    };
+    change::run(root, &spec, kernel)
+}
+
+/// The outcome of enforcing every declaration.
+pub struct Enforced {
+    pub reports: Vec<ChangeReport>,
+    pub warnings: Vec<String>,
+    /// Refusals and failures, in order; the first decides the exit status.
+    pub errors: Vec<anyhow::Error>,
+}
+
+/// Enforces every declaration now: one change per declared driver.
+pub fn apply_declarations(
+    root: &HostRoot,
+    kernel: &dyn PciKernel,
+    dry_run: bool,
+    timeout: Duration,
+) -> anyhow::Result<Enforced> {
+    let decls = config::load(root)?;
+    let inv = read_inventory(root, Names::Skip)?;
+    let (goals, warnings) = enforcement(&inv, &decls);
+    let mut done = Enforced {
+        reports: Vec::new(),
+        warnings,
+        errors: Vec::new(),
+    };
+    for (goal, devices) in goals.into_values() {
+        match enforce(root, kernel, goal, &devices, dry_run, timeout) {
+            Ok(report) => {
+                if let Some(failed) = change::failure(&report) {
+                    done.errors.push(failed.into());
+                }
+                done.reports.push(report);
+            }
+            Err(e) => done.errors.push(e),
+        }
+    }
+    Ok(done)
+}
+
+fn apply(root: &HostRoot, args: &PersistApplyArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    if !args.dry_run {
+        require_privilege("persist apply")?;
+    }
+    let kernel = SysfsKernel::new(root.clone());
+    let mut done = apply_declarations(
+        root,
+        &kernel,
+        args.dry_run,
+        Duration::from_secs(args.timeout),
+    )?;
+    if args.json {
+        #[derive(Serialize)]
+        struct ApplyRecord<'a> {
+            reports: &'a [ChangeReport],
+            warnings: &'a [String],
+            errors: Vec<String>,
+        }
+        write_json(
+            out,
+            &ApplyRecord {
+                reports: &done.reports,
+                warnings: &done.warnings,
+                errors: done.errors.iter().map(|e| format!("{e:#}")).collect(),
+            },
+        )?;
+    } else {
+        if done.reports.is_empty() && done.errors.is_empty() {
+            writeln!(
+                out,
+                "nothing declared is present (see vfioctl persist list)"
+            )?;
+        }
+        for report in &done.reports {
+            write!(out, "{}", render(report))?;
+        }
+        for warning in &done.warnings {
+            writeln!(out, "warning: {warning}")?;
+        }
+        for error in done.errors.iter().skip(1) {
+            writeln!(out, "also failed: {error:#}")?;
+        }
+    }
+    if done.errors.is_empty() {
+        Ok(crate::cli::exit::OK)
+    } else {
+        Err(done.errors.remove(0))
+    }
+}

@@ -1,0 +1,101 @@
+//! `vfioctl udev-hook`: run by udev (70-vfioctl.rules) when a declared device
+//! is added. The kernel has usually bound the native driver already, so this
+//! is a full bind: override, unbind, reprobe, verify. Output goes to syslog or
+//! the kernel log: udev discards it.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::cli::UdevHookArgs;
+use crate::config;
+use crate::host::kernel::SysfsKernel;
+use crate::host::sysfs::{read_inventory, Names};
+use crate::host::HostRoot;
+use crate::model::declaration::Fit;
+use crate::model::plan::Goal;
+use crate::model::PciAddress;
+use crate::udev::log;
+
+use super::persist::enforce;
+
+pub fn run(root: &HostRoot, args: &UdevHookArgs, _out: &mut dyn Write) -> anyhow::Result<i32> {
+    // Only "add": the hook's own bind/unbind events, and "change", must not loop.
+    if let Some(action) = std::env::var_os("ACTION") {
+        if action != "add" {
+            return Ok(crate::cli::exit::OK);
+        }
+    }
+    let text = match &args.device {
+        Some(d) => d.clone(),
+        None => std::env::var("PCI_SLOT_NAME").map_err(|_| {
+            anyhow::anyhow!("udev-hook needs the device address (udev passes $kernel)")
+        })?,
+    };
+    let address: PciAddress = text.parse()?;
+    let result = enforce_one(root, address, Duration::from_secs(args.timeout));
+    match &result {
+        Ok(message) => log(root, false, message),
+        Err(e) => log(root, true, &format!("{address}: {e:#}")),
+    }
+    result.map(|_| crate::cli::exit::OK)
+}
+
+fn enforce_one(root: &HostRoot, address: PciAddress, timeout: Duration) -> anyhow::Result<String> {
+    let decls = config::load(root)?;
+    let inv = read_inventory(root, Names::Skip)?;
+    let Some(dev) = inv.device(&address) else {
+        return Ok(format!("{address} is gone; nothing to do"));
+    };
+    if let Some((decl, found)) = decls
+        .mismatches(std::slice::from_ref(dev))
+        .into_iter()
+        .next()
+    {
+        return Ok(format!(
+            "{address}: {} declares {} but the device is {found}; not applied (slot moved or card replaced?)",
+            decl.origin,
+            decl.ids_text()
+        ));
+    }
+    let Some(governing) = decls.governing(dev) else {
+        return Ok(format!(
+            "{address}: no declaration covers it (stale udev rules?); nothing to do"
+        ));
+    };
+    debug_assert_eq!(governing.declaration.fit(dev), Fit::Applies);
+    let goal = match &governing.declaration.driver {
+        Some(d) => Goal::Bind(d.clone()),
+        None => Goal::BindVfio,
+    };
+    let report = enforce(
+        root,
+        &SysfsKernel::new(root.clone()),
+        goal,
+        &[address],
+        false,
+        timeout,
+    )?;
+    if let Some(failed) = crate::change::failure(&report) {
+        return Err(failed.into());
+    }
+    let now = report
+        .result
+        .as_ref()
+        .and_then(|r| r.devices.iter().find(|d| d.address == address))
+        .and_then(|d| d.driver.clone())
+        .or(dev.driver.clone());
+    let changed = report.result.as_ref().map_or(0, |r| {
+        r.devices
+            .iter()
+            .filter(|d| d.status == crate::apply::Status::Done)
+            .count()
+    });
+    Ok(format!(
+        "{address}: declared by {}; {} ({changed} device(s) changed)",
+        governing.declaration.origin,
+        match now {
+            Some(d) => format!("on {d}"),
+            None => "no driver".to_string(),
+        }
+    ))
+}
