@@ -80,6 +80,15 @@ pub enum Command {
     /// uses), and the kernel command line the IOMMU needs with the
     /// distribution's command to set it. Never edits the boot loader.
     HostConfig(HostConfigArgs),
+    /// Node health check: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    ///
+    /// Checks CPU virtualization, the kernel command line, the IOMMU (firmware
+    /// table, units and groups, interrupt remapping), the vfio modules, every
+    /// declared binding (present, on its driver, override set, /dev/vfio node,
+    /// group viable, powered, config space readable), the boot files and udev
+    /// rules, libvirt's view when reachable, and optional expected counts.
+    /// Runs without privileges; what it cannot read is UNKNOWN, never OK.
+    Check(CheckArgs),
     /// Enforce the declared binding of one device; run by udev when it is added.
     ///
     /// Acts only on ACTION=add (bind, unbind and change events are ignored);
@@ -162,6 +171,21 @@ pub struct HostConfigArgs {
     /// Print a JSON object (schema in the man page).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Print a JSON object (schema in the man page).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also write the node_exporter textfile-collector format to FILE (atomically; - for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<std::path::PathBuf>,
+
+    /// Expected counts, as TOML: [[expect]] ids = "10de:20b0", driver = "vfio-pci", count = 8.
+    #[arg(long, value_name = "FILE")]
+    pub expect: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

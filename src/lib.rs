@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod change;
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -31,6 +32,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         Command::Unbind(args) => commands::unbind::run(&root, args, out),
         Command::Persist { action } => commands::persist::run(&root, action, out),
         Command::HostConfig(args) => commands::host_config::run(&root, args, out),
+        Command::Check(args) => commands::check::run(&root, args, out),
         Command::UdevHook(args) => commands::udev_hook::run(&root, args, out),
     }
 }

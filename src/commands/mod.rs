@@ -3,6 +3,7 @@
 
 pub mod bind;
 pub mod change;
+pub mod check;
 pub mod host_config;
 pub mod list;
 pub mod persist;

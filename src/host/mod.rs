@@ -1,6 +1,7 @@
 //! The side-effecting edge: every read (and, later, write) of host state,
 //! all under one `HostRoot`.
 
+pub mod hostfacts;
 pub mod kernel;
 pub mod modules;
 pub mod root;

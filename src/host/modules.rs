@@ -60,6 +60,11 @@ pub fn vfio_variant_aliases(root: &HostRoot, release: Option<&str>) -> Vec<Alias
         .unwrap_or_default()
 }
 
+/// Whether the running kernel's modules.dep can be read under the root.
+pub fn have_modules_dep(root: &HostRoot, release: Option<&str>) -> bool {
+    release.is_some_and(|r| modules_dir(root, r).join("modules.dep").exists())
+}
+
 /// Whether a module is loaded (or built in): /sys/module/NAME exists.
 pub fn is_loaded(root: &HostRoot, module: &ModuleName) -> bool {
     root.path("/sys/module")

@@ -1,0 +1,828 @@
+//! Node health checks: facts in, verdicts out. Pure; `commands::check`
+//! gathers the facts and renders. Each check has a stable id, a verdict, the
+//! evidence it saw and, when not OK, the remedy.
+
+use std::collections::BTreeSet;
+
+use serde::{Serialize, Serializer};
+
+use crate::host_config::CpuVendor;
+use crate::model::declaration::{Declarations, Fit};
+use crate::model::{DeviceId, DriverKind, DriverName, Inventory, ModuleName, PciAddress, VendorId};
+
+/// Verdicts in the monitoring-plugins convention. Ordered by severity for
+/// the overall result: CRITICAL > WARNING > UNKNOWN > OK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    Ok,
+    Unknown,
+    Warning,
+    Critical,
+}
+
+impl Verdict {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Ok => 0,
+            Verdict::Warning => 1,
+            Verdict::Critical => 2,
+            Verdict::Unknown => 3,
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Ok => "OK",
+            Verdict::Warning => "WARNING",
+            Verdict::Critical => "CRITICAL",
+            Verdict::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+impl Serialize for Verdict {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.label())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub id: String,
+    pub status: Verdict,
+    pub message: String,
+    pub evidence: Vec<String>,
+    pub remedy: Option<String>,
+    /// The declared device this check is about, if any.
+    pub device: Option<PciAddress>,
+}
+
+fn result(
+    id: &str,
+    status: Verdict,
+    message: impl Into<String>,
+    evidence: Vec<String>,
+    remedy: Option<&str>,
+) -> CheckResult {
+    CheckResult {
+        id: id.to_string(),
+        status,
+        message: message.into(),
+        evidence,
+        remedy: remedy.map(str::to_string),
+        device: None,
+    }
+}
+
+/// A module's availability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleState {
+    /// Loaded or built in (/sys/module/NAME).
+    Loaded,
+    /// Installed for the running kernel, not loaded.
+    Installed,
+    Missing,
+    Unknown,
+}
+
+/// The state of a file vfioctl generates, against what it would generate now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    Current,
+    Stale,
+    Missing,
+    NotOwned,
+}
+
+/// An operator's expectation: `count` functions with IDs on a driver.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectation {
+    pub ids: String,
+    /// Driver they must be on; "auto" (or absent) means any VFIO driver.
+    pub driver: Option<String>,
+    pub count: usize,
+}
+
+/// What libvirt reported for one declared device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibvirtView {
+    pub address: PciAddress,
+    pub seen: bool,
+    pub driver: Option<String>,
+    pub device_type: Option<String>,
+}
+
+/// Everything the checks look at. `None` means "could not be read".
+#[derive(Debug)]
+pub struct Facts<'a> {
+    pub inv: &'a Inventory,
+    pub cpu: CpuVendor,
+    pub cpu_flags: Option<Vec<String>>,
+    pub cmdline: Option<Vec<String>>,
+    /// (DMAR present, IVRS present) under /sys/firmware/acpi/tables.
+    pub acpi_tables: Option<(bool, bool)>,
+    /// Interrupt remapping in use (IR- interrupt chips in /proc/interrupts).
+    pub irq_remapping: Option<bool>,
+    /// vfio_iommu_type1's allow_unsafe_interrupts parameter.
+    pub unsafe_interrupts: Option<bool>,
+    pub modules: Vec<(ModuleName, ModuleState)>,
+    pub declarations: Result<Declarations, String>,
+    /// Groups with a /dev/vfio/N node.
+    pub vfio_nodes: BTreeSet<u32>,
+    pub boot_files: Vec<(String, FileState)>,
+    pub udev_rules: Option<FileState>,
+    pub udev_static_installed: bool,
+    pub expectations: Option<Result<Vec<Expectation>, String>>,
+    /// `None`: libvirt not reachable (the message says why).
+    pub libvirt: Result<Vec<LibvirtView>, String>,
+}
+
+fn cpu_virtualization(f: &Facts) -> CheckResult {
+    let id = "cpu.virtualization";
+    match &f.cpu_flags {
+        None => result(
+            id,
+            Verdict::Unknown,
+            "cannot read /proc/cpuinfo",
+            vec![],
+            None,
+        ),
+        Some(flags) => {
+            let found: Vec<String> = flags
+                .iter()
+                .filter(|x| *x == "vmx" || *x == "svm")
+                .cloned()
+                .collect();
+            if found.is_empty() {
+                result(
+                    id,
+                    Verdict::Critical,
+                    "the CPU shows no vmx or svm flag: hardware virtualization is off or absent",
+                    vec!["/proc/cpuinfo flags lack vmx/svm".into()],
+                    Some("enable VT-x (Intel) or AMD-V/SVM in the firmware setup"),
+                )
+            } else {
+                result(
+                    id,
+                    Verdict::Ok,
+                    format!("hardware virtualization available ({})", found[0]),
+                    vec![],
+                    None,
+                )
+            }
+        }
+    }
+}
+
+fn kernel_cmdline(f: &Facts) -> CheckResult {
+    let id = "kernel.cmdline";
+    let Some(cmdline) = &f.cmdline else {
+        return result(
+            id,
+            Verdict::Unknown,
+            "cannot read /proc/cmdline",
+            vec![],
+            None,
+        );
+    };
+    let conflicting: Vec<String> = cmdline
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.as_str(),
+                "iommu=off" | "intel_iommu=off" | "amd_iommu=off"
+            )
+        })
+        .cloned()
+        .collect();
+    if !conflicting.is_empty() {
+        return result(
+            id,
+            Verdict::Critical,
+            format!("the kernel command line turns the IOMMU off: {}", conflicting.join(" ")),
+            conflicting,
+            Some("remove those arguments (vfioctl host-config shows how on this distribution) and reboot"),
+        );
+    }
+    // vfio-pci.ids= claims IDs for every device: flag IDs nobody declared.
+    let declared: BTreeSet<String> = match &f.declarations {
+        Ok(d) => d
+            .list
+            .iter()
+            .map(|d| format!("{}:{}", d.vendor, d.device))
+            .collect(),
+        Err(_) => BTreeSet::new(),
+    };
+    let mut undeclared = Vec::new();
+    for arg in cmdline {
+        if let Some(ids) = arg
+            .strip_prefix("vfio-pci.ids=")
+            .or_else(|| arg.strip_prefix("vfio_pci.ids="))
+        {
+            for id_pair in ids.split(',') {
+                let short: String = id_pair
+                    .split(':')
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(":")
+                    .to_lowercase();
+                if !declared.contains(&short) {
+                    undeclared.push(id_pair.to_string());
+                }
+            }
+        }
+    }
+    if !undeclared.is_empty() {
+        return result(
+            id,
+            Verdict::Warning,
+            format!(
+                "vfio-pci.ids= on the kernel command line claims IDs no declaration covers: {}",
+                undeclared.join(",")
+            ),
+            vec![format!("declared IDs: {}", declared.iter().cloned().collect::<Vec<_>>().join(","))],
+            Some("declare them (vfioctl persist add VENDOR:DEVICE) or drop vfio-pci.ids= from the kernel command line"),
+        );
+    }
+    let wants_intel = f.cpu == CpuVendor::Intel;
+    let has = |a: &str| cmdline.iter().any(|x| x == a);
+    if wants_intel && !has("intel_iommu=on") && !f.inv.iommu.enabled() {
+        return result(
+            id,
+            Verdict::Critical,
+            "intel_iommu=on is missing from the kernel command line",
+            vec![cmdline.join(" ")],
+            Some("add intel_iommu=on iommu=pt (vfioctl host-config prints the command) and reboot"),
+        );
+    }
+    result(
+        id,
+        Verdict::Ok,
+        "no argument disables the IOMMU",
+        vec![],
+        None,
+    )
+}
+
+fn iommu_active(f: &Facts) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    let firmware = match f.acpi_tables {
+        None => result(
+            "iommu.firmware",
+            Verdict::Unknown,
+            "cannot read /sys/firmware/acpi/tables",
+            vec![],
+            None,
+        ),
+        Some((dmar, ivrs)) if dmar || ivrs => result(
+            "iommu.firmware",
+            Verdict::Ok,
+            format!(
+                "firmware describes an IOMMU ({} table)",
+                if dmar { "DMAR" } else { "IVRS" }
+            ),
+            vec![],
+            None,
+        ),
+        Some(_) => result(
+            "iommu.firmware",
+            Verdict::Critical,
+            "no ACPI DMAR or IVRS table: the firmware does not expose an IOMMU",
+            vec![],
+            Some("enable VT-d (Intel) or AMD-Vi/IOMMU in the firmware setup"),
+        ),
+    };
+    out.push(firmware);
+    let iommu = &f.inv.iommu;
+    out.push(if iommu.units.is_empty() || iommu.groups == 0 {
+        result(
+            "iommu.active",
+            Verdict::Critical,
+            format!(
+                "the IOMMU is off: {} hardware units, {} IOMMU groups",
+                iommu.units.len(),
+                iommu.groups
+            ),
+            vec!["/sys/class/iommu".into(), "/sys/kernel/iommu_groups".into()],
+            Some("enable VT-d/AMD-Vi in firmware and add intel_iommu=on iommu=pt (Intel) or iommu=pt (AMD) to the kernel command line, then reboot"),
+        )
+    } else {
+        result(
+            "iommu.active",
+            Verdict::Ok,
+            format!("IOMMU active: {} units ({}), {} groups", iommu.units.len(), iommu.units.join(","), iommu.groups),
+            vec![],
+            None,
+        )
+    });
+    let id = "iommu.interrupt_remapping";
+    out.push(match (f.irq_remapping, f.unsafe_interrupts) {
+        (Some(true), _) => result(id, Verdict::Ok, "interrupt remapping is in use", vec![], None),
+        (Some(false), Some(true)) => result(
+            id,
+            Verdict::Warning,
+            "no interrupt remapping; vfio_iommu_type1 allow_unsafe_interrupts=Y lets devices be assigned anyway, so a guest can forge MSIs to the host",
+            vec!["/proc/interrupts has no IR- chips".into()],
+            Some("enable interrupt remapping (x2APIC/IR in firmware, no intremap=off) and drop allow_unsafe_interrupts"),
+        ),
+        (Some(false), _) => result(
+            id,
+            Verdict::Critical,
+            "no interrupt remapping: VFIO will refuse to assign devices",
+            vec!["/proc/interrupts has no IR- chips".into()],
+            Some("enable interrupt remapping (x2APIC/IR in firmware, no intremap=off on the kernel command line)"),
+        ),
+        (None, _) => result(id, Verdict::Unknown, "cannot read /proc/interrupts", vec![], None),
+    });
+    out
+}
+
+fn vfio_modules(f: &Facts) -> CheckResult {
+    let id = "vfio.modules";
+    let missing: Vec<String> = f
+        .modules
+        .iter()
+        .filter(|(_, s)| *s == ModuleState::Missing)
+        .map(|(m, _)| m.to_string())
+        .collect();
+    let unknown = f.modules.iter().any(|(_, s)| *s == ModuleState::Unknown);
+    let not_loaded: Vec<String> = f
+        .modules
+        .iter()
+        .filter(|(_, s)| *s == ModuleState::Installed)
+        .map(|(m, _)| m.to_string())
+        .collect();
+    if !missing.is_empty() {
+        result(
+            id,
+            Verdict::Critical,
+            format!(
+                "not installed for the running kernel: {}",
+                missing.join(", ")
+            ),
+            vec![],
+            Some("install the distribution kernel's modules (vfio, vfio_pci, vfio_iommu_type1)"),
+        )
+    } else if unknown {
+        result(id, Verdict::Unknown, "cannot tell whether the vfio modules are installed (no modules.dep for the running kernel)", vec![], None)
+    } else if !not_loaded.is_empty() {
+        result(
+            id,
+            Verdict::Warning,
+            format!("installed but not loaded: {}", not_loaded.join(", ")),
+            vec![],
+            Some("vfioctl bind loads them on demand; host-config --write loads vfio-pci at boot"),
+        )
+    } else {
+        result(
+            id,
+            Verdict::Ok,
+            "vfio, vfio_pci and vfio_iommu_type1 are loaded",
+            vec![],
+            None,
+        )
+    }
+}
+
+fn satisfies(declared: Option<&DriverName>, driver: Option<&DriverName>) -> bool {
+    match (declared, driver) {
+        (Some(want), Some(have)) => want == have,
+        (None, Some(have)) => have.kind() == DriverKind::Vfio,
+        (_, None) => false,
+    }
+}
+
+fn bindings(f: &Facts) -> Vec<CheckResult> {
+    let decls = match &f.declarations {
+        Err(e) => {
+            return vec![result(
+                "config.declarations",
+                Verdict::Critical,
+                format!("the declared bindings cannot be read: {e}"),
+                vec![],
+                Some("fix the file named above; nothing declared is enforced until then"),
+            )]
+        }
+        Ok(d) => d,
+    };
+    let mut out = vec![result(
+        "config.declarations",
+        Verdict::Ok,
+        format!(
+            "{} declaration(s) in /etc/vfioctl/bindings.d",
+            decls.list.len()
+        ),
+        vec![],
+        None,
+    )];
+    for (decl, found) in decls.mismatches(&f.inv.devices) {
+        let mut r = result(
+            &format!("binding.{}", decl.key()),
+            Verdict::Critical,
+            format!("{} declares {} at {}, but the slot holds {found}", decl.origin, decl.ids_text(), decl.key()),
+            vec![],
+            Some("the card moved or was replaced: update the declaration (vfioctl persist remove/add)"),
+        );
+        r.device = decl.address;
+        out.push(r);
+    }
+    for decl in &decls.list {
+        let covered: Vec<_> = f
+            .inv
+            .devices
+            .iter()
+            .filter(|d| decls.governing(d).is_some_and(|g| g.declaration == decl))
+            .collect();
+        if covered.is_empty() && decl.address.is_none() {
+            out.push(result(
+                &format!("binding.{}", decl.key()),
+                Verdict::Warning,
+                format!(
+                    "{} declares {} but no such device is present",
+                    decl.origin,
+                    decl.key()
+                ),
+                vec![],
+                Some("check the hardware, or remove the declaration"),
+            ));
+        }
+        if covered.is_empty()
+            && decl.address.is_some()
+            && !f
+                .inv
+                .devices
+                .iter()
+                .any(|d| Some(d.address) == decl.address)
+        {
+            let mut r = result(
+                &format!("binding.{}", decl.key()),
+                Verdict::Critical,
+                format!("declared device {} is not present", decl.key()),
+                vec![],
+                Some("check the hardware (a failed card, or a slot that no longer enumerates)"),
+            );
+            r.device = decl.address;
+            out.push(r);
+        }
+        for dev in covered {
+            debug_assert_eq!(decl.fit(dev), Fit::Applies);
+            let mut problems: Vec<(Verdict, String, &str)> = Vec::new();
+            let wanted = decl
+                .driver
+                .as_ref()
+                .map_or("vfio-pci (or a variant)".to_string(), ToString::to_string);
+            if !satisfies(decl.driver.as_ref(), dev.driver.as_ref()) {
+                let msg = match &dev.driver {
+                    Some(d) if d.kind() == DriverKind::Host => {
+                        format!("{d} grabbed it (declared {wanted})")
+                    }
+                    Some(d) => format!("on {d}, declared {wanted}"),
+                    None => format!("no driver (declared {wanted})"),
+                };
+                problems.push((Verdict::Critical, msg, "vfioctl persist apply"));
+            }
+            let expected_override = decl
+                .driver
+                .clone()
+                .or_else(|| dev.driver.clone().filter(|d| d.kind() == DriverKind::Vfio));
+            if dev.driver_override.is_none()
+                || (expected_override.is_some() && dev.driver_override != expected_override)
+            {
+                problems.push((
+                    Verdict::Warning,
+                    format!(
+                        "driver_override is {}: a reprobe would hand it to another driver",
+                        dev.driver_override
+                            .as_ref()
+                            .map_or("unset".to_string(), ToString::to_string)
+                    ),
+                    "vfioctl persist apply",
+                ));
+            }
+            if dev
+                .driver
+                .as_ref()
+                .is_some_and(|d| d.kind() == DriverKind::Vfio)
+            {
+                match dev.iommu_group {
+                    Some(g) if !f.vfio_nodes.contains(&g) => problems.push((
+                        Verdict::Critical,
+                        format!("/dev/vfio/{g} is missing"),
+                        "check that devtmpfs is mounted and vfio is loaded; vfioctl restore then bind",
+                    )),
+                    None => problems.push((Verdict::Critical, "no IOMMU group".to_string(), "enable the IOMMU")),
+                    _ => {}
+                }
+            }
+            if let Some(group) = f.inv.group_of(dev) {
+                // The device's own driver is reported above; name the others.
+                let own = dev.address.to_string();
+                let v = f.inv.viability(group);
+                let names: Vec<String> = v
+                    .blockers
+                    .iter()
+                    .filter(|b| b.device != own)
+                    .map(|b| format!("{} on {}", b.device, b.driver))
+                    .collect();
+                if !names.is_empty() {
+                    problems.push((
+                        Verdict::Critical,
+                        format!(
+                            "IOMMU group {} is not viable: {}",
+                            group.number,
+                            names.join(", ")
+                        ),
+                        "declare the other endpoints of the group too (or bind with --with-group)",
+                    ));
+                }
+            }
+            if dev.config_dead {
+                problems.push((
+                    Verdict::Critical,
+                    "config space reads all ones: device gone or stuck".into(),
+                    "reset or reseat the device; check for hardware errors",
+                ));
+            }
+            if dev.power_state.as_deref() == Some("D3cold") {
+                problems.push((Verdict::Warning, "in D3cold".into(), "normal while idle on some hosts; if a VM fails to start, disable d3cold_allowed"));
+            }
+            let id = format!("binding.{}", dev.address);
+            let mut r = if problems.is_empty() {
+                result(
+                    &id,
+                    Verdict::Ok,
+                    format!(
+                        "{} on {}{}",
+                        dev.address,
+                        dev.driver
+                            .as_ref()
+                            .map_or("-".to_string(), ToString::to_string),
+                        dev.iommu_group
+                            .map(|g| format!(", group {g} viable, /dev/vfio/{g} present"))
+                            .unwrap_or_default()
+                    ),
+                    vec![format!("declared by {}", decl.origin)],
+                    None,
+                )
+            } else {
+                let worst = problems.iter().map(|p| p.0).max().expect("non-empty");
+                let messages: Vec<String> = problems.iter().map(|p| p.1.clone()).collect();
+                let remedy = problems.iter().find(|p| p.0 == worst).map(|p| p.2);
+                result(
+                    &id,
+                    worst,
+                    format!("{}: {}", dev.address, messages.join("; ")),
+                    vec![format!("declared by {}", decl.origin)],
+                    remedy,
+                )
+            };
+            r.device = Some(dev.address);
+            out.push(r);
+        }
+    }
+    out
+}
+
+fn boot_files(f: &Facts) -> CheckResult {
+    let id = "boot.files";
+    let declared = f.declarations.as_ref().is_ok_and(|d| !d.list.is_empty());
+    if !declared {
+        return result(
+            id,
+            Verdict::Ok,
+            "nothing declared: no boot files needed",
+            vec![],
+            None,
+        );
+    }
+    let bad: Vec<String> = f
+        .boot_files
+        .iter()
+        .filter(|(_, s)| *s != FileState::Current)
+        .map(|(p, s)| {
+            format!(
+                "{p} {}",
+                match s {
+                    FileState::Missing => "missing",
+                    FileState::Stale => "stale",
+                    FileState::NotOwned => "not written by vfioctl",
+                    FileState::Current => "current",
+                }
+            )
+        })
+        .collect();
+    if bad.is_empty() {
+        result(
+            id,
+            Verdict::Ok,
+            format!("{} boot files current", f.boot_files.len()),
+            vec![],
+            None,
+        )
+    } else {
+        result(
+            id,
+            Verdict::Warning,
+            format!(
+                "declared bindings may not survive a reboot: {}",
+                bad.join(", ")
+            ),
+            bad,
+            Some("vfioctl host-config --write, then rebuild the initramfs"),
+        )
+    }
+}
+
+fn udev_rules(f: &Facts) -> CheckResult {
+    let id = "udev.rules";
+    let declared = f.declarations.as_ref().is_ok_and(|d| !d.list.is_empty());
+    if !declared {
+        return result(
+            id,
+            Verdict::Ok,
+            "nothing declared: no udev rules needed",
+            vec![],
+            None,
+        );
+    }
+    let mut problems = Vec::new();
+    match f.udev_rules {
+        Some(FileState::Current) => {}
+        Some(FileState::Missing) | None => {
+            problems.push("69-vfioctl-bindings.rules is missing".to_string())
+        }
+        Some(_) => {
+            problems.push("69-vfioctl-bindings.rules does not match the declarations".to_string())
+        }
+    }
+    if !f.udev_static_installed {
+        problems.push("70-vfioctl.rules is not installed".to_string());
+    }
+    if problems.is_empty() {
+        result(
+            id,
+            Verdict::Ok,
+            "udev rules enforce the declarations on device add",
+            vec![],
+            None,
+        )
+    } else {
+        result(
+            id,
+            Verdict::Warning,
+            format!("hot-added or re-enumerated devices will not be bound: {}", problems.join("; ")),
+            vec![],
+            Some("vfioctl persist add (or remove) rewrites the generated rules; make install installs 70-vfioctl.rules"),
+        )
+    }
+}
+
+fn expectations(f: &Facts) -> Vec<CheckResult> {
+    let Some(expect) = &f.expectations else {
+        return vec![];
+    };
+    let list = match expect {
+        Err(e) => {
+            return vec![result(
+                "expect",
+                Verdict::Unknown,
+                format!("cannot read the expectations: {e}"),
+                vec![],
+                None,
+            )]
+        }
+        Ok(list) => list,
+    };
+    list.iter()
+        .map(|e| {
+            let id = format!("expect.{}", e.ids);
+            let mut parts = e.ids.split(':');
+            let parsed = (
+                parts.next().and_then(VendorId::parse_hex4),
+                parts.next().and_then(DeviceId::parse_hex4),
+            );
+            let (Some(vendor), Some(device)) = parsed else {
+                return result(
+                    &id,
+                    Verdict::Unknown,
+                    format!("ids = \"{}\" is not VENDOR:DEVICE", e.ids),
+                    vec![],
+                    None,
+                );
+            };
+            let want = e
+                .driver
+                .as_deref()
+                .filter(|d| *d != "auto")
+                .map(DriverName::new);
+            let found: Vec<&crate::model::PciDevice> = f
+                .inv
+                .devices
+                .iter()
+                .filter(|d| d.ids.vendor == vendor && d.ids.device == device)
+                .filter(|d| satisfies(want.as_ref(), d.driver.as_ref()))
+                .collect();
+            let on = e
+                .driver
+                .clone()
+                .unwrap_or_else(|| "a VFIO driver".to_string());
+            if found.len() == e.count {
+                result(
+                    &id,
+                    Verdict::Ok,
+                    format!("{} x {} on {on}, as expected", found.len(), e.ids),
+                    vec![],
+                    None,
+                )
+            } else {
+                result(
+                    &id,
+                    Verdict::Critical,
+                    format!(
+                        "expected {} x {} on {on}, found {}",
+                        e.count,
+                        e.ids,
+                        found.len()
+                    ),
+                    found.iter().map(|d| d.address.to_string()).collect(),
+                    Some("vfioctl list shows where the others are (driver, presence)"),
+                )
+            }
+        })
+        .collect()
+}
+
+fn libvirt(f: &Facts) -> CheckResult {
+    let id = "libvirt.devices";
+    let views = match &f.libvirt {
+        Err(why) => return result(id, Verdict::Ok, format!("skipped: {why}"), vec![], None),
+        Ok(v) => v,
+    };
+    let mut problems = Vec::new();
+    for view in views {
+        let Some(dev) = f.inv.device(&view.address) else {
+            continue;
+        };
+        if !view.seen {
+            problems.push(format!("{} is not a libvirt node device", view.address));
+            continue;
+        }
+        if let Some(driver) = &view.driver {
+            if DriverName::new(driver.as_str()).kind() != DriverKind::Vfio {
+                problems.push(format!("libvirt sees {} on {driver}", view.address));
+            }
+        }
+        let expected = dev.nova_device_type().to_string();
+        if let Some(t) = &view.device_type {
+            if *t != expected {
+                problems.push(format!(
+                    "libvirt makes {} {t}, sysfs says {expected}",
+                    view.address
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        result(
+            id,
+            Verdict::Ok,
+            format!(
+                "libvirt sees {} declared device(s) as expected",
+                views.len()
+            ),
+            vec![],
+            None,
+        )
+    } else {
+        result(
+            id,
+            Verdict::Critical,
+            problems.join("; "),
+            vec![],
+            Some("compare vfioctl nodedev with vfioctl list; restart libvirtd if it is stale"),
+        )
+    }
+}
+
+/// Runs every check, in a stable order.
+pub fn run_checks(f: &Facts) -> Vec<CheckResult> {
+    let mut out = vec![cpu_virtualization(f), kernel_cmdline(f)];
+    out.extend(iommu_active(f));
+    out.push(vfio_modules(f));
+    out.extend(bindings(f));
+    out.push(boot_files(f));
+    out.push(udev_rules(f));
+    out.push(libvirt(f));
+    out.extend(expectations(f));
+    out
+}
+
+/// The overall verdict: the most severe one.
+pub fn overall(results: &[CheckResult]) -> Verdict {
+    results
+        .iter()
+        .map(|r| r.status)
+        .max()
+        .unwrap_or(Verdict::Ok)
+}

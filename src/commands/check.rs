@@ -1,0 +1,230 @@
+//! `vfioctl check`: gather the facts, run the checks, print, exit with the verdict.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::check::{
+    overall, run_checks, CheckResult, Expectation, Facts, FileState, ModuleState, Verdict,
+};
+use crate::cli::CheckArgs;
+use crate::config;
+use crate::host::hostfacts::{cpu_vendor, read_facts};
+use crate::host::modules;
+use crate::host::sysfs::{read_inventory, Names};
+use crate::host::HostRoot;
+use crate::host_config::{generate, OWNED_HEADER};
+use crate::model::ModuleName;
+use crate::output::table::Table;
+use crate::output::write_json;
+use crate::udev;
+
+fn read(root: &HostRoot, path: &str) -> Option<String> {
+    fs::read_to_string(root.path(path)).ok()
+}
+
+fn cpu_flags(root: &HostRoot) -> Option<Vec<String>> {
+    let text = read(root, "/proc/cpuinfo")?;
+    let line = text.lines().find(|l| l.starts_with("flags"))?;
+    Some(
+        line.split(':')
+            .nth(1)?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+fn module_state(root: &HostRoot, release: Option<&str>, module: &ModuleName) -> ModuleState {
+    if modules::is_loaded(root, module) {
+        return ModuleState::Loaded;
+    }
+    if !modules::have_modules_dep(root, release) {
+        return ModuleState::Unknown;
+    }
+    match modules::preflight(root, release, module) {
+        Ok(()) | Err(modules::ModuleError::Blocked { .. }) => ModuleState::Installed,
+        Err(modules::ModuleError::NotInstalled { .. }) => ModuleState::Missing,
+        Err(_) => ModuleState::Unknown,
+    }
+}
+
+fn file_state(root: &HostRoot, path: &str, expected: &str, owned_header: &str) -> FileState {
+    match read(root, path) {
+        None => FileState::Missing,
+        Some(text) if text == expected => FileState::Current,
+        Some(text) if text.lines().take(2).any(|l| l.starts_with(owned_header)) => FileState::Stale,
+        Some(_) => FileState::NotOwned,
+    }
+}
+
+fn vfio_nodes(root: &HostRoot) -> BTreeSet<u32> {
+    fs::read_dir(root.path("/dev/vfio"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
+fn expectations(path: &Path) -> Result<Vec<Expectation>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        expect: Vec<Expectation>,
+    }
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str::<File>(&text)
+        .map(|f| f.expect)
+        .map_err(|e| format!("{}: {}", path.display(), e.message()))
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    status: Verdict,
+    exit_code: i32,
+    checks: &'a [CheckResult],
+}
+
+fn prometheus(results: &[CheckResult], status: Verdict) -> String {
+    let escape = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', " ")
+    };
+    let mut text = String::from(
+        "# HELP vfioctl_check_status Verdict of one vfioctl check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.\n# TYPE vfioctl_check_status gauge\n",
+    );
+    for r in results.iter().filter(|r| r.device.is_none()) {
+        text.push_str(&format!(
+            "vfioctl_check_status{{check=\"{}\"}} {}\n",
+            escape(&r.id),
+            r.status.exit_code()
+        ));
+    }
+    text.push_str("# HELP vfioctl_device_status Verdict for one declared device: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.\n# TYPE vfioctl_device_status gauge\n");
+    for r in results.iter().filter(|r| r.device.is_some()) {
+        text.push_str(&format!(
+            "vfioctl_device_status{{check=\"{}\",address=\"{}\"}} {}\n",
+            escape(&r.id),
+            r.device.expect("filtered"),
+            r.status.exit_code()
+        ));
+    }
+    text.push_str(&format!(
+        "# HELP vfioctl_node_status Overall verdict of vfioctl check.\n# TYPE vfioctl_node_status gauge\nvfioctl_node_status {}\n",
+        status.exit_code()
+    ));
+    text
+}
+
+pub fn run(root: &HostRoot, args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    // A monitoring check never fails with another status: no inventory is UNKNOWN.
+    let inv = match read_inventory(root, Names::Skip) {
+        Ok(inv) => inv,
+        Err(e) => {
+            writeln!(out, "UNKNOWN: cannot read the PCI inventory: {e}")?;
+            return Ok(Verdict::Unknown.exit_code());
+        }
+    };
+    let release = inv.kernel_release.as_deref();
+    let declarations = config::load(root).map_err(|e| e.to_string());
+
+    // The boot files and rules as host-config and persist would write them now.
+    let mut boot_files = Vec::new();
+    let mut udev_rules = None;
+    if let Ok(decls) = &declarations {
+        if let Ok(facts) = read_facts(root, false, false) {
+            for file in generate(&facts).files {
+                boot_files.push((
+                    file.path.to_string(),
+                    file_state(root, file.path, &file.content, OWNED_HEADER),
+                ));
+            }
+        }
+        udev_rules = Some(file_state(
+            root,
+            udev::GENERATED_RULES,
+            &udev::render_rules(decls),
+            "# Generated by vfioctl",
+        ));
+    }
+    let facts = Facts {
+        inv: &inv,
+        cpu: cpu_vendor(root),
+        cpu_flags: cpu_flags(root),
+        cmdline: read(root, "/proc/cmdline")
+            .map(|c| c.split_whitespace().map(str::to_string).collect()),
+        acpi_tables: fs::read_dir(root.path("/sys/firmware/acpi/tables"))
+            .ok()
+            .map(|_| {
+                (
+                    root.path("/sys/firmware/acpi/tables/DMAR").exists(),
+                    root.path("/sys/firmware/acpi/tables/IVRS").exists(),
+                )
+            }),
+        irq_remapping: read(root, "/proc/interrupts").map(|t| t.contains("IR-")),
+        unsafe_interrupts: read(
+            root,
+            "/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts",
+        )
+        .map(|v| v.trim() == "Y" || v.trim() == "1"),
+        modules: ["vfio", "vfio_pci", "vfio_iommu_type1"]
+            .iter()
+            .map(|m| {
+                let m = ModuleName::new(*m);
+                let state = module_state(root, release, &m);
+                (m, state)
+            })
+            .collect(),
+        declarations,
+        vfio_nodes: vfio_nodes(root),
+        boot_files,
+        udev_rules,
+        udev_static_installed: udev::RULES_DIRS
+            .iter()
+            .any(|d| root.path(d).join(udev::STATIC_RULES_NAME).exists()),
+        expectations: args.expect.as_deref().map(expectations),
+        libvirt: Err("libvirt is not queried by this build".to_string()),
+    };
+    let results = run_checks(&facts);
+    let status = overall(&results);
+
+    if let Some(path) = &args.prometheus {
+        let text = prometheus(&results, status);
+        if path.as_os_str() == "-" {
+            write!(out, "{text}")?;
+        } else {
+            config::write_atomic(root, &std::path::absolute(path)?, &text, 0o644)?;
+        }
+    }
+    if args.json {
+        write_json(
+            out,
+            &Report {
+                status,
+                exit_code: status.exit_code(),
+                checks: &results,
+            },
+        )?;
+    } else if args
+        .prometheus
+        .as_deref()
+        .is_none_or(|p| p.as_os_str() != "-")
+    {
+        let mut table = Table::new(["STATUS", "CHECK", "MESSAGE"]);
+        for r in &results {
+            let mut message = r.message.clone();
+            if let Some(remedy) = &r.remedy {
+                message.push_str(&format!(" -> {remedy}"));
+            }
+            table.row(vec![r.status.label().to_string(), r.id.clone(), message]);
+        }
+        write!(out, "{}", table.render(""))?;
+        writeln!(out, "{}: {} checks", status.label(), results.len())?;
+    }
+    Ok(status.exit_code())
+}

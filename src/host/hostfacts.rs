@@ -1,0 +1,126 @@
+//! Host facts for the boot-time files (`host-config`, and `check` comparing
+//! them): declarations, which native modules would claim declared devices,
+//! CPU vendor, kernel command line, distribution and initramfs system.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+
+use crate::config;
+use crate::host::modules::vfio_variant_aliases;
+use crate::host::sysfs::{read_inventory, Names};
+use crate::host::HostRoot;
+use crate::host_config::{CpuVendor, Distro, Facts, Initramfs};
+use crate::model::declaration::Fit;
+use crate::model::modalias::{best_match, glob_match, parse_aliases};
+use crate::model::{DriverKind, ModuleName};
+
+pub fn cpu_vendor(root: &HostRoot) -> CpuVendor {
+    let text = fs::read_to_string(root.path("/proc/cpuinfo")).unwrap_or_default();
+    let vendor = text
+        .lines()
+        .find_map(|l| l.strip_prefix("vendor_id"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        .unwrap_or_default();
+    match vendor.as_str() {
+        "GenuineIntel" => CpuVendor::Intel,
+        "AuthenticAMD" | "HygonGenuine" => CpuVendor::Amd,
+        _ => CpuVendor::Other,
+    }
+}
+
+pub fn distro(root: &HostRoot) -> Distro {
+    let text = fs::read_to_string(root.path("/etc/os-release")).unwrap_or_default();
+    let ids: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ID=").or_else(|| l.strip_prefix("ID_LIKE=")))
+        .flat_map(|v| {
+            v.trim_matches('"')
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let has = |names: &[&str]| ids.iter().any(|i| names.contains(&i.as_str()));
+    if has(&["debian", "ubuntu"]) {
+        Distro::Debian
+    } else if has(&["rhel", "fedora", "centos", "rocky", "almalinux"]) {
+        Distro::RedHat
+    } else if has(&["suse", "opensuse", "sles"]) {
+        Distro::Suse
+    } else {
+        Distro::Other
+    }
+}
+
+/// Everything `host_config::generate` needs, read under the root.
+pub fn read_facts(root: &HostRoot, blacklist: bool, ids_option: bool) -> anyhow::Result<Facts> {
+    let declarations = config::load(root)?;
+    let inv = read_inventory(root, Names::Skip)?;
+    let release = inv.kernel_release.as_deref();
+    let alias_text = release
+        .and_then(|r| fs::read_to_string(root.path(format!("/lib/modules/{r}/modules.alias"))).ok())
+        .unwrap_or_default();
+    let host_aliases = parse_aliases(&alias_text, "pci");
+    let variants = vfio_variant_aliases(root, release);
+    let mut softdeps: BTreeMap<ModuleName, BTreeSet<ModuleName>> = BTreeMap::new();
+    let mut variant: BTreeSet<String> = BTreeSet::new();
+    for dev in &inv.devices {
+        let Some(governing) = declarations.governing(dev) else {
+            continue;
+        };
+        debug_assert_eq!(governing.declaration.fit(dev), Fit::Applies);
+        let pre = ModuleName::new(
+            governing
+                .declaration
+                .driver
+                .as_ref()
+                .map_or("vfio-pci".to_string(), ToString::to_string),
+        );
+        let modalias = format!("pci:{}", dev.modalias_body());
+        let mut natives: Vec<String> = host_aliases
+            .iter()
+            .filter(|a| glob_match(&a.pattern, &modalias))
+            .map(|a| a.module.as_str().to_string())
+            .collect();
+        if let (Some(driver), Some(module)) = (&dev.driver, &dev.driver_module) {
+            if driver.kind() == DriverKind::Host {
+                natives.push(module.as_str().to_string());
+            }
+        }
+        for native in natives {
+            let native = ModuleName::new(native.replace('-', "_"));
+            if crate::model::DriverName::new(native.as_str()).kind() == DriverKind::Host
+                && native != pre
+            {
+                softdeps.entry(native).or_default().insert(pre.clone());
+            }
+        }
+        if governing.declaration.driver.is_none() {
+            if let Some(choice) = best_match(&variants, "vfio_pci", dev) {
+                variant.insert(choice.module.as_str().to_string());
+            }
+        }
+    }
+    let mut initramfs = Vec::new();
+    if root.path("/etc/initramfs-tools").is_dir() {
+        initramfs.push(Initramfs::InitramfsTools);
+    }
+    if root.path("/etc/dracut.conf.d").is_dir() || root.path("/usr/bin/dracut").exists() {
+        initramfs.push(Initramfs::Dracut);
+    }
+    Ok(Facts {
+        declarations,
+        softdeps,
+        variant_modules: variant.into_iter().map(ModuleName::new).collect(),
+        cpu: cpu_vendor(root),
+        cmdline: fs::read_to_string(root.path("/proc/cmdline"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        distro: distro(root),
+        initramfs,
+        blacklist,
+        ids_option,
+    })
+}
