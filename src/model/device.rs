@@ -46,7 +46,7 @@ pub enum SriovRole {
 }
 
 /// The `device_type` Nova assigns to a PCI device, which a `[pci] alias` must name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum NovaDeviceType {
     #[serde(rename = "type-PF")]
     Pf,

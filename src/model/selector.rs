@@ -26,7 +26,7 @@ pub struct ClassPrefix {
 }
 
 impl ClassPrefix {
-    fn matches(self, class: u32) -> bool {
+    pub fn matches(self, class: u32) -> bool {
         (class & 0xff_ffff) >> (4 * u32::from(6 - self.digits)) == self.value
     }
 }
