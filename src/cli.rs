@@ -31,6 +31,25 @@ pub struct Cli {
     )]
     pub root: PathBuf,
 
+    /// libvirt URI for the commands that ask libvirt (nodedev, nova), like `virsh -c`.
+    ///
+    /// Default: qemu:///system, but only with --root /: a host tree under
+    /// another --root has no libvirt of its own unless a URI names one (e.g.
+    /// test:///abs/path/node.xml or qemu+ssh://host/system). The connection is
+    /// read-only.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "VFIOCTL_CONNECT",
+        value_name = "URI"
+    )]
+    pub connect: Option<String>,
+
+    /// Seconds to wait for libvirt before giving up on it.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10)]
+    pub connect_timeout: u64,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -89,6 +108,27 @@ pub enum Command {
     /// rules, libvirt's view when reachable, and optional expected counts.
     /// Runs without privileges; what it cannot read is UNKNOWN, never OK.
     Check(CheckArgs),
+    /// Show libvirt's PCI node devices with the device_type Nova derives, cross-checked with sysfs.
+    ///
+    /// Nova reads libvirt's node device XML: the first `virt_functions`
+    /// capability makes a device type-PF (even with no VF enabled), the first
+    /// `phys_function` with an address type-VF, anything else type-PCI; the
+    /// address comes from the XML, not the name. Each device is compared with
+    /// the sysfs inventory and every disagreement is listed (missing on one
+    /// side, IOMMU group, IDs, device_type, driver). DRIVER is the sysfs
+    /// driver. Exits 0 when the comparison ran, disagreements or not.
+    Nodedev(NodedevArgs),
+    /// Print nova.conf settings and openstack commands for passing devices through.
+    ///
+    /// For the controller (nova-api, nova-scheduler): `[pci] alias` entries with
+    /// vendor, product and device_type, and `[filter_scheduler] enabled_filters`
+    /// with PciPassthroughFilter. For compute nodes: `[pci] passthrough_whitelist`
+    /// (before Zed) or `device_spec` (Zed on), with `"managed": "no"` (2025.1 on)
+    /// for devices declared with vfioctl persist, and the aliases again. Then the
+    /// flavor and image commands. The device_type comes from libvirt when it can
+    /// be asked (what Nova reads), else from sysfs by the same rules; a note says
+    /// which. Nothing is written.
+    Nova(NovaArgs),
     /// Enforce the declared binding of one device; run by udev when it is added.
     ///
     /// Acts only on ACTION=add (bind, unbind and change events are ignored);
@@ -186,6 +226,68 @@ pub struct CheckArgs {
     /// Expected counts, as TOML: [[expect]] ids = "10de:20b0", driver = "vfio-pci", count = 8.
     #[arg(long, value_name = "FILE")]
     pub expect: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodedevArgs {
+    /// Devices to show (see SELECTORS); a device only libvirt knows matches by
+    /// address, IDs, class, libvirt's driver or group.
+    #[arg(value_name = "SELECTOR")]
+    pub selectors: Vec<String>,
+
+    /// Print a JSON object (schema in the man page) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NovaArgs {
+    /// Devices to configure (see SELECTORS). Default: every device declared
+    /// with vfioctl persist or bound to a VFIO driver now. Bridges are left out.
+    #[arg(value_name = "SELECTOR")]
+    pub selectors: Vec<String>,
+
+    /// OpenStack release: train, ussuri, victoria, wallaby, xena, yoga, zed,
+    /// 2023.1 (antelope), 2023.2 (bobcat), 2024.1 (caracal), 2024.2 (dalmatian),
+    /// 2025.1 (epoxy), 2025.2 (flamingo), 2026.1 (gazpacho), 2026.2 (hibiscus),
+    /// or a later YEAR.N. Default: 2026.2.
+    #[arg(long, value_name = "NAME")]
+    pub release: Option<String>,
+
+    /// Alias name, when the devices need exactly one alias (one vendor:product
+    /// and device_type). Default: derived from pci.ids, e.g. nvidia-a100-sxm4-40gb.
+    #[arg(long, value_name = "NAME")]
+    pub alias: Option<String>,
+
+    /// numa_policy of the aliases: legacy, preferred, required or socket (socket
+    /// needs Wallaby or later). Default: none given, which Nova takes as legacy.
+    #[arg(long, value_name = "POLICY")]
+    pub numa_policy: Option<NumaPolicyArg>,
+
+    /// Print only one part, as it goes into its file or shell: controller
+    /// (nova.conf for nova-api and nova-scheduler), compute (nova.conf for
+    /// nova-compute) or commands (the openstack client commands).
+    #[arg(long, value_name = "PART", conflicts_with = "json")]
+    pub part: Option<NovaPart>,
+
+    /// Print a JSON object (schema in the man page) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NumaPolicyArg {
+    Legacy,
+    Preferred,
+    Required,
+    Socket,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NovaPart {
+    Controller,
+    Compute,
+    Commands,
 }
 
 #[derive(Debug, Args)]
@@ -295,7 +397,7 @@ pub mod exit {
         ),
         (
             ENVIRONMENT,
-            "The host lacks something needed: sysfs not readable under --root, no IOMMU, a module not installed or blocked.",
+            "The host lacks something needed: sysfs not readable under --root, no IOMMU, a module not installed or blocked, libvirt not reachable (nodedev).",
         ),
         (
             INCONSISTENT,

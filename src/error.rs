@@ -2,14 +2,18 @@
 
 use crate::change::{ApplyFailed, NotPrivileged};
 use crate::cli::exit;
+use crate::commands::nodedev::NeedsConnect;
+use crate::commands::nova::NothingToConfigure;
 use crate::commands::persist::NotDeclared;
 use crate::commands::show::Ambiguous;
 use crate::config::ConfigError;
+use crate::host::libvirt::LibvirtError;
 use crate::host::modules::ModuleError;
 use crate::host::state::StateError;
 use crate::host::sysfs::InventoryError;
 use crate::model::address::AddressError;
 use crate::model::declaration::DeclareError;
+use crate::model::nova::NovaError;
 use crate::model::plan::PlanError;
 use crate::model::{NoMatch, SelectorError};
 
@@ -21,10 +25,12 @@ pub fn exit_status(err: &anyhow::Error) -> i32 {
             || cause.is::<AddressError>()
             || cause.is::<Ambiguous>()
             || cause.is::<DeclareError>()
+            || cause.is::<NovaError>()
+            || cause.is::<NeedsConnect>()
         {
             return exit::USAGE;
         }
-        if cause.is::<NoMatch>() || cause.is::<NotDeclared>() {
+        if cause.is::<NoMatch>() || cause.is::<NotDeclared>() || cause.is::<NothingToConfigure>() {
             return exit::NOT_FOUND;
         }
         if let Some(InventoryError::NoPciSysfs(_)) = cause.downcast_ref::<InventoryError>() {
@@ -44,6 +50,14 @@ pub fn exit_status(err: &anyhow::Error) -> i32 {
         }
         if cause.is::<crate::commands::host_config::NotOwned>() {
             return exit::REFUSED;
+        }
+        if let Some(e) = cause.downcast_ref::<LibvirtError>() {
+            return match e {
+                LibvirtError::Unreachable { .. } | LibvirtError::Timeout { .. } => {
+                    exit::ENVIRONMENT
+                }
+                LibvirtError::Query { .. } => exit::FAILED,
+            };
         }
         if cause.is::<ModuleError>() {
             return exit::ENVIRONMENT;

@@ -24,6 +24,10 @@ use host::HostRoot;
 /// Runs one parsed command line, writing its output to `out`; returns the exit status.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
     let root = HostRoot::new(&cli.root);
+    let libvirt = commands::LibvirtOptions {
+        target: host::libvirt::Target::resolve(cli.connect.as_deref(), &cli.root),
+        timeout: std::time::Duration::from_secs(cli.connect_timeout),
+    };
     match &cli.command {
         Command::List(args) => commands::list::run(&root, args, out),
         Command::Show(args) => commands::show::run(&root, args, out),
@@ -33,6 +37,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         Command::Persist { action } => commands::persist::run(&root, action, out),
         Command::HostConfig(args) => commands::host_config::run(&root, args, out),
         Command::Check(args) => commands::check::run(&root, args, out),
+        Command::Nodedev(args) => commands::nodedev::run(&root, &libvirt, args, out),
+        Command::Nova(args) => commands::nova::run(&root, &libvirt, args, out),
         Command::UdevHook(args) => commands::udev_hook::run(&root, args, out),
     }
 }

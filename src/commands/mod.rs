@@ -6,13 +6,35 @@ pub mod change;
 pub mod check;
 pub mod host_config;
 pub mod list;
+pub mod nodedev;
+pub mod nova;
 pub mod persist;
 pub mod restore;
 pub mod show;
 pub mod udev_hook;
 pub mod unbind;
 
+use std::time::Duration;
+
+use crate::host::libvirt::{self, Target};
+use crate::model::nodedev::NodeDevice;
 use crate::model::{Inventory, PciDevice, Selector, SelectorError};
+
+/// How to reach libvirt, from the global options; only the commands that
+/// need libvirt use it.
+#[derive(Debug, Clone)]
+pub struct LibvirtOptions {
+    pub target: Target,
+    pub timeout: Duration,
+}
+
+/// libvirt's PCI node devices at `uri`, parsed; malformed XML fails naming the device.
+pub fn node_devices(uri: &str, timeout: Duration) -> anyhow::Result<Vec<NodeDevice>> {
+    libvirt::pci_node_devices(uri, timeout)?
+        .iter()
+        .map(|listed| NodeDevice::parse(&listed.name, &listed.xml).map_err(Into::into))
+        .collect()
+}
 
 /// Parses every selector, failing on the first malformed one.
 pub fn parse_selectors(texts: &[String]) -> Result<Vec<Selector>, SelectorError> {

@@ -3,6 +3,7 @@
 
 pub mod hostfacts;
 pub mod kernel;
+pub mod libvirt;
 pub mod modules;
 pub mod root;
 pub mod state;

@@ -277,3 +277,67 @@ pub fn no_iommu() -> FakeHost {
     );
     host
 }
+
+/// The host behind tests/fixtures/libvirt/node.xml (libvirt's test driver):
+/// an A100 on vfio-pci (SR-IOV capable with no VF enabled: type-PF), a
+/// ConnectX-5 PF with two VFs (one on vfio-pci), a boot NVMe (type-PCI) and
+/// two root ports.
+pub fn libvirt_lab() -> FakeHost {
+    let mut host = FakeHost::new();
+    host.iommu_unit("dmar0").pci_ids(&pci_ids());
+    host.add(
+        Dev::bridge("0000:00:01.0", 0x8086, 0x347a)
+            .group(10)
+            .numa(0),
+    );
+    host.add(
+        Dev::endpoint("0000:25:00.0", 0x10de, 0x20b0, 0x030200)
+            .subsystem(0x10de, 0x134f)
+            .parent("0000:00:01.0")
+            .sriov(16)
+            .driver("vfio-pci", Some("vfio_pci"))
+            .driver_override("vfio-pci")
+            .group(47)
+            .numa(0),
+    );
+    host.add(
+        Dev::bridge("0000:00:02.0", 0x8086, 0x347a)
+            .group(11)
+            .numa(0),
+    );
+    host.add(
+        Dev::endpoint("0000:3b:00.0", 0x15b3, 0x1017, 0x020000)
+            .revision(0x00)
+            .parent("0000:00:02.0")
+            .driver("mlx5_core", Some("mlx5_core"))
+            .sriov(8)
+            .group(21)
+            .numa(0),
+    );
+    host.add(
+        Dev::endpoint("0000:3b:00.2", 0x15b3, 0x1018, 0x020000)
+            .revision(0x00)
+            .parent("0000:00:02.0")
+            .vf_of("0000:3b:00.0")
+            .driver("vfio-pci", Some("vfio_pci"))
+            .driver_override("vfio-pci")
+            .group(22)
+            .numa(0),
+    );
+    host.add(
+        Dev::endpoint("0000:3b:00.3", 0x15b3, 0x1018, 0x020000)
+            .revision(0x00)
+            .parent("0000:00:02.0")
+            .vf_of("0000:3b:00.0")
+            .driver("mlx5_core", Some("mlx5_core"))
+            .group(23)
+            .numa(0),
+    );
+    host.add(
+        Dev::endpoint("0000:01:00.0", 0x144d, 0xa80a, 0x010802)
+            .driver("nvme", Some("nvme"))
+            .group(12)
+            .numa(0),
+    );
+    host
+}

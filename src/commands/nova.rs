@@ -1,0 +1,340 @@
+//! `vfioctl nova`: nova.conf settings and openstack commands for the
+//! selected devices, for one OpenStack release.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::cli::{NovaArgs, NovaPart, NumaPolicyArg};
+use crate::config;
+use crate::host::libvirt::Target;
+use crate::host::sysfs::{read_inventory, Names};
+use crate::host::HostRoot;
+use crate::model::declaration::Declarations;
+use crate::model::nova::{
+    derive_alias_name, Alias, Binding, DeviceSpec, NovaConfig, NovaDevice, NumaPolicy, Release,
+    Request, TypeSource,
+};
+use crate::model::{
+    DeviceId, DriverKind, DriverName, NovaDeviceType, PciAddress, PciDevice, VendorId,
+};
+use crate::output::write_json;
+
+use super::{node_devices, parse_selectors, LibvirtOptions};
+
+/// Nothing to configure: the default selection came up empty, or only bridges were selected.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NothingToConfigure(pub String);
+
+/// The device_type of each device, and where it came from.
+struct DeviceTypes {
+    /// libvirt's derivation by address, when libvirt answered.
+    libvirt: Option<BTreeMap<PciAddress, NovaDeviceType>>,
+    uri: Option<String>,
+    /// Why libvirt was not used, when it was not.
+    not_used: Option<String>,
+}
+
+impl DeviceTypes {
+    fn gather(options: &LibvirtOptions) -> anyhow::Result<DeviceTypes> {
+        let uri = match &options.target {
+            Target::Uri(uri) => uri.clone(),
+            other => {
+                return Ok(DeviceTypes {
+                    libvirt: None,
+                    uri: None,
+                    not_used: other.why_not(),
+                })
+            }
+        };
+        match node_devices(&uri, options.timeout) {
+            Ok(nodedevs) => Ok(DeviceTypes {
+                libvirt: Some(
+                    nodedevs
+                        .iter()
+                        .map(|n| (n.address, n.nova_device_type()))
+                        .collect(),
+                ),
+                uri: Some(uri),
+                not_used: None,
+            }),
+            // Unreachable is expected on a machine that only writes the config;
+            // malformed XML is not: Nova would choke on it too.
+            Err(err) if err.is::<crate::host::libvirt::LibvirtError>() => Ok(DeviceTypes {
+                libvirt: None,
+                uri: Some(uri),
+                not_used: Some(format!("{err:#}")),
+            }),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+fn is_declared(decls: &Declarations, dev: &PciDevice) -> bool {
+    decls.governing(dev).is_some_and(|g| {
+        g.declaration
+            .driver
+            .as_ref()
+            .is_none_or(|d| d.kind() == DriverKind::Vfio)
+    })
+}
+
+fn on_vfio(dev: &PciDevice) -> bool {
+    dev.driver
+        .as_ref()
+        .is_some_and(|d| d.kind() == DriverKind::Vfio)
+}
+
+#[derive(Serialize)]
+struct ReleaseRecord {
+    series: Option<String>,
+    name: Option<&'static str>,
+    nova_version: u16,
+}
+
+#[derive(Serialize)]
+struct LibvirtRecord<'a> {
+    uri: Option<&'a str>,
+    used: bool,
+    /// Why libvirt was not used.
+    reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct DeviceRecord<'a> {
+    address: PciAddress,
+    vendor_id: VendorId,
+    product_id: DeviceId,
+    device_type: NovaDeviceType,
+    device_type_source: TypeSource,
+    binding: &'a Binding,
+    iommu_group: Option<u32>,
+    alias: &'a str,
+}
+
+#[derive(Serialize)]
+struct NovaRecord<'a> {
+    release: ReleaseRecord,
+    libvirt: LibvirtRecord<'a>,
+    devices: Vec<DeviceRecord<'a>>,
+    aliases: &'a [Alias],
+    spec_option: &'static str,
+    device_specs: &'a [DeviceSpec],
+    enabled_filters: &'a [&'static str],
+    controller_conf: String,
+    compute_conf: String,
+    commands: Vec<String>,
+    notes: &'a [String],
+}
+
+fn numa_policy(arg: NumaPolicyArg) -> NumaPolicy {
+    match arg {
+        NumaPolicyArg::Legacy => NumaPolicy::Legacy,
+        NumaPolicyArg::Preferred => NumaPolicy::Preferred,
+        NumaPolicyArg::Required => NumaPolicy::Required,
+        NumaPolicyArg::Socket => NumaPolicy::Socket,
+    }
+}
+
+pub fn run(
+    root: &HostRoot,
+    libvirt: &LibvirtOptions,
+    args: &NovaArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let release = match &args.release {
+        Some(text) => Release::parse(text)?,
+        None => Release::LATEST,
+    };
+    let selectors = parse_selectors(&args.selectors)?;
+    let inv = read_inventory(root, Names::Lookup)?;
+    let decls = config::load(root)?;
+
+    // The default selection: what vfioctl declared, and what is on VFIO now.
+    let chosen: Vec<&PciDevice> = if selectors.is_empty() {
+        inv.devices
+            .iter()
+            .filter(|d| is_declared(&decls, d) || on_vfio(d))
+            .collect()
+    } else {
+        inv.select(&selectors)?
+    };
+    let (bridges, chosen): (Vec<&PciDevice>, Vec<&PciDevice>) =
+        chosen.into_iter().partition(|d| d.is_bridge());
+    if chosen.is_empty() {
+        return Err(NothingToConfigure(if selectors.is_empty() {
+            "no device to configure: none is declared with vfioctl persist or bound to a VFIO driver; name the devices (vfioctl nova 10de:20b0) or bind them first (vfioctl bind SELECTOR --persist)".to_string()
+        } else {
+            "the selectors match only bridges and ports, which cannot be passed through; name the endpoints behind them".to_string()
+        })
+        .into());
+    }
+
+    let types = DeviceTypes::gather(libvirt)?;
+    let mut notes = Vec::new();
+    match (&types.libvirt, &types.uri, &types.not_used) {
+        (Some(_), Some(uri), _) => notes.push(format!(
+            "device_type comes from libvirt at {uri}, from the node device XML Nova reads"
+        )),
+        (_, _, why) => notes.push(format!(
+            "device_type comes from sysfs, by libvirt's rules (VF with a physfn link, PF when sriov_totalvfs > 0, else PCI), because libvirt was not used: {}; confirm with vfioctl nodedev on the compute node",
+            why.as_deref().unwrap_or("unknown")
+        )),
+    }
+    if !bridges.is_empty() {
+        let addrs: Vec<String> = bridges.iter().map(|d| d.address.to_string()).collect();
+        notes.push(format!(
+            "left out {}: bridges and ports cannot be passed through",
+            addrs.join(", ")
+        ));
+    }
+
+    let mut devices = Vec::new();
+    for dev in &chosen {
+        let sysfs_type = dev.nova_device_type();
+        let (device_type, type_source) = match &types.libvirt {
+            Some(by_address) => match by_address.get(&dev.address) {
+                Some(t) => {
+                    if *t != sysfs_type {
+                        notes.push(format!(
+                            "{}: libvirt makes it {t}, sysfs says {sysfs_type}; the alias follows libvirt, which Nova reads (see vfioctl nodedev)",
+                            dev.address
+                        ));
+                    }
+                    (*t, TypeSource::Libvirt)
+                }
+                None => {
+                    notes.push(format!(
+                        "{} is not a libvirt node device (Nova cannot see it until libvirt does); its device_type comes from sysfs",
+                        dev.address
+                    ));
+                    (sysfs_type, TypeSource::Sysfs)
+                }
+            },
+            None => (sysfs_type, TypeSource::Sysfs),
+        };
+        let declared = is_declared(&decls, dev);
+        if declared && !on_vfio(dev) {
+            notes.push(format!(
+                "{} is declared but on {} now: run vfioctl persist apply",
+                dev.address,
+                dev.driver
+                    .as_ref()
+                    .map_or_else(|| "no driver".to_string(), DriverName::to_string)
+            ));
+        }
+        let binding = if declared {
+            Binding::Declared
+        } else if on_vfio(dev) {
+            Binding::VfioNow
+        } else {
+            Binding::Host(dev.driver.clone())
+        };
+        devices.push(NovaDevice {
+            address: dev.address,
+            vendor: dev.ids.vendor,
+            product: dev.ids.device,
+            device_type,
+            type_source,
+            binding,
+            iommu_group: dev.iommu_group,
+            derived_name: derive_alias_name(
+                dev.ids.vendor,
+                dev.ids.device,
+                inv.names.vendor(dev.ids.vendor),
+                inv.names.device(dev.ids.vendor, dev.ids.device),
+            ),
+        });
+    }
+
+    let cfg = NovaConfig::build(
+        &inv,
+        Request {
+            release,
+            alias: args.alias.clone(),
+            numa_policy: args.numa_policy.map(numa_policy),
+            devices,
+        },
+    )?;
+    notes.extend(cfg.notes.iter().cloned());
+
+    if args.json {
+        write_json(
+            out,
+            &NovaRecord {
+                release: ReleaseRecord {
+                    series: release.series(),
+                    name: release.name(),
+                    nova_version: release.nova_version(),
+                },
+                libvirt: LibvirtRecord {
+                    uri: types.uri.as_deref(),
+                    used: types.libvirt.is_some(),
+                    reason: types.not_used.as_deref(),
+                },
+                devices: cfg
+                    .devices
+                    .iter()
+                    .map(|d| DeviceRecord {
+                        address: d.address,
+                        vendor_id: d.vendor,
+                        product_id: d.product,
+                        device_type: d.device_type,
+                        device_type_source: d.type_source,
+                        binding: &d.binding,
+                        iommu_group: d.iommu_group,
+                        alias: &cfg.alias_of[&d.address],
+                    })
+                    .collect(),
+                aliases: &cfg.aliases,
+                spec_option: release.spec_option(),
+                device_specs: &cfg.specs,
+                enabled_filters: &cfg.filters,
+                controller_conf: cfg.controller_ini(),
+                compute_conf: cfg.compute_ini(),
+                commands: cfg.commands(),
+                notes: &notes,
+            },
+        )?;
+        return Ok(crate::cli::exit::OK);
+    }
+
+    match args.part {
+        Some(NovaPart::Controller) => write!(out, "{}", cfg.controller_ini())?,
+        Some(NovaPart::Compute) => write!(out, "{}", cfg.compute_ini())?,
+        Some(NovaPart::Commands) => {
+            for command in cfg.commands() {
+                writeln!(out, "{command}")?;
+            }
+        }
+        None => {
+            writeln!(
+                out,
+                "# OpenStack {release}: {} device(s), {} alias(es)",
+                cfg.devices.len(),
+                cfg.aliases.len()
+            )?;
+            writeln!(
+                out,
+                "\n# Controller nodes (nova-api, nova-scheduler): nova.conf"
+            )?;
+            write!(out, "{}", cfg.controller_ini())?;
+            writeln!(out, "\n# Compute nodes (nova-compute): nova.conf")?;
+            write!(out, "{}", cfg.compute_ini())?;
+            writeln!(
+                out,
+                "\n# Then, with the openstack client (FLAVOR and IMAGE are yours; 1 is devices per VM):"
+            )?;
+            for command in cfg.commands() {
+                writeln!(out, "{command}")?;
+            }
+            writeln!(out, "\n# Notes:")?;
+            for note in &notes {
+                writeln!(out, "# - {note}")?;
+            }
+        }
+    }
+    Ok(crate::cli::exit::OK)
+}
