@@ -31,7 +31,7 @@ pub struct Cli {
     )]
     pub root: PathBuf,
 
-    /// libvirt URI for the commands that ask libvirt (nodedev, nova), like `virsh -c`.
+    /// libvirt URI for the commands that ask libvirt (nodedev, nova, check), like `virsh -c`.
     ///
     /// Default: qemu:///system, but only with --root /: a host tree under
     /// another --root has no libvirt of its own unless a URI names one (e.g.

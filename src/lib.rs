@@ -36,7 +36,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         Command::Unbind(args) => commands::unbind::run(&root, args, out),
         Command::Persist { action } => commands::persist::run(&root, action, out),
         Command::HostConfig(args) => commands::host_config::run(&root, args, out),
-        Command::Check(args) => commands::check::run(&root, args, out),
+        Command::Check(args) => commands::check::run(&root, &libvirt, args, out),
         Command::Nodedev(args) => commands::nodedev::run(&root, &libvirt, args, out),
         Command::Nova(args) => commands::nova::run(&root, &libvirt, args, out),
         Command::UdevHook(args) => commands::udev_hook::run(&root, args, out),

@@ -624,3 +624,56 @@ fn nova_usage_errors() {
         run.stderr
     );
 }
+
+/// The `libvirt.devices` result of `vfioctl check --json`.
+fn libvirt_check(host: &FakeHost, args: &[&str]) -> Value {
+    let run = vfioctl(host.root(), &[&["check", "--json"], args].concat());
+    let value: Value = serde_json::from_str(&run.stdout).expect("check --json");
+    value["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "libvirt.devices")
+        .expect("libvirt.devices check")
+        .clone()
+}
+
+#[test]
+fn check_asks_libvirt_about_declared_devices() {
+    let host = topologies::libvirt_lab();
+    host.write(
+        "etc/vfioctl/bindings.d/lab.toml",
+        "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n\n\
+         [[binding]]\nvendor = \"15b3\"\ndevice = \"1018\"\naddress = \"0000:3b:00.3\"\n\n\
+         [[binding]]\nvendor = \"144d\"\ndevice = \"a80a\"\n",
+    );
+    let skipped = libvirt_check(&host, &[]);
+    assert_eq!(skipped["status"], "OK");
+    assert_eq!(
+        skipped["message"],
+        "skipped: --root names another host tree and no --connect URI names its libvirt"
+    );
+
+    let agreeing = libvirt_check(&host, &["-c", &test_uri("node.xml")]);
+    assert_eq!(agreeing["status"], "OK", "{agreeing}");
+    assert_eq!(
+        agreeing["message"],
+        "libvirt sees 3 declared device(s) as expected"
+    );
+
+    let stale = libvirt_check(&host, &["-c", &test_uri("node-stale.xml")]);
+    assert_eq!(stale["status"], "CRITICAL", "{stale}");
+    assert_eq!(
+        stale["message"],
+        "libvirt makes 0000:01:00.0 type-PF, sysfs says type-PCI; 0000:3b:00.3 is not a libvirt node device"
+    );
+
+    let unreachable = libvirt_check(
+        &host,
+        &["-c", "qemu+unix:///system?socket=/nonexistent/libvirt-sock"],
+    );
+    assert!(unreachable["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("skipped: cannot connect to libvirt at qemu+unix:///system"));
+}
