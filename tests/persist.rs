@@ -114,6 +114,34 @@ fn add_list_and_remove_declarations() {
 }
 
 #[test]
+fn rules_can_be_regenerated_after_hand_edits() {
+    let host = topologies::hgx_a100();
+    host.write(
+        "etc/vfioctl/bindings.d/site.toml",
+        "[[binding]]\nvendor = \"10de\"\ndevice = \"1af1\"\n",
+    );
+    let printed = ok(host.root(), &["persist", "rules"]);
+    assert!(
+        printed.contains("# 10de:1af1 (/etc/vfioctl/bindings.d/site.toml:1)"),
+        "{printed}"
+    );
+    assert!(!host
+        .path("etc/udev/rules.d/69-vfioctl-bindings.rules")
+        .exists());
+    let out = ok(host.root(), &["persist", "rules", "--write"]);
+    assert!(
+        out.contains("rewrote /etc/udev/rules.d/69-vfioctl-bindings.rules"),
+        "{out}"
+    );
+    assert_eq!(
+        read(&host, "etc/udev/rules.d/69-vfioctl-bindings.rules"),
+        printed
+    );
+    let out = ok(host.root(), &["persist", "rules", "--write"]);
+    assert!(out.contains("is current"), "{out}");
+}
+
+#[test]
 fn gpu_companions_are_declared_with_it() {
     let host = topologies::workstation_gpu();
     let out = ok(host.root(), &["persist", "add", "01:00.0"]);

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::change::{self, ChangeReport, ChangeSpec, NotPrivileged};
 use crate::cli::{
     PersistAction, PersistAddArgs, PersistApplyArgs, PersistListArgs, PersistRemoveArgs,
+    PersistRulesArgs,
 };
 use crate::config;
 use crate::host::kernel::{PciKernel, SysfsKernel};
@@ -35,6 +36,7 @@ pub fn run(root: &HostRoot, action: &PersistAction, out: &mut dyn Write) -> anyh
         PersistAction::Remove(args) => remove(root, args, out),
         PersistAction::List(args) => list(root, args, out),
         PersistAction::Apply(args) => apply(root, args, out),
+        PersistAction::Rules(args) => rules(root, args, out),
     }
 }
 
@@ -430,4 +432,19 @@ fn apply(root: &HostRoot, args: &PersistApplyArgs, out: &mut dyn Write) -> anyho
     } else {
         Err(done.errors.remove(0))
     }
+}
+
+fn rules(root: &HostRoot, args: &PersistRulesArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let decls = config::load(root)?;
+    if args.write {
+        require_privilege("persist rules --write")?;
+        let status = udev::install_rules(root, &decls)?;
+        if !status.written {
+            writeln!(out, "{} is current", udev::GENERATED_RULES)?;
+        }
+        print_rules_status(out, &status)?;
+    } else {
+        write!(out, "{}", udev::render_rules(&decls))?;
+    }
+    Ok(crate::cli::exit::OK)
 }
