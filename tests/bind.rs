@@ -375,6 +375,30 @@ fn host_devices_are_refused_and_force_overrides_all_but_root() {
 }
 
 #[test]
+fn virtio_9p_shares_and_overlay_roots_are_traced_to_their_device() {
+    let mut host = topologies::no_iommu();
+    host.iommu_unit("dmar0");
+    host.virtio_9p("0000:00:02.0", "virtio1", "hostroot");
+    host.mountinfo_line("21 1 0:25 / /host ro,relatime - 9p hostroot ro,trans=virtio,version=9p2000.L")
+        .mountinfo_line("22 1 0:30 / / rw,relatime - overlay overlay rw,lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work");
+    let kernel = SimKernel::new(&host);
+    let reason = refusal(run(&host, &kernel, &spec(Goal::Unbind, &["00:02.0"])));
+    assert!(
+        reason.contains(
+            "0000:00:02.0 backs the root filesystem (overlay); refused even with --force"
+        ),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("0000:00:02.0 backs /host (hostroot)"),
+        "{reason}"
+    );
+    // The other virtio function carries nothing the host uses.
+    let report = run(&host, &kernel, &spec(Goal::Unbind, &["00:03.0"])).unwrap();
+    assert!(report.result.unwrap().succeeded());
+}
+
+#[test]
 fn boot_vga_is_refused_without_force() {
     let host = topologies::workstation_gpu();
     let kernel = SimKernel::new(&host);
