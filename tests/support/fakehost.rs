@@ -206,6 +206,11 @@ impl FakeHost {
         self.dir.path()
     }
 
+    /// Keeps the tree on disk after the builder is dropped (for benchmarks).
+    pub fn keep(self) -> PathBuf {
+        self.dir.keep()
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root().join(rel)
     }
