@@ -4,52 +4,15 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use support::cli::{ok, vfioctl, vfioctl_env};
 use support::fakehost::FakeHost;
 use support::simkernel::SimKernel;
 use support::{golden, topologies};
 use vfioctl::commands::persist::apply_declarations;
 use vfioctl::host::HostRoot;
-
-struct Run {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn vfioctl_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_vfioctl"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("VFIOCTL_ROOT")
-        .env_remove("ACTION")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run vfioctl");
-    Run {
-        status: output.status.code().expect("exit status"),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
-
-fn vfioctl(root: &Path, args: &[&str]) -> Run {
-    vfioctl_env(root, args, &[])
-}
-
-fn ok(root: &Path, args: &[&str]) -> String {
-    let run = vfioctl(root, args);
-    assert_eq!(
-        run.status, 0,
-        "vfioctl {args:?}: {}{}",
-        run.stdout, run.stderr
-    );
-    run.stdout
-}
 
 fn read(host: &FakeHost, rel: &str) -> String {
     std::fs::read_to_string(host.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))

@@ -15,10 +15,10 @@ use crate::config;
 use crate::host::kernel::{PciKernel, SysfsKernel};
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
-use crate::model::declaration::{declare, Declaration, Declarations};
+use crate::model::declaration::{declare, driver_satisfies, Declaration, Declarations};
 use crate::model::plan::Goal;
 use crate::model::selector::Matcher;
-use crate::model::{DriverKind, DriverName, Inventory, PciAddress, Selector};
+use crate::model::{DriverName, Inventory, PciAddress, Selector};
 use crate::output::table::{or_dash, Table};
 use crate::output::{change::render, write_json};
 use crate::udev::{self, RulesStatus};
@@ -207,15 +207,6 @@ struct ListEntry<'a> {
     mismatch: Option<String>,
 }
 
-/// Whether `driver` satisfies a declaration's driver (None: any VFIO driver).
-pub fn satisfies(declared: Option<&DriverName>, driver: Option<&DriverName>) -> bool {
-    match (declared, driver) {
-        (Some(want), Some(have)) => want == have,
-        (None, Some(have)) => have.kind() == DriverKind::Vfio,
-        (_, None) => false,
-    }
-}
-
 fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let decls = config::load(root)?;
     let inv = read_inventory(root, Names::Skip)?;
@@ -233,7 +224,7 @@ fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow:
                 .map(|d| Covered {
                     address: d.address,
                     driver: d.driver.clone(),
-                    enforced: satisfies(decl.driver.as_ref(), d.driver.as_ref()),
+                    enforced: driver_satisfies(decl.driver.as_ref(), d.driver.as_ref()),
                     udev_marked: udev::udev_property(root, &d.address, udev::DRIVER_PROPERTY)
                         .map(|v| v.is_some()),
                 })
