@@ -8,7 +8,16 @@ BIN := target/release/vfioctl
 # Debian packages needed to build (libvirt and libudev for the virt and udev crates).
 BUILD_DEPS := pkg-config libvirt-dev libudev-dev pci.ids
 
-.PHONY: all deps build run test test-unit test-vm lint ci
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+UDEVDIR ?= /usr/lib/udev/rules.d
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+GEN := target/generated
+
+.PHONY: all deps build run test test-unit test-vm lint ci install uninstall
 
 all: build
 
@@ -20,7 +29,7 @@ deps:
 	fi
 
 build: deps
-	$(CARGO) build --release --locked
+	VFIOCTL_GEN_DIR=$(CURDIR)/$(GEN) $(CARGO) build --release --locked
 
 run: build
 	./$(BIN) list
@@ -39,3 +48,21 @@ lint: deps
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
 ci: lint test
+
+# Installs the binary, the udev rule (pointing at the installed binary), the
+# man page and shell completions. DESTDIR stages into a package root.
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/vfioctl
+	install -d $(DESTDIR)$(UDEVDIR)
+	sed 's|/usr/sbin/vfioctl|$(SBINDIR)/vfioctl|' udev-rules/70-vfioctl.rules > $(DESTDIR)$(UDEVDIR)/70-vfioctl.rules
+	chmod 0644 $(DESTDIR)$(UDEVDIR)/70-vfioctl.rules
+	install -D -m 0644 man/vfioctl.8 $(DESTDIR)$(MANDIR)/man8/vfioctl.8
+	install -D -m 0644 $(GEN)/vfioctl.bash $(DESTDIR)$(BASHCOMPDIR)/vfioctl
+	install -D -m 0644 $(GEN)/_vfioctl $(DESTDIR)$(ZSHCOMPDIR)/_vfioctl
+	install -D -m 0644 $(GEN)/vfioctl.fish $(DESTDIR)$(FISHCOMPDIR)/vfioctl.fish
+	@if [ -z "$(DESTDIR)" ] && [ -S /run/udev/control ]; then udevadm control --reload; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/vfioctl $(DESTDIR)$(UDEVDIR)/70-vfioctl.rules \
+		$(DESTDIR)$(MANDIR)/man8/vfioctl.8 $(DESTDIR)$(BASHCOMPDIR)/vfioctl \
+		$(DESTDIR)$(ZSHCOMPDIR)/_vfioctl $(DESTDIR)$(FISHCOMPDIR)/vfioctl.fish

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde::{Serialize, Serializer};
 
 use crate::host_config::CpuVendor;
-use crate::model::declaration::{Declarations, Fit};
+use crate::model::declaration::{driver_satisfies, Declarations, Fit};
 use crate::model::{DeviceId, DriverKind, DriverName, Inventory, ModuleName, PciAddress, VendorId};
 
 /// Verdicts in the monitoring-plugins convention. Ordered by severity for
@@ -385,14 +385,6 @@ fn vfio_modules(f: &Facts) -> CheckResult {
     }
 }
 
-fn satisfies(declared: Option<&DriverName>, driver: Option<&DriverName>) -> bool {
-    match (declared, driver) {
-        (Some(want), Some(have)) => want == have,
-        (None, Some(have)) => have.kind() == DriverKind::Vfio,
-        (_, None) => false,
-    }
-}
-
 fn bindings(f: &Facts) -> Vec<CheckResult> {
     let decls = match &f.declarations {
         Err(e) => {
@@ -472,7 +464,7 @@ fn bindings(f: &Facts) -> Vec<CheckResult> {
                 .driver
                 .as_ref()
                 .map_or("vfio-pci (or a variant)".to_string(), ToString::to_string);
-            if !satisfies(decl.driver.as_ref(), dev.driver.as_ref()) {
+            if !driver_satisfies(decl.driver.as_ref(), dev.driver.as_ref()) {
                 let msg = match &dev.driver {
                     Some(d) if d.kind() == DriverKind::Host => {
                         format!("{d} grabbed it (declared {wanted})")
@@ -584,10 +576,14 @@ fn bindings(f: &Facts) -> Vec<CheckResult> {
     out
 }
 
+/// Whether any binding is declared (boot files and rules only matter then).
+fn declares_anything(f: &Facts) -> bool {
+    f.declarations.as_ref().is_ok_and(|d| !d.list.is_empty())
+}
+
 fn boot_files(f: &Facts) -> CheckResult {
     let id = "boot.files";
-    let declared = f.declarations.as_ref().is_ok_and(|d| !d.list.is_empty());
-    if !declared {
+    if !declares_anything(f) {
         return result(
             id,
             Verdict::Ok,
@@ -636,8 +632,7 @@ fn boot_files(f: &Facts) -> CheckResult {
 
 fn udev_rules(f: &Facts) -> CheckResult {
     let id = "udev.rules";
-    let declared = f.declarations.as_ref().is_ok_and(|d| !d.list.is_empty());
-    if !declared {
+    if !declares_anything(f) {
         return result(
             id,
             Verdict::Ok,
@@ -721,7 +716,7 @@ fn expectations(f: &Facts) -> Vec<CheckResult> {
                 .devices
                 .iter()
                 .filter(|d| d.ids.vendor == vendor && d.ids.device == device)
-                .filter(|d| satisfies(want.as_ref(), d.driver.as_ref()))
+                .filter(|d| driver_satisfies(want.as_ref(), d.driver.as_ref()))
                 .collect();
             let on = e
                 .driver

@@ -147,6 +147,18 @@ pub enum PersistAction {
     List(PersistListArgs),
     /// Enforce every declaration now, without a reboot (same plan and refusals as bind).
     Apply(PersistApplyArgs),
+    /// Print the udev rules generated from the declarations (--write installs them).
+    ///
+    /// add and remove keep the rules current; run this after editing
+    /// /etc/vfioctl/bindings.d by hand.
+    Rules(PersistRulesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PersistRulesArgs {
+    /// Write /etc/udev/rules.d/69-vfioctl-bindings.rules and reload udev.
+    #[arg(long)]
+    pub write: bool,
 }
 
 #[derive(Debug, Args)]

@@ -272,36 +272,21 @@ fn busy_host() -> FakeHost {
     let mut host = FakeHost::new();
     host.iommu_unit("dmar0");
     host.register_driver("vfio-pci", Some("vfio_pci"));
-    host.add(
-        Dev::endpoint("0000:01:00.0", 0x144d, 0xa80a, 0x010802)
-            .driver("nvme", Some("nvme"))
-            .group(1),
-    );
-    host.add(
-        Dev::endpoint("0000:02:00.0", 0x144d, 0xa80a, 0x010802)
-            .driver("nvme", Some("nvme"))
-            .group(2),
-    );
-    host.add(
-        Dev::endpoint("0000:03:00.0", 0x8086, 0x1521, 0x020000)
-            .driver("igb", Some("igb"))
-            .group(3),
-    );
-    host.add(
-        Dev::endpoint("0000:04:00.0", 0x8086, 0x1521, 0x020000)
-            .driver("igb", Some("igb"))
-            .group(4),
-    );
-    host.add(
-        Dev::endpoint("0000:05:00.0", 0x1a03, 0x2000, 0x030000)
-            .driver("ast", Some("ast"))
-            .group(5),
-    );
-    host.add(
-        Dev::endpoint("0000:06:00.0", 0x144d, 0xa80a, 0x010802)
-            .driver("nvme", Some("nvme"))
-            .group(6),
-    );
+    let devices = [
+        ("0000:01:00.0", 0x144d, 0xa80a, 0x010802, "nvme"),
+        ("0000:02:00.0", 0x144d, 0xa80a, 0x010802, "nvme"),
+        ("0000:03:00.0", 0x8086, 0x1521, 0x020000, "igb"),
+        ("0000:04:00.0", 0x8086, 0x1521, 0x020000, "igb"),
+        ("0000:05:00.0", 0x1a03, 0x2000, 0x030000, "ast"),
+        ("0000:06:00.0", 0x144d, 0xa80a, 0x010802, "nvme"),
+    ];
+    for (group, (addr, vendor, device, class, driver)) in devices.into_iter().enumerate() {
+        host.add(
+            Dev::endpoint(addr, vendor, device, class)
+                .driver(driver, Some(driver))
+                .group(group as u32 + 1),
+        );
+    }
     host.block_device("0000:01:00.0", "nvme0n1", "259:0")
         .block_device("0000:02:00.0", "nvme1n1", "259:1")
         .block_device("0000:06:00.0", "nvme2n1", "259:2")
@@ -372,6 +357,30 @@ fn host_devices_are_refused_and_force_overrides_all_but_root() {
     let reason = refusal(run(&host, &kernel, &root));
     assert!(reason.contains("refused even with --force"), "{reason}");
     assert_eq!(driver_of(&host, "0000:01:00.0").as_deref(), Some("nvme"));
+}
+
+#[test]
+fn virtio_9p_shares_and_overlay_roots_are_traced_to_their_device() {
+    let mut host = topologies::no_iommu();
+    host.iommu_unit("dmar0");
+    host.virtio_9p("0000:00:02.0", "virtio1", "hostroot");
+    host.mountinfo_line("21 1 0:25 / /host ro,relatime - 9p hostroot ro,trans=virtio,version=9p2000.L")
+        .mountinfo_line("22 1 0:30 / / rw,relatime - overlay overlay rw,lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work");
+    let kernel = SimKernel::new(&host);
+    let reason = refusal(run(&host, &kernel, &spec(Goal::Unbind, &["00:02.0"])));
+    assert!(
+        reason.contains(
+            "0000:00:02.0 backs the root filesystem (overlay); refused even with --force"
+        ),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("0000:00:02.0 backs /host (hostroot)"),
+        "{reason}"
+    );
+    // The other virtio function carries nothing the host uses.
+    let report = run(&host, &kernel, &spec(Goal::Unbind, &["00:03.0"])).unwrap();
+    assert!(report.result.unwrap().succeeded());
 }
 
 #[test]

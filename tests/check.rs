@@ -10,18 +10,8 @@ use support::fakehost::FakeHost;
 use support::{golden, topologies};
 
 fn vfioctl(root: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_vfioctl"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("VFIOCTL_ROOT")
-        .output()
-        .expect("run vfioctl");
-    (
-        output.status.code().unwrap(),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
+    let run = support::cli::vfioctl(root, args);
+    (run.status, run.stdout, run.stderr)
 }
 
 /// The HGX host, healthy: IOMMU on with interrupt remapping, vfio loaded, the

@@ -3,37 +3,10 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 
+use support::cli::{ok, vfioctl};
 use support::{golden, topologies};
-
-struct Run {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn vfioctl(root: &Path, args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_vfioctl"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("VFIOCTL_ROOT")
-        .output()
-        .expect("run vfioctl");
-    Run {
-        status: output.status.code().expect("exit status"),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
-
-fn ok(root: &Path, args: &[&str]) -> String {
-    let run = vfioctl(root, args);
-    assert_eq!(run.status, 0, "vfioctl {args:?} failed: {}", run.stderr);
-    run.stdout
-}
 
 #[test]
 fn list_hgx_text_and_json() {

@@ -11,31 +11,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::cli::vfioctl;
 use support::fakehost::{Dev, FakeHost};
 use support::{golden, topologies};
 
-struct Run {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn vfioctl(root: &Path, args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_vfioctl"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("VFIOCTL_ROOT")
-        .env_remove("VFIOCTL_CONNECT")
-        .output()
-        .expect("run vfioctl");
-    Run {
-        status: output.status.code().expect("exit status"),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
-
+/// Runs and asserts success with nothing on stderr; returns stdout.
 fn ok(root: &Path, args: &[&str]) -> String {
     let run = vfioctl(root, args);
     assert_eq!(run.status, 0, "vfioctl {args:?}: {}", run.stderr);

@@ -4,52 +4,15 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use support::cli::{ok, vfioctl, vfioctl_env};
 use support::fakehost::FakeHost;
 use support::simkernel::SimKernel;
 use support::{golden, topologies};
 use vfioctl::commands::persist::apply_declarations;
 use vfioctl::host::HostRoot;
-
-struct Run {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn vfioctl_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_vfioctl"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("VFIOCTL_ROOT")
-        .env_remove("ACTION")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run vfioctl");
-    Run {
-        status: output.status.code().expect("exit status"),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
-
-fn vfioctl(root: &Path, args: &[&str]) -> Run {
-    vfioctl_env(root, args, &[])
-}
-
-fn ok(root: &Path, args: &[&str]) -> String {
-    let run = vfioctl(root, args);
-    assert_eq!(
-        run.status, 0,
-        "vfioctl {args:?}: {}{}",
-        run.stdout, run.stderr
-    );
-    run.stdout
-}
 
 fn read(host: &FakeHost, rel: &str) -> String {
     std::fs::read_to_string(host.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
@@ -111,6 +74,34 @@ fn add_list_and_remove_declarations() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn rules_can_be_regenerated_after_hand_edits() {
+    let host = topologies::hgx_a100();
+    host.write(
+        "etc/vfioctl/bindings.d/site.toml",
+        "[[binding]]\nvendor = \"10de\"\ndevice = \"1af1\"\n",
+    );
+    let printed = ok(host.root(), &["persist", "rules"]);
+    assert!(
+        printed.contains("# 10de:1af1 (/etc/vfioctl/bindings.d/site.toml:1)"),
+        "{printed}"
+    );
+    assert!(!host
+        .path("etc/udev/rules.d/69-vfioctl-bindings.rules")
+        .exists());
+    let out = ok(host.root(), &["persist", "rules", "--write"]);
+    assert!(
+        out.contains("rewrote /etc/udev/rules.d/69-vfioctl-bindings.rules"),
+        "{out}"
+    );
+    assert_eq!(
+        read(&host, "etc/udev/rules.d/69-vfioctl-bindings.rules"),
+        printed
+    );
+    let out = ok(host.root(), &["persist", "rules", "--write"]);
+    assert!(out.contains("is current"), "{out}");
 }
 
 #[test]

@@ -183,13 +183,12 @@ pub fn run(
     let mut boot_files = Vec::new();
     let mut udev_rules = None;
     if let Ok(decls) = &declarations {
-        if let Ok(facts) = read_facts(root, false, false) {
-            for file in generate(&facts).files {
-                boot_files.push((
-                    file.path.to_string(),
-                    file_state(root, file.path, &file.content, OWNED_HEADER),
-                ));
-            }
+        let facts = read_facts(root, &inv, decls.clone(), false, false);
+        for file in generate(&facts).files {
+            boot_files.push((
+                file.path.to_string(),
+                file_state(root, file.path, &file.content, OWNED_HEADER),
+            ));
         }
         udev_rules = Some(file_state(
             root,

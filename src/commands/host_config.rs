@@ -10,6 +10,7 @@ use crate::change::{privileged, NotPrivileged};
 use crate::cli::HostConfigArgs;
 use crate::config::{self, ConfigError};
 use crate::host::hostfacts::read_facts;
+use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
 use crate::host_config::{generate, HostConfig, OWNED_HEADER};
 use crate::output::write_json;
@@ -40,7 +41,8 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
         }
         .into());
     }
-    let facts = read_facts(root, args.blacklist, args.ids)?;
+    let inv = read_inventory(root, Names::Skip)?;
+    let facts = read_facts(root, &inv, config::load(root)?, args.blacklist, args.ids);
     let plan: HostConfig = generate(&facts);
     let mut statuses = Vec::new();
     for file in &plan.files {

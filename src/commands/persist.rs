@@ -9,15 +9,16 @@ use serde::Serialize;
 use crate::change::{self, ChangeReport, ChangeSpec, NotPrivileged};
 use crate::cli::{
     PersistAction, PersistAddArgs, PersistApplyArgs, PersistListArgs, PersistRemoveArgs,
+    PersistRulesArgs,
 };
 use crate::config;
 use crate::host::kernel::{PciKernel, SysfsKernel};
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
-use crate::model::declaration::{declare, Declaration, Declarations};
+use crate::model::declaration::{declare, driver_satisfies, Declaration, Declarations};
 use crate::model::plan::Goal;
 use crate::model::selector::Matcher;
-use crate::model::{DriverKind, DriverName, Inventory, PciAddress, Selector};
+use crate::model::{DriverName, Inventory, PciAddress, Selector};
 use crate::output::table::{or_dash, Table};
 use crate::output::{change::render, write_json};
 use crate::udev::{self, RulesStatus};
@@ -35,6 +36,7 @@ pub fn run(root: &HostRoot, action: &PersistAction, out: &mut dyn Write) -> anyh
         PersistAction::Remove(args) => remove(root, args, out),
         PersistAction::List(args) => list(root, args, out),
         PersistAction::Apply(args) => apply(root, args, out),
+        PersistAction::Rules(args) => rules(root, args, out),
     }
 }
 
@@ -205,15 +207,6 @@ struct ListEntry<'a> {
     mismatch: Option<String>,
 }
 
-/// Whether `driver` satisfies a declaration's driver (None: any VFIO driver).
-pub fn satisfies(declared: Option<&DriverName>, driver: Option<&DriverName>) -> bool {
-    match (declared, driver) {
-        (Some(want), Some(have)) => want == have,
-        (None, Some(have)) => have.kind() == DriverKind::Vfio,
-        (_, None) => false,
-    }
-}
-
 fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let decls = config::load(root)?;
     let inv = read_inventory(root, Names::Skip)?;
@@ -231,7 +224,7 @@ fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow:
                 .map(|d| Covered {
                     address: d.address,
                     driver: d.driver.clone(),
-                    enforced: satisfies(decl.driver.as_ref(), d.driver.as_ref()),
+                    enforced: driver_satisfies(decl.driver.as_ref(), d.driver.as_ref()),
                     udev_marked: udev::udev_property(root, &d.address, udev::DRIVER_PROPERTY)
                         .map(|v| v.is_some()),
                 })
@@ -430,4 +423,19 @@ fn apply(root: &HostRoot, args: &PersistApplyArgs, out: &mut dyn Write) -> anyho
     } else {
         Err(done.errors.remove(0))
     }
+}
+
+fn rules(root: &HostRoot, args: &PersistRulesArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let decls = config::load(root)?;
+    if args.write {
+        require_privilege("persist rules --write")?;
+        let status = udev::install_rules(root, &decls)?;
+        if !status.written {
+            writeln!(out, "{} is current", udev::GENERATED_RULES)?;
+        }
+        print_rules_status(out, &status)?;
+    } else {
+        write!(out, "{}", udev::render_rules(&decls))?;
+    }
+    Ok(crate::cli::exit::OK)
 }

@@ -5,13 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
-use crate::config;
 use crate::host::modules::vfio_variant_aliases;
-use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
 use crate::host_config::{CpuVendor, Distro, Facts, Initramfs};
-use crate::model::declaration::Fit;
+use crate::model::declaration::{Declarations, Fit};
 use crate::model::modalias::{best_match, glob_match, parse_aliases};
+use crate::model::Inventory;
 use crate::model::{DriverKind, ModuleName};
 
 pub fn cpu_vendor(root: &HostRoot) -> CpuVendor {
@@ -53,9 +52,13 @@ pub fn distro(root: &HostRoot) -> Distro {
 }
 
 /// Everything `host_config::generate` needs, read under the root.
-pub fn read_facts(root: &HostRoot, blacklist: bool, ids_option: bool) -> anyhow::Result<Facts> {
-    let declarations = config::load(root)?;
-    let inv = read_inventory(root, Names::Skip)?;
+pub fn read_facts(
+    root: &HostRoot,
+    inv: &Inventory,
+    declarations: Declarations,
+    blacklist: bool,
+    ids_option: bool,
+) -> Facts {
     let release = inv.kernel_release.as_deref();
     let alias_text = release
         .and_then(|r| fs::read_to_string(root.path(format!("/lib/modules/{r}/modules.alias"))).ok())
@@ -108,7 +111,7 @@ pub fn read_facts(root: &HostRoot, blacklist: bool, ids_option: bool) -> anyhow:
     if root.path("/etc/dracut.conf.d").is_dir() || root.path("/usr/bin/dracut").exists() {
         initramfs.push(Initramfs::Dracut);
     }
-    Ok(Facts {
+    Facts {
         declarations,
         softdeps,
         variant_modules: variant.into_iter().map(ModuleName::new).collect(),
@@ -122,5 +125,5 @@ pub fn read_facts(root: &HostRoot, blacklist: bool, ids_option: bool) -> anyhow:
         initramfs,
         blacklist,
         ids_option,
-    })
+    }
 }

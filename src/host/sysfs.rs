@@ -34,8 +34,22 @@ pub enum Names {
 
 /// Reads an attribute; `None` when it does not exist or cannot be read
 /// (unprivileged reads of some attributes fail, which is not an error here).
+/// sysfs returns a whole attribute (at most a page) per read, so one read into
+/// a page-sized buffer suffices: no stat for a size hint, no second read for EOF.
 fn read_attr(dir: &Path, name: &str) -> Option<String> {
-    fs::read_to_string(dir.join(name)).ok()
+    let mut file = fs::File::open(dir.join(name)).ok()?;
+    let mut buf = [0u8; 4096];
+    let mut len = file.read(&mut buf).ok()?;
+    if len == buf.len() {
+        // Longer than a page: not a sysfs attribute; read the rest the slow way.
+        let mut rest = Vec::from(&buf[..]);
+        file.read_to_end(&mut rest).ok()?;
+        return String::from_utf8(rest).ok();
+    }
+    while len > 0 && buf[len - 1] == 0 {
+        len -= 1;
+    }
+    std::str::from_utf8(&buf[..len]).ok().map(str::to_string)
 }
 
 fn read_hex(dir: &Path, name: &str) -> Option<u32> {

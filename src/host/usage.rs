@@ -69,44 +69,110 @@ fn add(map: &mut UsageMap, addrs: &BTreeSet<PciAddress>, what: DeviceUse) {
     }
 }
 
+/// One line of /proc/self/mountinfo, the fields that matter here.
+struct MountLine {
+    majmin: String,
+    mountpoint: String,
+    fstype: String,
+    source: String,
+    options: String,
+}
+
+fn parse_mountinfo(text: &str) -> Vec<MountLine> {
+    text.lines()
+        .filter_map(|line| {
+            // id parent major:minor root mountpoint options [optional...] - fstype source superopts
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            Some(MountLine {
+                majmin: fields.get(2)?.to_string(),
+                mountpoint: unescape(fields.get(4)?),
+                fstype: fields.get(dash + 1)?.to_string(),
+                source: fields.get(dash + 2).map_or(String::new(), |s| unescape(s)),
+                options: fields
+                    .get(dash + 3)
+                    .map_or(String::new(), |s| s.to_string()),
+            })
+        })
+        .collect()
+}
+
+/// The virtio device whose 9p mount tag is `tag`.
+fn virtio_9p_device(root: &HostRoot, tag: &str) -> Option<PathBuf> {
+    fs::read_dir(root.path("/sys/bus/virtio/devices"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|dev| {
+            fs::read_to_string(dev.join("mount_tag"))
+                .is_ok_and(|t| t.trim_end_matches(['\0', '\n']) == tag)
+        })
+}
+
+/// PCI functions a mount depends on: its block device (through dm/md), the
+/// virtio device of a 9p share, or for overlayfs the mounts holding its layers.
+fn mount_to_pci(
+    root: &HostRoot,
+    mounts: &[MountLine],
+    m: &MountLine,
+    out: &mut BTreeSet<PciAddress>,
+    depth: u32,
+) {
+    if depth > 4 {
+        return;
+    }
+    let by_number = root.path("/sys/dev/block").join(&m.majmin);
+    if by_number.exists() {
+        block_to_pci(root, &by_number, out, 0);
+    } else if let Some(name) = m.source.strip_prefix("/dev/") {
+        // btrfs and friends report an anonymous device number.
+        block_to_pci(root, &root.path("/sys/class/block").join(name), out, 0);
+    } else if m.fstype == "9p" && m.options.contains("trans=virtio") {
+        if let Some(addr) = virtio_9p_device(root, &m.source).and_then(|d| pci_ancestor(&d)) {
+            out.insert(addr);
+        }
+    } else if m.fstype == "overlay" {
+        for opt in m.options.split(',') {
+            let Some((key, value)) = opt.split_once('=') else {
+                continue;
+            };
+            if !matches!(key, "lowerdir" | "upperdir" | "workdir") {
+                continue;
+            }
+            for layer in value.split(':').filter(|l| l.starts_with('/')) {
+                // The mount holding the layer: the longest mountpoint prefix.
+                let holder = mounts
+                    .iter()
+                    .filter(|c| c.mountpoint != m.mountpoint || c.fstype != "overlay")
+                    .filter(|c| Path::new(layer).starts_with(&c.mountpoint))
+                    .max_by_key(|c| c.mountpoint.len());
+                if let Some(holder) = holder {
+                    mount_to_pci(root, mounts, holder, out, depth + 1);
+                }
+            }
+        }
+    }
+}
+
 fn mounts(root: &HostRoot, map: &mut UsageMap) {
     let Ok(text) = fs::read_to_string(root.path("/proc/self/mountinfo")) else {
         return;
     };
-    for line in text.lines() {
-        // id parent major:minor root mountpoint options [optional...] - fstype source superopts
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 5 {
-            continue;
-        }
-        let (majmin, mountpoint) = (fields[2], unescape(fields[4]));
-        let source = fields
-            .iter()
-            .position(|f| *f == "-")
-            .and_then(|i| fields.get(i + 2))
-            .copied()
-            .unwrap_or("");
+    let lines = parse_mountinfo(&text);
+    for m in &lines {
         let mut addrs = BTreeSet::new();
-        let by_number = root.path("/sys/dev/block").join(majmin);
-        if by_number.exists() {
-            block_to_pci(root, &by_number, &mut addrs, 0);
-        } else if let Some(name) = source.strip_prefix("/dev/") {
-            // btrfs and friends report an anonymous device number.
-            block_to_pci(
-                root,
-                &root.path("/sys/class/block").join(name),
-                &mut addrs,
-                0,
-            );
-        }
+        mount_to_pci(root, &lines, m, &mut addrs, 0);
         if addrs.is_empty() {
             continue;
         }
-        let block = source.to_string();
-        let what = if mountpoint == "/" {
+        let block = m.source.clone();
+        let what = if m.mountpoint == "/" {
             DeviceUse::RootFilesystem { block }
         } else {
-            DeviceUse::Mount { mountpoint, block }
+            DeviceUse::Mount {
+                mountpoint: m.mountpoint.clone(),
+                block,
+            }
         };
         add(map, &addrs, what);
     }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::address::PciAddress;
 use super::device::PciDevice;
-use super::driver::DriverName;
+use super::driver::{DriverKind, DriverName};
 use super::ids::{DeviceId, VendorId};
 use super::inventory::Inventory;
 use super::selector::{Matcher, Selector};
@@ -141,6 +141,16 @@ impl Declarations {
                 })
             })
             .collect()
+    }
+}
+
+/// Whether a device on `driver` satisfies a declared driver (`None`: vfio-pci
+/// or any VFIO variant).
+pub fn driver_satisfies(declared: Option<&DriverName>, driver: Option<&DriverName>) -> bool {
+    match (declared, driver) {
+        (Some(want), Some(have)) => want == have,
+        (None, Some(have)) => have.kind() == DriverKind::Vfio,
+        (_, None) => false,
     }
 }
 

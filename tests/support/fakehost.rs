@@ -206,6 +206,11 @@ impl FakeHost {
         self.dir.path()
     }
 
+    /// Keeps the tree on disk after the builder is dropped (for benchmarks).
+    pub fn keep(self) -> PathBuf {
+        self.dir.keep()
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root().join(rel)
     }
@@ -536,6 +541,20 @@ impl FakeHost {
     pub fn modules(&self, dep: &str, alias: &str) -> &Self {
         self.write("lib/modules/6.1.0-fake/modules.dep", dep);
         self.write("lib/modules/6.1.0-fake/modules.alias", alias);
+        self
+    }
+
+    /// A virtio 9p transport on a PCI function, exporting `tag`.
+    pub fn virtio_9p(&self, addr: &str, virtio: &str, tag: &str) -> &Self {
+        let dir = self.devices[addr].join(virtio);
+        self.write(&format!("{}/mount_tag", dir.display()), tag);
+        self.link(&Path::new("sys/bus/virtio/devices").join(virtio), &dir);
+        self
+    }
+
+    /// A raw line of /proc/self/mountinfo.
+    pub fn mountinfo_line(&self, line: &str) -> &Self {
+        self.append("proc/self/mountinfo", line);
         self
     }
 }
