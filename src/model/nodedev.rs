@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::address::PciAddress;
 use super::device::{NovaDeviceType, PciDevice};
 use super::driver::DriverName;
-use super::ids::{ClassCode, DeviceId, VendorId};
+use super::ids::{parse_sysfs_hex as hex, ClassCode, DeviceId, VendorId};
 use super::inventory::{Inventory, NoMatch};
 use super::selector::{Matcher, Selector};
 
@@ -63,23 +63,12 @@ pub struct NodeDevXmlError {
 }
 
 /// Parses decimal text as libvirt writes it in the pci capability's elements
-/// (Nova reads them with `int(text)`).
+/// (Nova reads them with `int(text)`). Hex attributes (`0x10de`, `3b`) go
+/// through `parse_sysfs_hex`, as Nova reads them with `int(text, 16)`.
 fn decimal(text: &str) -> Option<u32> {
     let text = text.trim();
     (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
         .then(|| text.parse().ok())
-        .flatten()
-}
-
-/// Parses a hex attribute with or without `0x` (Nova reads them with `int(text, 16)`).
-fn hex(text: &str) -> Option<u32> {
-    let text = text.trim();
-    let digits = text
-        .strip_prefix("0x")
-        .or_else(|| text.strip_prefix("0X"))
-        .unwrap_or(text);
-    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| u32::from_str_radix(digits, 16).ok())
         .flatten()
 }
 

@@ -279,12 +279,11 @@ pub fn no_iommu() -> FakeHost {
 }
 
 /// The host behind tests/fixtures/libvirt/node.xml (libvirt's test driver):
-/// an A100 on vfio-pci (SR-IOV capable with no VF enabled: type-PF), a
-/// ConnectX-5 PF with two VFs (one on vfio-pci), a boot NVMe (type-PCI) and
-/// two root ports.
+/// the ConnectX-5 of `sriov_nic` (a PF with two VFs, one on the mlx5 vfio
+/// variant), an A100 on vfio-pci (SR-IOV capable with no VF enabled: type-PF)
+/// behind its root port, and a boot NVMe (type-PCI).
 pub fn libvirt_lab() -> FakeHost {
-    let mut host = FakeHost::new();
-    host.iommu_unit("dmar0").pci_ids(&pci_ids());
+    let mut host = sriov_nic();
     host.add(
         Dev::bridge("0000:00:01.0", 0x8086, 0x347a)
             .group(10)
@@ -298,39 +297,6 @@ pub fn libvirt_lab() -> FakeHost {
             .driver("vfio-pci", Some("vfio_pci"))
             .driver_override("vfio-pci")
             .group(47)
-            .numa(0),
-    );
-    host.add(
-        Dev::bridge("0000:00:02.0", 0x8086, 0x347a)
-            .group(11)
-            .numa(0),
-    );
-    host.add(
-        Dev::endpoint("0000:3b:00.0", 0x15b3, 0x1017, 0x020000)
-            .revision(0x00)
-            .parent("0000:00:02.0")
-            .driver("mlx5_core", Some("mlx5_core"))
-            .sriov(8)
-            .group(21)
-            .numa(0),
-    );
-    host.add(
-        Dev::endpoint("0000:3b:00.2", 0x15b3, 0x1018, 0x020000)
-            .revision(0x00)
-            .parent("0000:00:02.0")
-            .vf_of("0000:3b:00.0")
-            .driver("vfio-pci", Some("vfio_pci"))
-            .driver_override("vfio-pci")
-            .group(22)
-            .numa(0),
-    );
-    host.add(
-        Dev::endpoint("0000:3b:00.3", 0x15b3, 0x1018, 0x020000)
-            .revision(0x00)
-            .parent("0000:00:02.0")
-            .vf_of("0000:3b:00.0")
-            .driver("mlx5_core", Some("mlx5_core"))
-            .group(23)
             .numa(0),
     );
     host.add(
