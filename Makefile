@@ -11,6 +11,7 @@ BUILD_DEPS := pkg-config libvirt-dev libudev-dev pci.ids
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 MANDIR ?= $(PREFIX)/share/man
+LIBEXECDIR ?= $(PREFIX)/libexec/vfioctl
 UDEVDIR ?= /usr/lib/udev/rules.d
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
@@ -53,6 +54,7 @@ ci: lint test
 # man page and shell completions. DESTDIR stages into a package root.
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/vfioctl
+	install -D -m 0755 target/release/vfioctl-libvirt $(DESTDIR)$(LIBEXECDIR)/vfioctl-libvirt
 	install -d $(DESTDIR)$(UDEVDIR)
 	sed 's|/usr/sbin/vfioctl|$(SBINDIR)/vfioctl|' udev-rules/70-vfioctl.rules > $(DESTDIR)$(UDEVDIR)/70-vfioctl.rules
 	chmod 0644 $(DESTDIR)$(UDEVDIR)/70-vfioctl.rules
@@ -63,6 +65,6 @@ install: build
 	@if [ -z "$(DESTDIR)" ] && [ -S /run/udev/control ]; then udevadm control --reload; fi
 
 uninstall:
-	rm -f $(DESTDIR)$(SBINDIR)/vfioctl $(DESTDIR)$(UDEVDIR)/70-vfioctl.rules \
+	rm -f $(DESTDIR)$(SBINDIR)/vfioctl $(DESTDIR)$(LIBEXECDIR)/vfioctl-libvirt $(DESTDIR)$(UDEVDIR)/70-vfioctl.rules \
 		$(DESTDIR)$(MANDIR)/man8/vfioctl.8 $(DESTDIR)$(BASHCOMPDIR)/vfioctl \
 		$(DESTDIR)$(ZSHCOMPDIR)/_vfioctl $(DESTDIR)$(FISHCOMPDIR)/vfioctl.fish

@@ -1,22 +1,23 @@
 //! The libvirt edge: a read-only connection that lists the PCI node devices
 //! and fetches their XML. Nothing is ever detached or reattached here.
 //!
-//! libvirt's own error printing is switched off (errors come back as values
-//! and are reported once, on one line), and the whole query runs on a worker
-//! thread that the caller waits for with a deadline, so an unresponsive
-//! daemon costs at most `timeout`, never a hang.
+//! The connection itself lives in the `vfioctl-libvirt` helper program
+//! (src/bin/vfioctl-libvirt.rs), the only code that links libvirt; this side
+//! runs it with a deadline, so an unresponsive daemon costs at most
+//! `timeout`, never a hang, and reports its one-line errors.
 
-use std::path::Path;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use virt::connect::Connect;
+use serde::{Deserialize, Serialize};
 
 /// The URI used when neither `--connect` nor `VFIOCTL_CONNECT` names one.
 pub const DEFAULT_URI: &str = "qemu:///system";
 
 /// One node device as libvirt listed it: its name and `virNodeDeviceGetXMLDesc`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeDeviceXml {
     pub name: String,
     pub xml: String,
@@ -67,46 +68,34 @@ impl Target {
     }
 }
 
-/// libvirt's message on one line.
-fn message(err: &virt::error::Error) -> String {
-    err.message()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+/// The helper program that talks to libvirt (see src/bin/vfioctl-libvirt.rs).
+pub const HELPER: &str = "vfioctl-libvirt";
+/// Environment variable naming the helper explicitly.
+pub const HELPER_ENV: &str = "VFIOCTL_LIBVIRT_HELPER";
 
-fn query(uri: &str) -> Result<Vec<NodeDeviceXml>, LibvirtError> {
-    // Without this, libvirt prints every error to stderr itself.
-    virt::error::clear_error_callback();
-    let conn = Connect::open_read_only(Some(uri)).map_err(|e| LibvirtError::Unreachable {
-        uri: uri.to_string(),
-        message: message(&e),
-    })?;
-    let failed = |what: &'static str, e: &virt::error::Error| LibvirtError::Query {
-        uri: uri.to_string(),
-        what,
-        message: message(e),
-    };
-    let devices = conn
-        .list_all_node_devices(virt::sys::VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV)
-        .map_err(|e| failed("listing PCI node devices", &e))?;
-    let mut out = Vec::with_capacity(devices.len());
-    for dev in &devices {
-        let name = dev
-            .name()
-            .map_err(|e| failed("reading a node device name", &e))?;
-        let xml = dev
-            .xml_desc(0)
-            .map_err(|e| failed("reading node device XML", &e))?;
-        out.push(NodeDeviceXml { name, xml });
+/// Where the helper is: `$VFIOCTL_LIBVIRT_HELPER`, beside this executable
+/// (a build tree), or in libexec beside its prefix (an installation).
+fn helper_path() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(HELPER_ENV) {
+        return Some(PathBuf::from(path));
     }
-    // libvirt lists in hash order; callers get a stable one.
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let candidates = [
+        dir.join(HELPER),
+        dir.join("../libexec/vfioctl").join(HELPER),
+        PathBuf::from("/usr/libexec/vfioctl").join(HELPER),
+        PathBuf::from("/usr/lib/vfioctl").join(HELPER),
+    ];
+    candidates.into_iter().find(|p| p.is_file())
 }
 
 /// Lists the PCI node devices at `uri` with their XML, giving up after `timeout`.
-/// A query that times out is abandoned on its thread (the process is short-lived).
+///
+/// libvirt is asked by a helper process so that vfioctl itself (and the udev
+/// hook above all) never loads libvirt's libraries, whose initialisation
+/// costs more than the rest of a vfioctl run. A hung daemon is handled by
+/// killing the helper at the deadline.
 pub fn pci_node_devices(uri: &str, timeout: Duration) -> Result<Vec<NodeDeviceXml>, LibvirtError> {
     // The test driver's file is checked here: libxml2 would print its own
     // warning about a missing file before libvirt returns the error.
@@ -118,31 +107,72 @@ pub fn pci_node_devices(uri: &str, timeout: Duration) -> Result<Vec<NodeDeviceXm
             });
         }
     }
-    let (tx, rx) = mpsc::channel();
-    let owned = uri.to_string();
-    std::thread::Builder::new()
-        .name("libvirt".to_string())
-        .spawn(move || {
-            let _ = tx.send(query(&owned));
-        })
-        .map_err(|e| LibvirtError::Query {
+    let query_failed = |message: String| LibvirtError::Query {
+        uri: uri.to_string(),
+        what: "the query",
+        message,
+    };
+    let helper = helper_path().ok_or_else(|| {
+        query_failed(format!(
+            "the helper {HELPER} is not installed beside vfioctl or in /usr/libexec/vfioctl (set {HELPER_ENV})"
+        ))
+    })?;
+    let mut child = Command::new(&helper)
+        .arg(uri)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| query_failed(format!("cannot run {}: {e}", helper.display())))?;
+    // Read the pipes on threads so a large answer cannot block the helper.
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = String::new();
+        let _ = stderr.read_to_string(&mut buf);
+        buf
+    });
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(LibvirtError::Timeout {
+                    uri: uri.to_string(),
+                    secs: timeout.as_secs(),
+                });
+            }
+            Err(e) => return Err(query_failed(e.to_string())),
+        }
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let message = stderr.lines().next().unwrap_or("").trim().to_string();
+    match status.code() {
+        Some(0) => serde_json::from_slice(&stdout)
+            .map_err(|e| query_failed(format!("unreadable answer from {HELPER}: {e}"))),
+        Some(HELPER_UNREACHABLE) => Err(LibvirtError::Unreachable {
             uri: uri.to_string(),
-            what: "starting the libvirt thread",
-            message: e.to_string(),
-        })?;
-    match rx.recv_timeout(timeout) {
-        Ok(result) => result,
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(LibvirtError::Timeout {
-            uri: uri.to_string(),
-            secs: timeout.as_secs(),
+            message,
         }),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err(LibvirtError::Query {
-            uri: uri.to_string(),
-            what: "the query",
-            message: "the libvirt thread ended without an answer".to_string(),
-        }),
+        _ => Err(query_failed(if message.is_empty() {
+            format!("{HELPER} exited with {status}")
+        } else {
+            message
+        })),
     }
 }
+
+/// The helper's exit status when it cannot connect.
+pub const HELPER_UNREACHABLE: i32 = 2;
 
 #[cfg(test)]
 mod tests {
