@@ -384,6 +384,19 @@ fn virtio_9p_shares_and_overlay_roots_are_traced_to_their_device() {
 }
 
 #[test]
+fn nvme_multipath_namespaces_are_traced_to_their_controller() {
+    let host = busy_host();
+    host.nvme_multipath("0000:06:00.0", "nvme5n1", "nvme5", "259:7")
+        .mount("259:7", "/var/lib/nova", "/dev/nvme5n1");
+    let kernel = SimKernel::new(&host);
+    let reason = refusal(run(&host, &kernel, &spec(Goal::BindVfio, &["06:00.0"])));
+    assert!(
+        reason.contains("0000:06:00.0 backs /var/lib/nova (/dev/nvme5n1)"),
+        "{reason}"
+    );
+}
+
+#[test]
 fn boot_vga_is_refused_without_force() {
     let host = topologies::workstation_gpu();
     let kernel = SimKernel::new(&host);
@@ -466,7 +479,7 @@ fn variant_driver_is_chosen_by_modules_alias() {
     let host = topologies::sriov_nic();
     host.modules(
         "kernel/drivers/vfio/pci/mlx5/mlx5-vfio-pci.ko.xz: kernel/drivers/vfio/pci/vfio-pci-core.ko.xz\n",
-        "alias vfio_pci:v000015B3d00001018sv*sd*bc*sc*i* mlx5_vfio_pci\nalias pci:v000015B3d00001018sv*sd*bc*sc*i* mlx5_core\n",
+        "alias vfio_pci:v000015B3d00001018sv*sd*bc*sc*i* mlx5_vfio_pci\nalias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci\nalias pci:v000015B3d00001018sv*sd*bc*sc*i* mlx5_core\n",
     );
     let kernel = SimKernel::new(&host);
     let mut dry = spec(Goal::BindVfio, &["3b:00.2"]);

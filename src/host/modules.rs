@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::model::modalias::{parse_aliases, Alias};
+use crate::model::modalias::{variant_aliases, Alias};
 use crate::model::ModuleName;
 
 use super::root::HostRoot;
@@ -56,7 +56,7 @@ fn modules_dir(root: &HostRoot, release: &str) -> PathBuf {
 pub fn vfio_variant_aliases(root: &HostRoot, release: Option<&str>) -> Vec<Alias> {
     release
         .and_then(|r| fs::read_to_string(modules_dir(root, r).join("modules.alias")).ok())
-        .map(|text| parse_aliases(&text, "vfio_pci"))
+        .map(|text| variant_aliases(&text))
         .unwrap_or_default()
 }
 

@@ -22,7 +22,9 @@ fn pci_ancestor(path: &Path) -> Option<PciAddress> {
 }
 
 /// PCI functions behind a block device, following `slaves/` through device
-/// mapper and md RAID.
+/// mapper and md RAID, and from an NVMe multipath head (a virtual disk under
+/// nvme-subsystem, the default for namespaces of an NVMe subsystem) to the
+/// subsystem's controllers.
 fn block_to_pci(root: &HostRoot, sys_block: &Path, out: &mut BTreeSet<PciAddress>, depth: u32) {
     if let Some(addr) = pci_ancestor(sys_block) {
         out.insert(addr);
@@ -31,10 +33,40 @@ fn block_to_pci(root: &HostRoot, sys_block: &Path, out: &mut BTreeSet<PciAddress
     if depth > 8 {
         return;
     }
-    if let Ok(entries) = fs::read_dir(sys_block.join("slaves")) {
-        for entry in entries.flatten() {
-            let slave = root.path("/sys/class/block").join(entry.file_name());
-            block_to_pci(root, &slave, out, depth + 1);
+    let below = |dir: &Path| -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    for slave in below(&sys_block.join("slaves")) {
+        block_to_pci(root, &slave, out, depth + 1);
+    }
+    // .../nvme-subsystem/nvme-subsysN/nvmeXnY: the subsystem directory links
+    // to its controllers (nvme0, nvme1...), which sit under PCI functions.
+    let Ok(real) = fs::canonicalize(sys_block) else {
+        return;
+    };
+    let Some(subsystem) = real.parent() else {
+        return;
+    };
+    if subsystem
+        .parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == "nvme-subsystem")
+    {
+        for controller in below(subsystem) {
+            let name = controller
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let is_controller = name
+                .strip_prefix("nvme")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if is_controller {
+                if let Some(addr) = pci_ancestor(&controller) {
+                    out.insert(addr);
+                }
+            }
         }
     }
 }

@@ -110,6 +110,16 @@ pub struct Alias {
     pub module: ModuleName,
 }
 
+/// The `vfio_pci:` aliases of variant drivers: vfio-pci itself declares a
+/// catch-all `vfio_pci:v*d*...` alias, which names no variant.
+pub fn variant_aliases(text: &str) -> Vec<Alias> {
+    let generic = ModuleName::new("vfio_pci");
+    parse_aliases(text, "vfio_pci")
+        .into_iter()
+        .filter(|a| a.module != generic)
+        .collect()
+}
+
 /// Parses modules.alias text, keeping aliases whose pattern starts with `prefix:`.
 pub fn parse_aliases(text: &str, prefix: &str) -> Vec<Alias> {
     let want = format!("{prefix}:");
@@ -193,10 +203,12 @@ alias pci:v000015B3d00001018sv*sd*bc*sc*i* mlx5_core
 alias vfio_pci:v000015B3d00001018sv*sd*bc*sc*i* mlx5_vfio_pci
 alias vfio_pci:v000015B3d*sv*sd*bc*sc*i* generic_mlx_vfio
 alias vfio_pci:v000010DEd00002342sv*sd*bc*sc*i* nvgrace_gpu_vfio_pci
+alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci
 alias something_else foo
 ";
-        let aliases = parse_aliases(text, "vfio_pci");
-        assert_eq!(aliases.len(), 3);
+        assert_eq!(parse_aliases(text, "vfio_pci").len(), 4);
+        let aliases = variant_aliases(text);
+        assert_eq!(aliases.len(), 3, "vfio-pci's own catch-all is no variant");
         let mut vf = endpoint("3b:00.2", 0x020000);
         vf.ids.vendor = VendorId(0x15b3);
         vf.ids.device = DeviceId(0x1018);
@@ -204,7 +216,11 @@ alias something_else foo
         assert_eq!(best.module, ModuleName::new("mlx5_vfio_pci"));
         assert_eq!(best.wildcards, 5);
         let a100 = endpoint("25:00.0", 0x030200);
-        assert_eq!(best_match(&aliases, "vfio_pci", &a100), None);
+        assert_eq!(
+            best_match(&aliases, "vfio_pci", &a100),
+            None,
+            "plain vfio-pci for the A100"
+        );
         let host = parse_aliases(text, "pci");
         assert_eq!(
             best_match(&host, "pci", &vf).unwrap().module,

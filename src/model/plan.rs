@@ -216,13 +216,20 @@ impl Planner<'_> {
 
     /// The driver a device should end on for a bind goal.
     fn bind_target(&self, dev: &PciDevice) -> DriverName {
-        match &self.request.goal {
+        let wanted = match &self.request.goal {
             Goal::Bind(driver) => driver.clone(),
             _ => match best_match(self.facts.vfio_variants, "vfio_pci", dev) {
                 Some(choice) => DriverName::new(choice.module.as_str()),
                 None => DriverName::vfio_pci(),
             },
-        }
+        };
+        // Show (and write) the spelling the kernel registered, when it has.
+        self.inv
+            .drivers
+            .iter()
+            .find(|d| **d == wanted)
+            .cloned()
+            .unwrap_or(wanted)
     }
 
     fn run(&mut self) -> Result<Plan, PlanError> {

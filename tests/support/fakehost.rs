@@ -557,4 +557,29 @@ impl FakeHost {
         self.append("proc/self/mountinfo", line);
         self
     }
+
+    /// An NVMe namespace seen through native multipath, as kernel 6.1 shows
+    /// it: the block device is a virtual head in nvme-subsystem/nvme-subsysN,
+    /// a directory that links to the subsystem's controllers.
+    pub fn nvme_multipath(
+        &self,
+        addr: &str,
+        head: &str,
+        controller: &str,
+        major_minor: &str,
+    ) -> &Self {
+        let controller_dir = self.devices[addr].join("nvme").join(controller);
+        self.write(&format!("{}/dev", controller_dir.display()), "246:0\n");
+        let subsystem = PathBuf::from("sys/devices/virtual/nvme-subsystem/nvme-subsys0");
+        self.link(&subsystem.join(controller), &controller_dir);
+        let head_dir = subsystem.join(head);
+        self.write(
+            &format!("{}/dev", head_dir.display()),
+            format!("{major_minor}\n"),
+        );
+        fs::create_dir_all(self.root().join(&head_dir).join("slaves")).unwrap();
+        self.link(&Path::new("sys/class/block").join(head), &head_dir);
+        self.link(&Path::new("sys/dev/block").join(major_minor), &head_dir);
+        self
+    }
 }

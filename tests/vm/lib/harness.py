@@ -15,6 +15,7 @@ Serial-console markers (one per line, printed by the guest):
     @@VM fatal MESSAGE           the guest could not set itself up
 """
 
+import fcntl
 import json
 import os
 import queue
@@ -143,7 +144,7 @@ class Qemu:
         self.has_igb = probe.returncode == 0
 
 
-def topology(has_igb):
+def topology(has_igb, nvme_disk):
     """The fixed PCI layout (see tests/vm/README.md)."""
     d = []
     for n in range(1, 6):
@@ -155,6 +156,9 @@ def topology(has_igb):
         "-device", "nvme-subsys,id=nvmesubsys",
         "-device", "nvme,id=nvme,bus=rp2,serial=vfioctl-vm,subsys=nvmesubsys,sriov_max_vfs=2,"
                    "sriov_vq_flexible=4,sriov_vi_flexible=2,max_ioqpairs=6",
+        # its namespace, on a per-boot sparse image, for filesystem-in-use cases
+        "-drive", f"file={nvme_disk},if=none,id=nvmedisk,format=raw",
+        "-device", "nvme-ns,drive=nvmedisk,bus=nvme,nsid=1",
         # rp3 stays empty for hot-add
         # one group holding a PCIe-to-PCI bridge and two e1000 behind it
         "-device", "pcie-pci-bridge,id=pcibridge,bus=rp4",
@@ -241,12 +245,14 @@ class Boot:
             "-qmp", f"unix:{self.dir / 'qmp.sock'},server=on,wait=off",
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
             "-virtfs", f"local,path={self.share},mount_tag=vmshare,security_model=none,multidevs=remap",
-            *topology(cfg["qemu"].has_igb),
+            *topology(cfg["qemu"].has_igb, self.dir / "nvme.img"),
         ]
 
     def prepare(self):
         self.share.mkdir(parents=True)
         (self.share / "qmp").mkdir()
+        with open(self.dir / "nvme.img", "wb") as disk:
+            disk.truncate(64 << 20)
         overlay = self.boot["overlay"]
         env = {
             "VM_REPO": REPO,
@@ -373,6 +379,42 @@ class Boot:
         print("   ---")
 
 
+def hold_the_lock(cache):
+    """One suite at a time per cache: guests are CPU-bound (2 cores in CI)
+    and share the cache. Held until this process exits."""
+    global _lock_file
+    _lock_file = open(cache / "run.lock", "a+")
+    try:
+        fcntl.flock(_lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        _lock_file.seek(0)
+        other = _lock_file.read().strip() or "?"
+        print(f"vm: waiting for another tests/vm/run (pid {other}) to finish", flush=True)
+        fcntl.flock(_lock_file, fcntl.LOCK_EX)
+    _lock_file.truncate(0)
+    _lock_file.write(f"{os.getpid()}\n")
+    _lock_file.flush()
+
+
+def new_run_dir(cache, keep=5):
+    """cache/runs/<time>-<pid>, the newest `keep` kept; cache/last-run points
+    at this one."""
+    runs = cache / "runs"
+    runs.mkdir(exist_ok=True)
+    for old in sorted(runs.iterdir())[:-(keep - 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    run_dir = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    run_dir.mkdir()
+    link = cache / "last-run"
+    if link.is_symlink() or link.exists():
+        if link.is_dir() and not link.is_symlink():
+            shutil.rmtree(link)
+        else:
+            link.unlink()
+    link.symlink_to(run_dir.relative_to(cache))
+    return run_dir
+
+
 def shell_quote(text):
     return "'" + text.replace("'", "'\\''") + "'"
 
@@ -386,9 +428,8 @@ def main():
         if not (cache / need).is_file():
             fail_setup(f"{cache / need} is missing: run tests/vm/setup")
     version = (cache / "kernel.version").read_text().strip()
-    run_dir = cache / "last-run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
+    hold_the_lock(cache)
+    run_dir = new_run_dir(cache)
     timeout = os.environ.get("VFIOCTL_VM_TIMEOUT", "")
     cfg = {
         "cache": cache,
