@@ -25,7 +25,7 @@ fn pci_ancestor(path: &Path) -> Option<PciAddress> {
 /// mapper and md RAID, and from an NVMe multipath head (a virtual disk under
 /// nvme-subsystem, the default for namespaces of an NVMe subsystem) to the
 /// subsystem's controllers.
-fn block_to_pci(root: &HostRoot, sys_block: &Path, out: &mut BTreeSet<PciAddress>, depth: u32) {
+fn block_to_pci(sys_block: &Path, out: &mut BTreeSet<PciAddress>, depth: u32) {
     if let Some(addr) = pci_ancestor(sys_block) {
         out.insert(addr);
         return;
@@ -39,7 +39,7 @@ fn block_to_pci(root: &HostRoot, sys_block: &Path, out: &mut BTreeSet<PciAddress
             .unwrap_or_default()
     };
     for slave in below(&sys_block.join("slaves")) {
-        block_to_pci(root, &slave, out, depth + 1);
+        block_to_pci(&slave, out, depth + 1);
     }
     // .../nvme-subsystem/nvme-subsysN/nvmeXnY: the subsystem directory links
     // to its controllers (nvme0, nvme1...), which sit under PCI functions.
@@ -155,10 +155,10 @@ fn mount_to_pci(
     }
     let by_number = root.path("/sys/dev/block").join(&m.majmin);
     if by_number.exists() {
-        block_to_pci(root, &by_number, out, 0);
+        block_to_pci(&by_number, out, 0);
     } else if let Some(name) = m.source.strip_prefix("/dev/") {
         // btrfs and friends report an anonymous device number.
-        block_to_pci(root, &root.path("/sys/class/block").join(name), out, 0);
+        block_to_pci(&root.path("/sys/class/block").join(name), out, 0);
     } else if m.fstype == "9p" && m.options.contains("trans=virtio") {
         if let Some(addr) = virtio_9p_device(root, &m.source).and_then(|d| pci_ancestor(&d)) {
             out.insert(addr);
@@ -240,12 +240,7 @@ fn swaps(root: &HostRoot, map: &mut UsageMap) {
             continue;
         };
         let mut addrs = BTreeSet::new();
-        block_to_pci(
-            root,
-            &root.path("/sys/class/block").join(name),
-            &mut addrs,
-            0,
-        );
+        block_to_pci(&root.path("/sys/class/block").join(name), &mut addrs, 0);
         add(
             map,
             &addrs,
