@@ -340,19 +340,21 @@ fn iommu_active(f: &Facts) -> Vec<CheckResult> {
 
 fn vfio_modules(f: &Facts) -> CheckResult {
     let id = "vfio.modules";
-    let missing: Vec<String> = f
-        .modules
-        .iter()
-        .filter(|(_, s)| *s == ModuleState::Missing)
-        .map(|(m, _)| m.to_string())
-        .collect();
-    let unknown = f.modules.iter().any(|(_, s)| *s == ModuleState::Unknown);
-    let not_loaded: Vec<String> = f
-        .modules
-        .iter()
-        .filter(|(_, s)| *s == ModuleState::Installed)
-        .map(|(m, _)| m.to_string())
-        .collect();
+    let with = |state: ModuleState| -> Vec<String> {
+        f.modules
+            .iter()
+            .filter(|(_, s)| *s == state)
+            .map(|(m, _)| m.to_string())
+            .collect()
+    };
+    let (missing, installed, loaded) = (
+        with(ModuleState::Missing),
+        with(ModuleState::Installed),
+        with(ModuleState::Loaded),
+    );
+    // vfio_pci holds the declared devices, so it must be loaded when there
+    // are any; the IOMMU backend loads when a VM opens its container.
+    let vfio_pci_idle = declares_anything(f) && installed.iter().any(|m| m == "vfio_pci");
     if !missing.is_empty() {
         result(
             id,
@@ -364,24 +366,38 @@ fn vfio_modules(f: &Facts) -> CheckResult {
             vec![],
             Some("install the distribution kernel's modules (vfio, vfio_pci, vfio_iommu_type1)"),
         )
-    } else if unknown {
-        result(id, Verdict::Unknown, "cannot tell whether the vfio modules are installed (no modules.dep for the running kernel)", vec![], None)
-    } else if !not_loaded.is_empty() {
+    } else if f.modules.iter().any(|(_, s)| *s == ModuleState::Unknown) {
         result(
             id,
-            Verdict::Warning,
-            format!("installed but not loaded: {}", not_loaded.join(", ")),
-            vec![],
-            Some("vfioctl bind loads them on demand; host-config --write loads vfio-pci at boot"),
-        )
-    } else {
-        result(
-            id,
-            Verdict::Ok,
-            "vfio, vfio_pci and vfio_iommu_type1 are loaded",
+            Verdict::Unknown,
+            "cannot tell whether the vfio modules are installed (no modules.dep for the running kernel)",
             vec![],
             None,
         )
+    } else if vfio_pci_idle {
+        result(
+            id,
+            Verdict::Warning,
+            "vfio_pci is not loaded although bindings are declared",
+            vec![format!("loaded: {}", loaded.join(", "))],
+            Some("vfioctl persist apply loads it and binds the declared devices; host-config --write loads it at boot"),
+        )
+    } else {
+        let mut message = format!(
+            "loaded: {}",
+            if loaded.is_empty() {
+                "none".to_string()
+            } else {
+                loaded.join(", ")
+            }
+        );
+        if !installed.is_empty() {
+            message.push_str(&format!(
+                "; installed, loaded on demand: {}",
+                installed.join(", ")
+            ));
+        }
+        result(id, Verdict::Ok, message, vec![], None)
     }
 }
 

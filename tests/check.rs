@@ -250,7 +250,8 @@ fn host_level_faults() {
         "{out}"
     );
     assert!(
-        line(&out, "vfio.modules").contains("installed but not loaded: vfio_pci"),
+        line(&out, "vfio.modules")
+            .contains("vfio_pci is not loaded although bindings are declared"),
         "{out}"
     );
 
