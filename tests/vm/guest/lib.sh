@@ -9,7 +9,7 @@
 # Everything else a scenario prints goes to its log (kept by the host).
 
 SYS=/sys/bus/pci/devices
-VFIOCTL=${VFIOCTL_BIN:?the host did not say where vfioctl is}
+export VFIOCTL=${VFIOCTL_BIN:?the host did not say where vfioctl is}
 GUEST=$VM_REPO/tests/vm/guest
 
 mark() {

@@ -1,10 +1,13 @@
-"""list-check.py LABEL < `vfioctl list --json`
+"""list-check.py LABEL [KEY@BDF=JSON...] < `vfioctl list --json`
 
 Compares vfioctl's inventory with the guest's sysfs, read directly here:
 the set of functions, IDs and class, driver and override, IOMMU group
 membership, bridge by header type, and Nova's device_type. One check per
 fact kind; a failure names the devices that differ. LABEL prefixes the
-check names, so the comparison can run in several device states."""
+check names, so the comparison can run in several device states. Each
+KEY@BDF=JSON argument also asserts one field outright (e.g.
+is_bridge@0000:04:00.0=true), so that vfioctl and this reader cannot agree
+on a wrong answer."""
 
 import json
 import sys
@@ -50,6 +53,10 @@ def main():
     implied_sets = sorted(sorted(m) for m in implied.values())
     sysfs_sets = sorted({tuple(vm.group_members(b)) for b in present if vm.group_members(b)})
     vm.expect(f"{label}/group-membership", [tuple(m) for m in implied_sets], sysfs_sets)
+    for arg in sys.argv[2:]:
+        target, _, wanted = arg.partition("=")
+        key, _, bdf = target.partition("@")
+        vm.expect(f"{label}/{target}", listed.get(bdf, {}).get(key), json.loads(wanted))
 
 
 if __name__ == "__main__":

@@ -288,7 +288,9 @@ class Boot:
 
         threading.Thread(target=pump, daemon=True).start()
         qmp = None
-        state = {"ready": False, "done": False, "current": None, "ended": set(), "problem": None}
+        failed_before = len(outcome.failed)
+        state = {"ready": False, "done": False, "current": None, "ended": set(), "problem": None,
+                 "since": started}
         try:
             while True:
                 remaining = deadline - time.monotonic()
@@ -320,6 +322,7 @@ class Boot:
                     outcome.record(word, name, detail)
                 elif kind == "SCENARIO" and word == "begin":
                     state["current"] = rest
+                    state["since"] = time.monotonic()
                 elif kind == "SCENARIO" and word == "end":
                     name, _, rc = rest.partition(" ")
                     state["ended"].add(name)
@@ -327,6 +330,7 @@ class Boot:
                     if rc != "0":
                         why = "timed out in the guest" if rc in ("124", "137") else f"exited with status {rc}"
                         outcome.record("fail", f"{name}/scenario", why)
+                    print(f"   {name} took {time.monotonic() - state['since']:.1f} s", flush=True)
                 elif kind == "VM" and word == "ready":
                     state["ready"] = True
                     print(f"   guest ready after {time.monotonic() - started:.1f} s", flush=True)
@@ -351,7 +355,9 @@ class Boot:
                 outcome.record("fail", f"{s.name}/scenario", "did not finish")
         if state["problem"]:
             outcome.record("fail", f"boot{self.number}", state["problem"])
-            self.show_tail()
+        failed = {name.split("/", 1)[0] for name in outcome.failed[failed_before:]}
+        if failed:
+            self.show_tail([s.name for s in self.scenarios if s.name in failed or state["problem"]])
         print(f"   boot {self.number} took {took:.1f} s", flush=True)
         return took, state["problem"] is None
 
@@ -364,13 +370,13 @@ class Boot:
         tmp.write_text(json.dumps(reply))
         tmp.rename(self.share / "qmp" / f"{ident}.json")  # appears whole to the guest
 
-    def show_tail(self):
+    def show_tail(self, scenarios):
+        """The console's tail, then the tails of the named scenarios' logs."""
         print(f"   --- console tail ({self.console_path}) ---")
         for line in self.console[-CONSOLE_TAIL:]:
             print(f"   | {line}")
-        logs = self.share / "logs"
-        for s in self.scenarios:
-            path = logs / f"{s.name}.log"
+        for name in scenarios:
+            path = self.share / "logs" / f"{name}.log"
             if path.is_file():
                 text = path.read_text(errors="replace").splitlines()[-15:]
                 print(f"   --- {path} (tail) ---")
