@@ -141,7 +141,8 @@ class Qemu:
         self.version = version.replace("QEMU emulator version ", "QEMU ")
         probe = subprocess.run(self.argv + ["-device", "igb,help"], env=self.env,
                                capture_output=True, text=True)
-        self.has_igb = probe.returncode == 0
+        # QEMU 7.2 says "Device 'igb' not found" yet exits 0.
+        self.has_igb = probe.returncode == 0 and probe.stdout.startswith("igb options")
 
 
 def topology(has_igb, nvme_disk):
