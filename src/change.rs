@@ -14,7 +14,7 @@ use crate::host::state::{self, ChangeRecord};
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::usage::read_usage;
 use crate::host::HostRoot;
-use crate::model::plan::{plan, Facts, Goal, Plan, Request};
+use crate::model::plan::{plan as make_plan, Facts, Goal, Plan, Request};
 use crate::model::{Inventory, PciAddress, Selector};
 
 /// How a change was asked for.
@@ -62,10 +62,10 @@ pub fn privileged() -> bool {
     .unwrap_or(false)
 }
 
-/// Devices whose open handles matter: the targets, their companions and
-/// every member of their IOMMU groups.
-fn candidates(inv: &Inventory, targets: &[PciAddress]) -> BTreeSet<PciAddress> {
-    let mut set: BTreeSet<PciAddress> = targets.iter().copied().collect();
+/// Devices whose open handles matter: those to be released, their
+/// companions and every member of their IOMMU groups.
+fn candidates(inv: &Inventory, targets: &BTreeSet<PciAddress>) -> BTreeSet<PciAddress> {
+    let mut set = targets.clone();
     for addr in targets {
         let Some(dev) = inv.device(addr) else {
             continue;
@@ -109,18 +109,32 @@ pub fn run(
         Goal::BindVfio => modules::vfio_variant_aliases(root, release),
         _ => Vec::new(),
     };
-    let facts = Facts {
-        usage: read_usage(root, &inv, &candidates(&inv, &targets)),
-        vfio_variants: &variants,
-        previous: record.previous_drivers(),
-    };
     let request = Request {
         goal: spec.goal.clone(),
         targets,
         with_group: spec.with_group,
         force: spec.force,
     };
-    let mut plan = plan(&inv, &facts, &request)?;
+    // Mounts, routes and the console are cheap to read; open handles need a
+    // walk of every process's descriptors. Plan without them first, and walk
+    // only for the devices the plan would release (none, when all is as
+    // wanted: the udev hook's usual case).
+    let mut facts = Facts {
+        usage: read_usage(root, &inv, &BTreeSet::new()),
+        vfio_variants: &variants,
+        previous: record.previous_drivers(),
+    };
+    let mut plan = make_plan(&inv, &facts, &request)?;
+    let releasing: BTreeSet<PciAddress> = plan
+        .actions
+        .iter()
+        .filter(|a| a.releases())
+        .map(|a| a.address)
+        .collect();
+    if !releasing.is_empty() {
+        facts.usage = read_usage(root, &inv, &candidates(&inv, &releasing));
+        plan = make_plan(&inv, &facts, &request)?;
+    }
     for module in &plan.load_modules {
         modules::preflight(root, release, module)?;
     }

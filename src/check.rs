@@ -133,6 +133,9 @@ pub struct Facts<'a> {
     pub boot_files: Vec<(String, FileState)>,
     pub udev_rules: Option<FileState>,
     pub udev_static_installed: bool,
+    /// For each declared device present: whether udev's database carries the
+    /// mark the generated rules set (`None`: udev cannot be asked).
+    pub udev_marks: Vec<(PciAddress, Option<bool>)>,
     pub expectations: Option<Result<Vec<Expectation>, String>>,
     /// `None`: libvirt not reachable (the message says why).
     pub libvirt: Result<Vec<LibvirtView>, String>,
@@ -670,11 +673,28 @@ fn udev_rules(f: &Facts) -> CheckResult {
     if !f.udev_static_installed {
         problems.push("70-vfioctl.rules is not installed".to_string());
     }
+    let unmarked: Vec<String> = f
+        .udev_marks
+        .iter()
+        .filter(|(_, marked)| *marked == Some(false))
+        .map(|(addr, _)| addr.to_string())
+        .collect();
+    if !unmarked.is_empty() {
+        problems.push(format!(
+            "udev's database does not mark {} (rules not applied since the last event; udevadm trigger --action=change applies them)",
+            unmarked.join(", ")
+        ));
+    }
     if problems.is_empty() {
+        let asked = f.udev_marks.iter().filter(|(_, m)| m.is_some()).count();
         result(
             id,
             Verdict::Ok,
-            "udev rules enforce the declarations on device add",
+            if asked > 0 {
+                format!("udev rules enforce the declarations on device add; udev marks all {asked} declared device(s)")
+            } else {
+                "udev rules enforce the declarations on device add".to_string()
+            },
             vec![],
             None,
         )
@@ -836,4 +856,73 @@ pub fn overall(results: &[CheckResult]) -> Verdict {
         .map(|r| r.status)
         .max()
         .unwrap_or(Verdict::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::declaration::{Declaration, Origin};
+
+    fn facts(inv: &Inventory, marks: Vec<(PciAddress, Option<bool>)>) -> Facts<'_> {
+        Facts {
+            inv,
+            cpu: CpuVendor::Intel,
+            cpu_flags: None,
+            cmdline: None,
+            acpi_tables: None,
+            irq_remapping: None,
+            unsafe_interrupts: None,
+            modules: vec![],
+            declarations: Ok(Declarations {
+                list: vec![Declaration {
+                    vendor: VendorId(0x8086),
+                    device: DeviceId(0x10d3),
+                    subsystem: None,
+                    address: None,
+                    driver: None,
+                    origin: Origin {
+                        file: "/etc/vfioctl/bindings.d/a.toml".into(),
+                        line: 1,
+                    },
+                }],
+            }),
+            vfio_nodes: BTreeSet::new(),
+            boot_files: vec![],
+            udev_rules: Some(FileState::Current),
+            udev_static_installed: true,
+            udev_marks: marks,
+            expectations: None,
+            libvirt: Err("not asked".into()),
+        }
+    }
+
+    #[test]
+    fn udev_database_marks_decide_the_rules_check() {
+        let inv = Inventory::default();
+        let addr: PciAddress = "01:00.0".parse().unwrap();
+        let marked = udev_rules(&facts(&inv, vec![(addr, Some(true))]));
+        assert_eq!(marked.status, Verdict::Ok);
+        assert!(marked
+            .message
+            .contains("udev marks all 1 declared device(s)"));
+        let unmarked = udev_rules(&facts(&inv, vec![(addr, Some(false))]));
+        assert_eq!(unmarked.status, Verdict::Warning);
+        assert!(unmarked.message.contains("does not mark 0000:01:00.0"));
+        let unknown = udev_rules(&facts(&inv, vec![(addr, None)]));
+        assert_eq!(unknown.status, Verdict::Ok, "a fake root cannot ask udev");
+    }
+
+    #[test]
+    fn the_overall_verdict_is_the_most_severe() {
+        let inv = Inventory::default();
+        let f = facts(&inv, vec![]);
+        let results = run_checks(&f);
+        assert_eq!(
+            overall(&results),
+            Verdict::Critical,
+            "no IOMMU in an empty inventory"
+        );
+        assert_eq!(Verdict::Unknown.exit_code(), 3);
+        assert!(Verdict::Warning > Verdict::Unknown && Verdict::Critical > Verdict::Warning);
+    }
 }

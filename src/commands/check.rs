@@ -198,6 +198,7 @@ pub fn run(
         ));
     }
     let libvirt = libvirt_views(libvirt, &inv, &declarations);
+    let declarations_for_marks = declarations.as_ref().ok().cloned();
     let facts = Facts {
         inv: &inv,
         cpu: cpu_vendor(root),
@@ -233,6 +234,18 @@ pub fn run(
         udev_static_installed: udev::RULES_DIRS
             .iter()
             .any(|d| root.path(d).join(udev::STATIC_RULES_NAME).exists()),
+        udev_marks: match &declarations_for_marks {
+            Some(decls) => inv
+                .devices
+                .iter()
+                .filter(|d| decls.governing(d).is_some())
+                .map(|d| {
+                    let mark = udev::udev_property(root, &d.address, udev::DRIVER_PROPERTY);
+                    (d.address, mark.map(|v| v.is_some()))
+                })
+                .collect(),
+            None => Vec::new(),
+        },
         expectations: args.expect.as_deref().map(expectations),
         libvirt,
     };

@@ -15,6 +15,9 @@ use super::root::HostRoot;
 /// Environment variable naming the program used to load modules (default `modprobe`).
 pub const MODPROBE_ENV: &str = "VFIOCTL_MODPROBE";
 
+/// Where modprobe lives on every distribution, for a caller without PATH.
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Directories modprobe reads configuration from, in its order.
 const MODPROBE_DIRS: &[&str] = &[
     "/etc/modprobe.d",
@@ -176,8 +179,14 @@ pub fn load(root: &HostRoot, module: &ModuleName, deadline: Duration) -> Result<
             root.base().display()
         )));
     }
+    // udev runs its programs without a PATH: make sure modprobe is found.
+    let path = match std::env::var("PATH") {
+        Ok(p) if !p.is_empty() => format!("{p}:{SYSTEM_PATH}"),
+        _ => SYSTEM_PATH.to_string(),
+    };
     let mut child = Command::new(&program)
         .arg(module.as_str())
+        .env("PATH", path)
         .env("VFIOCTL_ROOT", root.base())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
