@@ -57,3 +57,42 @@ fn list_reads_the_real_host() {
             .unwrap_or(false);
     assert_eq!(text.contains("IOMMU: off"), !iommu_on, "{text}");
 }
+
+/// On this machine (a VM whose disk and network are virtio PCI functions),
+/// the device holding / is refused even with --force. Dry runs only: this
+/// test must never write to the real /sys.
+#[test]
+fn the_real_root_disk_is_refused_even_forced() {
+    let root_dev = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some("/"))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .unwrap();
+    let Ok(block) = std::fs::canonicalize(format!("/sys/dev/block/{root_dev}")) else {
+        eprintln!("skipped: / is not on a block device here ({root_dev})");
+        return;
+    };
+    let Some(addr) = block.components().rev().find_map(|c| {
+        let name = c.as_os_str().to_string_lossy().into_owned();
+        (name.matches(':').count() == 2 && name.contains('.')).then_some(name)
+    }) else {
+        eprintln!(
+            "skipped: / is not on a PCI device here ({})",
+            block.display()
+        );
+        return;
+    };
+    let output = Command::new(env!("CARGO_BIN_EXE_vfioctl"))
+        .args(["--root", "/", "unbind", &addr, "--dry-run", "--force"])
+        .env_remove("VFIOCTL_ROOT")
+        .output()
+        .expect("run vfioctl");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{addr} backs the root filesystem"))
+            && stderr.contains("refused even with --force"),
+        "{stderr}"
+    );
+}
