@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::cli::UdevHookArgs;
 use crate::config;
 use crate::host::kernel::SysfsKernel;
-use crate::host::sysfs::{read_inventory, Names};
+use crate::host::sysfs::read_one;
 use crate::host::HostRoot;
 use crate::model::declaration::Fit;
 use crate::model::plan::Goal;
@@ -42,10 +42,12 @@ pub fn run(root: &HostRoot, args: &UdevHookArgs, _out: &mut dyn Write) -> anyhow
 
 fn enforce_one(root: &HostRoot, address: PciAddress, timeout: Duration) -> anyhow::Result<String> {
     let decls = config::load(root)?;
-    let inv = read_inventory(root, Names::Skip)?;
-    let Some(dev) = inv.device(&address) else {
+    // One device is enough to find its declaration; the change re-reads the
+    // whole inventory under the lock.
+    let Some(dev) = read_one(root, address) else {
         return Ok(format!("{address} is gone; nothing to do"));
     };
+    let dev = &dev;
     if let Some((decl, found)) = decls
         .mismatches(std::slice::from_ref(dev))
         .into_iter()

@@ -276,6 +276,12 @@ pub fn read_names(root: &HostRoot, devices: &[PciDevice]) -> PciNames {
     PciNames::parse(&text, &wanted)
 }
 
+/// Reads one function alone (no groups, no names): what the udev hook needs
+/// to find the declaration covering a device before it takes the lock.
+pub fn read_one(root: &HostRoot, address: PciAddress) -> Option<PciDevice> {
+    read_device(&root.path(PCI_DEVICES), address, &mut HashMap::new())
+}
+
 /// Errors that stop the inventory from being read at all.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
