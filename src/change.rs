@@ -1,5 +1,5 @@
 //! One driver change from start to finish, shared by `bind`, `restore`,
-//! `unbind` (and later the udev hook and `persist apply`):
+//! `unbind`, `persist apply` and the udev hook:
 //! privilege -> lock -> inventory -> plan -> module checks -> apply -> record.
 
 use std::collections::BTreeSet;

@@ -1,4 +1,4 @@
-//! The side-effecting edge: every read (and, later, write) of host state,
+//! The side-effecting edge: every read and write of host state,
 //! all under one `HostRoot`.
 
 pub mod hostfacts;
