@@ -12,7 +12,7 @@ use crate::host::kernel::PciKernel;
 use crate::host::modules;
 use crate::host::state::{self, ChangeRecord};
 use crate::host::sysfs::{read_inventory, Names};
-use crate::host::usage::read_usage;
+use crate::host::usage::{add_holders, read_usage};
 use crate::host::HostRoot;
 use crate::model::plan::{plan as make_plan, Facts, Goal, Plan, Request};
 use crate::model::{Inventory, PciAddress, Selector};
@@ -120,7 +120,7 @@ pub fn run(
     // only for the devices the plan would release (none, when all is as
     // wanted: the udev hook's usual case).
     let mut facts = Facts {
-        usage: read_usage(root, &inv, &BTreeSet::new()),
+        usage: read_usage(root),
         vfio_variants: &variants,
         previous: record.previous_drivers(),
     };
@@ -132,7 +132,7 @@ pub fn run(
         .map(|a| a.address)
         .collect();
     if !releasing.is_empty() {
-        facts.usage = read_usage(root, &inv, &candidates(&inv, &releasing));
+        add_holders(root, &inv, &candidates(&inv, &releasing), &mut facts.usage);
         plan = make_plan(&inv, &facts, &request)?;
     }
     for module in &plan.load_modules {

@@ -404,15 +404,25 @@ fn proc_path(root: &HostRoot, pid: i32, file: &str) -> PathBuf {
     root.path(format!("/proc/{pid}/{file}"))
 }
 
-/// Reads every use of the host's devices; open-handle scans are limited to
-/// `candidates` (the devices a change could touch), as they walk all of /proc.
-pub fn read_usage(root: &HostRoot, inv: &Inventory, candidates: &BTreeSet<PciAddress>) -> UsageMap {
+/// Reads what the host uses its devices for that costs little to read:
+/// mounts, swap, network addresses and routes, the console.
+pub fn read_usage(root: &HostRoot) -> UsageMap {
     let mut map = UsageMap::new();
     mounts(root, &mut map);
     swaps(root, &mut map);
     network(root, &mut map);
     console(root, &mut map);
+    map
+}
 
+/// Adds the processes holding `candidates` open. This walks every process's
+/// descriptors, so callers limit it to the devices a change could touch.
+pub fn add_holders(
+    root: &HostRoot,
+    inv: &Inventory,
+    candidates: &BTreeSet<PciAddress>,
+    map: &mut UsageMap,
+) {
     let per_device: Vec<(PciAddress, Vec<String>)> = candidates
         .iter()
         .map(|a| (*a, device_nodes(root, inv, a)))
@@ -426,7 +436,7 @@ pub fn read_usage(root: &HostRoot, inv: &Inventory, candidates: &BTreeSet<PciAdd
         for node in nodes {
             for (pid, command) in held.get(&node).into_iter().flatten() {
                 add(
-                    &mut map,
+                    map,
                     &BTreeSet::from([addr]),
                     DeviceUse::Holder {
                         pid: *pid,
@@ -437,7 +447,6 @@ pub fn read_usage(root: &HostRoot, inv: &Inventory, candidates: &BTreeSet<PciAdd
             }
         }
     }
-    map
 }
 
 #[cfg(test)]
