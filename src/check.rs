@@ -439,12 +439,7 @@ fn bindings(f: &Facts) -> Vec<CheckResult> {
         out.push(r);
     }
     for decl in &decls.list {
-        let covered: Vec<_> = f
-            .inv
-            .devices
-            .iter()
-            .filter(|d| decls.governing(d).is_some_and(|g| g.declaration == decl))
-            .collect();
+        let covered: Vec<_> = decls.covered(&f.inv.devices, decl).collect();
         if covered.is_empty() && decl.address.is_none() {
             out.push(result(
                 &format!("binding.{}", decl.key()),

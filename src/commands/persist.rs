@@ -217,10 +217,8 @@ fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow:
         .map(|decl| ListEntry {
             key: decl.key(),
             declaration: decl,
-            devices: inv
-                .devices
-                .iter()
-                .filter(|d| decls.governing(d).is_some_and(|g| g.declaration == decl))
+            devices: decls
+                .covered(&inv.devices, decl)
                 .map(|d| Covered {
                     address: d.address,
                     driver: d.driver.clone(),

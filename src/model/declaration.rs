@@ -130,6 +130,17 @@ impl Declarations {
         })
     }
 
+    /// The devices `decl` governs (it is their most specific declaration).
+    pub fn covered<'a>(
+        &'a self,
+        devices: &'a [PciDevice],
+        decl: &'a Declaration,
+    ) -> impl Iterator<Item = &'a PciDevice> + 'a {
+        devices
+            .iter()
+            .filter(move |d| self.governing(d).is_some_and(|g| g.declaration == decl))
+    }
+
     /// Declarations whose address holds a different device now.
     pub fn mismatches<'a>(&'a self, devices: &'a [PciDevice]) -> Vec<(&'a Declaration, String)> {
         self.list
