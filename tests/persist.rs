@@ -11,7 +11,7 @@ use support::cli::{ok, vfioctl, vfioctl_env};
 use support::fakehost::FakeHost;
 use support::simkernel::SimKernel;
 use support::{golden, topologies};
-use vfioctl::commands::persist::apply_declarations;
+use vfioctl::engine::enforce::apply_declarations;
 use vfioctl::host::HostRoot;
 
 fn read(host: &FakeHost, rel: &str) -> String {

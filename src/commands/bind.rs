@@ -3,15 +3,15 @@
 use std::io::Write;
 
 use crate::cli::BindArgs;
+use crate::engine::plan::Goal;
 use crate::host::HostRoot;
-use crate::model::plan::Goal;
 use crate::model::DriverName;
 
 use crate::host::sysfs::{read_inventory, Names};
 
-use super::change::run_change;
 use super::parse_selectors;
-use super::persist::declare_and_write;
+use super::run_change;
+use crate::engine::enforce::declare_and_write;
 
 pub fn run(root: &HostRoot, args: &BindArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let goal = match &args.driver {

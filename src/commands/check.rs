@@ -7,23 +7,23 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::check::{
-    overall, run_checks, CheckResult, Expectation, Facts, FileState, LibvirtView, ModuleState,
-    Verdict,
-};
 use crate::cli::CheckArgs;
-use crate::config;
+use crate::host::config;
 use crate::host::hostfacts::{cpu_vendor, read_facts};
 use crate::host::libvirt::Target;
 use crate::host::modules;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
-use crate::host_config::{generate, OWNED_HEADER};
+use crate::integrations::boot_files::{generate, OWNED_HEADER};
+use crate::integrations::check::{
+    overall, run_checks, CheckResult, Expectation, Facts, FileState, LibvirtView, ModuleState,
+    Verdict,
+};
+use crate::integrations::udev;
 use crate::model::declaration::Declarations;
 use crate::model::{Inventory, ModuleName, PciDevice};
 use crate::output::table::Table;
 use crate::output::write_json;
-use crate::udev;
 
 use super::{node_devices, LibvirtOptions};
 
@@ -240,7 +240,8 @@ pub fn run(
                 .iter()
                 .filter(|d| decls.governing(d).is_some())
                 .map(|d| {
-                    let mark = udev::udev_property(root, &d.address, udev::DRIVER_PROPERTY);
+                    let mark =
+                        crate::host::udev::udev_property(root, &d.address, udev::DRIVER_PROPERTY);
                     (d.address, mark.map(|v| v.is_some()))
                 })
                 .collect(),

@@ -6,19 +6,15 @@ use std::os::unix::fs::PermissionsExt;
 
 use serde::Serialize;
 
-use crate::change::{privileged, NotPrivileged};
 use crate::cli::HostConfigArgs;
-use crate::config::{self, ConfigError};
+use crate::engine::run::{privileged, NotPrivileged};
+use crate::error::NotOwned;
+use crate::host::config::{self, ConfigError};
 use crate::host::hostfacts::read_facts;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
-use crate::host_config::{generate, HostConfig, OWNED_HEADER};
+use crate::integrations::boot_files::{generate, HostConfig, OWNED_HEADER};
 use crate::output::write_json;
-
-/// A file in the way that vfioctl did not write.
-#[derive(Debug, thiserror::Error)]
-#[error("{0} exists and was not written by vfioctl; move it aside or merge it by hand")]
-pub struct NotOwned(pub String);
 
 /// What happened (or would happen) to one file.
 #[derive(Debug, Serialize)]
@@ -92,7 +88,7 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
             written: bool,
             removed: bool,
             files: &'a [FileStatus],
-            kernel_cmdline: &'a crate::host_config::CmdlineAdvice,
+            kernel_cmdline: &'a crate::integrations::boot_files::CmdlineAdvice,
             initramfs_command: &'a Option<String>,
             notes: &'a [String],
         }

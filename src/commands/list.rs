@@ -9,7 +9,8 @@ use crate::output::records::DeviceRecord;
 use crate::output::table::{or_dash, Table};
 use crate::output::write_json;
 
-use super::{class_label, device_name, parse_selectors, sriov_brief, IOMMU_OFF_NOTE};
+use super::parse_selectors;
+use crate::output::labels::{class_label, device_name, sriov_brief, IOMMU_OFF_NOTE};
 
 pub fn run(root: &HostRoot, args: &ListArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let selectors = parse_selectors(&args.selectors)?;

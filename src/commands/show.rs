@@ -14,16 +14,8 @@ use crate::output::records::{DeviceRecord, GroupRecord, IommuRecord};
 use crate::output::table::{or_dash, Table};
 use crate::output::write_json;
 
-use super::{class_label, device_name, IOMMU_OFF_NOTE};
-
-/// A selector given where exactly one device is needed matched several.
-#[derive(Debug, thiserror::Error)]
-#[error("selector '{selector}' matches {count} functions ({first}, ...); name one by its address")]
-pub struct Ambiguous {
-    pub selector: String,
-    pub count: usize,
-    pub first: String,
-}
+use crate::error::Ambiguous;
+use crate::output::labels::{class_label, device_name, IOMMU_OFF_NOTE};
 
 /// Resolves a selector that must name exactly one function.
 pub fn select_one<'a>(inv: &'a Inventory, text: &str) -> anyhow::Result<&'a PciDevice> {

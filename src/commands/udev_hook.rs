@@ -7,16 +7,16 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::cli::UdevHookArgs;
-use crate::config;
+use crate::engine::plan::Goal;
+use crate::host::config;
 use crate::host::kernel::SysfsKernel;
 use crate::host::sysfs::read_one;
+use crate::host::udev::log;
 use crate::host::HostRoot;
 use crate::model::declaration::Fit;
-use crate::model::plan::Goal;
 use crate::model::PciAddress;
-use crate::udev::log;
 
-use super::persist::enforce;
+use crate::engine::enforce::enforce;
 
 pub fn run(root: &HostRoot, args: &UdevHookArgs, _out: &mut dyn Write) -> anyhow::Result<i32> {
     // Only "add": the hook's own bind/unbind events, and "change", must not loop.
@@ -77,7 +77,7 @@ fn enforce_one(root: &HostRoot, address: PciAddress, timeout: Duration) -> anyho
         false,
         timeout,
     )?;
-    if let Some(failed) = crate::change::failure(&report) {
+    if let Some(failed) = crate::engine::run::failure(&report) {
         return Err(failed.into());
     }
     let now = report
@@ -89,7 +89,7 @@ fn enforce_one(root: &HostRoot, address: PciAddress, timeout: Duration) -> anyho
     let changed = report.result.as_ref().map_or(0, |r| {
         r.devices
             .iter()
-            .filter(|d| d.status == crate::apply::Status::Done)
+            .filter(|d| d.status == crate::engine::apply::Status::Done)
             .count()
     });
     Ok(format!(

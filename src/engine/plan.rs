@@ -7,13 +7,13 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::address::PciAddress;
-use super::device::PciDevice;
-use super::driver::{DriverKind, DriverName, ModuleName};
-use super::group::{MemberState, Viability};
-use super::inventory::{CompanionReason, Inventory};
-use super::modalias::{best_match, Alias};
-use super::usage::UsageMap;
+use crate::model::address::PciAddress;
+use crate::model::device::PciDevice;
+use crate::model::driver::{DriverKind, DriverName, ModuleName};
+use crate::model::group::{MemberState, Viability};
+use crate::model::inventory::{CompanionReason, Inventory};
+use crate::model::modalias::{best_match, Alias};
+use crate::model::usage::UsageMap;
 
 /// What the operator asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -563,9 +563,9 @@ impl Planner<'_> {
             if dev.boot_vga
                 && !uses
                     .iter()
-                    .any(|u| matches!(u, super::usage::DeviceUse::Console { .. }))
+                    .any(|u| matches!(u, crate::model::usage::DeviceUse::Console { .. }))
             {
-                uses.push(super::usage::DeviceUse::Console {
+                uses.push(crate::model::usage::DeviceUse::Console {
                     what: "boot display (boot_vga)".to_string(),
                 });
             }

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::apply::{apply, Applied, Status};
+use crate::engine::apply::{apply, Applied, Status};
+use crate::engine::plan::{plan as make_plan, Facts, Goal, Plan, Request};
 use crate::host::kernel::PciKernel;
 use crate::host::modules;
 use crate::host::state::{self, ChangeRecord};
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::usage::{add_holders, read_usage};
 use crate::host::HostRoot;
-use crate::model::plan::{plan as make_plan, Facts, Goal, Plan, Request};
 use crate::model::{Inventory, PciAddress, Selector};
 
 /// How a change was asked for.

@@ -13,12 +13,12 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::address::PciAddress;
-use super::device::{NovaDeviceType, PciDevice};
-use super::driver::DriverName;
-use super::ids::{parse_sysfs_hex as hex, ClassCode, DeviceId, VendorId};
-use super::inventory::{Inventory, NoMatch};
-use super::selector::{Matcher, Selector};
+use crate::model::address::PciAddress;
+use crate::model::device::{NovaDeviceType, PciDevice};
+use crate::model::driver::DriverName;
+use crate::model::ids::{parse_sysfs_hex as hex, ClassCode, DeviceId, VendorId};
+use crate::model::inventory::{Inventory, NoMatch};
+use crate::model::selector::{Matcher, Selector};
 
 /// A `<capability>` child of the `pci` capability (`virt_functions`,
 /// `phys_function`, `mdev_types`, `vpd`, `pci-bridge`...), in document order.

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde::{Serialize, Serializer};
 
-use crate::host_config::CpuVendor;
+use crate::integrations::boot_files::CpuVendor;
 use crate::model::declaration::{driver_satisfies, Declarations, Fit};
 use crate::model::{DeviceId, DriverKind, DriverName, Inventory, ModuleName, PciAddress, VendorId};
 

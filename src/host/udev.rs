@@ -1,0 +1,120 @@
+//! udev I/O: installing the generated rules, reloading udev, logging from
+//! the hook, and asking udev's database about a device.
+
+use std::fs;
+use std::io::Write;
+use std::process::Command;
+
+use crate::host::config::{self, ConfigError};
+use crate::host::HostRoot;
+use crate::integrations::udev::{render_rules, GENERATED_RULES, RULES_DIRS, STATIC_RULES_NAME};
+use crate::model::declaration::Declarations;
+
+/// What installing the rules did, for the operator.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RulesStatus {
+    pub written: bool,
+    pub reloaded: bool,
+    pub notes: Vec<String>,
+}
+
+/// Writes the generated rules (when changed) and asks a running udev to
+/// reload them. Without a running udev the rules take effect when it starts.
+pub fn install_rules(root: &HostRoot, decls: &Declarations) -> Result<RulesStatus, ConfigError> {
+    let mut status = RulesStatus::default();
+    let path = root.path(GENERATED_RULES);
+    let text = render_rules(decls);
+    if fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        config::write_atomic(root, &path, &text, 0o644)?;
+        status.written = true;
+    }
+    if !RULES_DIRS
+        .iter()
+        .any(|d| root.path(d).join(STATIC_RULES_NAME).exists())
+    {
+        status.notes.push(format!(
+            "{STATIC_RULES_NAME} is not installed in any udev rules directory (make install puts it in /usr/lib/udev/rules.d): declared devices are not enforced on add until it is"
+        ));
+    }
+    if root.base() != std::path::Path::new("/") {
+        status
+            .notes
+            .push("udev not reloaded: the host root is not /".to_string());
+    } else if !root.path("/run/udev/control").exists() {
+        status
+            .notes
+            .push("udev is not running: the rules take effect when it starts".to_string());
+    } else if status.written {
+        match Command::new("udevadm")
+            .args(["control", "--reload"])
+            .status()
+        {
+            Ok(s) if s.success() => status.reloaded = true,
+            Ok(s) => status
+                .notes
+                .push(format!("udevadm control --reload exited with {s}")),
+            Err(e) => status.notes.push(format!("cannot run udevadm: {e}")),
+        }
+    }
+    Ok(status)
+}
+
+/// True when running as a udev RUN program (udev sets SEQNUM and ACTION).
+pub fn under_udev() -> bool {
+    std::env::var_os("SEQNUM").is_some() && std::env::var_os("ACTION").is_some()
+}
+
+/// Logs one line where it survives a udev RUN program: syslog when a syslog
+/// socket exists (journald provides one), else the kernel log. Always also
+/// to stderr, which udev keeps in its debug log.
+pub fn log(root: &HostRoot, error: bool, message: &str) {
+    eprintln!("vfioctl: {message}");
+    if root.base() != std::path::Path::new("/") {
+        return;
+    }
+    let priority = if error { libc::LOG_ERR } else { libc::LOG_INFO };
+    if std::path::Path::new("/dev/log").exists() {
+        let text = std::ffi::CString::new(message.replace('\0', " ")).expect("no NUL bytes");
+        // SAFETY: the identifier and message are valid NUL-terminated strings
+        // that outlive the calls; "%s" keeps the message from being a format.
+        unsafe {
+            libc::openlog(c"vfioctl".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON);
+            libc::syslog(priority, c"%s".as_ptr(), text.as_ptr());
+            libc::closelog();
+        }
+    } else if let Ok(mut kmsg) = fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = kmsg.write_all(
+            format!(
+                "<{}>vfioctl[{}]: {message}\n",
+                (libc::LOG_DAEMON | priority),
+                std::process::id()
+            )
+            .as_bytes(),
+        );
+    }
+}
+
+/// The value udev's database holds for `property` on a PCI device, through
+/// libudev: `Some(None)` when udev knows the device but not the property,
+/// `None` when udev cannot be asked (no database, or a host root other than
+/// /, which libudev cannot read).
+pub fn udev_property(
+    root: &HostRoot,
+    addr: &crate::model::PciAddress,
+    property: &str,
+) -> Option<Option<String>> {
+    if root.base() != std::path::Path::new("/") || !std::path::Path::new("/run/udev/data").exists()
+    {
+        return None;
+    }
+    let syspath = fs::canonicalize(format!("/sys/bus/pci/devices/{addr}")).ok()?;
+    let device = ::udev::Device::from_syspath(&syspath).ok()?;
+    if !device.is_initialized() {
+        return None;
+    }
+    Some(
+        device
+            .property_value(property)
+            .map(|v| v.to_string_lossy().into_owned()),
+    )
+}
