@@ -59,7 +59,7 @@ fn override_of(host: &FakeHost, addr: &str) -> Option<String> {
 fn refusal(result: anyhow::Result<ChangeReport>) -> String {
     let err = result.expect_err("refused");
     match err.downcast_ref::<PlanError>() {
-        Some(PlanError::Refused(reasons)) => reasons.join("; "),
+        Some(PlanError::Refused(reasons)) => vfioctl::engine::refusal::joined(reasons),
         other => panic!("expected a refusal, got {other:?}: {err:#}"),
     }
 }

@@ -4,4 +4,5 @@
 pub mod apply;
 pub mod enforce;
 pub mod plan;
+pub mod refusal;
 pub mod run;

@@ -10,7 +10,9 @@ use serde::Serialize;
 use crate::model::address::PciAddress;
 use crate::model::device::PciDevice;
 use crate::model::driver::{DriverKind, DriverName, ModuleName};
-use crate::model::group::{MemberState, Viability};
+use crate::model::group::{GroupMember, MemberState, Viability};
+
+use super::refusal::{Refusal, RefusalKind};
 use crate::model::inventory::{CompanionReason, Inventory};
 use crate::model::modalias::{best_match, Alias};
 use crate::model::usage::UsageMap;
@@ -176,8 +178,8 @@ impl Plan {
 /// Why a plan cannot be made. Nothing has been written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    #[error("{}", .0.join("; "))]
-    Refused(Vec<String>),
+    #[error("{}", super::refusal::joined(.0))]
+    Refused(Vec<Refusal>),
     #[error("the IOMMU is off, so VFIO cannot use {0}: enable VT-d/AMD-Vi in firmware and add intel_iommu=on iommu=pt (Intel) or iommu=pt (AMD) to the kernel command line, then reboot")]
     IommuOff(PciAddress),
 }
@@ -204,7 +206,7 @@ struct Planner<'a> {
     set: BTreeMap<PciAddress, Why>,
     notes: Vec<String>,
     checks: Vec<String>,
-    refusals: Vec<String>,
+    refusals: Vec<Refusal>,
 }
 
 impl Planner<'_> {
@@ -237,9 +239,10 @@ impl Planner<'_> {
         for addr in &self.request.targets {
             let dev = self.device(addr);
             if dev.is_bridge() {
-                self.refusals.push(format!(
-                    "{addr} is a bridge or port; vfioctl never changes their drivers (they do not block VFIO)"
-                ));
+                self.refusals.push(Refusal {
+                    device: *addr,
+                    kind: RefusalKind::Bridge,
+                });
             }
             self.set.insert(*addr, Why::Requested);
         }
@@ -393,25 +396,23 @@ impl Planner<'_> {
                     .push(format!("IOMMU group {number} will be viable"));
                 continue;
             }
-            let blockers: Vec<String> = after
-                .blockers
-                .iter()
-                .map(|b| format!("{} on {}", b.device, b.driver))
-                .collect();
-            let all_pci = after
-                .blockers
-                .iter()
-                .all(|b| b.device.parse::<PciAddress>().is_ok());
-            self.refusals.push(if all_pci && !self.request.with_group {
-                format!(
-                    "IOMMU group {number} would not be viable: {} would stay on a host driver; add --with-group to bind every endpoint of the group",
-                    blockers.join(", ")
-                )
-            } else {
-                format!(
-                    "IOMMU group {number} would not be viable: {} cannot be moved by vfioctl",
-                    blockers.join(", ")
-                )
+            let device = *self
+                .set
+                .keys()
+                .find(|a| self.device(a).iommu_group == Some(number))
+                .expect("the group came from a planned device");
+            let with_group_helps = !self.request.with_group
+                && after
+                    .blockers
+                    .iter()
+                    .all(|b| matches!(b.device, GroupMember::Pci(_)));
+            self.refusals.push(Refusal {
+                device,
+                kind: RefusalKind::GroupNotViable {
+                    group: number,
+                    blockers: after.blockers,
+                    with_group_helps,
+                },
             });
         }
     }
@@ -574,17 +575,16 @@ impl Planner<'_> {
                 continue;
             }
             for u in uses {
-                if !u.forcible() {
-                    self.refusals
-                        .push(format!("{} {u}; refused even with --force", action.address));
-                } else if self.request.force {
-                    self.notes
-                        .push(format!("{} {u}; released anyway (--force)", action.address));
-                } else {
-                    self.refusals.push(format!(
-                        "{} {u}; use --force to release it anyway",
-                        action.address
-                    ));
+                let refusal = Refusal {
+                    device: action.address,
+                    kind: RefusalKind::InUse(u),
+                };
+                match refusal.kind {
+                    RefusalKind::InUse(u) if refusal.force_overrides() && self.request.force => {
+                        self.notes
+                            .push(format!("{} {u}; released anyway (--force)", action.address));
+                    }
+                    _ => self.refusals.push(refusal),
                 }
             }
         }

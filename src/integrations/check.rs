@@ -523,7 +523,7 @@ fn bindings(f: &Facts) -> Vec<CheckResult> {
             }
             if let Some(group) = f.inv.group_of(dev) {
                 // The device's own driver is reported above; name the others.
-                let own = dev.address.to_string();
+                let own = crate::model::group::GroupMember::Pci(dev.address);
                 let v = f.inv.viability(group);
                 let names: Vec<String> = v
                     .blockers

@@ -215,6 +215,6 @@ mod tests {
         let v = inv.viability(&inv.groups[&5]);
         assert!(!v.viable);
         assert_eq!(v.blockers.len(), 1);
-        assert_eq!(v.blockers[0].device, "0000:01:00.1");
+        assert_eq!(v.blockers[0].device.to_string(), "0000:01:00.1");
     }
 }

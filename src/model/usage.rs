@@ -11,7 +11,7 @@ use super::address::PciAddress;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DeviceUse {
-    /// Backs the root filesystem: never released, not even with --force.
+    /// Backs the root filesystem (never released: see `engine::refusal`).
     RootFilesystem {
         block: String,
     },
@@ -35,22 +35,12 @@ pub enum DeviceUse {
         what: String,
     },
     /// A process holds the device's VFIO group or driver node (a VM, a CUDA job,
-    /// nvidia-persistenced). Releasing would block or break it: never forced.
+    /// nvidia-persistenced). Releasing would block or break it (never forced).
     Holder {
         pid: u32,
         command: String,
         path: String,
     },
-}
-
-impl DeviceUse {
-    /// Whether `--force` may override the refusal this use causes.
-    pub fn forcible(&self) -> bool {
-        !matches!(
-            self,
-            DeviceUse::RootFilesystem { .. } | DeviceUse::Holder { .. }
-        )
-    }
 }
 
 impl fmt::Display for DeviceUse {
