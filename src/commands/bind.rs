@@ -14,11 +14,8 @@ use super::run_change;
 use crate::engine::enforce::declare_and_write;
 
 pub fn run(root: &HostRoot, args: &BindArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let goal = match &args.driver {
-        Some(name) => Goal::Bind(DriverName::new(name.as_str())),
-        None => Goal::BindVfio,
-    };
     let driver = args.driver.as_deref().map(DriverName::new);
+    let goal = Goal::bind_to(&driver.clone().into());
     let status = run_change(root, goal, &args.change, args.with_group, out)?;
     if args.persist && !args.change.dry_run {
         let inv = read_inventory(root, Names::Skip)?;

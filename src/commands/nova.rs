@@ -72,7 +72,7 @@ fn is_declared(decls: &Declarations, dev: &PciDevice) -> bool {
     decls.governing(dev).is_some_and(|g| {
         g.declaration
             .driver
-            .as_ref()
+            .named()
             .is_none_or(|d| d.kind() == DriverKind::Vfio)
     })
 }

@@ -17,10 +17,10 @@ use crate::host::sysfs::{read_inventory, Names};
 use crate::host::udev::{self as udev_io};
 use crate::host::HostRoot;
 use crate::integrations::udev;
-use crate::model::declaration::{driver_satisfies, Declaration, Declarations};
+use crate::model::declaration::{Declaration, Declarations};
 use crate::model::selector::Matcher;
 use crate::model::{DriverName, Inventory, PciAddress, Selector};
-use crate::output::table::{or_dash, Table};
+use crate::output::table::Table;
 use crate::output::{report::render, write_json};
 
 use super::parse_selectors;
@@ -157,7 +157,7 @@ fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow:
                 .map(|d| Covered {
                     address: d.address,
                     driver: d.driver.clone(),
-                    enforced: driver_satisfies(decl.driver.as_ref(), d.driver.as_ref()),
+                    enforced: decl.driver.satisfied_by(d.driver.as_ref()),
                     udev_marked: udev_io::udev_property(root, &d.address, udev::DRIVER_PROPERTY)
                         .map(|v| v.is_some()),
                 })
@@ -181,13 +181,7 @@ fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow:
         let enforced = e.devices.iter().filter(|d| d.enforced).count();
         table.row(vec![
             e.key.clone(),
-            or_dash(
-                e.declaration
-                    .driver
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .or(Some("auto".into())),
-            ),
+            e.declaration.driver.to_string(),
             if e.devices.is_empty() {
                 "none present".to_string()
             } else {

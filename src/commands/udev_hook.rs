@@ -65,10 +65,7 @@ fn enforce_one(root: &HostRoot, address: PciAddress, timeout: Duration) -> anyho
         ));
     };
     debug_assert_eq!(governing.declaration.fit(dev), Fit::Applies);
-    let goal = match &governing.declaration.driver {
-        Some(d) => Goal::Bind(d.clone()),
-        None => Goal::BindVfio,
-    };
+    let goal = Goal::bind_to(&governing.declaration.driver);
     let report = enforce(
         root,
         &SysfsKernel::new(root.clone()),

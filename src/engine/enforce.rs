@@ -14,7 +14,7 @@ use crate::host::sysfs::{read_inventory, Names};
 use crate::host::udev::{self as udev_io, RulesStatus};
 use crate::host::HostRoot;
 use crate::integrations::udev;
-use crate::model::declaration::{declare, Declaration, Declarations};
+use crate::model::declaration::{declare, Declaration, Declarations, DeclaredDriver};
 use crate::model::{DriverName, Inventory, PciAddress, Selector};
 
 pub fn print_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io::Result<()> {
@@ -38,8 +38,8 @@ pub fn print_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io:
 
 fn driver_label(decl: &Declaration) -> String {
     match &decl.driver {
-        Some(d) => d.to_string(),
-        None => "vfio-pci (or its variant)".to_string(),
+        DeclaredDriver::Named(d) => d.to_string(),
+        DeclaredDriver::Auto => "vfio-pci (or its variant)".to_string(),
     }
 }
 
@@ -78,7 +78,7 @@ pub fn declare_and_write(
     Ok(())
 }
 
-/// Devices to bind per declared driver ("auto" or a name), with the goal.
+/// Devices to bind per declared driver (keyed by its label), with the goal.
 type GoalSets = BTreeMap<String, (Goal, Vec<PciAddress>)>;
 
 /// The goal and devices each declared driver needs, and warnings.
@@ -98,10 +98,8 @@ fn enforcement(inv: &Inventory, decls: &Declarations) -> (GoalSets, Vec<String>)
         let Some(governing) = decls.governing(dev) else {
             continue;
         };
-        let (key, goal) = match &governing.declaration.driver {
-            Some(d) => (d.to_string(), Goal::Bind(d.clone())),
-            None => ("auto".to_string(), Goal::BindVfio),
-        };
+        let declared = &governing.declaration.driver;
+        let (key, goal) = (declared.to_string(), Goal::bind_to(declared));
         goals
             .entry(key)
             .or_insert((goal, Vec::new()))

@@ -8,6 +8,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::model::address::PciAddress;
+use crate::model::declaration::DeclaredDriver;
 use crate::model::device::PciDevice;
 use crate::model::driver::{DriverKind, DriverName, ModuleName};
 use crate::model::group::{GroupMember, MemberState, Viability};
@@ -37,6 +38,15 @@ impl Goal {
             Goal::BindVfio | Goal::Bind(_) => "bind",
             Goal::Restore => "restore",
             Goal::Unbind => "unbind",
+        }
+    }
+
+    /// The bind goal for a declared (or `--driver`) driver: `Auto` is vfio-pci
+    /// or the best VFIO variant.
+    pub fn bind_to(driver: &DeclaredDriver) -> Goal {
+        match driver {
+            DeclaredDriver::Auto => Goal::BindVfio,
+            DeclaredDriver::Named(d) => Goal::Bind(d.clone()),
         }
     }
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::host::HostRoot;
-use crate::model::declaration::{Declaration, Declarations, Origin};
+use crate::model::declaration::{Declaration, Declarations, DeclaredDriver, Origin};
 use crate::model::{DeviceId, DriverName, PciAddress, VendorId};
 
 pub const BINDINGS_DIR: &str = "/etc/vfioctl/bindings.d";
@@ -153,8 +153,8 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Declaration>, ConfigError> {
                     format!("driver = \"{d}\" is not a driver name"),
                 ))
             }
-            Some(d) => Some(DriverName::new(d)),
-            None => None,
+            Some(d) => DeclaredDriver::Named(DriverName::new(d)),
+            None => DeclaredDriver::Auto,
         };
         out.push(Declaration {
             vendor: VendorId(hex4("vendor", &b.vendor)?),
@@ -236,7 +236,7 @@ pub fn render(decl: &Declaration) -> String {
     if let Some(addr) = decl.address {
         text.push_str(&format!("address = \"{addr}\"\n"));
     }
-    if let Some(driver) = &decl.driver {
+    if let DeclaredDriver::Named(driver) = &decl.driver {
         text.push_str(&format!("driver = \"{driver}\"\n"));
     }
     text
@@ -315,7 +315,10 @@ mod tests {
         assert_eq!(decls[0].key(), "10de:20b0");
         assert_eq!(decls[1].origin.line, 6);
         assert_eq!(decls[1].key(), "0000:01:00.0");
-        assert_eq!(decls[1].driver, Some(DriverName::new("pci_stub")));
+        assert_eq!(
+            decls[1].driver,
+            DeclaredDriver::Named(DriverName::new("pci_stub"))
+        );
         assert_eq!(decls[1].ids_text(), "8086:10d3:8086:a01f");
         // What persist add writes parses back to the same declaration.
         let again = parse(&decls[1].origin.file, &render(&decls[1])).unwrap();

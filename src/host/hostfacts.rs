@@ -8,7 +8,7 @@ use std::fs;
 use crate::host::modules::vfio_variant_aliases;
 use crate::host::HostRoot;
 use crate::integrations::boot_files::{CpuVendor, Distro, Facts, Initramfs};
-use crate::model::declaration::{Declarations, Fit};
+use crate::model::declaration::{Declarations, DeclaredDriver, Fit};
 use crate::model::modalias::{best_match, glob_match, parse_aliases};
 use crate::model::Inventory;
 use crate::model::{DriverKind, ModuleName};
@@ -76,7 +76,7 @@ pub fn read_facts(
             governing
                 .declaration
                 .driver
-                .as_ref()
+                .named()
                 .map_or("vfio-pci".to_string(), ToString::to_string),
         );
         let modalias = format!("pci:{}", dev.modalias_body());
@@ -98,7 +98,7 @@ pub fn read_facts(
                 softdeps.entry(native).or_default().insert(pre.clone());
             }
         }
-        if governing.declaration.driver.is_none() {
+        if governing.declaration.driver == DeclaredDriver::Auto {
             if let Some(choice) = best_match(&variants, "vfio_pci", dev) {
                 variant.insert(choice.module.as_str().to_string());
             }

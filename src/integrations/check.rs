@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde::{Serialize, Serializer};
 
 use crate::integrations::boot_files::CpuVendor;
-use crate::model::declaration::{driver_satisfies, Declarations, Fit};
+use crate::model::declaration::{Declarations, DeclaredDriver, Fit};
 use crate::model::{DeviceId, DriverKind, DriverName, Inventory, ModuleName, PciAddress, VendorId};
 
 /// Verdicts in the monitoring-plugins convention. Ordered by severity for
@@ -476,9 +476,9 @@ fn bindings(f: &Facts) -> Vec<CheckResult> {
             let mut problems: Vec<(Verdict, String, &str)> = Vec::new();
             let wanted = decl
                 .driver
-                .as_ref()
+                .named()
                 .map_or("vfio-pci (or a variant)".to_string(), ToString::to_string);
-            if !driver_satisfies(decl.driver.as_ref(), dev.driver.as_ref()) {
+            if !decl.driver.satisfied_by(dev.driver.as_ref()) {
                 let msg = match &dev.driver {
                     Some(d) if d.kind() == DriverKind::Host => {
                         format!("{d} grabbed it (declared {wanted})")
@@ -490,7 +490,8 @@ fn bindings(f: &Facts) -> Vec<CheckResult> {
             }
             let expected_override = decl
                 .driver
-                .clone()
+                .named()
+                .cloned()
                 .or_else(|| dev.driver.clone().filter(|d| d.kind() == DriverKind::Vfio));
             if dev.driver_override.is_none()
                 || (expected_override.is_some() && dev.driver_override != expected_override)
@@ -737,17 +738,13 @@ fn expectations(f: &Facts) -> Vec<CheckResult> {
                     None,
                 );
             };
-            let want = e
-                .driver
-                .as_deref()
-                .filter(|d| *d != "auto")
-                .map(DriverName::new);
+            let want = DeclaredDriver::parse(e.driver.as_deref());
             let found: Vec<&crate::model::PciDevice> = f
                 .inv
                 .devices
                 .iter()
                 .filter(|d| d.ids.vendor == vendor && d.ids.device == device)
-                .filter(|d| driver_satisfies(want.as_ref(), d.driver.as_ref()))
+                .filter(|d| want.satisfied_by(d.driver.as_ref()))
                 .collect();
             let on = e
                 .driver
@@ -874,7 +871,7 @@ mod tests {
                     device: DeviceId(0x10d3),
                     subsystem: None,
                     address: None,
-                    driver: None,
+                    driver: DeclaredDriver::Auto,
                     origin: Origin {
                         file: "/etc/vfioctl/bindings.d/a.toml".into(),
                         line: 1,

@@ -21,9 +21,7 @@ pub const DRIVER_PROPERTY: &str = "VFIOCTL_DRIVER";
 /// The value marking a device: its declared driver, or `auto` (vfio-pci or
 /// the best VFIO variant).
 pub fn driver_value(decl: &Declaration) -> String {
-    decl.driver
-        .as_ref()
-        .map_or_else(|| "auto".to_string(), ToString::to_string)
+    decl.driver.to_string()
 }
 
 /// The generated rules for `decls`: one matching line each, no RUN.
@@ -63,7 +61,7 @@ pub fn render_rules(decls: &Declarations) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::declaration::Origin;
+    use crate::model::declaration::{DeclaredDriver, Origin};
     use crate::model::{DeviceId, DriverName, VendorId};
 
     #[test]
@@ -75,7 +73,7 @@ mod tests {
                     device: DeviceId(0x20b0),
                     subsystem: Some((VendorId(0x10de), DeviceId(0x134f))),
                     address: None,
-                    driver: None,
+                    driver: DeclaredDriver::Auto,
                     origin: Origin {
                         file: "/etc/vfioctl/bindings.d/a.toml".into(),
                         line: 2,
@@ -86,7 +84,7 @@ mod tests {
                     device: DeviceId(0x10d3),
                     subsystem: None,
                     address: Some("0000:01:00.0".parse().unwrap()),
-                    driver: Some(DriverName::new("pci-stub")),
+                    driver: DeclaredDriver::Named(DriverName::new("pci-stub")),
                     origin: Origin {
                         file: "/etc/vfioctl/bindings.d/b.toml".into(),
                         line: 1,

@@ -33,9 +33,67 @@ pub struct Declaration {
     pub device: DeviceId,
     pub subsystem: Option<(VendorId, DeviceId)>,
     pub address: Option<PciAddress>,
-    /// `None`: vfio-pci, or the device's best VFIO variant driver.
-    pub driver: Option<DriverName>,
+    pub driver: DeclaredDriver,
     pub origin: Origin,
+}
+
+/// The driver a declaration asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeclaredDriver {
+    /// vfio-pci, or the device's best VFIO variant driver.
+    Auto,
+    Named(DriverName),
+}
+
+impl DeclaredDriver {
+    /// `auto` (or nothing) means `Auto`; anything else names a driver.
+    pub fn parse(text: Option<&str>) -> DeclaredDriver {
+        match text {
+            None | Some("auto") => DeclaredDriver::Auto,
+            Some(name) => DeclaredDriver::Named(DriverName::new(name)),
+        }
+    }
+
+    /// The named driver, if one was declared.
+    pub fn named(&self) -> Option<&DriverName> {
+        match self {
+            DeclaredDriver::Auto => None,
+            DeclaredDriver::Named(d) => Some(d),
+        }
+    }
+
+    /// Whether a device on `driver` satisfies this declaration: the named
+    /// driver, or (for `Auto`) vfio-pci or any VFIO variant.
+    pub fn satisfied_by(&self, driver: Option<&DriverName>) -> bool {
+        match (self, driver) {
+            (DeclaredDriver::Named(want), Some(have)) => want == have,
+            (DeclaredDriver::Auto, Some(have)) => have.kind() == DriverKind::Vfio,
+            (_, None) => false,
+        }
+    }
+}
+
+impl From<Option<DriverName>> for DeclaredDriver {
+    fn from(driver: Option<DriverName>) -> Self {
+        driver.map_or(DeclaredDriver::Auto, DeclaredDriver::Named)
+    }
+}
+
+/// `auto` or the driver's name: the udev mark and the `persist list` column.
+impl std::fmt::Display for DeclaredDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeclaredDriver::Auto => f.write_str("auto"),
+            DeclaredDriver::Named(d) => d.fmt(f),
+        }
+    }
+}
+
+/// JSON keeps its schema: `null` for `Auto`, the name otherwise.
+impl Serialize for DeclaredDriver {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.named().serialize(s)
+    }
 }
 
 /// How a declaration relates to one device.
@@ -155,16 +213,6 @@ impl Declarations {
     }
 }
 
-/// Whether a device on `driver` satisfies a declared driver (`None`: vfio-pci
-/// or any VFIO variant).
-pub fn driver_satisfies(declared: Option<&DriverName>, driver: Option<&DriverName>) -> bool {
-    match (declared, driver) {
-        (Some(want), Some(have)) => want == have,
-        (None, Some(have)) => have.kind() == DriverKind::Vfio,
-        (_, None) => false,
-    }
-}
-
 /// Why declarations could not be made from selectors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -177,7 +225,7 @@ fn from_device(dev: &PciDevice, by_address: bool, driver: Option<&DriverName>) -
         // An address declaration records everything needed to notice a swap.
         subsystem: by_address.then_some((dev.ids.subsystem_vendor, dev.ids.subsystem_device)),
         address: by_address.then_some(dev.address),
-        driver: driver.cloned(),
+        driver: driver.cloned().into(),
         origin: Origin {
             file: String::new(),
             line: 0,
@@ -219,7 +267,7 @@ pub fn declare(
                     device: *device,
                     subsystem: *subsystem,
                     address: None,
-                    driver: driver.cloned(),
+                    driver: driver.cloned().into(),
                     origin: Origin {
                         file: String::new(),
                         line: 0,
@@ -272,7 +320,7 @@ mod tests {
             device: DeviceId(0x20b0),
             subsystem: subsystem.map(|(v, d)| (VendorId(v), DeviceId(d))),
             address: address.map(|a| a.parse().unwrap()),
-            driver: None,
+            driver: DeclaredDriver::Auto,
             origin: Origin {
                 file: "/etc/vfioctl/bindings.d/a.toml".into(),
                 line: 1,
@@ -315,7 +363,7 @@ mod tests {
     fn the_most_specific_declaration_governs() {
         let gpu = endpoint("25:00.0", 0x030200);
         let mut by_address = decl(Some("25:00.0"), None);
-        by_address.driver = Some(DriverName::new("pci-stub"));
+        by_address.driver = DeclaredDriver::Named(DriverName::new("pci-stub"));
         let all = Declarations {
             list: vec![
                 decl(None, None),
