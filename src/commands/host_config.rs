@@ -26,10 +26,6 @@ struct FileStatus {
     content: String,
 }
 
-fn owned(text: &str) -> bool {
-    text.lines().take(2).any(|l| l == OWNED_HEADER)
-}
-
 pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     if (args.write || args.remove) && !privileged() {
         return Err(NotPrivileged {
@@ -45,7 +41,7 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
         let path = root.path(file.path);
         let existing = fs::read_to_string(&path).ok();
         if let Some(text) = &existing {
-            if !owned(text) && (args.write || args.remove) {
+            if !config::written_by_vfioctl(text, OWNED_HEADER) && (args.write || args.remove) {
                 return Err(NotOwned(file.path.to_string()).into());
             }
         }

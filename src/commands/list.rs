@@ -10,7 +10,7 @@ use crate::output::table::{or_dash, Table};
 use crate::output::write_json;
 
 use super::parse_selectors;
-use crate::output::labels::{class_label, device_name, sriov_brief, IOMMU_OFF_NOTE};
+use crate::output::labels::{class_label, device_name, iommu_off_note, sriov_brief};
 
 pub fn run(root: &HostRoot, args: &ListArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let selectors = parse_selectors(&args.selectors)?;
@@ -22,13 +22,13 @@ pub fn run(root: &HostRoot, args: &ListArgs, out: &mut dyn Write) -> anyhow::Res
             devices.iter().map(|d| DeviceRecord::new(&inv, d)).collect();
         write_json(out, &records)?;
         if !inv.iommu.enabled() {
-            eprintln!("vfioctl: note: {IOMMU_OFF_NOTE}");
+            eprintln!("vfioctl: note: {}", iommu_off_note());
         }
         return Ok(crate::cli::exit::OK);
     }
 
     if !inv.iommu.enabled() {
-        writeln!(out, "{IOMMU_OFF_NOTE}")?;
+        writeln!(out, "{}", iommu_off_note())?;
     }
     let mut table = Table::new([
         "ADDRESS", "CLASS", "ROLE", "IDS", "DRIVER", "OVERRIDE", "GROUP", "SRIOV", "NOVA", "NUMA",

@@ -15,7 +15,7 @@ use crate::output::table::{or_dash, Table};
 use crate::output::write_json;
 
 use crate::error::Ambiguous;
-use crate::output::labels::{class_label, device_name, IOMMU_OFF_NOTE};
+use crate::output::labels::{class_label, device_name, iommu_off_note};
 
 /// Resolves a selector that must name exactly one function.
 pub fn select_one<'a>(inv: &'a Inventory, text: &str) -> anyhow::Result<&'a PciDevice> {
@@ -196,7 +196,7 @@ pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Res
     writeln!(out)?;
     let Some(group) = group else {
         if !inv.iommu.enabled() {
-            writeln!(out, "{IOMMU_OFF_NOTE}")?;
+            writeln!(out, "{}", iommu_off_note())?;
         } else {
             writeln!(out, "No IOMMU group: this device cannot be used with VFIO.")?;
         }

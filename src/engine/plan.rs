@@ -14,7 +14,7 @@ use crate::model::driver::{DriverKind, DriverName, ModuleName};
 use crate::model::group::{GroupMember, MemberState, Viability};
 
 use super::refusal::{Refusal, RefusalKind};
-use crate::model::inventory::{CompanionReason, Inventory};
+use crate::model::inventory::{CompanionReason, Inventory, IommuState};
 use crate::model::modalias::{best_match, Alias};
 use crate::model::usage::UsageMap;
 
@@ -190,7 +190,7 @@ impl Plan {
 pub enum PlanError {
     #[error("{}", super::refusal::joined(.0))]
     Refused(Vec<Refusal>),
-    #[error("the IOMMU is off, so VFIO cannot use {0}: enable VT-d/AMD-Vi in firmware and add intel_iommu=on iommu=pt (Intel) or iommu=pt (AMD) to the kernel command line, then reboot")]
+    #[error("the IOMMU is off, so VFIO cannot use {0}: {remedy}, then reboot", remedy = IommuState::REMEDY)]
     IommuOff(PciAddress),
 }
 

@@ -12,8 +12,8 @@
 //! driver = "vfio-pci"          # optional: default vfio-pci or the best VFIO variant
 //! ```
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,13 @@ pub const BINDINGS_DIR: &str = "/etc/vfioctl/bindings.d";
 /// First line of files vfioctl writes itself; only those does it remove.
 pub const WRITTEN_HEADER: &str =
     "# Written by vfioctl persist add; remove with vfioctl persist remove.";
+
+/// Whether vfioctl wrote a file: its header (after an optional `#!` line)
+/// starts with `header`. The one test every "may vfioctl replace or remove
+/// this?" decision uses; files written by hand are never touched.
+pub fn written_by_vfioctl(text: &str, header: &str) -> bool {
+    text.lines().take(2).any(|l| l.starts_with(header))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -242,38 +249,20 @@ pub fn render(decl: &Declaration) -> String {
     text
 }
 
-/// Writes `text` to `path` atomically: temp file, fsync, rename, fsync dir.
+/// Writes `text` to `path` atomically (see `HostRoot::write_atomic`), naming
+/// the path as the host sees it on failure.
 pub fn write_atomic(
     root: &HostRoot,
     path: &Path,
     text: &str,
     mode: u32,
 ) -> Result<(), ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
-    let io_err = |action, p: &Path| {
-        let p = shown(root, p);
-        move |source| ConfigError::Io {
-            action,
-            path: p,
-            source,
-        }
-    };
-    let dir = path.parent().expect("config files live in a directory");
-    fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
-    let tmp = dir.join(format!(
-        ".{}.vfioctl-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let mut file = File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
-    file.write_all(text.as_bytes())
-        .and_then(|_| file.set_permissions(fs::Permissions::from_mode(mode)))
-        .and_then(|_| file.sync_all())
-        .map_err(io_err("cannot write", &tmp))?;
-    fs::rename(&tmp, path).map_err(io_err("cannot replace", path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("cannot sync", dir))
+    root.write_atomic(path, text, mode)
+        .map_err(|e| ConfigError::Io {
+            action: e.action,
+            path: shown(root, &e.path),
+            source: e.source,
+        })
 }
 
 /// Writes a declaration to its own file (replacing an earlier one for the same key).
@@ -287,7 +276,7 @@ pub fn add(root: &HostRoot, decl: &Declaration) -> Result<PathBuf, ConfigError> 
 pub fn remove(root: &HostRoot, decl: &Declaration) -> Result<(), ConfigError> {
     let path = root.path(&decl.origin.file);
     let text = fs::read_to_string(&path).unwrap_or_default();
-    if !text.starts_with(WRITTEN_HEADER) {
+    if !written_by_vfioctl(&text, WRITTEN_HEADER) {
         return Err(ConfigError::Invalid {
             file: decl.origin.file.clone(),
             line: decl.origin.line,

@@ -8,7 +8,9 @@ use serde::{Serialize, Serializer};
 
 use crate::integrations::boot_files::CpuVendor;
 use crate::model::declaration::{Declarations, DeclaredDriver, Fit};
-use crate::model::{DeviceId, DriverKind, DriverName, Inventory, ModuleName, PciAddress, VendorId};
+use crate::model::{
+    DeviceId, DriverKind, DriverName, Inventory, IommuState, ModuleName, PciAddress, VendorId,
+};
 
 /// Verdicts in the monitoring-plugins convention. Ordered by severity for
 /// the overall result: CRITICAL > WARNING > UNKNOWN > OK.
@@ -308,13 +310,18 @@ fn iommu_active(f: &Facts) -> Vec<CheckResult> {
                 iommu.groups
             ),
             vec!["/sys/class/iommu".into(), "/sys/kernel/iommu_groups".into()],
-            Some("enable VT-d/AMD-Vi in firmware and add intel_iommu=on iommu=pt (Intel) or iommu=pt (AMD) to the kernel command line, then reboot"),
+            Some(&format!("{}, then reboot", IommuState::REMEDY)),
         )
     } else {
         result(
             "iommu.active",
             Verdict::Ok,
-            format!("IOMMU active: {} units ({}), {} groups", iommu.units.len(), iommu.units.join(","), iommu.groups),
+            format!(
+                "IOMMU active: {} units ({}), {} groups",
+                iommu.units.len(),
+                iommu.units.join(","),
+                iommu.groups
+            ),
             vec![],
             None,
         )

@@ -21,6 +21,9 @@ pub struct IommuState {
 }
 
 impl IommuState {
+    /// What to do when the IOMMU is off; every message about it says this.
+    pub const REMEDY: &'static str = "enable VT-d/AMD-Vi in firmware and add intel_iommu=on iommu=pt (Intel) or iommu=pt (AMD) to the kernel command line";
+
     pub fn enabled(&self) -> bool {
         !self.units.is_empty() || self.groups > 0
     }

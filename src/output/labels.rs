@@ -3,7 +3,12 @@
 use crate::model::{Inventory, PciDevice};
 
 /// The line printed once when the host has no active IOMMU.
-pub const IOMMU_OFF_NOTE: &str = "IOMMU: off (no IOMMU groups): VFIO passthrough needs it; enable VT-d/AMD-Vi in firmware and add intel_iommu=on iommu=pt (Intel) or iommu=pt (AMD) to the kernel command line";
+pub fn iommu_off_note() -> String {
+    format!(
+        "IOMMU: off (no IOMMU groups): VFIO passthrough needs it; {}",
+        crate::model::IommuState::REMEDY
+    )
+}
 
 /// A short SR-IOV column value: `PF 2/16`, `VF`, or `-`.
 pub fn sriov_brief(dev: &PciDevice) -> String {
