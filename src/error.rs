@@ -23,6 +23,7 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
             || cause.is::<DeclareError>()
             || cause.is::<NovaError>()
             || cause.is::<NeedsConnect>()
+            || cause.is::<MissingAddress>()
         {
             return ExitStatus::Usage;
         }
@@ -41,6 +42,7 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
         if let Some(e) = cause.downcast_ref::<ConfigError>() {
             return match e {
                 ConfigError::Io { .. } => ExitStatus::Failed,
+                ConfigError::HandWritten { .. } => ExitStatus::Refused,
                 _ => ExitStatus::Config,
             };
         }
@@ -81,6 +83,11 @@ pub fn one_line(err: &anyhow::Error) -> String {
 }
 
 // Errors the thin commands raise themselves (no stage owns them).
+
+/// `udev-hook` run without a device (no argument, no PCI_SLOT_NAME).
+#[derive(Debug, thiserror::Error)]
+#[error("udev-hook needs the device address (udev passes $kernel)")]
+pub struct MissingAddress;
 
 /// `nodedev` was asked about a host tree under `--root` without a URI for its libvirt.
 #[derive(Debug, thiserror::Error)]

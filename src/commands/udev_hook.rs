@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::cli::UdevHookArgs;
 use crate::engine::plan::Goal;
+use crate::error::MissingAddress;
 use crate::host::config;
 use crate::host::kernel::SysfsKernel;
 use crate::host::sysfs::read_one;
@@ -27,9 +28,7 @@ pub fn run(root: &HostRoot, args: &UdevHookArgs, _out: &mut dyn Write) -> anyhow
     }
     let text = match &args.device {
         Some(d) => d.clone(),
-        None => std::env::var("PCI_SLOT_NAME").map_err(|_| {
-            anyhow::anyhow!("udev-hook needs the device address (udev passes $kernel)")
-        })?,
+        None => std::env::var("PCI_SLOT_NAME").map_err(|_| MissingAddress)?,
     };
     let address: PciAddress = text.parse()?;
     let result = enforce_one(root, address, Duration::from_secs(args.timeout));

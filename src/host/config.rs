@@ -37,6 +37,9 @@ pub fn written_by_vfioctl(text: &str, header: &str) -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A declaration in a file vfioctl did not write: refused, never removed.
+    #[error("{file}:{line}: declared in a file vfioctl did not write; edit or delete it by hand")]
+    HandWritten { file: String, line: usize },
     #[error("{file}:{line}: {message}")]
     Invalid {
         file: String,
@@ -277,11 +280,9 @@ pub fn remove(root: &HostRoot, decl: &Declaration) -> Result<(), ConfigError> {
     let path = root.path(&decl.origin.file);
     let text = fs::read_to_string(&path).unwrap_or_default();
     if !written_by_vfioctl(&text, WRITTEN_HEADER) {
-        return Err(ConfigError::Invalid {
+        return Err(ConfigError::HandWritten {
             file: decl.origin.file.clone(),
             line: decl.origin.line,
-            message: "declared in a file vfioctl did not write; edit or delete it by hand"
-                .to_string(),
         });
     }
     fs::remove_file(&path).map_err(|source| ConfigError::Io {
