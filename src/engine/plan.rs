@@ -16,7 +16,7 @@ use crate::model::group::{GroupMember, MemberState, Viability};
 use super::refusal::{Refusal, RefusalKind};
 use crate::model::inventory::{CompanionReason, Inventory, IommuState};
 use crate::model::modalias::{best_match, Alias};
-use crate::model::usage::UsageMap;
+use crate::model::usage::UsageFacts;
 
 /// What the operator asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -60,13 +60,15 @@ pub struct Request {
 }
 
 /// What the planner needs to know besides the inventory.
-#[derive(Debug, Default)]
 pub struct Facts<'a> {
-    pub usage: UsageMap,
+    /// Asked once, for the devices the plan would release.
+    pub usage: &'a dyn UsageFacts,
     /// `vfio_pci:` aliases from modules.alias (variant drivers).
     pub vfio_variants: &'a [Alias],
     /// The driver each device had before vfioctl changed it (the change record).
     pub previous: BTreeMap<PciAddress, DriverName>,
+    /// What the change record says about a device, as a note for the operator.
+    pub history: BTreeMap<PciAddress, String>,
 }
 
 /// Why a device is part of the plan.
@@ -317,6 +319,11 @@ impl Planner<'_> {
                 describe(&action.before)
             ));
         }
+        for action in &actions {
+            if let Some(note) = self.facts.history.get(&action.address) {
+                self.notes.push(note.clone());
+            }
+        }
         Ok(Plan {
             goal: goal.clone(),
             load_modules,
@@ -563,14 +570,18 @@ impl Planner<'_> {
     /// Devices about to be released from their driver must not be in use.
     fn check_safety(&mut self, actions: &[Action]) {
         let mut clear: Vec<String> = Vec::new();
+        let releasing: BTreeSet<PciAddress> = actions
+            .iter()
+            .filter(|a| a.releases())
+            .map(|a| a.address)
+            .collect();
+        if releasing.is_empty() {
+            return;
+        }
+        let usage = self.facts.usage.usage_of(&releasing);
         for action in actions.iter().filter(|a| a.releases()) {
             let dev = self.device(&action.address);
-            let mut uses = self
-                .facts
-                .usage
-                .get(&action.address)
-                .cloned()
-                .unwrap_or_default();
+            let mut uses = usage.get(&action.address).cloned().unwrap_or_default();
             if dev.boot_vga
                 && !uses
                     .iter()

@@ -2,7 +2,6 @@
 //! `unbind`, `persist apply` and the udev hook:
 //! privilege -> lock -> inventory -> plan -> module checks -> apply -> record.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -13,9 +12,9 @@ use crate::host::kernel::PciKernel;
 use crate::host::modules;
 use crate::host::state::{self, ChangeRecord};
 use crate::host::sysfs::{read_inventory, Names};
-use crate::host::usage::{add_holders, read_usage};
+use crate::host::usage::HostUsage;
 use crate::host::HostRoot;
-use crate::model::{Inventory, PciAddress, Selector};
+use crate::model::{PciAddress, Selector};
 
 /// How a change was asked for.
 #[derive(Debug, Clone)]
@@ -62,22 +61,6 @@ pub fn privileged() -> bool {
     .unwrap_or(false)
 }
 
-/// Devices whose open handles matter: those to be released, their
-/// companions and every member of their IOMMU groups.
-fn candidates(inv: &Inventory, targets: &BTreeSet<PciAddress>) -> BTreeSet<PciAddress> {
-    let mut set = targets.clone();
-    for addr in targets {
-        let Some(dev) = inv.device(addr) else {
-            continue;
-        };
-        set.extend(inv.companions(dev).iter().map(|c| c.address));
-        if let Some(group) = inv.group_of(dev) {
-            set.extend(group.pci_members.iter().copied());
-        }
-    }
-    set
-}
-
 /// Plans and (unless a dry run) applies one change. `Err` only for refusals
 /// and environment problems (nothing written); a failed apply comes back as
 /// a report whose result carries the error, for the caller to render first.
@@ -115,39 +98,20 @@ pub fn run(
         with_group: spec.with_group,
         force: spec.force,
     };
-    // Mounts, routes and the console are cheap to read; open handles need a
-    // walk of every process's descriptors. Plan without them first, and walk
-    // only for the devices the plan would release (none, when all is as
-    // wanted: the udev hook's usual case).
-    let mut facts = Facts {
-        usage: read_usage(root),
+    // Mounts, routes and the console are cheap to read up front; open handles
+    // need a walk of every process's descriptors, done only when the planner
+    // asks about devices it would release (none, when all is as wanted: the
+    // udev hook's usual case).
+    let usage = HostUsage::new(root, &inv);
+    let facts = Facts {
+        usage: &usage,
         vfio_variants: &variants,
         previous: record.previous_drivers(),
+        history: record.history_notes(),
     };
-    let mut plan = make_plan(&inv, &facts, &request)?;
-    let releasing: BTreeSet<PciAddress> = plan
-        .actions
-        .iter()
-        .filter(|a| a.releases())
-        .map(|a| a.address)
-        .collect();
-    if !releasing.is_empty() {
-        add_holders(root, &inv, &candidates(&inv, &releasing), &mut facts.usage);
-        plan = make_plan(&inv, &facts, &request)?;
-    }
+    let plan = make_plan(&inv, &facts, &request)?;
     for module in &plan.load_modules {
         modules::preflight(root, release, module)?;
-    }
-    for action in &plan.actions {
-        if let Some(entry) = record.entry(&action.address) {
-            plan.notes.push(format!(
-                "{} was last changed by vfioctl {} at {} (before: {})",
-                action.address,
-                entry.command,
-                state::format_utc(entry.changed_at),
-                entry.previous_driver.as_deref().unwrap_or("no driver")
-            ));
-        }
     }
     if spec.dry_run || !plan.changes() {
         return Ok(ChangeReport {

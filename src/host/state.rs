@@ -109,6 +109,25 @@ impl ChangeRecord {
         self.devices.get(&address.to_string())
     }
 
+    /// For each device in the record, the note a plan touching it carries.
+    pub fn history_notes(&self) -> BTreeMap<PciAddress, String> {
+        self.devices
+            .iter()
+            .filter_map(|(addr, entry)| {
+                let addr: PciAddress = addr.parse().ok()?;
+                Some((
+                    addr,
+                    format!(
+                        "{addr} was last changed by vfioctl {} at {} (before: {})",
+                        entry.command,
+                        format_utc(entry.changed_at),
+                        entry.previous_driver.as_deref().unwrap_or("no driver")
+                    ),
+                ))
+            })
+            .collect()
+    }
+
     /// The drivers devices had before vfioctl changed them.
     pub fn previous_drivers(&self) -> BTreeMap<PciAddress, DriverName> {
         self.devices

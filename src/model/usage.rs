@@ -1,6 +1,6 @@
 //! What the host uses a device for: the facts behind safety refusals.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
@@ -63,3 +63,17 @@ impl fmt::Display for DeviceUse {
 
 /// Uses per device; devices the host does not depend on are absent.
 pub type UsageMap = BTreeMap<PciAddress, Vec<DeviceUse>>;
+
+/// How the host uses the devices a plan would release. The planner asks once,
+/// for exactly those devices, so costly facts (open handles: a walk of every
+/// process) are gathered only when something would be released.
+pub trait UsageFacts {
+    fn usage_of(&self, releasing: &BTreeSet<PciAddress>) -> UsageMap;
+}
+
+/// A map already complete (tests, or facts gathered up front).
+impl UsageFacts for UsageMap {
+    fn usage_of(&self, _releasing: &BTreeSet<PciAddress>) -> UsageMap {
+        self.clone()
+    }
+}
