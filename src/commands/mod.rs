@@ -55,6 +55,7 @@ pub fn run_change(
     goal: Goal,
     args: &ChangeArgs,
     with_group: bool,
+    after: Option<run::AfterChange>,
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     let spec = ChangeSpec {
@@ -65,7 +66,7 @@ pub fn run_change(
         dry_run: args.dry_run,
         timeout: Duration::from_secs(args.timeout),
     };
-    let report = run::run(root, &spec, &SysfsKernel::new(root.clone()))?;
+    let report = run::run_then(root, &spec, &SysfsKernel::new(root.clone()), after)?;
     if args.json {
         write_json(out, &report)?;
     } else {

@@ -9,5 +9,5 @@ use crate::host::HostRoot;
 use super::run_change;
 
 pub fn run(root: &HostRoot, args: &ChangeArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    run_change(root, Goal::Restore, args, false, out)
+    run_change(root, Goal::Restore, args, false, None, out)
 }

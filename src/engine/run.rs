@@ -14,7 +14,7 @@ use crate::host::state::{self, ChangeRecord};
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::usage::HostUsage;
 use crate::host::HostRoot;
-use crate::model::{PciAddress, Selector};
+use crate::model::{Inventory, PciAddress, Selector};
 
 /// How a change was asked for.
 #[derive(Debug, Clone)]
@@ -61,6 +61,10 @@ pub fn privileged() -> bool {
     .unwrap_or(false)
 }
 
+/// Work to do after a change succeeds, under the same lock and with the same
+/// inventory (`bind --persist` declaring what it bound).
+pub type AfterChange<'a> = &'a mut dyn FnMut(&Inventory);
+
 /// Plans and (unless a dry run) applies one change. `Err` only for refusals
 /// and environment problems (nothing written); a failed apply comes back as
 /// a report whose result carries the error, for the caller to render first.
@@ -68,6 +72,16 @@ pub fn run(
     root: &HostRoot,
     spec: &ChangeSpec,
     kernel: &dyn PciKernel,
+) -> anyhow::Result<ChangeReport> {
+    run_then(root, spec, kernel, None)
+}
+
+/// `run`, then `after` (not for a dry run, nor when applying failed).
+pub fn run_then(
+    root: &HostRoot,
+    spec: &ChangeSpec,
+    kernel: &dyn PciKernel,
+    mut after: Option<AfterChange>,
 ) -> anyhow::Result<ChangeReport> {
     let command = spec.goal.verb();
     if !spec.dry_run && !privileged() {
@@ -114,6 +128,9 @@ pub fn run(
         modules::preflight(root, release, module)?;
     }
     if spec.dry_run || !plan.changes() {
+        if let (false, Some(after)) = (spec.dry_run, after.as_mut()) {
+            after(&inv);
+        }
         return Ok(ChangeReport {
             command,
             dry_run: spec.dry_run,
@@ -126,6 +143,9 @@ pub fn run(
     if applied.succeeded() {
         update_record(&mut record, &plan, &applied);
         state::write_record(root, &record)?;
+        if let Some(after) = after.as_mut() {
+            after(&inv);
+        }
     }
     Ok(ChangeReport {
         command,
