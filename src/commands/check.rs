@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::cli::CheckArgs;
 use crate::host::config;
-use crate::host::hostfacts::{cpu_vendor, read_facts};
+use crate::host::hostfacts::{read_cpu, read_facts};
 use crate::host::libvirt::Target;
 use crate::host::modules;
 use crate::host::sysfs::{read_inventory, Names};
@@ -29,18 +29,6 @@ use super::{node_devices, LibvirtOptions};
 
 fn read(root: &HostRoot, path: &str) -> Option<String> {
     fs::read_to_string(root.path(path)).ok()
-}
-
-fn cpu_flags(root: &HostRoot) -> Option<Vec<String>> {
-    let text = read(root, "/proc/cpuinfo")?;
-    let line = text.lines().find(|l| l.starts_with("flags"))?;
-    Some(
-        line.split(':')
-            .nth(1)?
-            .split_whitespace()
-            .map(str::to_string)
-            .collect(),
-    )
 }
 
 fn module_state(root: &HostRoot, release: Option<&str>, module: &ModuleName) -> ModuleState {
@@ -139,11 +127,7 @@ fn libvirt_views(
     let Ok(decls) = declarations else {
         return Err("the declarations cannot be read".to_string());
     };
-    let declared: Vec<&PciDevice> = inv
-        .devices
-        .iter()
-        .filter(|d| decls.governing(d).is_some())
-        .collect();
+    let declared: Vec<&PciDevice> = decls.declared(&inv.devices).collect();
     if declared.is_empty() {
         return Ok(Vec::new());
     }
@@ -178,12 +162,13 @@ pub fn run(
     };
     let release = inv.kernel_release.as_deref();
     let declarations = config::load(root).map_err(|e| e.to_string());
+    let cpu = read_cpu(root);
 
     // The boot files and rules as host-config and persist would write them now.
     let mut boot_files = Vec::new();
     let mut udev_rules = None;
     if let Ok(decls) = &declarations {
-        let facts = read_facts(root, &inv, decls.clone(), false, false);
+        let facts = read_facts(root, &inv, decls.clone(), false, false, cpu.vendor);
         for file in generate(&facts).files {
             boot_files.push((
                 file.path.to_string(),
@@ -201,8 +186,8 @@ pub fn run(
     let declarations_for_marks = declarations.as_ref().ok().cloned();
     let facts = Facts {
         inv: &inv,
-        cpu: cpu_vendor(root),
-        cpu_flags: cpu_flags(root),
+        cpu: cpu.vendor,
+        cpu_flags: cpu.flags,
         cmdline: read(root, "/proc/cmdline")
             .map(|c| c.split_whitespace().map(str::to_string).collect()),
         acpi_tables: fs::read_dir(root.path("/sys/firmware/acpi/tables"))
@@ -235,10 +220,8 @@ pub fn run(
             .iter()
             .any(|d| root.path(d).join(udev::STATIC_RULES_NAME).exists()),
         udev_marks: match &declarations_for_marks {
-            Some(decls) => inv
-                .devices
-                .iter()
-                .filter(|d| decls.governing(d).is_some())
+            Some(decls) => decls
+                .declared(&inv.devices)
                 .map(|d| {
                     let mark =
                         crate::host::udev::udev_property(root, &d.address, udev::DRIVER_PROPERTY);

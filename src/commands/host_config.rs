@@ -10,7 +10,7 @@ use crate::cli::HostConfigArgs;
 use crate::engine::run::{privileged, NotPrivileged};
 use crate::error::NotOwned;
 use crate::host::config::{self, ConfigError};
-use crate::host::hostfacts::read_facts;
+use crate::host::hostfacts::{read_cpu, read_facts};
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
 use crate::integrations::boot_files::{generate, HostConfig, OWNED_HEADER};
@@ -34,7 +34,14 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
         .into());
     }
     let inv = read_inventory(root, Names::Skip)?;
-    let facts = read_facts(root, &inv, config::load(root)?, args.blacklist, args.ids);
+    let facts = read_facts(
+        root,
+        &inv,
+        config::load(root)?,
+        args.blacklist,
+        args.ids,
+        read_cpu(root).vendor,
+    );
     let plan: HostConfig = generate(&facts);
     let mut statuses = Vec::new();
     for file in &plan.files {

@@ -165,7 +165,7 @@ fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow:
             mismatch: mismatches
                 .iter()
                 .find(|(m, _)| *m == decl)
-                .map(|(_, found)| found.clone()),
+                .map(|(_, found)| found.to_string()),
         })
         .collect();
     if args.json {

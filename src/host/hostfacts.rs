@@ -13,8 +13,34 @@ use crate::model::modalias::{best_match, glob_match, parse_aliases};
 use crate::model::Inventory;
 use crate::model::{DriverKind, ModuleName};
 
-pub fn cpu_vendor(root: &HostRoot) -> CpuVendor {
-    let text = fs::read_to_string(root.path("/proc/cpuinfo")).unwrap_or_default();
+/// What `/proc/cpuinfo` says, read once per command.
+#[derive(Debug, Clone)]
+pub struct CpuInfo {
+    pub vendor: CpuVendor,
+    /// The first CPU's flags; `None` when cpuinfo is unreadable or has none.
+    pub flags: Option<Vec<String>>,
+}
+
+pub fn read_cpu(root: &HostRoot) -> CpuInfo {
+    let text = fs::read_to_string(root.path("/proc/cpuinfo")).ok();
+    CpuInfo {
+        vendor: cpu_vendor(text.as_deref().unwrap_or_default()),
+        flags: text.as_deref().and_then(cpu_flags),
+    }
+}
+
+fn cpu_flags(text: &str) -> Option<Vec<String>> {
+    let line = text.lines().find(|l| l.starts_with("flags"))?;
+    Some(
+        line.split(':')
+            .nth(1)?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+fn cpu_vendor(text: &str) -> CpuVendor {
     let vendor = text
         .lines()
         .find_map(|l| l.strip_prefix("vendor_id"))
@@ -58,6 +84,7 @@ pub fn read_facts(
     declarations: Declarations,
     blacklist: bool,
     ids_option: bool,
+    cpu: CpuVendor,
 ) -> Facts {
     let release = inv.kernel_release.as_deref();
     let alias_text = release
@@ -115,7 +142,7 @@ pub fn read_facts(
         declarations,
         softdeps,
         variant_modules: variant.into_iter().map(ModuleName::new).collect(),
-        cpu: cpu_vendor(root),
+        cpu,
         cmdline: fs::read_to_string(root.path("/proc/cmdline"))
             .unwrap_or_default()
             .split_whitespace()

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::address::PciAddress;
 use super::device::PciDevice;
 use super::driver::{DriverKind, DriverName};
-use super::ids::{DeviceId, VendorId};
+use super::ids::{DeviceId, DeviceIds, VendorId};
 use super::inventory::Inventory;
 use super::selector::{Matcher, Selector};
 
@@ -104,7 +104,7 @@ pub enum Fit {
     /// The declared address now holds a different device: the slot moved or
     /// the card was replaced. Never applied; reported.
     Mismatch {
-        found: String,
+        found: DeviceIds,
     },
 }
 
@@ -136,15 +136,7 @@ impl Declaration {
         match self.address {
             Some(addr) if addr != dev.address => Fit::NotThisDevice,
             Some(_) if self.ids_match(dev) => Fit::Applies,
-            Some(_) => Fit::Mismatch {
-                found: format!(
-                    "{}:{}:{}:{}",
-                    dev.ids.vendor,
-                    dev.ids.device,
-                    dev.ids.subsystem_vendor,
-                    dev.ids.subsystem_device
-                ),
-            },
+            Some(_) => Fit::Mismatch { found: dev.ids },
             None if self.ids_match(dev) => Fit::Applies,
             None => Fit::NotThisDevice,
         }
@@ -188,6 +180,14 @@ impl Declarations {
         })
     }
 
+    /// The devices some declaration governs.
+    pub fn declared<'a>(
+        &'a self,
+        devices: &'a [PciDevice],
+    ) -> impl Iterator<Item = &'a PciDevice> + 'a {
+        devices.iter().filter(move |d| self.governing(d).is_some())
+    }
+
     /// The devices `decl` governs (it is their most specific declaration).
     pub fn covered<'a>(
         &'a self,
@@ -200,7 +200,7 @@ impl Declarations {
     }
 
     /// Declarations whose address holds a different device now.
-    pub fn mismatches<'a>(&'a self, devices: &'a [PciDevice]) -> Vec<(&'a Declaration, String)> {
+    pub fn mismatches<'a>(&'a self, devices: &'a [PciDevice]) -> Vec<(&'a Declaration, DeviceIds)> {
         self.list
             .iter()
             .filter_map(|decl| {
@@ -349,14 +349,13 @@ mod tests {
         other.ids.vendor = VendorId(0x8086);
         assert_eq!(
             decl(Some("25:00.0"), None).fit(&other),
-            Fit::Mismatch {
-                found: "8086:20b0:10de:134f".into()
-            }
+            Fit::Mismatch { found: other.ids }
         );
         let all = Declarations {
             list: vec![decl(Some("25:00.0"), None)],
         };
         assert_eq!(all.mismatches(std::slice::from_ref(&other)).len(), 1);
+        assert_eq!(other.ids.to_string(), "8086:20b0:10de:134f");
     }
 
     #[test]
