@@ -125,11 +125,12 @@ impl Declaration {
     }
 
     fn ids_match(&self, dev: &PciDevice) -> bool {
-        dev.ids.vendor == self.vendor
-            && dev.ids.device == self.device
-            && self.subsystem.is_none_or(|(sv, sd)| {
-                dev.ids.subsystem_vendor == sv && dev.ids.subsystem_device == sd
-            })
+        Matcher::Ids {
+            vendor: self.vendor,
+            device: Some(self.device),
+            subsystem: self.subsystem,
+        }
+        .matches(&dev.into())
     }
 
     pub fn fit(&self, dev: &PciDevice) -> Fit {
