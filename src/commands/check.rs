@@ -177,7 +177,7 @@ pub fn run(
         }
         udev_rules = Some(file_state(
             root,
-            udev::GENERATED_RULES,
+            crate::host::udev::GENERATED_RULES,
             &udev::render_rules(decls),
             udev::RULES_HEADER,
         ));
@@ -216,9 +216,11 @@ pub fn run(
         vfio_nodes: vfio_nodes(root),
         boot_files,
         udev_rules,
-        udev_static_installed: udev::RULES_DIRS
-            .iter()
-            .any(|d| root.path(d).join(udev::STATIC_RULES_NAME).exists()),
+        udev_static_installed: crate::host::udev::RULES_DIRS.iter().any(|d| {
+            root.path(d)
+                .join(crate::host::udev::STATIC_RULES_NAME)
+                .exists()
+        }),
         udev_marks: match &declarations_for_marks {
             Some(decls) => decls
                 .declared(&inv.devices)

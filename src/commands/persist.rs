@@ -113,7 +113,10 @@ fn remove(root: &HostRoot, args: &PersistRemoveArgs, out: &mut dyn Write) -> any
         config::remove(root, decl)?;
         writeln!(out, "removed declaration {} ({})", decl.key(), decl.origin)?;
     }
-    print_rules_status(out, &udev_io::install_rules(root, &config::load(root)?)?)?;
+    print_rules_status(
+        out,
+        &udev_io::install_rules(root, &udev::render_rules(&config::load(root)?))?,
+    )?;
     writeln!(
         out,
         "devices stay on their current driver; `vfioctl restore` gives them back to the host"
@@ -263,9 +266,9 @@ fn rules(root: &HostRoot, args: &PersistRulesArgs, out: &mut dyn Write) -> anyho
     let decls = config::load(root)?;
     if args.write {
         require_privilege("persist rules --write")?;
-        let status = udev_io::install_rules(root, &decls)?;
+        let status = udev_io::install_rules(root, &udev::render_rules(&decls))?;
         if !status.written {
-            writeln!(out, "{} is current", udev::GENERATED_RULES)?;
+            writeln!(out, "{} is current", udev_io::GENERATED_RULES)?;
         }
         print_rules_status(out, &status)?;
     } else {

@@ -22,7 +22,7 @@ pub fn print_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io:
         writeln!(
             out,
             "rewrote {}{}",
-            udev::GENERATED_RULES,
+            udev_io::GENERATED_RULES,
             if status.reloaded {
                 " and reloaded udev"
             } else {
@@ -74,7 +74,10 @@ pub fn declare_and_write(
         )?;
     }
     let all = config::load(root)?;
-    print_rules_status(out, &udev_io::install_rules(root, &all)?)?;
+    print_rules_status(
+        out,
+        &udev_io::install_rules(root, &udev::render_rules(&all))?,
+    )?;
     Ok(())
 }
 

@@ -7,8 +7,19 @@ use std::process::Command;
 
 use crate::host::config::{self, ConfigError};
 use crate::host::HostRoot;
-use crate::integrations::udev::{render_rules, GENERATED_RULES, RULES_DIRS, STATIC_RULES_NAME};
-use crate::model::declaration::Declarations;
+
+/// The generated, per-host rules (data). The logic lives in the shipped
+/// 70-vfioctl.rules, which runs the hook for marked devices.
+pub const GENERATED_RULES: &str = "/etc/udev/rules.d/69-vfioctl-bindings.rules";
+pub const STATIC_RULES_NAME: &str = "70-vfioctl.rules";
+/// Where udev looks for rules, in its order of precedence.
+pub const RULES_DIRS: &[&str] = &[
+    "/etc/udev/rules.d",
+    "/run/udev/rules.d",
+    "/usr/local/lib/udev/rules.d",
+    "/usr/lib/udev/rules.d",
+    "/lib/udev/rules.d",
+];
 
 /// What installing the rules did, for the operator.
 #[derive(Debug, Default, serde::Serialize)]
@@ -18,14 +29,14 @@ pub struct RulesStatus {
     pub notes: Vec<String>,
 }
 
-/// Writes the generated rules (when changed) and asks a running udev to
-/// reload them. Without a running udev the rules take effect when it starts.
-pub fn install_rules(root: &HostRoot, decls: &Declarations) -> Result<RulesStatus, ConfigError> {
+/// Writes the generated rules `text` (as `integrations::udev::render_rules`
+/// made it) when changed, and asks a running udev to reload them. Without a
+/// running udev the rules take effect when it starts.
+pub fn install_rules(root: &HostRoot, text: &str) -> Result<RulesStatus, ConfigError> {
     let mut status = RulesStatus::default();
     let path = root.path(GENERATED_RULES);
-    let text = render_rules(decls);
-    if fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-        config::write_atomic(root, &path, &text, 0o644)?;
+    if fs::read_to_string(&path).ok().as_deref() != Some(text) {
+        config::write_atomic(root, &path, text, 0o644)?;
         status.written = true;
     }
     if !RULES_DIRS
