@@ -98,6 +98,25 @@ fn render_exit_status() -> String {
     out
 }
 
+fn render_safety_rules() -> String {
+    let mut out = String::from(
+        ".SH \"SAFETY RULES\"\nEvery path that changes bindings now or at a later boot asks one gate: \\fBbind\\fR, \\fBunbind\\fR, \\fBrestore\\fR, \\fBpersist add\\fR, \\fBpersist apply\\fR, \\fBhost\\-config \\-\\-write\\fR and \\fBudev\\-hook\\fR (which re\\-checks at run time).\n",
+    );
+    for (rule, force, status) in cli::SAFETY {
+        out.push_str(&format!(
+            ".TP\n\\fB{}\\fR, exit {}\n{}\n",
+            if *force {
+                "\\-\\-force overrides"
+            } else {
+                "never overridden"
+            },
+            status.code(),
+            roff(rule)
+        ));
+    }
+    out
+}
+
 fn man_page(manual_sections: &str) -> std::io::Result<Vec<u8>> {
     let mut cmd = cli::Cli::command();
     let man = clap_mangen::Man::new(cmd.clone())
@@ -111,6 +130,7 @@ fn man_page(manual_sections: &str) -> std::io::Result<Vec<u8>> {
     man.render_options_section(&mut buf)?;
     buf.write_all(render_commands(&mut cmd).as_bytes())?;
     buf.write_all(render_exit_status().as_bytes())?;
+    buf.write_all(render_safety_rules().as_bytes())?;
     buf.write_all(manual_sections.as_bytes())?;
     man.render_version_section(&mut buf)?;
     Ok(buf)

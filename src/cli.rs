@@ -170,6 +170,12 @@ pub struct PersistAddArgs {
     /// Driver to declare instead of vfio-pci or its best variant.
     #[arg(long, value_name = "NAME")]
     pub driver: Option<String>,
+
+    /// Declare even devices the host uses in ways --force may override
+    /// (addresses, routes, mounts, the console); never the root filesystem,
+    /// swap or a network root's transport (see SAFETY).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -392,6 +398,7 @@ pub mod exit {
         Environment = 5,
         Inconsistent = 6,
         Config = 7,
+        Pending = 8,
         Busy = 75,
         NoPermission = 77,
     }
@@ -436,6 +443,10 @@ pub mod exit {
             Config,
             "The configuration under /etc/vfioctl is malformed (the message names file and line) or untrusted (not root-owned, or world-writable). Nothing was applied.",
         ),
+        (
+            Pending,
+            "A driver did not let go of a device within --timeout (a process holds it): the unbind is still pending in the kernel and vfioctl stopped waiting for it. The message names the device, the holder when found, and what happens when the holder lets go (the device is left with no driver; run vfioctl restore then). vfioctl show and check report it pending. vfioctl exits within --timeout plus a second.",
+        ),
         (Busy, "Another vfioctl held the lock for longer than --timeout."),
         (
             NoPermission,
@@ -443,3 +454,24 @@ pub mod exit {
         ),
     ];
 }
+
+/// The safety gate's rules for the man page's SAFETY RULES table: (rule,
+/// whether `--force` overrides it, exit status when it refuses). The gate
+/// (`engine::gate`, `RefusalKind::force_overrides`) is what enforces them;
+/// a test keeps the two in step.
+pub const SAFETY: &[(&str, bool, exit::ExitStatus)] = &[
+    ("The device backs the root filesystem (through dm, md, NVMe multipath, ZFS, 9p, overlay layers).", false, exit::ExitStatus::Refused),
+    ("The device backs swap.", false, exit::ExitStatus::Refused),
+    ("The device carries the transport of a network root (NFS, iSCSI, NBD): the interface the route to the server leaves by.", false, exit::ExitStatus::Refused),
+    ("A process holds one of the device's nodes (DRM, sound, InfiniBand, NVMe, nvidia, VFIO group or cdev; for a PF, its VFs' too): the PID and command are named.", false, exit::ExitStatus::Refused),
+    ("The device's IOMMU group would keep an endpoint on a host driver (--with-group takes the whole group).", false, exit::ExitStatus::Refused),
+    ("A member of the device's IOMMU group cannot be read, or the IOMMU is on and the device has no group (fail closed).", false, exit::ExitStatus::Refused),
+    ("The device is a bridge or port.", false, exit::ExitStatus::Refused),
+    ("The device backs another mounted filesystem.", true, exit::ExitStatus::Refused),
+    ("The device carries addresses, routes or the default route (also through a bridge, bond, team, VLAN, macvlan or Open vSwitch), or has an interface enslaved to one.", true, exit::ExitStatus::Refused),
+    ("The device has an interface in another network namespace.", true, exit::ExitStatus::Refused),
+    ("The device is the boot display or the framebuffer console.", true, exit::ExitStatus::Refused),
+    ("persist add (and bind --persist) judge every device a declaration covers now, ID and class declarations included, as claimed at every boot (open handles aside).", false, exit::ExitStatus::Refused),
+    ("host-config --write never writes boot files that would claim, or with --blacklist strip the driver of, a device the root filesystem, swap or a network root needs; it has no --force.", false, exit::ExitStatus::Refused),
+    ("An unbind that does not return within --timeout is left pending in the kernel (in a helper process) and reported; vfioctl exits within --timeout plus a second.", false, exit::ExitStatus::Pending),
+];

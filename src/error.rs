@@ -46,7 +46,7 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
                 _ => ExitStatus::Config,
             };
         }
-        if cause.is::<NotOwned>() {
+        if cause.is::<NotOwned>() || cause.is::<crate::engine::gate::BootRefused>() {
             return ExitStatus::Refused;
         }
         if let Some(e) = cause.downcast_ref::<LibvirtError>() {
@@ -67,7 +67,9 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
             return ExitStatus::NoPermission;
         }
         if let Some(e) = cause.downcast_ref::<ApplyFailed>() {
-            return if e.rollback_failed {
+            return if e.pending {
+                ExitStatus::Pending
+            } else if e.rollback_failed {
                 ExitStatus::Inconsistent
             } else {
                 ExitStatus::Failed

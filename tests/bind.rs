@@ -319,7 +319,7 @@ fn host_devices_are_refused_and_force_overrides_all_but_root() {
         ),
         (
             "06:00.0",
-            "0000:06:00.0 backs swap on /dev/nvme2n1; use --force",
+            "0000:06:00.0 backs swap on /dev/nvme2n1; refused even with --force",
         ),
         (
             "03:00.0",
@@ -576,6 +576,7 @@ fn a_failure_rolls_every_device_back() {
             .error
             .as_ref()
             .unwrap()
+            .to_string()
             .contains("0000:03:00.0: expected driver vfio-pci"),
         "{:?}",
         result.error
@@ -600,7 +601,7 @@ fn a_failure_rolls_every_device_back() {
     assert!(!failed.rollback_failed);
     assert!(failed
         .message
-        .ends_with("every device changed was put back"));
+        .ends_with("every device changed was put back (verified on each)"));
     // Nothing is recorded for a change that did not happen.
     assert!(state::read_record(&HostRoot::new(host.root()))
         .unwrap()
@@ -639,7 +640,13 @@ fn a_hung_unbind_is_abandoned_at_the_deadline() {
     let mut kernel = SimKernel::new(&host);
     kernel.faults.hung_unbind.insert("0000:48:00.0".into());
     let report = run(&host, &kernel, &spec(Goal::BindVfio, &["48:00.0"])).unwrap();
-    let error = report.result.unwrap().error.unwrap();
+    let result = report.result.unwrap();
+    assert_eq!(
+        result.devices[0].status,
+        Status::Pending,
+        "never claimed put back"
+    );
+    let error = result.error.unwrap().to_string();
     assert!(
         error.contains("0000:48:00.0: unbind from nvidia did not finish within 0s"),
         "{error}"
@@ -659,7 +666,7 @@ fn a_device_vanishing_midway_is_named() {
     let report = run(&host, &kernel, &spec(Goal::BindVfio, &["01:00.0"])).unwrap();
     let result = report.result.unwrap();
     assert_eq!(
-        result.error.as_deref(),
+        result.error.map(|e| e.to_string()).as_deref(),
         Some("0000:01:00.2 vanished from /sys/bus/pci/devices")
     );
     assert_eq!(driver_of(&host, "0000:01:00.0").as_deref(), Some("nvidia"));

@@ -233,6 +233,14 @@ pub fn run(
             None => Vec::new(),
         },
         expectations: args.expect.as_deref().map(expectations),
+        pending: crate::host::state::read_record(root)
+            .map(|r| {
+                r.devices
+                    .iter()
+                    .filter_map(|(a, e)| Some((a.parse().ok()?, e.pending.clone()?)))
+                    .collect()
+            })
+            .unwrap_or_default(),
         libvirt,
     };
     let results = run_checks(&facts);

@@ -1,5 +1,6 @@
 //! `vfioctl host-config`: preview, write or remove the boot-time files.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -7,13 +8,16 @@ use std::os::unix::fs::PermissionsExt;
 use serde::Serialize;
 
 use crate::cli::HostConfigArgs;
+use crate::engine::gate::{self, BootRefused};
 use crate::engine::run::{privileged, NotPrivileged};
 use crate::error::NotOwned;
 use crate::host::config::{self, ConfigError};
 use crate::host::hostfacts::{read_cpu, read_facts};
 use crate::host::sysfs::{read_inventory, Names};
+use crate::host::usage::read_usage;
 use crate::host::HostRoot;
 use crate::integrations::boot_files::{generate, HostConfig, OWNED_HEADER};
+use crate::model::ModuleName;
 use crate::output::write_json;
 
 /// What happened (or would happen) to one file.
@@ -42,7 +46,39 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
         args.ids,
         read_cpu(root).vendor,
     );
-    let plan: HostConfig = generate(&facts);
+    let blacklisted: BTreeSet<ModuleName> = if facts.blacklist {
+        facts.softdeps.keys().cloned().collect()
+    } else {
+        BTreeSet::new()
+    };
+    // Only what the host cannot boot without stops the files: --force does
+    // not exist here because nothing may override those rules.
+    let affected = gate::boot_affected(&inv, &facts.declarations, &blacklisted, facts.ids_option);
+    let verdict = gate::judge(
+        &inv,
+        &read_usage(root),
+        &affected,
+        gate::Change::ClaimAtBoot,
+        true,
+    );
+    let refused = (!verdict.allowed()).then_some(BootRefused {
+        what: "the boot files",
+        hint: if facts.blacklist || facts.ids_option {
+            ", or drop --blacklist/--ids"
+        } else {
+            ""
+        },
+        refusals: verdict.refusals,
+    });
+    if let (Some(refused), false) = (&refused, args.remove) {
+        if args.write {
+            return Err(refused.clone().into());
+        }
+    }
+    let mut plan: HostConfig = generate(&facts);
+    if let (Some(refused), false) = (&refused, args.remove) {
+        plan.notes.push(format!("--write would refuse: {refused}"));
+    }
     let mut statuses = Vec::new();
     for file in &plan.files {
         let path = root.path(file.path);

@@ -113,6 +113,9 @@ pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Res
                 change.previous_driver.as_deref().unwrap_or("no driver")
             ),
         );
+        if let Some(pending) = &change.pending {
+            fact("pending", pending.clone());
+        }
     }
     fact(
         "iommu group",

@@ -46,6 +46,10 @@ pub enum Status {
     Failed,
     /// Putting it back failed: the device needs attention.
     RollbackFailed,
+    /// Its unbind did not return by the deadline and is still pending in the
+    /// kernel: the driver keeps it until the holder lets go, then it is left
+    /// with no driver. Only its override was put back.
+    Pending,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,19 +60,60 @@ pub struct DeviceResult {
     pub driver: Option<DriverName>,
 }
 
+/// Putting one device back failed.
+#[derive(Debug, thiserror::Error)]
+#[error("rollback of {device} failed: {error}")]
+pub struct RollbackError {
+    pub device: PciAddress,
+    #[source]
+    pub error: StepError,
+}
+
+/// Errors serialise as their one-line message (the JSON schema's strings).
+fn as_message<E: std::fmt::Display, S: serde::Serializer>(
+    error: &Option<E>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match error {
+        Some(e) => serializer.serialize_str(&e.to_string()),
+        None => serializer.serialize_none(),
+    }
+}
+
+fn as_messages<E: std::fmt::Display, S: serde::Serializer>(
+    errors: &[E],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(errors.iter().map(ToString::to_string))
+}
+
 /// The outcome of applying a plan.
 #[derive(Debug, Serialize)]
 pub struct Applied {
     pub devices: Vec<DeviceResult>,
     /// The first failure, if any (the rest was rolled back).
-    pub error: Option<String>,
+    #[serde(serialize_with = "as_message")]
+    pub error: Option<StepError>,
     /// Rollback failures: each leaves a device in an unknown state.
-    pub rollback_errors: Vec<String>,
+    #[serde(serialize_with = "as_messages")]
+    pub rollback_errors: Vec<RollbackError>,
 }
 
 impl Applied {
     pub fn succeeded(&self) -> bool {
         self.error.is_none()
+    }
+
+    /// Devices whose unbind is still pending in the kernel.
+    pub fn pending(&self) -> impl Iterator<Item = &DeviceResult> {
+        self.devices.iter().filter(|d| d.status == Status::Pending)
+    }
+}
+
+impl StepError {
+    /// A blocking write that did not return by the deadline (still pending).
+    pub fn is_pending(&self) -> bool {
+        matches!(self, StepError::Kernel(KernelError::Timeout { .. }))
     }
 }
 
@@ -187,7 +232,7 @@ pub fn apply(plan: &Plan, kernel: &dyn PciKernel, deadline: Duration) -> Applied
                         driver: a.before.driver.clone(),
                     })
                     .collect(),
-                error: Some(e.to_string()),
+                error: Some(e.into()),
                 rollback_errors: vec![],
             };
         }
@@ -231,15 +276,34 @@ pub fn apply(plan: &Plan, kernel: &dyn PciKernel, deadline: Duration) -> Applied
     };
 
     // Undo, newest first, every device touched (the failed one included).
+    // A device whose unbind is still pending cannot be put back: the kernel
+    // holds it. Only its override is restored (a write that does not block),
+    // so the next probe after the holder lets go picks its old driver.
     let mut rollback_errors = Vec::new();
     let mut undone: Vec<DeviceResult> = Vec::new();
     for action in touched.iter().rev() {
-        let status = match roll_back(kernel, action.address, &action.before, deadline) {
-            Ok(_) if action.address == failed => Status::Failed,
-            Ok(_) => Status::RolledBack,
-            Err(e) => {
-                rollback_errors.push(format!("rollback of {} failed: {e}", action.address));
-                Status::RollbackFailed
+        let status = if action.address == failed && error.is_pending() {
+            match kernel.set_override(action.address, action.before.driver_override.as_ref()) {
+                Ok(()) => Status::Pending,
+                Err(e) => {
+                    rollback_errors.push(RollbackError {
+                        device: action.address,
+                        error: e.into(),
+                    });
+                    Status::RollbackFailed
+                }
+            }
+        } else {
+            match roll_back(kernel, action.address, &action.before, deadline) {
+                Ok(_) if action.address == failed => Status::Failed,
+                Ok(_) => Status::RolledBack,
+                Err(e) => {
+                    rollback_errors.push(RollbackError {
+                        device: action.address,
+                        error: e,
+                    });
+                    Status::RollbackFailed
+                }
             }
         };
         undone.push(DeviceResult {
@@ -271,7 +335,7 @@ pub fn apply(plan: &Plan, kernel: &dyn PciKernel, deadline: Duration) -> Applied
     results.sort_by_key(|r| r.address);
     Applied {
         devices: results,
-        error: Some(error.to_string()),
+        error: Some(error),
         rollback_errors,
     }
 }

@@ -2,19 +2,21 @@
 //! enforcing them now (`persist apply`, the udev hook), one change per
 //! declared driver through `run`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::time::Duration;
 
-use crate::engine::plan::Goal;
+use crate::engine::gate;
+use crate::engine::plan::{Goal, PlanError};
 use crate::engine::run::{self, ChangeReport, ChangeSpec};
 use crate::host::config;
 use crate::host::kernel::PciKernel;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::udev::{self as udev_io, RulesStatus};
+use crate::host::usage::read_usage;
 use crate::host::HostRoot;
 use crate::integrations::udev;
-use crate::model::declaration::{declare, Declaration, Declarations, DeclaredDriver};
+use crate::model::declaration::{declare, Declaration, Declarations, DeclaredDriver, Fit};
 use crate::model::{DriverName, Inventory, PciAddress, Selector};
 
 pub fn print_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io::Result<()> {
@@ -44,20 +46,42 @@ fn driver_label(decl: &Declaration) -> String {
 }
 
 /// Declares the devices, then bind --persist and persist add share this.
+/// Every device a new declaration covers now (an ID or class declaration
+/// may cover many) passes the gate as claimed at every boot first.
 pub fn declare_and_write(
     root: &HostRoot,
     inv: &Inventory,
     selectors: &[Selector],
     driver: Option<&DriverName>,
+    force: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let decls = declare(inv, selectors, driver)?;
+    let covered: BTreeSet<PciAddress> = inv
+        .devices
+        .iter()
+        .filter(|d| decls.iter().any(|decl| decl.fit(d) == Fit::Applies))
+        .map(|d| d.address)
+        .collect();
+    let verdict = gate::judge(
+        inv,
+        &read_usage(root),
+        &covered,
+        gate::Change::ClaimAtBoot,
+        force,
+    );
+    if !verdict.allowed() {
+        return Err(PlanError::Refused(verdict.refusals).into());
+    }
+    for note in &verdict.forced {
+        writeln!(out, "note: {note}")?;
+    }
     for decl in &decls {
         let path = config::add(root, decl)?;
         let present = inv
             .devices
             .iter()
-            .filter(|d| decl.fit(d) == crate::model::declaration::Fit::Applies)
+            .filter(|d| decl.fit(d) == Fit::Applies)
             .count();
         writeln!(
             out,

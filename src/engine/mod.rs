@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod enforce;
+pub mod gate;
 pub mod plan;
 pub mod refusal;
 pub mod run;

@@ -13,6 +13,7 @@ use crate::model::device::PciDevice;
 use crate::model::driver::{DriverKind, DriverName, ModuleName};
 use crate::model::group::{GroupMember, MemberState, Viability};
 
+use super::gate;
 use super::refusal::{Refusal, RefusalKind};
 use crate::model::inventory::{CompanionReason, Inventory, IommuState};
 use crate::model::modalias::{best_match, Alias};
@@ -370,8 +371,18 @@ impl Planner<'_> {
         }
     }
 
-    /// Every IOMMU group touched must be viable once the plan is done.
+    /// Every IOMMU group touched must be known in full and viable once the
+    /// plan is done.
     fn check_groups(&mut self) {
+        let unknown: Vec<Refusal> = self
+            .set
+            .keys()
+            .filter_map(|a| gate::group_refusal(self.inv, a))
+            .collect();
+        if !unknown.is_empty() {
+            self.refusals.extend(unknown);
+            return;
+        }
         let groups: BTreeSet<u32> = self
             .set
             .keys()
@@ -567,9 +578,8 @@ impl Planner<'_> {
         }
     }
 
-    /// Devices about to be released from their driver must not be in use.
+    /// Devices about to be released from their driver must pass the gate.
     fn check_safety(&mut self, actions: &[Action]) {
-        let mut clear: Vec<String> = Vec::new();
         let releasing: BTreeSet<PciAddress> = actions
             .iter()
             .filter(|a| a.releases())
@@ -578,38 +588,17 @@ impl Planner<'_> {
         if releasing.is_empty() {
             return;
         }
-        let usage = self.facts.usage.usage_of(&releasing);
-        for action in actions.iter().filter(|a| a.releases()) {
-            let dev = self.device(&action.address);
-            let mut uses = usage.get(&action.address).cloned().unwrap_or_default();
-            if dev.boot_vga
-                && !uses
-                    .iter()
-                    .any(|u| matches!(u, crate::model::usage::DeviceUse::Console { .. }))
-            {
-                uses.push(crate::model::usage::DeviceUse::Console {
-                    what: "boot display (boot_vga)".to_string(),
-                });
-            }
-            if uses.is_empty() {
-                clear.push(action.address.to_string());
-                continue;
-            }
-            for u in uses {
-                let refusal = Refusal {
-                    device: action.address,
-                    kind: RefusalKind::InUse(u),
-                };
-                match refusal.kind {
-                    RefusalKind::InUse(u) if refusal.force_overrides() && self.request.force => {
-                        self.notes
-                            .push(format!("{} {u}; released anyway (--force)", action.address));
-                    }
-                    _ => self.refusals.push(refusal),
-                }
-            }
-        }
-        if !clear.is_empty() {
+        let verdict = gate::judge(
+            self.inv,
+            self.facts.usage,
+            &releasing,
+            gate::Change::ReleaseNow,
+            self.request.force,
+        );
+        self.refusals.extend(verdict.refusals);
+        self.notes.extend(verdict.forced);
+        if !verdict.clear.is_empty() {
+            let clear: Vec<String> = verdict.clear.iter().map(ToString::to_string).collect();
             self.checks.push(format!(
                 "not in use by the host (mounts, swap, addresses, routes, console, open handles): {}",
                 clear.join(", ")

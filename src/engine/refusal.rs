@@ -27,21 +27,28 @@ pub enum RefusalKind {
         blockers: Vec<Blocker>,
         with_group_helps: bool,
     },
+    /// A member of the device's IOMMU group could not be read, so whether
+    /// the group can be handed over is unknown (fail closed).
+    GroupUnreadable { group: u32, missing: Vec<String> },
+    /// The IOMMU is on but the device has no IOMMU group (fail closed).
+    NoGroup,
     /// The running host uses the device.
     InUse(DeviceUse),
 }
 
 impl RefusalKind {
-    /// Whether `--force` may override this refusal. A root filesystem or an
-    /// open handle (a VM, a CUDA job) is never released: doing so breaks
-    /// the host or blocks in the kernel.
+    /// Whether `--force` may override this refusal. What the host cannot run
+    /// without (root filesystem, swap, a network root's transport) and an
+    /// open handle (a VM, a CUDA job) are never released: doing so breaks
+    /// the host or blocks in the kernel. Group facts that cannot be read
+    /// are never guessed.
     pub fn force_overrides(&self) -> bool {
         match self {
-            RefusalKind::Bridge | RefusalKind::GroupNotViable { .. } => false,
-            RefusalKind::InUse(u) => !matches!(
-                u,
-                DeviceUse::RootFilesystem { .. } | DeviceUse::Holder { .. }
-            ),
+            RefusalKind::Bridge
+            | RefusalKind::GroupNotViable { .. }
+            | RefusalKind::GroupUnreadable { .. }
+            | RefusalKind::NoGroup => false,
+            RefusalKind::InUse(u) => !(u.host_critical() || matches!(u, DeviceUse::Holder { .. })),
         }
     }
 }
@@ -79,6 +86,15 @@ impl fmt::Display for Refusal {
                     )
                 }
             }
+            RefusalKind::GroupUnreadable { group, missing } => write!(
+                f,
+                "IOMMU group {group} of {device} lists {} that cannot be read; refusing rather than guessing the group is viable (check the sysfs entries)",
+                missing.join(", ")
+            ),
+            RefusalKind::NoGroup => write!(
+                f,
+                "{device} has no IOMMU group although the IOMMU is on (no /sys/bus/pci/devices/{device}/iommu_group); VFIO cannot isolate it"
+            ),
             RefusalKind::InUse(u) if self.force_overrides() => {
                 write!(f, "{device} {u}; use --force to release it anyway")
             }

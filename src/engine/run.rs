@@ -2,6 +2,7 @@
 //! `unbind`, `persist apply` and the udev hook:
 //! privilege -> lock -> inventory -> plan -> module checks -> apply -> record.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -14,7 +15,8 @@ use crate::host::state::{self, ChangeRecord};
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::usage::HostUsage;
 use crate::host::HostRoot;
-use crate::model::{Inventory, PciAddress, Selector};
+use crate::model::usage::{DeviceUse, UsageFacts};
+use crate::model::{DriverName, Inventory, PciAddress, Selector};
 
 /// How a change was asked for.
 #[derive(Debug, Clone)]
@@ -35,6 +37,37 @@ pub struct ChangeReport {
     pub plan: Plan,
     /// Null for a dry run.
     pub result: Option<Applied>,
+    /// Devices whose unbind is still pending in the kernel, with who holds them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Pending>,
+}
+
+/// A device vfioctl stopped waiting for: its unbind is still in the kernel.
+#[derive(Debug, Serialize)]
+pub struct Pending {
+    pub address: PciAddress,
+    /// The driver that still has it (until the holder lets go).
+    pub driver: Option<DriverName>,
+    /// Processes found holding its nodes (empty: none found).
+    pub holders: Vec<DeviceUse>,
+}
+
+impl Pending {
+    fn held_by(&self) -> String {
+        if self.holders.is_empty() {
+            return "no holder found".to_string();
+        }
+        self.holders
+            .iter()
+            .map(|h| match h {
+                DeviceUse::Holder { pid, command, path } => {
+                    format!("held by PID {pid} ({command}) through {path}")
+                }
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +82,8 @@ pub struct NotPrivileged {
 pub struct ApplyFailed {
     pub message: String,
     pub rollback_failed: bool,
+    /// A blocking unbind is still pending in the kernel.
+    pub pending: bool,
 }
 
 /// Whether this process may write driver bindings (CAP_SYS_ADMIN).
@@ -136,10 +171,31 @@ pub fn run_then(
             dry_run: spec.dry_run,
             plan,
             result: None,
+            pending: Vec::new(),
         });
     }
 
     let applied = apply(&plan, kernel, spec.timeout);
+    let pending = pending_devices(&usage, &plan, &applied);
+    if !pending.is_empty() {
+        for p in &pending {
+            let before = plan.actions.iter().find(|a| a.address == p.address);
+            record.pending(
+                p.address,
+                p.driver.as_ref(),
+                before.and_then(|a| a.before.driver_override.as_ref()),
+                command,
+                format!(
+                    "unbind from {} did not finish; {}",
+                    p.driver
+                        .as_ref()
+                        .map_or_else(|| "its driver".to_string(), ToString::to_string),
+                    p.held_by()
+                ),
+            );
+        }
+        state::write_record(root, &record)?;
+    }
     if applied.succeeded() {
         update_record(&mut record, &plan, &applied);
         state::write_record(root, &record)?;
@@ -152,7 +208,35 @@ pub fn run_then(
         dry_run: false,
         plan,
         result: Some(applied),
+        pending,
     })
+}
+
+/// The devices left pending, with the processes found holding them.
+fn pending_devices(usage: &dyn UsageFacts, plan: &Plan, applied: &Applied) -> Vec<Pending> {
+    let addresses: BTreeSet<PciAddress> = applied.pending().map(|d| d.address).collect();
+    if addresses.is_empty() {
+        return Vec::new();
+    }
+    let found = usage.usage_of(&addresses);
+    addresses
+        .iter()
+        .map(|a| Pending {
+            address: *a,
+            driver: plan
+                .actions
+                .iter()
+                .find(|x| x.address == *a)
+                .and_then(|x| x.before.driver.clone()),
+            holders: found
+                .get(a)
+                .into_iter()
+                .flatten()
+                .filter(|u| matches!(u, DeviceUse::Holder { .. }))
+                .cloned()
+                .collect(),
+        })
+        .collect()
 }
 
 fn update_record(record: &mut ChangeRecord, plan: &Plan, applied: &Applied) {
@@ -184,18 +268,37 @@ fn update_record(record: &mut ChangeRecord, plan: &Plan, applied: &Applied) {
     }
 }
 
-/// The error to return for a report whose apply failed, if it did.
+/// The error to return for a report whose apply failed, if it did. It
+/// claims only what was verified on each device: a device whose unbind is
+/// still pending is never reported as put back.
 pub fn failure(report: &ChangeReport) -> Option<ApplyFailed> {
     let result = report.result.as_ref()?;
     let error = result.error.as_ref()?;
     let rollback_failed = !result.rollback_errors.is_empty();
-    let message = if rollback_failed {
-        format!("{error}; {}", result.rollback_errors.join("; "))
-    } else {
-        format!("{error}; every device changed was put back")
-    };
+    let mut parts = vec![error.to_string()];
+    for p in &report.pending {
+        parts.push(format!(
+            "{} {}; its override was put back, so once the holder lets go it has no driver: run `vfioctl restore {}` then (`vfioctl show` and `vfioctl check` report it pending)",
+            p.address,
+            p.held_by(),
+            p.address
+        ));
+    }
+    parts.extend(result.rollback_errors.iter().map(ToString::to_string));
+    let put_back: Vec<String> = result
+        .devices
+        .iter()
+        .filter(|d| matches!(d.status, Status::RolledBack | Status::Failed))
+        .map(|d| d.address.to_string())
+        .collect();
+    if !rollback_failed && report.pending.is_empty() {
+        parts.push("every device changed was put back (verified on each)".to_string());
+    } else if !put_back.is_empty() {
+        parts.push(format!("put back (verified): {}", put_back.join(", ")));
+    }
     Some(ApplyFailed {
-        message,
+        message: parts.join("; "),
         rollback_failed,
+        pending: !report.pending.is_empty(),
     })
 }

@@ -4,11 +4,15 @@
 //! the apply engine run against a simulated kernel in tests; `SysfsKernel`
 //! is the real thing.
 
+use std::ffi::CString;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult};
 
 use crate::model::{DriverName, ModuleName, PciAddress};
 
@@ -25,7 +29,10 @@ pub enum KernelError {
         #[source]
         source: io::Error,
     },
-    #[error("{device}: {step} did not finish within {seconds}s (a process may still hold the device; the kernel write is still pending)")]
+    /// A blocking write did not return by the deadline. It is still pending
+    /// in the kernel (in a helper process vfioctl no longer waits for): the
+    /// driver lets go of the device once whatever holds it closes it.
+    #[error("{device}: {step} did not finish within {seconds}s and is still pending in the kernel: the driver keeps the device until the process holding it lets go, then the device is left with no driver")]
     Timeout {
         device: PciAddress,
         step: String,
@@ -104,7 +111,87 @@ fn write_attr(device: PciAddress, path: PathBuf, value: &str) -> Result<(), Kern
         .truncate(true)
         .open(&path)
         .and_then(|mut f| f.write(value.as_bytes()).map(|_| ()));
-    result.map_err(|source| {
+    result.map_err(|source| write_error(device, path, value, source))
+}
+
+/// How long the parent sleeps between looks at a blocking write's helper.
+const HELPER_POLL: Duration = Duration::from_millis(5);
+
+/// A write that may block in the kernel for as long as a process holds the
+/// device (snd_hda_intel, nvidia and vfio-pci wait for their users). It runs
+/// in a short-lived child process; the parent waits until `deadline` and then
+/// stops waiting, so vfioctl can report and exit while the kernel still holds
+/// the child. (A thread cannot be left behind like that: the process could
+/// not exit while the kernel holds the thread.)
+fn blocking_write(
+    device: PciAddress,
+    path: PathBuf,
+    value: &str,
+    deadline: Duration,
+    step: String,
+) -> Result<(), KernelError> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| KernelError::Write {
+        device,
+        path: path.clone(),
+        value: value.to_string(),
+        source: io::Error::from(io::ErrorKind::InvalidInput),
+    })?;
+    let bytes = value.as_bytes().to_vec();
+    // SAFETY: the child makes only async-signal-safe calls (open, write,
+    // _exit) on memory prepared before the fork, then exits.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let code = unsafe {
+                // Hold nothing of the parent's while blocked: not its lock,
+                // nor the pipes a caller reads vfioctl's output from.
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    for fd in 0..3 {
+                        libc::dup2(null, fd);
+                    }
+                }
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                let fd = libc::open(c_path.as_ptr(), libc::O_WRONLY | libc::O_TRUNC);
+                if fd < 0 || libc::write(fd, bytes.as_ptr().cast(), bytes.len()) < 0 {
+                    *libc::__errno_location()
+                } else {
+                    0
+                }
+            };
+            unsafe { libc::_exit(code.clamp(0, 255)) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let start = Instant::now();
+            loop {
+                match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
+                    Ok(WaitStatus::Exited(_, errno)) => {
+                        let source = io::Error::from_raw_os_error(errno);
+                        return Err(write_error(device, path, value, source));
+                    }
+                    Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {}
+                    Ok(_) => {}
+                    Err(errno) => {
+                        return Err(write_error(device, path, value, errno.into()));
+                    }
+                }
+                if start.elapsed() >= deadline {
+                    return Err(KernelError::Timeout {
+                        device,
+                        step,
+                        seconds: deadline.as_secs(),
+                    });
+                }
+                std::thread::sleep(HELPER_POLL);
+            }
+        }
+        // No process to spare: write here, without a deadline.
+        Err(_) => write_attr(device, path, value),
+    }
+}
+
+fn write_error(device: PciAddress, path: PathBuf, value: &str, source: io::Error) -> KernelError {
+    {
         if source.kind() == io::ErrorKind::NotFound && !path.parent().is_some_and(|p| p.exists()) {
             KernelError::Vanished { device }
         } else {
@@ -115,7 +202,7 @@ fn write_attr(device: PciAddress, path: PathBuf, value: &str) -> Result<(), Kern
                 source,
             }
         }
-    })
+    }
 }
 
 impl PciKernel for SysfsKernel {
@@ -146,21 +233,13 @@ impl PciKernel for SysfsKernel {
         if !self.device_dir(device).exists() {
             return Err(KernelError::Vanished { device });
         }
-        let address = device.to_string();
-        let (done, wait) = mpsc::channel();
-        // The write blocks until the driver lets go (nvidia waits for its users),
-        // so it runs on its own thread and is abandoned at the deadline.
-        std::thread::spawn(move || {
-            let _ = done.send(write_attr(device, path, &address));
-        });
-        match wait.recv_timeout(deadline) {
-            Ok(result) => result,
-            Err(_) => Err(KernelError::Timeout {
-                device,
-                step: format!("unbind from {driver}"),
-                seconds: deadline.as_secs(),
-            }),
-        }
+        blocking_write(
+            device,
+            path,
+            &device.to_string(),
+            deadline,
+            format!("unbind from {driver}"),
+        )
     }
 
     fn probe(&self, device: PciAddress) -> Result<(), KernelError> {

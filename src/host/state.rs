@@ -97,6 +97,10 @@ pub struct ChangeEntry {
     /// Seconds since the epoch, UTC.
     pub changed_at: u64,
     pub command: String,
+    /// A blocking unbind vfioctl stopped waiting for, still pending in the
+    /// kernel when recorded ("unbind from snd_hda_intel, held by PID 42 (aplay)").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +162,7 @@ impl ChangeRecord {
             previous_override: previous_override.map(ToString::to_string),
             changed_at: now,
             command: command.to_string(),
+            pending: None,
         };
         self.devices
             .entry(address.to_string())
@@ -165,8 +170,36 @@ impl ChangeRecord {
                 e.driver = fresh.driver.clone();
                 e.changed_at = now;
                 e.command = command.to_string();
+                e.pending = None;
             })
             .or_insert(fresh);
+    }
+
+    /// Notes an unbind still pending in the kernel on a device left on
+    /// `driver` (until its holder lets go).
+    pub fn pending(
+        &mut self,
+        address: PciAddress,
+        driver: Option<&DriverName>,
+        previous_override: Option<&DriverName>,
+        command: &str,
+        what: String,
+    ) {
+        let now = now_unix();
+        let entry = self
+            .devices
+            .entry(address.to_string())
+            .or_insert_with(|| ChangeEntry {
+                driver: driver.map(ToString::to_string),
+                previous_driver: driver.map(ToString::to_string),
+                previous_override: previous_override.map(ToString::to_string),
+                changed_at: now,
+                command: command.to_string(),
+                pending: None,
+            });
+        entry.changed_at = now;
+        entry.command = command.to_string();
+        entry.pending = Some(what);
     }
 
     pub fn forget(&mut self, address: PciAddress) {

@@ -141,6 +141,31 @@ pub struct Facts<'a> {
     pub expectations: Option<Result<Vec<Expectation>, String>>,
     /// `None`: libvirt not reachable (the message says why).
     pub libvirt: Result<Vec<LibvirtView>, String>,
+    /// Unbinds the change record says vfioctl stopped waiting for.
+    pub pending: Vec<(PciAddress, String)>,
+}
+
+/// Every unbind still pending (or completed since, leaving no driver).
+fn pending_unbinds(f: &Facts) -> Vec<CheckResult> {
+    f.pending
+        .iter()
+        .map(|(address, what)| {
+            let now = f
+                .inv
+                .device(address)
+                .and_then(|d| d.driver.as_ref())
+                .map_or_else(|| "no driver".to_string(), |d| format!("driver {d}"));
+            let mut r = result(
+                "device.pending_unbind",
+                Verdict::Critical,
+                format!("{address}: {what}; now on {now}"),
+                vec![format!("{address} in /run/vfioctl/changes.json")],
+                Some("once the holder has let go, run vfioctl restore (or bind) on the device"),
+            );
+            r.device = Some(*address);
+            r
+        })
+        .collect()
 }
 
 fn cpu_virtualization(f: &Facts) -> CheckResult {
@@ -841,6 +866,7 @@ pub fn run_checks(f: &Facts) -> Vec<CheckResult> {
     out.extend(iommu_active(f));
     out.push(vfio_modules(f));
     out.extend(bindings(f));
+    out.extend(pending_unbinds(f));
     out.push(boot_files(f));
     out.push(udev_rules(f));
     out.push(libvirt(f));
@@ -892,6 +918,7 @@ mod tests {
             udev_marks: marks,
             expectations: None,
             libvirt: Err("not asked".into()),
+            pending: vec![],
         }
     }
 

@@ -34,6 +34,24 @@ pub enum DeviceUse {
     Console {
         what: String,
     },
+    /// The network transport of a root filesystem on NFS, iSCSI or NBD: the
+    /// interface the route to the server leaves by (never released).
+    NetworkRoot {
+        fstype: String,
+        server: String,
+        interface: String,
+    },
+    /// An interface enslaved to a bridge, bond, team, Open vSwitch or
+    /// macvlan master: traffic of other interfaces flows through it.
+    Enslaved {
+        interface: String,
+        master: String,
+    },
+    /// The device's interface lives in another network namespace (a
+    /// container's): vfioctl cannot see what it carries there.
+    OtherNamespace {
+        interface: String,
+    },
     /// A process holds the device's VFIO group or driver node (a VM, a CUDA job,
     /// nvidia-persistenced). Releasing would block or break it (never forced).
     Holder {
@@ -54,10 +72,39 @@ impl fmt::Display for DeviceUse {
                 write!(f, "carries the default route ({interface})")
             }
             DeviceUse::Console { what } => write!(f, "is the {what}"),
+            DeviceUse::NetworkRoot {
+                fstype,
+                server,
+                interface,
+            } => write!(
+                f,
+                "carries the {fstype} root filesystem (server {server} through {interface})"
+            ),
+            DeviceUse::Enslaved { interface, master } => {
+                write!(f, "has {interface} enslaved to {master}")
+            }
+            DeviceUse::OtherNamespace { interface } => write!(
+                f,
+                "has {interface} in another network namespace (what it carries there is not visible)"
+            ),
             DeviceUse::Holder { pid, command, path } => {
                 write!(f, "is held open by PID {pid} ({command}) through {path}")
             }
         }
+    }
+}
+
+impl DeviceUse {
+    /// The host cannot keep running without it: the root filesystem, swap,
+    /// or a network root's transport. Never released, not even by `--force`,
+    /// and never claimed at boot.
+    pub fn host_critical(&self) -> bool {
+        matches!(
+            self,
+            DeviceUse::RootFilesystem { .. }
+                | DeviceUse::Swap { .. }
+                | DeviceUse::NetworkRoot { .. }
+        )
     }
 }
 

@@ -73,6 +73,7 @@ pub fn render(report: &ChangeReport) -> String {
                     Status::RolledBack => "rolled back",
                     Status::Failed => "FAILED (put back)",
                     Status::RollbackFailed => "FAILED, NOT PUT BACK",
+                    Status::Pending => "PENDING (unbind still in the kernel)",
                 };
                 let driver = device
                     .driver

@@ -1,0 +1,198 @@
+//! The one safety gate. Every path that can change a device's binding, now
+//! or at a later boot, asks it: the planner (`bind`, `unbind`, `restore`,
+//! `persist apply`, the udev hook at run time), `persist add` for every
+//! device a declaration covers now, and `host-config --write` for every
+//! device its boot files would claim or strip of a driver. Pure: it judges
+//! facts gathered by `host::usage`.
+//!
+//! The rules, and whether `--force` overrides them, live in
+//! `RefusalKind::force_overrides`; the man page's safety table is
+//! `crate::cli::SAFETY`.
+
+use std::collections::BTreeSet;
+
+use crate::model::declaration::Declarations;
+use crate::model::device::SriovRole;
+use crate::model::usage::{DeviceUse, UsageFacts};
+use crate::model::{Inventory, ModuleName, PciAddress};
+
+use super::refusal::{Refusal, RefusalKind};
+
+/// When the change takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The devices are released from their drivers now.
+    ReleaseNow,
+    /// Boot files or declarations claim the devices at every boot (open
+    /// handles do not survive a reboot; everything else does).
+    ClaimAtBoot,
+}
+
+/// The gate's answer for a set of devices.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// What stops the change (never empty when the change must not happen).
+    pub refusals: Vec<Refusal>,
+    /// Refusals `--force` overrode, as notes for the operator.
+    pub forced: Vec<String>,
+    /// Devices found not in use.
+    pub clear: Vec<PciAddress>,
+}
+
+impl Verdict {
+    pub fn allowed(&self) -> bool {
+        self.refusals.is_empty()
+    }
+}
+
+/// What the host uses `addr` for, including what sysfs says directly (the
+/// boot display) and, for an SR-IOV PF, the holders of its VFs: releasing
+/// the PF destroys every VF.
+fn uses_of(
+    inv: &Inventory,
+    usage: &crate::model::usage::UsageMap,
+    addr: &PciAddress,
+) -> Vec<DeviceUse> {
+    let mut uses = usage.get(addr).cloned().unwrap_or_default();
+    let Some(dev) = inv.device(addr) else {
+        return uses;
+    };
+    if dev.boot_vga && !uses.iter().any(|u| matches!(u, DeviceUse::Console { .. })) {
+        uses.push(DeviceUse::Console {
+            what: "boot display (boot_vga)".to_string(),
+        });
+    }
+    if let SriovRole::Pf { vfs, .. } = &dev.sriov {
+        for vf in vfs {
+            for u in usage.get(vf).into_iter().flatten() {
+                if let DeviceUse::Holder { pid, command, path } = u {
+                    let held = DeviceUse::Holder {
+                        pid: *pid,
+                        command: command.clone(),
+                        path: format!("{path} of its VF {vf}"),
+                    };
+                    if !uses.contains(&held) {
+                        uses.push(held);
+                    }
+                }
+            }
+        }
+    }
+    uses
+}
+
+/// Judges releasing (or claiming at boot) `devices`.
+pub fn judge(
+    inv: &Inventory,
+    usage: &dyn UsageFacts,
+    devices: &BTreeSet<PciAddress>,
+    change: Change,
+    force: bool,
+) -> Verdict {
+    let mut verdict = Verdict::default();
+    if devices.is_empty() {
+        return verdict;
+    }
+    let map = usage.usage_of(devices);
+    for addr in devices {
+        let uses: Vec<DeviceUse> = uses_of(inv, &map, addr)
+            .into_iter()
+            .filter(|u| change == Change::ReleaseNow || !matches!(u, DeviceUse::Holder { .. }))
+            .collect();
+        if uses.is_empty() {
+            verdict.clear.push(*addr);
+            continue;
+        }
+        for u in uses {
+            let refusal = Refusal {
+                device: *addr,
+                kind: RefusalKind::InUse(u),
+            };
+            if force && refusal.force_overrides() {
+                if let RefusalKind::InUse(u) = &refusal.kind {
+                    verdict
+                        .forced
+                        .push(format!("{addr} {u}; released anyway (--force)"));
+                }
+            } else {
+                verdict.refusals.push(refusal);
+            }
+        }
+    }
+    verdict
+}
+
+/// Fail closed on a device's IOMMU group: refuse when the IOMMU is on and
+/// the device has no group, or when a listed member could not be read.
+pub fn group_refusal(inv: &Inventory, addr: &PciAddress) -> Option<Refusal> {
+    let dev = inv.device(addr)?;
+    let Some(number) = dev.iommu_group else {
+        return inv.iommu.enabled().then_some(Refusal {
+            device: *addr,
+            kind: RefusalKind::NoGroup,
+        });
+    };
+    let missing: Vec<String> = match inv.groups.get(&number) {
+        None => vec![format!("/sys/kernel/iommu_groups/{number}")],
+        Some(group) => group
+            .pci_members
+            .iter()
+            .filter(|m| inv.device(m).is_none())
+            .map(|m| format!("/sys/bus/pci/devices/{m}"))
+            .collect(),
+    };
+    (!missing.is_empty()).then_some(Refusal {
+        device: *addr,
+        kind: RefusalKind::GroupUnreadable {
+            group: number,
+            missing,
+        },
+    })
+}
+
+/// The devices boot files would claim or leave without a driver: every
+/// device a declaration covers now; with `blacklisted` modules, every device
+/// those modules drive; with `ids_option`, every device with declared IDs.
+pub fn boot_affected(
+    inv: &Inventory,
+    decls: &Declarations,
+    blacklisted: &BTreeSet<ModuleName>,
+    ids_option: bool,
+) -> BTreeSet<PciAddress> {
+    let declared: Vec<_> = inv
+        .devices
+        .iter()
+        .filter(|d| decls.governing(d).is_some())
+        .collect();
+    inv.devices
+        .iter()
+        .filter(|d| {
+            let governed = decls.governing(d).is_some();
+            let blacklisted_driver = d
+                .driver_module
+                .as_ref()
+                .map(|m| ModuleName::new(m.as_str().replace('-', "_")))
+                .or_else(|| {
+                    d.driver
+                        .as_ref()
+                        .map(|n| ModuleName::new(n.as_str().replace('-', "_")))
+                })
+                .is_some_and(|m| blacklisted.contains(&m));
+            let same_ids = ids_option
+                && declared
+                    .iter()
+                    .any(|o| o.ids.vendor == d.ids.vendor && o.ids.device == d.ids.device);
+            governed || blacklisted_driver || same_ids
+        })
+        .map(|d| d.address)
+        .collect()
+}
+
+/// A boot-time claim the gate refused: the host would not come back up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} would claim devices the host needs at boot: {}; nothing was written (remove or narrow the declaration{hint})", super::refusal::joined(.refusals))]
+pub struct BootRefused {
+    pub what: &'static str,
+    pub hint: &'static str,
+    pub refusals: Vec<Refusal>,
+}

@@ -1,0 +1,265 @@
+//! The safety gate (#11): every path that changes bindings now or at boot
+//! asks one gate. Fake hosts stage each usage class, each fail-closed group
+//! case, the declaration gate and the boot-file gate.
+
+mod support;
+
+use std::time::Duration;
+
+use support::cli::{ok, vfioctl};
+use support::fakehost::{Dev, FakeHost};
+use support::simkernel::SimKernel;
+use vfioctl::engine::plan::{Goal, PlanError};
+use vfioctl::engine::run::{self, ChangeReport, ChangeSpec};
+use vfioctl::host::HostRoot;
+use vfioctl::model::Selector;
+
+fn spec(goal: Goal, selectors: &[&str], force: bool) -> ChangeSpec {
+    ChangeSpec {
+        goal,
+        selectors: selectors
+            .iter()
+            .map(|s| s.parse::<Selector>().unwrap())
+            .collect(),
+        with_group: false,
+        force,
+        dry_run: false,
+        timeout: Duration::from_millis(300),
+    }
+}
+
+fn run(host: &FakeHost, spec: &ChangeSpec) -> anyhow::Result<ChangeReport> {
+    let kernel = SimKernel::new(host);
+    run::run(&HostRoot::new(host.root()), spec, &kernel)
+}
+
+fn refusal(result: anyhow::Result<ChangeReport>) -> String {
+    let err = result.expect_err("refused");
+    match err.downcast_ref::<PlanError>() {
+        Some(PlanError::Refused(reasons)) => vfioctl::engine::refusal::joined(reasons),
+        other => panic!("expected a refusal, got {other:?}: {err:#}"),
+    }
+}
+
+/// Root and swap on NVMe disks (one model, one driver), a data disk, a NIC.
+fn disks_host() -> FakeHost {
+    let mut host = FakeHost::new();
+    host.iommu_unit("dmar0");
+    host.register_driver("vfio-pci", Some("vfio_pci"));
+    let devices = [
+        ("0000:01:00.0", 0x144d, 0xa80a, 0x010802, "nvme"),
+        ("0000:02:00.0", 0x144d, 0xa80a, 0x010802, "nvme"),
+        ("0000:03:00.0", 0x8086, 0x1521, 0x020000, "igb"),
+        ("0000:06:00.0", 0x1b4b, 0x9230, 0x010601, "ahci"),
+    ];
+    for (group, (addr, vendor, device, class, driver)) in devices.into_iter().enumerate() {
+        host.add(
+            Dev::endpoint(addr, vendor, device, class)
+                .driver(driver, Some(driver))
+                .group(group as u32 + 1),
+        );
+    }
+    host.block_device("0000:01:00.0", "nvme0n1", "259:0")
+        .block_device("0000:02:00.0", "nvme1n1", "259:1")
+        .block_device("0000:06:00.0", "sda", "8:0")
+        .mount("259:0", "/", "/dev/nvme0n1")
+        .mount("259:1", "/srv", "/dev/nvme1n1")
+        .swap("/dev/sda")
+        .netdev("0000:03:00.0", "eno1")
+        .route("eno1", false);
+    host
+}
+
+#[test]
+fn swap_is_never_released_even_forced() {
+    let host = disks_host();
+    let reason = refusal(run(&host, &spec(Goal::Unbind, &["06:00.0"], true)));
+    assert_eq!(
+        reason,
+        "0000:06:00.0 backs swap on /dev/sda; refused even with --force"
+    );
+}
+
+#[test]
+fn a_device_without_a_group_while_the_iommu_is_on_is_refused() {
+    let mut host = disks_host();
+    host.add(Dev::endpoint("0000:07:00.0", 0x10de, 0x20b0, 0x030200).driver("nouveau", None));
+    let reason = refusal(run(&host, &spec(Goal::BindVfio, &["07:00.0"], true)));
+    assert!(
+        reason.contains("0000:07:00.0 has no IOMMU group although the IOMMU is on"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn an_unreadable_group_member_fails_closed() {
+    let mut host = disks_host();
+    host.add(
+        Dev::endpoint("0000:07:00.0", 0x10de, 0x20b0, 0x030200)
+            .driver("nouveau", None)
+            .group(9),
+    );
+    // The group lists a second function whose sysfs entry cannot be read.
+    std::os::unix::fs::symlink(
+        "../../../../devices/pci0000:07/0000:07:00.1",
+        host.path("sys/kernel/iommu_groups/9/devices/0000:07:00.1"),
+    )
+    .unwrap();
+    let reason = refusal(run(&host, &spec(Goal::BindVfio, &["07:00.0"], true)));
+    assert!(
+        reason.contains(
+            "IOMMU group 9 of 0000:07:00.0 lists /sys/bus/pci/devices/0000:07:00.1 that cannot be read"
+        ),
+        "{reason}"
+    );
+}
+
+#[test]
+fn declarations_covering_the_root_disk_are_refused_even_forced() {
+    let host = disks_host();
+    for selector in ["01:00.0", "144d:a80a", "class=nvme"] {
+        for force in [false, true] {
+            let mut args = vec!["persist", "add", selector];
+            if force {
+                args.push("--force");
+            }
+            let run = vfioctl(host.root(), &args);
+            assert_eq!(run.status, 4, "{selector}: {}{}", run.stdout, run.stderr);
+            assert!(
+                run.stderr.contains(
+                    "0000:01:00.0 backs the root filesystem (/dev/nvme0n1); refused even with --force"
+                ),
+                "{selector}: {}",
+                run.stderr
+            );
+        }
+    }
+    assert!(
+        !host.path("etc/vfioctl/bindings.d").exists()
+            || std::fs::read_dir(host.path("etc/vfioctl/bindings.d"))
+                .unwrap()
+                .count()
+                == 0
+    );
+    // A data disk needs --force; a NIC with addresses too.
+    let run = vfioctl(host.root(), &["persist", "add", "02:00.0"]);
+    assert_eq!(run.status, 4, "{}", run.stderr);
+    assert!(run.stderr.contains("backs /srv"), "{}", run.stderr);
+    let out = ok(host.root(), &["persist", "add", "02:00.0", "--force"]);
+    assert!(out.contains("declared 0000:02:00.0"), "{out}");
+}
+
+#[test]
+fn boot_files_never_claim_or_blacklist_what_the_host_boots_from() {
+    let host = disks_host();
+    ok(host.root(), &["persist", "add", "02:00.0", "--force"]);
+    // Per-device overrides only touch the declared data disk.
+    ok(host.root(), &["host-config", "--write"]);
+    ok(host.root(), &["host-config", "--remove"]);
+    // --blacklist would stop nvme loading for the root disk too; --ids would
+    // claim every 144d:a80a, the root disk included.
+    for flag in ["--blacklist", "--ids"] {
+        let run = vfioctl(host.root(), &["host-config", "--write", flag]);
+        assert_eq!(run.status, 4, "{flag}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr
+                .contains("0000:01:00.0 backs the root filesystem"),
+            "{flag}: {}",
+            run.stderr
+        );
+        assert!(
+            !host.path("etc/modprobe.d/vfioctl.conf").exists(),
+            "{flag}: nothing written"
+        );
+        let preview = ok(host.root(), &["host-config", flag]);
+        assert!(preview.contains("--write would refuse"), "{preview}");
+    }
+}
+
+/// A driver's `unbind` that blocks like snd_hda_intel's while a process
+/// holds the device: a FIFO, whose open blocks until a reader comes.
+fn blocking_unbind_host() -> FakeHost {
+    let mut host = disks_host();
+    host.add(
+        Dev::endpoint("0000:08:00.0", 0x8086, 0x293e, 0x040300)
+            .driver("snd_hda_intel", Some("snd_hda_intel"))
+            .group(8),
+    );
+    let unbind = host.path("sys/bus/pci/drivers/snd_hda_intel/unbind");
+    std::fs::remove_file(&unbind).unwrap();
+    nix::unistd::mkfifo(&unbind, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    host
+}
+
+/// Lets the blocked helper finish: a reader opens the FIFO.
+fn let_go(host: &FakeHost) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(host.path("sys/bus/pci/drivers/snd_hda_intel/unbind"))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+#[test]
+fn a_blocked_unbind_returns_by_the_deadline_and_is_reported_pending() {
+    let host = blocking_unbind_host();
+    let start = std::time::Instant::now();
+    let run = vfioctl(host.root(), &["unbind", "08:00.0", "--timeout", "1"]);
+    let took = start.elapsed();
+    let_go(&host);
+    assert_eq!(run.status, 8, "{}{}", run.stdout, run.stderr);
+    // The contract: vfioctl exits by the deadline plus a second.
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(
+        run.stderr.contains("0000:08:00.0: unbind from snd_hda_intel did not finish within 1s and is still pending in the kernel"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("no holder found; its override was put back"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("every device changed was put back"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .contains("0000:08:00.0  PENDING (unbind still in the kernel)"),
+        "{}",
+        run.stdout
+    );
+    let show = ok(host.root(), &["show", "08:00.0"]);
+    assert!(
+        show.contains("unbind from snd_hda_intel did not finish; no holder found"),
+        "{show}"
+    );
+    let check = vfioctl(host.root(), &["check", "--json"]);
+    assert!(
+        check.stdout.contains("device.pending_unbind"),
+        "{}",
+        check.stdout
+    );
+}
+
+#[test]
+fn a_blocking_write_runs_in_a_helper_process_the_parent_stops_waiting_for() {
+    use vfioctl::host::kernel::{KernelError, PciKernel, SysfsKernel};
+    let host = blocking_unbind_host();
+    let kernel = SysfsKernel::new(HostRoot::new(host.root()));
+    let err = kernel
+        .unbind(
+            "0000:08:00.0".parse().unwrap(),
+            &vfioctl::model::DriverName::new("snd_hda_intel"),
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+    assert!(matches!(err, KernelError::Timeout { .. }), "{err}");
+    let_go(&host);
+    // Once the holder lets go the write completes (the FIFO reader got it).
+}
