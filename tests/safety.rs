@@ -263,3 +263,102 @@ fn a_blocking_write_runs_in_a_helper_process_the_parent_stops_waiting_for() {
     let_go(&host);
     // Once the holder lets go the write completes (the FIFO reader got it).
 }
+
+/// A display function with a DRM driver and its HD-audio companion, each
+/// with the device nodes sysfs shows under it.
+fn gpu_with_nodes() -> FakeHost {
+    let mut host = disks_host();
+    host.add(
+        Dev::endpoint("0000:0a:00.0", 0x1234, 0x1111, 0x030000)
+            .driver("bochs-drm", Some("bochs"))
+            .group(10),
+    );
+    host.add(
+        Dev::endpoint("0000:0a:00.1", 0x8086, 0x293e, 0x040300)
+            .driver("snd_hda_intel", Some("snd_hda_intel"))
+            .group(10),
+    );
+    let gpu = host.device_dir("0000:0a:00.0");
+    let audio = host.device_dir("0000:0a:00.1");
+    let rel = |dir: &std::path::Path, tail: &str| {
+        format!(
+            "{}/{tail}",
+            dir.strip_prefix(host.root()).unwrap().display()
+        )
+    };
+    for (dir, node, number, devname) in [
+        (&gpu, "drm/card0", "226:0", "dri/card0"),
+        (&gpu, "drm/renderD128", "226:128", "dri/renderD128"),
+        (&audio, "sound/card0/controlC0", "116:2", "snd/controlC0"),
+        (&audio, "sound/card0/pcmC0D0p", "116:3", "snd/pcmC0D0p"),
+    ] {
+        host.write(&rel(dir, &format!("{node}/dev")), format!("{number}\n"));
+        host.write(
+            &rel(dir, &format!("{node}/uevent")),
+            format!("MAJOR={}\nDEVNAME={devname}\n", number.split(':').next().unwrap()),
+        );
+    }
+    host
+}
+
+#[test]
+fn drm_and_sound_holders_are_found_through_sysfs_and_refused_even_forced() {
+    let host = gpu_with_nodes();
+    host.process(100, "Xorg", &["/dev/null", "/dev/dri/card0"]);
+    // A process that only maps the node still holds it.
+    host.process(101, "pipewire", &[]);
+    host.write(
+        "proc/101/maps",
+        "7f0000000000-7f0000001000 rw-s 00000000 00:05 1234 /dev/snd/pcmC0D0p\n",
+    );
+    // Binding the display function takes its audio companion along: both held.
+    let reason = refusal(run(&host, &spec(Goal::BindVfio, &["0a:00.0"], true)));
+    assert!(
+        reason.contains("0000:0a:00.0 is held open by PID 100 (Xorg) through /dev/dri/card0; refused even with --force"),
+        "{reason}"
+    );
+    for target in ["0a:00.0", "0a:00.1"] {
+        let goal = if target == "0a:00.0" { Goal::BindVfio } else { Goal::Unbind };
+        let reason = refusal(run(&host, &spec(goal, &[target], true)));
+        assert!(
+            reason.contains("0000:0a:00.1 is held open by PID 101 (pipewire) through /dev/snd/pcmC0D0p; refused even with --force"),
+            "{target}: {reason}"
+        );
+    }
+}
+
+#[test]
+fn a_node_reached_by_another_name_is_matched_by_device_number() {
+    let host = gpu_with_nodes();
+    // /dev/dri/by-path/... or a renamed node: same device number 226:128.
+    let node = host.path("dev/render-elsewhere");
+    std::fs::create_dir_all(node.parent().unwrap()).unwrap();
+    if nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(226, 128),
+    )
+    .is_err()
+    {
+        eprintln!("skipped: mknod needs CAP_MKNOD");
+        return;
+    }
+    host.process(300, "cuda-job", &["/dev/render-elsewhere"]);
+    let reason = refusal(run(&host, &spec(Goal::Unbind, &["0a:00.0"], true)));
+    assert!(
+        reason.contains("held open by PID 300 (cuda-job) through /dev/dri/renderD128"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_pf_whose_vf_a_vm_holds_is_refused_even_forced() {
+    let host = support::topologies::sriov_nic();
+    host.process(4242, "qemu-system-x86", &["/dev/vfio/23"]);
+    let reason = refusal(run(&host, &spec(Goal::Unbind, &["3b:00.0"], true)));
+    assert!(
+        reason.contains("0000:3b:00.0 is held open by PID 4242 (qemu-system-x86) through /dev/vfio/23 of its VF 0000:3b:00.3; refused even with --force"),
+        "{reason}"
+    );
+}

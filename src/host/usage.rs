@@ -333,47 +333,158 @@ fn console(root: &HostRoot, map: &mut UsageMap) {
     );
 }
 
-/// Device nodes through which a process can be using `addr` right now.
-fn device_nodes(root: &HostRoot, inv: &Inventory, addr: &PciAddress) -> Vec<String> {
+/// A device node through which a process can use a PCI function.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Node {
+    /// `/dev/...`, as a process's descriptor link names it.
+    path: String,
+    /// The device number (`dev` in sysfs) and whether it is a block device.
+    number: Option<(u64, bool)>,
+}
+
+/// `major:minor` from a sysfs `dev` file.
+fn parse_dev(text: &str) -> Option<u64> {
+    let (major, minor) = text.trim().split_once(':')?;
+    Some(libc::makedev(major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Every `dev` file under a function's sysfs directory (DRM cards and
+/// render nodes, sound controls and PCMs, InfiniBand verbs, NVMe
+/// controllers and namespaces, misc and class devices...), not descending
+/// into other PCI functions or following links.
+fn sysfs_nodes(dir: &Path, out: &mut Vec<Node>, depth: u32) {
+    if depth > 8 {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if kind.is_dir() && PciAddress::from_sysfs_name(&name).is_none() {
+            sysfs_nodes(&entry.path(), out, depth + 1);
+        } else if kind.is_file() && name == "dev" {
+            let Some(number) = fs::read_to_string(entry.path())
+                .ok()
+                .and_then(|t| parse_dev(&t))
+            else {
+                continue;
+            };
+            let devname = fs::read_to_string(dir.join("uevent"))
+                .ok()
+                .and_then(|u| {
+                    u.lines()
+                        .find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_string))
+                })
+                .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()));
+            let block = fs::read_link(dir.join("subsystem"))
+                .ok()
+                .and_then(|t| t.file_name().map(|n| n == "block"))
+                .unwrap_or(false);
+            if let Some(devname) = devname {
+                out.push(Node {
+                    path: format!("/dev/{devname}"),
+                    number: Some((number, block)),
+                });
+            }
+        }
+    }
+}
+
+fn named(path: String) -> Node {
+    Node { path, number: None }
+}
+
+/// Device nodes through which a process can be using `addr` right now: what
+/// sysfs shows under the function, plus what it does not show (the VFIO
+/// group and cdev, nvidia's /dev/nvidiaN and NVSwitch nodes).
+fn device_nodes(root: &HostRoot, inv: &Inventory, addr: &PciAddress) -> Vec<Node> {
     let Some(dev) = inv.device(addr) else {
         return vec![];
     };
+    let dir = root.path(format!("/sys/bus/pci/devices/{addr}"));
     let mut nodes = Vec::new();
-    match dev.driver.as_ref().map(|d| (d, d.kind())) {
-        Some((_, DriverKind::Vfio)) => {
-            if let Some(group) = dev.iommu_group {
-                nodes.push(format!("/dev/vfio/{group}"));
-            }
-            // The per-device cdev of newer kernels (iommufd).
-            let vfio_dev = root.path(format!("/sys/bus/pci/devices/{addr}/vfio-dev"));
-            if let Ok(entries) = fs::read_dir(vfio_dev) {
-                for entry in entries.flatten() {
-                    nodes.push(format!(
-                        "/dev/vfio/devices/{}",
-                        entry.file_name().to_string_lossy()
-                    ));
-                }
-            }
-        }
-        Some((driver, DriverKind::Host)) if driver.as_str() == "nvidia" => {
-            let info = root.path(format!("/proc/driver/nvidia/gpus/{addr}/information"));
-            let minor = fs::read_to_string(info).ok().and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("Device Minor:"))
-                    .and_then(|m| m.trim().parse::<u32>().ok())
-            });
-            if let Some(minor) = minor {
-                nodes.push(format!("/dev/nvidia{minor}"));
-            }
-        }
-        _ => {}
+    if let Ok(real) = fs::canonicalize(&dir) {
+        sysfs_nodes(&real, &mut nodes, 0);
     }
+    if let (Some(DriverKind::Vfio), Some(group)) =
+        (dev.driver.as_ref().map(|d| d.kind()), dev.iommu_group)
+    {
+        nodes.push(named(format!("/dev/vfio/{group}")));
+    }
+    // The per-device cdev of newer kernels (iommufd), also found by the walk.
+    if let Ok(entries) = fs::read_dir(dir.join("vfio-dev")) {
+        for entry in entries.flatten() {
+            nodes.push(named(format!(
+                "/dev/vfio/devices/{}",
+                entry.file_name().to_string_lossy()
+            )));
+        }
+    }
+    if dev.driver.as_ref().is_some_and(|d| d.as_str() == "nvidia") {
+        let info = root.path(format!("/proc/driver/nvidia/gpus/{addr}/information"));
+        let minor = fs::read_to_string(info).ok().and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("Device Minor:"))
+                .and_then(|m| m.trim().parse::<u32>().ok())
+        });
+        if let Some(minor) = minor {
+            nodes.push(named(format!("/dev/nvidia{minor}")));
+        }
+    }
+    if dev
+        .driver
+        .as_ref()
+        .is_some_and(|d| d.as_str() == "nvidia-nvswitch" || d.as_str() == "nvidia_nvswitch")
+    {
+        let info = root.path(format!(
+            "/proc/driver/nvidia-nvswitch/devices/{addr}/information"
+        ));
+        let minor = fs::read_to_string(info).ok().and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("Device Minor:"))
+                .and_then(|m| m.trim().parse::<u32>().ok())
+        });
+        if let Some(minor) = minor {
+            nodes.push(named(format!("/dev/nvidia-nvswitch{minor}")));
+        }
+    }
+    nodes.sort();
+    nodes.dedup();
     nodes
 }
 
-/// Processes holding any of `nodes` open, by node: (pid, command).
-fn holders(root: &HostRoot, nodes: &BTreeSet<String>) -> BTreeMap<String, Vec<(u32, String)>> {
-    let mut found: BTreeMap<String, Vec<(u32, String)>> = BTreeMap::new();
+/// The node a descriptor or mapping names, if it is one of `nodes`: by path,
+/// or by device number (a node renamed, or reached by another path),
+/// resolved inside the host root.
+fn matching<'n>(root: &HostRoot, nodes: &'n [Node], target: &str) -> Option<&'n Node> {
+    if let Some(node) = nodes.iter().find(|n| n.path == target) {
+        return Some(node);
+    }
+    if !target.starts_with('/') {
+        return None;
+    }
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = fs::metadata(root.path(target)).ok()?;
+    let kind = meta.file_type();
+    let block = if kind.is_block_device() {
+        true
+    } else if kind.is_char_device() {
+        false
+    } else {
+        return None;
+    };
+    nodes
+        .iter()
+        .find(|n| n.number == Some((meta.rdev(), block)))
+}
+
+/// Processes holding any of `nodes` open, or mapping them: (node path, pid, command).
+fn holders(root: &HostRoot, nodes: &[Node]) -> Vec<(String, u32, String)> {
+    let mut found: Vec<(String, u32, String)> = Vec::new();
     if nodes.is_empty() {
         return found;
     }
@@ -381,20 +492,34 @@ fn holders(root: &HostRoot, nodes: &BTreeSet<String>) -> BTreeMap<String, Vec<(u
         return found;
     };
     for proc in procs.flatten() {
-        let Ok(fds) = proc.fd() else { continue };
-        for fd in fds.flatten() {
-            if let procfs::process::FDTarget::Path(path) = &fd.target {
-                let path = path.to_string_lossy();
-                if nodes.contains(path.as_ref()) {
-                    let command = fs::read_to_string(proc_path(root, proc.pid(), "comm"))
-                        .map(|c| c.trim().to_string())
-                        .unwrap_or_else(|_| "?".to_string());
-                    let list = found.entry(path.into_owned()).or_default();
-                    if !list.iter().any(|(pid, _)| *pid == proc.pid() as u32) {
-                        list.push((proc.pid() as u32, command));
-                    }
+        let mut targets: Vec<String> = Vec::new();
+        if let Ok(fds) = proc.fd() {
+            for fd in fds.flatten() {
+                if let procfs::process::FDTarget::Path(path) = &fd.target {
+                    targets.push(path.to_string_lossy().into_owned());
                 }
             }
+        }
+        if let Ok(maps) = fs::read_to_string(proc_path(root, proc.pid(), "maps")) {
+            targets.extend(
+                maps.lines()
+                    .filter_map(|l| l.split_whitespace().nth(5))
+                    .filter(|p| p.starts_with("/dev/"))
+                    .map(str::to_string),
+            );
+        }
+        for target in targets {
+            let Some(node) = matching(root, nodes, &target) else {
+                continue;
+            };
+            let pid = proc.pid() as u32;
+            if found.iter().any(|(p, q, _)| *p == node.path && *q == pid) {
+                continue;
+            }
+            let command = fs::read_to_string(proc_path(root, proc.pid(), "comm"))
+                .map(|c| c.trim().to_string())
+                .unwrap_or_else(|_| "?".to_string());
+            found.push((node.path.clone(), pid, command));
         }
     }
     found
@@ -416,32 +541,33 @@ pub fn read_usage(root: &HostRoot) -> UsageMap {
 }
 
 /// Adds the processes holding `candidates` open. This walks every process's
-/// descriptors, so callers limit it to the devices a change could touch.
+/// descriptors and device mappings, so callers limit it to the devices a
+/// change could touch.
 pub fn add_holders(
     root: &HostRoot,
     inv: &Inventory,
     candidates: &BTreeSet<PciAddress>,
     map: &mut UsageMap,
 ) {
-    let per_device: Vec<(PciAddress, Vec<String>)> = candidates
+    let per_device: Vec<(PciAddress, Vec<Node>)> = candidates
         .iter()
         .map(|a| (*a, device_nodes(root, inv, a)))
         .collect();
-    let wanted: BTreeSet<String> = per_device
+    let wanted: Vec<Node> = per_device
         .iter()
         .flat_map(|(_, n)| n.iter().cloned())
         .collect();
     let held = holders(root, &wanted);
     for (addr, nodes) in per_device {
         for node in nodes {
-            for (pid, command) in held.get(&node).into_iter().flatten() {
+            for (_, pid, command) in held.iter().filter(|(p, _, _)| *p == node.path) {
                 add(
                     map,
                     &BTreeSet::from([addr]),
                     DeviceUse::Holder {
                         pid: *pid,
                         command: command.clone(),
-                        path: node.clone(),
+                        path: node.path.clone(),
                     },
                 );
             }
@@ -450,13 +576,17 @@ pub fn add_holders(
 }
 
 /// Devices whose open handles matter: those to be released, their
-/// companions and every member of their IOMMU groups.
+/// companions, every member of their IOMMU groups, and a PF's VFs (releasing
+/// a PF destroys them).
 fn candidates(inv: &Inventory, targets: &BTreeSet<PciAddress>) -> BTreeSet<PciAddress> {
     let mut set = targets.clone();
     for addr in targets {
         let Some(dev) = inv.device(addr) else {
             continue;
         };
+        if let crate::model::device::SriovRole::Pf { vfs, .. } = &dev.sriov {
+            set.extend(vfs.iter().copied());
+        }
         set.extend(inv.companions(dev).iter().map(|c| c.address));
         if let Some(group) = inv.group_of(dev) {
             set.extend(group.pci_members.iter().copied());
