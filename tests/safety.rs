@@ -295,7 +295,10 @@ fn gpu_with_nodes() -> FakeHost {
         host.write(&rel(dir, &format!("{node}/dev")), format!("{number}\n"));
         host.write(
             &rel(dir, &format!("{node}/uevent")),
-            format!("MAJOR={}\nDEVNAME={devname}\n", number.split(':').next().unwrap()),
+            format!(
+                "MAJOR={}\nDEVNAME={devname}\n",
+                number.split(':').next().unwrap()
+            ),
         );
     }
     host
@@ -318,7 +321,11 @@ fn drm_and_sound_holders_are_found_through_sysfs_and_refused_even_forced() {
         "{reason}"
     );
     for target in ["0a:00.0", "0a:00.1"] {
-        let goal = if target == "0a:00.0" { Goal::BindVfio } else { Goal::Unbind };
+        let goal = if target == "0a:00.0" {
+            Goal::BindVfio
+        } else {
+            Goal::Unbind
+        };
         let reason = refusal(run(&host, &spec(goal, &[target], true)));
         assert!(
             reason.contains("0000:0a:00.1 is held open by PID 101 (pipewire) through /dev/snd/pcmC0D0p; refused even with --force"),
@@ -361,4 +368,103 @@ fn a_pf_whose_vf_a_vm_holds_is_refused_even_forced() {
         reason.contains("0000:3b:00.0 is held open by PID 4242 (qemu-system-x86) through /dev/vfio/23 of its VF 0000:3b:00.3; refused even with --force"),
         "{reason}"
     );
+}
+
+/// Unbinds 03:00.0 (eno1, on 192.168.0.0/24) and returns the refusal.
+fn nic_refusal(host: &FakeHost, force: bool) -> String {
+    refusal(run(host, &spec(Goal::Unbind, &["03:00.0"], force)))
+}
+
+#[test]
+fn an_nfs_root_protects_the_nic_the_route_to_its_server_leaves_by() {
+    let host = disks_host();
+    host.mountinfo_line(
+        "30 1 0:40 / / rw,relatime - nfs4 192.168.0.10:/export rw,vers=4.2,addr=192.168.0.10",
+    );
+    assert!(nic_refusal(&host, true).contains(
+        "0000:03:00.0 carries the nfs4 root filesystem (server 192.168.0.10 through eno1); refused even with --force"
+    ));
+}
+
+#[test]
+fn an_iscsi_root_protects_its_nic() {
+    let host = disks_host();
+    let disk = "sys/devices/platform/host7/session3/target7:0:0/7:0:0:0/block/sdb";
+    host.write(&format!("{disk}/dev"), "8:16\n");
+    std::os::unix::fs::symlink(format!("../../../{disk}"), host.path("sys/dev/block/8:16"))
+        .unwrap();
+    host.write(
+        "sys/class/iscsi_connection/connection3:0/persistent_address",
+        "192.168.0.20\n",
+    );
+    host.mountinfo_line("31 1 8:16 / / rw,relatime - ext4 /dev/sdb rw");
+    assert!(nic_refusal(&host, true).contains(
+        "carries the iscsi root filesystem (server 192.168.0.20 through eno1); refused even with --force"
+    ));
+}
+
+#[test]
+fn an_nbd_root_protects_its_nic() {
+    let host = disks_host();
+    host.write("sys/devices/virtual/block/nbd0/dev", "43:0\n");
+    host.write("sys/block/nbd0/pid", "555\n");
+    std::os::unix::fs::symlink(
+        "../../../sys/devices/virtual/block/nbd0",
+        host.path("sys/dev/block/43:0"),
+    )
+    .unwrap();
+    host.process(555, "nbd-client", &["socket:[9999]"]);
+    host.write(
+        "proc/555/net/tcp",
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0200A8C0:D431 0A00A8C0:2A9A 01 00000000:00000000 00:00000000 00000000     0        0 9999 1\n",
+    );
+    host.mountinfo_line("32 1 43:0 / / rw,relatime - ext4 /dev/nbd0 rw");
+    assert!(nic_refusal(&host, true).contains(
+        "carries the nbd root filesystem (server 192.168.0.10 through eno1); refused even with --force"
+    ));
+}
+
+#[test]
+fn a_zfs_root_pool_protects_its_vdevs() {
+    let host = disks_host();
+    host.write(
+        "run/udev/data/b259:1",
+        "E:ID_FS_TYPE=zfs_member\nE:ID_FS_LABEL=rpool\n",
+    );
+    host.mountinfo_line("33 1 0:50 / / rw,relatime - zfs rpool/ROOT/debian rw,xattr");
+    let reason = refusal(run(&host, &spec(Goal::Unbind, &["02:00.0"], true)));
+    assert!(
+        reason.contains("0000:02:00.0 backs the root filesystem (zfs pool rpool on /dev/nvme1n1); refused even with --force"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn an_interface_enslaved_to_open_vswitch_needs_force() {
+    let host = disks_host();
+    let net = host.device_dir("0000:03:00.0").join("net/eno1");
+    std::os::unix::fs::symlink("../../../../virtual/net/ovs-system", net.join("master")).unwrap();
+    let reason = nic_refusal(&host, false);
+    assert!(
+        reason.contains("0000:03:00.0 has eno1 enslaved to ovs-system; use --force"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn an_interface_in_another_namespace_is_named_and_needs_force() {
+    let mut host = disks_host();
+    host.add(
+        Dev::endpoint("0000:09:00.0", 0x8086, 0x10fb, 0x020000)
+            .driver("ixgbe", Some("ixgbe"))
+            .group(19),
+    );
+    std::fs::create_dir_all(host.device_dir("0000:09:00.0").join("net")).unwrap();
+    let reason = refusal(run(&host, &spec(Goal::BindVfio, &["09:00.0"], false)));
+    assert!(
+        reason.contains("0000:09:00.0 has the ixgbe interface in another network namespace"),
+        "{reason}"
+    );
+    let report = run(&host, &spec(Goal::BindVfio, &["09:00.0"], true)).unwrap();
+    assert!(report.result.unwrap().succeeded());
 }

@@ -11,5 +11,6 @@ pub mod state;
 pub mod sysfs;
 pub mod udev;
 pub mod usage;
+pub mod usage_net;
 
 pub use root::{HostIoError, HostRoot};

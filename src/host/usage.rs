@@ -14,7 +14,7 @@ use super::root::HostRoot;
 
 /// The nearest PCI function above a sysfs device path (the canonical path
 /// contains every ancestor: `.../0000:00:02.0/0000:02:00.0/nvme/nvme0/nvme0n1`).
-fn pci_ancestor(path: &Path) -> Option<PciAddress> {
+pub(super) fn pci_ancestor(path: &Path) -> Option<PciAddress> {
     let real = fs::canonicalize(path).ok()?;
     real.components()
         .rev()
@@ -25,7 +25,7 @@ fn pci_ancestor(path: &Path) -> Option<PciAddress> {
 /// mapper and md RAID, and from an NVMe multipath head (a virtual disk under
 /// nvme-subsystem, the default for namespaces of an NVMe subsystem) to the
 /// subsystem's controllers.
-fn block_to_pci(sys_block: &Path, out: &mut BTreeSet<PciAddress>, depth: u32) {
+pub(super) fn block_to_pci(sys_block: &Path, out: &mut BTreeSet<PciAddress>, depth: u32) {
     if let Some(addr) = pci_ancestor(sys_block) {
         out.insert(addr);
         return;
@@ -73,7 +73,12 @@ fn block_to_pci(sys_block: &Path, out: &mut BTreeSet<PciAddress>, depth: u32) {
 
 /// PCI functions behind a network interface, following `lower_*` links
 /// through bridges, bonds and VLANs.
-fn netdev_to_pci(root: &HostRoot, iface: &str, out: &mut BTreeSet<PciAddress>, depth: u32) {
+pub(super) fn netdev_to_pci(
+    root: &HostRoot,
+    iface: &str,
+    out: &mut BTreeSet<PciAddress>,
+    depth: u32,
+) {
     let dir = root.path("/sys/class/net").join(iface);
     if let Some(addr) = pci_ancestor(&dir) {
         out.insert(addr);
@@ -92,7 +97,7 @@ fn netdev_to_pci(root: &HostRoot, iface: &str, out: &mut BTreeSet<PciAddress>, d
     }
 }
 
-fn add(map: &mut UsageMap, addrs: &BTreeSet<PciAddress>, what: DeviceUse) {
+pub(super) fn add(map: &mut UsageMap, addrs: &BTreeSet<PciAddress>, what: DeviceUse) {
     for addr in addrs {
         let uses = map.entry(*addr).or_default();
         if !uses.contains(&what) {
@@ -102,15 +107,16 @@ fn add(map: &mut UsageMap, addrs: &BTreeSet<PciAddress>, what: DeviceUse) {
 }
 
 /// One line of /proc/self/mountinfo, the fields that matter here.
-struct MountLine {
-    majmin: String,
-    mountpoint: String,
-    fstype: String,
-    source: String,
-    options: String,
+pub(super) struct MountLine {
+    pub majmin: String,
+    pub mountpoint: String,
+    pub fstype: String,
+    pub source: String,
+    /// The filesystem's own options (NFS: `addr=`; overlayfs: its layers).
+    pub options: String,
 }
 
-fn parse_mountinfo(text: &str) -> Vec<MountLine> {
+pub(super) fn parse_mountinfo(text: &str) -> Vec<MountLine> {
     text.lines()
         .filter_map(|line| {
             // id parent major:minor root mountpoint options [optional...] - fstype source superopts
@@ -537,6 +543,7 @@ pub fn read_usage(root: &HostRoot) -> UsageMap {
     swaps(root, &mut map);
     network(root, &mut map);
     console(root, &mut map);
+    super::usage_net::read(root, &mut map);
     map
 }
 
