@@ -16,18 +16,135 @@ use crate::model::PciAddress;
 use super::root::HostRoot;
 use super::usage::{add, block_to_pci, netdev_to_pci, parse_mountinfo, pci_ancestor, MountLine};
 
-/// One IPv4 route: destination, prefix length, interface.
+/// One IPv4 route: destination, prefix length, interface, table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub destination: Ipv4Addr,
     pub prefix: u8,
     pub interface: String,
+    /// 254 is main; policy routing and VRFs use others.
+    pub table: u32,
 }
 
-/// Where routes come from. The host's `/proc/net/route` under the root
-/// (fake roots stage it); a netlink source of every table can replace it.
+/// Where routes come from: rtnetlink on the real host (every table), or
+/// `/proc/net/route` under a fake root (tests stage it there; netlink is
+/// not under `--root`).
 pub trait RouteFacts {
     fn routes(&self) -> Vec<Route>;
+}
+
+/// The routes of the running host, every table, through rtnetlink.
+pub struct NetlinkRoutes<'a>(pub &'a HostRoot);
+
+/// Table 255 holds the host's own addresses (already seen as addresses).
+const LOCAL_TABLE: u32 = 255;
+
+impl RouteFacts for NetlinkRoutes<'_> {
+    fn routes(&self) -> Vec<Route> {
+        let names = interface_names(self.0);
+        match netlink_dump() {
+            Ok(raw) => raw
+                .into_iter()
+                .filter(|(_, _, _, table)| *table != LOCAL_TABLE)
+                .filter_map(|(destination, prefix, oif, table)| {
+                    Some(Route {
+                        destination,
+                        prefix,
+                        interface: names.iter().find(|(i, _)| *i == oif)?.1.clone(),
+                        table,
+                    })
+                })
+                .collect(),
+            // Not allowed to ask (seccomp, no netlink): the main table.
+            Err(_) => ProcRoutes(self.0).routes(),
+        }
+    }
+}
+
+/// Interface index -> name, from /sys/class/net.
+fn interface_names(root: &HostRoot) -> Vec<(u32, String)> {
+    fs::read_dir(root.path("/sys/class/net"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let index = fs::read_to_string(e.path().join("ifindex")).ok()?;
+            Some((
+                index.trim().parse().ok()?,
+                e.file_name().to_string_lossy().into_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Every IPv4 route of every table: (destination, prefix, oif, table).
+fn netlink_dump() -> std::io::Result<Vec<(Ipv4Addr, u8, u32, u32)>> {
+    use netlink_packet_core::{
+        NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+    };
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+    use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+    use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+    let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut request = RouteMessage::default();
+    request.header.address_family = AddressFamily::Inet;
+    let mut message = NetlinkMessage::new(
+        NetlinkHeader::default(),
+        NetlinkPayload::from(RouteNetlinkMessage::GetRoute(request)),
+    );
+    message.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    message.header.sequence_number = 1;
+    message.finalize();
+    let mut out = vec![0; message.header.length as usize];
+    message.serialize(&mut out);
+    socket.send(&out, 0)?;
+    let mut routes = Vec::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let size = socket.recv(&mut &mut buffer[..], 0)?;
+        let mut offset = 0;
+        while offset < size {
+            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buffer[offset..size])
+                .map_err(|e| bad(e.to_string()))?;
+            let length = reply.header.length as usize;
+            match reply.payload {
+                NetlinkPayload::Done(_) => return Ok(routes),
+                NetlinkPayload::Error(e) => return Err(bad(e.to_string())),
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) => {
+                    let mut destination = Ipv4Addr::UNSPECIFIED;
+                    let mut oif = None;
+                    let mut table = u32::from(route.header.table);
+                    for attribute in &route.attributes {
+                        match attribute {
+                            RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+                                destination = *ip
+                            }
+                            RouteAttribute::Oif(index) => oif = Some(*index),
+                            RouteAttribute::Table(t) => table = *t,
+                            _ => {}
+                        }
+                    }
+                    if let Some(oif) = oif {
+                        routes.push((
+                            destination,
+                            route.header.destination_prefix_length,
+                            oif,
+                            table,
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            if length == 0 {
+                break;
+            }
+            offset += length;
+        }
+    }
 }
 
 /// The IPv4 routes of `/proc/net/route` under the root.
@@ -47,6 +164,7 @@ impl RouteFacts for ProcRoutes<'_> {
                     destination: Ipv4Addr::from(word(f.get(1)?)?),
                     prefix: u32::from_ne_bytes(word(f.get(7)?)?).count_ones() as u8,
                     interface: f.first()?.to_string(),
+                    table: 254,
                 })
             })
             .collect()
@@ -174,6 +292,25 @@ fn network_roots(
                 },
             );
         }
+    }
+}
+
+/// Interfaces that carry routes in tables other than main (policy routing,
+/// VRFs), which /proc/net/route does not show.
+fn policy_routes(root: &HostRoot, routes: &dyn RouteFacts, map: &mut UsageMap) {
+    for route in routes.routes().into_iter().filter(|r| r.table != 254) {
+        let mut addrs = BTreeSet::new();
+        netdev_to_pci(root, &route.interface, &mut addrs, 0);
+        let what = if route.prefix == 0 {
+            DeviceUse::DefaultRoute {
+                interface: format!("{}, table {}", route.interface, route.table),
+            }
+        } else {
+            DeviceUse::Addresses {
+                interface: format!("{} (routes in table {})", route.interface, route.table),
+            }
+        };
+        add(map, &addrs, what);
     }
 }
 
@@ -330,7 +467,13 @@ pub fn read(root: &HostRoot, map: &mut UsageMap) {
     let mounts = fs::read_to_string(root.path("/proc/self/mountinfo"))
         .map(|t| parse_mountinfo(&t))
         .unwrap_or_default();
-    network_roots(root, &mounts, &ProcRoutes(root), map);
+    if root.base() == Path::new("/") {
+        let routes = NetlinkRoutes(root);
+        network_roots(root, &mounts, &routes, map);
+        policy_routes(root, &routes, map);
+    } else {
+        network_roots(root, &mounts, &ProcRoutes(root), map);
+    }
     zfs(root, &mounts, map);
     masters(root, map);
     other_namespaces(root, map);
@@ -347,11 +490,13 @@ mod tests {
                 destination: Ipv4Addr::UNSPECIFIED,
                 prefix: 0,
                 interface: "eno1".into(),
+                table: 254,
             },
             Route {
                 destination: Ipv4Addr::new(10, 1, 0, 0),
                 prefix: 16,
                 interface: "eno2".into(),
+                table: 254,
             },
         ];
         assert_eq!(
@@ -362,5 +507,21 @@ mod tests {
             route_to(&routes, Ipv4Addr::new(8, 8, 8, 8)).as_deref(),
             Some("eno1")
         );
+    }
+
+    /// Reads this machine's routes (read-only): every main-table route
+    /// /proc/net/route shows, netlink shows too, with the same interface.
+    #[test]
+    fn netlink_sees_every_main_table_route() {
+        let root = HostRoot::new("/");
+        let netlink = NetlinkRoutes(&root).routes();
+        for route in ProcRoutes(&root).routes() {
+            assert!(
+                netlink.iter().any(|r| r.destination == route.destination
+                    && r.prefix == route.prefix
+                    && r.interface == route.interface),
+                "{route:?} missing from {netlink:?}"
+            );
+        }
     }
 }
