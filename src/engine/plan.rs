@@ -471,103 +471,10 @@ impl Planner<'_> {
             driver: dev.driver.clone(),
             driver_override: dev.driver_override.clone(),
         };
-        let vfio_group = |driver: &DriverName| {
-            (driver.kind() == DriverKind::Vfio)
-                .then_some(dev.iommu_group)
-                .flatten()
-        };
         let (after, steps) = match &self.request.goal {
-            Goal::BindVfio | Goal::Bind(_) => {
-                let target = self.bind_target(dev);
-                let after = Binding {
-                    driver: Some(target.clone()),
-                    driver_override: Some(target.clone()),
-                };
-                let steps = if before.driver.as_ref() == Some(&target) {
-                    if before.driver_override.as_ref() == Some(&target) {
-                        vec![]
-                    } else {
-                        // Already bound: pin it without unbinding (a VM may be using it).
-                        vec![Step::SetOverride {
-                            driver: Some(target),
-                        }]
-                    }
-                } else {
-                    let mut steps = vec![Step::SetOverride {
-                        driver: Some(target.clone()),
-                    }];
-                    if let Some(current) = &before.driver {
-                        steps.push(Step::Unbind {
-                            driver: current.clone(),
-                        });
-                    }
-                    steps.push(Step::Probe);
-                    steps.push(Step::Verify {
-                        vfio_group: vfio_group(&target),
-                        expect: Expect::Driver(target),
-                    });
-                    steps
-                };
-                (after, steps)
-            }
-            Goal::Restore => {
-                let previous = self.facts.previous.get(&address).cloned();
-                let on_claiming_driver = before
-                    .driver
-                    .as_ref()
-                    .is_some_and(|d| d.kind() != DriverKind::Host);
-                let steps = if on_claiming_driver
-                    || (before.driver.is_none() && before.driver_override.is_some())
-                {
-                    let mut steps = vec![Step::SetOverride { driver: None }];
-                    if let Some(current) = &before.driver {
-                        steps.push(Step::Unbind {
-                            driver: current.clone(),
-                        });
-                    }
-                    steps.push(Step::Probe);
-                    steps.push(Step::Verify {
-                        expect: previous
-                            .clone()
-                            .map_or(Expect::HostDriverOrNone, Expect::Driver),
-                        vfio_group: None,
-                    });
-                    steps
-                } else if before.driver_override.is_some() {
-                    // On a host driver with a stale override: clear it, do not disturb the driver.
-                    vec![Step::SetOverride { driver: None }]
-                } else {
-                    vec![]
-                };
-                let after = Binding {
-                    driver: if steps.iter().any(|s| matches!(s, Step::Probe)) {
-                        previous
-                    } else {
-                        before.driver.clone()
-                    },
-                    driver_override: None,
-                };
-                (after, steps)
-            }
-            Goal::Unbind => {
-                let steps = match &before.driver {
-                    Some(current) => vec![
-                        Step::Unbind {
-                            driver: current.clone(),
-                        },
-                        Step::Verify {
-                            expect: Expect::NoDriver,
-                            vfio_group: None,
-                        },
-                    ],
-                    None => vec![],
-                };
-                let after = Binding {
-                    driver: None,
-                    driver_override: before.driver_override.clone(),
-                };
-                (after, steps)
-            }
+            Goal::BindVfio | Goal::Bind(_) => self.bind_steps(dev, &before),
+            Goal::Restore => self.restore_steps(address, &before),
+            Goal::Unbind => unbind_steps(&before),
         };
         Action {
             address,
@@ -576,6 +483,67 @@ impl Planner<'_> {
             after,
             steps,
         }
+    }
+
+    /// To the bind target: nothing when already there, only the override
+    /// when bound without one (a VM may be using it), else the full change.
+    fn bind_steps(&self, dev: &PciDevice, before: &Binding) -> (Binding, Vec<Step>) {
+        let target = self.bind_target(dev);
+        let after = Binding {
+            driver: Some(target.clone()),
+            driver_override: Some(target.clone()),
+        };
+        if before.driver.as_ref() == Some(&target) {
+            let steps = if before.driver_override.as_ref() == Some(&target) {
+                vec![]
+            } else {
+                vec![Step::SetOverride {
+                    driver: Some(target),
+                }]
+            };
+            return (after, steps);
+        }
+        let vfio_group = (target.kind() == DriverKind::Vfio)
+            .then_some(dev.iommu_group)
+            .flatten();
+        let steps = change_steps(
+            Some(target.clone()),
+            before,
+            Expect::Driver(target),
+            vfio_group,
+        );
+        (after, steps)
+    }
+
+    /// Back to the host driver (the recorded one when known); a stale
+    /// override on a host driver is only cleared.
+    fn restore_steps(&self, address: PciAddress, before: &Binding) -> (Binding, Vec<Step>) {
+        let previous = self.facts.previous.get(&address).cloned();
+        let on_claiming_driver = before
+            .driver
+            .as_ref()
+            .is_some_and(|d| d.kind() != DriverKind::Host);
+        let steps = if on_claiming_driver
+            || (before.driver.is_none() && before.driver_override.is_some())
+        {
+            let expect = previous
+                .clone()
+                .map_or(Expect::HostDriverOrNone, Expect::Driver);
+            change_steps(None, before, expect, None)
+        } else if before.driver_override.is_some() {
+            vec![Step::SetOverride { driver: None }]
+        } else {
+            vec![]
+        };
+        let after = Binding {
+            driver: if steps.iter().any(|s| matches!(s, Step::Probe)) {
+                previous
+            } else {
+                before.driver.clone()
+            },
+            driver_override: None,
+        };
+        (after, steps)
     }
 
     /// Devices about to be released from their driver must pass the gate.
@@ -605,6 +573,45 @@ impl Planner<'_> {
             ));
         }
     }
+}
+
+/// Override, unbind from the current driver (if any), probe, verify.
+fn change_steps(
+    driver: Option<DriverName>,
+    before: &Binding,
+    expect: Expect,
+    vfio_group: Option<u32>,
+) -> Vec<Step> {
+    let mut steps = vec![Step::SetOverride { driver }];
+    if let Some(current) = &before.driver {
+        steps.push(Step::Unbind {
+            driver: current.clone(),
+        });
+    }
+    steps.push(Step::Probe);
+    steps.push(Step::Verify { expect, vfio_group });
+    steps
+}
+
+/// Off the current driver, keeping the override.
+fn unbind_steps(before: &Binding) -> (Binding, Vec<Step>) {
+    let steps = match &before.driver {
+        Some(current) => vec![
+            Step::Unbind {
+                driver: current.clone(),
+            },
+            Step::Verify {
+                expect: Expect::NoDriver,
+                vfio_group: None,
+            },
+        ],
+        None => vec![],
+    };
+    let after = Binding {
+        driver: None,
+        driver_override: before.driver_override.clone(),
+    };
+    (after, steps)
 }
 
 /// `vfio-pci (override vfio-pci)`, `no driver`, ...
