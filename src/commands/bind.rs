@@ -26,6 +26,7 @@ pub fn run(root: &HostRoot, args: &BindArgs, out: &mut dyn Write) -> anyhow::Res
                 &selectors,
                 driver.as_ref(),
                 args.change.force,
+                crate::integrations::udev::render_rules,
                 &mut declared,
             );
         };

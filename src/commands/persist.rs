@@ -49,7 +49,15 @@ fn add(root: &HostRoot, args: &PersistAddArgs, out: &mut dyn Write) -> anyhow::R
     require_privilege("persist add")?;
     let inv = read_inventory(root, Names::Skip)?;
     let driver = args.driver.as_deref().map(DriverName::new);
-    declare_and_write(root, &inv, &selectors, driver.as_ref(), args.force, out)?;
+    declare_and_write(
+        root,
+        &inv,
+        &selectors,
+        driver.as_ref(),
+        args.force,
+        udev::render_rules,
+        out,
+    )?;
     writeln!(
         out,
         "run `vfioctl persist apply` to bind now, and `vfioctl host-config` for the boot-time files"

@@ -15,7 +15,6 @@ use crate::host::sysfs::{read_inventory, Names};
 use crate::host::udev::{self as udev_io, RulesStatus};
 use crate::host::usage::read_usage;
 use crate::host::HostRoot;
-use crate::integrations::udev;
 use crate::model::declaration::{declare, Declaration, Declarations, DeclaredDriver, Fit};
 use crate::model::{DriverName, Inventory, PciAddress, Selector};
 
@@ -45,6 +44,10 @@ fn driver_label(decl: &Declaration) -> String {
     }
 }
 
+/// Renders the udev rules for the declarations (`integrations::udev`,
+/// passed in by the command: the engine does not import integrations).
+pub type RenderRules = fn(&Declarations) -> String;
+
 /// Declares the devices, then bind --persist and persist add share this.
 /// Every device a new declaration covers now (an ID or class declaration
 /// may cover many) passes the gate as claimed at every boot first.
@@ -54,6 +57,7 @@ pub fn declare_and_write(
     selectors: &[Selector],
     driver: Option<&DriverName>,
     force: bool,
+    render_rules: RenderRules,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let decls = declare(inv, selectors, driver)?;
@@ -98,10 +102,7 @@ pub fn declare_and_write(
         )?;
     }
     let all = config::load(root)?;
-    print_rules_status(
-        out,
-        &udev_io::install_rules(root, &udev::render_rules(&all))?,
-    )?;
+    print_rules_status(out, &udev_io::install_rules(root, &render_rules(&all))?)?;
     Ok(())
 }
 
