@@ -196,3 +196,86 @@ pub struct BootRefused {
     pub hint: &'static str,
     pub refusals: Vec<Refusal>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The man page's SAFETY RULES table (cli::SAFETY) says for each use
+    /// what the gate does: whether --force overrides it.
+    #[test]
+    fn the_man_page_table_matches_the_gate() {
+        let s = String::new;
+        let cases = [
+            (
+                DeviceUse::RootFilesystem { block: s() },
+                "root filesystem (",
+                false,
+            ),
+            (DeviceUse::Swap { block: s() }, "backs swap", false),
+            (
+                DeviceUse::NetworkRoot {
+                    fstype: s(),
+                    server: s(),
+                    interface: s(),
+                },
+                "network root (",
+                false,
+            ),
+            (
+                DeviceUse::Holder {
+                    pid: 1,
+                    command: s(),
+                    path: s(),
+                },
+                "process holds",
+                false,
+            ),
+            (
+                DeviceUse::Mount {
+                    mountpoint: s(),
+                    block: s(),
+                },
+                "another mounted",
+                true,
+            ),
+            (
+                DeviceUse::Addresses { interface: s() },
+                "carries addresses",
+                true,
+            ),
+            (
+                DeviceUse::DefaultRoute { interface: s() },
+                "default route",
+                true,
+            ),
+            (
+                DeviceUse::Enslaved {
+                    interface: s(),
+                    master: s(),
+                },
+                "enslaved",
+                true,
+            ),
+            (
+                DeviceUse::OtherNamespace { interface: s() },
+                "namespace",
+                true,
+            ),
+            (DeviceUse::Console { what: s() }, "boot display", true),
+        ];
+        for (used, words, force) in cases {
+            let refusal = Refusal {
+                device: "0000:01:00.0".parse().unwrap(),
+                kind: RefusalKind::InUse(used.clone()),
+            };
+            assert_eq!(refusal.force_overrides(), force, "{used:?}");
+            assert!(
+                crate::cli::SAFETY
+                    .iter()
+                    .any(|(rule, f, _)| rule.contains(words) && *f == force),
+                "no SAFETY row with '{words}' and force {force}"
+            );
+        }
+    }
+}
