@@ -404,6 +404,15 @@ fn named(path: String) -> Node {
     Node { path, number: None }
 }
 
+/// The `Device Minor:` an nvidia driver states in
+/// `/proc/driver/<dir>/information` (its /dev node's number).
+fn device_minor(root: &HostRoot, dir: &str) -> Option<u32> {
+    let text = fs::read_to_string(root.path(format!("/proc/driver/{dir}/information"))).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Device Minor:"))
+        .and_then(|m| m.trim().parse().ok())
+}
+
 /// Device nodes through which a process can be using `addr` right now: what
 /// sysfs shows under the function, plus what it does not show (the VFIO
 /// group and cdev, nvidia's /dev/nvidiaN and NVSwitch nodes).
@@ -431,13 +440,7 @@ fn device_nodes(root: &HostRoot, inv: &Inventory, addr: &PciAddress) -> Vec<Node
         }
     }
     if dev.driver.as_ref().is_some_and(|d| d.as_str() == "nvidia") {
-        let info = root.path(format!("/proc/driver/nvidia/gpus/{addr}/information"));
-        let minor = fs::read_to_string(info).ok().and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("Device Minor:"))
-                .and_then(|m| m.trim().parse::<u32>().ok())
-        });
-        if let Some(minor) = minor {
+        if let Some(minor) = device_minor(root, &format!("nvidia/gpus/{addr}")) {
             nodes.push(named(format!("/dev/nvidia{minor}")));
         }
     }
@@ -446,15 +449,7 @@ fn device_nodes(root: &HostRoot, inv: &Inventory, addr: &PciAddress) -> Vec<Node
         .as_ref()
         .is_some_and(|d| d.as_str() == "nvidia-nvswitch" || d.as_str() == "nvidia_nvswitch")
     {
-        let info = root.path(format!(
-            "/proc/driver/nvidia-nvswitch/devices/{addr}/information"
-        ));
-        let minor = fs::read_to_string(info).ok().and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("Device Minor:"))
-                .and_then(|m| m.trim().parse::<u32>().ok())
-        });
-        if let Some(minor) = minor {
+        if let Some(minor) = device_minor(root, &format!("nvidia-nvswitch/devices/{addr}")) {
             nodes.push(named(format!("/dev/nvidia-nvswitch{minor}")));
         }
     }
