@@ -239,6 +239,20 @@ fn a_blocked_unbind_returns_by_the_deadline_and_is_reported_pending() {
         show.contains("unbind from snd_hda_intel did not finish; no holder found"),
         "{show}"
     );
+    // With --json: one JSON document naming the pending device, same status.
+    let json = vfioctl(
+        host.root(),
+        &["unbind", "08:00.0", "--timeout", "1", "--json"],
+    );
+    let_go(&host);
+    assert_eq!(json.status, 8, "{}{}", json.stdout, json.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        doc["pending"][0]["address"], "0000:08:00.0",
+        "{}",
+        json.stdout
+    );
+    assert_eq!(doc["result"]["devices"][0]["status"], "pending");
     let check = vfioctl(host.root(), &["check", "--json"]);
     assert!(
         check.stdout.contains("device.pending_unbind"),
