@@ -7,5 +7,5 @@
 # boot: iommu=on udev=on overlay=initrd-boot initrd=initramfs-tools
 # timeout: 120
 
-# shellcheck source=../guest/initrd/checks.sh
+# shellcheck source=tests/vm/guest/initrd/checks.sh
 . "$GUEST/initrd/checks.sh"

@@ -5,5 +5,5 @@
 # boot: iommu=on udev=on overlay=initrd-boot initrd=dracut
 # timeout: 120
 
-# shellcheck source=../guest/initrd/checks.sh
+# shellcheck source=tests/vm/guest/initrd/checks.sh
 . "$GUEST/initrd/checks.sh"

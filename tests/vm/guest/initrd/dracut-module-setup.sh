@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2154 # dracut sets moddir
 # Test-bed-only dracut module (tests/vm/guest/initrd): mounts the test bed's
 # root for root=vmtest. Added with --add vmtest by the builder guest.
 check() { return 255; }
