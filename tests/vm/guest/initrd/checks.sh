@@ -49,6 +49,7 @@ expect e1000-b-on-e1000 "$(driver_of "$E1000_B")" e1000
 # applied, and check names it.
 expect stale-not-applied "$(driver_of "$VIRTIO_NET")" virtio-pci
 expect stale-no-override "$(cat "$SYS/$VIRTIO_NET/driver_override")" "(null)"
+check stale-reported-at-boot grep -q "vfioctl: $VIRTIO_NET is declared as 8086:10d3 but holds 0x1af4:" "$initrd_log"
 run "$VFIOCTL" check
 echo "$OUT"
 expect check-stale-critical-exit "$RC" 2
