@@ -194,7 +194,7 @@ fn claim_script(f: &Facts) -> String {
         // the udev hook moves the device to its variant once the root is up.
         let driver = decl
             .driver
-            .as_ref()
+            .named()
             .map_or("vfio-pci".to_string(), ToString::to_string);
         text.push_str(&format!(
             "\t{}) echo {driver} > \"$dev/driver_override\"; claimed=\"$claimed ${{dev##*/}}\" ;; # {}\n",
