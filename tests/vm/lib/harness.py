@@ -4,6 +4,9 @@ Reads the scenario headers, groups scenarios by boot profile, boots one QEMU
 guest per profile, answers the guest's QMP requests, turns the guest's
 serial-console markers into PASS/FAIL/SKIP lines, enforces a hard timeout
 per boot and prints the console tail of every boot that went wrong.
+A boot with initrd=initramfs-tools|dracut is preceded by a builder guest
+(vfioctl host-config --write against the real kernel) and a host-side build
+of the distribution's initramfs (lib/build-initrd), then boots from it.
 
 Serial-console markers (one per line, printed by the guest):
     @@VM ready UPTIME            stage 2 is up, scenarios start
