@@ -5,7 +5,7 @@
 # device is not, a stale declaration is reported and never applied, and the
 # kernel arguments host-config advises are the ones booted with.
 # boot: iommu=on udev=on overlay=initrd-boot initrd=initramfs-tools
-# timeout: 120
+# timeout: 180
 
 # shellcheck source=tests/vm/guest/initrd/checks.sh
 . "$GUEST/initrd/checks.sh"
