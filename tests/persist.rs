@@ -284,7 +284,7 @@ fn host_config_previews_writes_idempotently_and_removes() {
         written.contains("rebuild the initramfs now: update-initramfs -u -k all"),
         "{written}"
     );
-    let script = host.path("etc/initramfs-tools/scripts/init-top/vfioctl");
+    let script = host.path("etc/initramfs-tools/scripts/init-top/00-vfioctl");
     assert_eq!(
         std::fs::metadata(&script).unwrap().permissions().mode() & 0o777,
         0o755
@@ -295,15 +295,20 @@ fn host_config_previews_writes_idempotently_and_removes() {
 
     // The init-top script claims exactly the declared devices: run it against
     // the fake sysfs (paths redirected, module loading left out).
-    let text = read(&host, "etc/initramfs-tools/scripts/init-top/vfioctl")
+    let text = read(&host, "etc/initramfs-tools/scripts/init-top/00-vfioctl")
         .replace(
-            "/sys/bus/pci/devices/*",
-            &format!("{}/sys/bus/pci/devices/*", host.root().display()),
+            "/sys/bus/pci/",
+            &format!("{}/sys/bus/pci/", host.root().display()),
         )
-        .replace("modprobe -q ", "true ");
+        .replace("modprobe -q ", "true ")
+        .replace("/dev/kmsg", "/dev/null");
     assert!(
         !text.contains("modprobe"),
         "the test must not load modules on this host"
+    );
+    assert!(
+        !text.contains(" /sys/") && !text.contains("/dev/kmsg"),
+        "the test must not write to this host's sysfs or kernel log"
     );
     let sh = Command::new("sh").arg("-c").arg(&text).status().unwrap();
     assert!(sh.success());
@@ -339,6 +344,41 @@ fn host_config_previews_writes_idempotently_and_removes() {
         removed.contains("/etc/modprobe.d/vfioctl.conf: absent"),
         "{removed}"
     );
+}
+
+#[test]
+fn host_config_gives_dracut_the_same_claim_as_a_pre_udev_hook() {
+    let host = host_config_host();
+    ok(host.root(), &["persist", "add", "10de:20b0"]);
+    std::fs::create_dir_all(host.path("etc/dracut.conf.d")).unwrap();
+    ok(host.root(), &["host-config", "--write"]);
+    let conf = read(&host, "etc/dracut.conf.d/vfioctl.conf");
+    assert!(conf.contains("add_dracutmodules+=\" vfioctl \""), "{conf}");
+    let setup = "usr/lib/dracut/modules.d/90vfioctl/module-setup.sh";
+    assert!(
+        read(&host, setup).contains("inst_hook pre-udev 00 \"$moddir/vfioctl-claim.sh\""),
+        "{setup}"
+    );
+    let hook = read(&host, "usr/lib/dracut/modules.d/90vfioctl/vfioctl-claim.sh");
+    let init_top = read(&host, "etc/initramfs-tools/scripts/init-top/00-vfioctl");
+    // One claim for both initramfs flavours.
+    let claim = |text: &str| text[text.find("claimed=").unwrap()..].to_string();
+    assert_eq!(claim(&hook), claim(&init_top));
+    assert!(
+        hook.contains("*\" 0x10de:0x20b0 \"*) echo vfio-pci"),
+        "{hook}"
+    );
+    for file in [setup, "usr/lib/dracut/modules.d/90vfioctl/vfioctl-claim.sh"] {
+        assert_eq!(
+            std::fs::metadata(host.path(file))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o755,
+            "{file}"
+        );
+    }
 }
 
 #[test]

@@ -15,8 +15,17 @@ pub const OWNED_HEADER: &str = "# Written by vfioctl host-config: vfioctl owns t
 pub const MODPROBE_CONF: &str = "/etc/modprobe.d/vfioctl.conf";
 pub const MODULES_LOAD_CONF: &str = "/etc/modules-load.d/vfioctl.conf";
 pub const INITRAMFS_TOOLS_HOOK: &str = "/etc/initramfs-tools/hooks/vfioctl";
-pub const INITRAMFS_TOOLS_SCRIPT: &str = "/etc/initramfs-tools/scripts/init-top/vfioctl";
+/// initramfs-tools runs init-top scripts without prerequisites in name order:
+/// this one must sort before `udev`, which coldplugs every device (found by
+/// scenario 90-initramfs-tools-boot: named `vfioctl`, it ran after udev had
+/// bound e1000e and nvme).
+pub const INITRAMFS_TOOLS_SCRIPT: &str = "/etc/initramfs-tools/scripts/init-top/00-vfioctl";
 pub const DRACUT_CONF: &str = "/etc/dracut.conf.d/vfioctl.conf";
+/// dracut reads modules only from its own directory; this one installs the
+/// same claim as a pre-udev hook (found by scenario 91-dracut-boot: with only
+/// a configuration file, e1000e and nvme bound declared devices in the initramfs).
+pub const DRACUT_MODULE_SETUP: &str = "/usr/lib/dracut/modules.d/90vfioctl/module-setup.sh";
+pub const DRACUT_HOOK: &str = "/usr/lib/dracut/modules.d/90vfioctl/vfioctl-claim.sh";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -129,13 +138,16 @@ fn modules_load_conf(f: &Facts) -> String {
     text
 }
 
+/// mkinitramfs itself copies every /etc/modprobe.d/*.conf before it runs the
+/// hooks; a `copy_file` of vfioctl.conf here returned 1 (already there), and
+/// mkinitramfs aborts on a hook's non-zero status (found by scenario
+/// 90-initramfs-tools-boot: "E: /etc/initramfs-tools/hooks/vfioctl failed with return 1").
 fn initramfs_tools_hook() -> String {
     format!(
-        "#!/bin/sh\n{OWNED_HEADER}\n# Puts the vfio modules and vfioctl's modprobe settings into the initramfs.\n\
+        "#!/bin/sh\n{OWNED_HEADER}\n# Puts the vfio modules into the initramfs (mkinitramfs copies {MODPROBE_CONF}\n# with the rest of /etc/modprobe.d).\n\
 PREREQ=\"\"\nprereqs() {{ echo \"$PREREQ\"; }}\ncase \"$1\" in\nprereqs) prereqs; exit 0 ;;\nesac\n\
 . /usr/share/initramfs-tools/hook-functions\n\
-manual_add_modules vfio vfio_iommu_type1 vfio_pci\n\
-copy_file config {MODPROBE_CONF}\n"
+manual_add_modules vfio vfio_iommu_type1 vfio_pci\n"
     )
 }
 
@@ -168,13 +180,14 @@ fn case_pattern(d: &crate::model::declaration::Declaration) -> String {
     pattern
 }
 
-fn initramfs_tools_script(f: &Facts) -> String {
-    let mut text = format!(
-        "#!/bin/sh\n{OWNED_HEADER}\n# Runs before udev in the initramfs: sets driver_override on declared devices so\n# no native driver binds them, then loads vfio-pci.\n\
-PREREQ=\"\"\nprereqs() {{ echo \"$PREREQ\"; }}\ncase \"$1\" in\nprereqs) prereqs; exit 0 ;;\nesac\n\
-for dev in /sys/bus/pci/devices/*; do\n\
-\tkey=\"${{dev##*/}} $(cat \"$dev/vendor\"):$(cat \"$dev/device\") $(cat \"$dev/subsystem_vendor\"):$(cat \"$dev/subsystem_device\")\"\n\
-\tcase \"$key\" in\n"
+/// The shell that claims declared devices before udev, for both initramfs
+/// flavours: driver_override on each device a declaration matches, a kernel
+/// log line for a declared address that holds other IDs, then vfio-pci.
+fn claim_script(f: &Facts) -> String {
+    let mut text = String::from(
+        "claimed=\"\"\nfor dev in /sys/bus/pci/devices/*; do\n\
+\tkey=\"${dev##*/} $(cat \"$dev/vendor\"):$(cat \"$dev/device\") $(cat \"$dev/subsystem_vendor\"):$(cat \"$dev/subsystem_device\")\"\n\
+\tcase \"$key\" in\n",
     );
     for decl in &f.declarations.list {
         // Variant drivers are rarely in an initramfs: claim with vfio-pci, and
@@ -184,10 +197,20 @@ for dev in /sys/bus/pci/devices/*; do\n\
             .named()
             .map_or("vfio-pci".to_string(), ToString::to_string);
         text.push_str(&format!(
-            "\t{}) echo {driver} > \"$dev/driver_override\" ;; # {}\n",
+            "\t{}) echo {driver} > \"$dev/driver_override\"; claimed=\"$claimed ${{dev##*/}}\" ;; # {}\n",
             case_pattern(decl),
             decl.origin
         ));
+    }
+    // Reached only when no declaration above matched: a declared slot that
+    // now holds other IDs is left alone and said so.
+    for decl in &f.declarations.list {
+        if let Some(address) = decl.address {
+            text.push_str(&format!(
+                "\t\"{address} \"*) echo \"vfioctl: {address} is declared as {} but holds ${{key#* }}: not claimed\" > /dev/kmsg ;;\n",
+                decl.ids_text()
+            ));
+        }
     }
     text.push_str("\tesac\ndone\n");
     let mut load: BTreeSet<String> = f
@@ -200,19 +223,43 @@ for dev in /sys/bus/pci/devices/*; do\n\
     for module in load {
         text.push_str(&format!("modprobe -q {module} || true\n"));
     }
+    // An override only counts at the next probe: when the driver was already
+    // loaded (dracut loads force_drivers first), nothing would bind the device
+    // until the root's udev hook (found by scenario 91-dracut-boot).
+    text.push_str(
+        "for addr in $claimed; do\n\techo \"$addr\" > /sys/bus/pci/drivers_probe 2>/dev/null || true\ndone\n",
+    );
     text
 }
 
-fn dracut_conf(f: &Facts) -> String {
-    let mut text = format!(
-        "{OWNED_HEADER}\n# vfio modules and vfioctl's modprobe settings in the initramfs.\nforce_drivers+=\" vfio vfio_iommu_type1 vfio_pci \"\ninstall_items+=\" {MODPROBE_CONF} \"\n"
-    );
-    if !f.ids_option {
-        text.push_str(
-            "# dracut sets no per-device override: a native driver in the initramfs may bind a\n# declared device first; the udev hook moves it at coldplug (or use --ids).\n",
-        );
-    }
-    text
+fn initramfs_tools_script(f: &Facts) -> String {
+    format!(
+        "#!/bin/sh\n{OWNED_HEADER}\n# Runs before udev in the initramfs: sets driver_override on declared devices so\n# no native driver binds them, then loads vfio-pci.\n\
+PREREQ=\"\"\nprereqs() {{ echo \"$PREREQ\"; }}\ncase \"$1\" in\nprereqs) prereqs; exit 0 ;;\nesac\n{}",
+        claim_script(f)
+    )
+}
+
+fn dracut_module_setup() -> String {
+    format!(
+        "#!/bin/bash\n{OWNED_HEADER}\n# dracut module vfioctl (added by {DRACUT_CONF}): the vfio modules, and the claim\n# of declared devices as a pre-udev hook.\n\
+check() {{ return 0; }}\ndepends() {{ return 0; }}\n\
+installkernel() {{ hostonly='' instmods vfio vfio_iommu_type1 vfio_pci; }}\n\
+install() {{\n\tinst_multiple cat\n\tinst_hook pre-udev 00 \"$moddir/vfioctl-claim.sh\"\n}}\n"
+    )
+}
+
+fn dracut_hook(f: &Facts) -> String {
+    format!(
+        "#!/bin/sh\n{OWNED_HEADER}\n# dracut pre-udev hook (sourced): sets driver_override on declared devices so no\n# native driver binds them, then loads vfio-pci.\n{}",
+        claim_script(f)
+    )
+}
+
+fn dracut_conf() -> String {
+    format!(
+        "{OWNED_HEADER}\n# vfio modules, vfioctl's modprobe settings and its pre-udev claim of declared\n# devices (module vfioctl, {DRACUT_MODULE_SETUP}) in the initramfs.\nadd_dracutmodules+=\" vfioctl \"\nforce_drivers+=\" vfio vfio_iommu_type1 vfio_pci \"\ninstall_items+=\" {MODPROBE_CONF} \"\n"
+    )
 }
 
 fn cmdline_advice(f: &Facts) -> CmdlineAdvice {
@@ -313,7 +360,17 @@ pub fn generate(f: &Facts) -> HostConfig {
                 files.push(HostFile {
                     path: DRACUT_CONF,
                     mode: 0o644,
-                    content: dracut_conf(f),
+                    content: dracut_conf(),
+                });
+                files.push(HostFile {
+                    path: DRACUT_MODULE_SETUP,
+                    mode: 0o755,
+                    content: dracut_module_setup(),
+                });
+                files.push(HostFile {
+                    path: DRACUT_HOOK,
+                    mode: 0o755,
+                    content: dracut_hook(f),
                 });
                 commands.push("dracut -f --regenerate-all");
             }

@@ -4,6 +4,9 @@ Reads the scenario headers, groups scenarios by boot profile, boots one QEMU
 guest per profile, answers the guest's QMP requests, turns the guest's
 serial-console markers into PASS/FAIL/SKIP lines, enforces a hard timeout
 per boot and prints the console tail of every boot that went wrong.
+A boot with initrd=initramfs-tools|dracut is preceded by a builder guest
+(vfioctl host-config --write against the real kernel) and a host-side build
+of the distribution's initramfs (lib/build-initrd), then boots from it.
 
 Serial-console markers (one per line, printed by the guest):
     @@VM ready UPTIME            stage 2 is up, scenarios start
@@ -39,7 +42,15 @@ BOOT_KEYS = {
     "iommu": ({"on", "off"}, "on"),
     "udev": ({"on", "off"}, "on"),
     "overlay": (None, "none"),  # a directory name under tests/vm/overlays
+    # the initramfs: the test bed's own, or one the distribution's tool builds
+    # in a builder guest first (tests/vm/guest/initrd/build)
+    "initrd": ({"test-bed", "initramfs-tools", "dracut"}, "test-bed"),
 }
+BUILD_SCRIPT = VM_DIR / "guest/initrd/build"
+BUILD_TIMEOUT = 60  # seconds for the builder guest's one scenario
+# Kernel log of driver-core matching and binding, from the first probe on:
+# shows whether a native driver ever probed a declared device in the initramfs.
+PROBE_LOG = 'dyndbg="file drivers/base/dd.c +p"'
 DEFAULT_TIMEOUT = 60  # seconds per scenario ("# timeout:" header)
 BOOT_ALLOWANCE = 90  # seconds to reach "@@VM ready", on top of the scenarios
 MARKER = re.compile(r"@@(VM|SCENARIO|CHECK|QMP) (\S+) ?(.*)")
@@ -145,7 +156,7 @@ class Qemu:
         self.has_igb = probe.returncode == 0 and probe.stdout.startswith("igb options")
 
 
-def topology(has_igb, nvme_disk):
+def topology(has_igb, nvme_disk, second_e1000e=False):
     """The fixed PCI layout (see tests/vm/README.md)."""
     d = []
     for n in range(1, 6):
@@ -170,6 +181,11 @@ def topology(has_igb, nvme_disk):
     if has_igb:
         # SR-IOV NIC (7 VFs with igbvf); QEMU 8.0 and later only
         d += ["-device", "igb,id=igb,bus=rp5,romfile="]
+    if second_e1000e:
+        # a second device of the e1000e model in a group of its own, for the
+        # boots from a distribution-built initramfs: declared one, undeclared other
+        d += ["-device", "pcie-root-port,id=rp6,bus=pcie.0,addr=0x15,chassis=6,slot=6",
+              "-device", "e1000e,id=e1000e2,bus=rp6,romfile="]
     return d
 
 
@@ -213,8 +229,11 @@ class Qmp:
 class Boot:
     """One guest: boots it, runs its scenarios, records their checks."""
 
-    def __init__(self, cfg, number, total, boot, scenarios):
+    def __init__(self, cfg, number, total, boot, scenarios, builder=None):
+        """builder: the Boot that built this boot's initramfs (initrd=FLAVOUR
+        boots), or None (the test bed's own initramfs; also the builder's)."""
         self.cfg = cfg
+        self.builder = builder
         self.number, self.total = number, total
         self.boot = dict(boot)
         self.scenarios = scenarios
@@ -227,26 +246,39 @@ class Boot:
     def command(self):
         cfg, iommu = self.cfg, self.boot["iommu"] == "on"
         append = ["console=ttyS0", "panic=-1", "quiet", "loglevel=4", "mitigations=off", "clocksource=tsc", "tsc=reliable",
-                  f"vmstage2={VM_DIR}/guest/stage2", f"vmmodules={cfg['modules']}"]
+                  # a loaded host can starve the IO-APIC timer check into a panic
+                  "no_timer_check",
+                  f"vmmodules={cfg['modules']}"]
+        initrd = cfg["cache"] / "initramfs.cpio.gz"
+        stage2 = f"{VM_DIR}/guest/stage2"
+        if self.builder:
+            # The distribution's initramfs hands over to stage 2 through its
+            # own init= (last: dracut passes what follows to the init).
+            initrd = self.builder.share / "initrd.img"
+            root = "boot=vmtest" if self.boot["initrd"] == "initramfs-tools" else "root=vmtest"
+            tail = [PROBE_LOG, root, f"init={stage2}"]
+        else:
+            tail = [f"vmstage2={stage2}"]
         machine = ["-machine", "q35"]
         if iommu:
             append += ["intel_iommu=on", "iommu=pt"]
             # The IOMMU must come before the devices it translates for.
             machine = ["-machine", "q35,kernel-irqchip=split",
                        "-device", "intel-iommu,intremap=on,caching-mode=on"]
+        append += tail
         return [
             *cfg["qemu"].argv,
             "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1G",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             *machine,
             "-kernel", str(cfg["cache"] / "vmlinux"),
-            "-initrd", str(cfg["cache"] / "initramfs.cpio.gz"),
+            "-initrd", str(initrd),
             "-append", " ".join(append),
             "-serial", "stdio",
             "-qmp", f"unix:{self.dir / 'qmp.sock'},server=on,wait=off",
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
             "-virtfs", f"local,path={self.share},mount_tag=vmshare,security_model=none,multidevs=remap",
-            *topology(cfg["qemu"].has_igb, self.dir / "nvme.img"),
+            *topology(cfg["qemu"].has_igb, self.dir / "nvme.img", self.boot["initrd"] != "test-bed"),
         ]
 
     def prepare(self):
@@ -262,6 +294,8 @@ class Boot:
             "VM_IOMMU": self.boot["iommu"],
             "VM_OVERLAY": "" if overlay == "none" else overlay,
             "VM_QEMU": self.cfg["qemu"].version,
+            "VM_INITRD": self.boot["initrd"],
+            "VM_CACHE": self.cfg["cache"],
         }
         (self.share / "run.env").write_text(
             "".join(f"{k}={shell_quote(str(v))}\n" for k, v in env.items()))
@@ -269,6 +303,10 @@ class Boot:
             "".join(f"{s.name} {s.timeout} {s.path}\n" for s in self.scenarios))
 
     def run(self, outcome):
+        if self.builder and not self.build_initrd(outcome):
+            for s in self.scenarios:
+                outcome.record("fail", f"{s.name}/scenario", f"never ran: no {self.boot['initrd']} initramfs was built")
+            return 0.0, False
         self.prepare()
         names = " ".join(s.name for s in self.scenarios)
         print(f"== boot {self.number}/{self.total} [{self.label}]: {names}", flush=True)
@@ -362,6 +400,27 @@ class Boot:
         print(f"   boot {self.number} took {took:.1f} s", flush=True)
         return took, state["problem"] is None
 
+    def build_initrd(self, outcome):
+        """Builds this boot's initramfs on the host from what the builder
+        guest's host-config wrote (tests/vm/lib/build-initrd)."""
+        flavour, share = self.boot["initrd"], self.builder.share
+        name = f"build-{flavour}/initrd-built"
+        if not (share / "host-files.tar").is_file():
+            outcome.record("fail", name, "the builder guest left no host-files.tar")
+            return False
+        started = time.monotonic()
+        run = subprocess.run([str(VM_DIR / "lib/build-initrd"), flavour, str(self.cfg["cache"]), str(share)],
+                             capture_output=True, text=True)
+        took = time.monotonic() - started
+        image = share / "initrd.img"
+        if run.returncode != 0 or not image.is_file() or image.stat().st_size == 0:
+            detail = (run.stderr.strip().splitlines() or ["no output"])[-1]
+            outcome.record("fail", name, f"exit {run.returncode}: {detail}")
+            return False
+        outcome.record("pass", name)
+        print(f"   {flavour} initramfs built in {took:.1f} s ({image.stat().st_size >> 10} KiB)", flush=True)
+        return True
+
     def answer_qmp(self, qmp, ident, payload):
         try:
             reply = qmp.execute(json.loads(payload))
@@ -451,15 +510,30 @@ def main():
     groups = {}
     for s in scenarios:
         groups.setdefault(s.boot, []).append(s)
-    print(f"vm: {len(scenarios)} scenarios in {len(groups)} boots; kernel {version}; "
+    print(f"vm: {len(scenarios)} scenarios in {len(groups) + sum(dict(b)['initrd'] != 'test-bed' for b in groups)} boots; kernel {version}; "
           f"{cfg['qemu'].version}{'' if cfg['qemu'].has_igb else ' (no igb)'}; logs in {run_dir}",
           flush=True)
     outcome = Outcome()
     started = time.monotonic()
-    for n, (boot, members) in enumerate(groups.items(), 1):
-        Boot(cfg, n, len(groups), boot, members).run(outcome)
+    boots = []
+    for boot, members in groups.items():
+        flavour = dict(boot)["initrd"]
+        builder = None
+        if flavour != "test-bed":
+            # A guest on the test bed's initramfs builds this boot's first.
+            # Same devices, no overlay: it declares and writes for itself.
+            plain = tuple((k, "none" if k == "overlay" else v) for k, v in boot)
+            build = Scenario(f"build-{flavour}", BUILD_SCRIPT, plain, BUILD_TIMEOUT)
+            builder = (plain, [build], None)
+            boots.append(builder)
+        boots.append((boot, members, builder))
+    made = {}
+    for n, (boot, members, builder) in enumerate(boots, 1):
+        made[id(members)] = Boot(cfg, n, len(boots), boot, members,
+                                 made[id(builder[1])] if builder else None)
+        made[id(members)].run(outcome)
     total = time.monotonic() - started
-    print(f"vm: {len(groups)} boots in {total:.0f} s; {len(outcome.skipped)} skipped")
+    print(f"vm: {len(boots)} boots in {total:.0f} s; {len(outcome.skipped)} skipped")
     if outcome.failed:
         print("vm: failed: " + " ".join(outcome.failed))
     print(f"{len(outcome.passed)} passed, {len(outcome.failed)} failed")
