@@ -26,6 +26,7 @@ options:
         C(driver=nvidia), C(group=21)).
       - For O(state=present) and O(state=absent), an address or full IDs names the declaration kept under that key; another selector names
         the devices it matches now.
+      - Quote addresses in YAML. Unquoted, V(0000:34:00.0) is read as a base-60 number by YAML 1.1 and reaches vfioctl as a malformed selector.
     type: list
     elements: str
     required: true
@@ -80,12 +81,12 @@ seealso:
 EXAMPLES = r'''
 - name: Hand every A100 to VFIO now (companions and group checked by vfioctl)
   vfioctl.vfioctl.binding:
-    selector: 10de:20b0
+    selector: "10de:20b0"
     state: bound
 
 - name: Declare them, so udev binds them at boot and on hot-plug
   vfioctl.vfioctl.binding:
-    selector: 10de:20b0
+    selector: "10de:20b0"
     state: present
 
 - name: HGX in shared fabric mode, NVSwitches stay with Fabric Manager
@@ -95,12 +96,12 @@ EXAMPLES = r'''
 
 - name: Give one GPU back to the host driver, without reboot
   vfioctl.vfioctl.binding:
-    selector: 0000:48:00.0
+    selector: "0000:48:00.0"
     state: restored
 
 - name: Stop declaring it
   vfioctl.vfioctl.binding:
-    selector: 0000:48:00.0
+    selector: "0000:48:00.0"
     state: absent
 '''
 
