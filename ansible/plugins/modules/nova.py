@@ -89,6 +89,12 @@ options:
       - The RV(vfioctl) result of an earlier run of this module (on the compute node). When given, vfioctl is not run and
         O(selector), O(release), O(alias), O(numa_policy), O(fabric) and O(connect) are ignored.
     type: dict
+  documents:
+    description:
+      - Like O(document), for several hosts at once (for example the controller part of every hardware model in a fleet).
+        Their settings are combined; identical lines (the same alias seen on two hosts) are kept once.
+    type: list
+    elements: dict
 extends_documentation_fragment:
   - vfioctl.vfioctl.common
   - vfioctl.vfioctl.common.attributes
@@ -124,7 +130,9 @@ EXAMPLES = r'''
 
 RETURN = r'''
 vfioctl:
-  description: The document C(vfioctl nova --json) printed (schema in vfioctl(8)); pass it as O(document) to write elsewhere.
+  description:
+    - The document C(vfioctl nova --json) printed (schema in vfioctl(8)); pass it as O(document) to write elsewhere.
+    - With O(documents), an object whose C(documents) member holds them.
   returned: always
   type: dict
   sample: {release: {series: "2024.1", name: caracal}, spec_option: device_spec, aliases: [], device_specs: []}
@@ -188,12 +196,13 @@ def ask_vfioctl(module):
         v.fail(module, err)
 
 
-def fragments(document, part):
+def fragments(documents, part):
     texts = []
-    if part in ('all', 'controller'):
-        texts.append(document.get('controller_conf') or '')
-    if part in ('all', 'compute'):
-        texts.append(document.get('compute_conf') or '')
+    for document in documents:
+        if part in ('all', 'controller'):
+            texts.append(document.get('controller_conf') or '')
+        if part in ('all', 'compute'):
+            texts.append(document.get('compute_conf') or '')
     return nova_ini.combine(*texts)
 
 
@@ -242,12 +251,20 @@ def main():
         osa_variable=dict(type='str', default='nova_nova_conf_overrides'),
         mode=dict(type='raw', default='0640'),
         document=dict(type='dict'),
+        documents=dict(type='list', elements='dict'),
     )
     argument_spec.update(v.COMMON_ARGS)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           mutually_exclusive=[('document', 'documents')])
     params = module.params
-    document = params['document'] if params['document'] is not None else ask_vfioctl(module)
-    sections = fragments(document, params['part'])
+    if params['documents'] is not None:
+        documents = params['documents']
+    elif params['document'] is not None:
+        documents = [params['document']]
+    else:
+        documents = [ask_vfioctl(module)]
+    document = documents[0] if len(documents) == 1 else dict(documents=documents)
+    sections = fragments(documents, params['part'])
     if not sections:
         module.fail_json(msg='the vfioctl document holds no nova.conf settings for part=%s' % params['part'], vfioctl=document)
     overrides = nova_ini.osa_overrides(sections)
@@ -257,8 +274,8 @@ def main():
         fragment=nova_ini.render(sections),
         config=nova_ini.as_dict(sections),
         osa_overrides=overrides,
-        commands=list(document.get('commands') or []),
-        notes=list(document.get('notes') or []),
+        commands=sorted(set(c for d in documents for c in d.get('commands') or [])),
+        notes=[n for d in documents for n in d.get('notes') or []],
     )
     dest = params['dest']
     if dest:
