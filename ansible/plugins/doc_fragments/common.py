@@ -10,6 +10,8 @@ __metaclass__ = type
 class ModuleDocFragment(object):
     # Options every vfioctl module takes.
     DOCUMENTATION = r'''
+author:
+  - vfioctl maintainers (@vfioctl)
 options:
   root:
     description:

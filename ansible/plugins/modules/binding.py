@@ -17,8 +17,6 @@ description:
     C(vfioctl persist remove). udev enforces them when devices are added; O(state=bound) applies them now.
   - Devices already as wanted are not touched, so the task is idempotent and never disturbs a running VM.
 version_added: 0.1.0
-author:
-  - vfioctl maintainers (@vfioctl)
 options:
   selector:
     description:

@@ -16,8 +16,6 @@ description:
     command-line arguments the IOMMU still needs, with the distribution's command to add them.
   - Never edits the boot loader and never reboots; it returns RV(reboot_required) for the play to act on.
 version_added: 0.1.0
-author:
-  - vfioctl maintainers (@vfioctl)
 options:
   state:
     description:

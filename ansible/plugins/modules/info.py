@@ -15,8 +15,6 @@ description:
     Nova C(device_type). The IOMMU groups of the selected functions and whether each can be handed to a VM; the declared
     bindings; the node health check verdicts; and the boot files and kernel arguments still missing.
 version_added: 0.1.0
-author:
-  - vfioctl maintainers (@vfioctl)
 options:
   selector:
     description:

@@ -21,8 +21,6 @@ description:
   - Deployment configuration usually lives on the deploy host while the devices are on the compute node; run the module on
     the node, then pass its RV(vfioctl) result as O(document) to a second task delegated to the deploy host.
 version_added: 0.1.0
-author:
-  - vfioctl maintainers (@vfioctl)
 options:
   selector:
     description:

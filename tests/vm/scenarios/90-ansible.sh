@@ -1,11 +1,12 @@
 # shellcheck shell=bash
 # The Ansible collection inside the guest (connection: local): the
 # gpu_passthrough role declares and binds the e1000e and writes its boot
-# files; a second run changes nothing; `vfioctl check` then passes. Uses the
+# files; a second run changes nothing; `vfioctl check` then passes (check
+# mode is proven on fake hosts by make test-ansible). Uses the
 # ansible-core venv `make test-ansible` leaves in target/ansible (the guest
 # sees the host's / read-only); skips when there is none.
 # boot: iommu=on udev=on
-# timeout: 900
+# timeout: 600
 
 venv=$VM_REPO/target/ansible/venv
 if [[ ! -x $venv/bin/ansible-playbook ]]; then
@@ -23,7 +24,7 @@ recap() { sed -n "s/^localhost .* $1=\([0-9]*\).*/\1/p" <<<"$OUT"; }
 # The collection straight from the checkout, as ansible_collections/vfioctl/vfioctl.
 mkdir -p /tmp/ansible/ansible_collections/vfioctl
 ln -sfn "$VM_REPO/ansible" /tmp/ansible/ansible_collections/vfioctl/vfioctl
-export ANSIBLE_COLLECTIONS_PATH=/tmp/ansible ANSIBLE_NOCOLOR=1 ANSIBLE_PYTHON_INTERPRETER=$venv/bin/python
+export ANSIBLE_COLLECTIONS_PATH=/tmp/ansible ANSIBLE_NOCOLOR=1 ANSIBLE_PYTHON_INTERPRETER=$venv/bin/python ANSIBLE_PIPELINING=1
 
 # The shipped rule, pointing at the vfioctl under test (make install's job).
 sed "s|/usr/sbin/vfioctl|$VFIOCTL|" "$VM_REPO/udev-rules/70-vfioctl.rules" >/usr/lib/udev/rules.d/70-vfioctl.rules
@@ -56,9 +57,6 @@ check boot-files-written test -s /etc/modprobe.d/vfioctl.conf
 run "$venv/bin/ansible-playbook" -i localhost, /tmp/ansible/site.yml
 expect second-run-exit "$RC" 0
 expect second-run-unchanged "$(recap changed)" 0
-
-run "$venv/bin/ansible-playbook" -i localhost, --check --diff /tmp/ansible/site.yml
-expect check-mode-unchanged "$(recap changed)" 0
 
 run "$VFIOCTL" check
 expect vfioctl-check-ok "$RC" 0
