@@ -42,7 +42,10 @@ cat >/tmp/ansible/site.yml <<PLAY
         gpu_passthrough_install_package: false
         gpu_passthrough_binary: "$VFIOCTL"
         gpu_passthrough_update_initramfs: false
-        gpu_passthrough_nova_release: "2024.1"
+        # Each module run costs seconds under TCG: vfioctl check runs below,
+        # and the Nova export is proven on fake hosts.
+        gpu_passthrough_check: false
+        gpu_passthrough_nova: false
 PLAY
 
 run "$venv/bin/ansible-playbook" -i localhost, /tmp/ansible/site.yml
