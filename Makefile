@@ -1,12 +1,15 @@
 # vfioctl: build, test and install.
 #   make run    install build dependencies, build, run `vfioctl list` (read-only)
-#   make test   install test dependencies, run every test (unit, golden, real-kernel VM suite)
+#   make test   install test dependencies, run every test (unit, golden, Ansible collection, real-kernel VM suite)
 #   make lint   cargo fmt --check and clippy with warnings as errors
 
 CARGO ?= cargo
 BIN := target/release/vfioctl
 # Debian packages needed to build (libvirt and libudev for the virt and udev crates).
 BUILD_DEPS := pkg-config libvirt-dev libudev-dev pci.ids
+# Debian packages the Ansible collection's tests need besides ansible-core,
+# which comes from PyPI into target/ansible/venv (ansible/tests/ci/run).
+ANSIBLE_TEST_DEPS := python3-venv git
 
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
@@ -18,16 +21,21 @@ ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 GEN := target/generated
 
-.PHONY: all deps build run test test-unit test-vm lint ci install uninstall
+.PHONY: all deps build run test test-unit test-ansible test-vm lint ci install uninstall
 
 all: build
 
-deps:
-	@missing=$$(for p in $(BUILD_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+# $(call apt-ensure,PACKAGES,WHAT): apt-get install those of PACKAGES not installed.
+define apt-ensure
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-		echo "installing build dependencies: $$missing"; \
+		echo "installing $(2): $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+deps:
+	$(call apt-ensure,$(BUILD_DEPS),build dependencies)
 
 build: deps
 	VFIOCTL_GEN_DIR=$(CURDIR)/$(GEN) $(CARGO) build --release --locked
@@ -38,11 +46,18 @@ run: build
 test-unit: deps
 	$(CARGO) test --locked
 
+# ansible-test sanity, units and integration (fake hosts) for ansible/; the
+# venv and ansible-test's own venvs are cached under target/ansible. Skips
+# with a SKIP line when PyPI cannot be reached.
+test-ansible: deps
+	$(call apt-ensure,$(ANSIBLE_TEST_DEPS),Ansible test dependencies)
+	ansible/tests/ci/run
+
 test-vm: deps
 	tests/vm/setup
 	tests/vm/run
 
-test: test-unit test-vm
+test: test-unit test-ansible test-vm
 
 lint: deps
 	$(CARGO) fmt --all -- --check
