@@ -1,0 +1,86 @@
+//! HGX NVLink fabric modes: who may take an NVSwitch off the host.
+//!
+//! On HGX boards the GPUs talk over NVSwitches. Two ways to pass them through:
+//! - **shared**: NVIDIA Fabric Manager on the host partitions NVLink; the
+//!   NVSwitches stay on the host's nvidia driver and only GPUs go to VMs.
+//! - **full**: GPUs and NVSwitches go to one VM together, which runs Fabric
+//!   Manager itself.
+//!
+//! [`may_leave_host`] is the one rule every command asks (nova, and bind,
+//! persist and check where they learn the fabric mode).
+
+use serde::Serialize;
+
+use super::ids::{ClassCode, DeviceId, VendorId};
+
+/// NVSwitch IDs: A100 boards (10de:1af1), H100/H200 boards (10de:22a3).
+const NVSWITCHES: &[(u16, u16)] = &[(0x10de, 0x1af1), (0x10de, 0x22a3)];
+
+pub fn is_nvswitch(vendor: VendorId, device: DeviceId) -> bool {
+    NVSWITCHES.contains(&(vendor.0, device.0))
+}
+
+/// Whether full passthrough hands this device to the VM: every NVSwitch
+/// and every NVIDIA GPU (display class) of the board.
+pub fn in_full_fabric(vendor: VendorId, device: DeviceId, class: ClassCode) -> bool {
+    is_nvswitch(vendor, device) || (vendor.0 == 0x10de && class.base() == 0x03)
+}
+
+/// How the NVLink fabric of an HGX host is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fabric {
+    /// Fabric Manager on the host; NVSwitches stay on the host driver.
+    Shared,
+    /// GPUs and NVSwitches all go to one VM.
+    Full,
+}
+
+impl Fabric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fabric::Shared => "shared",
+            Fabric::Full => "full",
+        }
+    }
+}
+
+/// Why a device must stay on the host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{vendor}:{device} is an NVSwitch and the fabric is shared: it stays on the host's nvidia driver for Fabric Manager (use full passthrough to give every GPU and NVSwitch to one VM)")]
+pub struct StaysOnHost {
+    pub vendor: VendorId,
+    pub device: DeviceId,
+}
+
+/// Whether a device with these IDs may be taken from the host's drivers
+/// under `fabric`: everything may, except NVSwitches of a shared fabric.
+pub fn may_leave_host(
+    fabric: Fabric,
+    vendor: VendorId,
+    device: DeviceId,
+) -> Result<(), StaysOnHost> {
+    if fabric == Fabric::Shared && is_nvswitch(vendor, device) {
+        Err(StaysOnHost { vendor, device })
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_fabric_keeps_nvswitches_on_the_host() {
+        let a100 = (VendorId(0x10de), DeviceId(0x20b0));
+        for switch in [0x1af1, 0x22a3] {
+            let err =
+                may_leave_host(Fabric::Shared, VendorId(0x10de), DeviceId(switch)).unwrap_err();
+            assert!(err.to_string().contains("Fabric Manager"));
+            may_leave_host(Fabric::Full, VendorId(0x10de), DeviceId(switch)).unwrap();
+        }
+        may_leave_host(Fabric::Shared, a100.0, a100.1).unwrap();
+        assert!(!is_nvswitch(a100.0, a100.1));
+    }
+}
