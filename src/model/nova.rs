@@ -287,7 +287,8 @@ impl fmt::Display for Release {
 /// `[filter_scheduler] enabled_filters` and what goes with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SchedulerFilters {
-    /// The list to configure.
+    /// The list to configure (shown as `enabled_filters` next to this record).
+    #[serde(skip)]
     pub enabled: Vec<&'static str>,
     /// The release's default list.
     pub default: &'static [&'static str],
