@@ -91,6 +91,22 @@ json.dump(out, sys.stdout)
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// Each (arguments, exit status, part of the one-line error) is refused
+/// that way, with nothing on stdout.
+fn assert_refusals(host: &FakeHost, cases: &[(&[&str], i32, &str)]) {
+    for (args, status, message) in cases {
+        let run = vfioctl(host.root(), args);
+        assert_eq!(run.status, *status, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
+        assert!(run.stdout.is_empty());
+    }
+}
+
+/// One `--part` of `args` (a nova command line), parsed.
+fn ini_part(host: &FakeHost, args: &[&str], part: &str) -> Value {
+    python_ini(&ok(host.root(), &[args, &["--part", part]].concat()))
+}
+
 fn devices_by_address(value: &Value) -> Vec<(&str, &Value)> {
     value["devices"]
         .as_array()
@@ -431,10 +447,7 @@ fn nova_for_the_runbook_a100s_on_train() {
         text.contains("openstack flavor set FLAVOR --property pci_passthrough:alias=nvidia-a100:1")
     );
     assert!(text.contains("openstack image set IMAGE --property img_hide_hypervisor_id=true"));
-    let controller = python_ini(&ok(
-        host.root(),
-        &[&args[..], &["--part", "controller"]].concat(),
-    ));
+    let controller = ini_part(&host, &args, "controller");
     // Train's default minus AvailabilityZoneFilter (gone in 2023.2), whose
     // work placement's pre-filter takes over, as from Xena on.
     assert_eq!(
@@ -599,12 +612,7 @@ fn nova_usage_errors() {
             "cannot be used with",
         ),
     ];
-    for (args, status, message) in cases {
-        let run = vfioctl(host.root(), args);
-        assert_eq!(run.status, *status, "{args:?}: {}", run.stderr);
-        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
-        assert!(run.stdout.is_empty());
-    }
+    assert_refusals(&host, cases);
     let bare = topologies::no_iommu();
     let run = vfioctl(bare.root(), &["nova"]);
     assert_eq!(run.status, 3);
@@ -762,10 +770,7 @@ fn hgx_fabric_shared_and_full_on_paired_nvswitch_groups() {
 fn nova_placement_and_live_migratable() {
     let host = topologies::hgx_a100();
     let args = ["nova", "10de:20b0", "--placement", "--release", "2024.1"];
-    let controller = python_ini(&ok(
-        host.root(),
-        &[&args[..], &["--part", "controller"]].concat(),
-    ));
+    let controller = ini_part(&host, &args, "controller");
     assert_eq!(
         controller["filter_scheduler"]["pci_in_placement"][0],
         "True"
@@ -774,10 +779,7 @@ fn nova_placement_and_live_migratable() {
         controller["pci"]["alias"][0]["resource_class"],
         "CUSTOM_PCI_10DE_20B0"
     );
-    let compute = python_ini(&ok(
-        host.root(),
-        &[&args[..], &["--part", "compute"]].concat(),
-    ));
+    let compute = ini_part(&host, &args, "compute");
     assert_eq!(compute["pci"]["report_in_placement"][0], "True");
     assert_eq!(
         compute["pci"]["device_spec"][0]["resource_class"],
@@ -836,12 +838,7 @@ fn nova_placement_and_live_migratable() {
             "--live-migratable needs 2025.1",
         ),
     ];
-    for (args, status, message) in cases {
-        let run = vfioctl(host.root(), args);
-        assert_eq!(run.status, *status, "{args:?}: {}", run.stderr);
-        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
-        assert!(run.stdout.is_empty());
-    }
+    assert_refusals(&host, cases);
 
     // A VF on the mlx5 vfio variant driver can be marked live-migratable.
     let lab = topologies::libvirt_lab();
