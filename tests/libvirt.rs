@@ -982,6 +982,7 @@ fn nova_oracle() {
                 "spec_option": value["spec_option"],
                 "facts": {
                     "default_filters": value["scheduler_filters"]["default"],
+                    "release_facts": value["release"]["facts"],
                     // AZ_PREFILTER_OPTION: written for releases before Xena,
                     // gone from Nova 34 (which always filters zones in Placement).
                     "options_gone_in_nova_34": ["scheduler.query_placement_for_availability_zone"],

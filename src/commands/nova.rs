@@ -12,10 +12,10 @@ use crate::host::libvirt::Target;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
 use crate::model::declaration::Declarations;
-use crate::model::fabric::{in_full_fabric, Fabric};
+use crate::model::fabric::{full_fabric, Fabric};
 use crate::model::nova::{
-    derive_alias_name, Alias, Binding, DeviceSpec, LeftOut, NovaConfig, NovaDevice, NumaPolicy,
-    PlacementRequest, Release, Request, SchedulerFilters, TypeSource,
+    derive_alias_name, Alias, Binding, DeviceSpec, FactRecord, LeftOut, NovaConfig, NovaDevice,
+    NumaPolicy, PlacementRequest, Release, Request, SchedulerFilters, TypeSource,
 };
 use crate::model::{
     DeviceId, DriverKind, DriverName, NovaDeviceType, PciAddress, PciDevice, VendorId,
@@ -93,6 +93,8 @@ struct ReleaseRecord {
     series: Option<String>,
     name: Option<&'static str>,
     nova_version: u16,
+    /// What the release knows, from Nova's source at its tag.
+    facts: Vec<FactRecord>,
 }
 
 #[derive(Serialize)]
@@ -174,10 +176,8 @@ pub fn run(
     // Full passthrough hands the whole board to one VM.
     let mut chosen = chosen;
     if fabric == Some(Fabric::Full) {
-        for dev in &inv.devices {
-            if in_full_fabric(dev.ids.vendor, dev.ids.device, dev.class)
-                && !chosen.iter().any(|c| c.address == dev.address)
-            {
+        for dev in full_fabric(&inv.devices) {
+            if !chosen.iter().any(|c| c.address == dev.address) {
                 chosen.push(dev);
             }
         }
@@ -308,6 +308,7 @@ pub fn run(
                     series: release.series(),
                     name: release.name(),
                     nova_version: release.nova_version(),
+                    facts: release.facts(),
                 },
                 libvirt: LibvirtRecord {
                     uri: types.uri.as_deref(),

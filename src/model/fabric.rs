@@ -11,7 +11,8 @@
 
 use serde::Serialize;
 
-use super::ids::{ClassCode, DeviceId, VendorId};
+use super::device::PciDevice;
+use super::ids::{DeviceId, VendorId};
 
 /// NVSwitch IDs: A100 boards (10de:1af1), H100/H200 boards (10de:22a3).
 const NVSWITCHES: &[(u16, u16)] = &[(0x10de, 0x1af1), (0x10de, 0x22a3)];
@@ -20,10 +21,22 @@ pub fn is_nvswitch(vendor: VendorId, device: DeviceId) -> bool {
     NVSWITCHES.contains(&(vendor.0, device.0))
 }
 
-/// Whether full passthrough hands this device to the VM: every NVSwitch
-/// and every NVIDIA GPU (display class) of the board.
-pub fn in_full_fabric(vendor: VendorId, device: DeviceId, class: ClassCode) -> bool {
-    is_nvswitch(vendor, device) || (vendor.0 == 0x10de && class.base() == 0x03)
+/// What full passthrough hands to the VM: every NVSwitch and every NVIDIA
+/// GPU (display class) of an HGX board; nothing on a host without NVSwitches.
+pub fn full_fabric(devices: &[PciDevice]) -> Vec<&PciDevice> {
+    if !devices
+        .iter()
+        .any(|d| is_nvswitch(d.ids.vendor, d.ids.device))
+    {
+        return Vec::new();
+    }
+    devices
+        .iter()
+        .filter(|d| {
+            is_nvswitch(d.ids.vendor, d.ids.device)
+                || (d.ids.vendor.0 == 0x10de && d.class.base() == 0x03)
+        })
+        .collect()
 }
 
 /// How the NVLink fabric of an HGX host is run.

@@ -119,6 +119,31 @@ pub const AZ_PREFILTER_OPTION: Fact = Fact {
     source: "nova/conf/scheduler.py at 18.0.0: BoolOpt('query_placement_for_availability_zone'), default True at 24.0.0; absent in 34.0.0",
 };
 
+/// Every fact by name, for the JSON record.
+pub const FACTS: &[(&str, Fact)] = &[
+    ("device_spec_option", DEVICE_SPEC_OPTION),
+    ("socket_numa_policy", SOCKET_POLICY),
+    ("report_in_placement", REPORT_IN_PLACEMENT),
+    ("pci_in_placement", PCI_IN_PLACEMENT),
+    ("managed_tag", MANAGED_TAG),
+    ("live_migratable", LIVE_MIGRATABLE),
+    ("availability_zone_filter", AZ_FILTER),
+    ("availability_zone_prefilter_option", AZ_PREFILTER_OPTION),
+];
+
+/// A fact as it stands for one release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FactRecord {
+    pub name: &'static str,
+    /// Whether the release knows it.
+    pub known: bool,
+    /// First Nova major version with it.
+    pub since: u16,
+    /// First Nova major version without it again.
+    pub until: Option<u16>,
+    pub source: &'static str,
+}
+
 /// The filter Nova's PCI passthrough needs in `[filter_scheduler] enabled_filters`.
 pub const PCI_FILTER: &str = "PciPassthroughFilter";
 const AZ_FILTER_NAME: &str = "AvailabilityZoneFilter";
@@ -264,11 +289,29 @@ impl Release {
 
     /// Nova's default `[filter_scheduler] enabled_filters` in this release.
     pub fn default_filters(self) -> &'static [&'static str] {
+        self.default_filters_entry().1
+    }
+
+    fn default_filters_entry(self) -> &'static (u16, &'static [&'static str], &'static str) {
         DEFAULT_FILTERS
             .iter()
             .rev()
             .find(|(since, _, _)| self.nova >= *since)
-            .map_or(DEFAULT_FILTERS[0].1, |(_, filters, _)| filters)
+            .unwrap_or(&DEFAULT_FILTERS[0])
+    }
+
+    /// Every fact as it stands for this release, with where it was read.
+    pub fn facts(self) -> Vec<FactRecord> {
+        FACTS
+            .iter()
+            .map(|(name, fact)| FactRecord {
+                name,
+                known: self.knows(*fact),
+                since: fact.since,
+                until: fact.until,
+                source: fact.source,
+            })
+            .collect()
     }
 }
 
@@ -292,6 +335,8 @@ pub struct SchedulerFilters {
     pub enabled: Vec<&'static str>,
     /// The release's default list.
     pub default: &'static [&'static str],
+    /// Where in Nova's source the default list was read.
+    pub default_source: &'static str,
     /// Named here but not in the default.
     pub added: Vec<&'static str>,
     /// In the default but not named here.
@@ -308,7 +353,7 @@ impl SchedulerFilters {
     /// default still holds it get placement's availability zone pre-filter,
     /// which Xena made the default in its place.
     pub fn for_release(release: Release) -> SchedulerFilters {
-        let default = release.default_filters();
+        let (_, default, default_source) = *release.default_filters_entry();
         let dropped: Vec<&'static str> = default
             .iter()
             .copied()
@@ -323,6 +368,7 @@ impl SchedulerFilters {
         SchedulerFilters {
             enabled,
             default,
+            default_source,
             added: vec![PCI_FILTER],
             az_prefilter: !dropped.is_empty() && release.knows(AZ_PREFILTER_OPTION),
             dropped,

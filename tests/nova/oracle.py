@@ -48,6 +48,7 @@ from nova import exception
 from nova import objects
 from nova.compute import pci_placement_translator
 from nova.compute import provider_tree
+from nova.pci import devspec
 from nova.pci import request as pci_request
 from nova.pci import stats as pci_stats
 from nova.pci import whitelist
@@ -347,6 +348,17 @@ def check_facts(cases, r):
     for section, key in (("pci", "report_in_placement"),
                          ("filter_scheduler", "pci_in_placement")):
         r.check((section, key) in known, f"[{section}] {key} missing in Nova 34")
+    release_facts = {f["name"]: f for f in facts["release_facts"]}
+    for name in ("managed_tag", "live_migratable"):
+        tag = {"managed_tag": "managed"}.get(name, name)
+        r.check(release_facts[name]["known"], f"vfioctl thinks Nova 34 lacks {tag}")
+        try:
+            devspec.PciDeviceSpec({"vendor_id": "10de", "product_id": "20b0", tag: "maybe"})
+            r.check(False, f"Nova 34 does not check the {tag} tag")
+        except exception.PciConfigInvalidSpec:
+            r.check(True, "")
+    r.check(not release_facts["availability_zone_filter"]["known"],
+            "vfioctl thinks Nova 34 has AvailabilityZoneFilter")
     schema_keys = set(pci_request._ALIAS_SCHEMA["properties"])
     for key in ("resource_class", "traits", "live_migratable", "numa_policy"):
         r.check(key in schema_keys, f"alias key {key} unknown to Nova 34")
