@@ -892,6 +892,54 @@ fn expected_refusal(args: &[&str], release: &str, run: &support::cli::Run) -> bo
             && run.stderr.contains("--live-migratable needs 2025.1"))
 }
 
+/// vfioctl's output for one host, variant and release, as the oracle takes
+/// it; `None` when vfioctl refuses, as it must, a release lacking a feature.
+fn oracle_case(host_name: &str, host: &FakeHost, args: &[&str], release: &str) -> Option<Value> {
+    let base: Vec<&str> = [&["nova", "--release", release][..], args].concat();
+    let run = vfioctl(host.root(), &[&base[..], &["--json"]].concat());
+    if run.status != 0 {
+        assert!(
+            expected_refusal(args, release, &run),
+            "{base:?}: {}",
+            run.stderr
+        );
+        return None;
+    }
+    let value: Value = serde_json::from_str(&run.stdout).unwrap();
+    let part = |p: &str| ok(host.root(), &[&base[..], &["--part", p]].concat());
+    let (controller, compute, commands) = (part("controller"), part("compute"), part("commands"));
+    assert_eq!(controller, value["controller_conf"].as_str().unwrap());
+    assert_eq!(compute, value["compute_conf"].as_str().unwrap());
+    let field = |list: &str, key: &str| -> Vec<Value> {
+        value[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d[key].clone())
+            .collect()
+    };
+    Some(serde_json::json!({
+        "host": host_name,
+        "args": args,
+        "release": release,
+        "controller": controller,
+        "compute": compute,
+        "commands": commands,
+        "offered": field("devices", "address"),
+        "aliases": field("aliases", "name"),
+        "alias_records": value["aliases"],
+        "placement": value["placement"],
+        "spec_option": value["spec_option"],
+        "facts": {
+            "default_filters": value["scheduler_filters"]["default"],
+            "release_facts": value["release"]["facts"],
+            // AZ_PREFILTER_OPTION: written for releases before Xena,
+            // gone from Nova 34 (which always filters zones in Placement).
+            "options_gone_in_nova_34": ["scheduler.query_placement_for_availability_zone"],
+        },
+    }))
+}
+
 /// Nova 34 itself (tests/nova/oracle.py in the venv `make test-nova` builds)
 /// judges vfioctl's output for every release, every part and the fake hosts.
 #[test]
@@ -936,60 +984,25 @@ fn nova_oracle() {
     for (name, host) in &hosts {
         host_devices.insert(name.to_string(), json(host.root(), &["list", "--json"]));
     }
-    let mut cases = Vec::new();
-    for (host_name, args) in variants {
-        let host = &hosts.iter().find(|(n, _)| n == host_name).unwrap().1;
-        for release in RELEASES {
-            let base: Vec<&str> = [&["nova", "--release", release][..], args].concat();
-            let run = vfioctl(host.root(), &[&base[..], &["--json"]].concat());
-            if run.status != 0 {
-                assert!(
-                    expected_refusal(args, release, &run),
-                    "{base:?}: {}",
-                    run.stderr
-                );
-                continue;
-            }
-            let value: Value = serde_json::from_str(&run.stdout).unwrap();
-            let part = |p: &str| ok(host.root(), &[&base[..], &["--part", p]].concat());
-            let (controller, compute, commands) =
-                (part("controller"), part("compute"), part("commands"));
-            assert_eq!(controller, value["controller_conf"].as_str().unwrap());
-            assert_eq!(compute, value["compute_conf"].as_str().unwrap());
-            let offered: Vec<&Value> = value["devices"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| &d["address"])
-                .collect();
-            let names: Vec<&Value> = value["aliases"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| &a["name"])
-                .collect();
-            cases.push(serde_json::json!({
-                "host": host_name,
-                "args": args,
-                "release": release,
-                "controller": controller,
-                "compute": compute,
-                "commands": commands,
-                "offered": offered,
-                "aliases": names,
-                "alias_records": value["aliases"],
-                "placement": value["placement"],
-                "spec_option": value["spec_option"],
-                "facts": {
-                    "default_filters": value["scheduler_filters"]["default"],
-                    "release_facts": value["release"]["facts"],
-                    // AZ_PREFILTER_OPTION: written for releases before Xena,
-                    // gone from Nova 34 (which always filters zones in Placement).
-                    "options_gone_in_nova_34": ["scheduler.query_placement_for_availability_zone"],
-                },
-            }));
-        }
-    }
+    // One thread per variant: the vfioctl runs, not Nova, take most of the time.
+    let cases: Vec<Value> = std::thread::scope(|scope| {
+        let workers: Vec<_> = variants
+            .iter()
+            .map(|(host_name, args)| {
+                let host = &hosts.iter().find(|(n, _)| n == host_name).unwrap().1;
+                scope.spawn(move || {
+                    RELEASES
+                        .iter()
+                        .filter_map(|release| oracle_case(host_name, host, args, release))
+                        .collect::<Vec<Value>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
     let doc = serde_json::json!({"hosts": host_devices, "cases": cases});
     let mut child = Command::new(&python)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nova/oracle.py"))
