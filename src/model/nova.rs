@@ -1382,6 +1382,30 @@ mod tests {
     }
 
     #[test]
+    fn every_fact_names_where_in_nova_it_was_read() {
+        for (name, fact) in FACTS {
+            let tag = format!("at {}.0.0", fact.since);
+            assert!(fact.source.starts_with("nova/"), "{name}");
+            assert!(
+                fact.source.contains(&tag) || fact.since == 0,
+                "{name}: {tag}"
+            );
+            if let Some(until) = fact.until {
+                assert!(fact.source.contains(&format!("at {until}.0.0")), "{name}");
+                assert!(until > fact.since);
+            }
+        }
+        assert!(DEFAULT_FILTERS.windows(2).all(|w| w[0].0 < w[1].0));
+        for (since, _, source) in DEFAULT_FILTERS {
+            assert!(source.contains(&format!("at {since}.0.0")));
+        }
+        let epoxy = Release::EPOXY.facts();
+        assert!(epoxy
+            .iter()
+            .all(|f| f.known != (f.name == "availability_zone_filter")));
+    }
+
+    #[test]
     fn availability_zone_filter_follows_nova_history() {
         // The true defaults: with the filter through Wallaby, without it from Xena.
         let wallaby = Release::parse("wallaby").unwrap();
