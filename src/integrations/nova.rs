@@ -10,19 +10,19 @@
 //! Rules Nova does not enforce but VFIO does:
 //! - an IOMMU group opens in one VM only, so devices sharing a group are
 //!   offered only whole, in one flavor request ([`NovaConfig::build`]);
-//! - on HGX boards NVSwitches follow the fabric choice ([`super::fabric`]).
+//! - on HGX boards NVSwitches follow the fabric choice ([`crate::model::fabric`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
 
-use super::address::PciAddress;
-use super::device::NovaDeviceType;
-use super::driver::DriverName;
-use super::fabric::{is_nvswitch, may_leave_host, Fabric};
-use super::ids::{ClassCode, DeviceId, VendorId};
-use super::inventory::Inventory;
+use crate::model::address::PciAddress;
+use crate::model::device::NovaDeviceType;
+use crate::model::driver::DriverName;
+use crate::model::fabric::{is_nvswitch, may_leave_host, Fabric};
+use crate::model::ids::{ClassCode, DeviceId, VendorId};
+use crate::model::inventory::Inventory;
 
 /// An OpenStack release, by the major version of Nova it ships.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
