@@ -1021,3 +1021,67 @@ fn nova_oracle() {
         "Nova's own code refused vfioctl's output (see above)"
     );
 }
+
+/// The check result for one device's declaration, from `check --json`.
+fn binding_check(host: &FakeHost, key: &str) -> Value {
+    let run = vfioctl(host.root(), &["check", "--json"]);
+    let value: Value = serde_json::from_str(&run.stdout).expect("check --json");
+    value["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == format!("binding.{key}"))
+        .unwrap_or_else(|| panic!("no binding.{key} in {value}"))
+        .clone()
+}
+
+#[test]
+fn fabric_manager_keeps_nvswitches_from_bind_persist_and_check() {
+    let host = topologies::hgx_a100();
+    // Before Fabric Manager: an NVSwitch may be planned for VFIO.
+    let run = vfioctl(host.root(), &["bind", "b7:00.0", "--dry-run"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+
+    host.write(
+        "etc/systemd/system/multi-user.target.wants/nvidia-fabricmanager.service",
+        "",
+    );
+    let refused =
+        "0000:b7:00.0 is an NVSwitch (10de:1af1) and this host runs its NVLink fabric shared";
+    let run = vfioctl(host.root(), &["bind", "b7:00.0", "--dry-run", "--force"]);
+    assert_eq!(run.status, 4, "{}", run.stderr);
+    assert!(run.stderr.contains(refused), "{}", run.stderr);
+    let run = vfioctl(host.root(), &["persist", "add", "10de:1af1"]);
+    assert_eq!(run.status, 4, "{}", run.stderr);
+    assert!(run.stderr.contains(refused), "{}", run.stderr);
+    assert!(
+        !host.path("etc/vfioctl/bindings.d").exists()
+            || std::fs::read_dir(host.path("etc/vfioctl/bindings.d"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    // GPUs still go.
+    let run = vfioctl(host.root(), &["bind", "48:00.0", "--dry-run"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+
+    // A declaration written by hand before Fabric Manager came is flagged.
+    host.write(
+        "etc/vfioctl/bindings.d/switch.toml",
+        "[[binding]]\nvendor = \"10de\"\ndevice = \"1af1\"\naddress = \"0000:b7:00.0\"\n",
+    );
+    let check = binding_check(&host, "0000:b7:00.0");
+    assert_eq!(check["status"], "CRITICAL", "{check}");
+    assert!(
+        check
+            .to_string()
+            .contains("stays on the host's nvidia driver for Fabric Manager"),
+        "{check}"
+    );
+
+    // Fabric Manager running (not enabled) counts too.
+    let running = topologies::hgx_a100();
+    running.process(4242, "nv-fabricmanager", &[]);
+    let run = vfioctl(running.root(), &["bind", "b8:00.0", "--dry-run"]);
+    assert_eq!(run.status, 4, "{}", run.stderr);
+}

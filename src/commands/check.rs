@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::cli::CheckArgs;
 use crate::host::config;
-use crate::host::hostfacts::{read_cpu, read_facts};
+use crate::host::hostfacts::{fabric_mode, read_cpu, read_facts};
 use crate::host::libvirt::Target;
 use crate::host::modules;
 use crate::host::sysfs::{read_inventory, Names};
@@ -234,6 +234,7 @@ pub fn run(
         },
         expectations: args.expect.as_deref().map(expectations),
         libvirt,
+        fabric: fabric_mode(root),
     };
     let results = run_checks(&facts);
     let status = overall(&results);

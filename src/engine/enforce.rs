@@ -9,12 +9,14 @@ use std::time::Duration;
 use crate::engine::plan::Goal;
 use crate::engine::run::{self, ChangeReport, ChangeSpec};
 use crate::host::config;
+use crate::host::hostfacts;
 use crate::host::kernel::PciKernel;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::udev::{self as udev_io, RulesStatus};
 use crate::host::HostRoot;
 use crate::integrations::udev;
-use crate::model::declaration::{declare, Declaration, Declarations, DeclaredDriver};
+use crate::model::declaration::{declare, Declaration, Declarations, DeclaredDriver, Fit};
+use crate::model::fabric::device_may_leave_host;
 use crate::model::{DriverName, Inventory, PciAddress, Selector};
 
 pub fn print_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io::Result<()> {
@@ -52,12 +54,20 @@ pub fn declare_and_write(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let decls = declare(inv, selectors, driver)?;
+    // Nothing is written when a declaration would take an NVSwitch from
+    // Fabric Manager.
+    let fabric = hostfacts::fabric_mode(root);
+    for decl in &decls {
+        for dev in inv.devices.iter().filter(|d| decl.fit(d) == Fit::Applies) {
+            device_may_leave_host(fabric, dev)?;
+        }
+    }
     for decl in &decls {
         let path = config::add(root, decl)?;
         let present = inv
             .devices
             .iter()
-            .filter(|d| decl.fit(d) == crate::model::declaration::Fit::Applies)
+            .filter(|d| decl.fit(d) == Fit::Applies)
             .count();
         writeln!(
             out,

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::model::fabric::StaysOnHost;
 use crate::model::group::Blocker;
 use crate::model::usage::DeviceUse;
 use crate::model::PciAddress;
@@ -29,6 +30,8 @@ pub enum RefusalKind {
     },
     /// The running host uses the device.
     InUse(DeviceUse),
+    /// An NVSwitch of a shared NVLink fabric: Fabric Manager keeps it.
+    Fabric(StaysOnHost),
 }
 
 impl RefusalKind {
@@ -37,7 +40,9 @@ impl RefusalKind {
     /// the host or blocks in the kernel.
     pub fn force_overrides(&self) -> bool {
         match self {
-            RefusalKind::Bridge | RefusalKind::GroupNotViable { .. } => false,
+            RefusalKind::Bridge | RefusalKind::GroupNotViable { .. } | RefusalKind::Fabric(_) => {
+                false
+            }
             RefusalKind::InUse(u) => !matches!(
                 u,
                 DeviceUse::RootFilesystem { .. } | DeviceUse::Holder { .. }
@@ -83,6 +88,7 @@ impl fmt::Display for Refusal {
                 write!(f, "{device} {u}; use --force to release it anyway")
             }
             RefusalKind::InUse(u) => write!(f, "{device} {u}; refused even with --force"),
+            RefusalKind::Fabric(stays) => write!(f, "{stays}"),
         }
     }
 }

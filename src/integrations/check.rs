@@ -8,6 +8,7 @@ use serde::{Serialize, Serializer};
 
 use crate::integrations::boot_files::CpuVendor;
 use crate::model::declaration::{Declarations, DeclaredDriver, Fit};
+use crate::model::fabric::{device_may_leave_host, Fabric};
 use crate::model::{
     DeviceId, DriverKind, DriverName, Inventory, IommuState, ModuleName, PciAddress, VendorId,
 };
@@ -141,6 +142,8 @@ pub struct Facts<'a> {
     pub expectations: Option<Result<Vec<Expectation>, String>>,
     /// `None`: libvirt not reachable (the message says why).
     pub libvirt: Result<Vec<LibvirtView>, String>,
+    /// The host's NVLink fabric mode (shared: Fabric Manager keeps the NVSwitches).
+    pub fabric: Option<Fabric>,
 }
 
 fn cpu_virtualization(f: &Facts) -> CheckResult {
@@ -551,6 +554,13 @@ fn bindings(f: &Facts) -> Vec<CheckResult> {
                     ));
                 }
             }
+            if let Err(stays) = device_may_leave_host(f.fabric, dev) {
+                problems.push((
+                    Verdict::Critical,
+                    stays.to_string(),
+                    "remove the declaration (vfioctl persist remove), or disable Fabric Manager for full passthrough",
+                ));
+            }
             if dev.config_dead {
                 problems.push((
                     Verdict::Critical,
@@ -892,6 +902,7 @@ mod tests {
             udev_marks: marks,
             expectations: None,
             libvirt: Err("not asked".into()),
+            fabric: None,
         }
     }
 

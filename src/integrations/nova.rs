@@ -799,7 +799,7 @@ fn apply_fabric(
     }
     let (keep, stay): (Vec<NovaDevice>, Vec<NovaDevice>) = devices
         .into_iter()
-        .partition(|d| may_leave_host(fabric, d.vendor, d.product).is_ok());
+        .partition(|d| may_leave_host(fabric, d.address, d.vendor, d.product).is_ok());
     left_out.extend(stay.into_iter().map(|d| {
         LeftOut {
             address: d.address,

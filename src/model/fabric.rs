@@ -11,6 +11,7 @@
 
 use serde::Serialize;
 
+use super::address::PciAddress;
 use super::device::PciDevice;
 use super::ids::{DeviceId, VendorId};
 
@@ -60,23 +61,39 @@ impl Fabric {
 
 /// Why a device must stay on the host.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{vendor}:{device} is an NVSwitch and the fabric is shared: it stays on the host's nvidia driver for Fabric Manager (use full passthrough to give every GPU and NVSwitch to one VM)")]
+#[error("{address} is an NVSwitch ({vendor}:{device}) and this host runs its NVLink fabric shared: it stays on the host's nvidia driver for Fabric Manager; to give every GPU and NVSwitch to one VM instead, disable Fabric Manager first (systemctl disable --now nvidia-fabricmanager)")]
 pub struct StaysOnHost {
+    pub address: PciAddress,
     pub vendor: VendorId,
     pub device: DeviceId,
 }
 
-/// Whether a device with these IDs may be taken from the host's drivers
-/// under `fabric`: everything may, except NVSwitches of a shared fabric.
+/// Whether a device may be taken from the host's drivers under `fabric`:
+/// everything may, except NVSwitches of a shared fabric. The one rule
+/// `nova`, `bind`, `persist` and `check` ask.
 pub fn may_leave_host(
     fabric: Fabric,
+    address: PciAddress,
     vendor: VendorId,
     device: DeviceId,
 ) -> Result<(), StaysOnHost> {
     if fabric == Fabric::Shared && is_nvswitch(vendor, device) {
-        Err(StaysOnHost { vendor, device })
+        Err(StaysOnHost {
+            address,
+            vendor,
+            device,
+        })
     } else {
         Ok(())
+    }
+}
+
+/// [`may_leave_host`] for a device of the inventory, when the host's fabric
+/// mode is known (`None`: no Fabric Manager, nothing to keep).
+pub fn device_may_leave_host(fabric: Option<Fabric>, dev: &PciDevice) -> Result<(), StaysOnHost> {
+    match fabric {
+        Some(fabric) => may_leave_host(fabric, dev.address, dev.ids.vendor, dev.ids.device),
+        None => Ok(()),
     }
 }
 
@@ -87,13 +104,15 @@ mod tests {
     #[test]
     fn shared_fabric_keeps_nvswitches_on_the_host() {
         let a100 = (VendorId(0x10de), DeviceId(0x20b0));
+        let at: PciAddress = "b7:00.0".parse().unwrap();
         for switch in [0x1af1, 0x22a3] {
             let err =
-                may_leave_host(Fabric::Shared, VendorId(0x10de), DeviceId(switch)).unwrap_err();
+                may_leave_host(Fabric::Shared, at, VendorId(0x10de), DeviceId(switch)).unwrap_err();
+            assert!(err.to_string().starts_with("0000:b7:00.0 is an NVSwitch"));
             assert!(err.to_string().contains("Fabric Manager"));
-            may_leave_host(Fabric::Full, VendorId(0x10de), DeviceId(switch)).unwrap();
+            may_leave_host(Fabric::Full, at, VendorId(0x10de), DeviceId(switch)).unwrap();
         }
-        may_leave_host(Fabric::Shared, a100.0, a100.1).unwrap();
+        may_leave_host(Fabric::Shared, at, a100.0, a100.1).unwrap();
         assert!(!is_nvswitch(a100.0, a100.1));
     }
 }
