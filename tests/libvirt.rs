@@ -766,6 +766,16 @@ fn hgx_fabric_shared_and_full_on_paired_nvswitch_groups() {
     assert!(text.contains("share IOMMU group"));
 }
 
+/// The A100s in Placement under a resource class and a trait of their own.
+const A100_PLACEMENT: &[&str] = &[
+    "10de:20b0",
+    "--placement",
+    "--resource-class",
+    "a100",
+    "--trait",
+    "nvlink",
+];
+
 #[test]
 fn nova_placement_and_live_migratable() {
     let host = topologies::hgx_a100();
@@ -787,16 +797,7 @@ fn nova_placement_and_live_migratable() {
     );
     let value = json(
         host.root(),
-        &[
-            "nova",
-            "10de:20b0",
-            "--placement",
-            "--resource-class",
-            "a100",
-            "--trait",
-            "nvlink",
-            "--json",
-        ],
+        &[&["nova"], A100_PLACEMENT, &["--json"]].concat(),
     );
     assert_eq!(
         value["aliases"][0]["placement"],
@@ -958,17 +959,7 @@ fn nova_oracle() {
         ("hgx", &["10de:20b0"]),
         ("hgx", &["--fabric", "shared"]),
         ("hgx", &["--fabric", "full"]),
-        (
-            "hgx",
-            &[
-                "10de:20b0",
-                "--placement",
-                "--resource-class",
-                "a100",
-                "--trait",
-                "nvlink",
-            ],
-        ),
+        ("hgx", A100_PLACEMENT),
         ("hgx_paired", &["--fabric", "full"]),
         ("hgx_paired", &["--fabric", "full", "--placement"]),
         (
