@@ -234,7 +234,7 @@ pub fn run(
         },
         expectations: args.expect.as_deref().map(expectations),
         libvirt,
-        fabric: fabric_mode(root),
+        fabric: fabric_mode(root, &inv),
     };
     let results = run_checks(&facts);
     let status = overall(&results);

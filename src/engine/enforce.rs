@@ -56,7 +56,7 @@ pub fn declare_and_write(
     let decls = declare(inv, selectors, driver)?;
     // Nothing is written when a declaration would take an NVSwitch from
     // Fabric Manager.
-    let fabric = hostfacts::fabric_mode(root);
+    let fabric = hostfacts::fabric_mode(root, inv);
     for decl in &decls {
         for dev in inv.devices.iter().filter(|d| decl.fit(d) == Fit::Applies) {
             device_may_leave_host(fabric, dev)?;

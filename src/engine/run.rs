@@ -123,7 +123,7 @@ pub fn run_then(
         vfio_variants: &variants,
         previous: record.previous_drivers(),
         history: record.history_notes(),
-        fabric: hostfacts::fabric_mode(root),
+        fabric: hostfacts::fabric_mode(root, &inv),
     };
     let plan = make_plan(&inv, &facts, &request)?;
     for module in &plan.load_modules {

@@ -9,7 +9,7 @@ use crate::host::modules::vfio_variant_aliases;
 use crate::host::HostRoot;
 use crate::integrations::boot_files::{CpuVendor, Distro, Facts, Initramfs};
 use crate::model::declaration::{Declarations, DeclaredDriver, Fit};
-use crate::model::fabric::Fabric;
+use crate::model::fabric::{is_nvswitch, Fabric};
 use crate::model::modalias::{best_match, glob_match, parse_aliases};
 use crate::model::Inventory;
 use crate::model::{DriverKind, ModuleName};
@@ -30,8 +30,16 @@ const FABRIC_MANAGER_UNITS: &[&str] = &[
 
 /// The NVLink fabric mode this host runs: shared when NVIDIA Fabric Manager
 /// is enabled at boot or running (`nv-fabricmanager`); `None` otherwise,
-/// when nothing on the host claims the NVSwitches.
-pub fn fabric_mode(root: &HostRoot) -> Option<Fabric> {
+/// when nothing on the host claims the NVSwitches. Hosts without NVSwitches
+/// (most, and the udev hook's usual case) are not looked at further.
+pub fn fabric_mode(root: &HostRoot, inv: &Inventory) -> Option<Fabric> {
+    if !inv
+        .devices
+        .iter()
+        .any(|d| is_nvswitch(d.ids.vendor, d.ids.device))
+    {
+        return None;
+    }
     let enabled = FABRIC_MANAGER_UNITS.iter().any(|u| root.path(u).exists());
     let running = || {
         fs::read_dir(root.path("/proc"))
