@@ -1,6 +1,6 @@
 # vfioctl: build, test and install.
 #   make run    install build dependencies, build, run `vfioctl list` (read-only)
-#   make test   install test dependencies, run every test (unit, golden, Ansible collection, real-kernel VM suite)
+#   make test   install test dependencies, run every test (unit, golden, Nova oracle, Ansible collection, real-kernel VM suite)
 #   make lint   cargo fmt --check and clippy with warnings as errors
 
 CARGO ?= cargo
@@ -21,7 +21,7 @@ ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 GEN := target/generated
 
-.PHONY: all deps build run test test-unit test-ansible test-vm lint ci install uninstall
+.PHONY: all deps build run test test-unit test-nova test-ansible test-vm lint ci install uninstall
 
 all: build
 
@@ -46,6 +46,11 @@ run: build
 test-unit: deps
 	$(CARGO) test --locked
 
+# Nova 34 from PyPI judges `vfioctl nova` (venv under target/, reused); SKIP
+# with the reason when PyPI or Python 3.11 is missing.
+test-nova: deps
+	CARGO=$(CARGO) tests/nova/run
+
 # ansible-test sanity, units and integration (fake hosts) for ansible/; the
 # venv and ansible-test's own venvs are cached under target/ansible. Skips
 # with a SKIP line when PyPI cannot be reached.
@@ -57,7 +62,7 @@ test-vm: deps
 	tests/vm/setup
 	tests/vm/run
 
-test: test-unit test-ansible test-vm
+test: test-unit test-nova test-ansible test-vm
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -120,14 +120,21 @@ pub enum Command {
     Nodedev(NodedevArgs),
     /// Print nova.conf settings and openstack commands for passing devices through.
     ///
-    /// For the controller (nova-api, nova-scheduler): `[pci] alias` entries with
-    /// vendor, product and device_type, and `[filter_scheduler] enabled_filters`
-    /// with PciPassthroughFilter. For compute nodes: `[pci] passthrough_whitelist`
+    /// For the controller (nova-api, nova-scheduler, nova-conductor): `[pci]
+    /// alias` entries with vendor, product and device_type, and
+    /// `[filter_scheduler] enabled_filters`: the release's default filters
+    /// plus PciPassthroughFilter, never AvailabilityZoneFilter (deprecated in
+    /// Xena, removed in 2023.2; before Xena placement's availability zone
+    /// pre-filter replaces it). For compute nodes: `[pci] passthrough_whitelist`
     /// (before Zed) or `device_spec` (Zed on), with `"managed": "no"` (2025.1 on)
-    /// for devices declared with vfioctl persist, and the aliases again. Then the
-    /// flavor and image commands. The device_type comes from libvirt when it can
-    /// be asked (what Nova reads), else from sysfs by the same rules; a note says
-    /// which. Nothing is written.
+    /// for devices declared with vfioctl persist, and the aliases again. Then
+    /// one flavor property requesting every alias (`pci_passthrough:alias=a:1,b:2`)
+    /// and the image command. Devices sharing an IOMMU group are offered only
+    /// whole: the flavor requests every device of their aliases, and a device
+    /// whose group holds endpoints not offered is left out with the reason. On
+    /// HGX hosts NVSwitches follow --fabric. The device_type comes from libvirt
+    /// when it can be asked (what Nova reads), else from sysfs by the same
+    /// rules; a note says which. Nothing is written.
     Nova(NovaArgs),
     /// Enforce the declared binding of one device; run by udev when it is added.
     ///
@@ -282,8 +289,37 @@ pub struct NovaArgs {
     #[arg(long, value_name = "POLICY")]
     pub numa_policy: Option<NumaPolicyArg>,
 
+    /// HGX NVLink fabric: shared (Fabric Manager on the host keeps the
+    /// NVSwitches, which are never offered; only GPUs go to VMs) or full (every
+    /// GPU and NVSwitch of the host goes to one VM, requested by one flavor).
+    /// Default: NVSwitches are not offered, and selecting one is refused.
+    #[arg(long, value_name = "MODE")]
+    pub fabric: Option<FabricArg>,
+
+    /// Track and schedule the devices in Placement (2023.1 on): `[pci]
+    /// report_in_placement` on compute nodes (it cannot be switched off
+    /// again), `[filter_scheduler] pci_in_placement` on controllers, and a
+    /// resource_class in every device spec and alias.
+    #[arg(long)]
+    pub placement: bool,
+
+    /// Resource class for --placement, when the devices need one alias
+    /// (CUSTOM_ is added when missing). Default: Nova's own,
+    /// CUSTOM_PCI_<VENDOR>_<PRODUCT>.
+    #[arg(long, value_name = "NAME", requires = "placement")]
+    pub resource_class: Option<String>,
+
+    /// A trait for the devices in Placement (repeatable; CUSTOM_ is added when missing).
+    #[arg(long = "trait", value_name = "NAME", requires = "placement")]
+    pub traits: Vec<String>,
+
+    /// Mark the devices live-migratable (`"live_migratable": "yes"` in device
+    /// specs and aliases, 2025.1 on). Refused for GPUs and NVSwitches.
+    #[arg(long)]
+    pub live_migratable: bool,
+
     /// Print only one part, as it goes into its file or shell: controller
-    /// (nova.conf for nova-api and nova-scheduler), compute (nova.conf for
+    /// (nova.conf for nova-api, nova-scheduler and nova-conductor), compute (nova.conf for
     /// nova-compute) or commands (the openstack client commands).
     #[arg(long, value_name = "PART", conflicts_with = "json")]
     pub part: Option<NovaPart>,
@@ -299,6 +335,12 @@ pub enum NumaPolicyArg {
     Preferred,
     Required,
     Socket,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FabricArg {
+    Shared,
+    Full,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -11,6 +11,7 @@ use crate::host::sysfs::InventoryError;
 use crate::integrations::nova::NovaError;
 use crate::model::address::AddressError;
 use crate::model::declaration::DeclareError;
+use crate::model::fabric::StaysOnHost;
 use crate::model::{NoMatch, SelectorError};
 
 /// The exit status for an error: the first cause in the chain that vfioctl
@@ -46,7 +47,10 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
                 _ => ExitStatus::Config,
             };
         }
-        if cause.is::<NotOwned>() || cause.is::<crate::engine::gate::BootRefused>() {
+        if cause.is::<NotOwned>()
+            || cause.is::<StaysOnHost>()
+            || cause.is::<crate::engine::gate::BootRefused>()
+        {
             return ExitStatus::Refused;
         }
         if let Some(e) = cause.downcast_ref::<LibvirtError>() {

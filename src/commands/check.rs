@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::cli::CheckArgs;
 use crate::host::config;
-use crate::host::hostfacts::{read_cpu, read_facts};
+use crate::host::hostfacts::{fabric_mode, read_cpu, read_facts};
 use crate::host::libvirt::Target;
 use crate::host::modules;
 use crate::host::sysfs::{read_inventory, Names};
@@ -242,6 +242,7 @@ pub fn run(
             })
             .unwrap_or_default(),
         libvirt,
+        fabric: fabric_mode(root, &inv),
     };
     let results = run_checks(&facts);
     let status = overall(&results);

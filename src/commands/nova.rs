@@ -6,16 +6,17 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::cli::{NovaArgs, NovaPart, NumaPolicyArg};
+use crate::cli::{FabricArg, NovaArgs, NovaPart, NumaPolicyArg};
 use crate::host::config;
 use crate::host::libvirt::Target;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
 use crate::integrations::nova::{
-    derive_alias_name, Alias, Binding, DeviceSpec, NovaConfig, NovaDevice, NumaPolicy, Release,
-    Request, TypeSource,
+    derive_alias_name, Alias, Binding, DeviceSpec, FactRecord, LeftOut, NovaConfig, NovaDevice,
+    NumaPolicy, PlacementRequest, Release, Request, SchedulerFilters, TypeSource,
 };
 use crate::model::declaration::Declarations;
+use crate::model::fabric::{full_fabric, Fabric};
 use crate::model::{
     DeviceId, DriverKind, DriverName, NovaDeviceType, PciAddress, PciDevice, VendorId,
 };
@@ -88,6 +89,8 @@ struct ReleaseRecord {
     series: Option<String>,
     name: Option<&'static str>,
     nova_version: u16,
+    /// What the release knows, from Nova's source at its tag.
+    facts: Vec<FactRecord>,
 }
 
 #[derive(Serialize)]
@@ -114,11 +117,16 @@ struct DeviceRecord<'a> {
 struct NovaRecord<'a> {
     release: ReleaseRecord,
     libvirt: LibvirtRecord<'a>,
+    fabric: Option<Fabric>,
+    placement: bool,
     devices: Vec<DeviceRecord<'a>>,
+    left_out: &'a [LeftOut],
     aliases: &'a [Alias],
     spec_option: &'static str,
     device_specs: &'a [DeviceSpec],
     enabled_filters: &'a [&'static str],
+    scheduler_filters: &'a SchedulerFilters,
+    flavor_property: String,
     controller_conf: String,
     compute_conf: String,
     commands: Vec<String>,
@@ -157,6 +165,20 @@ pub fn run(
     } else {
         inv.select(&selectors)?
     };
+    let fabric = args.fabric.map(|f| match f {
+        FabricArg::Shared => Fabric::Shared,
+        FabricArg::Full => Fabric::Full,
+    });
+    // Full passthrough hands the whole board to one VM.
+    let mut chosen = chosen;
+    if fabric == Some(Fabric::Full) {
+        for dev in full_fabric(&inv.devices) {
+            if !chosen.iter().any(|c| c.address == dev.address) {
+                chosen.push(dev);
+            }
+        }
+        chosen.sort_by_key(|d| d.address);
+    }
     let (bridges, chosen): (Vec<&PciDevice>, Vec<&PciDevice>) =
         chosen.into_iter().partition(|d| d.is_bridge());
     if chosen.is_empty() {
@@ -232,6 +254,7 @@ pub fn run(
             address: dev.address,
             vendor: dev.ids.vendor,
             product: dev.ids.device,
+            class: dev.class,
             device_type,
             type_source,
             binding,
@@ -251,10 +274,27 @@ pub fn run(
             release,
             alias: args.alias.clone(),
             numa_policy: args.numa_policy.map(numa_policy),
+            fabric,
+            placement: args.placement.then(|| PlacementRequest {
+                resource_class: args.resource_class.clone(),
+                traits: args.traits.clone(),
+            }),
+            live_migratable: args.live_migratable,
             devices,
         },
     )?;
     notes.extend(cfg.notes.iter().cloned());
+    if cfg.devices.is_empty() {
+        return Err(NothingToConfigure(format!(
+            "no device left to offer: {}",
+            cfg.left_out
+                .iter()
+                .map(|l| format!("{} left out: {}", l.address, l.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+        .into());
+    }
 
     if args.json {
         write_json(
@@ -264,12 +304,15 @@ pub fn run(
                     series: release.series(),
                     name: release.name(),
                     nova_version: release.nova_version(),
+                    facts: release.facts(),
                 },
                 libvirt: LibvirtRecord {
                     uri: types.uri.as_deref(),
                     used: types.libvirt.is_some(),
                     reason: types.not_used.as_deref(),
                 },
+                fabric,
+                placement: cfg.placement,
                 devices: cfg
                     .devices
                     .iter()
@@ -284,10 +327,13 @@ pub fn run(
                         alias: &cfg.alias_of[&d.address],
                     })
                     .collect(),
+                left_out: &cfg.left_out,
                 aliases: &cfg.aliases,
                 spec_option: release.spec_option(),
                 device_specs: &cfg.specs,
-                enabled_filters: &cfg.filters,
+                enabled_filters: &cfg.filters.enabled,
+                scheduler_filters: &cfg.filters,
+                flavor_property: cfg.flavor_property(),
                 controller_conf: cfg.controller_ini(),
                 compute_conf: cfg.compute_ini(),
                 commands: cfg.commands(),
@@ -314,14 +360,14 @@ pub fn run(
             )?;
             writeln!(
                 out,
-                "\n# Controller nodes (nova-api, nova-scheduler): nova.conf"
+                "\n# Controller nodes (nova-api, nova-scheduler, nova-conductor): nova.conf"
             )?;
             write!(out, "{}", cfg.controller_ini())?;
             writeln!(out, "\n# Compute nodes (nova-compute): nova.conf")?;
             write!(out, "{}", cfg.compute_ini())?;
             writeln!(
                 out,
-                "\n# Then, with the openstack client (FLAVOR and IMAGE are yours; 1 is devices per VM):"
+                "\n# Then, with the openstack client (FLAVOR and IMAGE are yours; the counts are devices per VM):"
             )?;
             for command in cfg.commands() {
                 writeln!(out, "{command}")?;

@@ -10,12 +10,14 @@ use crate::engine::gate;
 use crate::engine::plan::{Goal, PlanError};
 use crate::engine::run::{self, ChangeReport, ChangeSpec};
 use crate::host::config;
+use crate::host::hostfacts;
 use crate::host::kernel::PciKernel;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::udev::{self as udev_io, RulesStatus};
 use crate::host::usage::read_usage;
 use crate::host::HostRoot;
 use crate::model::declaration::{declare, Declaration, Declarations, DeclaredDriver, Fit};
+use crate::model::fabric::device_may_leave_host;
 use crate::model::{DriverName, Inventory, PciAddress, Selector};
 
 pub fn print_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io::Result<()> {
@@ -79,6 +81,14 @@ pub fn declare_and_write(
     }
     for note in &verdict.forced {
         writeln!(out, "note: {note}")?;
+    }
+    // Nothing is written when a declaration would take an NVSwitch from
+    // Fabric Manager.
+    let fabric = hostfacts::fabric_mode(root, inv);
+    for decl in &decls {
+        for dev in inv.devices.iter().filter(|d| decl.fit(d) == Fit::Applies) {
+            device_may_leave_host(fabric, dev)?;
+        }
     }
     for decl in &decls {
         let path = config::add(root, decl)?;

@@ -11,6 +11,7 @@ use crate::model::address::PciAddress;
 use crate::model::declaration::DeclaredDriver;
 use crate::model::device::PciDevice;
 use crate::model::driver::{DriverKind, DriverName, ModuleName};
+use crate::model::fabric::{device_may_leave_host, Fabric};
 use crate::model::group::{GroupMember, MemberState, Viability};
 
 use super::gate;
@@ -70,6 +71,8 @@ pub struct Facts<'a> {
     pub previous: BTreeMap<PciAddress, DriverName>,
     /// What the change record says about a device, as a note for the operator.
     pub history: BTreeMap<PciAddress, String>,
+    /// The host's NVLink fabric mode (shared: Fabric Manager keeps the NVSwitches).
+    pub fabric: Option<Fabric>,
 }
 
 /// Why a device is part of the plan.
@@ -278,6 +281,7 @@ impl Planner<'_> {
                 }
             }
             self.check_groups();
+            self.check_fabric();
         }
         let actions: Vec<Action> = self
             .set
@@ -367,6 +371,18 @@ impl Planner<'_> {
                         link: companion.reason,
                     },
                 );
+            }
+        }
+    }
+
+    /// A shared NVLink fabric keeps its NVSwitches on the host (Fabric Manager).
+    fn check_fabric(&mut self) {
+        for addr in self.set.keys() {
+            if let Err(stays) = device_may_leave_host(self.facts.fabric, self.device(addr)) {
+                self.refusals.push(Refusal {
+                    device: *addr,
+                    kind: RefusalKind::Fabric(stays),
+                });
             }
         }
     }

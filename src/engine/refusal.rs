@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::model::fabric::StaysOnHost;
 use crate::model::group::Blocker;
 use crate::model::usage::DeviceUse;
 use crate::model::PciAddress;
@@ -34,6 +35,8 @@ pub enum RefusalKind {
     NoGroup,
     /// The running host uses the device.
     InUse(DeviceUse),
+    /// An NVSwitch of a shared NVLink fabric: Fabric Manager keeps it.
+    Fabric(StaysOnHost),
 }
 
 impl RefusalKind {
@@ -47,7 +50,8 @@ impl RefusalKind {
             RefusalKind::Bridge
             | RefusalKind::GroupNotViable { .. }
             | RefusalKind::GroupUnreadable { .. }
-            | RefusalKind::NoGroup => false,
+            | RefusalKind::NoGroup
+            | RefusalKind::Fabric(_) => false,
             RefusalKind::InUse(u) => !(u.host_critical() || matches!(u, DeviceUse::Holder { .. })),
         }
     }
@@ -99,6 +103,7 @@ impl fmt::Display for Refusal {
                 write!(f, "{device} {u}; use --force to release it anyway")
             }
             RefusalKind::InUse(u) => write!(f, "{device} {u}; refused even with --force"),
+            RefusalKind::Fabric(stays) => write!(f, "{stays}"),
         }
     }
 }

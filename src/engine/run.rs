@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::engine::apply::{apply, Applied, Status};
 use crate::engine::plan::{plan as make_plan, Facts, Goal, Plan, Request};
+use crate::host::hostfacts;
 use crate::host::kernel::PciKernel;
 use crate::host::modules;
 use crate::host::state::{self, ChangeRecord};
@@ -157,6 +158,7 @@ pub fn run_then(
         vfio_variants: &variants,
         previous: record.previous_drivers(),
         history: record.history_notes(),
+        fabric: hostfacts::fabric_mode(root, &inv),
     };
     let plan = make_plan(&inv, &facts, &request)?;
     for module in &plan.load_modules {

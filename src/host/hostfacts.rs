@@ -9,6 +9,7 @@ use crate::host::modules::vfio_variant_aliases;
 use crate::host::HostRoot;
 use crate::integrations::boot_files::{CpuVendor, Distro, Facts, Initramfs};
 use crate::model::declaration::{Declarations, DeclaredDriver, Fit};
+use crate::model::fabric::{is_nvswitch, Fabric};
 use crate::model::modalias::{best_match, glob_match, parse_aliases};
 use crate::model::Inventory;
 use crate::model::{DriverKind, ModuleName};
@@ -19,6 +20,44 @@ pub struct CpuInfo {
     pub vendor: CpuVendor,
     /// The first CPU's flags; `None` when cpuinfo is unreadable or has none.
     pub flags: Option<Vec<String>>,
+}
+
+/// systemd links that enable NVIDIA Fabric Manager at boot.
+const FABRIC_MANAGER_UNITS: &[&str] = &[
+    "/etc/systemd/system/multi-user.target.wants/nvidia-fabricmanager.service",
+    "/etc/systemd/system/multi-user.target.wants/nvidia-fabricmanager-start.service",
+];
+
+/// The NVLink fabric mode this host runs: shared when NVIDIA Fabric Manager
+/// is enabled at boot or running (`nv-fabricmanager`); `None` otherwise,
+/// when nothing on the host claims the NVSwitches. Hosts without NVSwitches
+/// (most, and the udev hook's usual case) are not looked at further.
+pub fn fabric_mode(root: &HostRoot, inv: &Inventory) -> Option<Fabric> {
+    if !inv
+        .devices
+        .iter()
+        .any(|d| is_nvswitch(d.ids.vendor, d.ids.device))
+    {
+        return None;
+    }
+    let enabled = FABRIC_MANAGER_UNITS.iter().any(|u| root.path(u).exists());
+    let running = || {
+        fs::read_dir(root.path("/proc"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .any(|e| {
+                fs::read_to_string(e.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "nv-fabricmanager")
+            })
+    };
+    (enabled || running()).then_some(Fabric::Shared)
 }
 
 pub fn read_cpu(root: &HostRoot) -> CpuInfo {

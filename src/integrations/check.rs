@@ -8,6 +8,7 @@ use serde::{Serialize, Serializer};
 
 use crate::integrations::boot_files::CpuVendor;
 use crate::model::declaration::{Declarations, DeclaredDriver, Fit};
+use crate::model::fabric::{device_may_leave_host, Fabric};
 use crate::model::{
     DeviceId, DriverKind, DriverName, Inventory, IommuState, ModuleName, PciAddress, VendorId,
 };
@@ -143,6 +144,8 @@ pub struct Facts<'a> {
     pub libvirt: Result<Vec<LibvirtView>, String>,
     /// Unbinds the change record says vfioctl stopped waiting for.
     pub pending: Vec<(PciAddress, String)>,
+    /// The host's NVLink fabric mode (shared: Fabric Manager keeps the NVSwitches).
+    pub fabric: Option<Fabric>,
 }
 
 /// Every unbind still pending (or completed since, leaving no driver).
@@ -576,6 +579,13 @@ fn bindings(f: &Facts) -> Vec<CheckResult> {
                     ));
                 }
             }
+            if let Err(stays) = device_may_leave_host(f.fabric, dev) {
+                problems.push((
+                    Verdict::Critical,
+                    stays.to_string(),
+                    "remove the declaration (vfioctl persist remove), or disable Fabric Manager for full passthrough",
+                ));
+            }
             if dev.config_dead {
                 problems.push((
                     Verdict::Critical,
@@ -919,6 +929,7 @@ mod tests {
             expectations: None,
             libvirt: Err("not asked".into()),
             pending: vec![],
+            fabric: None,
         }
     }
 

@@ -1,15 +1,16 @@
 //! Nova configuration for PCI passthrough: the `[pci]` aliases and device
-//! specs, the scheduler filter and the openstack commands, for one OpenStack
-//! release. Pure: the command gathers the devices (with the device_type Nova
-//! will see) and this module decides the text.
+//! specs, the scheduler settings, and the one flavor property, for one
+//! OpenStack release. Pure: the command gathers the devices (with the
+//! device_type Nova will see) and this module decides the text.
 //!
-//! Per release (facts from Nova's option definitions):
-//! - Train..Yoga: `[pci] passthrough_whitelist`; Zed renamed it `device_spec`.
-//! - 2025.1 (Epoxy) added the `managed` tag: `"managed": "no"` tells Nova that
-//!   the operator keeps the device on vfio-pci, so libvirt must not detach it.
-//! - `numa_policy` `socket` exists from Wallaby on.
-//! - Aliases with the same name must agree on device_type and numa_policy,
-//!   so devices of one ID but two types get two aliases.
+//! What each release knows is data ([`Fact`], [`DEFAULT_FILTERS`]), each with
+//! the place in Nova's source it was read from at the release tag; the Nova
+//! oracle (tests/nova) holds the newest facts against Nova 34 itself.
+//!
+//! Rules Nova does not enforce but VFIO does:
+//! - an IOMMU group opens in one VM only, so devices sharing a group are
+//!   offered only whole, in one flavor request ([`NovaConfig::build`]);
+//! - on HGX boards NVSwitches follow the fabric choice ([`crate::model::fabric`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -19,7 +20,8 @@ use serde::Serialize;
 use crate::model::address::PciAddress;
 use crate::model::device::NovaDeviceType;
 use crate::model::driver::DriverName;
-use crate::model::ids::{DeviceId, VendorId};
+use crate::model::fabric::{is_nvswitch, may_leave_host, Fabric};
+use crate::model::ids::{ClassCode, DeviceId, VendorId};
 use crate::model::inventory::Inventory;
 
 /// An OpenStack release, by the major version of Nova it ships.
@@ -56,6 +58,124 @@ const TOO_OLD: &[&str] = &[
 /// The first release with a `YEAR.N` series number (2023.1, Nova 27).
 const FIRST_SERIES: u16 = 27;
 
+/// Something Nova knows from release `since` (a Nova major version) until
+/// before `until`, and where in Nova's source at the tag it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fact {
+    pub since: u16,
+    pub until: Option<u16>,
+    pub source: &'static str,
+}
+
+/// `[pci] device_spec`; before it, `passthrough_whitelist`, which Zed kept as
+/// the option's deprecated name.
+pub const DEVICE_SPEC_OPTION: Fact = Fact {
+    since: 26,
+    until: None,
+    source: "nova/conf/pci.py at 26.0.0: MultiStrOpt('device_spec', deprecated_opts passthrough_whitelist)",
+};
+/// `numa_policy: socket` in aliases.
+pub const SOCKET_POLICY: Fact = Fact {
+    since: 23,
+    until: None,
+    source: "nova/objects/fields.py at 23.0.0: PCINUMAAffinityPolicy.SOCKET",
+};
+/// `resource_class` and `traits` in device specs, `[pci] report_in_placement`.
+pub const REPORT_IN_PLACEMENT: Fact = Fact {
+    since: 26,
+    until: None,
+    source: "nova/conf/pci.py at 26.0.0: BoolOpt('report_in_placement'); nova/compute/pci_placement_translator.py",
+};
+/// `resource_class` and `traits` in aliases, `[filter_scheduler] pci_in_placement`.
+pub const PCI_IN_PLACEMENT: Fact = Fact {
+    since: 27,
+    until: None,
+    source: "nova/conf/scheduler.py at 27.0.0: BoolOpt('pci_in_placement'); nova/pci/request.py _ALIAS_SCHEMA resource_class, traits",
+};
+/// The `managed` device spec tag.
+pub const MANAGED_TAG: Fact = Fact {
+    since: 31,
+    until: None,
+    source: "nova/pci/devspec.py at 31.0.0: _normalize_device_spec_tag('managed')",
+};
+/// The `live_migratable` device spec tag and alias key.
+pub const LIVE_MIGRATABLE: Fact = Fact {
+    since: 31,
+    until: None,
+    source: "nova/pci/devspec.py at 31.0.0: _normalize_device_spec_tag('live_migratable'); nova/pci/request.py _ALIAS_SCHEMA live_migratable",
+};
+/// AvailabilityZoneFilter exists (deprecated from Xena on, logging a warning).
+pub const AZ_FILTER: Fact = Fact {
+    since: 0,
+    until: Some(28),
+    source: "nova/scheduler/filters/availability_zone_filter.py: deprecation warning at 24.0.0, file removed at 28.0.0",
+};
+/// `[scheduler] query_placement_for_availability_zone`: placement filters
+/// hosts by availability zone (default on from Xena, when it replaced
+/// AvailabilityZoneFilter); Nova 34 no longer has the option (it always does this).
+pub const AZ_PREFILTER_OPTION: Fact = Fact {
+    since: 18,
+    until: None,
+    source: "nova/conf/scheduler.py at 18.0.0: BoolOpt('query_placement_for_availability_zone'), default True at 24.0.0; absent in 34.0.0",
+};
+
+/// Every fact by name, for the JSON record.
+pub const FACTS: &[(&str, Fact)] = &[
+    ("device_spec_option", DEVICE_SPEC_OPTION),
+    ("socket_numa_policy", SOCKET_POLICY),
+    ("report_in_placement", REPORT_IN_PLACEMENT),
+    ("pci_in_placement", PCI_IN_PLACEMENT),
+    ("managed_tag", MANAGED_TAG),
+    ("live_migratable", LIVE_MIGRATABLE),
+    ("availability_zone_filter", AZ_FILTER),
+    ("availability_zone_prefilter_option", AZ_PREFILTER_OPTION),
+];
+
+/// A fact as it stands for one release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FactRecord {
+    pub name: &'static str,
+    /// Whether the release knows it.
+    pub known: bool,
+    /// First Nova major version with it.
+    pub since: u16,
+    /// First Nova major version without it again.
+    pub until: Option<u16>,
+    pub source: &'static str,
+}
+
+/// The filter Nova's PCI passthrough needs in `[filter_scheduler] enabled_filters`.
+pub const PCI_FILTER: &str = "PciPassthroughFilter";
+const AZ_FILTER_NAME: &str = "AvailabilityZoneFilter";
+
+/// Nova's default `[filter_scheduler] enabled_filters` from a release on:
+/// (since, filters, source).
+pub const DEFAULT_FILTERS: &[(u16, &[&str], &str)] = &[
+    (
+        20,
+        &[
+            "AvailabilityZoneFilter",
+            "ComputeFilter",
+            "ComputeCapabilitiesFilter",
+            "ImagePropertiesFilter",
+            "ServerGroupAntiAffinityFilter",
+            "ServerGroupAffinityFilter",
+        ],
+        "nova/conf/scheduler.py at 20.0.0: enabled_filters default (RetryFilter left it in Train)",
+    ),
+    (
+        24,
+        &[
+            "ComputeFilter",
+            "ComputeCapabilitiesFilter",
+            "ImagePropertiesFilter",
+            "ServerGroupAntiAffinityFilter",
+            "ServerGroupAffinityFilter",
+        ],
+        "nova/conf/scheduler.py at 24.0.0: enabled_filters default without AvailabilityZoneFilter",
+    ),
+];
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NovaError {
     #[error("unknown OpenStack release '{0}' (use a name from train to hibiscus, or a series like 2023.1 or 2026.2)")]
@@ -74,17 +194,33 @@ pub enum NovaError {
         "numa_policy 'socket' needs Wallaby or later; {0} knows legacy, preferred and required"
     )]
     SocketPolicyTooOld(String),
+    #[error("--placement needs 2023.1 or later: {release} {why}; leave out --placement")]
+    PlacementTooOld { release: String, why: &'static str },
+    #[error("{what} '{name}' is not usable: use letters, digits and '_' (at most 255 with the CUSTOM_ prefix, which vfioctl adds)")]
+    BadPlacementName { what: &'static str, name: String },
+    #[error("--resource-class {name} names one resource class, but the selected devices need {count} aliases; select devices of one ID and device_type, or leave out --resource-class to get Nova's derived CUSTOM_PCI_<VENDOR>_<PRODUCT>")]
+    ResourceClassAmbiguous { name: String, count: usize },
+    #[error("--live-migratable needs 2025.1 or later: {0} has no live_migratable tag")]
+    LiveMigratableTooOld(String),
+    #[error("--live-migratable: {0} is a GPU or NVSwitch, whose state cannot move with a live migration; leave it out or leave out --live-migratable")]
+    LiveMigratableGpu(PciAddress),
+    #[error("{0} is an NVSwitch: choose how the NVLink fabric runs: --fabric shared (NVSwitches stay on the host for Fabric Manager, only GPUs are offered) or --fabric full (every GPU and NVSwitch to one VM)")]
+    FabricNeeded(PciAddress),
 }
 
 impl Release {
     /// The newest release vfioctl knows by name; the default.
     pub const LATEST: Release = Release { nova: 34 };
     pub const TRAIN: Release = Release { nova: 20 };
-    pub const WALLABY: Release = Release { nova: 23 };
     pub const ZED: Release = Release { nova: 26 };
     pub const ANTELOPE: Release = Release { nova: 27 };
     pub const BOBCAT: Release = Release { nova: 28 };
     pub const EPOXY: Release = Release { nova: 31 };
+
+    /// Every release vfioctl knows by name, oldest first.
+    pub fn all() -> impl Iterator<Item = Release> {
+        RELEASES.iter().map(|&(nova, _)| Release { nova })
+    }
 
     /// Parses `train`, `Zed`, `2023.1`, `antelope`, `2025.2`... Series
     /// numbers after the newest known name are accepted as later releases.
@@ -131,37 +267,51 @@ impl Release {
         Some(format!("{}.{}", 2023 + since / 2, since % 2 + 1))
     }
 
+    /// `2023.1` from Antelope on, the name before.
+    pub fn short(self) -> String {
+        self.series()
+            .unwrap_or_else(|| self.name().unwrap_or_default().to_string())
+    }
+
+    /// Whether this release knows `fact`.
+    pub fn knows(self, fact: Fact) -> bool {
+        self.nova >= fact.since && fact.until.is_none_or(|until| self.nova < until)
+    }
+
     /// The compute node's option naming passthrough devices.
     pub fn spec_option(self) -> &'static str {
-        if self >= Release::ZED {
+        if self.knows(DEVICE_SPEC_OPTION) {
             "device_spec"
         } else {
             "passthrough_whitelist"
         }
     }
 
-    /// Whether device specs take the `managed` tag (2025.1 on).
-    pub fn has_managed_tag(self) -> bool {
-        self >= Release::EPOXY
+    /// Nova's default `[filter_scheduler] enabled_filters` in this release.
+    pub fn default_filters(self) -> &'static [&'static str] {
+        self.default_filters_entry().1
     }
 
-    /// Nova's default `[filter_scheduler] enabled_filters` in this release.
-    /// (RetryFilter left the defaults in Train; AvailabilityZoneFilter,
-    /// replaced by placement's availability zone pre-filter, in Bobcat.)
-    pub fn default_filters(self) -> &'static [&'static str] {
-        const TRAIN: &[&str] = &[
-            "AvailabilityZoneFilter",
-            "ComputeFilter",
-            "ComputeCapabilitiesFilter",
-            "ImagePropertiesFilter",
-            "ServerGroupAntiAffinityFilter",
-            "ServerGroupAffinityFilter",
-        ];
-        if self >= Release::BOBCAT {
-            &TRAIN[1..]
-        } else {
-            TRAIN
-        }
+    fn default_filters_entry(self) -> &'static (u16, &'static [&'static str], &'static str) {
+        DEFAULT_FILTERS
+            .iter()
+            .rev()
+            .find(|(since, _, _)| self.nova >= *since)
+            .unwrap_or(&DEFAULT_FILTERS[0])
+    }
+
+    /// Every fact as it stands for this release, with where it was read.
+    pub fn facts(self) -> Vec<FactRecord> {
+        FACTS
+            .iter()
+            .map(|(name, fact)| FactRecord {
+                name,
+                known: self.knows(*fact),
+                since: fact.since,
+                until: fact.until,
+                source: fact.source,
+            })
+            .collect()
     }
 }
 
@@ -177,6 +327,54 @@ impl fmt::Display for Release {
     }
 }
 
+/// `[filter_scheduler] enabled_filters` and what goes with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SchedulerFilters {
+    /// The list to configure (shown as `enabled_filters` next to this record).
+    #[serde(skip)]
+    pub enabled: Vec<&'static str>,
+    /// The release's default list.
+    pub default: &'static [&'static str],
+    /// Where in Nova's source the default list was read.
+    pub default_source: &'static str,
+    /// Named here but not in the default.
+    pub added: Vec<&'static str>,
+    /// In the default but not named here.
+    pub dropped: Vec<&'static str>,
+    /// `[scheduler] query_placement_for_availability_zone = True`, which
+    /// takes over from a dropped AvailabilityZoneFilter.
+    pub az_prefilter: bool,
+}
+
+impl SchedulerFilters {
+    /// The release's default filters plus PciPassthroughFilter, without
+    /// AvailabilityZoneFilter: Xena deprecated it and 2023.2 removed it, so a
+    /// list naming it stops the scheduler after an upgrade. Releases whose
+    /// default still holds it get placement's availability zone pre-filter,
+    /// which Xena made the default in its place.
+    pub fn for_release(release: Release) -> SchedulerFilters {
+        let (_, default, default_source) = *release.default_filters_entry();
+        let dropped: Vec<&'static str> = default
+            .iter()
+            .copied()
+            .filter(|f| *f == AZ_FILTER_NAME)
+            .collect();
+        let enabled = default
+            .iter()
+            .copied()
+            .filter(|f| !dropped.contains(f))
+            .chain([PCI_FILTER])
+            .collect();
+        SchedulerFilters {
+            enabled,
+            default,
+            default_source,
+            added: vec![PCI_FILTER],
+            az_prefilter: !dropped.is_empty() && release.knows(AZ_PREFILTER_OPTION),
+            dropped,
+        }
+    }
+}
 /// `numa_policy` of an alias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -226,6 +424,7 @@ pub struct NovaDevice {
     pub address: PciAddress,
     pub vendor: VendorId,
     pub product: DeviceId,
+    pub class: ClassCode,
     pub device_type: NovaDeviceType,
     pub type_source: TypeSource,
     pub binding: Binding,
@@ -234,7 +433,23 @@ pub struct NovaDevice {
     pub derived_name: String,
 }
 
-/// One `[pci] alias` entry.
+impl NovaDevice {
+    /// GPUs (display class) and NVSwitches carry state no live migration moves.
+    fn is_gpu_like(&self) -> bool {
+        self.class.base() == 0x03 || is_nvswitch(self.vendor, self.product)
+    }
+}
+
+/// Placement settings of an alias or device spec (`--placement`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlacementTags {
+    /// Given, or `CUSTOM_PCI_<VENDOR>_<PRODUCT>` as Nova derives it.
+    pub resource_class: String,
+    /// Comma-separated custom traits, when asked for.
+    pub traits: Option<String>,
+}
+
+/// One `[pci] alias` entry and how many of its devices the flavor requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Alias {
     pub name: String,
@@ -242,7 +457,11 @@ pub struct Alias {
     pub product_id: DeviceId,
     pub device_type: NovaDeviceType,
     pub numa_policy: Option<NumaPolicy>,
+    pub placement: Option<PlacementTags>,
+    pub live_migratable: bool,
     pub devices: Vec<PciAddress>,
+    /// Devices of this alias one flavor requests.
+    pub count: usize,
 }
 
 /// One device spec (`device_spec` or `passthrough_whitelist` value).
@@ -254,6 +473,8 @@ pub struct DeviceSpec {
     pub address: Option<PciAddress>,
     /// `Some("no")` when vfioctl keeps the devices on vfio-pci (2025.1 on).
     pub managed: Option<&'static str>,
+    pub placement: Option<PlacementTags>,
+    pub live_migratable: bool,
     pub devices: Vec<PciAddress>,
 }
 
@@ -272,6 +493,23 @@ fn json_object(pairs: &[(&str, String)]) -> String {
     format!("{{{}}}", fields.join(", "))
 }
 
+/// The keys shared by aliases and device specs, after the matching ones.
+fn push_tags(
+    pairs: &mut Vec<(&'static str, String)>,
+    placement: &Option<PlacementTags>,
+    live_migratable: bool,
+) {
+    if let Some(tags) = placement {
+        pairs.push(("resource_class", tags.resource_class.clone()));
+        if let Some(traits) = &tags.traits {
+            pairs.push(("traits", traits.clone()));
+        }
+    }
+    if live_migratable {
+        pairs.push(("live_migratable", "yes".to_string()));
+    }
+}
+
 impl Alias {
     /// The value of one `alias =` line.
     pub fn json(&self) -> String {
@@ -284,6 +522,7 @@ impl Alias {
         if let Some(policy) = self.numa_policy {
             pairs.push(("numa_policy", policy.as_str().to_string()));
         }
+        push_tags(&mut pairs, &self.placement, self.live_migratable);
         json_object(&pairs)
     }
 }
@@ -301,6 +540,7 @@ impl DeviceSpec {
         if let Some(managed) = self.managed {
             pairs.push(("managed", managed.to_string()));
         }
+        push_tags(&mut pairs, &self.placement, self.live_migratable);
         json_object(&pairs)
     }
 }
@@ -376,6 +616,43 @@ pub fn derive_alias_name(
     name
 }
 
+/// `--placement`: devices reported to Placement and scheduled there.
+#[derive(Debug, Clone, Default)]
+pub struct PlacementRequest {
+    /// `--resource-class`, as typed; default: Nova's derived one.
+    pub resource_class: Option<String>,
+    /// `--trait`, as typed.
+    pub traits: Vec<String>,
+}
+
+/// A custom Placement name as Nova writes it: upper case with the `CUSTOM_`
+/// prefix. Refuses what Nova would have to rewrite (anything but letters,
+/// digits and '_'), so the name in nova.conf is the name in Placement.
+pub fn custom_name(what: &'static str, name: &str) -> Result<String, NovaError> {
+    let upper = name.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("CUSTOM_") {
+        upper
+    } else {
+        format!("CUSTOM_{upper}")
+    };
+    let ok = full.len() > "CUSTOM_".len()
+        && full.len() <= 255
+        && full.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(full)
+    } else {
+        Err(NovaError::BadPlacementName {
+            what,
+            name: name.to_string(),
+        })
+    }
+}
+
+/// The resource class Nova gives devices whose spec names none.
+pub fn derived_resource_class(vendor: VendorId, product: DeviceId) -> String {
+    format!("CUSTOM_PCI_{vendor}_{product}").to_ascii_uppercase()
+}
+
 /// What the generator was asked for.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -383,7 +660,17 @@ pub struct Request {
     /// `--alias`: one name for the single alias the devices need.
     pub alias: Option<String>,
     pub numa_policy: Option<NumaPolicy>,
+    pub fabric: Option<Fabric>,
+    pub placement: Option<PlacementRequest>,
+    pub live_migratable: bool,
     pub devices: Vec<NovaDevice>,
+}
+
+/// A selected device that is not offered to Nova, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeftOut {
+    pub address: PciAddress,
+    pub reason: String,
 }
 
 /// Everything to print: configuration, commands and the notes explaining them.
@@ -392,8 +679,11 @@ pub struct NovaConfig {
     pub release: Release,
     pub aliases: Vec<Alias>,
     pub specs: Vec<DeviceSpec>,
-    pub filters: Vec<&'static str>,
+    pub filters: SchedulerFilters,
+    pub placement: bool,
+    /// The devices offered.
     pub devices: Vec<NovaDevice>,
+    pub left_out: Vec<LeftOut>,
     /// Alias name of each device, by address.
     pub alias_of: BTreeMap<PciAddress, String>,
     pub notes: Vec<String>,
@@ -419,264 +709,527 @@ fn type_suffix(t: NovaDeviceType) -> &'static str {
 /// such addresses in its configuration.
 const MAX_NOVA_DOMAIN: u32 = 0xffff;
 
-impl NovaConfig {
-    /// Decides aliases, device specs and notes. `inv` tells which other
-    /// functions share a selected device's IDs (a spec by IDs would offer them too).
-    pub fn build(inv: &Inventory, request: Request) -> Result<NovaConfig, NovaError> {
-        let release = request.release;
-        if let Some(name) = &request.alias {
-            check_alias_name(name)?;
+/// Placement names checked and normalized: `Some` with `--placement`.
+struct PlacementNames {
+    resource_class: Option<String>,
+    traits: Option<String>,
+}
+
+/// Refuses what the release cannot express; normalizes placement names.
+fn check_request(request: &Request) -> Result<Option<PlacementNames>, NovaError> {
+    let release = request.release;
+    if let Some(name) = &request.alias {
+        check_alias_name(name)?;
+    }
+    if request.numa_policy == Some(NumaPolicy::Socket) && !release.knows(SOCKET_POLICY) {
+        return Err(NovaError::SocketPolicyTooOld(release.to_string()));
+    }
+    if request.live_migratable && !release.knows(LIVE_MIGRATABLE) {
+        return Err(NovaError::LiveMigratableTooOld(release.to_string()));
+    }
+    let Some(placement) = &request.placement else {
+        return Ok(None);
+    };
+    if !release.knows(PCI_IN_PLACEMENT) {
+        return Err(NovaError::PlacementTooOld {
+            release: release.to_string(),
+            why: if release.knows(REPORT_IN_PLACEMENT) {
+                "reports PCI devices to Placement but cannot schedule them there ([filter_scheduler] pci_in_placement and resource_class in aliases came with 2023.1)"
+            } else {
+                "has neither [pci] report_in_placement nor [filter_scheduler] pci_in_placement"
+            },
+        });
+    }
+    let resource_class = placement
+        .resource_class
+        .as_deref()
+        .map(|rc| custom_name("resource class", rc))
+        .transpose()?;
+    let traits: Vec<String> = placement
+        .traits
+        .iter()
+        .map(|t| custom_name("trait", t))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(PlacementNames {
+        resource_class,
+        traits: (!traits.is_empty()).then(|| traits.join(",")),
+    }))
+}
+
+/// Leaves out devices in PCI domains Nova cannot address.
+fn keep_nova_domains(devices: Vec<NovaDevice>, left_out: &mut Vec<LeftOut>) -> Vec<NovaDevice> {
+    let (keep, wide): (Vec<NovaDevice>, Vec<NovaDevice>) = devices
+        .into_iter()
+        .partition(|d| d.address.domain <= MAX_NOVA_DOMAIN);
+    left_out.extend(wide.into_iter().map(|d| LeftOut {
+        address: d.address,
+        reason: "Nova only handles PCI domains up to ffff (devices behind Intel VMD have wider ones)"
+            .to_string(),
+    }));
+    keep
+}
+
+/// NVSwitches follow the fabric choice: refused without one, left out when
+/// the fabric is shared.
+fn apply_fabric(
+    inv: &Inventory,
+    fabric: Option<Fabric>,
+    devices: Vec<NovaDevice>,
+    left_out: &mut Vec<LeftOut>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<NovaDevice>, NovaError> {
+    let host_has_switches = inv
+        .devices
+        .iter()
+        .any(|d| is_nvswitch(d.ids.vendor, d.ids.device));
+    let Some(fabric) = fabric else {
+        if let Some(switch) = devices.iter().find(|d| is_nvswitch(d.vendor, d.product)) {
+            return Err(NovaError::FabricNeeded(switch.address));
         }
-        if request.numa_policy == Some(NumaPolicy::Socket) && release < Release::WALLABY {
-            return Err(NovaError::SocketPolicyTooOld(release.to_string()));
+        if host_has_switches {
+            notes.push("this host has NVSwitches (HGX): they are not offered, as with --fabric shared (Fabric Manager on the host keeps them); --fabric full gives every GPU and NVSwitch to one VM".to_string());
         }
-        let mut notes = Vec::new();
-        let (devices, too_wide): (Vec<NovaDevice>, Vec<NovaDevice>) = request
-            .devices
-            .into_iter()
-            .partition(|d| d.address.domain <= MAX_NOVA_DOMAIN);
-        if !too_wide.is_empty() {
-            let addrs: Vec<PciAddress> = too_wide.iter().map(|d| d.address).collect();
+        return Ok(devices);
+    };
+    if !host_has_switches {
+        notes.push(format!(
+            "--fabric {}: this host has no NVSwitch, so there is nothing to decide",
+            fabric.as_str()
+        ));
+    }
+    let (keep, stay): (Vec<NovaDevice>, Vec<NovaDevice>) = devices
+        .into_iter()
+        .partition(|d| may_leave_host(fabric, d.address, d.vendor, d.product).is_ok());
+    left_out.extend(stay.into_iter().map(|d| {
+        LeftOut {
+            address: d.address,
+            reason:
+                "NVSwitches stay on the host's nvidia driver for Fabric Manager (--fabric shared)"
+                    .to_string(),
+        }
+    }));
+    Ok(keep)
+}
+
+/// A group opens in one VM only: devices whose IOMMU group holds endpoints
+/// that are not offered are left out.
+fn whole_groups(
+    inv: &Inventory,
+    devices: Vec<NovaDevice>,
+    left_out: &mut Vec<LeftOut>,
+) -> Vec<NovaDevice> {
+    let offered: BTreeSet<PciAddress> = devices.iter().map(|d| d.address).collect();
+    let missing_of = |group: u32| -> Vec<PciAddress> {
+        inv.groups.get(&group).map_or_else(Vec::new, |g| {
+            inv.members(g)
+                .filter(|m| !m.is_bridge() && !offered.contains(&m.address))
+                .map(|m| m.address)
+                .collect()
+        })
+    };
+    let (keep, split): (Vec<NovaDevice>, Vec<NovaDevice>) = devices
+        .into_iter()
+        .partition(|d| d.iommu_group.is_none_or(|g| missing_of(g).is_empty()));
+    left_out.extend(split.into_iter().map(|d| {
+        let group = d.iommu_group.unwrap_or_default();
+        LeftOut {
+            address: d.address,
+            reason: format!(
+                "IOMMU group {group} also holds {}, which is not offered: a group goes to one VM whole, so select all of it or none of it",
+                list(&missing_of(group))
+            ),
+        }
+    }));
+    keep
+}
+
+/// One alias per (IDs, device_type), in address order of first appearance.
+fn make_aliases(
+    devices: &[NovaDevice],
+    request: &Request,
+    placement: Option<&PlacementNames>,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<Alias>, BTreeMap<PciAddress, String>), NovaError> {
+    let mut groups: BTreeMap<(VendorId, DeviceId, NovaDeviceType), Vec<&NovaDevice>> =
+        BTreeMap::new();
+    for dev in devices {
+        groups
+            .entry((dev.vendor, dev.product, dev.device_type))
+            .or_default()
+            .push(dev);
+    }
+    if let Some(name) = &request.alias {
+        if groups.len() > 1 {
+            let needed: Vec<String> = groups
+                .keys()
+                .map(|(v, p, t)| format!("{v}:{p} {t}"))
+                .collect();
+            return Err(NovaError::AliasAmbiguous {
+                name: name.clone(),
+                count: groups.len(),
+                needed: needed.join(", "),
+            });
+        }
+    }
+    if let Some(rc) = placement.and_then(|p| p.resource_class.as_ref()) {
+        if groups.len() > 1 {
+            return Err(NovaError::ResourceClassAmbiguous {
+                name: rc.clone(),
+                count: groups.len(),
+            });
+        }
+    }
+    let types_per_id: BTreeMap<(VendorId, DeviceId), BTreeSet<NovaDeviceType>> =
+        groups.keys().fold(BTreeMap::new(), |mut acc, (v, p, t)| {
+            acc.entry((*v, *p)).or_default().insert(*t);
+            acc
+        });
+    // Derived names shared by different IDs get the product ID appended.
+    let mut ids_per_name: BTreeMap<&str, BTreeSet<(VendorId, DeviceId)>> = BTreeMap::new();
+    for dev in devices {
+        ids_per_name
+            .entry(dev.derived_name.as_str())
+            .or_default()
+            .insert((dev.vendor, dev.product));
+    }
+    let mut aliases = Vec::new();
+    let mut alias_of = BTreeMap::new();
+    for ((vendor, product, device_type), members) in &groups {
+        let name = match &request.alias {
+            Some(name) => name.clone(),
+            None => {
+                let base = members[0].derived_name.as_str();
+                let mut name = base.to_string();
+                if ids_per_name[base].len() > 1 {
+                    name = format!("{name}-{product}");
+                }
+                if types_per_id[&(*vendor, *product)].len() > 1 {
+                    name = format!("{name}-{}", type_suffix(*device_type));
+                }
+                name
+            }
+        };
+        let addrs: Vec<PciAddress> = members.iter().map(|d| d.address).collect();
+        for addr in &addrs {
+            alias_of.insert(*addr, name.clone());
+        }
+        aliases.push(Alias {
+            name,
+            vendor_id: *vendor,
+            product_id: *product,
+            device_type: *device_type,
+            numa_policy: request.numa_policy,
+            placement: placement.map(|p| placement_tags(p, *vendor, *product)),
+            live_migratable: request.live_migratable,
+            devices: addrs,
+            count: 1,
+        });
+    }
+    aliases.sort_by_key(|a| a.devices[0]);
+    for ((vendor, product), types) in &types_per_id {
+        if types.len() > 1 {
+            let parts: Vec<String> = aliases
+                .iter()
+                .filter(|a| (a.vendor_id, a.product_id) == (*vendor, *product))
+                .map(|a| format!("{} {} ({})", a.name, a.device_type, list(&a.devices)))
+                .collect();
             notes.push(format!(
-                "left out {}: Nova only handles PCI domains up to ffff (devices behind Intel VMD have wider ones)",
-                list(&addrs)
+                "{vendor}:{product} comes as more than one device_type: an alias matches one device_type, and aliases sharing a name must agree, so each type has its own alias: {}; ask for the one you mean in the flavor",
+                parts.join("; ")
             ));
         }
+    }
+    Ok((aliases, alias_of))
+}
 
-        // Aliases: one per (IDs, device_type), in address order of first appearance.
-        let mut groups: BTreeMap<(VendorId, DeviceId, NovaDeviceType), Vec<&NovaDevice>> =
-            BTreeMap::new();
-        for dev in &devices {
-            groups
-                .entry((dev.vendor, dev.product, dev.device_type))
-                .or_default()
-                .push(dev);
+fn placement_tags(names: &PlacementNames, vendor: VendorId, product: DeviceId) -> PlacementTags {
+    PlacementTags {
+        resource_class: names
+            .resource_class
+            .clone()
+            .unwrap_or_else(|| derived_resource_class(vendor, product)),
+        traits: names.traits.clone(),
+    }
+}
+
+/// How many devices of each alias the flavor requests. Nova knows nothing of
+/// IOMMU groups and picks any device of an alias, so aliases touching a group
+/// of several offered devices (and, by the same devices, each other) are
+/// requested whole: one VM gets every device they match. With the full
+/// fabric every alias is requested whole.
+fn set_counts(
+    aliases: &mut [Alias],
+    devices: &[NovaDevice],
+    alias_of: &BTreeMap<PciAddress, String>,
+    fabric: Option<Fabric>,
+    notes: &mut Vec<String>,
+) {
+    let index: BTreeMap<&str, usize> = aliases
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.name.as_str(), i))
+        .collect();
+    let mut by_group: BTreeMap<u32, Vec<PciAddress>> = BTreeMap::new();
+    for dev in devices {
+        if let Some(group) = dev.iommu_group {
+            by_group.entry(group).or_default().push(dev.address);
         }
-        if let Some(name) = &request.alias {
-            if groups.len() > 1 {
-                let needed: Vec<String> = groups
-                    .keys()
-                    .map(|(v, p, t)| format!("{v}:{p} {t}"))
-                    .collect();
-                return Err(NovaError::AliasAmbiguous {
-                    name: name.clone(),
-                    count: groups.len(),
-                    needed: needed.join(", "),
-                });
+    }
+    // Components of aliases joined by shared groups (a small union-find).
+    let mut parent: Vec<usize> = (0..aliases.len()).collect();
+    fn root(parent: &[usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            i = parent[i];
+        }
+        i
+    }
+    let mut whole = vec![fabric == Some(Fabric::Full); aliases.len()];
+    let shared: Vec<(u32, &Vec<PciAddress>)> = by_group
+        .iter()
+        .filter(|(_, addrs)| addrs.len() > 1)
+        .map(|(g, a)| (*g, a))
+        .collect();
+    for (_, addrs) in &shared {
+        let first = root(&parent, index[alias_of[&addrs[0]].as_str()]);
+        whole[first] = true;
+        for addr in addrs.iter().skip(1) {
+            let other = root(&parent, index[alias_of[addr].as_str()]);
+            if other != first {
+                parent[other] = first;
+                whole[first] |= whole[other];
             }
         }
-        let types_per_id: BTreeMap<(VendorId, DeviceId), BTreeSet<NovaDeviceType>> =
-            groups.keys().fold(BTreeMap::new(), |mut acc, (v, p, t)| {
-                acc.entry((*v, *p)).or_default().insert(*t);
-                acc
-            });
-        // Derived names shared by different IDs get the product ID appended.
-        let mut ids_per_name: BTreeMap<&str, BTreeSet<(VendorId, DeviceId)>> = BTreeMap::new();
-        for dev in &devices {
-            ids_per_name
-                .entry(dev.derived_name.as_str())
-                .or_default()
-                .insert((dev.vendor, dev.product));
+    }
+    for i in 0..aliases.len() {
+        if whole[root(&parent, i)] || whole[i] {
+            aliases[i].count = aliases[i].devices.len();
         }
-        let mut aliases = Vec::new();
-        let mut alias_of = BTreeMap::new();
-        for ((vendor, product, device_type), members) in &groups {
-            let name = match &request.alias {
-                Some(name) => name.clone(),
-                None => {
-                    let base = members[0].derived_name.as_str();
-                    let mut name = base.to_string();
-                    if ids_per_name[base].len() > 1 {
-                        name = format!("{name}-{product}");
-                    }
-                    if types_per_id[&(*vendor, *product)].len() > 1 {
-                        name = format!("{name}-{}", type_suffix(*device_type));
-                    }
-                    name
-                }
-            };
-            let addrs: Vec<PciAddress> = members.iter().map(|d| d.address).collect();
-            for addr in &addrs {
-                alias_of.insert(*addr, name.clone());
-            }
-            aliases.push(Alias {
-                name,
+    }
+    for (group, addrs) in shared {
+        let names: BTreeSet<&str> = addrs.iter().map(|a| alias_of[a].as_str()).collect();
+        let requested: Vec<String> = aliases
+            .iter()
+            .filter(|a| names.contains(a.name.as_str()))
+            .map(|a| format!("{}:{}", a.name, a.count))
+            .collect();
+        notes.push(format!(
+            "{} share IOMMU group {group}, which VFIO opens in one VM only; Nova does not know IOMMU groups, so the flavor requests every device of the aliases in it ({}) and one VM gets them all",
+            list(addrs),
+            requested.join(",")
+        ));
+    }
+    if fabric == Some(Fabric::Full) && !aliases.is_empty() {
+        notes.push("--fabric full: the flavor requests every GPU and NVSwitch, so one VM gets the whole NVLink fabric and runs Fabric Manager itself".to_string());
+    }
+}
+
+/// Device specs: by IDs when the selection holds every function with those
+/// IDs and all of them agree on `managed`; otherwise per address.
+fn make_specs(
+    inv: &Inventory,
+    devices: &[NovaDevice],
+    request: &Request,
+    placement: Option<&PlacementNames>,
+) -> Vec<DeviceSpec> {
+    let managed_no =
+        |d: &NovaDevice| request.release.knows(MANAGED_TAG) && d.binding == Binding::Declared;
+    let mut by_ids: BTreeMap<(VendorId, DeviceId), Vec<&NovaDevice>> = BTreeMap::new();
+    for dev in devices {
+        by_ids
+            .entry((dev.vendor, dev.product))
+            .or_default()
+            .push(dev);
+    }
+    let mut specs = Vec::new();
+    for ((vendor, product), members) in &by_ids {
+        let on_host = inv
+            .devices
+            .iter()
+            .filter(|d| (d.ids.vendor, d.ids.device) == (*vendor, *product))
+            .count();
+        let uniform = members
+            .iter()
+            .all(|d| managed_no(d) == managed_no(members[0]));
+        let spec =
+            |address: Option<PciAddress>, managed: bool, devices: Vec<PciAddress>| DeviceSpec {
                 vendor_id: *vendor,
                 product_id: *product,
-                device_type: *device_type,
-                numa_policy: request.numa_policy,
-                devices: addrs,
-            });
-        }
-        aliases.sort_by_key(|a| a.devices[0]);
-        for ((vendor, product), types) in &types_per_id {
-            if types.len() > 1 {
-                let parts: Vec<String> = aliases
-                    .iter()
-                    .filter(|a| (a.vendor_id, a.product_id) == (*vendor, *product))
-                    .map(|a| format!("{} {} ({})", a.name, a.device_type, list(&a.devices)))
-                    .collect();
-                notes.push(format!(
-                    "{vendor}:{product} comes as more than one device_type: an alias matches one device_type, and aliases sharing a name must agree, so each type has its own alias: {}; ask for the one you mean in the flavor",
-                    parts.join("; ")
-                ));
-            }
-        }
-
-        // Device specs: by IDs when the selection holds every function with
-        // those IDs and all of them agree on `managed`; otherwise per address.
-        let managed_no =
-            |d: &NovaDevice| release.has_managed_tag() && d.binding == Binding::Declared;
-        let mut by_ids: BTreeMap<(VendorId, DeviceId), Vec<&NovaDevice>> = BTreeMap::new();
-        for dev in &devices {
-            by_ids
-                .entry((dev.vendor, dev.product))
-                .or_default()
-                .push(dev);
-        }
-        let mut specs = Vec::new();
-        for ((vendor, product), members) in &by_ids {
-            let on_host = inv
-                .devices
-                .iter()
-                .filter(|d| (d.ids.vendor, d.ids.device) == (*vendor, *product))
-                .count();
-            let uniform = members
-                .iter()
-                .all(|d| managed_no(d) == managed_no(members[0]));
-            if members.len() >= on_host && uniform {
-                specs.push(DeviceSpec {
-                    vendor_id: *vendor,
-                    product_id: *product,
-                    address: None,
-                    managed: managed_no(members[0]).then_some("no"),
-                    devices: members.iter().map(|d| d.address).collect(),
-                });
-            } else {
-                for dev in members {
-                    specs.push(DeviceSpec {
-                        vendor_id: *vendor,
-                        product_id: *product,
-                        address: Some(dev.address),
-                        managed: managed_no(dev).then_some("no"),
-                        devices: vec![dev.address],
-                    });
-                }
-            }
-        }
-        specs.sort_by_key(|s| s.devices[0]);
-
-        // Bindings: what libvirt will do with each device.
-        let on_vfio_only: Vec<PciAddress> = devices
-            .iter()
-            .filter(|d| d.binding == Binding::VfioNow)
-            .map(|d| d.address)
-            .collect();
-        if !on_vfio_only.is_empty() {
-            let why = if release.has_managed_tag() {
-                "their specs leave \"managed\" at its default (yes), so libvirt may hand them back to the host driver when a VM stops"
-            } else {
-                "libvirt leaves them alone while they stay there, but nothing rebinds them after a reboot"
+                address,
+                managed: managed.then_some("no"),
+                placement: placement.map(|p| placement_tags(p, *vendor, *product)),
+                live_migratable: request.live_migratable,
+                devices,
             };
-            notes.push(format!(
-                "{} on a VFIO driver but not declared: {why}; declare them: vfioctl persist add {}",
-                list(&on_vfio_only),
-                on_vfio_only
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" ")
+        if members.len() >= on_host && uniform {
+            specs.push(spec(
+                None,
+                managed_no(members[0]),
+                members.iter().map(|d| d.address).collect(),
             ));
+        } else {
+            for dev in members {
+                specs.push(spec(Some(dev.address), managed_no(dev), vec![dev.address]));
+            }
         }
-        let on_host: Vec<(PciAddress, String)> = devices
+    }
+    specs.sort_by_key(|s| s.devices[0]);
+    specs
+}
+
+/// What libvirt will do with each device, by its binding.
+fn binding_notes(
+    release: Release,
+    devices: &[NovaDevice],
+    specs: &[DeviceSpec],
+    notes: &mut Vec<String>,
+) {
+    let on_vfio_only: Vec<PciAddress> = devices
+        .iter()
+        .filter(|d| d.binding == Binding::VfioNow)
+        .map(|d| d.address)
+        .collect();
+    if !on_vfio_only.is_empty() {
+        let why = if release.knows(MANAGED_TAG) {
+            "their specs leave \"managed\" at its default (yes), so libvirt may hand them back to the host driver when a VM stops"
+        } else {
+            "libvirt leaves them alone while they stay there, but nothing rebinds them after a reboot"
+        };
+        notes.push(format!(
+            "{} on a VFIO driver but not declared: {why}; declare them: vfioctl persist add {}",
+            list(&on_vfio_only),
+            on_vfio_only
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    let on_host: Vec<(PciAddress, String)> = devices
+        .iter()
+        .filter_map(|d| match &d.binding {
+            Binding::Host(driver) => Some((
+                d.address,
+                driver
+                    .as_ref()
+                    .map_or_else(|| "no driver".to_string(), ToString::to_string),
+            )),
+            _ => None,
+        })
+        .collect();
+    if !on_host.is_empty() {
+        let shown: Vec<String> = on_host.iter().map(|(a, d)| format!("{a} ({d})")).collect();
+        let addrs: Vec<String> = on_host.iter().map(|(a, _)| a.to_string()).collect();
+        notes.push(format!(
+            "{} not on a VFIO driver: libvirt would have to detach them when a VM starts, which hangs while the host uses them (a GPU held by nvidia-persistenced); bind them first: vfioctl bind {} --persist",
+            shown.join(", "),
+            addrs.join(" ")
+        ));
+    }
+    if specs.iter().any(|s| s.managed.is_some()) {
+        notes.push("\"managed\": \"no\" marks devices vfioctl keeps on vfio-pci: libvirt uses them as they are and never rebinds them".to_string());
+    }
+}
+
+/// Notes on the scheduler list and on Placement.
+fn scheduler_notes(
+    release: Release,
+    filters: &SchedulerFilters,
+    placement: bool,
+    notes: &mut Vec<String>,
+) {
+    if !filters.dropped.is_empty() {
+        notes.push(format!(
+            "{AZ_FILTER_NAME} is in Nova {}'s default list but left out: Xena deprecated it and 2023.2 removed it, and a list naming it stops the scheduler after an upgrade; [scheduler] query_placement_for_availability_zone = True filters by availability zone in its place (Xena's default), with host aggregates mirrored in Placement (nova-manage placement sync_aggregates)",
+            release.short()
+        ));
+    }
+    if placement {
+        notes.push("Placement: set [pci] report_in_placement = True on every compute node first, then [filter_scheduler] pci_in_placement = True on nova-api, nova-scheduler and nova-conductor; report_in_placement cannot be switched off again once on (nova-compute refuses to start)".to_string());
+    }
+}
+
+impl NovaConfig {
+    /// Decides aliases, device specs, counts and notes. `inv` tells which
+    /// other functions share a selected device's IDs (a spec by IDs would
+    /// offer them too) and IOMMU group.
+    pub fn build(inv: &Inventory, request: Request) -> Result<NovaConfig, NovaError> {
+        let release = request.release;
+        let placement = check_request(&request)?;
+        let mut notes = Vec::new();
+        let mut left_out = Vec::new();
+        let devices = keep_nova_domains(request.devices.clone(), &mut left_out);
+        let devices = apply_fabric(inv, request.fabric, devices, &mut left_out, &mut notes)?;
+        let devices = whole_groups(inv, devices, &mut left_out);
+        if request.live_migratable {
+            if let Some(gpu) = devices.iter().find(|d| d.is_gpu_like()) {
+                return Err(NovaError::LiveMigratableGpu(gpu.address));
+            }
+        }
+        let (mut aliases, alias_of) =
+            make_aliases(&devices, &request, placement.as_ref(), &mut notes)?;
+        set_counts(
+            &mut aliases,
+            &devices,
+            &alias_of,
+            request.fabric,
+            &mut notes,
+        );
+        let specs = make_specs(inv, &devices, &request, placement.as_ref());
+        binding_notes(release, &devices, &specs, &mut notes);
+        let filters = SchedulerFilters::for_release(release);
+        scheduler_notes(release, &filters, placement.is_some(), &mut notes);
+        let mut by_reason: BTreeMap<&str, Vec<PciAddress>> = BTreeMap::new();
+        for l in &left_out {
+            by_reason.entry(&l.reason).or_default().push(l.address);
+        }
+        let mut left_notes: Vec<String> = by_reason
             .iter()
-            .filter_map(|d| match &d.binding {
-                Binding::Host(driver) => Some((
-                    d.address,
-                    driver
-                        .as_ref()
-                        .map_or_else(|| "no driver".to_string(), ToString::to_string),
-                )),
-                _ => None,
-            })
+            .map(|(reason, addrs)| format!("left out {}: {reason}", list(addrs)))
             .collect();
-        if !on_host.is_empty() {
-            let shown: Vec<String> = on_host.iter().map(|(a, d)| format!("{a} ({d})")).collect();
-            let addrs: Vec<String> = on_host.iter().map(|(a, _)| a.to_string()).collect();
-            notes.push(format!(
-                "{} not on a VFIO driver: libvirt would have to detach them when a VM starts, which hangs while the host uses them (a GPU held by nvidia-persistenced); bind them first: vfioctl bind {} --persist",
-                shown.join(", "),
-                addrs.join(" ")
-            ));
-        }
-        if release.has_managed_tag() && specs.iter().any(|s| s.managed.is_some()) {
-            notes.push("\"managed\": \"no\" marks devices vfioctl keeps on vfio-pci: libvirt uses them as they are and never rebinds them".to_string());
-        }
-
-        // IOMMU groups: Nova does not know them.
-        let mut by_group: BTreeMap<u32, Vec<PciAddress>> = BTreeMap::new();
-        for dev in &devices {
-            if let Some(group) = dev.iommu_group {
-                by_group.entry(group).or_default().push(dev.address);
-            }
-        }
-        for (group, addrs) in &by_group {
-            if addrs.len() > 1 {
-                let names: BTreeSet<&str> = addrs.iter().map(|a| alias_of[a].as_str()).collect();
-                let request: Vec<String> = names.iter().map(|n| format!("{n}:1")).collect();
-                notes.push(format!(
-                    "{} share IOMMU group {group}: Nova does not know IOMMU groups and may give them to different VMs, which VFIO refuses; request them together (pci_passthrough:alias={})",
-                    list(addrs),
-                    request.join(",")
-                ));
-            }
-        }
-        for (group, addrs) in &by_group {
-            let Some(members) = inv.groups.get(group) else {
-                continue;
-            };
-            let left: Vec<PciAddress> = inv
-                .members(members)
-                .filter(|d| !d.is_bridge() && !addrs.contains(&d.address))
-                .map(|d| d.address)
-                .collect();
-            if !left.is_empty() {
-                notes.push(format!(
-                    "IOMMU group {group} also holds {}, which is not offered to Nova: it must stay off host drivers while a VM uses {}",
-                    list(&left),
-                    list(addrs)
-                ));
-            }
-        }
-
+        left_notes.append(&mut notes);
         Ok(NovaConfig {
             release,
             aliases,
             specs,
-            filters: release
-                .default_filters()
-                .iter()
-                .copied()
-                .chain(["PciPassthroughFilter"])
-                .collect(),
+            filters,
+            placement: placement.is_some(),
             devices,
+            left_out,
             alias_of,
-            notes,
+            notes: left_notes,
         })
     }
 
-    /// nova.conf for nodes running nova-api and nova-scheduler.
+    /// nova.conf for nodes running nova-api, nova-scheduler and nova-conductor.
     pub fn controller_ini(&self) -> String {
         let mut out = String::from("[pci]\n");
         for alias in &self.aliases {
             out.push_str(&format!("alias = {}\n", alias.json()));
         }
         out.push_str("\n[filter_scheduler]\n");
+        let without = if self.filters.dropped.is_empty() {
+            String::new()
+        } else {
+            format!(" without {}", self.filters.dropped.join(","))
+        };
         out.push_str(&format!(
-            "# Nova {}'s default filters plus PciPassthroughFilter; if you changed the list, add PciPassthroughFilter to yours\n",
-            self.release.series().unwrap_or_else(|| self.release.name().unwrap_or_default().to_string())
+            "# Nova {}'s default filters{without} plus {}; if you changed the list, add {} to yours\n",
+            self.release.short(),
+            self.filters.added.join(","),
+            self.filters.added.join(",")
         ));
-        out.push_str(&format!("enabled_filters = {}\n", self.filters.join(",")));
+        out.push_str(&format!(
+            "enabled_filters = {}\n",
+            self.filters.enabled.join(",")
+        ));
+        if self.placement {
+            out.push_str("pci_in_placement = True\n");
+        }
+        if self.filters.az_prefilter {
+            out.push_str("\n[scheduler]\n");
+            out.push_str("# Filters hosts by availability zone in Placement, in place of AvailabilityZoneFilter\n");
+            out.push_str("query_placement_for_availability_zone = True\n");
+        }
         out
     }
 
@@ -684,6 +1237,10 @@ impl NovaConfig {
     /// resize and migration).
     pub fn compute_ini(&self) -> String {
         let mut out = String::from("[pci]\n");
+        if self.placement {
+            out.push_str("# Cannot be switched off again once on\n");
+            out.push_str("report_in_placement = True\n");
+        }
         for spec in &self.specs {
             out.push_str(&format!(
                 "{} = {}\n",
@@ -697,21 +1254,27 @@ impl NovaConfig {
         out
     }
 
-    /// The openstack commands: one flavor property per alias, and hiding the
-    /// hypervisor from guest drivers (NVIDIA's refuse to run in a VM otherwise).
-    pub fn commands(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
+    /// The flavor property requesting every alias: `pci_passthrough:alias=a:1,b:2`.
+    pub fn flavor_property(&self) -> String {
+        let requests: Vec<String> = self
             .aliases
             .iter()
-            .map(|a| {
-                format!(
-                    "openstack flavor set FLAVOR --property pci_passthrough:alias={}:1",
-                    a.name
-                )
-            })
+            .map(|a| format!("{}:{}", a.name, a.count))
             .collect();
-        out.push("openstack image set IMAGE --property img_hide_hypervisor_id=true".to_string());
-        out
+        format!("pci_passthrough:alias={}", requests.join(","))
+    }
+
+    /// The openstack commands: one flavor property listing every alias (a
+    /// second `pci_passthrough:alias` would replace the first), and hiding
+    /// the hypervisor from guest drivers (NVIDIA's refuse to run in a VM otherwise).
+    pub fn commands(&self) -> Vec<String> {
+        vec![
+            format!(
+                "openstack flavor set FLAVOR --property {}",
+                self.flavor_property()
+            ),
+            "openstack image set IMAGE --property img_hide_hypervisor_id=true".to_string(),
+        ]
     }
 }
 
@@ -726,6 +1289,11 @@ mod tests {
             address: addr.parse().unwrap(),
             vendor: VendorId(0x10de),
             product: DeviceId(product),
+            class: ClassCode(if product == 0x1af1 {
+                0x068000
+            } else {
+                0x030200
+            }),
             device_type: t,
             type_source: TypeSource::Libvirt,
             binding,
@@ -759,6 +1327,9 @@ mod tests {
             release: Release::parse(release).unwrap(),
             alias: None,
             numa_policy: None,
+            fabric: None,
+            placement: None,
+            live_migratable: false,
             devices,
         }
     }
@@ -802,15 +1373,74 @@ mod tests {
         let zed = Release::parse("zed").unwrap();
         assert_eq!(yoga.spec_option(), "passthrough_whitelist");
         assert_eq!(zed.spec_option(), "device_spec");
-        assert!(!Release::parse("2024.2").unwrap().has_managed_tag());
-        assert!(Release::parse("2025.1").unwrap().has_managed_tag());
-        assert!(Release::TRAIN
-            .default_filters()
-            .contains(&"AvailabilityZoneFilter"));
-        assert!(!Release::BOBCAT
-            .default_filters()
-            .contains(&"AvailabilityZoneFilter"));
+        assert!(!Release::parse("2024.2").unwrap().knows(MANAGED_TAG));
+        assert!(Release::parse("2025.1").unwrap().knows(MANAGED_TAG));
+        assert!(Release::EPOXY.knows(LIVE_MIGRATABLE));
+        assert!(!Release::parse("zed").unwrap().knows(PCI_IN_PLACEMENT));
+        assert!(Release::ANTELOPE.knows(PCI_IN_PLACEMENT));
         assert!(!Release::TRAIN.default_filters().contains(&"RetryFilter"));
+    }
+
+    #[test]
+    fn every_fact_names_where_in_nova_it_was_read() {
+        for (name, fact) in FACTS {
+            let tag = format!("at {}.0.0", fact.since);
+            assert!(fact.source.starts_with("nova/"), "{name}");
+            assert!(
+                fact.source.contains(&tag) || fact.since == 0,
+                "{name}: {tag}"
+            );
+            if let Some(until) = fact.until {
+                assert!(fact.source.contains(&format!("at {until}.0.0")), "{name}");
+                assert!(until > fact.since);
+            }
+        }
+        assert!(DEFAULT_FILTERS.windows(2).all(|w| w[0].0 < w[1].0));
+        for (since, _, source) in DEFAULT_FILTERS {
+            assert!(source.contains(&format!("at {since}.0.0")));
+        }
+        let epoxy = Release::EPOXY.facts();
+        assert!(epoxy
+            .iter()
+            .all(|f| f.known != (f.name == "availability_zone_filter")));
+    }
+
+    #[test]
+    fn availability_zone_filter_follows_nova_history() {
+        // The true defaults: with the filter through Wallaby, without it from Xena.
+        let wallaby = Release::parse("wallaby").unwrap();
+        let xena = Release::parse("xena").unwrap();
+        assert!(wallaby
+            .default_filters()
+            .contains(&"AvailabilityZoneFilter"));
+        assert!(!xena.default_filters().contains(&"AvailabilityZoneFilter"));
+        assert!(xena.knows(AZ_FILTER) && !Release::BOBCAT.knows(AZ_FILTER));
+        // vfioctl never names it: a list naming it stops the 2023.2 scheduler.
+        for release in Release::all() {
+            let f = SchedulerFilters::for_release(release);
+            assert!(!f.enabled.contains(&"AvailabilityZoneFilter"), "{release}");
+            assert_eq!(f.enabled.last(), Some(&"PciPassthroughFilter"));
+            assert_eq!(f.added, ["PciPassthroughFilter"]);
+            // Before Xena, placement's pre-filter takes over from the dropped filter.
+            assert_eq!(f.az_prefilter, release < xena, "{release}");
+            assert_eq!(f.dropped.is_empty(), release >= xena, "{release}");
+        }
+        let xena_list = SchedulerFilters::for_release(xena).enabled;
+        assert_eq!(
+            xena_list,
+            [
+                "ComputeFilter",
+                "ComputeCapabilitiesFilter",
+                "ImagePropertiesFilter",
+                "ServerGroupAntiAffinityFilter",
+                "ServerGroupAffinityFilter",
+                "PciPassthroughFilter"
+            ]
+        );
+        assert_eq!(
+            SchedulerFilters::for_release(Release::TRAIN).enabled,
+            xena_list
+        );
     }
 
     #[test]
@@ -886,8 +1516,12 @@ mod tests {
              alias = {\"name\": \"nvidia-a100\", \"vendor_id\": \"10de\", \"product_id\": \"20b0\", \"device_type\": \"type-PF\"}\n\
              \n\
              [filter_scheduler]\n\
-             # Nova Train's default filters plus PciPassthroughFilter; if you changed the list, add PciPassthroughFilter to yours\n\
-             enabled_filters = AvailabilityZoneFilter,ComputeFilter,ComputeCapabilitiesFilter,ImagePropertiesFilter,ServerGroupAntiAffinityFilter,ServerGroupAffinityFilter,PciPassthroughFilter\n"
+             # Nova Train's default filters without AvailabilityZoneFilter plus PciPassthroughFilter; if you changed the list, add PciPassthroughFilter to yours\n\
+             enabled_filters = ComputeFilter,ComputeCapabilitiesFilter,ImagePropertiesFilter,ServerGroupAntiAffinityFilter,ServerGroupAffinityFilter,PciPassthroughFilter\n\
+             \n\
+             [scheduler]\n\
+             # Filters hosts by availability zone in Placement, in place of AvailabilityZoneFilter\n\
+             query_placement_for_availability_zone = True\n"
         );
         assert_eq!(
             cfg.compute_ini().lines().nth(1).unwrap(),
@@ -937,7 +1571,11 @@ mod tests {
             dev("27:00.0", 0x20b0, NovaDeviceType::Pf, Binding::Declared),
             dev("b7:00.0", 0x1af1, NovaDeviceType::Pci, Binding::Declared),
         ];
-        let cfg = NovaConfig::build(&inv, request("zed", devices.clone())).unwrap();
+        let err = NovaConfig::build(&inv, request("zed", devices.clone())).unwrap_err();
+        assert_eq!(err, NovaError::FabricNeeded("b7:00.0".parse().unwrap()));
+        let mut req = request("zed", devices.clone());
+        req.fabric = Some(Fabric::Full);
+        let cfg = NovaConfig::build(&inv, req).unwrap();
         let names: Vec<(&str, NovaDeviceType)> = cfg
             .aliases
             .iter()
@@ -956,8 +1594,14 @@ mod tests {
             .notes
             .iter()
             .any(|n| n.starts_with("10de:20b0 comes as more than one device_type")));
+        // Full fabric: one flavor requests every device.
+        assert_eq!(
+            cfg.flavor_property(),
+            "pci_passthrough:alias=nvidia-a100-sxm4-40gb-pf:2,nvidia-a100-sxm4-40gb-pci:1,nvidia-a100-nvswitch:1"
+        );
         let mut req = request("zed", devices);
         req.alias = Some("gpu".into());
+        req.fabric = Some(Fabric::Full);
         let err = NovaConfig::build(&inv, req).unwrap_err();
         assert!(
             err.to_string()
@@ -1025,17 +1669,219 @@ mod tests {
             NovaDeviceType::Pf,
             Binding::Declared,
         );
-        let cfg = NovaConfig::build(&inv, request("2025.1", vec![gpu, vmd])).unwrap();
-        assert_eq!(cfg.devices.len(), 1);
+        let cfg =
+            NovaConfig::build(&inv, request("2025.1", vec![gpu.clone(), vmd.clone()])).unwrap();
+        // The GPU's group holds its audio function, which is not offered: left out.
+        assert!(cfg.devices.is_empty());
         let notes = cfg.notes.join("\n");
         assert!(notes.contains("left out 10000:01:00.0"), "{notes}");
+        assert!(
+            notes.contains("left out 0000:25:00.0: IOMMU group 5 also holds 0000:25:00.1"),
+            "{notes}"
+        );
+        // The whole group offered: both, in one request.
+        let mut audio = dev("25:00.1", 0x1aef, NovaDeviceType::Pci, Binding::Declared);
+        audio.class = ClassCode(0x040300);
+        audio.derived_name = "nvidia-audio".into();
+        audio.iommu_group = Some(5);
+        let cfg = NovaConfig::build(&inv, request("2025.1", vec![gpu, audio, vmd])).unwrap();
+        assert_eq!(cfg.devices.len(), 2);
+        assert_eq!(
+            cfg.flavor_property(),
+            "pci_passthrough:alias=nvidia-a100-sxm4-40gb:1,nvidia-audio:1"
+        );
+        let notes = cfg.notes.join("\n");
         assert!(
             notes.contains("0000:25:00.0 (nvidia) not on a VFIO driver"),
             "{notes}"
         );
         assert!(
-            notes.contains("IOMMU group 5 also holds 0000:25:00.1"),
+            notes.contains("0000:25:00.0, 0000:25:00.1 share IOMMU group 5"),
             "{notes}"
         );
+    }
+
+    /// Six NVSwitches in pairs of IOMMU groups next to eight A100s, each alone.
+    fn hgx_paired() -> (Inventory, Vec<NovaDevice>) {
+        let mut inv = host(8);
+        let mut devices: Vec<NovaDevice> = (0..8u8)
+            .map(|i| {
+                let mut d = dev(
+                    &format!("{:02x}:00.0", 0x25 + i),
+                    0x20b0,
+                    NovaDeviceType::Pf,
+                    Binding::Declared,
+                );
+                d.iommu_group = Some(u32::from(i));
+                d
+            })
+            .collect();
+        for i in 0..6u8 {
+            let addr = format!("{:02x}:00.0", 0xb7 + i);
+            let group = 20 + u32::from(i / 2);
+            inv.devices.push(endpoint(&addr, 0x068000));
+            let last = inv.devices.last_mut().unwrap();
+            last.ids.device = DeviceId(0x1af1);
+            inv.groups
+                .entry(group)
+                .or_insert_with(|| IommuGroup {
+                    number: group,
+                    domain_type: None,
+                    pci_members: vec![],
+                    other_members: vec![],
+                })
+                .pci_members
+                .push(addr.parse().unwrap());
+            let mut d = dev(&addr, 0x1af1, NovaDeviceType::Pci, Binding::Declared);
+            d.iommu_group = Some(group);
+            devices.push(d);
+        }
+        (inv, devices)
+    }
+
+    #[test]
+    fn paired_nvswitch_groups_follow_the_fabric() {
+        let (inv, devices) = hgx_paired();
+        // No choice: selecting an NVSwitch is refused.
+        assert!(matches!(
+            NovaConfig::build(&inv, request("2025.1", devices.clone())),
+            Err(NovaError::FabricNeeded(_))
+        ));
+        // Shared: NVSwitches left out, GPUs one per request.
+        let mut req = request("2025.1", devices.clone());
+        req.fabric = Some(Fabric::Shared);
+        let cfg = NovaConfig::build(&inv, req).unwrap();
+        assert_eq!(cfg.devices.len(), 8);
+        assert_eq!(
+            cfg.flavor_property(),
+            "pci_passthrough:alias=nvidia-a100-sxm4-40gb:1"
+        );
+        assert!(cfg.notes[0].starts_with("left out 0000:b7:00.0, 0000:b8:00.0, 0000:b9:00.0, 0000:ba:00.0, 0000:bb:00.0, 0000:bc:00.0: NVSwitches stay"), "{:?}", cfg.notes);
+        assert!(!cfg.compute_ini().contains("1af1"));
+        // Full: everything in one request.
+        let mut req = request("2025.1", devices.clone());
+        req.fabric = Some(Fabric::Full);
+        let cfg = NovaConfig::build(&inv, req).unwrap();
+        assert_eq!(
+            cfg.flavor_property(),
+            "pci_passthrough:alias=nvidia-a100-sxm4-40gb:8,nvidia-a100-nvswitch:6"
+        );
+        // Only one switch of a pair selected (shared groups without a fabric
+        // rule would let two VMs split them): left out with the reason.
+        let mut req = request("2025.1", vec![devices[0].clone(), devices[8].clone()]);
+        req.fabric = Some(Fabric::Full);
+        let cfg = NovaConfig::build(&inv, req).unwrap();
+        assert_eq!(cfg.devices.len(), 1);
+        assert!(
+            cfg.notes.iter().any(
+                |n| n.contains("left out 0000:b7:00.0: IOMMU group 20 also holds 0000:b8:00.0")
+            ),
+            "{:?}",
+            cfg.notes
+        );
+    }
+
+    #[test]
+    fn shared_groups_are_requested_whole_through_linked_aliases() {
+        // Switch pairs without the fabric rule in play (another vendor's
+        // bridge-like endpoints): every alias touching a shared group is
+        // requested whole.
+        let (inv, mut devices) = hgx_paired();
+        for d in devices.iter_mut().skip(8) {
+            d.vendor = VendorId(0x1234);
+            d.derived_name = "acme-switch".into();
+        }
+        let mut inv = inv;
+        for d in inv
+            .devices
+            .iter_mut()
+            .filter(|d| d.ids.device == DeviceId(0x1af1))
+        {
+            d.ids.vendor = VendorId(0x1234);
+        }
+        let cfg = NovaConfig::build(&inv, request("2025.1", devices)).unwrap();
+        assert_eq!(
+            cfg.flavor_property(),
+            "pci_passthrough:alias=nvidia-a100-sxm4-40gb:1,acme-switch:6"
+        );
+        assert!(cfg
+            .notes
+            .iter()
+            .any(|n| n.contains("share IOMMU group 20, which VFIO opens in one VM only")));
+    }
+
+    #[test]
+    fn placement_tags_and_their_releases() {
+        let devices = vec![dev(
+            "25:00.0",
+            0x20b0,
+            NovaDeviceType::Pf,
+            Binding::Declared,
+        )];
+        for (release, why) in [
+            ("yoga", "has neither"),
+            ("zed", "cannot schedule them there"),
+        ] {
+            let mut req = request(release, devices.clone());
+            req.placement = Some(PlacementRequest::default());
+            let err = NovaConfig::build(&host(1), req).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        let mut req = request("2023.1", devices.clone());
+        req.placement = Some(PlacementRequest::default());
+        let cfg = NovaConfig::build(&host(1), req).unwrap();
+        assert!(cfg.compute_ini().contains("report_in_placement = True\n"));
+        assert!(cfg.controller_ini().contains("pci_in_placement = True\n"));
+        assert!(cfg.specs[0]
+            .json()
+            .contains("\"resource_class\": \"CUSTOM_PCI_10DE_20B0\""));
+        assert!(cfg.aliases[0]
+            .json()
+            .contains("\"resource_class\": \"CUSTOM_PCI_10DE_20B0\""));
+        assert!(cfg
+            .notes
+            .iter()
+            .any(|n| n.contains("cannot be switched off")));
+        let mut req = request("2024.1", devices.clone());
+        req.placement = Some(PlacementRequest {
+            resource_class: Some("a100_gpu".into()),
+            traits: vec!["nvlink".into(), "CUSTOM_FAST".into()],
+        });
+        let cfg = NovaConfig::build(&host(1), req).unwrap();
+        assert!(cfg.aliases[0].json().ends_with(
+            "\"resource_class\": \"CUSTOM_A100_GPU\", \"traits\": \"CUSTOM_NVLINK,CUSTOM_FAST\"}"
+        ));
+        for bad in ["", "a-b", "CUSTOM_", &"x".repeat(250)] {
+            assert!(custom_name("trait", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn live_migratable_is_never_for_gpus() {
+        let gpu = dev("25:00.0", 0x20b0, NovaDeviceType::Pf, Binding::Declared);
+        let mut nic = dev("3b:00.3", 0x1018, NovaDeviceType::Vf, Binding::Declared);
+        nic.vendor = VendorId(0x15b3);
+        nic.class = ClassCode(0x020000);
+        let mut req = request("2024.2", vec![nic.clone()]);
+        req.live_migratable = true;
+        assert!(matches!(
+            NovaConfig::build(&host(1), req),
+            Err(NovaError::LiveMigratableTooOld(_))
+        ));
+        let mut req = request("2025.1", vec![gpu]);
+        req.live_migratable = true;
+        assert!(matches!(
+            NovaConfig::build(&host(1), req),
+            Err(NovaError::LiveMigratableGpu(_))
+        ));
+        let mut req = request("2025.1", vec![nic]);
+        req.live_migratable = true;
+        let cfg = NovaConfig::build(&host(1), req).unwrap();
+        assert!(cfg.specs[0]
+            .json()
+            .ends_with("\"live_migratable\": \"yes\"}"));
+        assert!(cfg.aliases[0]
+            .json()
+            .ends_with("\"live_migratable\": \"yes\"}"));
     }
 }

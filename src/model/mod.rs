@@ -5,6 +5,7 @@ pub mod address;
 pub mod declaration;
 pub mod device;
 pub mod driver;
+pub mod fabric;
 pub mod group;
 pub mod ids;
 pub mod inventory;
