@@ -401,7 +401,27 @@ pub mod exit {
         pub const fn code(self) -> i32 {
             self as i32
         }
+
+        /// The stable `error.kind` of the JSON error document.
+        pub const fn kind(self) -> &'static str {
+            match self {
+                ExitStatus::Ok => "ok",
+                ExitStatus::Failed => "failed",
+                ExitStatus::Usage => "usage",
+                ExitStatus::NotFound => "not-found",
+                ExitStatus::Refused => "refused",
+                ExitStatus::Environment => "environment",
+                ExitStatus::Inconsistent => "inconsistent",
+                ExitStatus::Config => "config",
+                ExitStatus::Busy => "busy",
+                ExitStatus::NoPermission => "no-permission",
+            }
+        }
     }
+
+    /// `check`'s monitoring-plugin UNKNOWN: every error of `check`, usage
+    /// errors included, exits with it (a plugin's 2 would read as CRITICAL).
+    pub const CHECK_UNKNOWN: i32 = 3;
 
     use ExitStatus::*;
 

@@ -24,6 +24,7 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
             || cause.is::<NovaError>()
             || cause.is::<NeedsConnect>()
             || cause.is::<MissingAddress>()
+            || cause.is::<StdoutConflict>()
         {
             return ExitStatus::Usage;
         }
@@ -77,9 +78,32 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
     ExitStatus::Failed
 }
 
-/// The error and its causes on one line: `outer: inner: os error`.
+/// The error and its causes on one line: `outer: inner: os error`. A cause
+/// whose text its wrapper already ends with (an I/O error the wrapper's
+/// message quotes) is not repeated.
 pub fn one_line(err: &anyhow::Error) -> String {
-    format!("{err:#}").replace('\n', " ")
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    crate::output::escape_controls(&line).into_owned()
+}
+
+/// The one JSON document `--json` prints when a command fails:
+/// `{"exit_status":N,"error":{"kind":KIND,"message":LINE}}`.
+pub fn error_document(status: i32, kind: ExitStatus, message: &str) -> String {
+    serde_json::json!({
+        "exit_status": status,
+        "error": {"kind": kind.kind(), "message": message},
+    })
+    .to_string()
 }
 
 // Errors the thin commands raise themselves (no stage owns them).
@@ -112,6 +136,11 @@ pub struct Ambiguous {
     pub count: usize,
     pub first: String,
 }
+
+/// Two options that would both print to stdout.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} both print to stdout: choose one (write the other to a file)")]
+pub struct StdoutConflict(pub &'static str);
 
 /// A file in the way that vfioctl did not write.
 #[derive(Debug, thiserror::Error)]

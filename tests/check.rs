@@ -105,6 +105,31 @@ fn a_healthy_node_is_ok() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), prom);
 }
 
+/// Whoever can write the textfile directory plants a symlink where the
+/// metrics go, pointing at a file root owns: vfioctl refuses it, and neither
+/// the file's text nor its mode changes.
+#[test]
+fn prometheus_file_refuses_a_planted_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = healthy();
+    let dir = host.path("textfile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = host.path("etc/shadow");
+    std::fs::write(&victim, "root:x:\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file = dir.join("vfioctl.prom");
+    std::os::unix::fs::symlink(&victim, &file).unwrap();
+    let (status, out, err) = vfioctl(
+        host.root(),
+        &["check", "--prometheus", file.to_str().unwrap()],
+    );
+    assert_eq!(status, 3, "{out}{err}");
+    assert!(err.contains("symlink"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:x:\n");
+    let mode = std::fs::metadata(&victim).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
 #[test]
 fn a_declared_device_restored_by_hand_is_critical() {
     let host = healthy();

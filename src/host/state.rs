@@ -60,6 +60,7 @@ pub fn lock(root: &HostRoot, wait: Duration) -> Result<ChangeLock, StateError> {
         .truncate(false)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(io_err("cannot open", &path))?;
     loop {
