@@ -167,7 +167,8 @@ pub struct PersistAddArgs {
     #[arg(value_name = "SELECTOR", required = true)]
     pub selectors: Vec<String>,
 
-    /// Driver to declare instead of vfio-pci or its best variant.
+    /// Driver to declare instead of vfio-pci or its best variant
+    /// (letters, digits, - and _).
     #[arg(long, value_name = "NAME")]
     pub driver: Option<String>,
 }

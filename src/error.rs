@@ -11,6 +11,7 @@ use crate::host::sysfs::InventoryError;
 use crate::integrations::nova::NovaError;
 use crate::model::address::AddressError;
 use crate::model::declaration::DeclareError;
+use crate::model::driver::BadName;
 use crate::model::{NoMatch, SelectorError};
 
 /// The exit status for an error: the first cause in the chain that vfioctl
@@ -25,6 +26,7 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
             || cause.is::<NeedsConnect>()
             || cause.is::<MissingAddress>()
             || cause.is::<StdoutConflict>()
+            || cause.is::<BadName>()
         {
             return ExitStatus::Usage;
         }

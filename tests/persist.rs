@@ -429,3 +429,65 @@ fn udev_hook_without_an_address_is_a_usage_error() {
         run.stderr
     );
 }
+
+#[test]
+fn a_driver_name_that_is_not_one_is_refused_before_anything_is_written() {
+    let host = topologies::hgx_a100();
+    for driver in [
+        "vfio pci",
+        "vfio-pci\"\n[[binding]]\nvendor = \"8086\"\ndevice = \"10d3",
+        "x\", RUN+=\"/bin/sh",
+        "",
+    ] {
+        for args in [
+            &["persist", "add", "25:00.0", "--driver", driver][..],
+            &["bind", "25:00.0", "--dry-run", "--driver", driver],
+        ] {
+            let run = vfioctl(host.root(), args);
+            assert_eq!(run.status, 2, "{args:?}: {}", run.stderr);
+            assert!(
+                run.stderr.contains("is not a driver name"),
+                "{}",
+                run.stderr
+            );
+            assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        }
+    }
+    assert!(!host.path("etc/vfioctl/bindings.d").exists());
+    // A good name is written by the toml crate and read back; remove deletes it.
+    ok(
+        host.root(),
+        &["persist", "add", "25:00.0", "--driver", "pci-stub"],
+    );
+    let text = read(&host, "etc/vfioctl/bindings.d/addr-0000_25_00.0.toml");
+    assert!(text.contains("driver = \"pci-stub\"\n"), "{text}");
+    assert!(ok(host.root(), &["persist", "list"]).contains("pci-stub"));
+    ok(host.root(), &["persist", "remove", "25:00.0"]);
+    assert!(!host
+        .path("etc/vfioctl/bindings.d/addr-0000_25_00.0.toml")
+        .exists());
+}
+
+#[test]
+fn a_bindings_file_name_that_could_inject_is_refused() {
+    let host = topologies::hgx_a100();
+    ok(host.root(), &["persist", "add", "25:00.0"]);
+    let evil = "x\nACTION==\"add\", RUN+=\"reboot\"\n#.toml";
+    host.write(
+        &format!("etc/vfioctl/bindings.d/{evil}"),
+        "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n",
+    );
+    for args in [
+        &["persist", "list"][..],
+        &["persist", "rules"],
+        &["host-config"],
+    ] {
+        let run = vfioctl(host.root(), args);
+        assert_eq!(run.status, 7, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(run.stderr.contains("rename it"), "{}", run.stderr);
+        assert!(!run.stdout.contains("reboot"), "{}", run.stdout);
+    }
+    let rules = read(&host, "etc/udev/rules.d/69-vfioctl-bindings.rules");
+    assert!(!rules.contains("reboot"), "{rules}");
+}

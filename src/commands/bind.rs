@@ -12,7 +12,7 @@ use crate::model::{DriverName, Inventory};
 use super::{parse_selectors, run_change};
 
 pub fn run(root: &HostRoot, args: &BindArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let driver = args.driver.as_deref().map(DriverName::new);
+    let driver = args.driver.as_deref().map(DriverName::parse).transpose()?;
     let goal = Goal::bind_to(&driver.clone().into());
     let selectors = parse_selectors(&args.change.selectors)?;
     // What declaring printed, shown after the change report.

@@ -46,9 +46,9 @@ fn require_privilege(command: &'static str) -> Result<(), NotPrivileged> {
 
 fn add(root: &HostRoot, args: &PersistAddArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let selectors = parse_selectors(&args.selectors)?;
+    let driver = args.driver.as_deref().map(DriverName::parse).transpose()?;
     require_privilege("persist add")?;
     let inv = read_inventory(root, Names::Skip)?;
-    let driver = args.driver.as_deref().map(DriverName::new);
     declare_and_write(root, &inv, &selectors, driver.as_ref(), out)?;
     writeln!(
         out,

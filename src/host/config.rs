@@ -17,7 +17,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::host::HostRoot;
 use crate::model::declaration::{Declaration, Declarations, DeclaredDriver, Origin};
@@ -52,6 +52,8 @@ pub enum ConfigError {
         "{path} is writable by everyone (mode {mode:o}): vfioctl refuses it (chmod o-w {path})"
     )]
     WorldWritable { path: String, mode: u32 },
+    #[error("{path}: a bindings.d file name is letters, digits, '.', '_' and '-' ending in .toml; rename it")]
+    BadFileName { path: String },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -68,15 +70,23 @@ struct FileModel {
     binding: Vec<toml::Spanned<BindingModel>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct BindingModel {
     vendor: String,
     device: String,
     subsystem_vendor: Option<String>,
     subsystem_device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     driver: Option<String>,
+}
+
+/// What `persist add` writes: serialized by the toml crate, never by formatting.
+#[derive(Serialize)]
+struct FileOut<'a> {
+    binding: [&'a BindingModel; 1],
 }
 
 /// A host path as shown in messages (`/etc/...`, whatever the root).
@@ -130,7 +140,12 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Declaration>, ConfigError> {
         let hex4 = |field: &str, value: &str| {
             (value.len() == 4 && value.bytes().all(|c| c.is_ascii_hexdigit()))
                 .then(|| u16::from_str_radix(value, 16).expect("checked hex"))
-                .ok_or_else(|| invalid(line, format!("{field} = \"{value}\" is not 4 hex digits")))
+                .ok_or_else(|| {
+                    invalid(
+                        line,
+                        format!("{field} = \"{}\" is not 4 hex digits", value.escape_debug()),
+                    )
+                })
         };
         let subsystem = match (&b.subsystem_vendor, &b.subsystem_device) {
             (Some(v), Some(d)) => Some((
@@ -152,18 +167,9 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Declaration>, ConfigError> {
             .transpose()
             .map_err(|e| invalid(line, e.to_string()))?;
         let driver = match b.driver.as_deref() {
-            Some(d)
-                if d.is_empty()
-                    || !d
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') =>
-            {
-                return Err(invalid(
-                    line,
-                    format!("driver = \"{d}\" is not a driver name"),
-                ))
-            }
-            Some(d) => DeclaredDriver::Named(DriverName::new(d)),
+            Some(d) => DeclaredDriver::Named(
+                DriverName::parse(d).map_err(|e| invalid(line, format!("driver = {e}")))?,
+            ),
             None => DeclaredDriver::Auto,
         };
         out.push(Declaration {
@@ -181,7 +187,21 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Declaration>, ConfigError> {
     Ok(out)
 }
 
-/// The `*.toml` files of bindings.d, sorted.
+/// The grammar of a bindings.d file name: `[A-Za-z0-9][A-Za-z0-9._-]*.toml`,
+/// at most 255 bytes. File names reach generated files (comments in udev
+/// rules and initramfs scripts), so a newline or quote in one is refused
+/// instead of rendered.
+pub fn valid_file_name(name: &str) -> bool {
+    name.len() <= 255
+        && name.ends_with(".toml")
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+/// The `*.toml` files of bindings.d, sorted; a `.toml` file whose name is
+/// not `valid_file_name` is refused, naming it (escaped).
 fn binding_files(root: &HostRoot) -> Result<Vec<PathBuf>, ConfigError> {
     let dir = root.path(BINDINGS_DIR);
     let entries = match fs::read_dir(&dir) {
@@ -195,11 +215,20 @@ fn binding_files(root: &HostRoot) -> Result<Vec<PathBuf>, ConfigError> {
             })
         }
     };
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
+    let mut files = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.ends_with(".toml") {
+            continue;
+        }
+        if !valid_file_name(&name) {
+            return Err(ConfigError::BadFileName {
+                path: format!("{}/{}", BINDINGS_DIR, name.escape_debug()),
+            });
+        }
+        files.push(entry.path());
+    }
     files.sort();
     Ok(files)
 }
@@ -232,24 +261,48 @@ pub fn file_name(decl: &Declaration) -> String {
     }
 }
 
-/// The text `persist add` writes for a declaration.
+/// The text `persist add` writes for a declaration: the header, then the
+/// binding serialized by the toml crate.
 pub fn render(decl: &Declaration) -> String {
-    let mut text = format!(
-        "{WRITTEN_HEADER}\n[[binding]]\nvendor = \"{}\"\ndevice = \"{}\"\n",
-        decl.vendor, decl.device
-    );
-    if let Some((sv, sd)) = decl.subsystem {
-        text.push_str(&format!(
-            "subsystem_vendor = \"{sv}\"\nsubsystem_device = \"{sd}\"\n"
-        ));
+    let binding = BindingModel {
+        vendor: decl.vendor.to_string(),
+        device: decl.device.to_string(),
+        subsystem_vendor: decl.subsystem.map(|(sv, _)| sv.to_string()),
+        subsystem_device: decl.subsystem.map(|(_, sd)| sd.to_string()),
+        address: decl.address.map(|a| a.to_string()),
+        driver: decl.driver.named().map(|d| d.to_string()),
+    };
+    let body = toml::to_string(&FileOut {
+        binding: [&binding],
+    })
+    .expect("a declaration serializes");
+    format!("{WRITTEN_HEADER}\n{body}")
+}
+
+/// `render(decl)`, checked to parse back to the same declaration: nothing
+/// vfioctl writes can fail its own parser.
+fn render_checked(decl: &Declaration, file: &str) -> Result<String, ConfigError> {
+    let text = render(decl);
+    let back = parse(file, &text)?;
+    let same = back.len() == 1 && {
+        let b = &back[0];
+        (b.vendor, b.device, b.subsystem, b.address, &b.driver)
+            == (
+                decl.vendor,
+                decl.device,
+                decl.subsystem,
+                decl.address,
+                &decl.driver,
+            )
+    };
+    if !same {
+        return Err(ConfigError::Invalid {
+            file: file.to_string(),
+            line: 1,
+            message: format!("declaration {} does not read back as written", decl.key()),
+        });
     }
-    if let Some(addr) = decl.address {
-        text.push_str(&format!("address = \"{addr}\"\n"));
-    }
-    if let DeclaredDriver::Named(driver) = &decl.driver {
-        text.push_str(&format!("driver = \"{driver}\"\n"));
-    }
-    text
+    Ok(text)
 }
 
 /// Writes `text` to `path` atomically (see `HostRoot::write_atomic`), naming
@@ -271,7 +324,8 @@ pub fn write_atomic(
 /// Writes a declaration to its own file (replacing an earlier one for the same key).
 pub fn add(root: &HostRoot, decl: &Declaration) -> Result<PathBuf, ConfigError> {
     let path = root.path(BINDINGS_DIR).join(file_name(decl));
-    write_atomic(root, &path, &render(decl), 0o644)?;
+    let text = render_checked(decl, &shown(root, &path))?;
+    write_atomic(root, &path, &text, 0o644)?;
     Ok(path)
 }
 
@@ -349,6 +403,11 @@ mod tests {
                 1,
                 "is not a driver name",
             ),
+            (
+                "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\ndriver = \"x\\\"\\n[[binding]]\"\n",
+                1,
+                "is not a driver name",
+            ),
             ("[[binding]\n", 1, ""),
         ];
         for (text, line, message) in cases {
@@ -368,5 +427,41 @@ mod tests {
                 .to_string()
                 .starts_with(&format!("/etc/vfioctl/bindings.d/x.toml:{line}: ")));
         }
+    }
+
+    #[test]
+    fn file_names_follow_a_strict_grammar() {
+        for ok in [
+            "addr-0000_25_00.0.toml",
+            "id-10de_20b0.toml",
+            "site.toml",
+            "a-b_c.d.toml",
+        ] {
+            assert!(valid_file_name(ok), "{ok}");
+        }
+        for bad in [
+            "x\nKERNEL==\"*\", RUN+=\"/bin/sh\".toml",
+            ".hidden.toml",
+            "a b.toml",
+            "a\"b.toml",
+            "a;reboot.toml",
+            "é.toml",
+            "-x.toml",
+            "x.toml.bak",
+        ] {
+            assert!(!valid_file_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn written_declarations_are_toml_serialized_and_read_back() {
+        let text = "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\nsubsystem_vendor = \"10de\"\nsubsystem_device = \"134f\"\naddress = \"0000:25:00.0\"\ndriver = \"vfio-pci\"\n";
+        let decl = &parse("/x.toml", text).unwrap()[0];
+        let written = render_checked(decl, "/x.toml").unwrap();
+        assert!(written.starts_with(WRITTEN_HEADER));
+        assert_eq!(
+            written.lines().skip(1).collect::<Vec<_>>().join("\n") + "\n",
+            text
+        );
     }
 }

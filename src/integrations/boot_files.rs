@@ -279,7 +279,36 @@ fn cmdline_advice(f: &Facts) -> CmdlineAdvice {
 }
 
 /// Everything host-config would write, and the advice that goes with it.
+/// Module names read from the host (modules.alias) that fail the name
+/// grammar (`model::driver::valid_name`): they are left out of every
+/// generated file (modprobe.d, modules-load.d, initramfs scripts) and named
+/// in a note, escaped, so no host file can inject a line or a command.
+fn drop_bad_module_names(f: &Facts) -> (Facts, Vec<String>) {
+    use crate::model::driver::valid_name;
+    let mut f = f.clone();
+    let mut bad = BTreeSet::new();
+    let mut keep = |m: &ModuleName| {
+        let ok = valid_name(m.as_str());
+        if !ok {
+            bad.insert(m.as_str().escape_debug().to_string());
+        }
+        ok
+    };
+    f.softdeps.retain(|module, pre| {
+        pre.retain(&mut keep);
+        keep(module)
+    });
+    f.variant_modules.retain(keep);
+    let notes = bad
+        .into_iter()
+        .map(|m| format!("module name '{m}' from modules.alias is not a module name: left out of the boot files"))
+        .collect();
+    (f, notes)
+}
+
 pub fn generate(f: &Facts) -> HostConfig {
+    let (f, mut notes) = drop_bad_module_names(f);
+    let f = &f;
     let mut files = vec![
         HostFile {
             path: MODPROBE_CONF,
@@ -292,7 +321,6 @@ pub fn generate(f: &Facts) -> HostConfig {
             content: modules_load_conf(f),
         },
     ];
-    let mut notes = Vec::new();
     let mut commands = Vec::new();
     for kind in &f.initramfs {
         match kind {
@@ -335,5 +363,52 @@ pub fn generate(f: &Facts) -> HostConfig {
         cmdline: cmdline_advice(f),
         initramfs_command: (!commands.is_empty()).then(|| commands.join(" && ")),
         notes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_that_could_inject_are_left_out() {
+        let evil = ModuleName::new("nouveau\ninstall vfio-pci /bin/sh -c reboot");
+        let facts = Facts {
+            declarations: Declarations { list: Vec::new() },
+            softdeps: BTreeMap::from([
+                (
+                    ModuleName::new("nvidia"),
+                    BTreeSet::from([ModuleName::new("vfio_pci"), evil.clone()]),
+                ),
+                (evil.clone(), BTreeSet::from([ModuleName::new("vfio_pci")])),
+            ]),
+            variant_modules: vec![ModuleName::new("x;reboot")],
+            cpu: CpuVendor::Intel,
+            cmdline: Vec::new(),
+            distro: Distro::Debian,
+            initramfs: vec![Initramfs::InitramfsTools, Initramfs::Dracut],
+            blacklist: true,
+            ids_option: false,
+        };
+        let config = generate(&facts);
+        for file in &config.files {
+            assert!(
+                !file.content.contains("reboot"),
+                "{}:\n{}",
+                file.path,
+                file.content
+            );
+        }
+        assert!(config.files[0]
+            .content
+            .contains("softdep nvidia pre: vfio_pci\n"));
+        assert_eq!(
+            config
+                .notes
+                .iter()
+                .filter(|n| n.contains("not a module name"))
+                .count(),
+            2
+        );
     }
 }
