@@ -457,7 +457,10 @@ pub mod exit {
             Config,
             "The configuration under /etc/vfioctl is malformed (the message names file and line) or untrusted (not root-owned, or world-writable). Nothing was applied.",
         ),
-        (Busy, "Another vfioctl held the lock for longer than --timeout."),
+        (
+            Busy,
+            "Another vfioctl held the change lock for longer than --timeout (60 s for persist add, remove, rules --write and host-config --write/--remove, which take the same lock).",
+        ),
         (
             NoPermission,
             "Not privileged: changing bindings needs CAP_SYS_ADMIN (run as root). Nothing was written.",

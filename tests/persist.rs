@@ -491,3 +491,53 @@ fn a_bindings_file_name_that_could_inject_is_refused() {
     let rules = read(&host, "etc/udev/rules.d/69-vfioctl-bindings.rules");
     assert!(!rules.contains("reboot"), "{rules}");
 }
+
+/// Many `persist add` processes at once on one fake root: each holds the
+/// change lock, so every declaration is kept and the generated rules name
+/// every one of them.
+#[test]
+fn parallel_persist_adds_lose_no_declaration() {
+    let host = topologies::hgx_a100();
+    let devices: serde_json::Value =
+        serde_json::from_str(&ok(host.root(), &["list", "--json"])).unwrap();
+    let addresses: Vec<String> = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["is_bridge"] == false)
+        .map(|d| d["address"].as_str().unwrap().to_string())
+        .collect();
+    assert!(addresses.len() >= 10, "{addresses:?}");
+    let children: Vec<_> = addresses
+        .iter()
+        .map(|addr| {
+            Command::new(env!("CARGO_BIN_EXE_vfioctl"))
+                .arg("--root")
+                .arg(host.root())
+                .args(["persist", "add", addr])
+                .env_remove("VFIOCTL_ROOT")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(host.root(), &["persist", "list", "--json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), addresses.len());
+    let rules = read(&host, "etc/udev/rules.d/69-vfioctl-bindings.rules");
+    for addr in &addresses {
+        assert!(
+            rules.contains(&format!("KERNEL==\"{addr}\"")),
+            "{addr} missing:\n{rules}"
+        );
+    }
+}

@@ -33,6 +33,14 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
         }
         .into());
     }
+    let _lock = if args.write || args.remove {
+        Some(crate::host::state::lock(
+            root,
+            crate::host::state::CONFIG_LOCK_WAIT,
+        )?)
+    } else {
+        None
+    };
     let inv = read_inventory(root, Names::Skip)?;
     let facts = read_facts(
         root,

@@ -49,7 +49,12 @@ pub struct ChangeLock {
     _lock: Flock<File>,
 }
 
-/// Takes the exclusive lock, waiting up to `wait`.
+/// How long commands without a `--timeout` (persist add/remove/rules,
+/// host-config) wait for the lock.
+pub const CONFIG_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Takes the exclusive lock, waiting up to `wait`. The one lock every
+/// command that writes bindings, declarations, rules or boot files holds.
 pub fn lock(root: &HostRoot, wait: Duration) -> Result<ChangeLock, StateError> {
     let dir = root.path(STATE_DIR);
     fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
