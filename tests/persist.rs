@@ -541,3 +541,73 @@ fn parallel_persist_adds_lose_no_declaration() {
         );
     }
 }
+
+/// Config trust, checked on open descriptors, every directory from the root
+/// down: group write only for root's group, no world write, no other owner,
+/// no symlinks; under a fake --root the owner trusted is the root's owner.
+#[test]
+fn config_trust_covers_every_directory_and_refuses_links() {
+    use std::os::unix::fs::{chown, symlink};
+    let set_mode = |host: &FakeHost, rel: &str, mode: u32| {
+        std::fs::set_permissions(host.path(rel), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let site = "etc/vfioctl/bindings.d/site.toml";
+    let fresh = || {
+        let host = topologies::hgx_a100();
+        host.write(site, "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n");
+        for dir in ["etc", "etc/vfioctl", "etc/vfioctl/bindings.d"] {
+            set_mode(&host, dir, 0o755);
+        }
+        set_mode(&host, site, 0o644);
+        host
+    };
+    let refused = |host: &FakeHost, expect: &str| {
+        let run = vfioctl(host.root(), &["persist", "list"]);
+        assert_eq!(run.status, 7, "{expect}: {}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains(expect), "{expect}: {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    };
+
+    let host = fresh();
+    assert!(ok(host.root(), &["persist", "list"]).contains("10de:20b0"));
+    // Group write: allowed for group root, refused for any other group.
+    set_mode(&host, site, 0o664);
+    assert!(ok(host.root(), &["persist", "list"]).contains("10de:20b0"));
+    chown(host.path(site), None, Some(1000)).unwrap();
+    refused(&host, "site.toml is writable by group 1000 (mode 664)");
+
+    // /etc world-writable, or owned by someone else.
+    let host = fresh();
+    set_mode(&host, "etc", 0o777);
+    refused(&host, "/etc is writable by everyone (mode 777)");
+    let host = fresh();
+    chown(host.path("etc"), Some(1000), None).unwrap();
+    refused(&host, "/etc is owned by uid 1000, not root");
+
+    // A symlinked file or directory is never followed.
+    let host = fresh();
+    let elsewhere = host.path("tmp-site.toml");
+    std::fs::rename(host.path(site), &elsewhere).unwrap();
+    symlink(&elsewhere, host.path(site)).unwrap();
+    refused(&host, "site.toml is a symlink or not a regular file");
+    let host = fresh();
+    std::fs::rename(host.path("etc/vfioctl"), host.path("vfioctl-real")).unwrap();
+    symlink(host.path("vfioctl-real"), host.path("etc/vfioctl")).unwrap();
+    refused(&host, "/etc/vfioctl is a symlink or not a directory");
+
+    // A fake root owned by another user: that user's files are trusted,
+    // root's are not (the owner trusted is the --root directory's).
+    let host = fresh();
+    let chown_tree = |uid: u32| {
+        let status = Command::new("chown")
+            .args(["-R", &format!("{uid}:{uid}")])
+            .arg(host.root())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    chown_tree(1000);
+    assert!(ok(host.root(), &["persist", "list"]).contains("10de:20b0"));
+    chown(host.path(site), Some(0), Some(0)).unwrap();
+    refused(&host, "site.toml is owned by uid 0, not uid 1000");
+}

@@ -1,6 +1,9 @@
 //! /etc/vfioctl: declared bindings, one TOML drop-in file or more under
-//! bindings.d. Only root-owned, not world-writable files are trusted (as sudo
-//! does); a malformed file stops everything with its file and line.
+//! bindings.d. A file is trusted only when it and every directory up to `/`
+//! are root-owned and writable by nobody else (group write only for group
+//! root), checked on the open descriptors (no symlinks followed, nothing
+//! reopened by path); under a fake `--root`, the owner trusted is the root
+//! directory's. A malformed file stops everything with its file and line.
 //!
 //! ```toml
 //! [[binding]]
@@ -12,10 +15,16 @@
 //! driver = "vfio-pci"          # optional: default vfio-pci or the best VFIO variant
 //! ```
 
-use std::fs;
-use std::io;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::Mode;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,12 +55,22 @@ pub enum ConfigError {
         line: usize,
         message: String,
     },
-    #[error("{path} is owned by uid {uid}, not root: vfioctl only trusts root-owned configuration (chown root:root {path})")]
-    NotRootOwned { path: String, uid: u32 },
+    #[error("{path} is owned by uid {uid}, not {owner}: vfioctl only trusts configuration its owner wrote (chown {owner} {path})", owner = owner_name(*.expected))]
+    NotRootOwned {
+        path: String,
+        uid: u32,
+        expected: u32,
+    },
     #[error(
         "{path} is writable by everyone (mode {mode:o}): vfioctl refuses it (chmod o-w {path})"
     )]
     WorldWritable { path: String, mode: u32 },
+    #[error("{path} is writable by group {gid} (mode {mode:o}): only root's group may write it (chmod g-w {path})")]
+    GroupWritable { path: String, gid: u32, mode: u32 },
+    #[error(
+        "{path} is a symlink or not a {kind}: vfioctl does not follow links in its configuration"
+    )]
+    NotPlain { path: String, kind: &'static str },
     #[error("{path}: a bindings.d file name is letters, digits, '.', '_' and '-' ending in .toml; rename it")]
     BadFileName { path: String },
     #[error("{action} {path}: {source}")]
@@ -101,25 +120,136 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-fn trusted(root: &HostRoot, path: &Path) -> Result<(), ConfigError> {
-    let meta = fs::metadata(path).map_err(|source| ConfigError::Io {
-        action: "cannot stat",
-        path: shown(root, path),
-        source,
-    })?;
-    if meta.uid() != 0 {
+fn owner_name(uid: u32) -> String {
+    if uid == 0 {
+        "root".to_string()
+    } else {
+        format!("uid {uid}")
+    }
+}
+
+/// The trust rule, applied to what `fstat` says about an open descriptor:
+/// owned by `owner`, not writable by others, writable by the group only when
+/// the group is root's.
+fn check_trust(path: &str, meta: &fs::Metadata, owner: u32) -> Result<(), ConfigError> {
+    let mode = meta.mode() & 0o7777;
+    if meta.uid() != owner {
         return Err(ConfigError::NotRootOwned {
-            path: shown(root, path),
+            path: path.to_string(),
             uid: meta.uid(),
+            expected: owner,
         });
     }
-    if meta.mode() & 0o002 != 0 {
+    if mode & 0o002 != 0 {
         return Err(ConfigError::WorldWritable {
-            path: shown(root, path),
-            mode: meta.mode() & 0o7777,
+            path: path.to_string(),
+            mode,
+        });
+    }
+    if mode & 0o020 != 0 && meta.gid() != 0 {
+        return Err(ConfigError::GroupWritable {
+            path: path.to_string(),
+            gid: meta.gid(),
+            mode,
         });
     }
     Ok(())
+}
+
+/// Opens `name` under `dir` without following a symlink, as a directory or
+/// a regular file. `Ok(None)`: it does not exist.
+fn open_at(
+    dir: &OwnedFd,
+    name: &str,
+    shown_path: &str,
+    directory: bool,
+) -> Result<Option<File>, ConfigError> {
+    let mut flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    if directory {
+        flags |= OFlag::O_DIRECTORY;
+    }
+    let kind = if directory {
+        "directory"
+    } else {
+        "regular file"
+    };
+    match openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => {
+            let file = File::from(fd);
+            let meta = file.metadata().map_err(|source| ConfigError::Io {
+                action: "cannot stat",
+                path: shown_path.to_string(),
+                source,
+            })?;
+            if meta.is_dir() != directory || (!directory && !meta.is_file()) {
+                return Err(ConfigError::NotPlain {
+                    path: shown_path.to_string(),
+                    kind,
+                });
+            }
+            Ok(Some(file))
+        }
+        Err(Errno::ENOENT) => Ok(None),
+        Err(Errno::ELOOP | Errno::ENOTDIR) => Err(ConfigError::NotPlain {
+            path: shown_path.to_string(),
+            kind,
+        }),
+        Err(errno) => Err(ConfigError::Io {
+            action: "cannot open",
+            path: shown_path.to_string(),
+            source: io::Error::from(errno),
+        }),
+    }
+}
+
+/// Opens a configuration directory (`/etc/vfioctl/bindings.d`) one
+/// component at a time from the top, each with `O_NOFOLLOW`, checking each
+/// on its descriptor (`check_trust`), so nothing can be swapped between the
+/// check and the read. `Ok(None)`: it does not exist.
+///
+/// The owner trusted is root. Under a `--root` other than `/` (a fake host,
+/// a copied-off snapshot), it is the owner of the `--root` directory itself,
+/// and the check starts there: so tests can build fake hosts as any user,
+/// and the directories above the snapshot are not the host's. Returns the
+/// directory and the owner trusted.
+fn open_trusted_dir(
+    root: &HostRoot,
+    host_dir: &str,
+) -> Result<Option<(OwnedFd, u32)>, ConfigError> {
+    let base = root.base();
+    let top = File::open(base).map_err(|source| ConfigError::Io {
+        action: "cannot open",
+        path: base.display().to_string(),
+        source,
+    })?;
+    let top_meta = top.metadata().map_err(|source| ConfigError::Io {
+        action: "cannot stat",
+        path: base.display().to_string(),
+        source,
+    })?;
+    let owner = if base == Path::new("/") {
+        0
+    } else {
+        top_meta.uid()
+    };
+    check_trust("/", &top_meta, owner)?;
+    let mut dir = OwnedFd::from(top);
+    let mut shown_path = String::new();
+    for component in host_dir.split('/').filter(|c| !c.is_empty()) {
+        shown_path.push('/');
+        shown_path.push_str(component);
+        let Some(next) = open_at(&dir, component, &shown_path, true)? else {
+            return Ok(None);
+        };
+        let meta = next.metadata().map_err(|source| ConfigError::Io {
+            action: "cannot stat",
+            path: shown_path.clone(),
+            source,
+        })?;
+        check_trust(&shown_path, &meta, owner)?;
+        dir = OwnedFd::from(next);
+    }
+    Ok(Some((dir, owner)))
 }
 
 /// Parses one file's text into declarations.
@@ -200,25 +330,22 @@ pub fn valid_file_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
-/// The `*.toml` files of bindings.d, sorted; a `.toml` file whose name is
-/// not `valid_file_name` is refused, naming it (escaped).
-fn binding_files(root: &HostRoot) -> Result<Vec<PathBuf>, ConfigError> {
-    let dir = root.path(BINDINGS_DIR);
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(ConfigError::Io {
-                action: "cannot list",
-                path: shown(root, &dir),
-                source,
-            })
-        }
+/// The `*.toml` names in the open bindings.d, sorted; a `.toml` file whose
+/// name is not `valid_file_name` is refused, naming it (escaped).
+fn binding_files(dir: &OwnedFd) -> Result<Vec<String>, ConfigError> {
+    let listing_error = |errno: Errno| ConfigError::Io {
+        action: "cannot list",
+        path: BINDINGS_DIR.to_string(),
+        source: io::Error::from(errno),
     };
+    let fd = dir
+        .try_clone()
+        .map_err(|e| listing_error(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    let mut listing = Dir::from_fd(fd).map_err(listing_error)?;
     let mut files = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
+    for entry in listing.iter() {
+        let entry = entry.map_err(listing_error)?;
+        let name = String::from_utf8_lossy(entry.file_name().to_bytes()).into_owned();
         if !name.ends_with(".toml") {
             continue;
         }
@@ -227,28 +354,36 @@ fn binding_files(root: &HostRoot) -> Result<Vec<PathBuf>, ConfigError> {
                 path: format!("{}/{}", BINDINGS_DIR, name.escape_debug()),
             });
         }
-        files.push(entry.path());
+        files.push(name);
     }
     files.sort();
     Ok(files)
 }
 
-/// Reads every declaration; any bad file fails the whole read.
+/// Reads every declaration; any bad file fails the whole read. Every file
+/// and directory is opened without following links and checked on its
+/// descriptor before it is read (`open_trusted_dir`).
 pub fn load(root: &HostRoot) -> Result<Declarations, ConfigError> {
-    let files = binding_files(root)?;
-    if !files.is_empty() {
-        trusted(root, &root.path("/etc/vfioctl"))?;
-        trusted(root, &root.path(BINDINGS_DIR))?;
-    }
+    let Some((dir, owner)) = open_trusted_dir(root, BINDINGS_DIR)? else {
+        return Ok(Declarations::default());
+    };
     let mut list = Vec::new();
-    for file in files {
-        trusted(root, &file)?;
-        let text = fs::read_to_string(&file).map_err(|source| ConfigError::Io {
-            action: "cannot read",
-            path: shown(root, &file),
+    for name in binding_files(&dir)? {
+        let shown_path = format!("{BINDINGS_DIR}/{name}");
+        let Some(mut file) = open_at(&dir, &name, &shown_path, false)? else {
+            continue; // removed since the listing
+        };
+        let io_error = |action, source| ConfigError::Io {
+            action,
+            path: shown_path.clone(),
             source,
-        })?;
-        list.extend(parse(&shown(root, &file), &text)?);
+        };
+        let meta = file.metadata().map_err(|e| io_error("cannot stat", e))?;
+        check_trust(&shown_path, &meta, owner)?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)
+            .map_err(|e| io_error("cannot read", e))?;
+        list.extend(parse(&shown_path, &text)?);
     }
     Ok(Declarations { list })
 }
