@@ -171,6 +171,11 @@ pub struct PersistAddArgs {
     /// (letters, digits, - and _).
     #[arg(long, value_name = "NAME")]
     pub driver: Option<String>,
+
+    /// For declarations by IDs: how many functions they must cover (default:
+    /// the number present now); fewer present makes `check` CRITICAL.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub expect: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! Maps errors from anywhere in vfioctl to one line and a documented exit status.
 
 use crate::cli::exit::ExitStatus;
+use crate::engine::enforce::AlreadyDeclared;
 use crate::engine::plan::PlanError;
 use crate::engine::run::{ApplyFailed, NotPrivileged};
 use crate::host::config::ConfigError;
@@ -49,7 +50,7 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
                 _ => ExitStatus::Config,
             };
         }
-        if cause.is::<NotOwned>() {
+        if cause.is::<NotOwned>() || cause.is::<AlreadyDeclared>() {
             return ExitStatus::Refused;
         }
         if let Some(e) = cause.downcast_ref::<LibvirtError>() {

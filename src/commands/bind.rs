@@ -20,7 +20,14 @@ pub fn run(root: &HostRoot, args: &BindArgs, out: &mut dyn Write) -> anyhow::Res
     let mut persisted: anyhow::Result<()> = Ok(());
     let status = {
         let mut declare = |inv: &Inventory| {
-            persisted = declare_and_write(root, inv, &selectors, driver.as_ref(), &mut declared);
+            persisted = declare_and_write(
+                root,
+                inv,
+                &selectors,
+                driver.as_ref(),
+                Default::default(),
+                &mut declared,
+            );
         };
         let after: Option<crate::engine::run::AfterChange> = if args.persist {
             Some(&mut declare)

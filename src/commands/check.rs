@@ -244,6 +244,10 @@ pub fn run(
             None => Vec::new(),
         },
         expectations: args.expect.as_deref().map(expectations),
+        // An unreadable record only loses the "last on" detail.
+        last_drivers: crate::host::state::read_record(root)
+            .map(|r| r.last_drivers())
+            .unwrap_or_default(),
         libvirt,
     };
     let results = run_checks(&facts);

@@ -9,7 +9,9 @@ use crate::cli::{
     PersistAction, PersistAddArgs, PersistApplyArgs, PersistListArgs, PersistRemoveArgs,
     PersistRulesArgs,
 };
-use crate::engine::enforce::{apply_declarations, declare_and_write, print_rules_status};
+use crate::engine::enforce::{
+    apply_declarations, declare_and_write, print_rules_status, DeclareOptions,
+};
 use crate::engine::run::{self, ChangeReport, NotPrivileged};
 use crate::host::kernel::SysfsKernel;
 use crate::host::sysfs::{read_inventory, Names};
@@ -51,7 +53,11 @@ fn add(root: &HostRoot, args: &PersistAddArgs, out: &mut dyn Write) -> anyhow::R
     // The change lock: parallel adds (and binds) must not lose declarations.
     let _lock = state::lock(root, state::CONFIG_LOCK_WAIT)?;
     let inv = read_inventory(root, Names::Skip)?;
-    declare_and_write(root, &inv, &selectors, driver.as_ref(), out)?;
+    let options = DeclareOptions {
+        expect: args.expect.map(|n| n as usize),
+        refuse_existing: true,
+    };
+    declare_and_write(root, &inv, &selectors, driver.as_ref(), options, out)?;
     writeln!(
         out,
         "run `vfioctl persist apply` to bind now, and `vfioctl host-config` for the boot-time files"
@@ -152,14 +158,16 @@ fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow:
     let decls = config::load(root)?;
     let inv = read_inventory(root, Names::Skip)?;
     let mismatches = decls.mismatches(&inv.devices);
+    let coverage = decls.coverage(&inv.devices);
     let entries: Vec<ListEntry> = decls
         .list
         .iter()
-        .map(|decl| ListEntry {
+        .zip(&coverage)
+        .map(|(decl, covered)| ListEntry {
             key: decl.key(),
             declaration: decl,
-            devices: decls
-                .covered(&inv.devices, decl)
+            devices: covered
+                .iter()
                 .map(|d| Covered {
                     address: d.address,
                     driver: d.driver.clone(),

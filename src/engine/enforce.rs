@@ -44,14 +44,60 @@ fn driver_label(decl: &Declaration) -> String {
 }
 
 /// Declares the devices, then bind --persist and persist add share this.
+/// How `persist add` declares, beyond the driver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeclareOptions {
+    /// `--expect N`: the count ID declarations must cover (default: the count covered now).
+    pub expect: Option<usize>,
+    /// Refuse a declaration whose key is already declared (identical or
+    /// conflicting); `bind --persist` replaces its own instead.
+    pub refuse_existing: bool,
+}
+
+/// A declaration `persist add` refuses: its key is already declared.
+#[derive(Debug, thiserror::Error)]
+#[error("{key} is already declared at {origin} ({detail}); nothing was written")]
+pub struct AlreadyDeclared {
+    pub key: String,
+    pub origin: String,
+    pub detail: String,
+}
+
 pub fn declare_and_write(
     root: &HostRoot,
     inv: &Inventory,
     selectors: &[Selector],
     driver: Option<&DriverName>,
+    options: DeclareOptions,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let decls = declare(inv, selectors, driver)?;
+    let mut decls = declare(inv, selectors, driver)?;
+    for decl in decls.iter_mut().filter(|d| d.address.is_none()) {
+        if options.expect.is_some() {
+            decl.expect = options.expect;
+        }
+    }
+    if options.refuse_existing {
+        let existing = config::load(root)?;
+        for decl in &decls {
+            if let Some(old) = existing.list.iter().find(|d| d.key() == decl.key()) {
+                let detail = if old.driver == decl.driver {
+                    "identical: nothing to do".to_string()
+                } else {
+                    format!(
+                        "on {}, conflicting with {}: persist remove it first",
+                        old.driver, decl.driver
+                    )
+                };
+                return Err(AlreadyDeclared {
+                    key: decl.key(),
+                    origin: old.origin.to_string(),
+                    detail,
+                }
+                .into());
+            }
+        }
+    }
     for decl in &decls {
         let path = config::add(root, decl)?;
         let present = inv

@@ -13,6 +13,8 @@
 //! subsystem_device = "134f"
 //! address = "0000:25:00.0"     # optional: only this function (its IDs must still match)
 //! driver = "vfio-pci"          # optional: default vfio-pci or the best VFIO variant
+//! expect = 8                   # optional, IDs only: functions it covers (persist add records it)
+//! seen = ["0000:25:00.0"]      # optional, IDs only: the addresses covered when declared
 //! ```
 
 use std::fs::{self, File};
@@ -100,6 +102,10 @@ struct BindingModel {
     address: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     driver: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expect: Option<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    seen: Vec<String>,
 }
 
 /// What `persist add` writes: serialized by the toml crate, never by formatting.
@@ -116,8 +122,18 @@ fn shown(root: &HostRoot, path: &Path) -> String {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+/// Line numbers of byte offsets in one text: its newlines found once, then a
+/// binary search per offset (a file of 10,000 bindings is not rescanned 10,000 times).
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn new(text: &str) -> Lines {
+        Lines(text.match_indices('\n').map(|(i, _)| i).collect())
+    }
+
+    fn line_of(&self, offset: usize) -> usize {
+        self.0.partition_point(|&newline| newline < offset) + 1
+    }
 }
 
 fn owner_name(uid: u32) -> String {
@@ -259,13 +275,14 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Declaration>, ConfigError> {
         line,
         message,
     };
+    let lines = Lines::new(text);
     let model: FileModel = toml::from_str(text).map_err(|e| {
-        let line = e.span().map_or(1, |s| line_of(text, s.start));
+        let line = e.span().map_or(1, |s| lines.line_of(s.start));
         invalid(line, e.message().trim().to_string())
     })?;
     let mut out = Vec::new();
     for spanned in model.binding {
-        let line = line_of(text, spanned.span().start);
+        let line = lines.line_of(spanned.span().start);
         let b = spanned.into_inner();
         let hex4 = |field: &str, value: &str| {
             (value.len() == 4 && value.bytes().all(|c| c.is_ascii_hexdigit()))
@@ -302,7 +319,21 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Declaration>, ConfigError> {
             ),
             None => DeclaredDriver::Auto,
         };
+        if (b.expect.is_some() || !b.seen.is_empty()) && address.is_some() {
+            return Err(invalid(
+                line,
+                "expect and seen are for declarations by IDs, not by address".to_string(),
+            ));
+        }
+        let seen = b
+            .seen
+            .iter()
+            .map(|a| a.parse::<PciAddress>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(line, format!("seen: {e}")))?;
         out.push(Declaration {
+            expect: b.expect,
+            seen,
             vendor: VendorId(hex4("vendor", &b.vendor)?),
             device: DeviceId(hex4("device", &b.device)?),
             subsystem,
@@ -385,7 +416,7 @@ pub fn load(root: &HostRoot) -> Result<Declarations, ConfigError> {
             .map_err(|e| io_error("cannot read", e))?;
         list.extend(parse(&shown_path, &text)?);
     }
-    Ok(Declarations { list })
+    Ok(Declarations::new(list))
 }
 
 /// The file name `persist add` uses for a declaration.
@@ -406,6 +437,8 @@ pub fn render(decl: &Declaration) -> String {
         subsystem_device: decl.subsystem.map(|(_, sd)| sd.to_string()),
         address: decl.address.map(|a| a.to_string()),
         driver: decl.driver.named().map(|d| d.to_string()),
+        expect: decl.expect,
+        seen: decl.seen.iter().map(ToString::to_string).collect(),
     };
     let body = toml::to_string(&FileOut {
         binding: [&binding],
@@ -419,16 +452,11 @@ pub fn render(decl: &Declaration) -> String {
 fn render_checked(decl: &Declaration, file: &str) -> Result<String, ConfigError> {
     let text = render(decl);
     let back = parse(file, &text)?;
+    // Everything but where it was read from.
     let same = back.len() == 1 && {
-        let b = &back[0];
-        (b.vendor, b.device, b.subsystem, b.address, &b.driver)
-            == (
-                decl.vendor,
-                decl.device,
-                decl.subsystem,
-                decl.address,
-                &decl.driver,
-            )
+        let mut b = back[0].clone();
+        b.origin = decl.origin.clone();
+        b == *decl
     };
     if !same {
         return Err(ConfigError::Invalid {

@@ -134,6 +134,20 @@ impl ChangeRecord {
             .collect()
     }
 
+    /// The driver each recorded device was last known on: where vfioctl
+    /// left it, else where it found it.
+    pub fn last_drivers(&self) -> BTreeMap<PciAddress, String> {
+        self.devices
+            .iter()
+            .filter_map(|(addr, e)| {
+                Some((
+                    addr.parse().ok()?,
+                    e.driver.clone().or_else(|| e.previous_driver.clone())?,
+                ))
+            })
+            .collect()
+    }
+
     /// The drivers devices had before vfioctl changed them.
     pub fn previous_drivers(&self) -> BTreeMap<PciAddress, DriverName> {
         self.devices

@@ -374,7 +374,7 @@ mod tests {
     fn module_names_that_could_inject_are_left_out() {
         let evil = ModuleName::new("nouveau\ninstall vfio-pci /bin/sh -c reboot");
         let facts = Facts {
-            declarations: Declarations { list: Vec::new() },
+            declarations: Declarations::default(),
             softdeps: BTreeMap::from([
                 (
                     ModuleName::new("nvidia"),
