@@ -151,8 +151,8 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
         };
         writeln!(out, "rebuild the initramfs {when}: {command}")?;
     }
-    for note in &plan.notes {
-        writeln!(out, "note: {note}")?;
+    for text in &plan.notes {
+        crate::output::note(text);
     }
     if !args.write && !args.remove {
         writeln!(out, "preview only: run with --write to write these files")?;

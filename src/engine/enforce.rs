@@ -30,8 +30,8 @@ pub fn print_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io:
             }
         )?;
     }
-    for note in &status.notes {
-        writeln!(out, "note: {note}")?;
+    for text in &status.notes {
+        crate::output::note(text);
     }
     Ok(())
 }

@@ -17,6 +17,13 @@ pub fn write_json(out: &mut dyn Write, value: &impl Serialize) -> anyhow::Result
     Ok(())
 }
 
+/// The one note policy: notes go to stderr as `vfioctl: note: TEXT`, so that
+/// stdout carries only the command's output (a table, a file, one JSON
+/// document) whatever the mode.
+pub fn note(text: &str) {
+    eprintln!("vfioctl: note: {}", escape_controls(text));
+}
+
 /// `text` safe for a terminal: control characters (ESC, CR, newlines, C1
 /// codes...) from outside strings (sysfs, file names, pci.ids) are written as
 /// `\u{1b}`-style escapes instead of reaching the terminal. Tabs stay.
