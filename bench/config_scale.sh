@@ -3,12 +3,12 @@
 # check N declarations (default 10,000) on a fake host of G GPUs (default
 # 2,500: 10,000 PCI functions). Read-only commands against a fake --root.
 # Prints a table of wall-clock times (best of 3). Usage:
-#   bench/config_scale.sh [N] [G]      (builds release binaries first)
+#   bench/config_scale.sh [N] [G]   (builds release binaries first; NO_BUILD=1 skips that)
 set -eu
 N=${1:-10000}
 G=${2:-2500}
 cd "$(dirname "$0")/.."
-cargo build --release --locked --quiet --bin vfioctl --example fakehost
+[ -n "${NO_BUILD:-}" ] || cargo build --release --locked --quiet --bin vfioctl --example fakehost
 BIN=target/release/vfioctl
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vfioctl-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -32,6 +32,7 @@ echo "$N declarations in one file, $((G * 4)) PCI functions"
 echo
 printf '| %-28s | %9s |\n' command "best of 3"
 printf '|%s|%s|\n' "------------------------------" "-----------"
+time_it list
 time_it persist list
 time_it persist list --json
 time_it persist rules

@@ -2,11 +2,10 @@
 //! native drivers, and the kernel command line the IOMMU needs. Pure: facts
 //! in, file contents and advice out; `commands::host_config` reads and writes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::model::declaration::Declarations;
 use crate::model::ModuleName;
 
 /// First line of every file host-config writes; only such files are rewritten or removed.
@@ -18,50 +17,9 @@ pub const INITRAMFS_TOOLS_HOOK: &str = "/etc/initramfs-tools/hooks/vfioctl";
 pub const INITRAMFS_TOOLS_SCRIPT: &str = "/etc/initramfs-tools/scripts/init-top/vfioctl";
 pub const DRACUT_CONF: &str = "/etc/dracut.conf.d/vfioctl.conf";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CpuVendor {
-    Intel,
-    Amd,
-    Other,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Initramfs {
-    InitramfsTools,
-    Dracut,
-}
-
-/// Distribution families, for the command that updates the boot loader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Distro {
-    Debian,
-    RedHat,
-    Suse,
-    Other,
-}
-
-/// What host-config needs to know about the host.
-#[derive(Debug, Clone)]
-pub struct Facts {
-    pub declarations: Declarations,
-    /// Native module that would claim declared devices at boot (from
-    /// modules.alias) -> the modules that must load before it (vfio-pci, or
-    /// the declared driver's).
-    pub softdeps: BTreeMap<ModuleName, BTreeSet<ModuleName>>,
-    /// VFIO variant modules declared devices use, sorted.
-    pub variant_modules: Vec<ModuleName>,
-    pub cpu: CpuVendor,
-    pub cmdline: Vec<String>,
-    pub distro: Distro,
-    pub initramfs: Vec<Initramfs>,
-    /// Also blacklist the native modules (affects every device they drive).
-    pub blacklist: bool,
-    /// Also claim declared IDs ID-wide with `options vfio-pci ids=`.
-    pub ids_option: bool,
-}
+// The facts are plain data read by `host::hostfacts`; they live in the model
+// so that the host layer does not import this integration.
+pub use crate::model::boot_facts::{CpuVendor, Distro, Facts, Initramfs};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostFile {
@@ -369,6 +327,8 @@ pub fn generate(f: &Facts) -> HostConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::declaration::Declarations;
+    use std::collections::BTreeMap;
 
     #[test]
     fn module_names_that_could_inject_are_left_out() {
