@@ -107,21 +107,21 @@ pub struct ChangeEntry {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeRecord {
-    pub devices: BTreeMap<String, ChangeEntry>,
+    /// Keyed by address (written as `0000:25:00.0`, as before).
+    pub devices: BTreeMap<PciAddress, ChangeEntry>,
 }
 
 impl ChangeRecord {
     pub fn entry(&self, address: &PciAddress) -> Option<&ChangeEntry> {
-        self.devices.get(&address.to_string())
+        self.devices.get(address)
     }
 
     /// For each device in the record, the note a plan touching it carries.
     pub fn history_notes(&self) -> BTreeMap<PciAddress, String> {
         self.devices
             .iter()
-            .filter_map(|(addr, entry)| {
-                let addr: PciAddress = addr.parse().ok()?;
-                Some((
+            .map(|(&addr, entry)| {
+                (
                     addr,
                     format!(
                         "{addr} was last changed by vfioctl {} at {} (before: {})",
@@ -129,7 +129,7 @@ impl ChangeRecord {
                         format_utc(entry.changed_at),
                         entry.previous_driver.as_deref().unwrap_or("no driver")
                     ),
-                ))
+                )
             })
             .collect()
     }
@@ -141,7 +141,7 @@ impl ChangeRecord {
             .iter()
             .filter_map(|(addr, e)| {
                 Some((
-                    addr.parse().ok()?,
+                    *addr,
                     e.driver.clone().or_else(|| e.previous_driver.clone())?,
                 ))
             })
@@ -152,12 +152,7 @@ impl ChangeRecord {
     pub fn previous_drivers(&self) -> BTreeMap<PciAddress, DriverName> {
         self.devices
             .iter()
-            .filter_map(|(addr, e)| {
-                Some((
-                    addr.parse().ok()?,
-                    DriverName::new(e.previous_driver.clone()?),
-                ))
-            })
+            .filter_map(|(addr, e)| Some((*addr, DriverName::new(e.previous_driver.clone()?))))
             .collect()
     }
 
@@ -180,7 +175,7 @@ impl ChangeRecord {
             command: command.to_string(),
         };
         self.devices
-            .entry(address.to_string())
+            .entry(address)
             .and_modify(|e| {
                 e.driver = fresh.driver.clone();
                 e.changed_at = now;
@@ -190,7 +185,7 @@ impl ChangeRecord {
     }
 
     pub fn forget(&mut self, address: PciAddress) {
-        self.devices.remove(&address.to_string());
+        self.devices.remove(&address);
     }
 }
 
@@ -302,6 +297,9 @@ mod tests {
         );
         write_record(&root, &record).unwrap();
         assert_eq!(read_record(&root).unwrap(), record);
+        // The on-disk format is unchanged: keys are full addresses as text.
+        let text = std::fs::read_to_string(dir.path().join("run/vfioctl/changes.json")).unwrap();
+        assert!(text.contains("\"0000:01:00.0\": {"), "{text}");
         std::fs::write(dir.path().join("run/vfioctl/changes.json"), "{").unwrap();
         assert!(matches!(
             read_record(&root),
