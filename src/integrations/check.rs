@@ -952,7 +952,7 @@ pub fn overall(results: &[CheckResult]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::declaration::{Declaration, Origin};
+    use crate::model::declaration::Declaration;
 
     fn facts(inv: &Inventory, marks: Vec<(PciAddress, Option<bool>)>) -> Facts<'_> {
         Facts {
@@ -964,19 +964,12 @@ mod tests {
             irq_remapping: None,
             unsafe_interrupts: None,
             modules: vec![],
-            declarations: Ok(Declarations::new(vec![Declaration {
-                vendor: VendorId(0x8086),
-                device: DeviceId(0x10d3),
-                subsystem: None,
-                address: None,
-                driver: DeclaredDriver::Auto,
-                expect: None,
-                seen: Vec::new(),
-                origin: Origin {
-                    file: "/etc/vfioctl/bindings.d/a.toml".into(),
-                    line: 1,
-                },
-            }])),
+            declarations: Ok(Declarations::new(vec![Declaration::of_ids(
+                VendorId(0x8086),
+                DeviceId(0x10d3),
+                "/etc/vfioctl/bindings.d/a.toml",
+                1,
+            )])),
             vfio_nodes: BTreeSet::new(),
             boot_files: vec![],
             udev_rules: Some(FileState::Current),

@@ -58,17 +58,13 @@ mod tests {
     fn rules_mark_each_declaration_and_run_nothing() {
         let decls = Declarations::new(vec![
             Declaration {
-                vendor: VendorId(0x10de),
-                device: DeviceId(0x20b0),
                 subsystem: Some((VendorId(0x10de), DeviceId(0x134f))),
-                address: None,
-                driver: DeclaredDriver::Auto,
-                expect: None,
-                seen: Vec::new(),
-                origin: Origin {
-                    file: "/etc/vfioctl/bindings.d/a.toml".into(),
-                    line: 2,
-                },
+                ..Declaration::of_ids(
+                    VendorId(0x10de),
+                    DeviceId(0x20b0),
+                    "/etc/vfioctl/bindings.d/a.toml",
+                    2,
+                )
             },
             Declaration {
                 vendor: VendorId(0x8086),

@@ -118,6 +118,23 @@ pub enum Fit {
 }
 
 impl Declaration {
+    /// A declaration of IDs on the default driver, read from `file:line`;
+    /// the other fields are set with struct update syntax.
+    pub fn of_ids(vendor: VendorId, device: DeviceId, file: &str, line: usize) -> Declaration {
+        Declaration {
+            vendor,
+            device,
+            subsystem: None,
+            address: None,
+            driver: DeclaredDriver::Auto,
+            expect: None,
+            seen: Vec::new(),
+            origin: Origin {
+                file: file.to_string(),
+                line,
+            },
+        }
+    }
     /// The short key: `0000:25:00.0`, `10de:20b0` or `10de:20b0:10de:134f`.
     pub fn key(&self) -> String {
         match self.address {
@@ -421,17 +438,14 @@ mod tests {
 
     fn decl(address: Option<&str>, subsystem: Option<(u16, u16)>) -> Declaration {
         Declaration {
-            vendor: VendorId(0x10de),
-            device: DeviceId(0x20b0),
             subsystem: subsystem.map(|(v, d)| (VendorId(v), DeviceId(d))),
             address: address.map(|a| a.parse().unwrap()),
-            driver: DeclaredDriver::Auto,
-            expect: None,
-            seen: Vec::new(),
-            origin: Origin {
-                file: "/etc/vfioctl/bindings.d/a.toml".into(),
-                line: 1,
-            },
+            ..Declaration::of_ids(
+                VendorId(0x10de),
+                DeviceId(0x20b0),
+                "/etc/vfioctl/bindings.d/a.toml",
+                1,
+            )
         }
     }
 
