@@ -174,7 +174,8 @@ pub struct PersistAddArgs {
     #[arg(value_name = "SELECTOR", required = true)]
     pub selectors: Vec<String>,
 
-    /// Driver to declare instead of vfio-pci or its best variant.
+    /// Driver to declare instead of vfio-pci or its best variant
+    /// (letters, digits, - and _).
     #[arg(long, value_name = "NAME")]
     pub driver: Option<String>,
 
@@ -183,6 +184,11 @@ pub struct PersistAddArgs {
     /// swap or a network root's transport (see SAFETY).
     #[arg(long)]
     pub force: bool,
+
+    /// For declarations by IDs: how many functions they must cover (default:
+    /// the number present now); fewer present makes `check` CRITICAL.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub expect: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -450,7 +456,28 @@ pub mod exit {
         pub const fn code(self) -> i32 {
             self as i32
         }
+
+        /// The stable `error.kind` of the JSON error document.
+        pub const fn kind(self) -> &'static str {
+            match self {
+                ExitStatus::Ok => "ok",
+                ExitStatus::Failed => "failed",
+                ExitStatus::Usage => "usage",
+                ExitStatus::NotFound => "not-found",
+                ExitStatus::Refused => "refused",
+                ExitStatus::Environment => "environment",
+                ExitStatus::Inconsistent => "inconsistent",
+                ExitStatus::Config => "config",
+                ExitStatus::Pending => "pending",
+                ExitStatus::Busy => "busy",
+                ExitStatus::NoPermission => "no-permission",
+            }
+        }
     }
+
+    /// `check`'s monitoring-plugin UNKNOWN: every error of `check`, usage
+    /// errors included, exits with it (a plugin's 2 would read as CRITICAL).
+    pub const CHECK_UNKNOWN: i32 = 3;
 
     use ExitStatus::*;
 
@@ -483,13 +510,16 @@ pub mod exit {
         ),
         (
             Config,
-            "The configuration under /etc/vfioctl is malformed (the message names file and line) or untrusted (not root-owned, or world-writable). Nothing was applied.",
+            "The configuration under /etc/vfioctl is malformed (the message names file and line) or untrusted (it or a directory up to / not root-owned, writable by others or by a group other than root's, a symlink, or a file name that is not letters, digits, '.', '_' and '-'; under --root DIR other than /, the owner trusted is DIR's owner). Nothing was applied.",
+        ),
+        (
+            Busy,
+            "Another vfioctl held the change lock for longer than --timeout (60 s for persist add, remove, rules --write and host-config --write/--remove, which take the same lock).",
         ),
         (
             Pending,
             "A driver did not let go of a device within --timeout (a process holds it): the unbind is still pending in the kernel and vfioctl stopped waiting for it. The message names the device, the holder when found, and what happens when the holder lets go (the device is left with no driver; run vfioctl restore then). vfioctl show and check report it pending. vfioctl exits within --timeout plus a second.",
         ),
-        (Busy, "Another vfioctl held the lock for longer than --timeout."),
         (
             NoPermission,
             "Not privileged: changing bindings needs CAP_SYS_ADMIN (run as root). Nothing was written.",

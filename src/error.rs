@@ -1,6 +1,7 @@
 //! Maps errors from anywhere in vfioctl to one line and a documented exit status.
 
 use crate::cli::exit::ExitStatus;
+use crate::engine::enforce::AlreadyDeclared;
 use crate::engine::plan::PlanError;
 use crate::engine::run::{ApplyFailed, NotPrivileged};
 use crate::host::config::ConfigError;
@@ -11,6 +12,7 @@ use crate::host::sysfs::InventoryError;
 use crate::integrations::nova::NovaError;
 use crate::model::address::AddressError;
 use crate::model::declaration::DeclareError;
+use crate::model::driver::BadName;
 use crate::model::fabric::StaysOnHost;
 use crate::model::{NoMatch, SelectorError};
 
@@ -25,6 +27,8 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
             || cause.is::<NovaError>()
             || cause.is::<NeedsConnect>()
             || cause.is::<MissingAddress>()
+            || cause.is::<StdoutConflict>()
+            || cause.is::<BadName>()
         {
             return ExitStatus::Usage;
         }
@@ -48,6 +52,7 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
             };
         }
         if cause.is::<NotOwned>()
+            || cause.is::<AlreadyDeclared>()
             || cause.is::<StaysOnHost>()
             || cause.is::<crate::engine::gate::BootRefused>()
         {
@@ -83,9 +88,32 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
     ExitStatus::Failed
 }
 
-/// The error and its causes on one line: `outer: inner: os error`.
+/// The error and its causes on one line: `outer: inner: os error`. A cause
+/// whose text its wrapper already ends with (an I/O error the wrapper's
+/// message quotes) is not repeated.
 pub fn one_line(err: &anyhow::Error) -> String {
-    format!("{err:#}").replace('\n', " ")
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    crate::output::escape_controls(&line).into_owned()
+}
+
+/// The one JSON document `--json` prints when a command fails:
+/// `{"exit_status":N,"error":{"kind":KIND,"message":LINE}}`.
+pub fn error_document(status: i32, kind: ExitStatus, message: &str) -> String {
+    serde_json::json!({
+        "exit_status": status,
+        "error": {"kind": kind.kind(), "message": message},
+    })
+    .to_string()
 }
 
 // Errors the thin commands raise themselves (no stage owns them).
@@ -118,6 +146,11 @@ pub struct Ambiguous {
     pub count: usize,
     pub first: String,
 }
+
+/// Two options that would both print to stdout.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} both print to stdout: choose one (write the other to a file)")]
+pub struct StdoutConflict(pub &'static str);
 
 /// A file in the way that vfioctl did not write.
 #[derive(Debug, thiserror::Error)]

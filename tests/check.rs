@@ -105,6 +105,31 @@ fn a_healthy_node_is_ok() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), prom);
 }
 
+/// Whoever can write the textfile directory plants a symlink where the
+/// metrics go, pointing at a file root owns: vfioctl refuses it, and neither
+/// the file's text nor its mode changes.
+#[test]
+fn prometheus_file_refuses_a_planted_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = healthy();
+    let dir = host.path("textfile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = host.path("etc/shadow");
+    std::fs::write(&victim, "root:x:\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file = dir.join("vfioctl.prom");
+    std::os::unix::fs::symlink(&victim, &file).unwrap();
+    let (status, out, err) = vfioctl(
+        host.root(),
+        &["check", "--prometheus", file.to_str().unwrap()],
+    );
+    assert_eq!(status, 3, "{out}{err}");
+    assert!(err.contains("symlink"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:x:\n");
+    let mode = std::fs::metadata(&victim).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
 #[test]
 fn a_declared_device_restored_by_hand_is_critical() {
     let host = healthy();
@@ -363,5 +388,71 @@ fn runs_without_privileges() {
     assert!(
         line(&out, "binding.0000:25:00.0").starts_with("OK"),
         "{out}"
+    );
+}
+
+/// A declaration by IDs records how many functions it covered; one falling
+/// off the bus is CRITICAL, naming its address, IDs and last driver.
+#[test]
+fn a_gpu_falling_off_the_bus_is_critical() {
+    let host = topologies::hgx_a100();
+    let present = support::cli::ok(host.root(), &["list", "10de:20b0"])
+        .lines()
+        .count()
+        - 1;
+    assert!(present >= 2);
+    support::cli::ok(host.root(), &["persist", "add", "10de:20b0"]);
+    let file =
+        std::fs::read_to_string(host.path("etc/vfioctl/bindings.d/id-10de_20b0.toml")).unwrap();
+    assert!(file.contains(&format!("expect = {present}\n")), "{file}");
+    assert!(file.contains("\"0000:48:00.0\""), "{file}");
+
+    // Identical and conflicting declarations are refused by persist add.
+    let (status, _, err) = vfioctl(host.root(), &["persist", "add", "10de:20b0"]);
+    assert_eq!(status, 4, "{err}");
+    assert!(
+        err.contains("already declared") && err.contains("identical"),
+        "{err}"
+    );
+    let (status, _, err) = vfioctl(
+        host.root(),
+        &["persist", "add", "10de:20b0", "--driver", "pci-stub"],
+    );
+    assert_eq!(status, 4, "{err}");
+    assert!(err.contains("conflicting"), "{err}");
+
+    // 0000:48:00.0 falls off the bus; the change record knew it on vfio-pci.
+    std::fs::remove_file(host.path("sys/bus/pci/devices/0000:48:00.0")).unwrap();
+    host.write(
+        "run/vfioctl/changes.json",
+        r#"{"devices":{"0000:48:00.0":{"driver":"vfio-pci","previous_driver":"nvidia","previous_override":null,"changed_at":0,"command":"bind"}}}"#,
+    );
+    let (status, out) = check(&host);
+    assert_eq!(status, 2, "{out}");
+    let l = line(&out, "binding.10de:20b0.count");
+    assert!(l.starts_with("CRITICAL"), "{l}");
+    assert!(
+        l.contains(&format!(
+            "on {present} function(s), {} present",
+            present - 1
+        )),
+        "{l}"
+    );
+    assert!(
+        l.contains("missing: 0000:48:00.0 (10de:20b0, last on vfio-pci)"),
+        "{l}"
+    );
+
+    // A hand-written declaration of the same IDs on another driver: check reports it.
+    host.write(
+        "etc/vfioctl/bindings.d/site.toml",
+        "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\ndriver = \"pci-stub\"\n",
+    );
+    let (_, out) = check(&host);
+    let l = line(&out, "binding.10de:20b0.duplicate");
+    assert!(l.starts_with("CRITICAL"), "{l}");
+    assert!(
+        l.contains("conflicting with /etc/vfioctl/bindings.d/id-10de_20b0.toml"),
+        "{l}"
     );
 }

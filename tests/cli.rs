@@ -104,9 +104,12 @@ fn show_texts_and_json() {
 #[test]
 fn iommu_off_is_said_once() {
     let host = topologies::no_iommu();
-    let text = ok(host.root(), &["list"]);
-    golden::check("list_no_iommu.txt", &text);
-    assert_eq!(text.matches("IOMMU: off").count(), 1);
+    // The note goes to stderr (one note policy), once; the table alone on stdout.
+    let run = vfioctl(host.root(), &["list"]);
+    assert_eq!(run.status, 0);
+    golden::check("list_no_iommu.txt", &run.stdout);
+    assert_eq!(run.stdout.matches("IOMMU: off").count(), 0);
+    assert_eq!(run.stderr.matches("vfioctl: note: IOMMU: off").count(), 1);
     let run = vfioctl(host.root(), &["list", "--json"]);
     assert_eq!(run.status, 0);
     assert!(run.stderr.contains("IOMMU: off"));
@@ -258,4 +261,75 @@ fn a_change_the_kernel_ignores_is_rolled_back_and_fails() {
         "\n"
     );
     assert!(run.stdout.contains("FAILED (put back)"), "{}", run.stdout);
+}
+
+/// Parses stdout as exactly one JSON document (serde_json rejects trailing data).
+fn one_document(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not one JSON document ({e}): {stdout}"))
+}
+
+#[test]
+fn json_errors_print_one_error_document() {
+    let host = topologies::hgx_a100();
+    // (args, exit status, error kind): a clap usage error, a malformed
+    // selector, one matching nothing, a config error.
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["list", "--json", "--bogus"], 2, "usage"),
+        (&["list", "--json", "10de:zz"], 2, "usage"),
+        (&["show", "--json", "0000:99:00.0"], 3, "not-found"),
+        (&["check", "--json", "--bogus"], 3, "usage"),
+        (&["check", "--json", "--prometheus", "-"], 3, "usage"),
+    ];
+    for (args, status, kind) in cases {
+        let run = vfioctl(host.root(), args);
+        assert_eq!(
+            run.status, *status,
+            "{args:?}: {}{}",
+            run.stdout, run.stderr
+        );
+        let doc = one_document(&run.stdout);
+        assert_eq!(doc["exit_status"], *status, "{args:?}");
+        assert_eq!(doc["error"]["kind"], *kind, "{args:?}");
+        assert!(doc["error"]["message"].as_str().unwrap().len() > 5);
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+    }
+    // An inventory that cannot be read: check --json still prints one document.
+    let empty = tempfile::tempdir().unwrap();
+    let run = vfioctl(empty.path(), &["check", "--json"]);
+    assert_eq!(run.status, 3, "{}{}", run.stdout, run.stderr);
+    assert_eq!(one_document(&run.stdout)["exit_status"], 3);
+}
+
+#[test]
+fn check_usage_errors_are_unknown_not_critical() {
+    let host = topologies::hgx_a100();
+    for args in [
+        &["check", "--bogus"][..],
+        &["check", "--expect"],
+        &["--root", "check", "check", "--nope"],
+    ] {
+        let run = vfioctl(host.root(), args);
+        assert_eq!(run.status, 3, "{args:?}: {}", run.stderr);
+    }
+    // Other commands keep the usage status.
+    assert_eq!(vfioctl(host.root(), &["list", "--bogus"]).status, 2);
+}
+
+#[test]
+fn an_io_error_names_its_os_error_once() {
+    let host = topologies::hgx_a100();
+    let dir = host.path("textfile");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A directory where the file goes: the rename fails.
+    std::fs::create_dir_all(dir.join("vfioctl.prom")).unwrap();
+    let target = dir.join("vfioctl.prom");
+    let run = vfioctl(
+        host.root(),
+        &["check", "--prometheus", target.to_str().unwrap()],
+    );
+    assert_eq!(run.status, 3, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    let line = run.stderr.trim();
+    let reason = "not a regular file";
+    assert_eq!(line.matches(reason).count(), 1, "{line}");
 }

@@ -12,7 +12,7 @@ use crate::model::{DriverName, Inventory};
 use super::{parse_selectors, run_change};
 
 pub fn run(root: &HostRoot, args: &BindArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let driver = args.driver.as_deref().map(DriverName::new);
+    let driver = args.driver.as_deref().map(DriverName::parse).transpose()?;
     let goal = Goal::bind_to(&driver.clone().into());
     let selectors = parse_selectors(&args.change.selectors)?;
     // What declaring printed, shown after the change report.
@@ -25,7 +25,10 @@ pub fn run(root: &HostRoot, args: &BindArgs, out: &mut dyn Write) -> anyhow::Res
                 inv,
                 &selectors,
                 driver.as_ref(),
-                args.change.force,
+                crate::engine::enforce::DeclareOptions {
+                    force: args.change.force,
+                    ..Default::default()
+                },
                 crate::integrations::udev::render_rules,
                 &mut declared,
             );

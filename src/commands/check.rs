@@ -26,6 +26,7 @@ use crate::output::table::Table;
 use crate::output::write_json;
 
 use super::{node_devices, LibvirtOptions};
+use crate::error::StdoutConflict;
 
 fn read(root: &HostRoot, path: &str) -> Option<String> {
     fs::read_to_string(root.path(path)).ok()
@@ -152,9 +153,19 @@ pub fn run(
     args: &CheckArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
-    // A monitoring check never fails with another status: no inventory is UNKNOWN.
+    if args.json
+        && args
+            .prometheus
+            .as_deref()
+            .is_some_and(|p| p.as_os_str() == "-")
+    {
+        return Err(StdoutConflict("--json and --prometheus -").into());
+    }
+    // A monitoring check never fails with another status: no inventory is UNKNOWN
+    // (with --json, the error document says so).
     let inv = match read_inventory(root, Names::Skip) {
         Ok(inv) => inv,
+        Err(e) if args.json => return Err(e.into()),
         Err(e) => {
             writeln!(out, "UNKNOWN: cannot read the PCI inventory: {e}")?;
             return Ok(Verdict::Unknown.exit_code());
@@ -184,6 +195,7 @@ pub fn run(
     }
     let libvirt = libvirt_views(libvirt, &inv, &declarations);
     let declarations_for_marks = declarations.as_ref().ok().cloned();
+    let record = crate::host::state::read_record(root).ok();
     let facts = Facts {
         inv: &inv,
         cpu: cpu.vendor,
@@ -233,13 +245,19 @@ pub fn run(
             None => Vec::new(),
         },
         expectations: args.expect.as_deref().map(expectations),
-        pending: crate::host::state::read_record(root)
+        pending: record
+            .as_ref()
             .map(|r| {
                 r.devices
                     .iter()
-                    .filter_map(|(a, e)| Some((a.parse().ok()?, e.pending.clone()?)))
+                    .filter_map(|(a, e)| Some((*a, e.pending.clone()?)))
                     .collect()
             })
+            .unwrap_or_default(),
+        // An unreadable record only loses the "last on" detail.
+        last_drivers: record
+            .as_ref()
+            .map(|r| r.last_drivers())
             .unwrap_or_default(),
         libvirt,
         fabric: fabric_mode(root, &inv),

@@ -37,6 +37,14 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
         }
         .into());
     }
+    let _lock = if args.write || args.remove {
+        Some(crate::host::state::lock(
+            root,
+            crate::host::state::CONFIG_LOCK_WAIT,
+        )?)
+    } else {
+        None
+    };
     let inv = read_inventory(root, Names::Skip)?;
     let facts = read_facts(
         root,
@@ -179,8 +187,8 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
         };
         writeln!(out, "rebuild the initramfs {when}: {command}")?;
     }
-    for note in &plan.notes {
-        writeln!(out, "note: {note}")?;
+    for text in &plan.notes {
+        crate::output::note(text);
     }
     if !args.write && !args.remove {
         writeln!(out, "preview only: run with --write to write these files")?;

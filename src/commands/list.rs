@@ -7,7 +7,7 @@ use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
 use crate::output::records::DeviceRecord;
 use crate::output::table::{or_dash, Table};
-use crate::output::write_json;
+use crate::output::{note, write_json};
 
 use super::parse_selectors;
 use crate::output::labels::{class_label, device_name, iommu_off_note, sriov_brief};
@@ -17,19 +17,16 @@ pub fn run(root: &HostRoot, args: &ListArgs, out: &mut dyn Write) -> anyhow::Res
     let inv = read_inventory(root, Names::Lookup)?;
     let devices = inv.select(&selectors)?;
 
+    if !inv.iommu.enabled() {
+        note(&iommu_off_note());
+    }
     if args.json {
         let records: Vec<DeviceRecord> =
             devices.iter().map(|d| DeviceRecord::new(&inv, d)).collect();
         write_json(out, &records)?;
-        if !inv.iommu.enabled() {
-            eprintln!("vfioctl: note: {}", iommu_off_note());
-        }
         return Ok(crate::cli::exit::OK);
     }
 
-    if !inv.iommu.enabled() {
-        writeln!(out, "{}", iommu_off_note())?;
-    }
     let mut table = Table::new([
         "ADDRESS", "CLASS", "ROLE", "IDS", "DRIVER", "OVERRIDE", "GROUP", "SRIOV", "NOVA", "NUMA",
         "NAME",

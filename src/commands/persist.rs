@@ -9,13 +9,15 @@ use crate::cli::{
     PersistAction, PersistAddArgs, PersistApplyArgs, PersistListArgs, PersistRemoveArgs,
     PersistRulesArgs,
 };
-use crate::engine::enforce::{apply_declarations, declare_and_write, print_rules_status};
+use crate::engine::enforce::{
+    apply_declarations, declare_and_write, print_rules_status, DeclareOptions,
+};
 use crate::engine::run::{self, ChangeReport, NotPrivileged};
-use crate::host::config;
 use crate::host::kernel::SysfsKernel;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::udev::{self as udev_io};
 use crate::host::HostRoot;
+use crate::host::{config, state};
 use crate::integrations::udev;
 use crate::model::declaration::{Declaration, Declarations};
 use crate::model::selector::Matcher;
@@ -46,15 +48,22 @@ fn require_privilege(command: &'static str) -> Result<(), NotPrivileged> {
 
 fn add(root: &HostRoot, args: &PersistAddArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let selectors = parse_selectors(&args.selectors)?;
+    let driver = args.driver.as_deref().map(DriverName::parse).transpose()?;
     require_privilege("persist add")?;
+    // The change lock: parallel adds (and binds) must not lose declarations.
+    let _lock = state::lock(root, state::CONFIG_LOCK_WAIT)?;
     let inv = read_inventory(root, Names::Skip)?;
-    let driver = args.driver.as_deref().map(DriverName::new);
+    let options = DeclareOptions {
+        expect: args.expect.map(|n| n as usize),
+        refuse_existing: true,
+        force: args.force,
+    };
     declare_and_write(
         root,
         &inv,
         &selectors,
         driver.as_ref(),
-        args.force,
+        options,
         udev::render_rules,
         out,
     )?;
@@ -103,6 +112,7 @@ fn named_by<'a>(
 fn remove(root: &HostRoot, args: &PersistRemoveArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let selectors = parse_selectors(&args.selectors)?;
     require_privilege("persist remove")?;
+    let _lock = state::lock(root, state::CONFIG_LOCK_WAIT)?;
     let inv = read_inventory(root, Names::Skip)?;
     let decls = config::load(root)?;
     let mut doomed: Vec<&Declaration> = Vec::new();
@@ -157,14 +167,16 @@ fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow:
     let decls = config::load(root)?;
     let inv = read_inventory(root, Names::Skip)?;
     let mismatches = decls.mismatches(&inv.devices);
+    let coverage = decls.coverage(&inv.devices);
     let entries: Vec<ListEntry> = decls
         .list
         .iter()
-        .map(|decl| ListEntry {
+        .zip(&coverage)
+        .map(|(decl, covered)| ListEntry {
             key: decl.key(),
             declaration: decl,
-            devices: decls
-                .covered(&inv.devices, decl)
+            devices: covered
+                .iter()
                 .map(|d| Covered {
                     address: d.address,
                     driver: d.driver.clone(),
@@ -271,16 +283,17 @@ fn apply(root: &HostRoot, args: &PersistApplyArgs, out: &mut dyn Write) -> anyho
 }
 
 fn rules(root: &HostRoot, args: &PersistRulesArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let decls = config::load(root)?;
     if args.write {
         require_privilege("persist rules --write")?;
+        let _lock = state::lock(root, state::CONFIG_LOCK_WAIT)?;
+        let decls = config::load(root)?;
         let status = udev_io::install_rules(root, &udev::render_rules(&decls))?;
         if !status.written {
             writeln!(out, "{} is current", udev_io::GENERATED_RULES)?;
         }
         print_rules_status(out, &status)?;
     } else {
-        write!(out, "{}", udev::render_rules(&decls))?;
+        write!(out, "{}", udev::render_rules(&config::load(root)?))?;
     }
     Ok(crate::cli::exit::OK)
 }

@@ -33,8 +33,8 @@ pub fn print_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io:
             }
         )?;
     }
-    for note in &status.notes {
-        writeln!(out, "note: {note}")?;
+    for text in &status.notes {
+        crate::output::note(text);
     }
     Ok(())
 }
@@ -50,6 +50,27 @@ fn driver_label(decl: &Declaration) -> String {
 /// passed in by the command: the engine does not import integrations).
 pub type RenderRules = fn(&Declarations) -> String;
 
+/// How `persist add` declares, beyond the driver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeclareOptions {
+    /// `--expect N`: the count ID declarations must cover (default: the count covered now).
+    pub expect: Option<usize>,
+    /// Refuse a declaration whose key is already declared (identical or
+    /// conflicting); `bind --persist` replaces its own instead.
+    pub refuse_existing: bool,
+    /// `--force`: declare devices the host uses in ways `--force` may override.
+    pub force: bool,
+}
+
+/// A declaration `persist add` refuses: its key is already declared.
+#[derive(Debug, thiserror::Error)]
+#[error("{key} is already declared at {origin} ({detail}); nothing was written")]
+pub struct AlreadyDeclared {
+    pub key: String,
+    pub origin: String,
+    pub detail: String,
+}
+
 /// Declares the devices, then bind --persist and persist add share this.
 /// Every device a new declaration covers now (an ID or class declaration
 /// may cover many) passes the gate as claimed at every boot first.
@@ -58,11 +79,37 @@ pub fn declare_and_write(
     inv: &Inventory,
     selectors: &[Selector],
     driver: Option<&DriverName>,
-    force: bool,
+    options: DeclareOptions,
     render_rules: RenderRules,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let decls = declare(inv, selectors, driver)?;
+    let mut decls = declare(inv, selectors, driver)?;
+    for decl in decls.iter_mut().filter(|d| d.address.is_none()) {
+        if options.expect.is_some() {
+            decl.expect = options.expect;
+        }
+    }
+    if options.refuse_existing {
+        let existing = config::load(root)?;
+        for decl in &decls {
+            if let Some(old) = existing.list.iter().find(|d| d.key() == decl.key()) {
+                let detail = if old.driver == decl.driver {
+                    "identical: nothing to do".to_string()
+                } else {
+                    format!(
+                        "on {}, conflicting with {}: persist remove it first",
+                        old.driver, decl.driver
+                    )
+                };
+                return Err(AlreadyDeclared {
+                    key: decl.key(),
+                    origin: old.origin.to_string(),
+                    detail,
+                }
+                .into());
+            }
+        }
+    }
     let covered: BTreeSet<PciAddress> = inv
         .devices
         .iter()
@@ -74,13 +121,13 @@ pub fn declare_and_write(
         &read_usage(root),
         &covered,
         gate::Change::ClaimAtBoot,
-        force,
+        options.force,
     );
     if !verdict.allowed() {
         return Err(PlanError::Refused(verdict.refusals).into());
     }
     for note in &verdict.forced {
-        writeln!(out, "note: {note}")?;
+        crate::output::note(note);
     }
     // Nothing is written when a declaration would take an NVSwitch from
     // Fabric Manager.

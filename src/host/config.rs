@@ -1,6 +1,9 @@
 //! /etc/vfioctl: declared bindings, one TOML drop-in file or more under
-//! bindings.d. Only root-owned, not world-writable files are trusted (as sudo
-//! does); a malformed file stops everything with its file and line.
+//! bindings.d. A file is trusted only when it and every directory up to `/`
+//! are root-owned and writable by nobody else (group write only for group
+//! root), checked on the open descriptors (no symlinks followed, nothing
+//! reopened by path); under a fake `--root`, the owner trusted is the root
+//! directory's. A malformed file stops everything with its file and line.
 //!
 //! ```toml
 //! [[binding]]
@@ -10,14 +13,22 @@
 //! subsystem_device = "134f"
 //! address = "0000:25:00.0"     # optional: only this function (its IDs must still match)
 //! driver = "vfio-pci"          # optional: default vfio-pci or the best VFIO variant
+//! expect = 8                   # optional, IDs only: functions it covers (persist add records it)
+//! seen = ["0000:25:00.0"]      # optional, IDs only: the addresses covered when declared
 //! ```
 
-use std::fs;
-use std::io;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::Mode;
+
+use serde::{Deserialize, Serialize};
 
 use crate::host::HostRoot;
 use crate::model::declaration::{Declaration, Declarations, DeclaredDriver, Origin};
@@ -46,12 +57,24 @@ pub enum ConfigError {
         line: usize,
         message: String,
     },
-    #[error("{path} is owned by uid {uid}, not root: vfioctl only trusts root-owned configuration (chown root:root {path})")]
-    NotRootOwned { path: String, uid: u32 },
+    #[error("{path} is owned by uid {uid}, not {owner}: vfioctl only trusts configuration its owner wrote (chown {owner} {path})", owner = owner_name(*.expected))]
+    NotRootOwned {
+        path: String,
+        uid: u32,
+        expected: u32,
+    },
     #[error(
         "{path} is writable by everyone (mode {mode:o}): vfioctl refuses it (chmod o-w {path})"
     )]
     WorldWritable { path: String, mode: u32 },
+    #[error("{path} is writable by group {gid} (mode {mode:o}): only root's group may write it (chmod g-w {path})")]
+    GroupWritable { path: String, gid: u32, mode: u32 },
+    #[error(
+        "{path} is a symlink or not a {kind}: vfioctl does not follow links in its configuration"
+    )]
+    NotPlain { path: String, kind: &'static str },
+    #[error("{path}: a bindings.d file name is letters, digits, '.', '_' and '-' ending in .toml; rename it")]
+    BadFileName { path: String },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -68,15 +91,27 @@ struct FileModel {
     binding: Vec<toml::Spanned<BindingModel>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct BindingModel {
     vendor: String,
     device: String,
     subsystem_vendor: Option<String>,
     subsystem_device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     driver: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expect: Option<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    seen: Vec<String>,
+}
+
+/// What `persist add` writes: serialized by the toml crate, never by formatting.
+#[derive(Serialize)]
+struct FileOut<'a> {
+    binding: [&'a BindingModel; 1],
 }
 
 /// A host path as shown in messages (`/etc/...`, whatever the root).
@@ -87,29 +122,150 @@ fn shown(root: &HostRoot, path: &Path) -> String {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+/// Line numbers of byte offsets in one text: its newlines found once, then a
+/// binary search per offset (a file of 10,000 bindings is not rescanned 10,000 times).
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn new(text: &str) -> Lines {
+        Lines(text.match_indices('\n').map(|(i, _)| i).collect())
+    }
+
+    fn line_of(&self, offset: usize) -> usize {
+        self.0.partition_point(|&newline| newline < offset) + 1
+    }
 }
 
-fn trusted(root: &HostRoot, path: &Path) -> Result<(), ConfigError> {
-    let meta = fs::metadata(path).map_err(|source| ConfigError::Io {
-        action: "cannot stat",
-        path: shown(root, path),
-        source,
-    })?;
-    if meta.uid() != 0 {
+fn owner_name(uid: u32) -> String {
+    if uid == 0 {
+        "root".to_string()
+    } else {
+        format!("uid {uid}")
+    }
+}
+
+/// The trust rule, applied to what `fstat` says about an open descriptor:
+/// owned by `owner`, not writable by others, writable by the group only when
+/// the group is root's.
+fn check_trust(path: &str, meta: &fs::Metadata, owner: u32) -> Result<(), ConfigError> {
+    let mode = meta.mode() & 0o7777;
+    if meta.uid() != owner {
         return Err(ConfigError::NotRootOwned {
-            path: shown(root, path),
+            path: path.to_string(),
             uid: meta.uid(),
+            expected: owner,
         });
     }
-    if meta.mode() & 0o002 != 0 {
+    if mode & 0o002 != 0 {
         return Err(ConfigError::WorldWritable {
-            path: shown(root, path),
-            mode: meta.mode() & 0o7777,
+            path: path.to_string(),
+            mode,
+        });
+    }
+    if mode & 0o020 != 0 && meta.gid() != 0 {
+        return Err(ConfigError::GroupWritable {
+            path: path.to_string(),
+            gid: meta.gid(),
+            mode,
         });
     }
     Ok(())
+}
+
+/// Opens `name` under `dir` without following a symlink, as a directory or
+/// a regular file. `Ok(None)`: it does not exist.
+fn open_at(
+    dir: &OwnedFd,
+    name: &str,
+    shown_path: &str,
+    directory: bool,
+) -> Result<Option<File>, ConfigError> {
+    let mut flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    if directory {
+        flags |= OFlag::O_DIRECTORY;
+    }
+    let kind = if directory {
+        "directory"
+    } else {
+        "regular file"
+    };
+    match openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => {
+            let file = File::from(fd);
+            let meta = file.metadata().map_err(|source| ConfigError::Io {
+                action: "cannot stat",
+                path: shown_path.to_string(),
+                source,
+            })?;
+            if meta.is_dir() != directory || (!directory && !meta.is_file()) {
+                return Err(ConfigError::NotPlain {
+                    path: shown_path.to_string(),
+                    kind,
+                });
+            }
+            Ok(Some(file))
+        }
+        Err(Errno::ENOENT) => Ok(None),
+        Err(Errno::ELOOP | Errno::ENOTDIR) => Err(ConfigError::NotPlain {
+            path: shown_path.to_string(),
+            kind,
+        }),
+        Err(errno) => Err(ConfigError::Io {
+            action: "cannot open",
+            path: shown_path.to_string(),
+            source: io::Error::from(errno),
+        }),
+    }
+}
+
+/// Opens a configuration directory (`/etc/vfioctl/bindings.d`) one
+/// component at a time from the top, each with `O_NOFOLLOW`, checking each
+/// on its descriptor (`check_trust`), so nothing can be swapped between the
+/// check and the read. `Ok(None)`: it does not exist.
+///
+/// The owner trusted is root. Under a `--root` other than `/` (a fake host,
+/// a copied-off snapshot), it is the owner of the `--root` directory itself,
+/// and the check starts there: so tests can build fake hosts as any user,
+/// and the directories above the snapshot are not the host's. Returns the
+/// directory and the owner trusted.
+fn open_trusted_dir(
+    root: &HostRoot,
+    host_dir: &str,
+) -> Result<Option<(OwnedFd, u32)>, ConfigError> {
+    let base = root.base();
+    let top = File::open(base).map_err(|source| ConfigError::Io {
+        action: "cannot open",
+        path: base.display().to_string(),
+        source,
+    })?;
+    let top_meta = top.metadata().map_err(|source| ConfigError::Io {
+        action: "cannot stat",
+        path: base.display().to_string(),
+        source,
+    })?;
+    let owner = if base == Path::new("/") {
+        0
+    } else {
+        top_meta.uid()
+    };
+    check_trust("/", &top_meta, owner)?;
+    let mut dir = OwnedFd::from(top);
+    let mut shown_path = String::new();
+    for component in host_dir.split('/').filter(|c| !c.is_empty()) {
+        shown_path.push('/');
+        shown_path.push_str(component);
+        let Some(next) = open_at(&dir, component, &shown_path, true)? else {
+            return Ok(None);
+        };
+        let meta = next.metadata().map_err(|source| ConfigError::Io {
+            action: "cannot stat",
+            path: shown_path.clone(),
+            source,
+        })?;
+        check_trust(&shown_path, &meta, owner)?;
+        dir = OwnedFd::from(next);
+    }
+    Ok(Some((dir, owner)))
 }
 
 /// Parses one file's text into declarations.
@@ -119,18 +275,24 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Declaration>, ConfigError> {
         line,
         message,
     };
+    let lines = Lines::new(text);
     let model: FileModel = toml::from_str(text).map_err(|e| {
-        let line = e.span().map_or(1, |s| line_of(text, s.start));
+        let line = e.span().map_or(1, |s| lines.line_of(s.start));
         invalid(line, e.message().trim().to_string())
     })?;
     let mut out = Vec::new();
     for spanned in model.binding {
-        let line = line_of(text, spanned.span().start);
+        let line = lines.line_of(spanned.span().start);
         let b = spanned.into_inner();
         let hex4 = |field: &str, value: &str| {
             (value.len() == 4 && value.bytes().all(|c| c.is_ascii_hexdigit()))
                 .then(|| u16::from_str_radix(value, 16).expect("checked hex"))
-                .ok_or_else(|| invalid(line, format!("{field} = \"{value}\" is not 4 hex digits")))
+                .ok_or_else(|| {
+                    invalid(
+                        line,
+                        format!("{field} = \"{}\" is not 4 hex digits", value.escape_debug()),
+                    )
+                })
         };
         let subsystem = match (&b.subsystem_vendor, &b.subsystem_device) {
             (Some(v), Some(d)) => Some((
@@ -152,21 +314,26 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Declaration>, ConfigError> {
             .transpose()
             .map_err(|e| invalid(line, e.to_string()))?;
         let driver = match b.driver.as_deref() {
-            Some(d)
-                if d.is_empty()
-                    || !d
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') =>
-            {
-                return Err(invalid(
-                    line,
-                    format!("driver = \"{d}\" is not a driver name"),
-                ))
-            }
-            Some(d) => DeclaredDriver::Named(DriverName::new(d)),
+            Some(d) => DeclaredDriver::Named(
+                DriverName::parse(d).map_err(|e| invalid(line, format!("driver = {e}")))?,
+            ),
             None => DeclaredDriver::Auto,
         };
+        if (b.expect.is_some() || !b.seen.is_empty()) && address.is_some() {
+            return Err(invalid(
+                line,
+                "expect and seen are for declarations by IDs, not by address".to_string(),
+            ));
+        }
+        let seen = b
+            .seen
+            .iter()
+            .map(|a| a.parse::<PciAddress>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(line, format!("seen: {e}")))?;
         out.push(Declaration {
+            expect: b.expect,
+            seen,
             vendor: VendorId(hex4("vendor", &b.vendor)?),
             device: DeviceId(hex4("device", &b.device)?),
             subsystem,
@@ -181,47 +348,75 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Declaration>, ConfigError> {
     Ok(out)
 }
 
-/// The `*.toml` files of bindings.d, sorted.
-fn binding_files(root: &HostRoot) -> Result<Vec<PathBuf>, ConfigError> {
-    let dir = root.path(BINDINGS_DIR);
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(ConfigError::Io {
-                action: "cannot list",
-                path: shown(root, &dir),
-                source,
-            })
-        }
+/// The grammar of a bindings.d file name: `[A-Za-z0-9][A-Za-z0-9._-]*.toml`,
+/// at most 255 bytes. File names reach generated files (comments in udev
+/// rules and initramfs scripts), so a newline or quote in one is refused
+/// instead of rendered.
+pub fn valid_file_name(name: &str) -> bool {
+    name.len() <= 255
+        && name.ends_with(".toml")
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+/// The `*.toml` names in the open bindings.d, sorted; a `.toml` file whose
+/// name is not `valid_file_name` is refused, naming it (escaped).
+fn binding_files(dir: &OwnedFd) -> Result<Vec<String>, ConfigError> {
+    let listing_error = |errno: Errno| ConfigError::Io {
+        action: "cannot list",
+        path: BINDINGS_DIR.to_string(),
+        source: io::Error::from(errno),
     };
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
+    let fd = dir
+        .try_clone()
+        .map_err(|e| listing_error(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    let mut listing = Dir::from_fd(fd).map_err(listing_error)?;
+    let mut files = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry.map_err(listing_error)?;
+        let name = String::from_utf8_lossy(entry.file_name().to_bytes()).into_owned();
+        if !name.ends_with(".toml") {
+            continue;
+        }
+        if !valid_file_name(&name) {
+            return Err(ConfigError::BadFileName {
+                path: format!("{}/{}", BINDINGS_DIR, name.escape_debug()),
+            });
+        }
+        files.push(name);
+    }
     files.sort();
     Ok(files)
 }
 
-/// Reads every declaration; any bad file fails the whole read.
+/// Reads every declaration; any bad file fails the whole read. Every file
+/// and directory is opened without following links and checked on its
+/// descriptor before it is read (`open_trusted_dir`).
 pub fn load(root: &HostRoot) -> Result<Declarations, ConfigError> {
-    let files = binding_files(root)?;
-    if !files.is_empty() {
-        trusted(root, &root.path("/etc/vfioctl"))?;
-        trusted(root, &root.path(BINDINGS_DIR))?;
-    }
+    let Some((dir, owner)) = open_trusted_dir(root, BINDINGS_DIR)? else {
+        return Ok(Declarations::default());
+    };
     let mut list = Vec::new();
-    for file in files {
-        trusted(root, &file)?;
-        let text = fs::read_to_string(&file).map_err(|source| ConfigError::Io {
-            action: "cannot read",
-            path: shown(root, &file),
+    for name in binding_files(&dir)? {
+        let shown_path = format!("{BINDINGS_DIR}/{name}");
+        let Some(mut file) = open_at(&dir, &name, &shown_path, false)? else {
+            continue; // removed since the listing
+        };
+        let io_error = |action, source| ConfigError::Io {
+            action,
+            path: shown_path.clone(),
             source,
-        })?;
-        list.extend(parse(&shown(root, &file), &text)?);
+        };
+        let meta = file.metadata().map_err(|e| io_error("cannot stat", e))?;
+        check_trust(&shown_path, &meta, owner)?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)
+            .map_err(|e| io_error("cannot read", e))?;
+        list.extend(parse(&shown_path, &text)?);
     }
-    Ok(Declarations { list })
+    Ok(Declarations::new(list))
 }
 
 /// The file name `persist add` uses for a declaration.
@@ -232,24 +427,45 @@ pub fn file_name(decl: &Declaration) -> String {
     }
 }
 
-/// The text `persist add` writes for a declaration.
+/// The text `persist add` writes for a declaration: the header, then the
+/// binding serialized by the toml crate.
 pub fn render(decl: &Declaration) -> String {
-    let mut text = format!(
-        "{WRITTEN_HEADER}\n[[binding]]\nvendor = \"{}\"\ndevice = \"{}\"\n",
-        decl.vendor, decl.device
-    );
-    if let Some((sv, sd)) = decl.subsystem {
-        text.push_str(&format!(
-            "subsystem_vendor = \"{sv}\"\nsubsystem_device = \"{sd}\"\n"
-        ));
+    let binding = BindingModel {
+        vendor: decl.vendor.to_string(),
+        device: decl.device.to_string(),
+        subsystem_vendor: decl.subsystem.map(|(sv, _)| sv.to_string()),
+        subsystem_device: decl.subsystem.map(|(_, sd)| sd.to_string()),
+        address: decl.address.map(|a| a.to_string()),
+        driver: decl.driver.named().map(|d| d.to_string()),
+        expect: decl.expect,
+        seen: decl.seen.iter().map(ToString::to_string).collect(),
+    };
+    let body = toml::to_string(&FileOut {
+        binding: [&binding],
+    })
+    .expect("a declaration serializes");
+    format!("{WRITTEN_HEADER}\n{body}")
+}
+
+/// `render(decl)`, checked to parse back to the same declaration: nothing
+/// vfioctl writes can fail its own parser.
+fn render_checked(decl: &Declaration, file: &str) -> Result<String, ConfigError> {
+    let text = render(decl);
+    let back = parse(file, &text)?;
+    // Everything but where it was read from.
+    let same = back.len() == 1 && {
+        let mut b = back[0].clone();
+        b.origin = decl.origin.clone();
+        b == *decl
+    };
+    if !same {
+        return Err(ConfigError::Invalid {
+            file: file.to_string(),
+            line: 1,
+            message: format!("declaration {} does not read back as written", decl.key()),
+        });
     }
-    if let Some(addr) = decl.address {
-        text.push_str(&format!("address = \"{addr}\"\n"));
-    }
-    if let DeclaredDriver::Named(driver) = &decl.driver {
-        text.push_str(&format!("driver = \"{driver}\"\n"));
-    }
-    text
+    Ok(text)
 }
 
 /// Writes `text` to `path` atomically (see `HostRoot::write_atomic`), naming
@@ -271,7 +487,8 @@ pub fn write_atomic(
 /// Writes a declaration to its own file (replacing an earlier one for the same key).
 pub fn add(root: &HostRoot, decl: &Declaration) -> Result<PathBuf, ConfigError> {
     let path = root.path(BINDINGS_DIR).join(file_name(decl));
-    write_atomic(root, &path, &render(decl), 0o644)?;
+    let text = render_checked(decl, &shown(root, &path))?;
+    write_atomic(root, &path, &text, 0o644)?;
     Ok(path)
 }
 
@@ -349,6 +566,11 @@ mod tests {
                 1,
                 "is not a driver name",
             ),
+            (
+                "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\ndriver = \"x\\\"\\n[[binding]]\"\n",
+                1,
+                "is not a driver name",
+            ),
             ("[[binding]\n", 1, ""),
         ];
         for (text, line, message) in cases {
@@ -368,5 +590,41 @@ mod tests {
                 .to_string()
                 .starts_with(&format!("/etc/vfioctl/bindings.d/x.toml:{line}: ")));
         }
+    }
+
+    #[test]
+    fn file_names_follow_a_strict_grammar() {
+        for ok in [
+            "addr-0000_25_00.0.toml",
+            "id-10de_20b0.toml",
+            "site.toml",
+            "a-b_c.d.toml",
+        ] {
+            assert!(valid_file_name(ok), "{ok}");
+        }
+        for bad in [
+            "x\nKERNEL==\"*\", RUN+=\"/bin/sh\".toml",
+            ".hidden.toml",
+            "a b.toml",
+            "a\"b.toml",
+            "a;reboot.toml",
+            "é.toml",
+            "-x.toml",
+            "x.toml.bak",
+        ] {
+            assert!(!valid_file_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn written_declarations_are_toml_serialized_and_read_back() {
+        let text = "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\nsubsystem_vendor = \"10de\"\nsubsystem_device = \"134f\"\naddress = \"0000:25:00.0\"\ndriver = \"vfio-pci\"\n";
+        let decl = &parse("/x.toml", text).unwrap()[0];
+        let written = render_checked(decl, "/x.toml").unwrap();
+        assert!(written.starts_with(WRITTEN_HEADER));
+        assert_eq!(
+            written.lines().skip(1).collect::<Vec<_>>().join("\n") + "\n",
+            text
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::fs;
 
 use crate::host::modules::vfio_variant_aliases;
 use crate::host::HostRoot;
-use crate::integrations::boot_files::{CpuVendor, Distro, Facts, Initramfs};
+use crate::model::boot_facts::{CpuVendor, Distro, Facts, Initramfs};
 use crate::model::declaration::{Declarations, DeclaredDriver, Fit};
 use crate::model::fabric::{is_nvswitch, Fabric};
 use crate::model::modalias::{best_match, glob_match, parse_aliases};

@@ -34,12 +34,17 @@ impl HostRoot {
         self.base.join(rel.strip_prefix("/").unwrap_or(rel))
     }
 
-    /// Replaces the file at `path` (already under the root) with `text`:
-    /// a temporary file in the same directory, written, given `mode` and
-    /// fsynced, renamed over `path`, then the directory fsynced so the rename
-    /// survives a crash. The one atomic write every host file goes through.
+    /// Replaces the file at `path` (already under the root) with `text`,
+    /// safely as root in a directory others may write (a Prometheus textfile
+    /// directory): the text goes into an exclusively created, randomly named
+    /// temporary file in the same directory (`O_CREAT|O_EXCL`, so no planted
+    /// file or symlink is ever opened), gets `mode` through its descriptor
+    /// (fchmod, never through a path), is fsynced, renamed over `path`, and the
+    /// directory is fsynced so the rename survives a crash. A `path` that is a
+    /// symlink is refused rather than replaced or followed. The one atomic write
+    /// every host file goes through.
     pub fn write_atomic(&self, path: &Path, text: &str, mode: u32) -> Result<(), HostIoError> {
-        use std::fs::{self, File};
+        use std::fs::{self, File, Permissions};
         use std::io::Write;
         use std::os::unix::fs::PermissionsExt;
         let err = |action, p: &Path| {
@@ -52,17 +57,33 @@ impl HostRoot {
         };
         let dir = path.parent().expect("host files live in a directory");
         fs::create_dir_all(dir).map_err(err("cannot create", dir))?;
-        let tmp = dir.join(format!(
-            ".{}.vfioctl-{}",
-            path.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
-        ));
-        let mut file = File::create(&tmp).map_err(err("cannot create", &tmp))?;
-        file.write_all(text.as_bytes())
-            .and_then(|_| file.set_permissions(fs::Permissions::from_mode(mode)))
-            .and_then(|_| file.sync_all())
-            .map_err(err("cannot write", &tmp))?;
-        fs::rename(&tmp, path).map_err(err("cannot replace", path))?;
+        match fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(err("refusing to write through the symlink", path)(
+                    io::Error::other("a symlink is never replaced or followed; remove it"),
+                ))
+            }
+            Ok(meta) if !meta.is_file() => {
+                return Err(err("refusing to replace", path)(io::Error::other(
+                    "not a regular file",
+                )))
+            }
+            _ => {}
+        }
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".vfioctl-tmp")
+            .tempfile_in(dir)
+            .map_err(err("cannot create a temporary file in", dir))?;
+        let tmp_path = tmp.path().to_path_buf();
+        tmp.write_all(text.as_bytes())
+            .and_then(|_| tmp.as_file().set_permissions(Permissions::from_mode(mode)))
+            .and_then(|_| tmp.as_file().sync_all())
+            .map_err(err("cannot write", &tmp_path))?;
+        // On failure the temporary file is removed when `tmp` drops.
+        tmp.persist(path)
+            .map_err(|e| err("cannot replace", path)(e.error))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(err("cannot sync", dir))
@@ -93,5 +114,48 @@ mod tests {
             PathBuf::from("/tmp/fake/proc/mounts")
         );
         assert_eq!(HostRoot::new("/").path("/sys"), PathBuf::from("/sys"));
+    }
+
+    #[test]
+    fn atomic_writes_replace_files_and_refuse_planted_symlinks() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(dir.path());
+        let target = dir.path().join("textfile/vfioctl.prom");
+        root.write_atomic(&target, "a 1\n", 0o644).unwrap();
+        root.write_atomic(&target, "a 2\n", 0o640).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "a 2\n");
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o640);
+
+        // Someone who can write the directory plants a symlink to a file root
+        // owns, and the temporary names the old code used: neither is followed.
+        let victim = dir.path().join("shadow");
+        std::fs::write(&victim, "secret").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let planted = dir.path().join("textfile/planted.prom");
+        symlink(&victim, &planted).unwrap();
+        for pid in 0..5 {
+            let guess = format!(".planted.prom.vfioctl-{pid}");
+            symlink(&victim, dir.path().join("textfile").join(guess)).unwrap();
+        }
+        let err = root.write_atomic(&planted, "x 1\n", 0o644).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "secret");
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o600, "the victim's mode is untouched");
+        assert!(std::fs::symlink_metadata(&planted)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+
+        // No temporary file is left behind.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("textfile"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".vfioctl-tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

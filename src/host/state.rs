@@ -49,7 +49,12 @@ pub struct ChangeLock {
     _lock: Flock<File>,
 }
 
-/// Takes the exclusive lock, waiting up to `wait`.
+/// How long commands without a `--timeout` (persist add/remove/rules,
+/// host-config) wait for the lock.
+pub const CONFIG_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Takes the exclusive lock, waiting up to `wait`. The one lock every
+/// command that writes bindings, declarations, rules or boot files holds.
 pub fn lock(root: &HostRoot, wait: Duration) -> Result<ChangeLock, StateError> {
     let dir = root.path(STATE_DIR);
     fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
@@ -60,6 +65,7 @@ pub fn lock(root: &HostRoot, wait: Duration) -> Result<ChangeLock, StateError> {
         .truncate(false)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(io_err("cannot open", &path))?;
     loop {
@@ -105,21 +111,21 @@ pub struct ChangeEntry {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeRecord {
-    pub devices: BTreeMap<String, ChangeEntry>,
+    /// Keyed by address (written as `0000:25:00.0`, as before).
+    pub devices: BTreeMap<PciAddress, ChangeEntry>,
 }
 
 impl ChangeRecord {
     pub fn entry(&self, address: &PciAddress) -> Option<&ChangeEntry> {
-        self.devices.get(&address.to_string())
+        self.devices.get(address)
     }
 
     /// For each device in the record, the note a plan touching it carries.
     pub fn history_notes(&self) -> BTreeMap<PciAddress, String> {
         self.devices
             .iter()
-            .filter_map(|(addr, entry)| {
-                let addr: PciAddress = addr.parse().ok()?;
-                Some((
+            .map(|(&addr, entry)| {
+                (
                     addr,
                     format!(
                         "{addr} was last changed by vfioctl {} at {} (before: {})",
@@ -127,6 +133,20 @@ impl ChangeRecord {
                         format_utc(entry.changed_at),
                         entry.previous_driver.as_deref().unwrap_or("no driver")
                     ),
+                )
+            })
+            .collect()
+    }
+
+    /// The driver each recorded device was last known on: where vfioctl
+    /// left it, else where it found it.
+    pub fn last_drivers(&self) -> BTreeMap<PciAddress, String> {
+        self.devices
+            .iter()
+            .filter_map(|(addr, e)| {
+                Some((
+                    *addr,
+                    e.driver.clone().or_else(|| e.previous_driver.clone())?,
                 ))
             })
             .collect()
@@ -136,12 +156,7 @@ impl ChangeRecord {
     pub fn previous_drivers(&self) -> BTreeMap<PciAddress, DriverName> {
         self.devices
             .iter()
-            .filter_map(|(addr, e)| {
-                Some((
-                    addr.parse().ok()?,
-                    DriverName::new(e.previous_driver.clone()?),
-                ))
-            })
+            .filter_map(|(addr, e)| Some((*addr, DriverName::new(e.previous_driver.clone()?))))
             .collect()
     }
 
@@ -165,7 +180,7 @@ impl ChangeRecord {
             pending: None,
         };
         self.devices
-            .entry(address.to_string())
+            .entry(address)
             .and_modify(|e| {
                 e.driver = fresh.driver.clone();
                 e.changed_at = now;
@@ -186,24 +201,21 @@ impl ChangeRecord {
         what: String,
     ) {
         let now = now_unix();
-        let entry = self
-            .devices
-            .entry(address.to_string())
-            .or_insert_with(|| ChangeEntry {
-                driver: driver.map(ToString::to_string),
-                previous_driver: driver.map(ToString::to_string),
-                previous_override: previous_override.map(ToString::to_string),
-                changed_at: now,
-                command: command.to_string(),
-                pending: None,
-            });
+        let entry = self.devices.entry(address).or_insert_with(|| ChangeEntry {
+            driver: driver.map(ToString::to_string),
+            previous_driver: driver.map(ToString::to_string),
+            previous_override: previous_override.map(ToString::to_string),
+            changed_at: now,
+            command: command.to_string(),
+            pending: None,
+        });
         entry.changed_at = now;
         entry.command = command.to_string();
         entry.pending = Some(what);
     }
 
     pub fn forget(&mut self, address: PciAddress) {
-        self.devices.remove(&address.to_string());
+        self.devices.remove(&address);
     }
 }
 
@@ -315,6 +327,9 @@ mod tests {
         );
         write_record(&root, &record).unwrap();
         assert_eq!(read_record(&root).unwrap(), record);
+        // The on-disk format is unchanged: keys are full addresses as text.
+        let text = std::fs::read_to_string(dir.path().join("run/vfioctl/changes.json")).unwrap();
+        assert!(text.contains("\"0000:01:00.0\": {"), "{text}");
         std::fs::write(dir.path().join("run/vfioctl/changes.json"), "{").unwrap();
         assert!(matches!(
             read_record(&root),

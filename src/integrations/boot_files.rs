@@ -2,11 +2,10 @@
 //! native drivers, and the kernel command line the IOMMU needs. Pure: facts
 //! in, file contents and advice out; `commands::host_config` reads and writes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::model::declaration::Declarations;
 use crate::model::ModuleName;
 
 /// First line of every file host-config writes; only such files are rewritten or removed.
@@ -27,50 +26,9 @@ pub const DRACUT_CONF: &str = "/etc/dracut.conf.d/vfioctl.conf";
 pub const DRACUT_MODULE_SETUP: &str = "/usr/lib/dracut/modules.d/90vfioctl/module-setup.sh";
 pub const DRACUT_HOOK: &str = "/usr/lib/dracut/modules.d/90vfioctl/vfioctl-claim.sh";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CpuVendor {
-    Intel,
-    Amd,
-    Other,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Initramfs {
-    InitramfsTools,
-    Dracut,
-}
-
-/// Distribution families, for the command that updates the boot loader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Distro {
-    Debian,
-    RedHat,
-    Suse,
-    Other,
-}
-
-/// What host-config needs to know about the host.
-#[derive(Debug, Clone)]
-pub struct Facts {
-    pub declarations: Declarations,
-    /// Native module that would claim declared devices at boot (from
-    /// modules.alias) -> the modules that must load before it (vfio-pci, or
-    /// the declared driver's).
-    pub softdeps: BTreeMap<ModuleName, BTreeSet<ModuleName>>,
-    /// VFIO variant modules declared devices use, sorted.
-    pub variant_modules: Vec<ModuleName>,
-    pub cpu: CpuVendor,
-    pub cmdline: Vec<String>,
-    pub distro: Distro,
-    pub initramfs: Vec<Initramfs>,
-    /// Also blacklist the native modules (affects every device they drive).
-    pub blacklist: bool,
-    /// Also claim declared IDs ID-wide with `options vfio-pci ids=`.
-    pub ids_option: bool,
-}
+// The facts are plain data read by `host::hostfacts`; they live in the model
+// so that the host layer does not import this integration.
+pub use crate::model::boot_facts::{CpuVendor, Distro, Facts, Initramfs};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostFile {
@@ -326,7 +284,36 @@ fn cmdline_advice(f: &Facts) -> CmdlineAdvice {
 }
 
 /// Everything host-config would write, and the advice that goes with it.
+/// Module names read from the host (modules.alias) that fail the name
+/// grammar (`model::driver::valid_name`): they are left out of every
+/// generated file (modprobe.d, modules-load.d, initramfs scripts) and named
+/// in a note, escaped, so no host file can inject a line or a command.
+fn drop_bad_module_names(f: &Facts) -> (Facts, Vec<String>) {
+    use crate::model::driver::valid_name;
+    let mut f = f.clone();
+    let mut bad = BTreeSet::new();
+    let mut keep = |m: &ModuleName| {
+        let ok = valid_name(m.as_str());
+        if !ok {
+            bad.insert(m.as_str().escape_debug().to_string());
+        }
+        ok
+    };
+    f.softdeps.retain(|module, pre| {
+        pre.retain(&mut keep);
+        keep(module)
+    });
+    f.variant_modules.retain(keep);
+    let notes = bad
+        .into_iter()
+        .map(|m| format!("module name '{m}' from modules.alias is not a module name: left out of the boot files"))
+        .collect();
+    (f, notes)
+}
+
 pub fn generate(f: &Facts) -> HostConfig {
+    let (f, mut notes) = drop_bad_module_names(f);
+    let f = &f;
     let mut files = vec![
         HostFile {
             path: MODPROBE_CONF,
@@ -339,7 +326,6 @@ pub fn generate(f: &Facts) -> HostConfig {
             content: modules_load_conf(f),
         },
     ];
-    let mut notes = Vec::new();
     let mut commands = Vec::new();
     for kind in &f.initramfs {
         match kind {
@@ -392,5 +378,54 @@ pub fn generate(f: &Facts) -> HostConfig {
         cmdline: cmdline_advice(f),
         initramfs_command: (!commands.is_empty()).then(|| commands.join(" && ")),
         notes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::declaration::Declarations;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn module_names_that_could_inject_are_left_out() {
+        let evil = ModuleName::new("nouveau\ninstall vfio-pci /bin/sh -c reboot");
+        let facts = Facts {
+            declarations: Declarations::default(),
+            softdeps: BTreeMap::from([
+                (
+                    ModuleName::new("nvidia"),
+                    BTreeSet::from([ModuleName::new("vfio_pci"), evil.clone()]),
+                ),
+                (evil.clone(), BTreeSet::from([ModuleName::new("vfio_pci")])),
+            ]),
+            variant_modules: vec![ModuleName::new("x;reboot")],
+            cpu: CpuVendor::Intel,
+            cmdline: Vec::new(),
+            distro: Distro::Debian,
+            initramfs: vec![Initramfs::InitramfsTools, Initramfs::Dracut],
+            blacklist: true,
+            ids_option: false,
+        };
+        let config = generate(&facts);
+        for file in &config.files {
+            assert!(
+                !file.content.contains("reboot"),
+                "{}:\n{}",
+                file.path,
+                file.content
+            );
+        }
+        assert!(config.files[0]
+            .content
+            .contains("softdep nvidia pre: vfio_pci\n"));
+        assert_eq!(
+            config
+                .notes
+                .iter()
+                .filter(|n| n.contains("not a module name"))
+                .count(),
+            2
+        );
     }
 }

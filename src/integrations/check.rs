@@ -2,15 +2,16 @@
 //! gathers the facts and renders. Each check has a stable id, a verdict, the
 //! evidence it saw and, when not OK, the remedy.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Serialize, Serializer};
 
 use crate::integrations::boot_files::CpuVendor;
-use crate::model::declaration::{Declarations, DeclaredDriver, Fit};
+use crate::model::declaration::{Declaration, Declarations, DeclaredDriver, Fit};
 use crate::model::fabric::{device_may_leave_host, Fabric};
 use crate::model::{
-    DeviceId, DriverKind, DriverName, Inventory, IommuState, ModuleName, PciAddress, VendorId,
+    DeviceId, DriverKind, DriverName, Inventory, IommuState, ModuleName, PciAddress, PciDevice,
+    VendorId,
 };
 
 /// Verdicts in the monitoring-plugins convention. Ordered by severity for
@@ -140,6 +141,8 @@ pub struct Facts<'a> {
     /// mark the generated rules set (`None`: udev cannot be asked).
     pub udev_marks: Vec<(PciAddress, Option<bool>)>,
     pub expectations: Option<Result<Vec<Expectation>, String>>,
+    /// The driver vfioctl last left each device it changed on (the change record).
+    pub last_drivers: BTreeMap<PciAddress, String>,
     /// `None`: libvirt not reachable (the message says why).
     pub libvirt: Result<Vec<LibvirtView>, String>,
     /// Unbinds the change record says vfioctl stopped waiting for.
@@ -473,8 +476,10 @@ fn bindings(f: &Facts) -> Vec<CheckResult> {
         r.device = decl.address;
         out.push(r);
     }
-    for decl in &decls.list {
-        let covered: Vec<_> = decls.covered(&f.inv.devices, decl).collect();
+    let coverage = decls.coverage(&f.inv.devices);
+    let present: std::collections::HashSet<_> = f.inv.devices.iter().map(|d| d.address).collect();
+    for (decl, covered) in decls.list.iter().zip(coverage) {
+        let covered = covered.as_slice();
         if covered.is_empty() && decl.address.is_none() {
             out.push(result(
                 &format!("binding.{}", decl.key()),
@@ -488,14 +493,7 @@ fn bindings(f: &Facts) -> Vec<CheckResult> {
                 Some("check the hardware, or remove the declaration"),
             ));
         }
-        if covered.is_empty()
-            && decl.address.is_some()
-            && !f
-                .inv
-                .devices
-                .iter()
-                .any(|d| Some(d.address) == decl.address)
-        {
+        if covered.is_empty() && decl.address.is_some_and(|a| !present.contains(&a)) {
             let mut r = result(
                 &format!("binding.{}", decl.key()),
                 Verdict::Critical,
@@ -506,131 +504,225 @@ fn bindings(f: &Facts) -> Vec<CheckResult> {
             r.device = decl.address;
             out.push(r);
         }
+        out.extend(missing_count(f, decl, covered));
         for dev in covered {
-            debug_assert_eq!(decl.fit(dev), Fit::Applies);
-            let mut problems: Vec<(Verdict, String, &str)> = Vec::new();
-            let wanted = decl
-                .driver
-                .named()
-                .map_or("vfio-pci (or a variant)".to_string(), ToString::to_string);
-            if !decl.driver.satisfied_by(dev.driver.as_ref()) {
-                let msg = match &dev.driver {
-                    Some(d) if d.kind() == DriverKind::Host => {
-                        format!("{d} grabbed it (declared {wanted})")
-                    }
-                    Some(d) => format!("on {d}, declared {wanted}"),
-                    None => format!("no driver (declared {wanted})"),
-                };
-                problems.push((Verdict::Critical, msg, "vfioctl persist apply"));
-            }
-            let expected_override = decl
-                .driver
-                .named()
-                .cloned()
-                .or_else(|| dev.driver.clone().filter(|d| d.kind() == DriverKind::Vfio));
-            if dev.driver_override.is_none()
-                || (expected_override.is_some() && dev.driver_override != expected_override)
-            {
-                problems.push((
-                    Verdict::Warning,
-                    format!(
-                        "driver_override is {}: a reprobe would hand it to another driver",
-                        dev.driver_override
-                            .as_ref()
-                            .map_or("unset".to_string(), ToString::to_string)
-                    ),
-                    "vfioctl persist apply",
-                ));
-            }
-            if dev
-                .driver
-                .as_ref()
-                .is_some_and(|d| d.kind() == DriverKind::Vfio)
-            {
-                match dev.iommu_group {
-                    Some(g) if !f.vfio_nodes.contains(&g) => problems.push((
-                        Verdict::Critical,
-                        format!("/dev/vfio/{g} is missing"),
-                        "check that devtmpfs is mounted and vfio is loaded; vfioctl restore then bind",
-                    )),
-                    None => problems.push((Verdict::Critical, "no IOMMU group".to_string(), "enable the IOMMU")),
-                    _ => {}
-                }
-            }
-            if let Some(group) = f.inv.group_of(dev) {
-                // The device's own driver is reported above; name the others.
-                let own = crate::model::group::GroupMember::Pci(dev.address);
-                let v = f.inv.viability(group);
-                let names: Vec<String> = v
-                    .blockers
-                    .iter()
-                    .filter(|b| b.device != own)
-                    .map(|b| format!("{} on {}", b.device, b.driver))
-                    .collect();
-                if !names.is_empty() {
-                    problems.push((
-                        Verdict::Critical,
-                        format!(
-                            "IOMMU group {} is not viable: {}",
-                            group.number,
-                            names.join(", ")
-                        ),
-                        "declare the other endpoints of the group too (or bind with --with-group)",
-                    ));
-                }
-            }
-            if let Err(stays) = device_may_leave_host(f.fabric, dev) {
-                problems.push((
-                    Verdict::Critical,
-                    stays.to_string(),
-                    "remove the declaration (vfioctl persist remove), or disable Fabric Manager for full passthrough",
-                ));
-            }
-            if dev.config_dead {
-                problems.push((
-                    Verdict::Critical,
-                    "config space reads all ones: device gone or stuck".into(),
-                    "reset or reseat the device; check for hardware errors",
-                ));
-            }
-            if dev.power_state.as_deref() == Some("D3cold") {
-                problems.push((Verdict::Warning, "in D3cold".into(), "normal while idle on some hosts; if a VM fails to start, disable d3cold_allowed"));
-            }
-            let id = format!("binding.{}", dev.address);
-            let mut r = if problems.is_empty() {
-                result(
-                    &id,
-                    Verdict::Ok,
-                    format!(
-                        "{} on {}{}",
-                        dev.address,
-                        dev.driver
-                            .as_ref()
-                            .map_or("-".to_string(), ToString::to_string),
-                        dev.iommu_group
-                            .map(|g| format!(", group {g} viable, /dev/vfio/{g} present"))
-                            .unwrap_or_default()
-                    ),
-                    vec![format!("declared by {}", decl.origin)],
-                    None,
-                )
-            } else {
-                let worst = problems.iter().map(|p| p.0).max().expect("non-empty");
-                let messages: Vec<String> = problems.iter().map(|p| p.1.clone()).collect();
-                let remedy = problems.iter().find(|p| p.0 == worst).map(|p| p.2);
-                result(
-                    &id,
-                    worst,
-                    format!("{}: {}", dev.address, messages.join("; ")),
-                    vec![format!("declared by {}", decl.origin)],
-                    remedy,
-                )
-            };
-            r.device = Some(dev.address);
-            out.push(r);
+            out.push(declared_device(f, decl, dev));
         }
     }
+    out.extend(duplicates(decls));
     out
+}
+
+/// One declared device present: on its driver, override set, /dev/vfio
+/// node, group viable, alive.
+fn declared_device(f: &Facts, decl: &Declaration, dev: &PciDevice) -> CheckResult {
+    debug_assert_eq!(decl.fit(dev), Fit::Applies);
+    let mut problems: Vec<(Verdict, String, &str)> = Vec::new();
+    let wanted = decl
+        .driver
+        .named()
+        .map_or("vfio-pci (or a variant)".to_string(), ToString::to_string);
+    if !decl.driver.satisfied_by(dev.driver.as_ref()) {
+        let msg = match &dev.driver {
+            Some(d) if d.kind() == DriverKind::Host => {
+                format!("{d} grabbed it (declared {wanted})")
+            }
+            Some(d) => format!("on {d}, declared {wanted}"),
+            None => format!("no driver (declared {wanted})"),
+        };
+        problems.push((Verdict::Critical, msg, "vfioctl persist apply"));
+    }
+    let expected_override = decl
+        .driver
+        .named()
+        .cloned()
+        .or_else(|| dev.driver.clone().filter(|d| d.kind() == DriverKind::Vfio));
+    if dev.driver_override.is_none()
+        || (expected_override.is_some() && dev.driver_override != expected_override)
+    {
+        problems.push((
+            Verdict::Warning,
+            format!(
+                "driver_override is {}: a reprobe would hand it to another driver",
+                dev.driver_override
+                    .as_ref()
+                    .map_or("unset".to_string(), ToString::to_string)
+            ),
+            "vfioctl persist apply",
+        ));
+    }
+    if dev
+        .driver
+        .as_ref()
+        .is_some_and(|d| d.kind() == DriverKind::Vfio)
+    {
+        match dev.iommu_group {
+            Some(g) if !f.vfio_nodes.contains(&g) => problems.push((
+                Verdict::Critical,
+                format!("/dev/vfio/{g} is missing"),
+                "check that devtmpfs is mounted and vfio is loaded; vfioctl restore then bind",
+            )),
+            None => problems.push((
+                Verdict::Critical,
+                "no IOMMU group".to_string(),
+                "enable the IOMMU",
+            )),
+            _ => {}
+        }
+    }
+    if let Some(group) = f.inv.group_of(dev) {
+        // The device's own driver is reported above; name the others.
+        let own = crate::model::group::GroupMember::Pci(dev.address);
+        let v = f.inv.viability(group);
+        let names: Vec<String> = v
+            .blockers
+            .iter()
+            .filter(|b| b.device != own)
+            .map(|b| format!("{} on {}", b.device, b.driver))
+            .collect();
+        if !names.is_empty() {
+            problems.push((
+                Verdict::Critical,
+                format!(
+                    "IOMMU group {} is not viable: {}",
+                    group.number,
+                    names.join(", ")
+                ),
+                "declare the other endpoints of the group too (or bind with --with-group)",
+            ));
+        }
+    }
+    if let Err(stays) = device_may_leave_host(f.fabric, dev) {
+        problems.push((
+            Verdict::Critical,
+            stays.to_string(),
+            "remove the declaration (vfioctl persist remove), or disable Fabric Manager for full passthrough",
+        ));
+    }
+    if dev.config_dead {
+        problems.push((
+            Verdict::Critical,
+            "config space reads all ones: device gone or stuck".into(),
+            "reset or reseat the device; check for hardware errors",
+        ));
+    }
+    if dev.power_state.as_deref() == Some("D3cold") {
+        problems.push((
+            Verdict::Warning,
+            "in D3cold".into(),
+            "normal while idle on some hosts; if a VM fails to start, disable d3cold_allowed",
+        ));
+    }
+    let id = format!("binding.{}", dev.address);
+    let mut r = if problems.is_empty() {
+        result(
+            &id,
+            Verdict::Ok,
+            format!(
+                "{} on {}{}",
+                dev.address,
+                dev.driver
+                    .as_ref()
+                    .map_or("-".to_string(), ToString::to_string),
+                dev.iommu_group
+                    .map(|g| format!(", group {g} viable, /dev/vfio/{g} present"))
+                    .unwrap_or_default()
+            ),
+            vec![format!("declared by {}", decl.origin)],
+            None,
+        )
+    } else {
+        let worst = problems.iter().map(|p| p.0).max().expect("non-empty");
+        let messages: Vec<String> = problems.iter().map(|p| p.1.clone()).collect();
+        let remedy = problems.iter().find(|p| p.0 == worst).map(|p| p.2);
+        result(
+            &id,
+            worst,
+            format!("{}: {}", dev.address, messages.join("; ")),
+            vec![format!("declared by {}", decl.origin)],
+            remedy,
+        )
+    };
+    r.device = Some(dev.address);
+    r
+}
+
+/// A declaration by IDs covering fewer functions than it did when declared
+/// (or than `expect`): CRITICAL, naming each missing address, its IDs and the
+/// last driver the change record knows (a GPU fell off the bus).
+fn missing_count(f: &Facts, decl: &Declaration, covered: &[&PciDevice]) -> Option<CheckResult> {
+    let expect = decl.expect?;
+    if covered.len() >= expect {
+        return None;
+    }
+    let missing: Vec<String> = decl
+        .seen
+        .iter()
+        .filter(|a| !covered.iter().any(|d| d.address == **a))
+        .map(|a| {
+            let last = f
+                .last_drivers
+                .get(a)
+                .map_or("no driver known".to_string(), |d| format!("last on {d}"));
+            format!("{a} ({}, {last})", decl.ids_text())
+        })
+        .collect();
+    Some(result(
+        &format!("binding.{}.count", decl.key()),
+        Verdict::Critical,
+        format!(
+            "{} declares {} on {expect} function(s), {} present{}",
+            decl.origin,
+            decl.ids_text(),
+            covered.len(),
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!("; missing: {}", missing.join(", "))
+            }
+        ),
+        vec![],
+        Some("a device fell off the bus or was removed: check dmesg and the hardware, then reseat or reset it"),
+    ))
+}
+
+/// The same key declared twice: identical (WARNING) or with different
+/// drivers (CRITICAL: which one udev applies depends on file order).
+fn duplicates(decls: &Declarations) -> Vec<CheckResult> {
+    decls
+        .duplicates()
+        .into_iter()
+        .map(|(first, again)| {
+            let conflicting = first.driver != again.driver;
+            result(
+                &format!("binding.{}.duplicate", again.key()),
+                if conflicting {
+                    Verdict::Critical
+                } else {
+                    Verdict::Warning
+                },
+                if conflicting {
+                    format!(
+                        "{} declares {} on {}, conflicting with {} ({})",
+                        again.origin,
+                        again.key(),
+                        again.driver,
+                        first.origin,
+                        first.driver
+                    )
+                } else {
+                    format!(
+                        "{} declares {} again (identical to {})",
+                        again.origin,
+                        again.key(),
+                        first.origin
+                    )
+                },
+                vec![],
+                Some("keep one declaration per device (vfioctl persist remove, or edit by hand)"),
+            )
+        })
+        .collect()
 }
 
 /// Whether any binding is declared (boot files and rules only matter then).
@@ -896,7 +988,7 @@ pub fn overall(results: &[CheckResult]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::declaration::{Declaration, Origin};
+    use crate::model::declaration::Declaration;
 
     fn facts(inv: &Inventory, marks: Vec<(PciAddress, Option<bool>)>) -> Facts<'_> {
         Facts {
@@ -908,25 +1000,19 @@ mod tests {
             irq_remapping: None,
             unsafe_interrupts: None,
             modules: vec![],
-            declarations: Ok(Declarations {
-                list: vec![Declaration {
-                    vendor: VendorId(0x8086),
-                    device: DeviceId(0x10d3),
-                    subsystem: None,
-                    address: None,
-                    driver: DeclaredDriver::Auto,
-                    origin: Origin {
-                        file: "/etc/vfioctl/bindings.d/a.toml".into(),
-                        line: 1,
-                    },
-                }],
-            }),
+            declarations: Ok(Declarations::new(vec![Declaration::of_ids(
+                VendorId(0x8086),
+                DeviceId(0x10d3),
+                "/etc/vfioctl/bindings.d/a.toml",
+                1,
+            )])),
             vfio_nodes: BTreeSet::new(),
             boot_files: vec![],
             udev_rules: Some(FileState::Current),
             udev_static_installed: true,
             udev_marks: marks,
             expectations: None,
+            last_drivers: BTreeMap::new(),
             libvirt: Err("not asked".into()),
             pending: vec![],
             fabric: None,

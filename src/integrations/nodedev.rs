@@ -469,19 +469,9 @@ pub fn select<'a, 'b>(
     comparisons: &'b [Comparison<'a>],
     selectors: &[Selector],
 ) -> Result<Vec<&'b Comparison<'a>>, NoMatch> {
-    let matches = |c: &Comparison, s: &Selector| {
+    crate::model::inventory::select_matching(comparisons, selectors, |c, s| {
         c.sysfs.is_some_and(|d| s.matches(d)) || c.libvirt.is_some_and(|n| n.matched_by(s))
-    };
-    if let Some(unmatched) = selectors
-        .iter()
-        .find(|s| !comparisons.iter().any(|c| matches(c, s)))
-    {
-        return Err(NoMatch(unmatched.text.clone()));
-    }
-    Ok(comparisons
-        .iter()
-        .filter(|c| selectors.is_empty() || selectors.iter().any(|s| matches(c, s)))
-        .collect())
+    })
 }
 
 #[cfg(test)]

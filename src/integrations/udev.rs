@@ -56,32 +56,30 @@ mod tests {
 
     #[test]
     fn rules_mark_each_declaration_and_run_nothing() {
-        let decls = Declarations {
-            list: vec![
-                Declaration {
-                    vendor: VendorId(0x10de),
-                    device: DeviceId(0x20b0),
-                    subsystem: Some((VendorId(0x10de), DeviceId(0x134f))),
-                    address: None,
-                    driver: DeclaredDriver::Auto,
-                    origin: Origin {
-                        file: "/etc/vfioctl/bindings.d/a.toml".into(),
-                        line: 2,
-                    },
+        let decls = Declarations::new(vec![
+            Declaration {
+                subsystem: Some((VendorId(0x10de), DeviceId(0x134f))),
+                ..Declaration::of_ids(
+                    VendorId(0x10de),
+                    DeviceId(0x20b0),
+                    "/etc/vfioctl/bindings.d/a.toml",
+                    2,
+                )
+            },
+            Declaration {
+                vendor: VendorId(0x8086),
+                device: DeviceId(0x10d3),
+                subsystem: None,
+                address: Some("0000:01:00.0".parse().unwrap()),
+                driver: DeclaredDriver::Named(DriverName::new("pci-stub")),
+                expect: None,
+                seen: Vec::new(),
+                origin: Origin {
+                    file: "/etc/vfioctl/bindings.d/b.toml".into(),
+                    line: 1,
                 },
-                Declaration {
-                    vendor: VendorId(0x8086),
-                    device: DeviceId(0x10d3),
-                    subsystem: None,
-                    address: Some("0000:01:00.0".parse().unwrap()),
-                    driver: DeclaredDriver::Named(DriverName::new("pci-stub")),
-                    origin: Origin {
-                        file: "/etc/vfioctl/bindings.d/b.toml".into(),
-                        line: 1,
-                    },
-                },
-            ],
-        };
+            },
+        ]);
         let text = render_rules(&decls);
         assert!(text.contains("ATTR{vendor}==\"0x10de\", ATTR{device}==\"0x20b0\", ATTR{subsystem_vendor}==\"0x10de\", ATTR{subsystem_device}==\"0x134f\", ENV{VFIOCTL_DRIVER}=\"auto\"\n"));
         assert!(text.contains("KERNEL==\"0000:01:00.0\", ATTR{vendor}==\"0x8086\", ATTR{device}==\"0x10d3\", ENV{VFIOCTL_DRIVER}=\"pci-stub\"\n"));

@@ -102,6 +102,15 @@ impl Serialize for PciAddress {
     }
 }
 
+/// Read back from the same text it serializes to (`0000:25:00.0`), so a map
+/// keyed by addresses (the change record) is typed in memory and unchanged on disk.
+impl<'de> serde::Deserialize<'de> for PciAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PciAddress, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,9 @@
 //! Declared (persistent) bindings: which devices should live on which driver,
 //! as read from /etc/vfioctl/bindings.d, and how they match devices.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde::Serialize;
 
@@ -34,6 +36,13 @@ pub struct Declaration {
     pub subsystem: Option<(VendorId, DeviceId)>,
     pub address: Option<PciAddress>,
     pub driver: DeclaredDriver,
+    /// For a declaration by IDs: the functions it covered when declared (or
+    /// `--expect N`). Fewer present later is CRITICAL (a GPU fell off the bus).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<usize>,
+    /// The addresses it covered when declared, to name what went missing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<PciAddress>,
     pub origin: Origin,
 }
 
@@ -109,6 +118,23 @@ pub enum Fit {
 }
 
 impl Declaration {
+    /// A declaration of IDs on the default driver, read from `file:line`;
+    /// the other fields are set with struct update syntax.
+    pub fn of_ids(vendor: VendorId, device: DeviceId, file: &str, line: usize) -> Declaration {
+        Declaration {
+            vendor,
+            device,
+            subsystem: None,
+            address: None,
+            driver: DeclaredDriver::Auto,
+            expect: None,
+            seen: Vec::new(),
+            origin: Origin {
+                file: file.to_string(),
+                line,
+            },
+        }
+    }
     /// The short key: `0000:25:00.0`, `10de:20b0` or `10de:20b0:10de:134f`.
     pub fn key(&self) -> String {
         match self.address {
@@ -150,9 +176,29 @@ impl Declaration {
 }
 
 /// Every declaration, in file order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Declarations {
     pub list: Vec<Declaration>,
+    /// Built on first use from `list` (which is not changed afterwards):
+    /// the declarations that can apply to a device, by address and by IDs,
+    /// so matching is linear in devices + declarations, not their product.
+    #[serde(skip)]
+    index: OnceLock<Index>,
+}
+
+impl PartialEq for Declarations {
+    fn eq(&self, other: &Self) -> bool {
+        self.list == other.list
+    }
+}
+
+impl Eq for Declarations {}
+
+/// Positions in `Declarations::list`, by what a declaration can match.
+#[derive(Debug, Clone, Default)]
+struct Index {
+    by_address: HashMap<PciAddress, Vec<usize>>,
+    by_ids: HashMap<(VendorId, DeviceId), Vec<usize>>,
 }
 
 /// The declaration that governs one device, if any.
@@ -164,21 +210,71 @@ pub struct Governing<'a> {
 }
 
 impl Declarations {
+    pub fn new(list: Vec<Declaration>) -> Declarations {
+        Declarations {
+            list,
+            index: OnceLock::new(),
+        }
+    }
+
+    fn index(&self) -> &Index {
+        self.index.get_or_init(|| {
+            let mut index = Index::default();
+            for (i, decl) in self.list.iter().enumerate() {
+                match decl.address {
+                    Some(addr) => index.by_address.entry(addr).or_default().push(i),
+                    None => index
+                        .by_ids
+                        .entry((decl.vendor, decl.device))
+                        .or_default()
+                        .push(i),
+                }
+            }
+            index
+        })
+    }
+
+    /// Positions of the declarations that could apply to `dev`, in file order.
+    fn candidates(&self, dev: &PciDevice) -> Vec<usize> {
+        let index = self.index();
+        let none = Vec::new();
+        let mut found: Vec<usize> = index
+            .by_address
+            .get(&dev.address)
+            .unwrap_or(&none)
+            .iter()
+            .chain(
+                index
+                    .by_ids
+                    .get(&(dev.ids.vendor, dev.ids.device))
+                    .unwrap_or(&none),
+            )
+            .copied()
+            .collect();
+        found.sort_unstable();
+        found
+    }
+
     /// The most specific declaration that applies to `dev`.
     pub fn governing(&self, dev: &PciDevice) -> Option<Governing<'_>> {
-        let mut fits: Vec<&Declaration> = self
-            .list
-            .iter()
-            .filter(|d| d.fit(dev) == Fit::Applies)
-            .collect();
-        // Stable: among equally specific declarations the first in file order wins.
-        fits.sort_by_key(|d| std::cmp::Reverse(d.specificity()));
-        let mut fits = fits.into_iter();
+        let mut fits = self.applying(dev).into_iter().map(|i| &self.list[i]);
         let declaration = fits.next()?;
         Some(Governing {
             declaration,
             overruled: fits.collect(),
         })
+    }
+
+    /// Positions of the declarations that apply to `dev`, the governing one
+    /// first: most specific, and among equals the first in file order.
+    fn applying(&self, dev: &PciDevice) -> Vec<usize> {
+        let mut fits: Vec<usize> = self
+            .candidates(dev)
+            .into_iter()
+            .filter(|&i| self.list[i].fit(dev) == Fit::Applies)
+            .collect();
+        fits.sort_by_key(|&i| std::cmp::Reverse(self.list[i].specificity()));
+        fits
     }
 
     /// The devices some declaration governs.
@@ -189,26 +285,46 @@ impl Declarations {
         devices.iter().filter(move |d| self.governing(d).is_some())
     }
 
-    /// The devices `decl` governs (it is their most specific declaration).
-    pub fn covered<'a>(
-        &'a self,
-        devices: &'a [PciDevice],
-        decl: &'a Declaration,
-    ) -> impl Iterator<Item = &'a PciDevice> + 'a {
-        devices
-            .iter()
-            .filter(move |d| self.governing(d).is_some_and(|g| g.declaration == decl))
+    /// For each declaration (same order as `list`), the devices it governs
+    /// (it is their most specific declaration). One pass over the devices.
+    pub fn coverage<'a>(&'a self, devices: &'a [PciDevice]) -> Vec<Vec<&'a PciDevice>> {
+        let mut covered = vec![Vec::new(); self.list.len()];
+        for dev in devices {
+            if let Some(&i) = self.applying(dev).first() {
+                covered[i].push(dev);
+            }
+        }
+        covered
+    }
+
+    /// Declarations of a key declared earlier (same address, or same IDs):
+    /// (the earlier one, the later one). Identical when their drivers agree,
+    /// conflicting otherwise.
+    pub fn duplicates(&self) -> Vec<(&Declaration, &Declaration)> {
+        let mut first: HashMap<String, &Declaration> = HashMap::new();
+        let mut out = Vec::new();
+        for decl in &self.list {
+            match first.get(&decl.key()) {
+                Some(earlier) => out.push((*earlier, decl)),
+                None => {
+                    first.insert(decl.key(), decl);
+                }
+            }
+        }
+        out
     }
 
     /// Declarations whose address holds a different device now.
     pub fn mismatches<'a>(&'a self, devices: &'a [PciDevice]) -> Vec<(&'a Declaration, DeviceIds)> {
+        let at: HashMap<PciAddress, &PciDevice> = devices.iter().map(|d| (d.address, d)).collect();
         self.list
             .iter()
             .filter_map(|decl| {
-                devices.iter().find_map(|dev| match decl.fit(dev) {
+                let dev = at.get(&decl.address?)?;
+                match decl.fit(dev) {
                     Fit::Mismatch { found } => Some((decl, found)),
                     _ => None,
-                })
+                }
             })
             .collect()
     }
@@ -227,6 +343,8 @@ fn from_device(dev: &PciDevice, by_address: bool, driver: Option<&DriverName>) -
         subsystem: by_address.then_some((dev.ids.subsystem_vendor, dev.ids.subsystem_device)),
         address: by_address.then_some(dev.address),
         driver: driver.cloned().into(),
+        expect: None,
+        seen: Vec::new(),
         origin: Origin {
             file: String::new(),
             line: 0,
@@ -263,12 +381,15 @@ pub fn declare(
                 device: Some(device),
                 subsystem,
             } => {
+                // The count covered now, so that fewer later is noticed.
                 push(Declaration {
                     vendor: *vendor,
                     device: *device,
                     subsystem: *subsystem,
                     address: None,
                     driver: driver.cloned().into(),
+                    expect: (!matched.is_empty()).then_some(matched.len()),
+                    seen: matched.iter().map(|d| d.address).collect(),
                     origin: Origin {
                         file: String::new(),
                         line: 0,
@@ -317,15 +438,14 @@ mod tests {
 
     fn decl(address: Option<&str>, subsystem: Option<(u16, u16)>) -> Declaration {
         Declaration {
-            vendor: VendorId(0x10de),
-            device: DeviceId(0x20b0),
             subsystem: subsystem.map(|(v, d)| (VendorId(v), DeviceId(d))),
             address: address.map(|a| a.parse().unwrap()),
-            driver: DeclaredDriver::Auto,
-            origin: Origin {
-                file: "/etc/vfioctl/bindings.d/a.toml".into(),
-                line: 1,
-            },
+            ..Declaration::of_ids(
+                VendorId(0x10de),
+                DeviceId(0x20b0),
+                "/etc/vfioctl/bindings.d/a.toml",
+                1,
+            )
         }
     }
 
@@ -352,9 +472,7 @@ mod tests {
             decl(Some("25:00.0"), None).fit(&other),
             Fit::Mismatch { found: other.ids }
         );
-        let all = Declarations {
-            list: vec![decl(Some("25:00.0"), None)],
-        };
+        let all = Declarations::new(vec![decl(Some("25:00.0"), None)]);
         assert_eq!(all.mismatches(std::slice::from_ref(&other)).len(), 1);
         assert_eq!(other.ids.to_string(), "8086:20b0:10de:134f");
     }
@@ -364,13 +482,11 @@ mod tests {
         let gpu = endpoint("25:00.0", 0x030200);
         let mut by_address = decl(Some("25:00.0"), None);
         by_address.driver = DeclaredDriver::Named(DriverName::new("pci-stub"));
-        let all = Declarations {
-            list: vec![
-                decl(None, None),
-                decl(None, Some((0x10de, 0x134f))),
-                by_address.clone(),
-            ],
-        };
+        let all = Declarations::new(vec![
+            decl(None, None),
+            decl(None, Some((0x10de, 0x134f))),
+            by_address.clone(),
+        ]);
         let governing = all.governing(&gpu).unwrap();
         assert_eq!(governing.declaration, &by_address);
         assert_eq!(governing.overruled.len(), 2);

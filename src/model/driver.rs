@@ -68,6 +68,49 @@ macro_rules! kernel_name {
     };
 }
 
+/// A name that is not a kernel driver or module name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{shown}' is not a {what} name: use 1 to {MAX_NAME} letters, digits, '-' and '_' (e.g. vfio-pci)", shown = .name.escape_debug())]
+pub struct BadName {
+    pub what: &'static str,
+    pub name: String,
+}
+
+/// The longest driver or module name accepted (the kernel's MODULE_NAME_LEN is 64 with its NUL).
+pub const MAX_NAME: usize = 63;
+
+/// The one grammar for driver and module names that reach generated files
+/// (TOML, udev rules, modprobe.d, initramfs scripts): `[A-Za-z0-9_-]{1,63}`.
+/// Nothing else can break out of any of those syntaxes.
+pub fn valid_name(text: &str) -> bool {
+    (1..=MAX_NAME).contains(&text.len())
+        && text
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+}
+
+impl DriverName {
+    /// A driver name from outside (the command line, a declaration, udev's
+    /// environment), checked against `valid_name`.
+    pub fn parse(text: &str) -> Result<DriverName, BadName> {
+        if valid_name(text) {
+            Ok(DriverName::new(text))
+        } else {
+            Err(BadName {
+                what: "driver",
+                name: text.to_string(),
+            })
+        }
+    }
+}
+
+impl std::str::FromStr for DriverName {
+    type Err = BadName;
+    fn from_str(text: &str) -> Result<DriverName, BadName> {
+        DriverName::parse(text)
+    }
+}
+
 kernel_name!(
     DriverName,
     "A PCI driver's name as registered under /sys/bus/pci/drivers (e.g. `vfio-pci`)."

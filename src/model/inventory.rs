@@ -63,6 +63,27 @@ pub struct Inventory {
 #[error("selector '{0}' matched no PCI function (see `vfioctl list` for what is present)")]
 pub struct NoMatch(pub String);
 
+/// The items matched by any of `selectors` (as `matches` decides), in
+/// order; every selector must match at least one, else `NoMatch` names it.
+/// No selectors selects everything. The one copy of that rule (`list`,
+/// `show`, the change commands, `nodedev`, `nova`).
+pub fn select_matching<'i, T>(
+    items: &'i [T],
+    selectors: &[Selector],
+    matches: impl Fn(&T, &Selector) -> bool,
+) -> Result<Vec<&'i T>, NoMatch> {
+    if let Some(unmatched) = selectors
+        .iter()
+        .find(|s| !items.iter().any(|item| matches(item, s)))
+    {
+        return Err(NoMatch(unmatched.text.clone()));
+    }
+    Ok(items
+        .iter()
+        .filter(|item| selectors.is_empty() || selectors.iter().any(|s| matches(item, s)))
+        .collect())
+}
+
 impl Inventory {
     pub fn device(&self, addr: &PciAddress) -> Option<&PciDevice> {
         self.devices
@@ -74,20 +95,7 @@ impl Inventory {
     /// Functions matched by any of `selectors`, in address order; every
     /// selector must match at least one. No selectors selects everything.
     pub fn select(&self, selectors: &[Selector]) -> Result<Vec<&PciDevice>, NoMatch> {
-        if selectors.is_empty() {
-            return Ok(self.devices.iter().collect());
-        }
-        if let Some(unmatched) = selectors
-            .iter()
-            .find(|s| !self.devices.iter().any(|d| s.matches(d)))
-        {
-            return Err(NoMatch(unmatched.text.clone()));
-        }
-        Ok(self
-            .devices
-            .iter()
-            .filter(|d| selectors.iter().any(|s| s.matches(d)))
-            .collect())
+        select_matching(&self.devices, selectors, |d, s| s.matches(d))
     }
 
     pub fn group_of(&self, dev: &PciDevice) -> Option<&IommuGroup> {

@@ -2,6 +2,7 @@
 //! verdicts. Nothing here performs I/O; `host` fills these types in.
 
 pub mod address;
+pub mod boot_facts;
 pub mod declaration;
 pub mod device;
 pub mod driver;

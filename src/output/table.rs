@@ -13,8 +13,15 @@ impl Table {
         }
     }
 
+    /// Adds a row; control characters in the cells are escaped
+    /// (`super::escape_controls`), so no outside string reaches the terminal raw.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| super::escape_controls(&c).into_owned())
+                .collect(),
+        );
     }
 
     pub fn render(&self, indent: &str) -> String {
@@ -30,7 +37,10 @@ impl Table {
             let mut line = String::from(indent);
             for (i, cell) in row.iter().enumerate() {
                 if i + 1 < row.len() {
-                    line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+                    // Padded by hand: `format!`'s width stops at 65,535.
+                    line.push_str(cell);
+                    let pad = widths[i] - cell.chars().count() + 2;
+                    line.extend(std::iter::repeat_n(' ', pad));
                 } else {
                     line.push_str(cell);
                 }
@@ -59,5 +69,17 @@ mod tests {
         assert_eq!(t.render(""), "A    BB  NAME\nxxx  y   long name\nz\n");
         assert_eq!(or_dash(None::<u32>), "-");
         assert_eq!(or_dash(Some(4)), "4");
+    }
+
+    #[test]
+    fn cells_wider_than_a_format_width_do_not_panic() {
+        let mut t = Table::new(["A", "B"]);
+        let wide = "x".repeat(70_000);
+        t.row(vec![wide.clone(), "y".into()]);
+        t.row(vec!["z\x1b]0;owned\x07".into(), "w".into()]);
+        let text = t.render("");
+        assert!(text.contains(&format!("{wide}  y\n")));
+        assert!(!text.contains('\x1b'));
+        assert!(text.contains("z\\u{1b}]0;owned\\u{7}"));
     }
 }
