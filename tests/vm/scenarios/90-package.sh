@@ -5,7 +5,7 @@
 # package's vfioctl-apply.service, run as systemd would at its place after
 # coldplug (guest/run-unit: the installed unit file, enabled by the package's
 # preset, its ExecStart; output kept as the unit's journal), moves it to
-# vfio-pci; `check` passes once the rules are regenerated; a hot-added
+# vfio-pci; `check` passes once the rules and boot files are written; a hot-added
 # declared device goes to vfio-pci through the package's udev rule; remove
 # and purge leave the bound device alone.
 # boot: iommu=on udev=on overlay=package
@@ -32,7 +32,7 @@ expect coldplug-left-it-on-e1000e "$(driver_of "$E1000E")" e1000e
 run "$VM_REPO/tests/vm/guest/run-unit" vfioctl-apply.service "$journal"
 echo "$OUT"
 expect unit-succeeds "$RC" 0
-check journal-names-the-unit-file grep -q 'unit file /lib/systemd/system/vfioctl-apply.service' "$journal"
+check journal-names-the-unit-file grep -q 'unit file \(/usr\)\?/lib/systemd/system/vfioctl-apply.service, enabled' "$journal"
 check journal-shows-the-bind grep -q "$E1000E.*vfio-pci" "$journal"
 check journal-shows-success grep -q 'Result: success' "$journal"
 expect declared-on-vfio-pci "$(driver_of "$E1000E")" vfio-pci
@@ -42,10 +42,13 @@ run "$VM_REPO/tests/vm/guest/run-unit" vfioctl-apply.service "$journal"
 expect unit-again-succeeds "$RC" 0
 expect still-on-vfio-pci "$(driver_of "$E1000E")" vfio-pci
 
-# What the man page says to do after editing bindings.d by hand; then check.
+# What the man page says to do after editing bindings.d by hand (rules, and
+# the boot files for the next boot); then check.
 check rules-written $PKG persist rules --write
 check rules-applied udevadm trigger --action=change "$SYS/$E1000E"
 udevadm settle --timeout=30
+mkdir -p /etc/initramfs-tools
+check boot-files-written $PKG host-config --write
 run $PKG check
 echo "$OUT"
 expect check-ok-exit "$RC" 0
@@ -69,5 +72,6 @@ check remove-keeps-example test -f /etc/vfioctl/bindings.d/example.toml
 check remove-disables-unit test ! -e /etc/systemd/system/sysinit.target.wants/vfioctl-apply.service
 check dpkg-purge dpkg -P vfioctl
 check purge-removes-generated-rules test ! -e /etc/udev/rules.d/69-vfioctl-bindings.rules
+check purge-removes-boot-files test ! -e /etc/modprobe.d/vfioctl.conf -a ! -e /etc/modules-load.d/vfioctl.conf
 check purge-keeps-handwritten-declaration test -f /etc/vfioctl/bindings.d/e1000e.toml
 expect purge-leaves-device-bound "$(driver_of "$E1000E")" vfio-pci
