@@ -8,7 +8,7 @@ BIN := target/release/vfioctl
 # Debian packages needed to build (libvirt and libudev for the virt and udev crates).
 BUILD_DEPS := pkg-config libvirt-dev libudev-dev pci.ids
 # Debian packages the package tests need: the builders and their judges.
-PACKAGE_DEPS := dpkg-dev rpm lintian rpmlint
+PACKAGE_DEPS := dpkg-dev rpm lintian rpmlint busybox-static
 
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin

@@ -5,6 +5,7 @@
 # src/config.rs write; tests/package/run proves them on files vfioctl wrote.
 # $1: the root ("" for the running system). Prints one line per file removed;
 # sets vfioctl_initramfs_removed=yes when an initramfs input went.
+# shellcheck disable=SC2034 # vfioctl_initramfs_removed is for the caller
 vfioctl_remove_generated() {
 	vfioctl_root=$1
 	vfioctl_initramfs_removed=
