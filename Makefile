@@ -1,6 +1,7 @@
 # vfioctl: build, test and install.
 #   make run    install build dependencies, build, run `vfioctl list` (read-only)
-#   make test   install test dependencies, run every test (unit, golden, real-kernel VM suite)
+#   make test   install test dependencies, run every test (unit, golden, packages, real-kernel VM suite)
+#   make deb    dist/vfioctl_VERSION-1_ARCH.deb;  make rpm: dist/vfioctl-VERSION-1.ARCH.rpm
 #   make lint   cargo fmt --check and clippy with warnings as errors
 
 CARGO ?= cargo
@@ -24,7 +25,6 @@ PRESETDIR ?= $(or $(shell pkg-config --variable=systemdsystempresetdir systemd 2
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
-DOCDIR ?= $(PREFIX)/share/doc/vfioctl
 GEN := target/generated
 
 .PHONY: all deps build run test test-unit test-package test-vm lint ci install install-files uninstall deb rpm
@@ -71,7 +71,9 @@ ci: lint test
 # example, the man page and shell completions. DESTDIR stages into a package
 # root; install-files installs what is already built (packages use it).
 # Nothing here binds a device, and the unit is neither enabled nor started.
-install: build install-files
+# /etc/vfioctl keeps its mode and an example the operator edited is kept.
+install: build
+	@$(MAKE) --no-print-directory install-files
 	@if [ -z "$(DESTDIR)" ] && [ -S /run/udev/control ]; then udevadm control --reload; fi
 
 install-files:
@@ -82,8 +84,10 @@ install-files:
 	sed 's|/usr/sbin/vfioctl|$(SBINDIR)/vfioctl|' packaging/systemd/vfioctl-apply.service > $(DESTDIR)$(UNITDIR)/vfioctl-apply.service
 	chmod 0644 $(DESTDIR)$(UDEVRULESDIR)/70-vfioctl.rules $(DESTDIR)$(UNITDIR)/vfioctl-apply.service
 	install -D -m 0644 packaging/systemd/50-vfioctl.preset $(DESTDIR)$(PRESETDIR)/50-vfioctl.preset
-	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/vfioctl $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d
-	install -m 0644 packaging/example.toml $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d/example.toml
+	mkdir -p -m 0755 $(DESTDIR)$(SYSCONFDIR)/vfioctl
+	mkdir -p -m 0755 $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d
+	test -e $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d/example.toml || \
+		install -m 0644 packaging/example.toml $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d/example.toml
 	install -D -m 0644 man/vfioctl.8 $(DESTDIR)$(MANDIR)/man8/vfioctl.8
 	install -D -m 0644 $(GEN)/vfioctl.bash $(DESTDIR)$(BASHCOMPDIR)/vfioctl
 	install -D -m 0644 $(GEN)/_vfioctl $(DESTDIR)$(ZSHCOMPDIR)/_vfioctl
