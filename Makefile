@@ -77,6 +77,10 @@ install: build
 	@if [ -z "$(DESTDIR)" ] && [ -S /run/udev/control ]; then udevadm control --reload; fi
 
 install-files:
+	@# SBINDIR is written into the udev rule's RUN and the unit's ExecStart, unquoted.
+	@case '$(SBINDIR)' in /*[!A-Za-z0-9/._+-]* | [!/]* | '') \
+		echo "SBINDIR='$(SBINDIR)': must be an absolute path of letters, digits and /._+- (the udev rule and the unit run it)" >&2; exit 2 ;; \
+	esac
 	install -D -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/vfioctl
 	install -D -m 0755 target/release/vfioctl-libvirt $(DESTDIR)$(LIBEXECDIR)/vfioctl-libvirt
 	install -d $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(UNITDIR)
