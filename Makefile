@@ -32,7 +32,8 @@ GEN := target/generated
 all: build
 
 deps:
-	@missing=$$(for p in $(BUILD_DEPS) $(EXTRA_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	@command -v dpkg-query >/dev/null || { echo "deps: not a Debian system; install the equivalents of $(BUILD_DEPS) $(EXTRA_DEPS) yourself"; exit 0; }; \
+	missing=$$(for p in $(BUILD_DEPS) $(EXTRA_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing build dependencies: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
