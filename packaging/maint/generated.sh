@@ -1,8 +1,9 @@
 # Shared by the .deb's postrm (purge) and the .rpm's %postun (erase): removes
 # the files vfioctl itself wrote on this host, never the package's own files
 # (the package manager removes those) and never a file without vfioctl's
-# header. The headers are the ones src/udev.rs, src/host_config.rs and
-# src/config.rs write; tests/package/run proves them on files vfioctl wrote.
+# header. The headers are the ones src/integrations/udev.rs (RULES_HEADER),
+# src/integrations/boot_files.rs (OWNED_HEADER) and src/host/config.rs
+# (WRITTEN_HEADER) write; tests/package/run proves them on files vfioctl wrote.
 # $1: the root ("" for the running system). Prints one line per file removed;
 # sets vfioctl_initramfs_removed=yes when an initramfs input went.
 # shellcheck disable=SC2034 # vfioctl_initramfs_removed is for the caller
