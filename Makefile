@@ -1,41 +1,52 @@
 # vfioctl: build, test and install.
 #   make run    install build dependencies, build, run `vfioctl list` (read-only)
-#   make test   install test dependencies, run every test (unit, golden, Nova oracle, Ansible collection, real-kernel VM suite)
+#   make test   install test dependencies, run every test (unit, golden, Nova oracle, Ansible collection,
+#               packages, real-kernel VM suite)
+#   make bench  side-by-side benchmarks on fake hosts -> docs/benchmarks.md (not part of test)
+#   make deb    dist/vfioctl_VERSION-1_ARCH.deb;  make rpm: dist/vfioctl-VERSION-1.ARCH.rpm
 #   make lint   cargo fmt --check and clippy with warnings as errors
 
 CARGO ?= cargo
 BIN := target/release/vfioctl
 # Debian packages needed to build (libvirt and libudev for the virt and udev crates).
 BUILD_DEPS := pkg-config libvirt-dev libudev-dev pci.ids
+# Debian packages the package tests need: the builders and their judges.
+PACKAGE_DEPS := dpkg-dev rpm lintian rpmlint busybox-static
 # Debian packages the Ansible collection's tests need besides ansible-core,
 # which comes from PyPI into target/ansible/venv (ansible/tests/ci/run).
 ANSIBLE_TEST_DEPS := python3-venv git
+# The peers and tools `make bench` runs.
+BENCH_DEPS := pciutils driverctl dpdk strace gcc python3
+# BENCH_ARGS="--baseline OLD_VFIOCTL" adds an older binary's rows (before/after).
+BENCH_ARGS ?=
 
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 MANDIR ?= $(PREFIX)/share/man
 LIBEXECDIR ?= $(PREFIX)/libexec/vfioctl
-UDEVDIR ?= /usr/lib/udev/rules.d
+# /etc/vfioctl is a fixed path in vfioctl (src/host/config.rs), whatever PREFIX is.
+SYSCONFDIR ?= /etc
+# Where this system's udev and systemd read from (Debian 12: /lib/..., RHEL 9: /usr/lib/...).
+UDEVDIR ?= $(or $(shell pkg-config --variable=udevdir udev 2>/dev/null),/usr/lib/udev)
+UDEVRULESDIR ?= $(UDEVDIR)/rules.d
+UNITDIR ?= $(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),/usr/lib/systemd/system)
+PRESETDIR ?= $(or $(shell pkg-config --variable=systemdsystempresetdir systemd 2>/dev/null),/usr/lib/systemd/system-preset)
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 GEN := target/generated
 
-.PHONY: all deps build run test test-unit test-nova test-ansible test-vm lint ci install uninstall
+.PHONY: all deps build run test test-unit test-nova test-ansible test-package test-vm lint ci bench install install-files uninstall deb rpm
 
 all: build
 
-# $(call apt-ensure,PACKAGES,WHAT): apt-get install those of PACKAGES not installed.
-define apt-ensure
-	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+deps:
+	@command -v dpkg-query >/dev/null || { echo "deps: not a Debian system; install the equivalents of $(BUILD_DEPS) $(EXTRA_DEPS) yourself"; exit 0; }; \
+	missing=$$(for p in $(BUILD_DEPS) $(EXTRA_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-		echo "installing $(2): $$missing"; \
+		echo "installing build dependencies: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-endef
-
-deps:
-	$(call apt-ensure,$(BUILD_DEPS),build dependencies)
 
 build: deps
 	VFIOCTL_GEN_DIR=$(CURDIR)/$(GEN) $(CARGO) build --release --locked
@@ -54,15 +65,22 @@ test-nova: deps
 # ansible-test sanity, units and integration (fake hosts) for ansible/; the
 # venv and ansible-test's own venvs are cached under target/ansible. Skips
 # with a SKIP line when PyPI cannot be reached.
-test-ansible: deps
-	$(call apt-ensure,$(ANSIBLE_TEST_DEPS),Ansible test dependencies)
+test-ansible:
+	$(MAKE) deps EXTRA_DEPS="$(ANSIBLE_TEST_DEPS)"
 	ansible/tests/ci/run
 
-test-vm: deps
+test-vm: deps deb
 	tests/vm/setup
 	tests/vm/run
 
-test: test-unit test-nova test-ansible test-vm
+# Builds both packages, checks them with lintian, rpmlint and systemd-analyze,
+# and installs, reinstalls, removes and purges the .deb (tests/package/run).
+test-package:
+	$(MAKE) deps EXTRA_DEPS="$(PACKAGE_DEPS)"
+	$(MAKE) deb rpm
+	tests/package/run
+
+test: test-unit test-nova test-ansible test-package test-vm
 
 lint: deps
 	$(CARGO) fmt --all -- --check
@@ -70,21 +88,66 @@ lint: deps
 
 ci: lint test
 
-# Installs the binary, the udev rule (pointing at the installed binary), the
-# man page and shell completions. DESTDIR stages into a package root.
+# Fake hosts of 64 to 16,384 functions, each tool in a private mount namespace
+# with the tree over /sys (bench/run.py); writes docs/benchmarks.md.
+bench:
+	$(MAKE) deps EXTRA_DEPS="$(BENCH_DEPS)"
+	VFIOCTL_GEN_DIR=$(CURDIR)/$(GEN) $(CARGO) build --release --locked --bins --example fakehost
+	python3 bench/run.py $(BENCH_ARGS)
+
+# Installs the binaries, the udev rule (pointing at the installed binary), the
+# systemd unit and its preset, /etc/vfioctl/bindings.d with a commented
+# example, the man page and shell completions. DESTDIR stages into a package
+# root; install-files installs what is already built (packages use it).
+# Nothing here binds a device, and the unit is neither enabled nor started.
+# /etc/vfioctl keeps its mode and an example the operator edited is kept.
 install: build
+	@$(MAKE) --no-print-directory install-files
+	@if [ -z "$(DESTDIR)" ] && [ -S /run/udev/control ]; then udevadm control --reload; fi
+
+install-files:
+	@# SBINDIR is written into the udev rule's RUN and the unit's ExecStart, unquoted.
+	@case '$(SBINDIR)' in /*[!A-Za-z0-9/._+-]* | [!/]* | '') \
+		echo "SBINDIR='$(SBINDIR)': must be an absolute path of letters, digits and /._+- (the udev rule and the unit run it)" >&2; exit 2 ;; \
+	esac
 	install -D -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/vfioctl
 	install -D -m 0755 target/release/vfioctl-libvirt $(DESTDIR)$(LIBEXECDIR)/vfioctl-libvirt
-	install -d $(DESTDIR)$(UDEVDIR)
-	sed 's|/usr/sbin/vfioctl|$(SBINDIR)/vfioctl|' udev-rules/70-vfioctl.rules > $(DESTDIR)$(UDEVDIR)/70-vfioctl.rules
-	chmod 0644 $(DESTDIR)$(UDEVDIR)/70-vfioctl.rules
+	install -d $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/sbin/vfioctl|$(SBINDIR)/vfioctl|' udev-rules/70-vfioctl.rules > $(DESTDIR)$(UDEVRULESDIR)/70-vfioctl.rules
+	sed 's|/usr/sbin/vfioctl|$(SBINDIR)/vfioctl|' packaging/systemd/vfioctl-apply.service > $(DESTDIR)$(UNITDIR)/vfioctl-apply.service
+	chmod 0644 $(DESTDIR)$(UDEVRULESDIR)/70-vfioctl.rules $(DESTDIR)$(UNITDIR)/vfioctl-apply.service
+	install -D -m 0644 packaging/systemd/50-vfioctl.preset $(DESTDIR)$(PRESETDIR)/50-vfioctl.preset
+	mkdir -p -m 0755 $(DESTDIR)$(SYSCONFDIR)/vfioctl
+	mkdir -p -m 0755 $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d
+	test -e $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d/example.toml || \
+		install -m 0644 packaging/example.toml $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d/example.toml
 	install -D -m 0644 man/vfioctl.8 $(DESTDIR)$(MANDIR)/man8/vfioctl.8
 	install -D -m 0644 $(GEN)/vfioctl.bash $(DESTDIR)$(BASHCOMPDIR)/vfioctl
 	install -D -m 0644 $(GEN)/_vfioctl $(DESTDIR)$(ZSHCOMPDIR)/_vfioctl
 	install -D -m 0644 $(GEN)/vfioctl.fish $(DESTDIR)$(FISHCOMPDIR)/vfioctl.fish
+
+# Removes what install put there. /etc/vfioctl goes only while it holds nothing
+# but the untouched example: declarations are the operator's.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/vfioctl $(DESTDIR)$(LIBEXECDIR)/vfioctl-libvirt \
+		$(DESTDIR)$(UDEVRULESDIR)/70-vfioctl.rules $(DESTDIR)$(UNITDIR)/vfioctl-apply.service \
+		$(DESTDIR)$(PRESETDIR)/50-vfioctl.preset $(DESTDIR)$(MANDIR)/man8/vfioctl.8 \
+		$(DESTDIR)$(BASHCOMPDIR)/vfioctl $(DESTDIR)$(ZSHCOMPDIR)/_vfioctl $(DESTDIR)$(FISHCOMPDIR)/vfioctl.fish
+	-rmdir $(DESTDIR)$(LIBEXECDIR) 2>/dev/null
+	@if cmp -s packaging/example.toml $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d/example.toml; then \
+		rm -f $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d/example.toml; \
+		rmdir $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d $(DESTDIR)$(SYSCONFDIR)/vfioctl 2>/dev/null || true; \
+	fi
 	@if [ -z "$(DESTDIR)" ] && [ -S /run/udev/control ]; then udevadm control --reload; fi
 
-uninstall:
-	rm -f $(DESTDIR)$(SBINDIR)/vfioctl $(DESTDIR)$(LIBEXECDIR)/vfioctl-libvirt $(DESTDIR)$(UDEVDIR)/70-vfioctl.rules \
-		$(DESTDIR)$(MANDIR)/man8/vfioctl.8 $(DESTDIR)$(BASHCOMPDIR)/vfioctl \
-		$(DESTDIR)$(ZSHCOMPDIR)/_vfioctl $(DESTDIR)$(FISHCOMPDIR)/vfioctl.fish
+# For scripts: make -s print-UNITDIR.
+print-%:
+	@echo '$($*)'
+
+# Packages, from the release binaries: dist/vfioctl_VERSION_ARCH.deb and
+# dist/vfioctl-VERSION-RELEASE.ARCH.rpm (packaging/README.md).
+deb: build
+	packaging/deb/build
+
+rpm: build
+	packaging/rpm/build
