@@ -2,11 +2,16 @@
 #   make run    install build dependencies, build, run `vfioctl list` (read-only)
 #   make test   install test dependencies, run every test (unit, golden, real-kernel VM suite)
 #   make lint   cargo fmt --check and clippy with warnings as errors
+#   make bench  side-by-side benchmarks on fake hosts -> docs/benchmarks.md (not part of test)
 
 CARGO ?= cargo
 BIN := target/release/vfioctl
 # Debian packages needed to build (libvirt and libudev for the virt and udev crates).
 BUILD_DEPS := pkg-config libvirt-dev libudev-dev pci.ids
+# The peers and tools `make bench` runs.
+BENCH_DEPS := pciutils driverctl dpdk strace gcc python3
+# BENCH_ARGS="--baseline OLD_VFIOCTL" adds an older binary's rows (before/after).
+BENCH_ARGS ?=
 
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
@@ -18,16 +23,21 @@ ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 GEN := target/generated
 
-.PHONY: all deps build run test test-unit test-vm lint ci install uninstall
+.PHONY: all deps build run test test-unit test-vm lint ci install uninstall bench
 
 all: build
 
-deps:
-	@missing=$$(for p in $(BUILD_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+# Installs the Debian packages in $(1) that are missing.
+define apt_install_missing
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-		echo "installing build dependencies: $$missing"; \
+		echo "installing: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+deps:
+	$(call apt_install_missing,$(BUILD_DEPS))
 
 build: deps
 	VFIOCTL_GEN_DIR=$(CURDIR)/$(GEN) $(CARGO) build --release --locked
@@ -49,6 +59,13 @@ lint: deps
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
 ci: lint test
+
+# Fake hosts of 64 to 16,384 functions, each tool in a private mount namespace
+# with the tree over /sys (bench/run.py); writes docs/benchmarks.md.
+bench: deps
+	$(call apt_install_missing,$(BENCH_DEPS))
+	VFIOCTL_GEN_DIR=$(CURDIR)/$(GEN) $(CARGO) build --release --locked --bins --example fakehost
+	python3 bench/run.py $(BENCH_ARGS)
 
 # Installs the binary, the udev rule (pointing at the installed binary), the
 # man page and shell completions. DESTDIR stages into a package root.
