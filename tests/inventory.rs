@@ -184,3 +184,65 @@ fn names_are_optional() {
     let dev = &inv.devices[1];
     assert_eq!(inv.names.vendor(dev.ids.vendor), None);
 }
+
+#[test]
+fn device_links_without_a_devlink_directory() {
+    // Kernels list device links under /sys/class/devlink; without it each
+    // device's own consumer:/supplier: links are read, with the same result.
+    let host = topologies::workstation_gpu();
+    let with = format!("{:?}", read(&host).devices);
+    std::fs::remove_dir_all(host.path("sys/class/devlink")).unwrap();
+    std::fs::remove_dir_all(host.path("sys/devices/virtual/devlink")).unwrap();
+    let without = read(&host);
+    assert_eq!(
+        without.device(&addr("01:00.0")).unwrap().consumers,
+        ["01:00.1", "01:00.2", "01:00.3"].map(addr)
+    );
+    assert_eq!(format!("{:?}", without.devices), with);
+}
+
+#[test]
+fn a_large_host_reads_the_same_as_one_device_at_a_time() {
+    // Over a few hundred functions the read is spread over threads.
+    let mut host = FakeHost::new();
+    host.iommu_unit("dmar0");
+    host.add(Dev::bridge("0000:00:01.0", 0x8086, 0x347a).group(1));
+    host.add(
+        Dev::endpoint("0000:01:00.0", 0x15b3, 0x101d, 0x020000)
+            .parent("0000:00:01.0")
+            .driver("mlx5_core", Some("mlx5_core"))
+            .sriov(400)
+            .group(2),
+    );
+    for i in 1..400u32 {
+        let vf = format!("0000:{:02x}:{:02x}.{}", 1 + i / 256, (i % 256) / 8, i % 8);
+        let dev = Dev::endpoint(&vf, 0x15b3, 0x101e, 0x020000)
+            .parent("0000:00:01.0")
+            .vf_of("0000:01:00.0")
+            .group(2 + i);
+        host.add(if i % 3 == 0 {
+            dev.driver("vfio-pci", Some("vfio_pci"))
+        } else {
+            dev
+        });
+    }
+    let inv = read(&host);
+    assert_eq!(inv.devices.len(), 401);
+    assert_eq!(inv.groups.len(), 401);
+    assert!(inv.devices.windows(2).all(|w| w[0].address < w[1].address));
+    let SriovRole::Pf { vfs, .. } = &inv.device(&addr("01:00.0")).unwrap().sriov else {
+        panic!("the PF is a PF");
+    };
+    assert_eq!(vfs.len(), 399);
+    let root = HostRoot::new(host.root());
+    for dev in &inv.devices {
+        let alone = vfioctl::host::sysfs::read_one(&root, dev.address).unwrap();
+        assert_eq!(format!("{alone:?}"), format!("{dev:?}"));
+        assert_eq!(
+            inv.group_of(dev).unwrap().pci_members,
+            [dev.address],
+            "{}",
+            dev.address
+        );
+    }
+}
