@@ -4,7 +4,7 @@ mod support;
 
 use support::fakehost::{Dev, FakeHost};
 use support::topologies;
-use vfioctl::host::sysfs::{read_inventory, InventoryError, Names};
+use vfioctl::host::sysfs::{read_devices, read_inventory, InventoryError, Names};
 use vfioctl::host::HostRoot;
 use vfioctl::model::{
     CompanionReason, DriverName, HeaderType, Inventory, ModuleName, NovaDeviceType, PciAddress,
@@ -244,5 +244,49 @@ fn a_large_host_reads_the_same_as_one_device_at_a_time() {
             "{}",
             dev.address
         );
+    }
+}
+
+#[test]
+fn one_device_reads_what_the_whole_host_says_about_it() {
+    // For every function of every topology, reading only its neighbourhood
+    // gives the same device, group, members, companions, verdict and IOMMU
+    // state as reading the whole host.
+    for host in [
+        topologies::hgx_a100(),
+        topologies::workstation_gpu(),
+        topologies::sriov_nic(),
+        topologies::no_iommu(),
+        topologies::libvirt_lab(),
+    ] {
+        let root = HostRoot::new(host.root());
+        let whole = read(&host);
+        for dev in &whole.devices {
+            let part = read_devices(&root, &[dev.address], Names::Lookup).unwrap();
+            let mine = part.device(&dev.address).unwrap();
+            assert_eq!(format!("{mine:?}"), format!("{dev:?}"));
+            assert_eq!(part.iommu, whole.iommu);
+            assert_eq!(part.drivers, whole.drivers);
+            assert_eq!(part.companions(mine), whole.companions(dev));
+            assert_eq!(part.group_of(mine), whole.group_of(dev));
+            if let Some(group) = whole.group_of(dev) {
+                assert_eq!(part.viability(group), whole.viability(group));
+                let members: Vec<_> = part.members(group).map(|d| d.address).collect();
+                assert_eq!(members, group.pci_members, "{}", dev.address);
+            }
+            if let SriovRole::Pf { vfs, .. } = &dev.sriov {
+                assert!(vfs.iter().all(|vf| part.device(vf).is_some()));
+            }
+            if let SriovRole::Vf { physfn } = &dev.sriov {
+                assert!(part.device(physfn).is_some());
+            }
+            assert!(
+                part.devices.len() < whole.devices.len() || whole.devices.len() < 8,
+                "{} read the whole host",
+                dev.address
+            );
+        }
+        let missing = read_devices(&root, &[addr("7f:1f.7")], Names::Skip).unwrap();
+        assert!(missing.devices.is_empty());
     }
 }

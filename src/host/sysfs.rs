@@ -22,9 +22,10 @@ use rustix::io::Errno;
 use crate::model::device::HeaderType;
 use crate::model::group::OtherMember;
 use crate::model::ids::{parse_sysfs_hex, NamesWanted};
+use crate::model::selector::Matcher;
 use crate::model::{
     ClassCode, DeviceId, DeviceIds, DriverName, Inventory, IommuGroup, IommuState, ModuleName,
-    PciAddress, PciDevice, PciNames, SriovRole, VendorId,
+    PciAddress, PciDevice, PciNames, Selector, SriovRole, VendorId,
 };
 
 use super::root::{HostIoError, HostRoot};
@@ -454,6 +455,170 @@ pub fn read_one(root: &HostRoot, address: PciAddress) -> Option<PciDevice> {
     read_device(devices.as_fd(), address, None, &mut HashMap::new())
 }
 
+/// Opens /sys/bus/pci/devices; a missing one is `NoPciSysfs`.
+fn open_devices(root: &HostRoot) -> Result<OwnedFd, InventoryError> {
+    let devices_path = root.path(PCI_DEVICES);
+    match open_dir(&devices_path) {
+        Ok(dir) => Ok(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(InventoryError::NoPciSysfs(devices_path))
+        }
+        Err(e) => Err(cannot_list(devices_path)(e).into()),
+    }
+}
+
+/// What every inventory carries besides its devices and groups: the IOMMU
+/// units, how many groups exist, the registered drivers, names and release.
+fn complete(
+    root: &HostRoot,
+    devices: Vec<PciDevice>,
+    groups: BTreeMap<u32, IommuGroup>,
+    group_count: usize,
+    names: Names,
+) -> Result<Inventory, InventoryError> {
+    let mut units = list_dir(&root.path(IOMMU_CLASS))?;
+    units.sort();
+    let drivers = list_dir(&root.path(PCI_DRIVERS))?
+        .into_iter()
+        .map(DriverName::new)
+        .collect();
+    let names = match names {
+        Names::Lookup => read_names(root, &devices),
+        Names::Skip => PciNames::default(),
+    };
+    Ok(Inventory {
+        iommu: IommuState {
+            units,
+            groups: group_count,
+        },
+        devices,
+        groups,
+        kernel_release: root.kernel_release(),
+        drivers,
+        names,
+    })
+}
+
+/// Reads what changing or showing `seeds` needs, without walking the host:
+/// each seed, the members of its IOMMU group (`/sys/kernel/iommu_groups/N/
+/// devices`), its companions (device links, and the other functions of a
+/// display adapter's slot), and the same for each of those; plus a seed VF's
+/// PF and a seed PF's VFs. The IOMMU state, drivers and names are as in
+/// `read_inventory`. Seeds that do not exist are simply absent, so selecting
+/// them fails as it would on the whole host.
+pub fn read_devices(
+    root: &HostRoot,
+    seeds: &[PciAddress],
+    names: Names,
+) -> Result<Inventory, InventoryError> {
+    let devices_dir = open_devices(root)?;
+    let groups_path = root.path(IOMMU_GROUPS);
+    let groups_dir = match open_dir(&groups_path) {
+        Ok(dir) => Some(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(cannot_list(groups_path)(e).into()),
+    };
+    let mut modules = ModuleCache::new();
+    let mut devices: BTreeMap<PciAddress, PciDevice> = BTreeMap::new();
+    let mut groups = BTreeMap::new();
+    // (function, whether its group and companions are read too)
+    let mut queue: Vec<(PciAddress, bool)> = seeds.iter().map(|a| (*a, true)).collect();
+    let mut family = Vec::new();
+    loop {
+        if queue.is_empty() {
+            queue.extend(family.drain(..).map(|a| (a, false)));
+        }
+        let Some((address, expand)) = queue.pop() else {
+            break;
+        };
+        if devices.contains_key(&address) {
+            continue;
+        }
+        let Some(dev) = read_device(devices_dir.as_fd(), address, None, &mut modules) else {
+            continue;
+        };
+        if expand {
+            if let (Some(number), Some(dir)) = (dev.iommu_group, &groups_dir) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = groups.entry(number) {
+                    let group = read_group(dir.as_fd(), number)
+                        .map_err(|(rel, e)| cannot_list(groups_path.join(rel))(e))?;
+                    queue.extend(group.pci_members.iter().map(|a| (*a, true)));
+                    slot.insert(group);
+                }
+            }
+            queue.extend(
+                dev.consumers
+                    .iter()
+                    .chain(&dev.suppliers)
+                    .map(|a| (*a, true)),
+            );
+            if dev.class.is_display() {
+                queue.extend(
+                    (0..8)
+                        .map(|f| PciAddress {
+                            function: f,
+                            ..address
+                        })
+                        .map(|a| (a, true)),
+                );
+            }
+        }
+        if seeds.contains(&address) {
+            match &dev.sriov {
+                SriovRole::Vf { physfn } => family.push(*physfn),
+                SriovRole::Pf { vfs, .. } => family.extend(vfs),
+                SriovRole::None => {}
+            }
+        }
+        devices.insert(address, dev);
+    }
+    let group_count = groups_dir
+        .as_ref()
+        .map_or(0, |dir| count_groups(dir.as_fd()));
+    complete(
+        root,
+        devices.into_values().collect(),
+        groups,
+        group_count,
+        names,
+    )
+}
+
+/// How many groups the groups directory holds. Each group is a
+/// subdirectory, and a directory's link count is 2 plus its subdirectories
+/// (sysfs keeps it exact), so one fstat answers; a link count that does not
+/// follow that rule (1 on filesystems that stop counting) means a listing.
+fn count_groups(dir: BorrowedFd) -> usize {
+    match rustix::fs::fstat(dir) {
+        Ok(stat) if stat.st_nlink >= 2 => (stat.st_nlink - 2) as usize,
+        _ => entries(dir)
+            .iter()
+            .filter(|n| n.parse::<u32>().is_ok())
+            .count(),
+    }
+}
+
+/// Reads the inventory `selectors` need: only the named functions and their
+/// neighbourhood (`read_devices`) when every selector is an address, else
+/// the whole host.
+pub fn read_selected(
+    root: &HostRoot,
+    selectors: &[Selector],
+    names: Names,
+) -> Result<Inventory, InventoryError> {
+    let addresses: Option<Vec<PciAddress>> = selectors
+        .iter()
+        .map(|s| match s.matcher {
+            Matcher::Address(address) => Some(address),
+            _ => None,
+        })
+        .collect();
+    match addresses {
+        Some(addresses) if !addresses.is_empty() => read_devices(root, &addresses, names),
+        _ => read_inventory(root, names),
+    }
+}
+
 /// Errors that stop the inventory from being read at all.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
@@ -474,14 +639,7 @@ fn list_dir(path: &Path) -> Result<Vec<String>, HostIoError> {
 
 /// Reads every PCI function, IOMMU group and the IOMMU state under `root`.
 pub fn read_inventory(root: &HostRoot, names: Names) -> Result<Inventory, InventoryError> {
-    let devices_path = root.path(PCI_DEVICES);
-    let devices_dir = match open_dir(&devices_path) {
-        Ok(dir) => dir,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(InventoryError::NoPciSysfs(devices_path))
-        }
-        Err(e) => return Err(cannot_list(devices_path)(e).into()),
-    };
+    let devices_dir = open_devices(root)?;
     let devices_fd = devices_dir.as_fd();
     let addresses: Vec<PciAddress> = entries(devices_fd)
         .iter()
@@ -492,27 +650,7 @@ pub fn read_inventory(root: &HostRoot, names: Names) -> Result<Inventory, Invent
         read_device(devices_fd, addr, links.as_ref(), modules)
     });
     devices.sort_by_key(|d| d.address);
-
     let groups = read_groups(root)?;
-    let mut units = list_dir(&root.path(IOMMU_CLASS))?;
-    units.sort();
-    let drivers = list_dir(&root.path(PCI_DRIVERS))?
-        .into_iter()
-        .map(DriverName::new)
-        .collect();
-    let names = match names {
-        Names::Lookup => read_names(root, &devices),
-        Names::Skip => PciNames::default(),
-    };
-    Ok(Inventory {
-        iommu: IommuState {
-            units,
-            groups: groups.len(),
-        },
-        devices,
-        groups,
-        kernel_release: root.kernel_release(),
-        drivers,
-        names,
-    })
+    let group_count = groups.len();
+    complete(root, devices, groups, group_count, names)
 }
