@@ -89,7 +89,11 @@ fn render_commands(cmd: &mut clap::Command) -> String {
 fn render_exit_status() -> String {
     let mut out = String::from(".SH \"EXIT STATUS\"\n");
     for (status, meaning) in cli::exit::TABLE {
-        out.push_str(&format!(".TP\n\\fB{status}\\fR\n{}\n", roff(meaning)));
+        out.push_str(&format!(
+            ".TP\n\\fB{}\\fR\n{}\n",
+            status.code(),
+            roff(meaning)
+        ));
     }
     out
 }

@@ -380,48 +380,65 @@ pub struct ChangeArgs {
 
 /// Exit statuses, shared by the binary and the man page so they cannot drift.
 pub mod exit {
-    pub const OK: i32 = 0;
-    pub const FAILED: i32 = 1;
-    pub const USAGE: i32 = 2;
-    pub const NOT_FOUND: i32 = 3;
-    pub const REFUSED: i32 = 4;
-    pub const ENVIRONMENT: i32 = 5;
-    pub const INCONSISTENT: i32 = 6;
-    pub const CONFIG: i32 = 7;
-    pub const BUSY: i32 = 75;
-    pub const NO_PERMISSION: i32 = 77;
+    /// Every exit status vfioctl documents; the number is the discriminant.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[repr(i32)]
+    pub enum ExitStatus {
+        Ok = 0,
+        Failed = 1,
+        Usage = 2,
+        NotFound = 3,
+        Refused = 4,
+        Environment = 5,
+        Inconsistent = 6,
+        Config = 7,
+        Busy = 75,
+        NoPermission = 77,
+    }
+
+    impl ExitStatus {
+        /// The number the process exits with.
+        pub const fn code(self) -> i32 {
+            self as i32
+        }
+    }
+
+    use ExitStatus::*;
+
+    /// `ExitStatus::Ok` as the number a command returns.
+    pub const OK: i32 = Ok.code();
 
     /// (status, meaning) rows for the man page's EXIT STATUS section.
-    pub const TABLE: &[(i32, &str)] = &[
-        (OK, "Success."),
+    pub const TABLE: &[(ExitStatus, &str)] = &[
+        (Ok, "Success."),
         (
-            FAILED,
+            Failed,
             "The operation failed; the error line names the device and file concerned.",
         ),
         (
-            USAGE,
+            Usage,
             "Bad usage: unknown option, or a malformed selector or address.",
         ),
-        (NOT_FOUND, "A selector matched no PCI function, or a device vanished."),
+        (NotFound, "A selector matched no PCI function, or a device vanished."),
         (
-            REFUSED,
+            Refused,
             "Refused for safety; nothing was changed. The message says why and how to proceed.",
         ),
         (
-            ENVIRONMENT,
+            Environment,
             "The host lacks something needed: sysfs not readable under --root, no IOMMU, a module not installed or blocked, libvirt not reachable (nodedev).",
         ),
         (
-            INCONSISTENT,
+            Inconsistent,
             "A change failed and putting a device back failed too: the message names the device; check it with vfioctl show.",
         ),
         (
-            CONFIG,
+            Config,
             "The configuration under /etc/vfioctl is malformed (the message names file and line) or untrusted (not root-owned, or world-writable). Nothing was applied.",
         ),
-        (BUSY, "Another vfioctl held the lock for longer than --timeout."),
+        (Busy, "Another vfioctl held the lock for longer than --timeout."),
         (
-            NO_PERMISSION,
+            NoPermission,
             "Not privileged: changing bindings needs CAP_SYS_ADMIN (run as root). Nothing was written.",
         ),
     ];

@@ -1,20 +1,31 @@
 //! vfioctl: safe, repeatable and checkable PCI passthrough (VFIO) for KVM hosts.
 //!
-//! Data flows one way: host root -> inventory (`host`) -> decisions (`model`)
-//! -> output (`output`), glued per verb in `commands`.
+//! Data flows one way: host root -> inventory -> plan (pure) -> apply ->
+//! verify -> report. The modules name those stages, and imports point down
+//! this list only:
+//!
+//! - `cli`: clap definitions and the exit-status table (`build.rs` renders the man page from both).
+//! - `error`: maps typed errors to one line and one `ExitStatus`; imports no command.
+//! - `model`: the pure PCI domain: addresses, IDs, drivers, devices, IOMMU groups,
+//!   selectors, the inventory, modaliases, declarations. No I/O.
+//! - `host`: every read and write of host state under one `HostRoot` (`--root`):
+//!   sysfs, kernel steps, modules, usage, declaration files, udev I/O, lock and
+//!   change record, the libvirt helper process.
+//! - `engine`: `plan` (pure), `apply` (verification, rollback), `run`
+//!   (privilege -> lock -> read -> plan -> apply -> record), `enforce` (declarations).
+//! - `integrations`: what other programs consume or judge: health checks, boot
+//!   files, libvirt node devices, Nova configuration, udev rule rendering.
+//! - `output`: tables, labels, JSON records and the change report.
+//! - `commands`: one thin file per verb, gluing the stages; no command imports another.
 
-pub mod apply;
-pub mod change;
-pub mod check;
 pub mod cli;
 pub mod commands;
-pub mod config;
+pub mod engine;
 pub mod error;
 pub mod host;
-pub mod host_config;
+pub mod integrations;
 pub mod model;
 pub mod output;
-pub mod udev;
 
 use std::io::Write;
 

@@ -19,7 +19,7 @@ fn main() {
         Err(err) => {
             let _ = out.flush();
             eprintln!("vfioctl: {}", one_line(&err));
-            exit_status(&err)
+            exit_status(&err).code()
         }
     };
     let _ = out.flush();

@@ -8,12 +8,12 @@ use std::time::Duration;
 use support::fakehost::{Dev, FakeHost};
 use support::simkernel::SimKernel;
 use support::topologies;
-use vfioctl::apply::Status;
-use vfioctl::change::{self, ChangeReport, ChangeSpec};
+use vfioctl::engine::apply::Status;
+use vfioctl::engine::plan::{Goal, PlanError, Step};
+use vfioctl::engine::run::{self, ChangeReport, ChangeSpec};
 use vfioctl::host::state;
 use vfioctl::host::sysfs::{read_inventory, Names};
 use vfioctl::host::HostRoot;
-use vfioctl::model::plan::{Goal, PlanError, Step};
 use vfioctl::model::{DriverName, Inventory, PciAddress, Selector};
 
 fn spec(goal: Goal, selectors: &[&str]) -> ChangeSpec {
@@ -31,7 +31,7 @@ fn spec(goal: Goal, selectors: &[&str]) -> ChangeSpec {
 }
 
 fn run(host: &FakeHost, kernel: &SimKernel, spec: &ChangeSpec) -> anyhow::Result<ChangeReport> {
-    change::run(&HostRoot::new(host.root()), spec, kernel)
+    run::run(&HostRoot::new(host.root()), spec, kernel)
 }
 
 fn inventory(host: &FakeHost) -> Inventory {
@@ -59,7 +59,7 @@ fn override_of(host: &FakeHost, addr: &str) -> Option<String> {
 fn refusal(result: anyhow::Result<ChangeReport>) -> String {
     let err = result.expect_err("refused");
     match err.downcast_ref::<PlanError>() {
-        Some(PlanError::Refused(reasons)) => reasons.join("; "),
+        Some(PlanError::Refused(reasons)) => vfioctl::engine::refusal::joined(reasons),
         other => panic!("expected a refusal, got {other:?}: {err:#}"),
     }
 }
@@ -85,7 +85,7 @@ fn bind_and_restore_a_gpu() {
             },
             Step::Probe,
             Step::Verify {
-                expect: vfioctl::model::plan::Expect::Driver(DriverName::vfio_pci()),
+                expect: vfioctl::engine::plan::Expect::Driver(DriverName::vfio_pci()),
                 vfio_group: Some(27)
             },
         ]
@@ -596,7 +596,7 @@ fn a_failure_rolls_every_device_back() {
     assert_eq!(driver_of(&host, "0000:03:00.0").as_deref(), Some("igb"));
     assert_eq!(override_of(&host, "0000:02:00.0"), None);
     assert_eq!(override_of(&host, "0000:03:00.0"), None);
-    let failed = change::failure(&report).unwrap();
+    let failed = run::failure(&report).unwrap();
     assert!(!failed.rollback_failed);
     assert!(failed
         .message
@@ -624,7 +624,7 @@ fn a_failed_rollback_is_reported_as_inconsistent() {
     let mut with_group = spec(Goal::BindVfio, &["02:00.0"]);
     with_group.with_group = true;
     let report = run(&host, &kernel, &with_group).unwrap();
-    let failed = change::failure(&report).unwrap();
+    let failed = run::failure(&report).unwrap();
     assert!(failed.rollback_failed);
     assert!(
         failed.message.contains("rollback of 0000:02:00.0 failed"),
@@ -699,7 +699,7 @@ fn dry_run_writes_nothing_and_prints_the_plan() {
     );
     support::golden::check(
         "bind_dry_run_workstation.txt",
-        &vfioctl::output::change::render(&report),
+        &vfioctl::output::report::render(&report),
     );
     support::golden::check(
         "bind_dry_run_workstation.json",

@@ -100,7 +100,11 @@ fn gpu_functions_share_a_group_and_are_companions() {
 
     let verdict = inv.viability(group);
     assert!(!verdict.viable);
-    let blockers: Vec<&str> = verdict.blockers.iter().map(|b| b.device.as_str()).collect();
+    let blockers: Vec<String> = verdict
+        .blockers
+        .iter()
+        .map(|b| b.device.to_string())
+        .collect();
     assert_eq!(
         blockers,
         [

@@ -11,7 +11,7 @@ use support::cli::{ok, vfioctl, vfioctl_env};
 use support::fakehost::FakeHost;
 use support::simkernel::SimKernel;
 use support::{golden, topologies};
-use vfioctl::commands::persist::apply_declarations;
+use vfioctl::engine::enforce::apply_declarations;
 use vfioctl::host::HostRoot;
 
 fn read(host: &FakeHost, rel: &str) -> String {
@@ -183,7 +183,7 @@ fn hand_written_files_are_not_removed() {
         "[[binding]]\nvendor = \"10de\"\ndevice = \"1af1\"\n",
     );
     let run = vfioctl(host.root(), &["persist", "remove", "10de:1af1"]);
-    assert_eq!(run.status, 7, "{}", run.stderr);
+    assert_eq!(run.status, 4, "refused (man page), {}", run.stderr);
     assert!(
         run.stderr
             .contains("site.toml:1: declared in a file vfioctl did not write"),
@@ -415,5 +415,17 @@ fn udev_hook_ignores_other_events_and_undeclared_devices() {
     assert_eq!(
         read(&host, "sys/bus/pci/devices/0000:48:00.0/driver_override"),
         "(null)\n"
+    );
+}
+
+#[test]
+fn udev_hook_without_an_address_is_a_usage_error() {
+    let host = topologies::hgx_a100();
+    let run = vfioctl_env(host.root(), &["udev-hook"], &[("ACTION", "add")]);
+    assert_eq!(run.status, 2, "usage (man page), {}", run.stderr);
+    assert!(
+        run.stderr.contains("udev-hook needs the device address"),
+        "{}",
+        run.stderr
     );
 }

@@ -1,40 +1,40 @@
-//! `vfioctl bind`: devices to vfio-pci (or a named driver) now.
+//! `vfioctl bind`: devices to vfio-pci (or a named driver) now; with
+//! `--persist`, declared under the same lock and from the same inventory.
 
 use std::io::Write;
 
 use crate::cli::BindArgs;
+use crate::engine::enforce::declare_and_write;
+use crate::engine::plan::Goal;
 use crate::host::HostRoot;
-use crate::model::plan::Goal;
-use crate::model::DriverName;
+use crate::model::{DriverName, Inventory};
 
-use crate::host::sysfs::{read_inventory, Names};
-
-use super::change::run_change;
-use super::parse_selectors;
-use super::persist::declare_and_write;
+use super::{parse_selectors, run_change};
 
 pub fn run(root: &HostRoot, args: &BindArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let goal = match &args.driver {
-        Some(name) => Goal::Bind(DriverName::new(name.as_str())),
-        None => Goal::BindVfio,
-    };
     let driver = args.driver.as_deref().map(DriverName::new);
-    let status = run_change(root, goal, &args.change, args.with_group, out)?;
-    if args.persist && !args.change.dry_run {
-        let inv = read_inventory(root, Names::Skip)?;
-        let selectors = parse_selectors(&args.change.selectors)?;
-        // With --json, stdout carries one JSON document: report declarations on stderr.
-        if args.change.json {
-            declare_and_write(
-                root,
-                &inv,
-                &selectors,
-                driver.as_ref(),
-                &mut std::io::stderr(),
-            )?;
+    let goal = Goal::bind_to(&driver.clone().into());
+    let selectors = parse_selectors(&args.change.selectors)?;
+    // What declaring printed, shown after the change report.
+    let mut declared: Vec<u8> = Vec::new();
+    let mut persisted: anyhow::Result<()> = Ok(());
+    let status = {
+        let mut declare = |inv: &Inventory| {
+            persisted = declare_and_write(root, inv, &selectors, driver.as_ref(), &mut declared);
+        };
+        let after: Option<crate::engine::run::AfterChange> = if args.persist {
+            Some(&mut declare)
         } else {
-            declare_and_write(root, &inv, &selectors, driver.as_ref(), out)?;
-        }
+            None
+        };
+        run_change(root, goal, &args.change, args.with_group, after, out)?
+    };
+    // With --json, stdout carries one JSON document: report declarations on stderr.
+    if args.change.json {
+        std::io::stderr().write_all(&declared)?;
+    } else {
+        out.write_all(&declared)?;
     }
+    persisted?;
     Ok(status)
 }

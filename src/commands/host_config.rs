@@ -6,19 +6,15 @@ use std::os::unix::fs::PermissionsExt;
 
 use serde::Serialize;
 
-use crate::change::{privileged, NotPrivileged};
 use crate::cli::HostConfigArgs;
-use crate::config::{self, ConfigError};
-use crate::host::hostfacts::read_facts;
+use crate::engine::run::{privileged, NotPrivileged};
+use crate::error::NotOwned;
+use crate::host::config::{self, ConfigError};
+use crate::host::hostfacts::{read_cpu, read_facts};
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
-use crate::host_config::{generate, HostConfig, OWNED_HEADER};
+use crate::integrations::boot_files::{generate, HostConfig, OWNED_HEADER};
 use crate::output::write_json;
-
-/// A file in the way that vfioctl did not write.
-#[derive(Debug, thiserror::Error)]
-#[error("{0} exists and was not written by vfioctl; move it aside or merge it by hand")]
-pub struct NotOwned(pub String);
 
 /// What happened (or would happen) to one file.
 #[derive(Debug, Serialize)]
@@ -30,10 +26,6 @@ struct FileStatus {
     content: String,
 }
 
-fn owned(text: &str) -> bool {
-    text.lines().take(2).any(|l| l == OWNED_HEADER)
-}
-
 pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     if (args.write || args.remove) && !privileged() {
         return Err(NotPrivileged {
@@ -42,14 +34,21 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
         .into());
     }
     let inv = read_inventory(root, Names::Skip)?;
-    let facts = read_facts(root, &inv, config::load(root)?, args.blacklist, args.ids);
+    let facts = read_facts(
+        root,
+        &inv,
+        config::load(root)?,
+        args.blacklist,
+        args.ids,
+        read_cpu(root).vendor,
+    );
     let plan: HostConfig = generate(&facts);
     let mut statuses = Vec::new();
     for file in &plan.files {
         let path = root.path(file.path);
         let existing = fs::read_to_string(&path).ok();
         if let Some(text) = &existing {
-            if !owned(text) && (args.write || args.remove) {
+            if !config::written_by_vfioctl(text, OWNED_HEADER) && (args.write || args.remove) {
                 return Err(NotOwned(file.path.to_string()).into());
             }
         }
@@ -92,7 +91,7 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
             written: bool,
             removed: bool,
             files: &'a [FileStatus],
-            kernel_cmdline: &'a crate::host_config::CmdlineAdvice,
+            kernel_cmdline: &'a crate::integrations::boot_files::CmdlineAdvice,
             initramfs_command: &'a Option<String>,
             notes: &'a [String],
         }

@@ -9,7 +9,8 @@ use crate::output::records::DeviceRecord;
 use crate::output::table::{or_dash, Table};
 use crate::output::write_json;
 
-use super::{class_label, device_name, parse_selectors, sriov_brief, IOMMU_OFF_NOTE};
+use super::parse_selectors;
+use crate::output::labels::{class_label, device_name, iommu_off_note, sriov_brief};
 
 pub fn run(root: &HostRoot, args: &ListArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let selectors = parse_selectors(&args.selectors)?;
@@ -21,13 +22,13 @@ pub fn run(root: &HostRoot, args: &ListArgs, out: &mut dyn Write) -> anyhow::Res
             devices.iter().map(|d| DeviceRecord::new(&inv, d)).collect();
         write_json(out, &records)?;
         if !inv.iommu.enabled() {
-            eprintln!("vfioctl: note: {IOMMU_OFF_NOTE}");
+            eprintln!("vfioctl: note: {}", iommu_off_note());
         }
         return Ok(crate::cli::exit::OK);
     }
 
     if !inv.iommu.enabled() {
-        writeln!(out, "{IOMMU_OFF_NOTE}")?;
+        writeln!(out, "{}", iommu_off_note())?;
     }
     let mut table = Table::new([
         "ADDRESS", "CLASS", "ROLE", "IDS", "DRIVER", "OVERRIDE", "GROUP", "SRIOV", "NOVA", "NUMA",

@@ -1,8 +1,8 @@
-//! One file per verb. Each reads what it needs through `host`, decides with
-//! `model`, and renders with `output`.
+//! One thin file per verb, gluing the stages: read through `host`, decide
+//! and change through `engine` (or `integrations`), render with `output`.
+//! No command imports another; what two verbs share lives here or in a stage.
 
 pub mod bind;
-pub mod change;
 pub mod check;
 pub mod host_config;
 pub mod list;
@@ -14,11 +14,18 @@ pub mod show;
 pub mod udev_hook;
 pub mod unbind;
 
+use std::io::Write;
 use std::time::Duration;
 
+use crate::cli::ChangeArgs;
+use crate::engine::plan::Goal;
+use crate::engine::run::{self, ChangeSpec};
+use crate::host::kernel::SysfsKernel;
 use crate::host::libvirt::{self, Target};
-use crate::model::nodedev::NodeDevice;
-use crate::model::{Inventory, PciDevice, Selector, SelectorError};
+use crate::host::HostRoot;
+use crate::integrations::nodedev::NodeDevice;
+use crate::model::{Selector, SelectorError};
+use crate::output::{report::render, write_json};
 
 /// How to reach libvirt, from the global options; only the commands that
 /// need libvirt use it.
@@ -41,35 +48,32 @@ pub fn parse_selectors(texts: &[String]) -> Result<Vec<Selector>, SelectorError>
     texts.iter().map(|t| t.parse()).collect()
 }
 
-/// The line printed once when the host has no active IOMMU.
-pub const IOMMU_OFF_NOTE: &str = "IOMMU: off (no IOMMU groups): VFIO passthrough needs it; enable VT-d/AMD-Vi in firmware and add intel_iommu=on iommu=pt (Intel) or iommu=pt (AMD) to the kernel command line";
-
-/// A short SR-IOV column value: `PF 2/16`, `VF`, or `-`.
-pub fn sriov_brief(dev: &PciDevice) -> String {
-    match &dev.sriov {
-        crate::model::SriovRole::Pf {
-            total_vfs, num_vfs, ..
-        } => format!("PF {num_vfs}/{total_vfs}"),
-        crate::model::SriovRole::Vf { .. } => "VF".to_string(),
-        crate::model::SriovRole::None => "-".to_string(),
+/// The part `bind`, `restore` and `unbind` share: run the change, print the
+/// report, turn a failed apply into the error line and exit status.
+pub fn run_change(
+    root: &HostRoot,
+    goal: Goal,
+    args: &ChangeArgs,
+    with_group: bool,
+    after: Option<run::AfterChange>,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let spec = ChangeSpec {
+        goal,
+        selectors: parse_selectors(&args.selectors)?,
+        with_group,
+        force: args.force,
+        dry_run: args.dry_run,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let report = run::run_then(root, &spec, &SysfsKernel::new(root.clone()), after)?;
+    if args.json {
+        write_json(out, &report)?;
+    } else {
+        write!(out, "{}", render(&report))?;
     }
-}
-
-/// `vendor device` names from pci.ids, or `-`.
-pub fn device_name(inv: &Inventory, dev: &PciDevice) -> String {
-    match (
-        inv.names.vendor(dev.ids.vendor),
-        inv.names.device(dev.ids.vendor, dev.ids.device),
-    ) {
-        (Some(v), Some(d)) => format!("{v} {d}"),
-        (Some(v), None) => format!("{v} device {}", dev.ids.device),
-        (None, _) => "-".to_string(),
+    match run::failure(&report) {
+        Some(failed) => Err(failed.into()),
+        None => Ok(crate::cli::exit::OK),
     }
-}
-
-/// The class name from pci.ids, or the class code in brackets.
-pub fn class_label(inv: &Inventory, dev: &PciDevice) -> String {
-    inv.names
-        .class(dev.class)
-        .map_or_else(|| format!("[{}]", dev.class), str::to_string)
 }

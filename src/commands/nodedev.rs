@@ -9,7 +9,9 @@ use crate::cli::NodedevArgs;
 use crate::host::libvirt::Target;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
-use crate::model::nodedev::{cross_check, select, Comparison, Disagreement, FunctionCapability};
+use crate::integrations::nodedev::{
+    cross_check, select, Comparison, Disagreement, FunctionCapability,
+};
 use crate::model::{
     ClassCode, DeviceId, DriverName, NovaDeviceType, PciAddress, PciDevice, VendorId,
 };
@@ -17,11 +19,7 @@ use crate::output::table::{or_dash, Table};
 use crate::output::write_json;
 
 use super::{node_devices, parse_selectors, LibvirtOptions};
-
-/// `nodedev` was asked about a host tree under `--root` without a URI for its libvirt.
-#[derive(Debug, thiserror::Error)]
-#[error("nodedev compares libvirt with sysfs, but {0}: pass --connect URI (e.g. test:///abs/path/node.xml, qemu+ssh://HOST/system)")]
-pub struct NeedsConnect(pub String);
+use crate::error::NeedsConnect;
 
 #[derive(Serialize)]
 struct LibvirtRecord<'a> {

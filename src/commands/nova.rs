@@ -7,26 +7,22 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::cli::{NovaArgs, NovaPart, NumaPolicyArg};
-use crate::config;
+use crate::host::config;
 use crate::host::libvirt::Target;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
-use crate::model::declaration::Declarations;
-use crate::model::nova::{
+use crate::integrations::nova::{
     derive_alias_name, Alias, Binding, DeviceSpec, NovaConfig, NovaDevice, NumaPolicy, Release,
     Request, TypeSource,
 };
+use crate::model::declaration::Declarations;
 use crate::model::{
     DeviceId, DriverKind, DriverName, NovaDeviceType, PciAddress, PciDevice, VendorId,
 };
 use crate::output::write_json;
 
 use super::{node_devices, parse_selectors, LibvirtOptions};
-
-/// Nothing to configure: the default selection came up empty, or only bridges were selected.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NothingToConfigure(pub String);
+use crate::error::NothingToConfigure;
 
 /// The device_type of each device, and where it came from.
 struct DeviceTypes {
@@ -76,7 +72,7 @@ fn is_declared(decls: &Declarations, dev: &PciDevice) -> bool {
     decls.governing(dev).is_some_and(|g| {
         g.declaration
             .driver
-            .as_ref()
+            .named()
             .is_none_or(|d| d.kind() == DriverKind::Vfio)
     })
 }

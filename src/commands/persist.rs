@@ -1,34 +1,30 @@
 //! `vfioctl persist add|remove|list|apply`: declared bindings.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::change::{self, ChangeReport, ChangeSpec, NotPrivileged};
 use crate::cli::{
     PersistAction, PersistAddArgs, PersistApplyArgs, PersistListArgs, PersistRemoveArgs,
     PersistRulesArgs,
 };
-use crate::config;
-use crate::host::kernel::{PciKernel, SysfsKernel};
+use crate::engine::enforce::{apply_declarations, declare_and_write, print_rules_status};
+use crate::engine::run::{self, ChangeReport, NotPrivileged};
+use crate::host::config;
+use crate::host::kernel::SysfsKernel;
 use crate::host::sysfs::{read_inventory, Names};
+use crate::host::udev::{self as udev_io};
 use crate::host::HostRoot;
-use crate::model::declaration::{declare, driver_satisfies, Declaration, Declarations};
-use crate::model::plan::Goal;
+use crate::integrations::udev;
+use crate::model::declaration::{Declaration, Declarations};
 use crate::model::selector::Matcher;
 use crate::model::{DriverName, Inventory, PciAddress, Selector};
-use crate::output::table::{or_dash, Table};
-use crate::output::{change::render, write_json};
-use crate::udev::{self, RulesStatus};
+use crate::output::table::Table;
+use crate::output::{report::render, write_json};
 
 use super::parse_selectors;
-
-/// A selector given to `persist remove` that names no declaration.
-#[derive(Debug, thiserror::Error)]
-#[error("selector '{0}' names no declaration (see vfioctl persist list)")]
-pub struct NotDeclared(pub String);
+use crate::error::NotDeclared;
 
 pub fn run(root: &HostRoot, action: &PersistAction, out: &mut dyn Write) -> anyhow::Result<i32> {
     match action {
@@ -41,72 +37,11 @@ pub fn run(root: &HostRoot, action: &PersistAction, out: &mut dyn Write) -> anyh
 }
 
 fn require_privilege(command: &'static str) -> Result<(), NotPrivileged> {
-    if change::privileged() {
+    if run::privileged() {
         Ok(())
     } else {
         Err(NotPrivileged { command })
     }
-}
-
-fn print_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io::Result<()> {
-    if status.written {
-        writeln!(
-            out,
-            "rewrote {}{}",
-            udev::GENERATED_RULES,
-            if status.reloaded {
-                " and reloaded udev"
-            } else {
-                ""
-            }
-        )?;
-    }
-    for note in &status.notes {
-        writeln!(out, "note: {note}")?;
-    }
-    Ok(())
-}
-
-fn driver_label(decl: &Declaration) -> String {
-    match &decl.driver {
-        Some(d) => d.to_string(),
-        None => "vfio-pci (or its variant)".to_string(),
-    }
-}
-
-/// Declares the devices, then bind --persist and persist add share this.
-pub fn declare_and_write(
-    root: &HostRoot,
-    inv: &Inventory,
-    selectors: &[Selector],
-    driver: Option<&DriverName>,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let decls = declare(inv, selectors, driver)?;
-    for decl in &decls {
-        let path = config::add(root, decl)?;
-        let present = inv
-            .devices
-            .iter()
-            .filter(|d| decl.fit(d) == crate::model::declaration::Fit::Applies)
-            .count();
-        writeln!(
-            out,
-            "declared {} on {} in {}{}",
-            decl.key(),
-            driver_label(decl),
-            path.strip_prefix(root.base())
-                .map_or(path.display().to_string(), |p| format!("/{}", p.display())),
-            if present == 0 {
-                " (no such device present now)"
-            } else {
-                ""
-            }
-        )?;
-    }
-    let all = config::load(root)?;
-    print_rules_status(out, &udev::install_rules(root, &all)?)?;
-    Ok(())
 }
 
 fn add(root: &HostRoot, args: &PersistAddArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
@@ -178,7 +113,10 @@ fn remove(root: &HostRoot, args: &PersistRemoveArgs, out: &mut dyn Write) -> any
         config::remove(root, decl)?;
         writeln!(out, "removed declaration {} ({})", decl.key(), decl.origin)?;
     }
-    print_rules_status(out, &udev::install_rules(root, &config::load(root)?)?)?;
+    print_rules_status(
+        out,
+        &udev_io::install_rules(root, &udev::render_rules(&config::load(root)?))?,
+    )?;
     writeln!(
         out,
         "devices stay on their current driver; `vfioctl restore` gives them back to the host"
@@ -222,15 +160,15 @@ fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow:
                 .map(|d| Covered {
                     address: d.address,
                     driver: d.driver.clone(),
-                    enforced: driver_satisfies(decl.driver.as_ref(), d.driver.as_ref()),
-                    udev_marked: udev::udev_property(root, &d.address, udev::DRIVER_PROPERTY)
+                    enforced: decl.driver.satisfied_by(d.driver.as_ref()),
+                    udev_marked: udev_io::udev_property(root, &d.address, udev::DRIVER_PROPERTY)
                         .map(|v| v.is_some()),
                 })
                 .collect(),
             mismatch: mismatches
                 .iter()
                 .find(|(m, _)| *m == decl)
-                .map(|(_, found)| found.clone()),
+                .map(|(_, found)| found.to_string()),
         })
         .collect();
     if args.json {
@@ -246,13 +184,7 @@ fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow:
         let enforced = e.devices.iter().filter(|d| d.enforced).count();
         table.row(vec![
             e.key.clone(),
-            or_dash(
-                e.declaration
-                    .driver
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .or(Some("auto".into())),
-            ),
+            e.declaration.driver.to_string(),
             if e.devices.is_empty() {
                 "none present".to_string()
             } else {
@@ -278,99 +210,6 @@ fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow:
         )?;
     }
     Ok(crate::cli::exit::OK)
-}
-
-/// Devices to bind per declared driver ("auto" or a name), with the goal.
-type GoalSets = BTreeMap<String, (Goal, Vec<PciAddress>)>;
-
-/// The goal and devices each declared driver needs, and warnings.
-fn enforcement(inv: &Inventory, decls: &Declarations) -> (GoalSets, Vec<String>) {
-    let mut goals = GoalSets::new();
-    let mut warnings = Vec::new();
-    for (decl, found) in decls.mismatches(&inv.devices) {
-        warnings.push(format!(
-            "{}: {} declares {} but the slot holds {}; not applied",
-            decl.origin,
-            decl.key(),
-            decl.ids_text(),
-            found
-        ));
-    }
-    for dev in &inv.devices {
-        let Some(governing) = decls.governing(dev) else {
-            continue;
-        };
-        let (key, goal) = match &governing.declaration.driver {
-            Some(d) => (d.to_string(), Goal::Bind(d.clone())),
-            None => ("auto".to_string(), Goal::BindVfio),
-        };
-        goals
-            .entry(key)
-            .or_insert((goal, Vec::new()))
-            .1
-            .push(dev.address);
-    }
-    (goals, warnings)
-}
-
-/// Enforces every declaration now; also what udev-hook does for one device.
-pub fn enforce(
-    root: &HostRoot,
-    kernel: &dyn PciKernel,
-    goal: Goal,
-    devices: &[PciAddress],
-    dry_run: bool,
-    timeout: Duration,
-) -> anyhow::Result<ChangeReport> {
-    let spec = ChangeSpec {
-        goal,
-        selectors: devices
-            .iter()
-            .map(|a| a.to_string().parse().expect("addresses are selectors"))
-            .collect(),
-        with_group: false,
-        force: false,
-        dry_run,
-        timeout,
-    };
-    change::run(root, &spec, kernel)
-}
-
-/// The outcome of enforcing every declaration.
-pub struct Enforced {
-    pub reports: Vec<ChangeReport>,
-    pub warnings: Vec<String>,
-    /// Refusals and failures, in order; the first decides the exit status.
-    pub errors: Vec<anyhow::Error>,
-}
-
-/// Enforces every declaration now: one change per declared driver.
-pub fn apply_declarations(
-    root: &HostRoot,
-    kernel: &dyn PciKernel,
-    dry_run: bool,
-    timeout: Duration,
-) -> anyhow::Result<Enforced> {
-    let decls = config::load(root)?;
-    let inv = read_inventory(root, Names::Skip)?;
-    let (goals, warnings) = enforcement(&inv, &decls);
-    let mut done = Enforced {
-        reports: Vec::new(),
-        warnings,
-        errors: Vec::new(),
-    };
-    for (goal, devices) in goals.into_values() {
-        match enforce(root, kernel, goal, &devices, dry_run, timeout) {
-            Ok(report) => {
-                if let Some(failed) = change::failure(&report) {
-                    done.errors.push(failed.into());
-                }
-                done.reports.push(report);
-            }
-            Err(e) => done.errors.push(e),
-        }
-    }
-    Ok(done)
 }
 
 fn apply(root: &HostRoot, args: &PersistApplyArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
@@ -427,9 +266,9 @@ fn rules(root: &HostRoot, args: &PersistRulesArgs, out: &mut dyn Write) -> anyho
     let decls = config::load(root)?;
     if args.write {
         require_privilege("persist rules --write")?;
-        let status = udev::install_rules(root, &decls)?;
+        let status = udev_io::install_rules(root, &udev::render_rules(&decls))?;
         if !status.written {
-            writeln!(out, "{} is current", udev::GENERATED_RULES)?;
+            writeln!(out, "{} is current", udev_io::GENERATED_RULES)?;
         }
         print_rules_status(out, &status)?;
     } else {

@@ -3,11 +3,11 @@
 use std::io::Write;
 
 use crate::cli::ChangeArgs;
+use crate::engine::plan::Goal;
 use crate::host::HostRoot;
-use crate::model::plan::Goal;
 
-use super::change::run_change;
+use super::run_change;
 
 pub fn run(root: &HostRoot, args: &ChangeArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    run_change(root, Goal::Restore, args, false, out)
+    run_change(root, Goal::Restore, args, false, None, out)
 }

@@ -14,16 +14,8 @@ use crate::output::records::{DeviceRecord, GroupRecord, IommuRecord};
 use crate::output::table::{or_dash, Table};
 use crate::output::write_json;
 
-use super::{class_label, device_name, IOMMU_OFF_NOTE};
-
-/// A selector given where exactly one device is needed matched several.
-#[derive(Debug, thiserror::Error)]
-#[error("selector '{selector}' matches {count} functions ({first}, ...); name one by its address")]
-pub struct Ambiguous {
-    pub selector: String,
-    pub count: usize,
-    pub first: String,
-}
+use crate::error::Ambiguous;
+use crate::output::labels::{class_label, device_name, iommu_off_note};
 
 /// Resolves a selector that must name exactly one function.
 pub fn select_one<'a>(inv: &'a Inventory, text: &str) -> anyhow::Result<&'a PciDevice> {
@@ -204,7 +196,7 @@ pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Res
     writeln!(out)?;
     let Some(group) = group else {
         if !inv.iommu.enabled() {
-            writeln!(out, "{IOMMU_OFF_NOTE}")?;
+            writeln!(out, "{}", iommu_off_note())?;
         } else {
             writeln!(out, "No IOMMU group: this device cannot be used with VFIO.")?;
         }

@@ -7,16 +7,17 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::cli::UdevHookArgs;
-use crate::config;
+use crate::engine::plan::Goal;
+use crate::error::MissingAddress;
+use crate::host::config;
 use crate::host::kernel::SysfsKernel;
 use crate::host::sysfs::read_one;
+use crate::host::udev::log;
 use crate::host::HostRoot;
 use crate::model::declaration::Fit;
-use crate::model::plan::Goal;
 use crate::model::PciAddress;
-use crate::udev::log;
 
-use super::persist::enforce;
+use crate::engine::enforce::enforce;
 
 pub fn run(root: &HostRoot, args: &UdevHookArgs, _out: &mut dyn Write) -> anyhow::Result<i32> {
     // Only "add": the hook's own bind/unbind events, and "change", must not loop.
@@ -27,9 +28,7 @@ pub fn run(root: &HostRoot, args: &UdevHookArgs, _out: &mut dyn Write) -> anyhow
     }
     let text = match &args.device {
         Some(d) => d.clone(),
-        None => std::env::var("PCI_SLOT_NAME").map_err(|_| {
-            anyhow::anyhow!("udev-hook needs the device address (udev passes $kernel)")
-        })?,
+        None => std::env::var("PCI_SLOT_NAME").map_err(|_| MissingAddress)?,
     };
     let address: PciAddress = text.parse()?;
     let result = enforce_one(root, address, Duration::from_secs(args.timeout));
@@ -65,10 +64,7 @@ fn enforce_one(root: &HostRoot, address: PciAddress, timeout: Duration) -> anyho
         ));
     };
     debug_assert_eq!(governing.declaration.fit(dev), Fit::Applies);
-    let goal = match &governing.declaration.driver {
-        Some(d) => Goal::Bind(d.clone()),
-        None => Goal::BindVfio,
-    };
+    let goal = Goal::bind_to(&governing.declaration.driver);
     let report = enforce(
         root,
         &SysfsKernel::new(root.clone()),
@@ -77,7 +73,7 @@ fn enforce_one(root: &HostRoot, address: PciAddress, timeout: Duration) -> anyho
         false,
         timeout,
     )?;
-    if let Some(failed) = crate::change::failure(&report) {
+    if let Some(failed) = crate::engine::run::failure(&report) {
         return Err(failed.into());
     }
     let now = report
@@ -89,7 +85,7 @@ fn enforce_one(root: &HostRoot, address: PciAddress, timeout: Duration) -> anyho
     let changed = report.result.as_ref().map_or(0, |r| {
         r.devices
             .iter()
-            .filter(|d| d.status == crate::apply::Status::Done)
+            .filter(|d| d.status == crate::engine::apply::Status::Done)
             .count()
     });
     Ok(format!(

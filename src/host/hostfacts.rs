@@ -7,14 +7,40 @@ use std::fs;
 
 use crate::host::modules::vfio_variant_aliases;
 use crate::host::HostRoot;
-use crate::host_config::{CpuVendor, Distro, Facts, Initramfs};
-use crate::model::declaration::{Declarations, Fit};
+use crate::integrations::boot_files::{CpuVendor, Distro, Facts, Initramfs};
+use crate::model::declaration::{Declarations, DeclaredDriver, Fit};
 use crate::model::modalias::{best_match, glob_match, parse_aliases};
 use crate::model::Inventory;
 use crate::model::{DriverKind, ModuleName};
 
-pub fn cpu_vendor(root: &HostRoot) -> CpuVendor {
-    let text = fs::read_to_string(root.path("/proc/cpuinfo")).unwrap_or_default();
+/// What `/proc/cpuinfo` says, read once per command.
+#[derive(Debug, Clone)]
+pub struct CpuInfo {
+    pub vendor: CpuVendor,
+    /// The first CPU's flags; `None` when cpuinfo is unreadable or has none.
+    pub flags: Option<Vec<String>>,
+}
+
+pub fn read_cpu(root: &HostRoot) -> CpuInfo {
+    let text = fs::read_to_string(root.path("/proc/cpuinfo")).ok();
+    CpuInfo {
+        vendor: cpu_vendor(text.as_deref().unwrap_or_default()),
+        flags: text.as_deref().and_then(cpu_flags),
+    }
+}
+
+fn cpu_flags(text: &str) -> Option<Vec<String>> {
+    let line = text.lines().find(|l| l.starts_with("flags"))?;
+    Some(
+        line.split(':')
+            .nth(1)?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+fn cpu_vendor(text: &str) -> CpuVendor {
     let vendor = text
         .lines()
         .find_map(|l| l.strip_prefix("vendor_id"))
@@ -58,6 +84,7 @@ pub fn read_facts(
     declarations: Declarations,
     blacklist: bool,
     ids_option: bool,
+    cpu: CpuVendor,
 ) -> Facts {
     let release = inv.kernel_release.as_deref();
     let alias_text = release
@@ -76,7 +103,7 @@ pub fn read_facts(
             governing
                 .declaration
                 .driver
-                .as_ref()
+                .named()
                 .map_or("vfio-pci".to_string(), ToString::to_string),
         );
         let modalias = format!("pci:{}", dev.modalias_body());
@@ -98,7 +125,7 @@ pub fn read_facts(
                 softdeps.entry(native).or_default().insert(pre.clone());
             }
         }
-        if governing.declaration.driver.is_none() {
+        if governing.declaration.driver == DeclaredDriver::Auto {
             if let Some(choice) = best_match(&variants, "vfio_pci", dev) {
                 variant.insert(choice.module.as_str().to_string());
             }
@@ -115,7 +142,7 @@ pub fn read_facts(
         declarations,
         softdeps,
         variant_modules: variant.into_iter().map(ModuleName::new).collect(),
-        cpu: cpu_vendor(root),
+        cpu,
         cmdline: fs::read_to_string(root.path("/proc/cmdline"))
             .unwrap_or_default()
             .split_whitespace()

@@ -1,6 +1,7 @@
 //! The side-effecting edge: every read and write of host state,
 //! all under one `HostRoot`.
 
+pub mod config;
 pub mod hostfacts;
 pub mod kernel;
 pub mod libvirt;
@@ -8,6 +9,7 @@ pub mod modules;
 pub mod root;
 pub mod state;
 pub mod sysfs;
+pub mod udev;
 pub mod usage;
 
 pub use root::{HostIoError, HostRoot};

@@ -34,6 +34,40 @@ impl HostRoot {
         self.base.join(rel.strip_prefix("/").unwrap_or(rel))
     }
 
+    /// Replaces the file at `path` (already under the root) with `text`:
+    /// a temporary file in the same directory, written, given `mode` and
+    /// fsynced, renamed over `path`, then the directory fsynced so the rename
+    /// survives a crash. The one atomic write every host file goes through.
+    pub fn write_atomic(&self, path: &Path, text: &str, mode: u32) -> Result<(), HostIoError> {
+        use std::fs::{self, File};
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let err = |action, p: &Path| {
+            let path = p.to_path_buf();
+            move |source| HostIoError {
+                action,
+                path,
+                source,
+            }
+        };
+        let dir = path.parent().expect("host files live in a directory");
+        fs::create_dir_all(dir).map_err(err("cannot create", dir))?;
+        let tmp = dir.join(format!(
+            ".{}.vfioctl-{}",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
+        let mut file = File::create(&tmp).map_err(err("cannot create", &tmp))?;
+        file.write_all(text.as_bytes())
+            .and_then(|_| file.set_permissions(fs::Permissions::from_mode(mode)))
+            .and_then(|_| file.sync_all())
+            .map_err(err("cannot write", &tmp))?;
+        fs::rename(&tmp, path).map_err(err("cannot replace", path))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err("cannot sync", dir))
+    }
+
     /// The running kernel's release, read inside the root so that a fake
     /// root's `lib/modules/<release>` is found in the same tree.
     pub fn kernel_release(&self) -> Option<String> {

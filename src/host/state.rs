@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -109,6 +109,25 @@ impl ChangeRecord {
         self.devices.get(&address.to_string())
     }
 
+    /// For each device in the record, the note a plan touching it carries.
+    pub fn history_notes(&self) -> BTreeMap<PciAddress, String> {
+        self.devices
+            .iter()
+            .filter_map(|(addr, entry)| {
+                let addr: PciAddress = addr.parse().ok()?;
+                Some((
+                    addr,
+                    format!(
+                        "{addr} was last changed by vfioctl {} at {} (before: {})",
+                        entry.command,
+                        format_utc(entry.changed_at),
+                        entry.previous_driver.as_deref().unwrap_or("no driver")
+                    ),
+                ))
+            })
+            .collect()
+    }
+
     /// The drivers devices had before vfioctl changed them.
     pub fn previous_drivers(&self) -> BTreeMap<PciAddress, DriverName> {
         self.devices
@@ -177,18 +196,15 @@ pub fn read_record(root: &HostRoot) -> Result<ChangeRecord, StateError> {
     }
 }
 
-/// Replaces the record atomically (temp file, fsync, rename).
+/// Replaces the record atomically (`HostRoot::write_atomic`).
 pub fn write_record(root: &HostRoot, record: &ChangeRecord) -> Result<(), StateError> {
-    let path = record_path(root);
-    let dir = root.path(STATE_DIR);
-    fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
-    let tmp = dir.join(format!(".changes.json.{}", std::process::id()));
     let text = serde_json::to_string_pretty(record).expect("the record serialises");
-    let mut file = File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
-    file.write_all(text.as_bytes())
-        .and_then(|_| file.sync_all())
-        .map_err(io_err("cannot write", &tmp))?;
-    fs::rename(&tmp, &path).map_err(io_err("cannot replace", &path))
+    root.write_atomic(&record_path(root), &text, 0o644)
+        .map_err(|e| StateError::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        })
 }
 
 /// `2026-11-24T16:28:21Z` for seconds since the epoch.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::model::usage::{DeviceUse, UsageMap};
+use crate::model::usage::{DeviceUse, UsageFacts, UsageMap};
 use crate::model::{DriverKind, Inventory, PciAddress};
 
 use super::root::HostRoot;
@@ -446,6 +446,53 @@ pub fn add_holders(
                 );
             }
         }
+    }
+}
+
+/// Devices whose open handles matter: those to be released, their
+/// companions and every member of their IOMMU groups.
+fn candidates(inv: &Inventory, targets: &BTreeSet<PciAddress>) -> BTreeSet<PciAddress> {
+    let mut set = targets.clone();
+    for addr in targets {
+        let Some(dev) = inv.device(addr) else {
+            continue;
+        };
+        set.extend(inv.companions(dev).iter().map(|c| c.address));
+        if let Some(group) = inv.group_of(dev) {
+            set.extend(group.pci_members.iter().copied());
+        }
+    }
+    set
+}
+
+/// The host's usage facts for the planner: mounts, swap, network and console
+/// read once; open handles walked only for what the planner asks about.
+pub struct HostUsage<'a> {
+    root: &'a HostRoot,
+    inv: &'a Inventory,
+    base: UsageMap,
+}
+
+impl<'a> HostUsage<'a> {
+    pub fn new(root: &'a HostRoot, inv: &'a Inventory) -> HostUsage<'a> {
+        HostUsage {
+            root,
+            inv,
+            base: read_usage(root),
+        }
+    }
+}
+
+impl UsageFacts for HostUsage<'_> {
+    fn usage_of(&self, releasing: &BTreeSet<PciAddress>) -> UsageMap {
+        let mut map = self.base.clone();
+        add_holders(
+            self.root,
+            self.inv,
+            &candidates(self.inv, releasing),
+            &mut map,
+        );
+        map
     }
 }
 

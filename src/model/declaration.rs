@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::address::PciAddress;
 use super::device::PciDevice;
 use super::driver::{DriverKind, DriverName};
-use super::ids::{DeviceId, VendorId};
+use super::ids::{DeviceId, DeviceIds, VendorId};
 use super::inventory::Inventory;
 use super::selector::{Matcher, Selector};
 
@@ -33,9 +33,67 @@ pub struct Declaration {
     pub device: DeviceId,
     pub subsystem: Option<(VendorId, DeviceId)>,
     pub address: Option<PciAddress>,
-    /// `None`: vfio-pci, or the device's best VFIO variant driver.
-    pub driver: Option<DriverName>,
+    pub driver: DeclaredDriver,
     pub origin: Origin,
+}
+
+/// The driver a declaration asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeclaredDriver {
+    /// vfio-pci, or the device's best VFIO variant driver.
+    Auto,
+    Named(DriverName),
+}
+
+impl DeclaredDriver {
+    /// `auto` (or nothing) means `Auto`; anything else names a driver.
+    pub fn parse(text: Option<&str>) -> DeclaredDriver {
+        match text {
+            None | Some("auto") => DeclaredDriver::Auto,
+            Some(name) => DeclaredDriver::Named(DriverName::new(name)),
+        }
+    }
+
+    /// The named driver, if one was declared.
+    pub fn named(&self) -> Option<&DriverName> {
+        match self {
+            DeclaredDriver::Auto => None,
+            DeclaredDriver::Named(d) => Some(d),
+        }
+    }
+
+    /// Whether a device on `driver` satisfies this declaration: the named
+    /// driver, or (for `Auto`) vfio-pci or any VFIO variant.
+    pub fn satisfied_by(&self, driver: Option<&DriverName>) -> bool {
+        match (self, driver) {
+            (DeclaredDriver::Named(want), Some(have)) => want == have,
+            (DeclaredDriver::Auto, Some(have)) => have.kind() == DriverKind::Vfio,
+            (_, None) => false,
+        }
+    }
+}
+
+impl From<Option<DriverName>> for DeclaredDriver {
+    fn from(driver: Option<DriverName>) -> Self {
+        driver.map_or(DeclaredDriver::Auto, DeclaredDriver::Named)
+    }
+}
+
+/// `auto` or the driver's name: the udev mark and the `persist list` column.
+impl std::fmt::Display for DeclaredDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeclaredDriver::Auto => f.write_str("auto"),
+            DeclaredDriver::Named(d) => d.fmt(f),
+        }
+    }
+}
+
+/// JSON keeps its schema: `null` for `Auto`, the name otherwise.
+impl Serialize for DeclaredDriver {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.named().serialize(s)
+    }
 }
 
 /// How a declaration relates to one device.
@@ -46,7 +104,7 @@ pub enum Fit {
     /// The declared address now holds a different device: the slot moved or
     /// the card was replaced. Never applied; reported.
     Mismatch {
-        found: String,
+        found: DeviceIds,
     },
 }
 
@@ -67,26 +125,19 @@ impl Declaration {
     }
 
     fn ids_match(&self, dev: &PciDevice) -> bool {
-        dev.ids.vendor == self.vendor
-            && dev.ids.device == self.device
-            && self.subsystem.is_none_or(|(sv, sd)| {
-                dev.ids.subsystem_vendor == sv && dev.ids.subsystem_device == sd
-            })
+        Matcher::Ids {
+            vendor: self.vendor,
+            device: Some(self.device),
+            subsystem: self.subsystem,
+        }
+        .matches(&dev.into())
     }
 
     pub fn fit(&self, dev: &PciDevice) -> Fit {
         match self.address {
             Some(addr) if addr != dev.address => Fit::NotThisDevice,
             Some(_) if self.ids_match(dev) => Fit::Applies,
-            Some(_) => Fit::Mismatch {
-                found: format!(
-                    "{}:{}:{}:{}",
-                    dev.ids.vendor,
-                    dev.ids.device,
-                    dev.ids.subsystem_vendor,
-                    dev.ids.subsystem_device
-                ),
-            },
+            Some(_) => Fit::Mismatch { found: dev.ids },
             None if self.ids_match(dev) => Fit::Applies,
             None => Fit::NotThisDevice,
         }
@@ -130,6 +181,14 @@ impl Declarations {
         })
     }
 
+    /// The devices some declaration governs.
+    pub fn declared<'a>(
+        &'a self,
+        devices: &'a [PciDevice],
+    ) -> impl Iterator<Item = &'a PciDevice> + 'a {
+        devices.iter().filter(move |d| self.governing(d).is_some())
+    }
+
     /// The devices `decl` governs (it is their most specific declaration).
     pub fn covered<'a>(
         &'a self,
@@ -142,7 +201,7 @@ impl Declarations {
     }
 
     /// Declarations whose address holds a different device now.
-    pub fn mismatches<'a>(&'a self, devices: &'a [PciDevice]) -> Vec<(&'a Declaration, String)> {
+    pub fn mismatches<'a>(&'a self, devices: &'a [PciDevice]) -> Vec<(&'a Declaration, DeviceIds)> {
         self.list
             .iter()
             .filter_map(|decl| {
@@ -152,16 +211,6 @@ impl Declarations {
                 })
             })
             .collect()
-    }
-}
-
-/// Whether a device on `driver` satisfies a declared driver (`None`: vfio-pci
-/// or any VFIO variant).
-pub fn driver_satisfies(declared: Option<&DriverName>, driver: Option<&DriverName>) -> bool {
-    match (declared, driver) {
-        (Some(want), Some(have)) => want == have,
-        (None, Some(have)) => have.kind() == DriverKind::Vfio,
-        (_, None) => false,
     }
 }
 
@@ -177,7 +226,7 @@ fn from_device(dev: &PciDevice, by_address: bool, driver: Option<&DriverName>) -
         // An address declaration records everything needed to notice a swap.
         subsystem: by_address.then_some((dev.ids.subsystem_vendor, dev.ids.subsystem_device)),
         address: by_address.then_some(dev.address),
-        driver: driver.cloned(),
+        driver: driver.cloned().into(),
         origin: Origin {
             file: String::new(),
             line: 0,
@@ -219,7 +268,7 @@ pub fn declare(
                     device: *device,
                     subsystem: *subsystem,
                     address: None,
-                    driver: driver.cloned(),
+                    driver: driver.cloned().into(),
                     origin: Origin {
                         file: String::new(),
                         line: 0,
@@ -272,7 +321,7 @@ mod tests {
             device: DeviceId(0x20b0),
             subsystem: subsystem.map(|(v, d)| (VendorId(v), DeviceId(d))),
             address: address.map(|a| a.parse().unwrap()),
-            driver: None,
+            driver: DeclaredDriver::Auto,
             origin: Origin {
                 file: "/etc/vfioctl/bindings.d/a.toml".into(),
                 line: 1,
@@ -301,21 +350,20 @@ mod tests {
         other.ids.vendor = VendorId(0x8086);
         assert_eq!(
             decl(Some("25:00.0"), None).fit(&other),
-            Fit::Mismatch {
-                found: "8086:20b0:10de:134f".into()
-            }
+            Fit::Mismatch { found: other.ids }
         );
         let all = Declarations {
             list: vec![decl(Some("25:00.0"), None)],
         };
         assert_eq!(all.mismatches(std::slice::from_ref(&other)).len(), 1);
+        assert_eq!(other.ids.to_string(), "8086:20b0:10de:134f");
     }
 
     #[test]
     fn the_most_specific_declaration_governs() {
         let gpu = endpoint("25:00.0", 0x030200);
         let mut by_address = decl(Some("25:00.0"), None);
-        by_address.driver = Some(DriverName::new("pci-stub"));
+        by_address.driver = DeclaredDriver::Named(DriverName::new("pci-stub"));
         let all = Declarations {
             list: vec![
                 decl(None, None),

@@ -55,11 +55,27 @@ impl MemberState {
     }
 }
 
+/// A member of an IOMMU group: a PCI function, or a non-PCI device by its sysfs name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum GroupMember {
+    Pci(PciAddress),
+    Other(String),
+}
+
+impl std::fmt::Display for GroupMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupMember::Pci(a) => a.fmt(f),
+            GroupMember::Other(name) => f.write_str(name),
+        }
+    }
+}
+
 /// A member that keeps the group from being usable, and its driver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Blocker {
-    /// PCI address, or the sysfs name of a non-PCI member.
-    pub device: String,
+    pub device: GroupMember,
     pub driver: DriverName,
 }
 
@@ -81,7 +97,7 @@ impl Viability {
         for (dev, driver) in pci_members {
             if MemberState::of(dev.is_bridge(), driver).blocks_vfio() {
                 blockers.push(Blocker {
-                    device: dev.address.to_string(),
+                    device: GroupMember::Pci(dev.address),
                     driver: driver.cloned().expect("a host driver is a driver"),
                 });
             }
@@ -90,7 +106,7 @@ impl Viability {
             if let Some(driver) = &other.driver {
                 if MemberState::of(false, Some(driver)).blocks_vfio() {
                     blockers.push(Blocker {
-                        device: other.name.clone(),
+                        device: GroupMember::Other(other.name.clone()),
                         driver: driver.clone(),
                     });
                 }
@@ -135,7 +151,7 @@ mod tests {
         assert_eq!(
             blocked.blockers,
             vec![Blocker {
-                device: "0000:01:00.1".into(),
+                device: GroupMember::Pci("0000:01:00.1".parse().unwrap()),
                 driver: hda.clone()
             }]
         );

@@ -47,6 +47,17 @@ pub struct DeviceIds {
     pub subsystem_device: DeviceId,
 }
 
+/// `vendor:device:subsystem_vendor:subsystem_device`, as declarations spell IDs.
+impl fmt::Display for DeviceIds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}:{}",
+            self.vendor, self.device, self.subsystem_vendor, self.subsystem_device
+        )
+    }
+}
+
 /// The 24-bit class code: base class, subclass, programming interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClassCode(pub u32);

@@ -21,6 +21,9 @@ pub struct IommuState {
 }
 
 impl IommuState {
+    /// What to do when the IOMMU is off; every message about it says this.
+    pub const REMEDY: &'static str = "enable VT-d/AMD-Vi in firmware and add intel_iommu=on iommu=pt (Intel) or iommu=pt (AMD) to the kernel command line";
+
     pub fn enabled(&self) -> bool {
         !self.units.is_empty() || self.groups > 0
     }
@@ -215,6 +218,6 @@ mod tests {
         let v = inv.viability(&inv.groups[&5]);
         assert!(!v.viable);
         assert_eq!(v.blockers.len(), 1);
-        assert_eq!(v.blockers[0].device, "0000:01:00.1");
+        assert_eq!(v.blockers[0].device.to_string(), "0000:01:00.1");
     }
 }

@@ -9,9 +9,6 @@ pub mod group;
 pub mod ids;
 pub mod inventory;
 pub mod modalias;
-pub mod nodedev;
-pub mod nova;
-pub mod plan;
 pub mod selector;
 pub mod usage;
 

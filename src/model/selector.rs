@@ -16,7 +16,7 @@ use std::str::FromStr;
 use super::address::PciAddress;
 use super::device::PciDevice;
 use super::driver::DriverName;
-use super::ids::{DeviceId, VendorId};
+use super::ids::{ClassCode, DeviceId, VendorId};
 
 /// A class code prefix: `digits` significant hex digits (2, 4 or 6) of `value`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,25 +160,59 @@ fn parse_ids(text: &str) -> Option<Matcher> {
     }
 }
 
-impl Selector {
-    pub fn matches(&self, dev: &PciDevice) -> bool {
-        match &self.matcher {
-            Matcher::Address(addr) => dev.address == *addr,
+/// What a matcher looks at, from sysfs or from libvirt's XML (which has no
+/// subsystem IDs, and may lack a class).
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub address: PciAddress,
+    pub vendor: VendorId,
+    pub device: DeviceId,
+    pub subsystem: Option<(VendorId, DeviceId)>,
+    pub class: Option<ClassCode>,
+    pub driver: Option<&'a DriverName>,
+    pub iommu_group: Option<u32>,
+}
+
+impl<'a> From<&'a PciDevice> for Candidate<'a> {
+    fn from(dev: &'a PciDevice) -> Self {
+        Candidate {
+            address: dev.address,
+            vendor: dev.ids.vendor,
+            device: dev.ids.device,
+            subsystem: Some((dev.ids.subsystem_vendor, dev.ids.subsystem_device)),
+            class: Some(dev.class),
+            driver: dev.driver.as_ref(),
+            iommu_group: dev.iommu_group,
+        }
+    }
+}
+
+impl Matcher {
+    /// The one ID/selector matching rule: selectors, declarations and
+    /// libvirt's node devices all ask it. Subsystem IDs must match when asked
+    /// for; a candidate without them (libvirt) then does not match.
+    pub fn matches(&self, c: &Candidate) -> bool {
+        match self {
+            Matcher::Address(addr) => c.address == *addr,
             Matcher::Ids {
                 vendor,
                 device,
                 subsystem,
             } => {
-                dev.ids.vendor == *vendor
-                    && device.is_none_or(|d| dev.ids.device == d)
-                    && subsystem.is_none_or(|(sv, sd)| {
-                        dev.ids.subsystem_vendor == sv && dev.ids.subsystem_device == sd
-                    })
+                c.vendor == *vendor
+                    && device.is_none_or(|d| c.device == d)
+                    && subsystem.is_none_or(|want| c.subsystem == Some(want))
             }
-            Matcher::Class(prefix) => prefix.matches(dev.class.0),
-            Matcher::Driver(want) => dev.driver.as_ref() == want.as_ref(),
-            Matcher::Group(n) => dev.iommu_group == Some(*n),
+            Matcher::Class(prefix) => c.class.is_some_and(|cl| prefix.matches(cl.0)),
+            Matcher::Driver(want) => c.driver == want.as_ref(),
+            Matcher::Group(n) => c.iommu_group == Some(*n),
         }
+    }
+}
+
+impl Selector {
+    pub fn matches(&self, dev: &PciDevice) -> bool {
+        self.matcher.matches(&dev.into())
     }
 }
 

@@ -1,6 +1,6 @@
 //! What the host uses a device for: the facts behind safety refusals.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
@@ -11,7 +11,7 @@ use super::address::PciAddress;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DeviceUse {
-    /// Backs the root filesystem: never released, not even with --force.
+    /// Backs the root filesystem (never released: see `engine::refusal`).
     RootFilesystem {
         block: String,
     },
@@ -35,22 +35,12 @@ pub enum DeviceUse {
         what: String,
     },
     /// A process holds the device's VFIO group or driver node (a VM, a CUDA job,
-    /// nvidia-persistenced). Releasing would block or break it: never forced.
+    /// nvidia-persistenced). Releasing would block or break it (never forced).
     Holder {
         pid: u32,
         command: String,
         path: String,
     },
-}
-
-impl DeviceUse {
-    /// Whether `--force` may override the refusal this use causes.
-    pub fn forcible(&self) -> bool {
-        !matches!(
-            self,
-            DeviceUse::RootFilesystem { .. } | DeviceUse::Holder { .. }
-        )
-    }
 }
 
 impl fmt::Display for DeviceUse {
@@ -73,3 +63,17 @@ impl fmt::Display for DeviceUse {
 
 /// Uses per device; devices the host does not depend on are absent.
 pub type UsageMap = BTreeMap<PciAddress, Vec<DeviceUse>>;
+
+/// How the host uses the devices a plan would release. The planner asks once,
+/// for exactly those devices, so costly facts (open handles: a walk of every
+/// process) are gathered only when something would be released.
+pub trait UsageFacts {
+    fn usage_of(&self, releasing: &BTreeSet<PciAddress>) -> UsageMap;
+}
+
+/// A map already complete (tests, or facts gathered up front).
+impl UsageFacts for UsageMap {
+    fn usage_of(&self, _releasing: &BTreeSet<PciAddress>) -> UsageMap {
+        self.clone()
+    }
+}

@@ -1,7 +1,8 @@
 //! Rendering for people (tables, text) and for scripts (JSON records).
 
-pub mod change;
+pub mod labels;
 pub mod records;
+pub mod report;
 pub mod table;
 
 use std::io::Write;

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::engine::plan::{Action, Binding, Expect, Plan, Step};
 use crate::host::kernel::{KernelError, PciKernel};
-use crate::model::plan::{Action, Binding, Expect, Plan, Step};
 use crate::model::{DriverKind, DriverName, PciAddress};
 
 /// How long to wait between polls of the driver link.

@@ -13,12 +13,12 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::address::PciAddress;
-use super::device::{NovaDeviceType, PciDevice};
-use super::driver::DriverName;
-use super::ids::{parse_sysfs_hex as hex, ClassCode, DeviceId, VendorId};
-use super::inventory::{Inventory, NoMatch};
-use super::selector::{Matcher, Selector};
+use crate::model::address::PciAddress;
+use crate::model::device::{NovaDeviceType, PciDevice};
+use crate::model::driver::DriverName;
+use crate::model::ids::{parse_sysfs_hex as hex, ClassCode, DeviceId, VendorId};
+use crate::model::inventory::{Inventory, NoMatch};
+use crate::model::selector::{Candidate, Selector};
 
 /// A `<capability>` child of the `pci` capability (`virt_functions`,
 /// `phys_function`, `mdev_types`, `vpd`, `pci-bridge`...), in document order.
@@ -298,21 +298,15 @@ impl NodeDevice {
     /// Whether a selector names this device by what libvirt reports (used for
     /// devices that sysfs does not have). Subsystem IDs are not in the XML.
     pub fn matched_by(&self, selector: &Selector) -> bool {
-        match &selector.matcher {
-            Matcher::Address(addr) => self.address == *addr,
-            Matcher::Ids {
-                vendor,
-                device,
-                subsystem,
-            } => {
-                self.vendor == *vendor
-                    && device.is_none_or(|d| self.product == d)
-                    && subsystem.is_none()
-            }
-            Matcher::Class(prefix) => self.class.is_some_and(|c| prefix.matches(c.0)),
-            Matcher::Driver(want) => self.driver.as_ref() == want.as_ref(),
-            Matcher::Group(n) => self.iommu_group == Some(*n),
-        }
+        selector.matcher.matches(&Candidate {
+            address: self.address,
+            vendor: self.vendor,
+            device: self.product,
+            subsystem: None,
+            class: self.class,
+            driver: self.driver.as_ref(),
+            iommu_group: self.iommu_group,
+        })
     }
 }
 

@@ -7,13 +7,16 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::address::PciAddress;
-use super::device::PciDevice;
-use super::driver::{DriverKind, DriverName, ModuleName};
-use super::group::{MemberState, Viability};
-use super::inventory::{CompanionReason, Inventory};
-use super::modalias::{best_match, Alias};
-use super::usage::UsageMap;
+use crate::model::address::PciAddress;
+use crate::model::declaration::DeclaredDriver;
+use crate::model::device::PciDevice;
+use crate::model::driver::{DriverKind, DriverName, ModuleName};
+use crate::model::group::{GroupMember, MemberState, Viability};
+
+use super::refusal::{Refusal, RefusalKind};
+use crate::model::inventory::{CompanionReason, Inventory, IommuState};
+use crate::model::modalias::{best_match, Alias};
+use crate::model::usage::UsageFacts;
 
 /// What the operator asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,6 +40,15 @@ impl Goal {
             Goal::Unbind => "unbind",
         }
     }
+
+    /// The bind goal for a declared (or `--driver`) driver: `Auto` is vfio-pci
+    /// or the best VFIO variant.
+    pub fn bind_to(driver: &DeclaredDriver) -> Goal {
+        match driver {
+            DeclaredDriver::Auto => Goal::BindVfio,
+            DeclaredDriver::Named(d) => Goal::Bind(d.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -48,13 +60,15 @@ pub struct Request {
 }
 
 /// What the planner needs to know besides the inventory.
-#[derive(Debug, Default)]
 pub struct Facts<'a> {
-    pub usage: UsageMap,
+    /// Asked once, for the devices the plan would release.
+    pub usage: &'a dyn UsageFacts,
     /// `vfio_pci:` aliases from modules.alias (variant drivers).
     pub vfio_variants: &'a [Alias],
     /// The driver each device had before vfioctl changed it (the change record).
     pub previous: BTreeMap<PciAddress, DriverName>,
+    /// What the change record says about a device, as a note for the operator.
+    pub history: BTreeMap<PciAddress, String>,
 }
 
 /// Why a device is part of the plan.
@@ -176,9 +190,9 @@ impl Plan {
 /// Why a plan cannot be made. Nothing has been written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    #[error("{}", .0.join("; "))]
-    Refused(Vec<String>),
-    #[error("the IOMMU is off, so VFIO cannot use {0}: enable VT-d/AMD-Vi in firmware and add intel_iommu=on iommu=pt (Intel) or iommu=pt (AMD) to the kernel command line, then reboot")]
+    #[error("{}", super::refusal::joined(.0))]
+    Refused(Vec<Refusal>),
+    #[error("the IOMMU is off, so VFIO cannot use {0}: {remedy}, then reboot", remedy = IommuState::REMEDY)]
     IommuOff(PciAddress),
 }
 
@@ -204,7 +218,7 @@ struct Planner<'a> {
     set: BTreeMap<PciAddress, Why>,
     notes: Vec<String>,
     checks: Vec<String>,
-    refusals: Vec<String>,
+    refusals: Vec<Refusal>,
 }
 
 impl Planner<'_> {
@@ -237,9 +251,10 @@ impl Planner<'_> {
         for addr in &self.request.targets {
             let dev = self.device(addr);
             if dev.is_bridge() {
-                self.refusals.push(format!(
-                    "{addr} is a bridge or port; vfioctl never changes their drivers (they do not block VFIO)"
-                ));
+                self.refusals.push(Refusal {
+                    device: *addr,
+                    kind: RefusalKind::Bridge,
+                });
             }
             self.set.insert(*addr, Why::Requested);
         }
@@ -303,6 +318,11 @@ impl Planner<'_> {
                 action.address,
                 describe(&action.before)
             ));
+        }
+        for action in &actions {
+            if let Some(note) = self.facts.history.get(&action.address) {
+                self.notes.push(note.clone());
+            }
         }
         Ok(Plan {
             goal: goal.clone(),
@@ -393,25 +413,23 @@ impl Planner<'_> {
                     .push(format!("IOMMU group {number} will be viable"));
                 continue;
             }
-            let blockers: Vec<String> = after
-                .blockers
-                .iter()
-                .map(|b| format!("{} on {}", b.device, b.driver))
-                .collect();
-            let all_pci = after
-                .blockers
-                .iter()
-                .all(|b| b.device.parse::<PciAddress>().is_ok());
-            self.refusals.push(if all_pci && !self.request.with_group {
-                format!(
-                    "IOMMU group {number} would not be viable: {} would stay on a host driver; add --with-group to bind every endpoint of the group",
-                    blockers.join(", ")
-                )
-            } else {
-                format!(
-                    "IOMMU group {number} would not be viable: {} cannot be moved by vfioctl",
-                    blockers.join(", ")
-                )
+            let device = *self
+                .set
+                .keys()
+                .find(|a| self.device(a).iommu_group == Some(number))
+                .expect("the group came from a planned device");
+            let with_group_helps = !self.request.with_group
+                && after
+                    .blockers
+                    .iter()
+                    .all(|b| matches!(b.device, GroupMember::Pci(_)));
+            self.refusals.push(Refusal {
+                device,
+                kind: RefusalKind::GroupNotViable {
+                    group: number,
+                    blockers: after.blockers,
+                    with_group_helps,
+                },
             });
         }
     }
@@ -552,20 +570,24 @@ impl Planner<'_> {
     /// Devices about to be released from their driver must not be in use.
     fn check_safety(&mut self, actions: &[Action]) {
         let mut clear: Vec<String> = Vec::new();
+        let releasing: BTreeSet<PciAddress> = actions
+            .iter()
+            .filter(|a| a.releases())
+            .map(|a| a.address)
+            .collect();
+        if releasing.is_empty() {
+            return;
+        }
+        let usage = self.facts.usage.usage_of(&releasing);
         for action in actions.iter().filter(|a| a.releases()) {
             let dev = self.device(&action.address);
-            let mut uses = self
-                .facts
-                .usage
-                .get(&action.address)
-                .cloned()
-                .unwrap_or_default();
+            let mut uses = usage.get(&action.address).cloned().unwrap_or_default();
             if dev.boot_vga
                 && !uses
                     .iter()
-                    .any(|u| matches!(u, super::usage::DeviceUse::Console { .. }))
+                    .any(|u| matches!(u, crate::model::usage::DeviceUse::Console { .. }))
             {
-                uses.push(super::usage::DeviceUse::Console {
+                uses.push(crate::model::usage::DeviceUse::Console {
                     what: "boot display (boot_vga)".to_string(),
                 });
             }
@@ -574,17 +596,16 @@ impl Planner<'_> {
                 continue;
             }
             for u in uses {
-                if !u.forcible() {
-                    self.refusals
-                        .push(format!("{} {u}; refused even with --force", action.address));
-                } else if self.request.force {
-                    self.notes
-                        .push(format!("{} {u}; released anyway (--force)", action.address));
-                } else {
-                    self.refusals.push(format!(
-                        "{} {u}; use --force to release it anyway",
-                        action.address
-                    ));
+                let refusal = Refusal {
+                    device: action.address,
+                    kind: RefusalKind::InUse(u),
+                };
+                match refusal.kind {
+                    RefusalKind::InUse(u) if refusal.force_overrides() && self.request.force => {
+                        self.notes
+                            .push(format!("{} {u}; released anyway (--force)", action.address));
+                    }
+                    _ => self.refusals.push(refusal),
                 }
             }
         }

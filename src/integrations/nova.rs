@@ -16,11 +16,11 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::address::PciAddress;
-use super::device::NovaDeviceType;
-use super::driver::DriverName;
-use super::ids::{DeviceId, VendorId};
-use super::inventory::Inventory;
+use crate::model::address::PciAddress;
+use crate::model::device::NovaDeviceType;
+use crate::model::driver::DriverName;
+use crate::model::ids::{DeviceId, VendorId};
+use crate::model::inventory::Inventory;
 
 /// An OpenStack release, by the major version of Nova it ships.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

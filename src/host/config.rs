@@ -12,15 +12,15 @@
 //! driver = "vfio-pci"          # optional: default vfio-pci or the best VFIO variant
 //! ```
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::host::HostRoot;
-use crate::model::declaration::{Declaration, Declarations, Origin};
+use crate::model::declaration::{Declaration, Declarations, DeclaredDriver, Origin};
 use crate::model::{DeviceId, DriverName, PciAddress, VendorId};
 
 pub const BINDINGS_DIR: &str = "/etc/vfioctl/bindings.d";
@@ -28,8 +28,18 @@ pub const BINDINGS_DIR: &str = "/etc/vfioctl/bindings.d";
 pub const WRITTEN_HEADER: &str =
     "# Written by vfioctl persist add; remove with vfioctl persist remove.";
 
+/// Whether vfioctl wrote a file: its header (after an optional `#!` line)
+/// starts with `header`. The one test every "may vfioctl replace or remove
+/// this?" decision uses; files written by hand are never touched.
+pub fn written_by_vfioctl(text: &str, header: &str) -> bool {
+    text.lines().take(2).any(|l| l.starts_with(header))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A declaration in a file vfioctl did not write: refused, never removed.
+    #[error("{file}:{line}: declared in a file vfioctl did not write; edit or delete it by hand")]
+    HandWritten { file: String, line: usize },
     #[error("{file}:{line}: {message}")]
     Invalid {
         file: String,
@@ -153,8 +163,8 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Declaration>, ConfigError> {
                     format!("driver = \"{d}\" is not a driver name"),
                 ))
             }
-            Some(d) => Some(DriverName::new(d)),
-            None => None,
+            Some(d) => DeclaredDriver::Named(DriverName::new(d)),
+            None => DeclaredDriver::Auto,
         };
         out.push(Declaration {
             vendor: VendorId(hex4("vendor", &b.vendor)?),
@@ -236,44 +246,26 @@ pub fn render(decl: &Declaration) -> String {
     if let Some(addr) = decl.address {
         text.push_str(&format!("address = \"{addr}\"\n"));
     }
-    if let Some(driver) = &decl.driver {
+    if let DeclaredDriver::Named(driver) = &decl.driver {
         text.push_str(&format!("driver = \"{driver}\"\n"));
     }
     text
 }
 
-/// Writes `text` to `path` atomically: temp file, fsync, rename, fsync dir.
+/// Writes `text` to `path` atomically (see `HostRoot::write_atomic`), naming
+/// the path as the host sees it on failure.
 pub fn write_atomic(
     root: &HostRoot,
     path: &Path,
     text: &str,
     mode: u32,
 ) -> Result<(), ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
-    let io_err = |action, p: &Path| {
-        let p = shown(root, p);
-        move |source| ConfigError::Io {
-            action,
-            path: p,
-            source,
-        }
-    };
-    let dir = path.parent().expect("config files live in a directory");
-    fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
-    let tmp = dir.join(format!(
-        ".{}.vfioctl-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let mut file = File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
-    file.write_all(text.as_bytes())
-        .and_then(|_| file.set_permissions(fs::Permissions::from_mode(mode)))
-        .and_then(|_| file.sync_all())
-        .map_err(io_err("cannot write", &tmp))?;
-    fs::rename(&tmp, path).map_err(io_err("cannot replace", path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("cannot sync", dir))
+    root.write_atomic(path, text, mode)
+        .map_err(|e| ConfigError::Io {
+            action: e.action,
+            path: shown(root, &e.path),
+            source: e.source,
+        })
 }
 
 /// Writes a declaration to its own file (replacing an earlier one for the same key).
@@ -287,12 +279,10 @@ pub fn add(root: &HostRoot, decl: &Declaration) -> Result<PathBuf, ConfigError> 
 pub fn remove(root: &HostRoot, decl: &Declaration) -> Result<(), ConfigError> {
     let path = root.path(&decl.origin.file);
     let text = fs::read_to_string(&path).unwrap_or_default();
-    if !text.starts_with(WRITTEN_HEADER) {
-        return Err(ConfigError::Invalid {
+    if !written_by_vfioctl(&text, WRITTEN_HEADER) {
+        return Err(ConfigError::HandWritten {
             file: decl.origin.file.clone(),
             line: decl.origin.line,
-            message: "declared in a file vfioctl did not write; edit or delete it by hand"
-                .to_string(),
         });
     }
     fs::remove_file(&path).map_err(|source| ConfigError::Io {
@@ -315,7 +305,10 @@ mod tests {
         assert_eq!(decls[0].key(), "10de:20b0");
         assert_eq!(decls[1].origin.line, 6);
         assert_eq!(decls[1].key(), "0000:01:00.0");
-        assert_eq!(decls[1].driver, Some(DriverName::new("pci_stub")));
+        assert_eq!(
+            decls[1].driver,
+            DeclaredDriver::Named(DriverName::new("pci_stub"))
+        );
         assert_eq!(decls[1].ids_text(), "8086:10d3:8086:a01f");
         // What persist add writes parses back to the same declaration.
         let again = parse(&decls[1].origin.file, &render(&decls[1])).unwrap();

@@ -2,19 +2,18 @@
 //! `unbind`, `persist apply` and the udev hook:
 //! privilege -> lock -> inventory -> plan -> module checks -> apply -> record.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::apply::{apply, Applied, Status};
+use crate::engine::apply::{apply, Applied, Status};
+use crate::engine::plan::{plan as make_plan, Facts, Goal, Plan, Request};
 use crate::host::kernel::PciKernel;
 use crate::host::modules;
 use crate::host::state::{self, ChangeRecord};
 use crate::host::sysfs::{read_inventory, Names};
-use crate::host::usage::{add_holders, read_usage};
+use crate::host::usage::HostUsage;
 use crate::host::HostRoot;
-use crate::model::plan::{plan as make_plan, Facts, Goal, Plan, Request};
 use crate::model::{Inventory, PciAddress, Selector};
 
 /// How a change was asked for.
@@ -62,21 +61,9 @@ pub fn privileged() -> bool {
     .unwrap_or(false)
 }
 
-/// Devices whose open handles matter: those to be released, their
-/// companions and every member of their IOMMU groups.
-fn candidates(inv: &Inventory, targets: &BTreeSet<PciAddress>) -> BTreeSet<PciAddress> {
-    let mut set = targets.clone();
-    for addr in targets {
-        let Some(dev) = inv.device(addr) else {
-            continue;
-        };
-        set.extend(inv.companions(dev).iter().map(|c| c.address));
-        if let Some(group) = inv.group_of(dev) {
-            set.extend(group.pci_members.iter().copied());
-        }
-    }
-    set
-}
+/// Work to do after a change succeeds, under the same lock and with the same
+/// inventory (`bind --persist` declaring what it bound).
+pub type AfterChange<'a> = &'a mut dyn FnMut(&Inventory);
 
 /// Plans and (unless a dry run) applies one change. `Err` only for refusals
 /// and environment problems (nothing written); a failed apply comes back as
@@ -85,6 +72,16 @@ pub fn run(
     root: &HostRoot,
     spec: &ChangeSpec,
     kernel: &dyn PciKernel,
+) -> anyhow::Result<ChangeReport> {
+    run_then(root, spec, kernel, None)
+}
+
+/// `run`, then `after` (not for a dry run, nor when applying failed).
+pub fn run_then(
+    root: &HostRoot,
+    spec: &ChangeSpec,
+    kernel: &dyn PciKernel,
+    mut after: Option<AfterChange>,
 ) -> anyhow::Result<ChangeReport> {
     let command = spec.goal.verb();
     if !spec.dry_run && !privileged() {
@@ -115,41 +112,25 @@ pub fn run(
         with_group: spec.with_group,
         force: spec.force,
     };
-    // Mounts, routes and the console are cheap to read; open handles need a
-    // walk of every process's descriptors. Plan without them first, and walk
-    // only for the devices the plan would release (none, when all is as
-    // wanted: the udev hook's usual case).
-    let mut facts = Facts {
-        usage: read_usage(root),
+    // Mounts, routes and the console are cheap to read up front; open handles
+    // need a walk of every process's descriptors, done only when the planner
+    // asks about devices it would release (none, when all is as wanted: the
+    // udev hook's usual case).
+    let usage = HostUsage::new(root, &inv);
+    let facts = Facts {
+        usage: &usage,
         vfio_variants: &variants,
         previous: record.previous_drivers(),
+        history: record.history_notes(),
     };
-    let mut plan = make_plan(&inv, &facts, &request)?;
-    let releasing: BTreeSet<PciAddress> = plan
-        .actions
-        .iter()
-        .filter(|a| a.releases())
-        .map(|a| a.address)
-        .collect();
-    if !releasing.is_empty() {
-        add_holders(root, &inv, &candidates(&inv, &releasing), &mut facts.usage);
-        plan = make_plan(&inv, &facts, &request)?;
-    }
+    let plan = make_plan(&inv, &facts, &request)?;
     for module in &plan.load_modules {
         modules::preflight(root, release, module)?;
     }
-    for action in &plan.actions {
-        if let Some(entry) = record.entry(&action.address) {
-            plan.notes.push(format!(
-                "{} was last changed by vfioctl {} at {} (before: {})",
-                action.address,
-                entry.command,
-                state::format_utc(entry.changed_at),
-                entry.previous_driver.as_deref().unwrap_or("no driver")
-            ));
-        }
-    }
     if spec.dry_run || !plan.changes() {
+        if let (false, Some(after)) = (spec.dry_run, after.as_mut()) {
+            after(&inv);
+        }
         return Ok(ChangeReport {
             command,
             dry_run: spec.dry_run,
@@ -162,6 +143,9 @@ pub fn run(
     if applied.succeeded() {
         update_record(&mut record, &plan, &applied);
         state::write_record(root, &record)?;
+        if let Some(after) = after.as_mut() {
+            after(&inv);
+        }
     }
     Ok(ChangeReport {
         command,

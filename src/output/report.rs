@@ -2,9 +2,9 @@
 
 use std::fmt::Write as _;
 
-use crate::apply::Status;
-use crate::change::ChangeReport;
-use crate::model::plan::{describe, Why};
+use crate::engine::apply::Status;
+use crate::engine::plan::{describe, Why};
+use crate::engine::run::ChangeReport;
 use crate::model::CompanionReason;
 
 pub fn render(report: &ChangeReport) -> String {

@@ -181,7 +181,7 @@ for dev in /sys/bus/pci/devices/*; do\n\
         // the udev hook moves the device to its variant once the root is up.
         let driver = decl
             .driver
-            .as_ref()
+            .named()
             .map_or("vfio-pci".to_string(), ToString::to_string);
         text.push_str(&format!(
             "\t{}) echo {driver} > \"$dev/driver_override\" ;; # {}\n",

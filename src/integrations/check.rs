@@ -6,9 +6,11 @@ use std::collections::BTreeSet;
 
 use serde::{Serialize, Serializer};
 
-use crate::host_config::CpuVendor;
-use crate::model::declaration::{driver_satisfies, Declarations, Fit};
-use crate::model::{DeviceId, DriverKind, DriverName, Inventory, ModuleName, PciAddress, VendorId};
+use crate::integrations::boot_files::CpuVendor;
+use crate::model::declaration::{Declarations, DeclaredDriver, Fit};
+use crate::model::{
+    DeviceId, DriverKind, DriverName, Inventory, IommuState, ModuleName, PciAddress, VendorId,
+};
 
 /// Verdicts in the monitoring-plugins convention. Ordered by severity for
 /// the overall result: CRITICAL > WARNING > UNKNOWN > OK.
@@ -308,13 +310,18 @@ fn iommu_active(f: &Facts) -> Vec<CheckResult> {
                 iommu.groups
             ),
             vec!["/sys/class/iommu".into(), "/sys/kernel/iommu_groups".into()],
-            Some("enable VT-d/AMD-Vi in firmware and add intel_iommu=on iommu=pt (Intel) or iommu=pt (AMD) to the kernel command line, then reboot"),
+            Some(&format!("{}, then reboot", IommuState::REMEDY)),
         )
     } else {
         result(
             "iommu.active",
             Verdict::Ok,
-            format!("IOMMU active: {} units ({}), {} groups", iommu.units.len(), iommu.units.join(","), iommu.groups),
+            format!(
+                "IOMMU active: {} units ({}), {} groups",
+                iommu.units.len(),
+                iommu.units.join(","),
+                iommu.groups
+            ),
             vec![],
             None,
         )
@@ -476,9 +483,9 @@ fn bindings(f: &Facts) -> Vec<CheckResult> {
             let mut problems: Vec<(Verdict, String, &str)> = Vec::new();
             let wanted = decl
                 .driver
-                .as_ref()
+                .named()
                 .map_or("vfio-pci (or a variant)".to_string(), ToString::to_string);
-            if !driver_satisfies(decl.driver.as_ref(), dev.driver.as_ref()) {
+            if !decl.driver.satisfied_by(dev.driver.as_ref()) {
                 let msg = match &dev.driver {
                     Some(d) if d.kind() == DriverKind::Host => {
                         format!("{d} grabbed it (declared {wanted})")
@@ -490,7 +497,8 @@ fn bindings(f: &Facts) -> Vec<CheckResult> {
             }
             let expected_override = decl
                 .driver
-                .clone()
+                .named()
+                .cloned()
                 .or_else(|| dev.driver.clone().filter(|d| d.kind() == DriverKind::Vfio));
             if dev.driver_override.is_none()
                 || (expected_override.is_some() && dev.driver_override != expected_override)
@@ -523,7 +531,7 @@ fn bindings(f: &Facts) -> Vec<CheckResult> {
             }
             if let Some(group) = f.inv.group_of(dev) {
                 // The device's own driver is reported above; name the others.
-                let own = dev.address.to_string();
+                let own = crate::model::group::GroupMember::Pci(dev.address);
                 let v = f.inv.viability(group);
                 let names: Vec<String> = v
                     .blockers
@@ -737,17 +745,13 @@ fn expectations(f: &Facts) -> Vec<CheckResult> {
                     None,
                 );
             };
-            let want = e
-                .driver
-                .as_deref()
-                .filter(|d| *d != "auto")
-                .map(DriverName::new);
+            let want = DeclaredDriver::parse(e.driver.as_deref());
             let found: Vec<&crate::model::PciDevice> = f
                 .inv
                 .devices
                 .iter()
                 .filter(|d| d.ids.vendor == vendor && d.ids.device == device)
-                .filter(|d| driver_satisfies(want.as_ref(), d.driver.as_ref()))
+                .filter(|d| want.satisfied_by(d.driver.as_ref()))
                 .collect();
             let on = e
                 .driver
@@ -874,7 +878,7 @@ mod tests {
                     device: DeviceId(0x10d3),
                     subsystem: None,
                     address: None,
-                    driver: None,
+                    driver: DeclaredDriver::Auto,
                     origin: Origin {
                         file: "/etc/vfioctl/bindings.d/a.toml".into(),
                         line: 1,
