@@ -4,11 +4,11 @@ mod support;
 
 use support::fakehost::{Dev, FakeHost};
 use support::topologies;
-use vfioctl::host::sysfs::{read_devices, read_inventory, InventoryError, Names};
+use vfioctl::host::sysfs::{read_devices, read_inventory, read_selected, InventoryError, Names};
 use vfioctl::host::HostRoot;
 use vfioctl::model::{
     CompanionReason, DriverName, HeaderType, Inventory, ModuleName, NovaDeviceType, PciAddress,
-    SriovRole,
+    Selector, SriovRole,
 };
 
 fn read(host: &FakeHost) -> Inventory {
@@ -293,4 +293,27 @@ fn one_device_reads_what_the_whole_host_says_about_it() {
         let missing = read_devices(&root, &[addr("7f:1f.7")], Names::Skip).unwrap();
         assert!(missing.devices.is_empty());
     }
+}
+
+#[test]
+fn addresses_do_not_walk_the_host() {
+    // An unrelated group that cannot be listed stops a whole-host read, not
+    // a read of devices named by address (show, udev-hook, bind 25:00.0).
+    let host = topologies::hgx_a100();
+    let root = HostRoot::new(host.root());
+    let nvswitch_group = read(&host).device(&addr("b7:00.0")).unwrap().iommu_group;
+    let members = host.path(&format!(
+        "sys/kernel/iommu_groups/{}/devices",
+        nvswitch_group.unwrap()
+    ));
+    std::fs::remove_dir_all(&members).unwrap();
+    std::fs::write(&members, "").unwrap();
+    assert!(read_inventory(&root, Names::Skip).is_err());
+
+    let by_address: Vec<Selector> = vec!["25:00.0".parse().unwrap()];
+    let inv = read_selected(&root, &by_address, Names::Skip).unwrap();
+    assert_eq!(inv.select(&by_address).unwrap()[0].address, addr("25:00.0"));
+    assert!(inv.device(&addr("b7:00.0")).is_none());
+    let by_ids: Vec<Selector> = vec!["10de:20b0".parse().unwrap()];
+    assert!(read_selected(&root, &by_ids, Names::Skip).is_err());
 }
