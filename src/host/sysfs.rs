@@ -54,33 +54,23 @@ pub enum Names {
     Skip,
 }
 
-/// Opens a directory to resolve names under (not to list it).
+/// Flags to open a directory to list it.
+const LISTING: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC);
+/// Flags to open a directory only to open names under it (O_PATH).
+const LOOKUP: OFlags = OFlags::PATH.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+
 fn open_path_at(dir: BorrowedFd, name: &str) -> rustix::io::Result<OwnedFd> {
-    openat(
-        dir,
-        name,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
+    openat(dir, name, LOOKUP, Mode::empty())
 }
 
-/// Opens a directory to list it.
 fn open_dir_at(dir: BorrowedFd, name: &str) -> rustix::io::Result<OwnedFd> {
-    openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
+    openat(dir, name, LISTING, Mode::empty())
 }
 
 fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io::Error::from)
+    rustix::fs::open(path, LISTING, Mode::empty()).map_err(io::Error::from)
 }
 
 /// The entry names of a directory opened for listing, without `.` and `..`
