@@ -1,68 +1,180 @@
-//! Builds a large fake host root for benchmarks: `cargo run --release
-//! --example fakehost -- DIR GPUS`. Each GPU sits behind its own PCIe switch
-//! port with an audio companion in its group; a quarter are on vfio-pci and
-//! declared. The tree is the test suite's faithful sysfs layout.
+//! Builds a large fake host root for benchmarks (`make bench`):
+//! `cargo run --release --example fakehost -- DIR FUNCTIONS`.
+//!
+//! FUNCTIONS is rounded up to a multiple of 64. Every 64 functions are one
+//! block shaped like a slice of a GPU server:
+//! - a PCIe switch (root port, upstream port, three downstream ports) with two
+//!   data-centre GPUs (SR-IOV capable, so Nova type-PF) and an NVSwitch
+//!   (class "bridge", type-0 header) behind it;
+//! - a dual-port SR-IOV NIC behind its root port, 24 VFs enabled per port,
+//!   every fourth VF on vfio-pci;
+//! - an NVMe controller with 3 VFs behind its root port.
+//!
+//! That is 7 bridges and 57 endpoints, each in its own IOMMU group. One GPU in
+//! four is on vfio-pci and declared (by IDs, in etc/vfioctl/bindings.d). 32
+//! blocks share a PCI domain. The tree is the test suite's faithful sysfs
+//! layout (tests/support/fakehost.rs), plus this machine's pci.ids when present
+//! so vfioctl and lspci look names up in the same database.
 
 #[path = "../tests/support/fakehost.rs"]
 mod fakehost;
 
 use fakehost::{Dev, FakeHost};
 
+/// Functions per block, see the module comment.
+const BLOCK: u32 = 64;
+const BLOCKS_PER_DOMAIN: u32 = 32;
+const VFS_PER_PORT: u32 = 24;
+const NVME_VFS: u32 = 3;
+
+/// Hands out IOMMU group numbers in order.
+struct Groups(u32);
+
+impl Groups {
+    fn next(&mut self) -> u32 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+fn addr(domain: u32, bus: u32, index: u32) -> String {
+    format!("{domain:04x}:{bus:02x}:{:02x}.{}", index / 8, index % 8)
+}
+
+fn block(host: &mut FakeHost, groups: &mut Groups, b: u32) {
+    let domain = b / BLOCKS_PER_DOMAIN;
+    let slot = b % BLOCKS_PER_DOMAIN;
+    let numa = (slot * 2 / BLOCKS_PER_DOMAIN) as i32;
+    let base = 1 + slot * 7;
+    // The block's three root ports on bus 0, each in its own group.
+    let root_port = |host: &mut FakeHost, groups: &mut Groups, i: u32| {
+        let rp = addr(domain, 0, slot * 3 + i);
+        host.add(
+            Dev::bridge(&rp, 0x8086, 0x347a)
+                .group(groups.next())
+                .numa(numa),
+        );
+        rp
+    };
+
+    // The GPU switch: root port -> upstream -> downstream ports.
+    let rp = root_port(host, groups, 0);
+    let up = addr(domain, base, 0);
+    host.add(
+        Dev::bridge(&up, 0x1000, 0xc010)
+            .parent(&rp)
+            .group(groups.next())
+            .numa(numa),
+    );
+    for i in 0..3 {
+        let down = addr(domain, base + 1, i * 8);
+        host.add(
+            Dev::bridge(&down, 0x1000, 0xc010)
+                .parent(&up)
+                .group(groups.next())
+                .numa(numa),
+        );
+        let end = addr(domain, base + 2 + i, 0);
+        let dev = if i < 2 {
+            let gpu = Dev::endpoint(&end, 0x10de, 0x20b0, 0x030200)
+                .subsystem(0x10de, 0x134f)
+                .sriov(16);
+            if (b * 2 + i) % 4 == 0 {
+                gpu.driver("vfio-pci", Some("vfio_pci"))
+                    .driver_override("vfio-pci")
+            } else {
+                gpu.driver("nvidia", Some("nvidia"))
+            }
+        } else {
+            Dev::endpoint(&end, 0x10de, 0x1af1, 0x068000).driver("nvidia-nvswitch", Some("nvidia"))
+        };
+        host.add(dev.parent(&down).group(groups.next()).numa(numa));
+    }
+
+    // The NIC: two PFs, their VFs after them on the same bus.
+    let rp = root_port(host, groups, 1);
+    let nic_bus = base + 5;
+    for port in 0..2 {
+        host.add(
+            Dev::endpoint(&addr(domain, nic_bus, port), 0x15b3, 0x101d, 0x020000)
+                .revision(0)
+                .parent(&rp)
+                .driver("mlx5_core", Some("mlx5_core"))
+                .sriov(127)
+                .group(groups.next())
+                .numa(numa),
+        );
+    }
+    for port in 0..2 {
+        let pf = addr(domain, nic_bus, port);
+        for vf in 0..VFS_PER_PORT {
+            let vf_dev = Dev::endpoint(
+                &addr(domain, nic_bus, 2 + port * VFS_PER_PORT + vf),
+                0x15b3,
+                0x101e,
+                0x020000,
+            )
+            .revision(0)
+            .parent(&rp)
+            .vf_of(&pf)
+            .group(groups.next())
+            .numa(numa);
+            host.add(if vf % 4 == 0 {
+                vf_dev
+                    .driver("vfio-pci", Some("vfio_pci"))
+                    .driver_override("vfio-pci")
+            } else {
+                vf_dev.driver("mlx5_core", Some("mlx5_core"))
+            });
+        }
+    }
+
+    // The NVMe controller and its (unbound) VFs.
+    let rp = root_port(host, groups, 2);
+    let nvme = addr(domain, base + 6, 0);
+    host.add(
+        Dev::endpoint(&nvme, 0x144d, 0xa824, 0x010802)
+            .parent(&rp)
+            .driver("nvme", Some("nvme"))
+            .sriov(32)
+            .group(groups.next())
+            .numa(numa),
+    );
+    for vf in 0..NVME_VFS {
+        host.add(
+            Dev::endpoint(&addr(domain, base + 6, 1 + vf), 0x144d, 0xa824, 0x010802)
+                .parent(&rp)
+                .vf_of(&nvme)
+                .unbound()
+                .group(groups.next())
+                .numa(numa),
+        );
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (Some(dir), Some(gpus)) = (args.next(), args.next()) else {
-        eprintln!("usage: fakehost DIR GPUS");
+    let (Some(dir), Some(functions)) = (args.next(), args.next()) else {
+        eprintln!("usage: fakehost DIR FUNCTIONS");
         std::process::exit(2);
     };
-    let gpus: u32 = gpus.parse().expect("GPUS is a number");
+    let functions: u32 = functions.parse().expect("FUNCTIONS is a number");
+    let blocks = functions.div_ceil(BLOCK).max(1);
     let mut host = FakeHost::new();
     host.iommu_unit("dmar0");
     host.register_driver("vfio-pci", Some("vfio_pci"));
-    let mut group = 0;
-    for i in 0..gpus {
-        // 4 functions per GPU: root port, switch downstream port, GPU, audio.
-        let domain = i / 200;
-        let bus = (i % 200) as u8 + 1;
-        let port = format!("{domain:04x}:00:{:02x}.{}", (i % 200) / 8, (i % 200) % 8);
-        let down = format!("{domain:04x}:{bus:02x}:00.0");
-        let gpu_bus = bus.wrapping_add(50);
-        let gpu = format!("{domain:04x}:{gpu_bus:02x}:00.0");
-        let audio = format!("{domain:04x}:{gpu_bus:02x}:00.1");
-        group += 1;
-        host.add(Dev::bridge(&port, 0x8086, 0x347a).group(group));
-        group += 1;
-        host.add(
-            Dev::bridge(&down, 0x1000, 0xc010)
-                .parent(&port)
-                .group(group),
-        );
-        group += 1;
-        let mut g = Dev::endpoint(&gpu, 0x10de, 0x2204, 0x030000)
-            .parent(&down)
-            .group(group);
-        let mut a = Dev::endpoint(&audio, 0x10de, 0x1aef, 0x040300)
-            .parent(&down)
-            .group(group)
-            .supplier(&gpu);
-        if i % 4 == 0 {
-            g = g
-                .driver("vfio-pci", Some("vfio_pci"))
-                .driver_override("vfio-pci");
-            a = a
-                .driver("vfio-pci", Some("vfio_pci"))
-                .driver_override("vfio-pci");
-        } else {
-            g = g.driver("nvidia", Some("nvidia"));
-            a = a.driver("snd_hda_intel", Some("snd_hda_intel"));
-        }
-        host.add(g);
-        host.add(a);
+    if let Ok(ids) = std::fs::read_to_string("/usr/share/misc/pci.ids") {
+        host.pci_ids(&ids);
+    }
+    let mut groups = Groups(0);
+    for b in 0..blocks {
+        block(&mut host, &mut groups, b);
     }
     host.write(
         "etc/vfioctl/bindings.d/gpus.toml",
-        "[[binding]]\nvendor = \"10de\"\ndevice = \"2204\"\n[[binding]]\nvendor = \"10de\"\ndevice = \"1aef\"\n",
+        "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n",
     );
     let kept = host.keep();
     std::fs::rename(&kept, &dir).expect("move the tree to DIR (same filesystem)");
-    println!("{dir}: {} functions", gpus * 4);
+    println!("{dir}: {} functions", blocks * BLOCK);
 }

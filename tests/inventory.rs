@@ -4,11 +4,11 @@ mod support;
 
 use support::fakehost::{Dev, FakeHost};
 use support::topologies;
-use vfioctl::host::sysfs::{read_inventory, InventoryError, Names};
+use vfioctl::host::sysfs::{read_devices, read_inventory, read_selected, InventoryError, Names};
 use vfioctl::host::HostRoot;
 use vfioctl::model::{
     CompanionReason, DriverName, HeaderType, Inventory, ModuleName, NovaDeviceType, PciAddress,
-    SriovRole,
+    Selector, SriovRole,
 };
 
 fn read(host: &FakeHost) -> Inventory {
@@ -187,4 +187,133 @@ fn names_are_optional() {
     let inv = read(&host);
     let dev = &inv.devices[1];
     assert_eq!(inv.names.vendor(dev.ids.vendor), None);
+}
+
+#[test]
+fn device_links_without_a_devlink_directory() {
+    // Kernels list device links under /sys/class/devlink; without it each
+    // device's own consumer:/supplier: links are read, with the same result.
+    let host = topologies::workstation_gpu();
+    let with = format!("{:?}", read(&host).devices);
+    std::fs::remove_dir_all(host.path("sys/class/devlink")).unwrap();
+    std::fs::remove_dir_all(host.path("sys/devices/virtual/devlink")).unwrap();
+    let without = read(&host);
+    assert_eq!(
+        without.device(&addr("01:00.0")).unwrap().consumers,
+        ["01:00.1", "01:00.2", "01:00.3"].map(addr)
+    );
+    assert_eq!(format!("{:?}", without.devices), with);
+}
+
+#[test]
+fn a_large_host_reads_the_same_as_one_device_at_a_time() {
+    // Over a few hundred functions the read is spread over threads.
+    let mut host = FakeHost::new();
+    host.iommu_unit("dmar0");
+    host.add(Dev::bridge("0000:00:01.0", 0x8086, 0x347a).group(1));
+    host.add(
+        Dev::endpoint("0000:01:00.0", 0x15b3, 0x101d, 0x020000)
+            .parent("0000:00:01.0")
+            .driver("mlx5_core", Some("mlx5_core"))
+            .sriov(400)
+            .group(2),
+    );
+    for i in 1..400u32 {
+        let vf = format!("0000:{:02x}:{:02x}.{}", 1 + i / 256, (i % 256) / 8, i % 8);
+        let dev = Dev::endpoint(&vf, 0x15b3, 0x101e, 0x020000)
+            .parent("0000:00:01.0")
+            .vf_of("0000:01:00.0")
+            .group(2 + i);
+        host.add(if i % 3 == 0 {
+            dev.driver("vfio-pci", Some("vfio_pci"))
+        } else {
+            dev
+        });
+    }
+    let inv = read(&host);
+    assert_eq!(inv.devices.len(), 401);
+    assert_eq!(inv.groups.len(), 401);
+    assert!(inv.devices.windows(2).all(|w| w[0].address < w[1].address));
+    let SriovRole::Pf { vfs, .. } = &inv.device(&addr("01:00.0")).unwrap().sriov else {
+        panic!("the PF is a PF");
+    };
+    assert_eq!(vfs.len(), 399);
+    let root = HostRoot::new(host.root());
+    for dev in &inv.devices {
+        let alone = vfioctl::host::sysfs::read_one(&root, dev.address).unwrap();
+        assert_eq!(format!("{alone:?}"), format!("{dev:?}"));
+        assert_eq!(
+            inv.group_of(dev).unwrap().pci_members,
+            [dev.address],
+            "{}",
+            dev.address
+        );
+    }
+}
+
+#[test]
+fn one_device_reads_what_the_whole_host_says_about_it() {
+    // For every function of every topology, reading only its neighbourhood
+    // gives the same device, group, members, companions, verdict and IOMMU
+    // state as reading the whole host.
+    for host in [
+        topologies::hgx_a100(),
+        topologies::workstation_gpu(),
+        topologies::sriov_nic(),
+        topologies::no_iommu(),
+        topologies::libvirt_lab(),
+    ] {
+        let root = HostRoot::new(host.root());
+        let whole = read(&host);
+        for dev in &whole.devices {
+            let part = read_devices(&root, &[dev.address], Names::Lookup).unwrap();
+            let mine = part.device(&dev.address).unwrap();
+            assert_eq!(format!("{mine:?}"), format!("{dev:?}"));
+            assert_eq!(part.iommu, whole.iommu);
+            assert_eq!(part.drivers, whole.drivers);
+            assert_eq!(part.companions(mine), whole.companions(dev));
+            assert_eq!(part.group_of(mine), whole.group_of(dev));
+            if let Some(group) = whole.group_of(dev) {
+                assert_eq!(part.viability(group), whole.viability(group));
+                let members: Vec<_> = part.members(group).map(|d| d.address).collect();
+                assert_eq!(members, group.pci_members, "{}", dev.address);
+            }
+            if let SriovRole::Pf { vfs, .. } = &dev.sriov {
+                assert!(vfs.iter().all(|vf| part.device(vf).is_some()));
+            }
+            if let SriovRole::Vf { physfn } = &dev.sriov {
+                assert!(part.device(physfn).is_some());
+            }
+            assert!(
+                part.devices.len() < whole.devices.len() || whole.devices.len() < 8,
+                "{} read the whole host",
+                dev.address
+            );
+        }
+        let missing = read_devices(&root, &[addr("7f:1f.7")], Names::Skip).unwrap();
+        assert!(missing.devices.is_empty());
+    }
+}
+
+#[test]
+fn addresses_do_not_walk_the_host() {
+    // An unrelated group that cannot be listed stops a whole-host read, not
+    // a read of devices named by address (show, udev-hook, bind 25:00.0).
+    let host = topologies::hgx_a100();
+    let root = HostRoot::new(host.root());
+    let nvswitch_group = read(&host).device(&addr("b7:00.0")).unwrap().iommu_group;
+    let members = host.path(&format!(
+        "sys/kernel/iommu_groups/{}/devices",
+        nvswitch_group.unwrap()
+    ));
+    std::fs::remove_dir_all(&members).unwrap();
+    std::fs::write(&members, "").unwrap();
+    assert!(read_inventory(&root, Names::Skip).is_err());
+
+    let by_address: Vec<Selector> = vec!["25:00.0".parse().unwrap()];
+    let inv = read_selected(&root, &by_address, Names::Skip).unwrap();
+    assert_eq!(inv.select(&by_address).unwrap()[0].address, addr("25:00.0"));
+    assert!(inv.device(&addr("b7:00.0")).is_none());
+    let by_ids: Vec<Selector> = vec!["10de:20b0".parse().unwrap()];
+    assert!(read_selected(&root, &by_ids, Names::Skip).is_err());
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::cli::ShowArgs;
 use crate::host::state::{self, ChangeEntry};
-use crate::host::sysfs::{read_inventory, Names};
+use crate::host::sysfs::{read_selected, Names};
 use crate::host::HostRoot;
 use crate::model::group::MemberState;
 use crate::model::{CompanionReason, Inventory, PciDevice, Selector, SriovRole};
@@ -43,7 +43,8 @@ struct ShowRecord<'a> {
 }
 
 pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let inv = read_inventory(root, Names::Lookup)?;
+    // An address reads only that function's neighbourhood, not the host.
+    let inv = read_selected(root, &[args.selector.parse()?], Names::Lookup)?;
     let dev = select_one(&inv, &args.selector)?;
     let group = inv.group_of(dev);
     // The record is informative here: an unreadable one is reported, not fatal.

@@ -12,7 +12,7 @@ use crate::engine::run::{self, ChangeReport, ChangeSpec};
 use crate::host::config;
 use crate::host::hostfacts;
 use crate::host::kernel::PciKernel;
-use crate::host::sysfs::{read_inventory, Names};
+use crate::host::sysfs::{read_devices, read_inventory, Names};
 use crate::host::udev::{self as udev_io, RulesStatus};
 use crate::host::usage::read_usage;
 use crate::host::HostRoot;
@@ -233,7 +233,12 @@ pub fn apply_declarations(
     timeout: Duration,
 ) -> anyhow::Result<Enforced> {
     let decls = config::load(root)?;
-    let inv = read_inventory(root, Names::Skip)?;
+    // Declarations by address need only those devices; any by IDs, the host.
+    let addresses: Option<Vec<PciAddress>> = decls.list.iter().map(|d| d.address).collect();
+    let inv = match addresses {
+        Some(addresses) => read_devices(root, &addresses, Names::Skip)?,
+        None => read_inventory(root, Names::Skip)?,
+    };
     let (goals, warnings) = enforcement(&inv, &decls);
     let mut done = Enforced {
         reports: Vec::new(),

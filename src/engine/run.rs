@@ -13,7 +13,7 @@ use crate::host::hostfacts;
 use crate::host::kernel::PciKernel;
 use crate::host::modules;
 use crate::host::state::{self, ChangeRecord};
-use crate::host::sysfs::{read_inventory, Names};
+use crate::host::sysfs::{read_selected, Names};
 use crate::host::usage::HostUsage;
 use crate::host::HostRoot;
 use crate::model::usage::{DeviceUse, UsageFacts};
@@ -130,7 +130,9 @@ pub fn run_then(
     } else {
         Some(state::lock(root, spec.timeout)?)
     };
-    let inv = read_inventory(root, Names::Skip)?;
+    // Devices named by address: only they and their neighbourhood are read,
+    // so the lock is held for as long as those devices need.
+    let inv = read_selected(root, &spec.selectors, Names::Skip)?;
     let targets: Vec<PciAddress> = inv
         .select(&spec.selectors)?
         .iter()

@@ -1,19 +1,31 @@
 //! Reading the PCI inventory from sysfs under the host root.
 //!
-//! One directory listing per device tells which optional attributes exist,
-//! then each attribute is read once. No process is spawned.
+//! Every device attribute is opened relative to its device directory's
+//! descriptor (no path walk from the root per file), each attribute is read
+//! once, and a directory is listed only where its listing is the answer (the
+//! host's functions, IOMMU group members, a PF's VFs). Device links come from
+//! one listing of the kernel's devlink directory instead of one listing per
+//! device. On hosts with many functions the reads are spread over the cores.
+//! No process is spawned.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{self, Read};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rustix::fs::{openat, readlinkat, Mode, OFlags, RawDir};
+use rustix::io::Errno;
 
 use crate::model::device::HeaderType;
 use crate::model::group::OtherMember;
 use crate::model::ids::{parse_sysfs_hex, NamesWanted};
+use crate::model::selector::Matcher;
 use crate::model::{
     ClassCode, DeviceId, DeviceIds, DriverName, Inventory, IommuGroup, IommuState, ModuleName,
-    PciAddress, PciDevice, PciNames, SriovRole, VendorId,
+    PciAddress, PciDevice, PciNames, Selector, SriovRole, VendorId,
 };
 
 use super::root::{HostIoError, HostRoot};
@@ -22,8 +34,18 @@ pub const PCI_DEVICES: &str = "/sys/bus/pci/devices";
 pub const PCI_DRIVERS: &str = "/sys/bus/pci/drivers";
 pub const IOMMU_GROUPS: &str = "/sys/kernel/iommu_groups";
 pub const IOMMU_CLASS: &str = "/sys/class/iommu";
+/// Where the kernel lists its device links (`pci:SUPPLIER--pci:CONSUMER`):
+/// the class directory exists on every kernel that has them in sysfs (5.9+),
+/// the devices directory only once a link exists.
+pub const DEVLINKS: &[&str] = &["/sys/class/devlink", "/sys/devices/virtual/devlink"];
 /// Where distributions put the pci.ids database, in order of preference.
 pub const PCI_IDS_PATHS: &[&str] = &["/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids"];
+
+/// Below this many items a read stays on the calling thread: spawning costs
+/// more than it saves.
+const PARALLEL_MIN: usize = 256;
+/// Items a worker takes at a time.
+const CHUNK: usize = 64;
 
 /// Whether names from pci.ids are wanted (tables and JSON) or not (hot paths).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,12 +54,55 @@ pub enum Names {
     Skip,
 }
 
-/// Reads an attribute; `None` when it does not exist or cannot be read
-/// (unprivileged reads of some attributes fail, which is not an error here).
-/// sysfs returns a whole attribute (at most a page) per read, so one read into
-/// a page-sized buffer suffices: no stat for a size hint, no second read for EOF.
-fn read_attr(dir: &Path, name: &str) -> Option<String> {
-    let mut file = fs::File::open(dir.join(name)).ok()?;
+/// Flags to open a directory to list it.
+const LISTING: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC);
+/// Flags to open a directory only to open names under it (O_PATH).
+const LOOKUP: OFlags = OFlags::PATH.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+
+fn open_path_at(dir: BorrowedFd, name: &str) -> rustix::io::Result<OwnedFd> {
+    openat(dir, name, LOOKUP, Mode::empty())
+}
+
+fn open_dir_at(dir: BorrowedFd, name: &str) -> rustix::io::Result<OwnedFd> {
+    openat(dir, name, LISTING, Mode::empty())
+}
+
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    rustix::fs::open(path, LISTING, Mode::empty()).map_err(io::Error::from)
+}
+
+/// The entry names of a directory opened for listing, without `.` and `..`
+/// (getdents64 straight into a buffer: no stat, no fcntl).
+fn entries(dir: BorrowedFd) -> Vec<String> {
+    let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
+    let mut listing = RawDir::new(dir, &mut buf);
+    let mut names = Vec::new();
+    while let Some(Ok(entry)) = listing.next() {
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(String::from_utf8_lossy(name).into_owned());
+        }
+    }
+    names
+}
+
+/// Reads an attribute under `dir`; `None` when it does not exist or cannot be
+/// read (unprivileged reads of some attributes fail, which is not an error
+/// here). sysfs returns a whole attribute (at most a page) per read, so one
+/// read into a page-sized buffer suffices: no stat for a size hint, no second
+/// read for EOF.
+fn read_attr(dir: BorrowedFd, name: &str) -> Option<String> {
+    read_open(open_attr(dir, name).ok()?)
+}
+
+fn open_attr(dir: BorrowedFd, name: &str) -> rustix::io::Result<fs::File> {
+    openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map(fs::File::from)
+}
+
+/// Reads an opened attribute (see `read_attr`).
+fn read_open(mut file: fs::File) -> Option<String> {
     let mut buf = [0u8; 4096];
     let mut len = file.read(&mut buf).ok()?;
     if len == buf.len() {
@@ -52,94 +117,107 @@ fn read_attr(dir: &Path, name: &str) -> Option<String> {
     std::str::from_utf8(&buf[..len]).ok().map(str::to_string)
 }
 
-fn read_hex(dir: &Path, name: &str) -> Option<u32> {
+fn read_hex(dir: BorrowedFd, name: &str) -> Option<u32> {
     parse_sysfs_hex(&read_attr(dir, name)?)
 }
 
-fn read_u32(dir: &Path, name: &str) -> Option<u32> {
+fn read_u32(dir: BorrowedFd, name: &str) -> Option<u32> {
     read_attr(dir, name)?.trim().parse().ok()
 }
 
-/// The last component of a symlink's target (`driver` -> `.../drivers/nvidia`).
-fn link_basename(path: &Path) -> Option<String> {
-    let target = fs::read_link(path).ok()?;
-    Some(target.file_name()?.to_string_lossy().into_owned())
+/// A symlink's target under `dir`.
+fn link_target(dir: BorrowedFd, name: &str) -> Option<Vec<u8>> {
+    Some(readlinkat(dir, name, Vec::new()).ok()?.into_bytes())
 }
 
-/// Lists a directory's entry names; a missing directory is empty.
-fn list_dir(path: &Path) -> io::Result<Vec<String>> {
-    match fs::read_dir(path) {
-        Ok(entries) => Ok(entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
+/// The last component of a path, as text.
+fn basename(path: &[u8]) -> Option<String> {
+    let base = path.rsplit(|&b| b == b'/').next()?;
+    (!base.is_empty()).then(|| String::from_utf8_lossy(base).into_owned())
+}
+
+/// The last component of a symlink's target (`driver` -> `.../drivers/nvidia`).
+fn link_basename(dir: BorrowedFd, name: &str) -> Option<String> {
+    basename(&link_target(dir, name)?)
 }
 
 /// The first 64 bytes of config space: readable without privileges.
-fn read_config_header(dir: &Path) -> Option<[u8; 64]> {
+fn read_config_header(dir: BorrowedFd) -> Option<[u8; 64]> {
     let mut buf = [0u8; 64];
-    let mut file = fs::File::open(dir.join("config")).ok()?;
-    file.read_exact(&mut buf).ok()?;
+    open_attr(dir, "config").ok()?.read_exact(&mut buf).ok()?;
     Some(buf)
 }
 
-/// What one listing of a device directory revealed.
+/// Device links between PCI functions, by function.
 #[derive(Default)]
-struct DirEntries {
-    virtfns: Vec<(u32, String)>,
+struct Links {
     consumers: Vec<PciAddress>,
     suppliers: Vec<PciAddress>,
-    has_physfn: bool,
-    has_sriov: bool,
-    has_boot_vga: bool,
-    has_power_state: bool,
-    has_revision: bool,
 }
 
-fn scan_device_dir(dir: &Path) -> io::Result<DirEntries> {
-    let mut found = DirEntries::default();
-    for name in list_dir(dir)? {
-        if let Some(index) = name.strip_prefix("virtfn") {
-            if let Ok(index) = index.parse() {
-                found.virtfns.push((index, name));
-            }
-        } else if let Some(addr) = name.strip_prefix("consumer:pci:") {
-            found.consumers.extend(PciAddress::from_sysfs_name(addr));
-        } else if let Some(addr) = name.strip_prefix("supplier:pci:") {
-            found.suppliers.extend(PciAddress::from_sysfs_name(addr));
-        } else {
-            match name.as_str() {
-                "physfn" => found.has_physfn = true,
-                "sriov_totalvfs" => found.has_sriov = true,
-                "boot_vga" => found.has_boot_vga = true,
-                "power_state" => found.has_power_state = true,
-                "revision" => found.has_revision = true,
-                _ => {}
+/// Every PCI-to-PCI device link from one listing of the devlink directory
+/// (`pci:0000:01:00.0--pci:0000:01:00.1`); `None` when the kernel has no such
+/// directory, and each device's own `consumer:`/`supplier:` links are listed.
+fn read_devlinks(root: &HostRoot) -> Option<HashMap<PciAddress, Links>> {
+    let dir = DEVLINKS
+        .iter()
+        .find_map(|path| open_dir(&root.path(path)).ok())?;
+    let mut links: HashMap<PciAddress, Links> = HashMap::new();
+    for name in entries(dir.as_fd()) {
+        let Some((supplier, consumer)) = name.split_once("--") else {
+            continue;
+        };
+        let (Some(supplier), Some(consumer)) = (
+            supplier
+                .strip_prefix("pci:")
+                .and_then(PciAddress::from_sysfs_name),
+            consumer
+                .strip_prefix("pci:")
+                .and_then(PciAddress::from_sysfs_name),
+        ) else {
+            continue;
+        };
+        links.entry(supplier).or_default().consumers.push(consumer);
+        links.entry(consumer).or_default().suppliers.push(supplier);
+    }
+    Some(links)
+}
+
+/// A device's links from its own directory listing.
+fn list_links(dev: BorrowedFd) -> Links {
+    let mut links = Links::default();
+    if let Ok(dir) = open_dir_at(dev, ".") {
+        for name in entries(dir.as_fd()) {
+            if let Some(addr) = name.strip_prefix("consumer:pci:") {
+                links.consumers.extend(PciAddress::from_sysfs_name(addr));
+            } else if let Some(addr) = name.strip_prefix("supplier:pci:") {
+                links.suppliers.extend(PciAddress::from_sysfs_name(addr));
             }
         }
     }
-    found.virtfns.sort();
-    found.consumers.sort();
-    found.suppliers.sort();
-    Ok(found)
+    links
 }
 
-/// Reads one function. `None` when it vanished while being read.
+/// What one reader keeps between devices: the module of each driver seen.
+type ModuleCache = HashMap<String, Option<ModuleName>>;
+
+/// Reads one function from its directory under `devices` (the
+/// /sys/bus/pci/devices descriptor). `None` when it vanished while being read.
+/// `links` are the host's device links, or `None` to list the device's own.
 fn read_device(
-    devices_dir: &Path,
+    devices: BorrowedFd,
     address: PciAddress,
-    modules: &mut HashMap<String, Option<ModuleName>>,
+    links: Option<&HashMap<PciAddress, Links>>,
+    modules: &mut ModuleCache,
 ) -> Option<PciDevice> {
-    let link = devices_dir.join(address.to_string());
-    let dir = link.as_path();
-    let entries = scan_device_dir(dir).ok()?;
+    let name = address.to_string();
+    let fd = open_path_at(devices, &name).ok()?;
+    let dir = fd.as_fd();
     let vendor = read_hex(dir, "vendor")?;
     let device = read_hex(dir, "device")?;
     let class = read_hex(dir, "class")?;
     let config = read_config_header(dir);
+    let config_dead = config.is_some_and(|c| c[0] == 0xff && c[1] == 0xff);
 
     let ids = DeviceIds {
         vendor: VendorId(vendor as u16),
@@ -147,19 +225,22 @@ fn read_device(
         subsystem_vendor: VendorId(read_hex(dir, "subsystem_vendor").unwrap_or(0) as u16),
         subsystem_device: DeviceId(read_hex(dir, "subsystem_device").unwrap_or(0) as u16),
     };
-    let revision = if entries.has_revision {
-        read_hex(dir, "revision").map(|r| r as u8)
-    } else {
-        None
-    }
-    .or(config.map(|c| c[0x08]))
-    .unwrap_or(0);
+    // The revision register is in the config header already read; the
+    // `revision` attribute (the value cached at enumeration) only matters when
+    // config space cannot be read or reads all ones.
+    let revision = match config {
+        Some(c) if !config_dead => c[0x08],
+        _ => read_hex(dir, "revision")
+            .map(|r| r as u8)
+            .or(config.map(|c| c[0x08]))
+            .unwrap_or(0),
+    };
 
-    let driver_name = link_basename(&dir.join("driver"));
+    let driver_name = link_basename(dir, "driver");
     let driver_module = driver_name.as_ref().and_then(|name| {
         modules
             .entry(name.clone())
-            .or_insert_with(|| link_basename(&dir.join("driver/module")).map(ModuleName::new))
+            .or_insert_with(|| link_basename(dir, "driver/module").map(ModuleName::new))
             .clone()
     });
     let driver_override = read_attr(dir, "driver_override")
@@ -167,30 +248,46 @@ fn read_device(
         .filter(|s| !s.is_empty() && s != "(null)")
         .map(DriverName::new);
 
-    let sriov = if entries.has_physfn {
-        match link_basename(&dir.join("physfn")).and_then(|n| PciAddress::from_sysfs_name(&n)) {
+    let sriov = match link_basename(dir, "physfn") {
+        Some(pf) => match PciAddress::from_sysfs_name(&pf) {
             Some(physfn) => SriovRole::Vf { physfn },
             None => SriovRole::None,
-        }
-    } else if entries.has_sriov {
-        SriovRole::Pf {
-            total_vfs: read_u32(dir, "sriov_totalvfs").unwrap_or(0),
-            num_vfs: read_u32(dir, "sriov_numvfs").unwrap_or(0),
-            vfs: entries
-                .virtfns
-                .iter()
-                .filter_map(|(_, name)| link_basename(&dir.join(name)))
-                .filter_map(|n| PciAddress::from_sysfs_name(&n))
-                .collect(),
-        }
-    } else {
-        SriovRole::None
+        },
+        // A present `sriov_totalvfs` makes a PF, even when it cannot be read.
+        None => match open_attr(dir, "sriov_totalvfs") {
+            Err(Errno::NOENT) => SriovRole::None,
+            total => SriovRole::Pf {
+                total_vfs: total
+                    .ok()
+                    .and_then(read_open)
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0),
+                num_vfs: read_u32(dir, "sriov_numvfs").unwrap_or(0),
+                vfs: read_virtfns(dir),
+            },
+        },
     };
 
-    let parent = fs::read_link(dir).ok().and_then(|target| {
-        let parent = target.parent()?.file_name()?.to_string_lossy().into_owned();
-        PciAddress::from_sysfs_name(&parent)
+    // bus/pci/devices/X -> ../../../devices/pci0000:00/PARENT/X
+    let parent = link_target(devices, &name).and_then(|target| {
+        let mut components = target.rsplit(|&b| b == b'/');
+        components.next();
+        PciAddress::from_sysfs_name(std::str::from_utf8(components.next()?).ok()?)
     });
+    let own_links;
+    let links = match links {
+        Some(all) => all.get(&address),
+        None => {
+            own_links = list_links(dir);
+            Some(&own_links)
+        }
+    };
+    let mut consumers = links.map(|l| l.consumers.clone()).unwrap_or_default();
+    let mut suppliers = links.map(|l| l.suppliers.clone()).unwrap_or_default();
+    consumers.sort();
+    suppliers.sort();
+    // Only VGA-class functions have `boot_vga` (the kernel hides it elsewhere).
+    let vga = class >> 8 == 0x0300 || class >> 8 == 0x0001;
 
     Some(PciDevice {
         address,
@@ -198,65 +295,130 @@ fn read_device(
         class: ClassCode(class),
         revision,
         header_type: config.map(|c| HeaderType::from_config_byte(c[0x0e])),
-        config_dead: config.is_some_and(|c| c[0] == 0xff && c[1] == 0xff),
+        config_dead,
         driver: driver_name.map(DriverName::new),
         driver_module,
         driver_override,
-        iommu_group: link_basename(&dir.join("iommu_group")).and_then(|n| n.parse().ok()),
+        iommu_group: link_basename(dir, "iommu_group").and_then(|n| n.parse().ok()),
         sriov,
         numa_node: read_attr(dir, "numa_node").and_then(|s| s.trim().parse::<u32>().ok()),
-        boot_vga: entries.has_boot_vga
-            && read_attr(dir, "boot_vga").is_some_and(|s| s.trim() == "1"),
+        boot_vga: vga && read_attr(dir, "boot_vga").is_some_and(|s| s.trim() == "1"),
         parent,
-        consumers: entries.consumers,
-        suppliers: entries.suppliers,
-        power_state: if entries.has_power_state {
-            read_attr(dir, "power_state").map(|s| s.trim().to_string())
-        } else {
-            None
-        },
+        consumers,
+        suppliers,
+        power_state: read_attr(dir, "power_state").map(|s| s.trim().to_string()),
+    })
+}
+
+/// A PF's VFs in index order: `virtfn0`, `virtfn1`, ... until one is missing.
+fn read_virtfns(dir: BorrowedFd) -> Vec<PciAddress> {
+    let mut vfs = Vec::new();
+    for index in 0.. {
+        let Some(target) = link_target(dir, &format!("virtfn{index}")) else {
+            break;
+        };
+        vfs.extend(basename(&target).and_then(|n| PciAddress::from_sysfs_name(&n)));
+    }
+    vfs
+}
+
+/// Runs `read` over `items` on up to one thread per core, each with its own
+/// state; results in no particular order.
+fn read_all<T, R, S>(items: &[T], read: impl Fn(&T, &mut S) -> Option<R> + Sync) -> Vec<R>
+where
+    T: Sync,
+    R: Send,
+    S: Default,
+{
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len() / PARALLEL_MIN + 1);
+    if threads <= 1 {
+        let mut state = S::default();
+        return items.iter().filter_map(|i| read(i, &mut state)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut state = S::default();
+        let mut out = Vec::new();
+        loop {
+            let start = next.fetch_add(CHUNK, Ordering::Relaxed);
+            if start >= items.len() {
+                return out;
+            }
+            let end = (start + CHUNK).min(items.len());
+            out.extend(items[start..end].iter().filter_map(|i| read(i, &mut state)));
+        }
+    };
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut all = work();
+        for helper in helpers {
+            all.extend(helper.join().expect("a sysfs reader panicked"));
+        }
+        all
+    })
+}
+
+fn cannot_list(path: PathBuf) -> impl FnOnce(io::Error) -> HostIoError {
+    move |source| HostIoError {
+        action: "cannot list",
+        path,
+        source,
+    }
+}
+
+/// Reads one group under the groups descriptor: its members (`N/devices`)
+/// and its domain type (`N/type`).
+fn read_group(groups: BorrowedFd, number: u32) -> Result<IommuGroup, (String, io::Error)> {
+    let members_dir = format!("{number}/devices");
+    let mut pci_members = Vec::new();
+    let mut other_members = Vec::new();
+    match open_dir_at(groups, &members_dir) {
+        Ok(dir) => {
+            for member in entries(dir.as_fd()) {
+                match PciAddress::from_sysfs_name(&member) {
+                    Some(addr) => pci_members.push(addr),
+                    None => other_members.push(OtherMember {
+                        driver: link_basename(dir.as_fd(), &format!("{member}/driver"))
+                            .map(DriverName::new),
+                        name: member,
+                    }),
+                }
+            }
+        }
+        Err(Errno::NOENT) => {}
+        Err(e) => return Err((members_dir, e.into())),
+    }
+    pci_members.sort();
+    other_members.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(IommuGroup {
+        number,
+        domain_type: read_attr(groups, &format!("{number}/type")).map(|s| s.trim().to_string()),
+        pci_members,
+        other_members,
     })
 }
 
 fn read_groups(root: &HostRoot) -> Result<BTreeMap<u32, IommuGroup>, HostIoError> {
-    let groups_dir = root.path(IOMMU_GROUPS);
-    let wrap = |path: PathBuf| {
-        move |source| HostIoError {
-            action: "cannot list",
-            path,
-            source,
-        }
+    let groups_path = root.path(IOMMU_GROUPS);
+    let groups_dir = match open_dir(&groups_path) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(cannot_list(groups_path)(e)),
     };
+    let groups_fd = groups_dir.as_fd();
+    let numbers: Vec<u32> = entries(groups_fd)
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let read = read_all(&numbers, |&number, (): &mut ()| {
+        Some(read_group(groups_fd, number))
+    });
     let mut groups = BTreeMap::new();
-    for name in list_dir(&groups_dir).map_err(wrap(groups_dir.clone()))? {
-        let Ok(number) = name.parse::<u32>() else {
-            continue;
-        };
-        let group_dir = groups_dir.join(&name);
-        let devices_dir = group_dir.join("devices");
-        let mut pci_members = Vec::new();
-        let mut other_members = Vec::new();
-        for member in list_dir(&devices_dir).map_err(wrap(devices_dir.clone()))? {
-            match PciAddress::from_sysfs_name(&member) {
-                Some(addr) => pci_members.push(addr),
-                None => other_members.push(OtherMember {
-                    driver: link_basename(&devices_dir.join(&member).join("driver"))
-                        .map(DriverName::new),
-                    name: member,
-                }),
-            }
-        }
-        pci_members.sort();
-        other_members.sort_by(|a, b| a.name.cmp(&b.name));
-        groups.insert(
-            number,
-            IommuGroup {
-                number,
-                domain_type: read_attr(&group_dir, "type").map(|s| s.trim().to_string()),
-                pci_members,
-                other_members,
-            },
-        );
+    for group in read {
+        let group = group.map_err(|(rel, e)| cannot_list(groups_path.join(rel))(e))?;
+        groups.insert(group.number, group);
     }
     Ok(groups)
 }
@@ -279,7 +441,172 @@ pub fn read_names(root: &HostRoot, devices: &[PciDevice]) -> PciNames {
 /// Reads one function alone (no groups, no names): what the udev hook needs
 /// to find the declaration covering a device before it takes the lock.
 pub fn read_one(root: &HostRoot, address: PciAddress) -> Option<PciDevice> {
-    read_device(&root.path(PCI_DEVICES), address, &mut HashMap::new())
+    let devices = open_dir(&root.path(PCI_DEVICES)).ok()?;
+    read_device(devices.as_fd(), address, None, &mut HashMap::new())
+}
+
+/// Opens /sys/bus/pci/devices; a missing one is `NoPciSysfs`.
+fn open_devices(root: &HostRoot) -> Result<OwnedFd, InventoryError> {
+    let devices_path = root.path(PCI_DEVICES);
+    match open_dir(&devices_path) {
+        Ok(dir) => Ok(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(InventoryError::NoPciSysfs(devices_path))
+        }
+        Err(e) => Err(cannot_list(devices_path)(e).into()),
+    }
+}
+
+/// What every inventory carries besides its devices and groups: the IOMMU
+/// units, how many groups exist, the registered drivers, names and release.
+fn complete(
+    root: &HostRoot,
+    devices: Vec<PciDevice>,
+    groups: BTreeMap<u32, IommuGroup>,
+    group_count: usize,
+    names: Names,
+) -> Result<Inventory, InventoryError> {
+    let mut units = list_dir(&root.path(IOMMU_CLASS))?;
+    units.sort();
+    let drivers = list_dir(&root.path(PCI_DRIVERS))?
+        .into_iter()
+        .map(DriverName::new)
+        .collect();
+    let names = match names {
+        Names::Lookup => read_names(root, &devices),
+        Names::Skip => PciNames::default(),
+    };
+    Ok(Inventory {
+        iommu: IommuState {
+            units,
+            groups: group_count,
+        },
+        devices,
+        groups,
+        kernel_release: root.kernel_release(),
+        drivers,
+        names,
+    })
+}
+
+/// Reads what changing or showing `seeds` needs, without walking the host:
+/// each seed, the members of its IOMMU group (`/sys/kernel/iommu_groups/N/
+/// devices`), its companions (device links, and the other functions of a
+/// display adapter's slot), and the same for each of those; plus a seed VF's
+/// PF and a seed PF's VFs. The IOMMU state, drivers and names are as in
+/// `read_inventory`. Seeds that do not exist are simply absent, so selecting
+/// them fails as it would on the whole host.
+pub fn read_devices(
+    root: &HostRoot,
+    seeds: &[PciAddress],
+    names: Names,
+) -> Result<Inventory, InventoryError> {
+    let devices_dir = open_devices(root)?;
+    let groups_path = root.path(IOMMU_GROUPS);
+    let groups_dir = match open_dir(&groups_path) {
+        Ok(dir) => Some(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(cannot_list(groups_path)(e).into()),
+    };
+    let mut modules = ModuleCache::new();
+    let mut devices: BTreeMap<PciAddress, PciDevice> = BTreeMap::new();
+    let mut groups = BTreeMap::new();
+    // (function, whether its group and companions are read too)
+    let mut queue: Vec<(PciAddress, bool)> = seeds.iter().map(|a| (*a, true)).collect();
+    let mut family = Vec::new();
+    loop {
+        if queue.is_empty() {
+            queue.extend(family.drain(..).map(|a| (a, false)));
+        }
+        let Some((address, expand)) = queue.pop() else {
+            break;
+        };
+        if devices.contains_key(&address) {
+            continue;
+        }
+        let Some(dev) = read_device(devices_dir.as_fd(), address, None, &mut modules) else {
+            continue;
+        };
+        if expand {
+            if let (Some(number), Some(dir)) = (dev.iommu_group, &groups_dir) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = groups.entry(number) {
+                    let group = read_group(dir.as_fd(), number)
+                        .map_err(|(rel, e)| cannot_list(groups_path.join(rel))(e))?;
+                    queue.extend(group.pci_members.iter().map(|a| (*a, true)));
+                    slot.insert(group);
+                }
+            }
+            queue.extend(
+                dev.consumers
+                    .iter()
+                    .chain(&dev.suppliers)
+                    .map(|a| (*a, true)),
+            );
+            if dev.class.is_display() {
+                queue.extend(
+                    (0..8)
+                        .map(|f| PciAddress {
+                            function: f,
+                            ..address
+                        })
+                        .map(|a| (a, true)),
+                );
+            }
+        }
+        if seeds.contains(&address) {
+            match &dev.sriov {
+                SriovRole::Vf { physfn } => family.push(*physfn),
+                SriovRole::Pf { vfs, .. } => family.extend(vfs),
+                SriovRole::None => {}
+            }
+        }
+        devices.insert(address, dev);
+    }
+    let group_count = groups_dir
+        .as_ref()
+        .map_or(0, |dir| count_groups(dir.as_fd()));
+    complete(
+        root,
+        devices.into_values().collect(),
+        groups,
+        group_count,
+        names,
+    )
+}
+
+/// How many groups the groups directory holds. Each group is a
+/// subdirectory, and a directory's link count is 2 plus its subdirectories
+/// (sysfs keeps it exact), so one fstat answers; a link count that does not
+/// follow that rule (1 on filesystems that stop counting) means a listing.
+fn count_groups(dir: BorrowedFd) -> usize {
+    match rustix::fs::fstat(dir) {
+        Ok(stat) if stat.st_nlink >= 2 => (stat.st_nlink - 2) as usize,
+        _ => entries(dir)
+            .iter()
+            .filter(|n| n.parse::<u32>().is_ok())
+            .count(),
+    }
+}
+
+/// Reads the inventory `selectors` need: only the named functions and their
+/// neighbourhood (`read_devices`) when every selector is an address, else
+/// the whole host.
+pub fn read_selected(
+    root: &HostRoot,
+    selectors: &[Selector],
+    names: Names,
+) -> Result<Inventory, InventoryError> {
+    let addresses: Option<Vec<PciAddress>> = selectors
+        .iter()
+        .map(|s| match s.matcher {
+            Matcher::Address(address) => Some(address),
+            _ => None,
+        })
+        .collect();
+    match addresses {
+        Some(addresses) if !addresses.is_empty() => read_devices(root, &addresses, names),
+        _ => read_inventory(root, names),
+    }
 }
 
 /// Errors that stop the inventory from being read at all.
@@ -291,62 +618,29 @@ pub enum InventoryError {
     Io(#[from] HostIoError),
 }
 
+/// Lists a directory's entry names; a missing directory is empty.
+fn list_dir(path: &Path) -> Result<Vec<String>, HostIoError> {
+    match open_dir(path) {
+        Ok(dir) => Ok(entries(dir.as_fd())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(cannot_list(path.to_path_buf())(e)),
+    }
+}
+
 /// Reads every PCI function, IOMMU group and the IOMMU state under `root`.
 pub fn read_inventory(root: &HostRoot, names: Names) -> Result<Inventory, InventoryError> {
-    let devices_dir = root.path(PCI_DEVICES);
-    let entries = match fs::read_dir(&devices_dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(InventoryError::NoPciSysfs(devices_dir))
-        }
-        Err(source) => {
-            return Err(HostIoError {
-                action: "cannot list",
-                path: devices_dir,
-                source,
-            }
-            .into())
-        }
-    };
-    let mut modules = HashMap::new();
-    let mut devices: Vec<PciDevice> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| PciAddress::from_sysfs_name(&e.file_name().to_string_lossy()))
-        .filter_map(|addr| read_device(&devices_dir, addr, &mut modules))
+    let devices_dir = open_devices(root)?;
+    let devices_fd = devices_dir.as_fd();
+    let addresses: Vec<PciAddress> = entries(devices_fd)
+        .iter()
+        .filter_map(|n| PciAddress::from_sysfs_name(n))
         .collect();
+    let links = read_devlinks(root);
+    let mut devices = read_all(&addresses, |&addr, modules: &mut ModuleCache| {
+        read_device(devices_fd, addr, links.as_ref(), modules)
+    });
     devices.sort_by_key(|d| d.address);
-
     let groups = read_groups(root)?;
-    let iommu_class = root.path(IOMMU_CLASS);
-    let mut units = list_dir(&iommu_class).map_err(|source| HostIoError {
-        action: "cannot list",
-        path: iommu_class,
-        source,
-    })?;
-    units.sort();
-    let drivers_dir = root.path(PCI_DRIVERS);
-    let drivers = list_dir(&drivers_dir)
-        .map_err(|source| HostIoError {
-            action: "cannot list",
-            path: drivers_dir,
-            source,
-        })?
-        .into_iter()
-        .map(DriverName::new)
-        .collect();
-    let names = match names {
-        Names::Lookup => read_names(root, &devices),
-        Names::Skip => PciNames::default(),
-    };
-    Ok(Inventory {
-        iommu: IommuState {
-            units,
-            groups: groups.len(),
-        },
-        devices,
-        groups,
-        kernel_release: root.kernel_release(),
-        drivers,
-        names,
-    })
+    let group_count = groups.len();
+    complete(root, devices, groups, group_count, names)
 }

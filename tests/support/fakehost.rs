@@ -189,6 +189,7 @@ impl FakeHost {
             "sys/class/iommu",
             "sys/module",
             "sys/devices/virtual/devlink",
+            "sys/class/devlink",
             "proc/sys/kernel",
             "dev",
             "etc",
@@ -333,6 +334,10 @@ impl FakeHost {
             ));
             self.link(&link_dir.join("supplier"), &self.devices[supplier].clone());
             self.link(&link_dir.join("consumer"), &dir);
+            self.link(
+                &Path::new("sys/class/devlink").join(link_dir.file_name().unwrap()),
+                &link_dir,
+            );
             self.link(&dir.join(format!("supplier:pci:{supplier}")), &link_dir);
             let supplier_dir = self.devices[supplier].clone();
             self.link(
