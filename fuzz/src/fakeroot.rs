@@ -87,7 +87,12 @@ impl FakeRoot {
         argv.extend(args.iter().map(Into::into));
         let cli = Cli::try_parse_from(argv).expect("the targets pass valid command lines");
         let mut out = Vec::new();
-        let _ = vfioctl::run(&cli, &mut out);
+        let status = vfioctl::run(&cli, &mut out);
+        // VFIOCTL_FUZZ_SHOW=1: what an input does (`fuzz/show TARGET FILE`).
+        if std::env::var_os("VFIOCTL_FUZZ_SHOW").is_some() {
+            eprintln!("$ vfioctl {} -> {status:?}", args.join(" "));
+            eprintln!("{}", String::from_utf8_lossy(&out));
+        }
         if args.contains(&"--json") && !out.is_empty() {
             serde_json::from_slice::<serde_json::Value>(&out)
                 .expect("--json output is one JSON document");

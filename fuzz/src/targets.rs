@@ -321,7 +321,7 @@ pub fn modules_alias(data: &[u8]) {
 }
 
 /// The attributes and links of one function's sysfs directory, NUL-separated
-/// in this order; then `list`, `list --json`, `show` and `check` read them.
+/// in this order (config space last, as it holds NULs); then `list`, `list --json`, `show` and `check` read them.
 const SYSFS_FIELDS: &[&str] = &[
     "vendor",
     "device",
@@ -335,13 +335,14 @@ const SYSFS_FIELDS: &[&str] = &[
     "sriov_numvfs",
     "boot_vga",
     "power_state",
-    "config",
     // Link targets and names below: only their last component is read.
     "@driver",
     "@virtfn0",
     "@iommu_group",
     "#group_member",
     "#group_type",
+    // Last: binary, NULs included.
+    "config",
 ];
 
 pub fn sysfs_attrs(data: &[u8]) {

@@ -41,3 +41,19 @@ fn every_corpus_directory_names_a_target() {
         );
     }
 }
+
+/// `VFIOCTL_FUZZ_INPUT=FILE VFIOCTL_FUZZ_TARGET=NAME VFIOCTL_FUZZ_SHOW=1
+/// cargo test -p vfioctl-fuzz --test replay one_input -- --nocapture`
+/// runs one input (a crash AFL++ found) and shows what vfioctl printed.
+#[test]
+fn one_input() {
+    let (Some(file), Some(name)) = (
+        std::env::var_os("VFIOCTL_FUZZ_INPUT"),
+        std::env::var("VFIOCTL_FUZZ_TARGET").ok(),
+    ) else {
+        return;
+    };
+    vfioctl_fuzz::prepare();
+    let target = vfioctl_fuzz::target(&name).expect("VFIOCTL_FUZZ_TARGET names a target");
+    target(&fs::read(file).expect("VFIOCTL_FUZZ_INPUT is readable"));
+}
