@@ -18,7 +18,7 @@ ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 GEN := target/generated
 
-.PHONY: all deps build run test test-unit test-vm lint ci install uninstall
+.PHONY: all deps build run test test-unit test-fuzz test-vm lint ci install uninstall
 
 all: build
 
@@ -38,11 +38,23 @@ run: build
 test-unit: deps
 	$(CARGO) test --locked
 
+# Fuzz targets (docs/fuzzing.md): the corpus replayed through every target
+# as a plain test, then each target fuzzed FUZZ_SECONDS with AFL++ (cargo-afl,
+# built from crates.io on first use: about 5 min of CPU for install and build,
+# then 12 targets x FUZZ_SECONDS). FUZZ_SECONDS=0 skips AFL++.
+FUZZ_SECONDS ?= 25
+test-fuzz: deps
+	$(CARGO) test --locked -p vfioctl-fuzz
+	@if [ "$(FUZZ_SECONDS)" != 0 ]; then \
+		$(CARGO) afl --version >/dev/null 2>&1 || $(CARGO) install cargo-afl --locked; \
+		fuzz/smoke $(FUZZ_SECONDS); \
+	fi
+
 test-vm: deps
 	tests/vm/setup
 	tests/vm/run
 
-test: test-unit test-vm
+test: test-unit test-fuzz test-vm
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -161,7 +161,10 @@ pub fn bindings_file(data: &[u8]) {
 /// SEQNUM, DEVPATH (NUL-separated). Run on a root whose one declaration names
 /// a device that is not there.
 pub fn udev_env(data: &[u8]) {
-    let f = fields(data, 4);
+    // Environment values end at a NUL (the kernel's uevent buffer separates
+    // variables with NULs), so a value never holds one.
+    let mut f: Vec<&[u8]> = data.split(|&b| b == 0).take(4).collect();
+    f.resize(4, &[]);
     let vars = ["ACTION", "PCI_SLOT_NAME", "SEQNUM", "DEVPATH"];
     let root = FakeRoot::new();
     root.write(
