@@ -129,11 +129,11 @@ pub fn bindings_toml(data: &[u8]) {
     let _ = vfioctl::integrations::udev::render_rules(&decls);
 }
 
-/// A bindings.d file as found on disk: the first line of the input is its
-/// file name, the rest its contents. Loaded, listed, turned into udev rules
-/// and boot files (previews only), and enforced for a udev add event.
+/// A bindings.d file as found on disk: the input up to the first NUL is its
+/// file name (newlines and all), the rest its contents. Loaded, listed,
+/// turned into udev rules and boot files (previews only), and checked.
 pub fn bindings_file(data: &[u8]) {
-    let (name, contents) = match data.iter().position(|&b| b == b'\n') {
+    let (name, contents) = match data.iter().position(|&b| b == 0) {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &[][..]),
     };
