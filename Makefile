@@ -36,7 +36,7 @@ ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 GEN := target/generated
 
-.PHONY: all deps build run test test-unit test-nova test-ansible test-package test-vm lint ci bench install install-files uninstall deb rpm
+.PHONY: all deps build run test test-unit test-nova test-ansible test-fuzz test-package test-vm lint ci bench install install-files uninstall deb rpm
 
 all: build
 
@@ -69,6 +69,18 @@ test-ansible:
 	$(MAKE) deps EXTRA_DEPS="$(ANSIBLE_TEST_DEPS)"
 	ansible/tests/ci/run
 
+# Fuzz targets (docs/fuzzing.md): the corpus replayed through every target
+# as a plain test, then each target fuzzed FUZZ_SECONDS with AFL++ (cargo-afl,
+# built from crates.io on first use: about 5 min of CPU for install and build,
+# then 12 targets x FUZZ_SECONDS). FUZZ_SECONDS=0 skips AFL++.
+FUZZ_SECONDS ?= 20
+test-fuzz: deps
+	$(CARGO) test --locked -p vfioctl-fuzz
+	@if [ "$(FUZZ_SECONDS)" != 0 ]; then \
+		$(CARGO) afl --version >/dev/null 2>&1 || $(CARGO) install cargo-afl --locked; \
+		fuzz/smoke $(FUZZ_SECONDS); \
+	fi
+
 test-vm: deps deb
 	tests/vm/setup
 	tests/vm/run
@@ -80,11 +92,11 @@ test-package:
 	$(MAKE) deb rpm
 	tests/package/run
 
-test: test-unit test-nova test-ansible test-package test-vm
+test: test-unit test-fuzz test-nova test-ansible test-package test-vm
 
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 ci: lint test
 

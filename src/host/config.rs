@@ -313,11 +313,14 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Declaration>, ConfigError> {
             .map(|a| a.parse::<PciAddress>())
             .transpose()
             .map_err(|e| invalid(line, e.to_string()))?;
-        let driver = match b.driver.as_deref() {
-            Some(d) => DeclaredDriver::Named(
-                DriverName::parse(d).map_err(|e| invalid(line, format!("driver = {e}")))?,
+        // One reading of "auto" (DeclaredDriver::parse); any other name must
+        // be a valid driver name.
+        let driver = match DeclaredDriver::parse(b.driver.as_deref()) {
+            DeclaredDriver::Named(d) => DeclaredDriver::Named(
+                DriverName::parse(d.as_str())
+                    .map_err(|e| invalid(line, format!("driver = {e}")))?,
             ),
-            None => DeclaredDriver::Auto,
+            DeclaredDriver::Auto => DeclaredDriver::Auto,
         };
         if (b.expect.is_some() || !b.seen.is_empty()) && address.is_some() {
             return Err(invalid(

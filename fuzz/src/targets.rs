@@ -1,0 +1,401 @@
+//! The targets. Each takes any bytes; non-UTF-8 input goes to the parsers that
+//! read bytes from files (they must reject it), text parsers get UTF-8 only.
+
+use std::collections::HashSet;
+
+use vfioctl::host::{config, hostfacts, modules, sysfs, usage};
+use vfioctl::integrations::nodedev::NodeDevice;
+use vfioctl::integrations::nova::Release;
+use vfioctl::model::declaration::{Declaration, Declarations};
+use vfioctl::model::ids::{parse_sysfs_hex, NamesWanted};
+use vfioctl::model::modalias::{best_match, glob_match, parse_aliases, variant_aliases};
+use vfioctl::model::selector::Candidate;
+use vfioctl::model::{
+    ClassCode, DeviceId, DeviceIds, DriverName, ModuleName, PciAddress, PciDevice, PciNames,
+    Selector, SriovRole, VendorId,
+};
+
+use crate::{fields, FakeRoot};
+
+fn text(data: &[u8]) -> Option<&str> {
+    std::str::from_utf8(data).ok()
+}
+
+/// `0000:25:00.0`, `25:00.0`: parse, and every parsed address prints in the
+/// long form that parses back to itself and is a valid sysfs name.
+pub fn address(data: &[u8]) {
+    let Some(s) = text(data) else { return };
+    let parsed = s.parse::<PciAddress>();
+    if let Ok(addr) = parsed {
+        let long = addr.to_string();
+        assert_eq!(
+            long.parse::<PciAddress>().ok(),
+            Some(addr),
+            "{s:?} -> {long}"
+        );
+        assert_eq!(PciAddress::from_sysfs_name(&long), Some(addr), "{long}");
+    }
+    if let Some(addr) = PciAddress::from_sysfs_name(s) {
+        assert_eq!(parsed.ok(), Some(addr), "sysfs name {s:?}");
+    }
+}
+
+/// Vendor/device IDs as operators type them (4 hex digits) and sysfs hex
+/// attributes (`0x10de\n`); class codes print as 6 digits.
+pub fn ids(data: &[u8]) {
+    let Some(s) = text(data) else { return };
+    if let Some(v) = VendorId::parse_hex4(s) {
+        assert_eq!(v.to_string(), s.to_ascii_lowercase());
+        assert_eq!(DeviceId::parse_hex4(s).map(|d| d.0), Some(v.0));
+    }
+    if let Some(n) = parse_sysfs_hex(s) {
+        let class = ClassCode(n);
+        assert_eq!(parse_sysfs_hex(&format!("0x{class}")), Some(n & 0xff_ffff));
+        assert_eq!(parse_sysfs_hex(&format!("{n:#x}\n")), Some(n));
+    }
+}
+
+/// A few candidates every selector is matched against.
+fn candidates(driver: &DriverName) -> [Candidate<'_>; 3] {
+    let gpu = Candidate {
+        address: PciAddress::new(0, 0x25, 0, 0),
+        vendor: VendorId(0x10de),
+        device: DeviceId(0x20b0),
+        subsystem: Some((VendorId(0x10de), DeviceId(0x134f))),
+        class: Some(ClassCode(0x030200)),
+        driver: Some(driver),
+        iommu_group: Some(21),
+    };
+    let xml_only = Candidate {
+        subsystem: None,
+        class: None,
+        driver: None,
+        iommu_group: None,
+        ..gpu
+    };
+    let other = Candidate {
+        address: PciAddress::new(0xffff_ffff, 0xff, 0x1f, 7),
+        vendor: VendorId(0xffff),
+        device: DeviceId(0),
+        class: Some(ClassCode(0xff_ffff)),
+        ..xml_only
+    };
+    [gpu, xml_only, other]
+}
+
+/// Selectors (and the Nova release names `nova --release` takes): parse;
+/// a parsed selector's text parses back to the same matcher.
+pub fn selector(data: &[u8]) {
+    let Some(s) = text(data) else { return };
+    let _ = Release::parse(s).map(|r| (r.name(), r.series(), r.to_string()));
+    let Ok(sel) = s.parse::<Selector>() else {
+        return;
+    };
+    let again: Selector = sel.to_string().parse().expect("a selector's text parses");
+    assert_eq!(again.matcher, sel.matcher);
+    let driver = DriverName::new("nvidia");
+    for c in candidates(&driver) {
+        let _ = sel.matcher.matches(&c);
+    }
+}
+
+/// The fields a declaration is made of, without where it was read.
+fn essence(d: &Declaration) -> impl PartialEq + std::fmt::Debug + '_ {
+    (d.vendor, d.device, d.subsystem, d.address, &d.driver)
+}
+
+/// One bindings.d file's TOML: parse, and every declaration read writes
+/// (`persist add`'s render) to a file that reads back as the same declaration,
+/// under a file name that is one plain `.toml` name.
+pub fn bindings_toml(data: &[u8]) {
+    let Some(s) = text(data) else { return };
+    let Ok(decls) = config::parse("/etc/vfioctl/bindings.d/fuzz.toml", s) else {
+        return;
+    };
+    for decl in &decls {
+        let written = config::render(decl);
+        let back = config::parse("written.toml", &written)
+            .unwrap_or_else(|e| panic!("vfioctl cannot read what it wrote: {e}\n{written}"));
+        assert_eq!(back.len(), 1, "{written}");
+        assert_eq!(essence(&back[0]), essence(decl), "{written}");
+        let name = config::file_name(decl);
+        assert!(
+            name.ends_with(".toml") && !name.contains('/') && !name.starts_with('.'),
+            "{name:?}"
+        );
+        let _ = (decl.key(), decl.ids_text());
+    }
+    let decls = Declarations::new(decls);
+    let _ = vfioctl::integrations::udev::render_rules(&decls);
+}
+
+/// A bindings.d file as found on disk: the input up to the first NUL is its
+/// file name (newlines and all), the rest its contents. Loaded, listed,
+/// turned into udev rules and boot files (previews only), and checked.
+pub fn bindings_file(data: &[u8]) {
+    let (name, contents) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let Some(name) = text(name) else { return };
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.len() > 255
+        || name.contains(['/', '\0'])
+    {
+        return;
+    }
+    let root = FakeRoot::new();
+    root.dir("/etc/vfioctl/bindings.d");
+    root.write(&format!("/etc/vfioctl/bindings.d/{name}"), contents);
+    let _ = config::load(&root.host_root());
+    root.run(&["persist", "list"]);
+    root.run(&["persist", "list", "--json"]);
+    root.run(&["persist", "rules"]);
+    root.run(&["host-config"]);
+    root.run(&["check", "--json"]);
+}
+
+/// The environment udev gives `vfioctl udev-hook`: ACTION, PCI_SLOT_NAME,
+/// SEQNUM, DEVPATH (NUL-separated). Run on a root whose one declaration names
+/// a device that is not there.
+pub fn udev_env(data: &[u8]) {
+    // Environment values end at a NUL (the kernel's uevent buffer separates
+    // variables with NULs), so a value never holds one.
+    let mut f: Vec<&[u8]> = data.split(|&b| b == 0).take(4).collect();
+    f.resize(4, &[]);
+    let vars = ["ACTION", "PCI_SLOT_NAME", "SEQNUM", "DEVPATH"];
+    let root = FakeRoot::new();
+    root.write(
+        "/etc/vfioctl/bindings.d/id-10de_20b0.toml",
+        "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n",
+    );
+    for (var, value) in vars.iter().zip(&f) {
+        // The kernel's uevent values are bytes; std keeps them as OsStr.
+        use std::os::unix::ffi::OsStrExt;
+        std::env::set_var(var, std::ffi::OsStr::from_bytes(value));
+    }
+    root.run(&["udev-hook", "--timeout", "1"]);
+    for var in vars {
+        std::env::remove_var(var);
+    }
+}
+
+/// libvirt's node-device XML (`virsh nodedev-dumpxml`): parse, then every
+/// derived view Nova and `nodedev` use.
+pub fn nodedev_xml(data: &[u8]) {
+    let Some(s) = text(data) else { return };
+    let Ok(dev) = NodeDevice::parse("pci_0000_25_00_0", s) else {
+        return;
+    };
+    let _ = (
+        dev.nova_device_type(),
+        dev.nova_parent(),
+        dev.virt_functions(),
+        dev.capability_kinds(),
+    );
+    for sel in [
+        "25:00.0",
+        "10de:20b0",
+        "10de:",
+        "class=gpu",
+        "driver=none",
+        "group=21",
+    ] {
+        let _ = dev.matched_by(&sel.parse().expect("valid selector"));
+    }
+}
+
+/// A device with the given IDs and class, for lookups and alias matching.
+fn device(ids: DeviceIds, class: u32) -> PciDevice {
+    PciDevice {
+        address: PciAddress::new(0, 0x25, 0, 0),
+        ids,
+        class: ClassCode(class),
+        revision: 0xa1,
+        header_type: None,
+        config_dead: false,
+        driver: None,
+        driver_module: None,
+        driver_override: None,
+        iommu_group: Some(21),
+        sriov: SriovRole::None,
+        numa_node: None,
+        boot_vga: false,
+        parent: None,
+        consumers: vec![],
+        suppliers: vec![],
+        power_state: None,
+    }
+}
+
+fn sample_devices() -> Vec<PciDevice> {
+    let ids = |v, d, sv, sd| DeviceIds {
+        vendor: VendorId(v),
+        device: DeviceId(d),
+        subsystem_vendor: VendorId(sv),
+        subsystem_device: DeviceId(sd),
+    };
+    vec![
+        device(ids(0x10de, 0x20b0, 0x10de, 0x134f), 0x030200),
+        device(ids(0x10de, 0x1af1, 0x10de, 0x1af1), 0x068000),
+        device(ids(0x15b3, 0x101e, 0x15b3, 0x0001), 0x020000),
+        device(ids(0x0000, 0x0000, 0x0000, 0x0000), 0x000000),
+        device(ids(0xffff, 0xffff, 0xffff, 0xffff), 0xffffff),
+    ]
+}
+
+/// The pci.ids database: parse for a few devices and classes, then look up
+/// every name a table would show.
+pub fn pci_ids(data: &[u8]) {
+    let Some(s) = text(data) else { return };
+    let devices = sample_devices();
+    let mut wanted = NamesWanted::default();
+    for d in &devices {
+        wanted.add(d.ids, d.class);
+    }
+    let names = PciNames::parse(s, &wanted);
+    for d in &devices {
+        let _ = (
+            names.vendor(d.ids.vendor),
+            names.device(d.ids.vendor, d.ids.device),
+            names.subsystem(&d.ids),
+            names.class(d.class),
+        );
+    }
+    let seen: HashSet<_> = wanted.ids.iter().collect();
+    assert_eq!(seen.len(), wanted.ids.len());
+}
+
+/// /proc/cmdline as `check`, `host-config` and module loading read it.
+pub fn cmdline(data: &[u8]) {
+    let root = FakeRoot::new();
+    root.write("/proc/cmdline", data);
+    root.write(
+        "/proc/cpuinfo",
+        "vendor_id\t: GenuineIntel\nflags\t\t: fpu vmx\n",
+    );
+    root.write("/proc/sys/kernel/osrelease", "6.1.0-fuzz\n");
+    root.write("/etc/os-release", "ID=debian\n");
+    root.write(
+        "/etc/vfioctl/bindings.d/id-10de_20b0.toml",
+        "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n",
+    );
+    let host = root.host_root();
+    for module in ["vfio_pci", "vfio-pci", "nouveau"] {
+        let _ = modules::hard_block(&host, &ModuleName::new(module));
+    }
+    root.run(&["check", "--json"]);
+    root.run(&["host-config"]);
+}
+
+/// /proc/self/mountinfo (and the swaps and mounts next to it) as the usage
+/// checks read them: which PCI device holds a mounted filesystem.
+pub fn mountinfo(data: &[u8]) {
+    let root = FakeRoot::new();
+    root.write("/proc/self/mountinfo", data);
+    root.write("/proc/mounts", data);
+    root.write("/proc/swaps", data);
+    let _ = usage::read_usage(&root.host_root());
+}
+
+/// modules.alias: the native drivers' `pci:` aliases and the VFIO variants'
+/// `vfio_pci:` aliases, matched against a few devices, directly and as
+/// `host-config` reads them under /lib/modules/RELEASE.
+pub fn modules_alias(data: &[u8]) {
+    let Some(s) = text(data) else { return };
+    let devices = sample_devices();
+    let native = parse_aliases(s, "pci");
+    let variants = variant_aliases(s);
+    for d in &devices {
+        let modalias = format!("pci:{}", d.modalias_body());
+        for alias in native.iter().take(64) {
+            let _ = glob_match(&alias.pattern, &modalias);
+        }
+        if let Some(choice) = best_match(&variants, "vfio_pci", d) {
+            assert!(variants.iter().any(|a| a.pattern == choice.pattern));
+        }
+    }
+    let root = FakeRoot::new();
+    root.write("/proc/sys/kernel/osrelease", "6.1.0-fuzz\n");
+    root.write("/lib/modules/6.1.0-fuzz/modules.alias", data);
+    let _ = modules::vfio_variant_aliases(&root.host_root(), Some("6.1.0-fuzz"));
+}
+
+/// The attributes and links of one function's sysfs directory, NUL-separated
+/// in this order (config space last, as it holds NULs); then `list`, `list --json`, `show` and `check` read them.
+const SYSFS_FIELDS: &[&str] = &[
+    "vendor",
+    "device",
+    "class",
+    "subsystem_vendor",
+    "subsystem_device",
+    "revision",
+    "driver_override",
+    "numa_node",
+    "sriov_totalvfs",
+    "sriov_numvfs",
+    "boot_vga",
+    "power_state",
+    // Link targets and names below: only their last component is read.
+    "@driver",
+    "@virtfn0",
+    "@iommu_group",
+    "#group_member",
+    "#group_type",
+    // Last: binary, NULs included.
+    "config",
+];
+
+pub fn sysfs_attrs(data: &[u8]) {
+    use std::os::unix::ffi::OsStrExt;
+    let f = fields(data, SYSFS_FIELDS.len());
+    let root = FakeRoot::new();
+    let dev = "/sys/bus/pci/devices/0000:25:00.0";
+    root.dir(dev);
+    let mut group = "21".to_string();
+    for (name, value) in SYSFS_FIELDS.iter().zip(&f) {
+        if let Some(link) = name.strip_prefix('@') {
+            // A link target is any path; empty means no link.
+            if value.is_empty() {
+                continue;
+            }
+            let target = std::ffi::OsStr::from_bytes(value);
+            root.link(&format!("{dev}/{link}"), target);
+            if link == "iommu_group" {
+                group = std::path::Path::new(target)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+            }
+        } else if *name == "#group_member" {
+            let member = String::from_utf8_lossy(value);
+            if !group.is_empty()
+                && !group.contains(['/', '\0'])
+                && group != "."
+                && group != ".."
+                && !member.is_empty()
+                && !member.contains(['/', '\0'])
+                && member != "."
+                && member != ".."
+            {
+                root.dir(&format!(
+                    "/sys/kernel/iommu_groups/{group}/devices/{member}"
+                ));
+            }
+        } else if *name == "#group_type" {
+            if !group.is_empty() && !group.contains(['/', '\0']) && group != "." && group != ".." {
+                root.write(&format!("/sys/kernel/iommu_groups/{group}/type"), value);
+            }
+        } else if !value.is_empty() {
+            root.write(&format!("{dev}/{name}"), value);
+        }
+    }
+    let _ = sysfs::read_one(&root.host_root(), PciAddress::new(0, 0x25, 0, 0));
+    let _ = hostfacts::read_cpu(&root.host_root());
+    root.run(&["list"]);
+    root.run(&["list", "--json"]);
+    root.run(&["show", "25:00.0"]);
+    root.run(&["show", "25:00.0", "--json"]);
+}
