@@ -1,0 +1,156 @@
+# shellcheck shell=bash
+# The safety gate on a real kernel with a GPU-like card (bochs-display with
+# its HD-audio function in the same slot): the audio companion follows the
+# display to vfio-pci and back; a process holding the DRM node or the sound
+# node blocks a bind even with --force, named by PID, nothing changed; with
+# holder detection switched off, the unbind the kernel blocks on returns by
+# the deadline as pending (exit 8) and settles once the holder lets go; an
+# SR-IOV PF whose VF is held by a VM-like process cannot be released.
+# boot: iommu=on udev=on gpu=on
+# timeout: 240
+
+# run COMMAND...: run it, keeping its output in $OUT and its status in $RC.
+run() {
+	OUT=$("$@" 2>&1)
+	RC=$?
+	printf '$ %s\n%s\n[exit %s]\n' "$*" "$OUT" "$RC"
+}
+
+# hold PATH TAG: a background process holding PATH open; its PID in $HOLDER
+# once the file is open.
+hold() {
+	rm -f "/tmp/held-$2"
+	python3 -c "import os,sys,time; os.open(sys.argv[1], os.O_RDWR); open(sys.argv[2],'w').close(); time.sleep(300)" \
+		"$1" "/tmp/held-$2" &
+	HOLDER=$!
+	wait_for 30 test -e "/tmp/held-$2"
+}
+
+release() {
+	kill "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+}
+
+# unchanged TAG: both functions still on their host drivers, no override.
+unchanged() {
+	expect "$1-gpu-unchanged" "$(driver_of "$GPU")" bochs-drm
+	expect "$1-audio-unchanged" "$(driver_of "$GPU_AUDIO")" snd_hda_intel
+	expect "$1-overrides-unchanged" "$(cat "$SYS/$GPU/driver_override") $(cat "$SYS/$GPU_AUDIO/driver_override")" "(null) (null)"
+}
+
+if [[ -z $GPU || -z $GPU_AUDIO ]]; then
+	fail gpu-present "no GPU-like card below $RP_GPU"
+	return 0
+fi
+check drm-driver-loaded wait_for 30 is_driver "$GPU" bochs-drm
+check audio-driver-loaded wait_for 30 is_driver "$GPU_AUDIO" snd_hda_intel
+check drm-node wait_for 30 test -c /dev/dri/card0
+check sound-node wait_for 30 test -c /dev/snd/controlC0
+check card-is-fb0 wait_for 10 test -e "$SYS/$GPU/drm/card0/device"
+echo "group of $GPU: $(group_members "$GPU")"
+ls -l /sys/class/graphics/ 2>/dev/null
+
+# (a) The console refuses a plain bind; --force binds, and the audio
+# companion follows; restore brings both back.
+run "$VFIOCTL" bind "$GPU"
+expect console-refused-without-force "$RC" 4
+unchanged plain
+run "$VFIOCTL" bind "$GPU" --force
+expect force-bind-exit "$RC" 0
+expect gpu-on-vfio "$(driver_of "$GPU")" vfio-pci
+expect companion-followed "$(driver_of "$GPU_AUDIO")" vfio-pci
+run "$VFIOCTL" restore "$GPU"
+expect restore-exit "$RC" 0
+check gpu-back-on-bochs wait_for 10 is_driver "$GPU" bochs-drm
+check audio-back-on-hda wait_for 10 is_driver "$GPU_AUDIO" snd_hda_intel
+expect restore-cleared-overrides "$(cat "$SYS/$GPU/driver_override") $(cat "$SYS/$GPU_AUDIO/driver_override")" "(null) (null)"
+check drm-node-returns wait_for 30 test -c /dev/dri/card0
+check sound-node-returns wait_for 30 test -c /dev/snd/controlC0
+
+# (b) A process holding the DRM node: refused even with --force.
+if hold /dev/dri/card0 drm; then
+	pass drm-holder-opens
+	run "$VFIOCTL" bind "$GPU" --force
+	expect drm-held-refused "$RC" 4
+	check drm-refusal-names-pid grep -q "PID $HOLDER" <<<"$OUT"
+	unchanged drm-held
+else
+	fail drm-holder-opens "could not open /dev/dri/card0"
+fi
+release "$HOLDER"
+
+# (c) The same for the sound node (the companion's).
+if hold /dev/snd/controlC0 snd; then
+	pass snd-holder-opens
+	run "$VFIOCTL" bind "$GPU" --force
+	expect snd-held-refused "$RC" 4
+	check snd-refusal-names-pid grep -q "PID $HOLDER" <<<"$OUT"
+	unchanged snd-held
+else
+	fail snd-holder-opens "could not open /dev/snd/controlC0"
+fi
+release "$HOLDER"
+
+# (d) Holder detection off (test-only): snd_hda_intel's unbind waits in the
+# kernel for the sound node to close; vfioctl returns by the deadline
+# (--timeout 3, plus a second) with exit 8 and says what happens next.
+if hold /dev/snd/controlC0 pending; then
+	pass pending-holder-opens
+	started=$(date +%s%N)
+	run env VFIOCTL_TEST_NO_HOLDERS=1 "$VFIOCTL" bind "$GPU" --force --timeout 3
+	took_ms=$((($(date +%s%N) - started) / 1000000))
+	echo "bind with a blocked unbind returned after ${took_ms} ms"
+	expect pending-exit "$RC" 8
+	check pending-within-deadline test "$took_ms" -le 4000
+	check pending-message-names-device grep -q "$GPU_AUDIO.*pending\|pending.*$GPU_AUDIO" <<<"$OUT"
+	check pending-message-says-no-driver grep -q "no driver" <<<"$OUT"
+	check show-reports-pending grep -qi pending <<<"$("$VFIOCTL" show "$GPU_AUDIO" 2>&1)"
+	release "$HOLDER"
+	# The message promised: once the holder lets go, no driver.
+	check pending-settles-without-driver wait_for 30 is_driver "$GPU_AUDIO" none
+	expect pending-gpu-state "$(driver_of "$GPU")" bochs-drm
+	run "$VFIOCTL" restore "$GPU_AUDIO"
+	expect pending-restore-exit "$RC" 0
+	check pending-audio-restored wait_for 10 is_driver "$GPU_AUDIO" snd_hda_intel
+else
+	fail pending-holder-opens "could not open /dev/snd/controlC0"
+	release "$HOLDER"
+fi
+# Leave the card as it began, whatever happened above.
+for d in "$GPU" "$GPU_AUDIO"; do
+	is_driver "$d" vfio-pci && "$VFIOCTL" restore "$d" >/dev/null 2>&1
+	[[ $(driver_of "$d") == none ]] && wr /sys/bus/pci/drivers_probe "$d"
+done
+unchanged after-pending
+
+# (e) An SR-IOV PF whose VF a VM-like process holds: releasing the PF would
+# destroy the VF under it, so bind, unbind and restore of the PF are
+# refused even with --force, naming the holder.
+wr "$SYS/$NVME/sriov_drivers_autoprobe" 0
+wr "$SYS/$NVME/sriov_numvfs" 1
+vf=$(basename "$(readlink "$SYS/$NVME/virtfn0")")
+run "$VFIOCTL" bind "$vf"
+expect vf-bind-exit "$RC" 0
+if hold "/dev/vfio/$(group_of "$vf")" vf; then
+	pass vf-holder-opens
+	for cmd in bind unbind restore; do
+		run "$VFIOCTL" "$cmd" "$NVME" --force
+		if [[ $cmd == restore && $RC == 0 ]]; then
+			# nothing of the PF's to restore: then nothing may change either
+			pass pf-restore-nothing-to-do
+		else
+			expect "pf-$cmd-refused" "$RC" 4
+			check "pf-$cmd-names-holder" grep -q "PID $HOLDER" <<<"$OUT"
+		fi
+		expect "pf-$cmd-pf-untouched" "$(driver_of "$NVME")" nvme
+		expect "pf-$cmd-vf-kept" "$(cat "$SYS/$NVME/sriov_numvfs") $(driver_of "$vf")" "1 vfio-pci"
+	done
+else
+	fail vf-holder-opens "could not open the VF's group"
+fi
+release "$HOLDER"
+run "$VFIOCTL" restore "$vf"
+expect vf-restore-exit "$RC" 0
+wr "$SYS/$NVME/sriov_numvfs" 0
+expect vfs-removed "$(cat "$SYS/$NVME/sriov_numvfs")" 0
+wr "$SYS/$NVME/sriov_drivers_autoprobe" 1
