@@ -264,7 +264,10 @@ fn a_blocked_unbind_returns_by_the_deadline_and_is_reported_pending() {
     // said "nothing to do").
     std::fs::remove_file(host.device_dir("0000:08:00.0").join("driver")).unwrap();
     let restore = ok(host.root(), &["restore", "08:00.0", "--dry-run"]);
-    assert!(restore.contains("write address to drivers_probe"), "{restore}");
+    assert!(
+        restore.contains("write address to drivers_probe"),
+        "{restore}"
+    );
     assert!(restore.contains("snd_hda_intel"), "{restore}");
 }
 

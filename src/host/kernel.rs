@@ -116,6 +116,21 @@ impl SysfsKernel {
     }
 }
 
+impl SysfsKernel {
+    /// What to write to `driver_override` for `driver`, or to clear it.
+    fn override_value(
+        &self,
+        device: PciAddress,
+        driver: Option<&DriverName>,
+    ) -> Result<String, KernelError> {
+        Ok(match driver {
+            Some(d) => self.registered(device, d)?,
+            // An empty write does not clear the override; a newline does.
+            None => "\n".to_string(),
+        })
+    }
+}
+
 /// One `write(2)` of `value`: sysfs attributes take a whole value per write.
 fn write_attr(device: PciAddress, path: PathBuf, value: &str) -> Result<(), KernelError> {
     // O_TRUNC as a shell's `>` does: ignored by sysfs, faithful on fake roots.
@@ -228,11 +243,7 @@ impl PciKernel for SysfsKernel {
         device: PciAddress,
         driver: Option<&DriverName>,
     ) -> Result<(), KernelError> {
-        let value = match driver {
-            Some(d) => self.registered(device, d)?,
-            // An empty write does not clear the override; a newline does.
-            None => "\n".to_string(),
-        };
+        let value = self.override_value(device, driver)?;
         write_attr(
             device,
             self.device_dir(device).join("driver_override"),
@@ -245,10 +256,7 @@ impl PciKernel for SysfsKernel {
         device: PciAddress,
         driver: Option<&DriverName>,
     ) -> Result<(), KernelError> {
-        let value = match driver {
-            Some(d) => self.registered(device, d)?,
-            None => "\n".to_string(),
-        };
+        let value = self.override_value(device, driver)?;
         match blocking_write(
             device,
             self.device_dir(device).join("driver_override"),

@@ -71,29 +71,24 @@ expect restore-cleared-overrides "$(cat "$SYS/$GPU/driver_override") $(cat "$SYS
 check drm-node-returns wait_for 30 test -c /dev/dri/card0
 check sound-node-returns wait_for 30 test -c /dev/snd/controlC0
 
-# (b) A process holding the DRM node: refused even with --force.
-if hold /dev/dri/card0 drm; then
-	pass drm-holder-opens
-	run "$VFIOCTL" bind "$GPU" --force
-	expect drm-held-refused "$RC" 4
-	check drm-refusal-names-pid grep -q "PID $HOLDER" <<<"$OUT"
-	unchanged drm-held
-else
-	fail drm-holder-opens "could not open /dev/dri/card0"
-fi
-release "$HOLDER"
+# held_refusal NODE TAG: a process holding NODE blocks a bind even with
+# --force; the refusal names its PID and nothing changes.
+held_refusal() {
+	if hold "$1" "$2"; then
+		pass "$2-holder-opens"
+		run "$VFIOCTL" bind "$GPU" --force
+		expect "$2-held-refused" "$RC" 4
+		check "$2-refusal-names-pid" grep -q "PID $HOLDER" <<<"$OUT"
+		unchanged "$2-held"
+	else
+		fail "$2-holder-opens" "could not open $1"
+	fi
+	release "$HOLDER"
+}
 
-# (c) The same for the sound node (the companion's).
-if hold /dev/snd/controlC0 snd; then
-	pass snd-holder-opens
-	run "$VFIOCTL" bind "$GPU" --force
-	expect snd-held-refused "$RC" 4
-	check snd-refusal-names-pid grep -q "PID $HOLDER" <<<"$OUT"
-	unchanged snd-held
-else
-	fail snd-holder-opens "could not open /dev/snd/controlC0"
-fi
-release "$HOLDER"
+# (b) A process holding the DRM node; (c) the sound node (the companion's).
+held_refusal /dev/dri/card0 drm
+held_refusal /dev/snd/controlC0 snd
 
 # (d) Holder detection off (test-only): snd_hda_intel's unbind waits in the
 # kernel for the sound node to close; vfioctl returns by the deadline
