@@ -310,6 +310,13 @@ fn a_pending_unbind_whose_override_is_locked_still_returns_by_the_deadline() {
         drop(reader);
         (run, took)
     });
+    // show and check do not read the override of a device the record says
+    // is pending (here a FIFO with no writer: a read would block).
+    let show = ok(host.root(), &["show", "08:00.0"]);
+    assert!(
+        show.contains("unbind from snd_hda_intel did not finish"),
+        "{show}"
+    );
     let_go(&host);
     assert_eq!(run.status, 8, "{}{}", run.stdout, run.stderr);
     // Without the helper the override write waits for the reader forever;

@@ -113,6 +113,15 @@ impl ChangeRecord {
         self.devices.get(&address.to_string())
     }
 
+    /// The devices whose unbind was last seen pending.
+    pub fn pending_devices(&self) -> std::collections::BTreeSet<PciAddress> {
+        self.devices
+            .iter()
+            .filter(|(_, e)| e.pending.is_some())
+            .filter_map(|(addr, _)| addr.parse().ok())
+            .collect()
+    }
+
     /// For each device in the record, the note a plan touching it carries.
     pub fn history_notes(&self) -> BTreeMap<PciAddress, String> {
         self.devices

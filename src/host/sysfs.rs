@@ -128,10 +128,16 @@ fn scan_device_dir(dir: &Path) -> io::Result<DirEntries> {
 }
 
 /// Reads one function. `None` when it vanished while being read.
+/// `pending`: its unbind is still pending in the kernel (the change record
+/// says so). Linux serves `driver_override` under the device lock that the
+/// pending unbind holds, so reading it would block until the holder lets go
+/// (found by tests/vm 75-safety-gpu: `vfioctl show` hung); it is not read
+/// then, and vfioctl's rollback puts it back anyway.
 fn read_device(
     devices_dir: &Path,
     address: PciAddress,
     modules: &mut HashMap<String, Option<ModuleName>>,
+    pending: bool,
 ) -> Option<PciDevice> {
     let link = devices_dir.join(address.to_string());
     let dir = link.as_path();
@@ -162,7 +168,9 @@ fn read_device(
             .or_insert_with(|| link_basename(&dir.join("driver/module")).map(ModuleName::new))
             .clone()
     });
-    let driver_override = read_attr(dir, "driver_override")
+    let driver_override = (!pending)
+        .then(|| read_attr(dir, "driver_override"))
+        .flatten()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty() && s != "(null)")
         .map(DriverName::new);
@@ -279,7 +287,21 @@ pub fn read_names(root: &HostRoot, devices: &[PciDevice]) -> PciNames {
 /// Reads one function alone (no groups, no names): what the udev hook needs
 /// to find the declaration covering a device before it takes the lock.
 pub fn read_one(root: &HostRoot, address: PciAddress) -> Option<PciDevice> {
-    read_device(&root.path(PCI_DEVICES), address, &mut HashMap::new())
+    let pending = pending_unbinds(root).contains(&address);
+    read_device(
+        &root.path(PCI_DEVICES),
+        address,
+        &mut HashMap::new(),
+        pending,
+    )
+}
+
+/// The devices whose unbind the change record says is pending. A record
+/// vfioctl cannot read is reported by the commands that use it.
+fn pending_unbinds(root: &HostRoot) -> std::collections::BTreeSet<PciAddress> {
+    super::state::read_record(root)
+        .map(|r| r.pending_devices())
+        .unwrap_or_default()
 }
 
 /// Errors that stop the inventory from being read at all.
@@ -309,10 +331,11 @@ pub fn read_inventory(root: &HostRoot, names: Names) -> Result<Inventory, Invent
         }
     };
     let mut modules = HashMap::new();
+    let pending = pending_unbinds(root);
     let mut devices: Vec<PciDevice> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| PciAddress::from_sysfs_name(&e.file_name().to_string_lossy()))
-        .filter_map(|addr| read_device(&devices_dir, addr, &mut modules))
+        .filter_map(|addr| read_device(&devices_dir, addr, &mut modules, pending.contains(&addr)))
         .collect();
     devices.sort_by_key(|d| d.address);
 
