@@ -264,6 +264,69 @@ fn a_blocked_unbind_returns_by_the_deadline_and_is_reported_pending() {
         "{}",
         check.stdout
     );
+    // Once the unbind completes the device has no driver; the restore the
+    // message asks for probes its host driver back (75-safety-gpu found it
+    // said "nothing to do").
+    std::fs::remove_file(host.device_dir("0000:08:00.0").join("driver")).unwrap();
+    let restore = ok(host.root(), &["restore", "08:00.0", "--dry-run"]);
+    assert!(
+        restore.contains("write address to drivers_probe"),
+        "{restore}"
+    );
+    assert!(restore.contains("snd_hda_intel"), "{restore}");
+}
+
+/// Linux takes the device lock for `driver_override` too, which the pending
+/// unbind holds (found by tests/vm 75-safety-gpu): here the override is a
+/// FIFO as well, which serves every read but blocks every write until a
+/// reader comes. The rollback's override write must not keep vfioctl past
+/// its deadline.
+#[test]
+fn a_pending_unbind_whose_override_is_locked_still_returns_by_the_deadline() {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let host = blocking_unbind_host();
+    let over = host.device_dir("0000:08:00.0").join("driver_override");
+    std::fs::remove_file(&over).unwrap();
+    nix::unistd::mkfifo(&over, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let done = AtomicBool::new(false);
+    let (run, took) = std::thread::scope(|s| {
+        // Serves "(null)" to every read of the override.
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&over) {
+                    let _ = std::io::Write::write_all(&mut f, b"(null)\n");
+                }
+                // Lets the read see its end before the next writer comes.
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        let start = std::time::Instant::now();
+        let run = vfioctl(host.root(), &["unbind", "08:00.0", "--timeout", "1"]);
+        let took = start.elapsed();
+        done.store(true, Ordering::SeqCst);
+        // Lets the server's last open and the queued override write finish.
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&over)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(reader);
+        (run, took)
+    });
+    // show and check do not read the override of a device the record says
+    // is pending (here a FIFO with no writer: a read would block).
+    let show = ok(host.root(), &["show", "08:00.0"]);
+    assert!(
+        show.contains("unbind from snd_hda_intel did not finish"),
+        "{show}"
+    );
+    let_go(&host);
+    assert_eq!(run.status, 8, "{}{}", run.stdout, run.stderr);
+    // Without the helper the override write waits for the reader forever;
+    // the FIFO's reads above cost up to 0.3 s each.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
 }
 
 #[test]

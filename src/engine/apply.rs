@@ -277,13 +277,16 @@ pub fn apply(plan: &Plan, kernel: &dyn PciKernel, deadline: Duration) -> Applied
 
     // Undo, newest first, every device touched (the failed one included).
     // A device whose unbind is still pending cannot be put back: the kernel
-    // holds it. Only its override is restored (a write that does not block),
-    // so the next probe after the holder lets go picks its old driver.
+    // holds it. Only its override is restored, in a helper queued behind the
+    // unbind (the kernel takes the same device lock for both), so the next
+    // probe after the holder lets go picks its old driver.
     let mut rollback_errors = Vec::new();
     let mut undone: Vec<DeviceResult> = Vec::new();
     for action in touched.iter().rev() {
         let status = if action.address == failed && error.is_pending() {
-            match kernel.set_override(action.address, action.before.driver_override.as_ref()) {
+            match kernel
+                .set_override_after_unbind(action.address, action.before.driver_override.as_ref())
+            {
                 Ok(()) => Status::Pending,
                 Err(e) => {
                     rollback_errors.push(RollbackError {

@@ -539,8 +539,12 @@ impl Planner<'_> {
             .driver
             .as_ref()
             .is_some_and(|d| d.kind() != DriverKind::Host);
+        // A device left with no driver while vfioctl recorded its host
+        // driver (an unbind that completed after a pending report) is probed
+        // back too: the pending message tells the operator to run restore.
+        // Found by tests/vm 75-safety-gpu: restore said "nothing to do".
         let steps = if on_claiming_driver
-            || (before.driver.is_none() && before.driver_override.is_some())
+            || (before.driver.is_none() && (before.driver_override.is_some() || previous.is_some()))
         {
             let expect = previous
                 .clone()

@@ -57,6 +57,19 @@ pub trait PciKernel {
         device: PciAddress,
         driver: Option<&DriverName>,
     ) -> Result<(), KernelError>;
+    /// Puts back the override of a device whose unbind is still pending.
+    /// Found by tests/vm 75-safety-gpu: on Linux 6.1 reading or writing
+    /// `driver_override` takes the device's lock, which the pending unbind
+    /// holds, so a plain write would block vfioctl past its deadline. The
+    /// write waits in a helper process instead and lands right after the
+    /// unbind, once the holder lets go.
+    fn set_override_after_unbind(
+        &self,
+        device: PciAddress,
+        driver: Option<&DriverName>,
+    ) -> Result<(), KernelError> {
+        self.set_override(device, driver)
+    }
     /// Writes the address to the driver's `unbind`, abandoning the wait after `deadline`.
     fn unbind(
         &self,
@@ -103,6 +116,21 @@ impl SysfsKernel {
     }
 }
 
+impl SysfsKernel {
+    /// What to write to `driver_override` for `driver`, or to clear it.
+    fn override_value(
+        &self,
+        device: PciAddress,
+        driver: Option<&DriverName>,
+    ) -> Result<String, KernelError> {
+        Ok(match driver {
+            Some(d) => self.registered(device, d)?,
+            // An empty write does not clear the override; a newline does.
+            None => "\n".to_string(),
+        })
+    }
+}
+
 /// One `write(2)` of `value`: sysfs attributes take a whole value per write.
 fn write_attr(device: PciAddress, path: PathBuf, value: &str) -> Result<(), KernelError> {
     // O_TRUNC as a shell's `>` does: ignored by sysfs, faithful on fake roots.
@@ -113,6 +141,10 @@ fn write_attr(device: PciAddress, path: PathBuf, value: &str) -> Result<(), Kern
         .and_then(|mut f| f.write(value.as_bytes()).map(|_| ()));
     result.map_err(|source| write_error(device, path, value, source))
 }
+
+/// How long an override write behind a pending unbind is waited for before
+/// it is left queued in its helper.
+const OVERRIDE_WAIT: Duration = Duration::from_millis(200);
 
 /// How long the parent sleeps between looks at a blocking write's helper.
 const HELPER_POLL: Duration = Duration::from_millis(5);
@@ -211,16 +243,31 @@ impl PciKernel for SysfsKernel {
         device: PciAddress,
         driver: Option<&DriverName>,
     ) -> Result<(), KernelError> {
-        let value = match driver {
-            Some(d) => self.registered(device, d)?,
-            // An empty write does not clear the override; a newline does.
-            None => "\n".to_string(),
-        };
+        let value = self.override_value(device, driver)?;
         write_attr(
             device,
             self.device_dir(device).join("driver_override"),
             &value,
         )
+    }
+
+    fn set_override_after_unbind(
+        &self,
+        device: PciAddress,
+        driver: Option<&DriverName>,
+    ) -> Result<(), KernelError> {
+        let value = self.override_value(device, driver)?;
+        match blocking_write(
+            device,
+            self.device_dir(device).join("driver_override"),
+            &value,
+            OVERRIDE_WAIT,
+            "driver_override".to_string(),
+        ) {
+            // Queued behind the pending unbind: it lands when that finishes.
+            Err(KernelError::Timeout { .. }) => Ok(()),
+            other => other,
+        }
     }
 
     fn unbind(

@@ -120,6 +120,15 @@ impl ChangeRecord {
         self.devices.get(address)
     }
 
+    /// The devices whose unbind was last seen pending.
+    pub fn pending_devices(&self) -> std::collections::BTreeSet<PciAddress> {
+        self.devices
+            .iter()
+            .filter(|(_, e)| e.pending.is_some())
+            .map(|(addr, _)| *addr)
+            .collect()
+    }
+
     /// For each device in the record, the note a plan touching it carries.
     pub fn history_notes(&self) -> BTreeMap<PciAddress, String> {
         self.devices

@@ -204,11 +204,17 @@ type ModuleCache = HashMap<String, Option<ModuleName>>;
 /// Reads one function from its directory under `devices` (the
 /// /sys/bus/pci/devices descriptor). `None` when it vanished while being read.
 /// `links` are the host's device links, or `None` to list the device's own.
+/// `pending`: its unbind is still pending in the kernel (the change record
+/// says so). Linux serves `driver_override` under the device lock that the
+/// pending unbind holds, so reading it would block until the holder lets go
+/// (found by tests/vm 75-safety-gpu: `vfioctl show` hung); it is not read
+/// then, and vfioctl's rollback puts it back anyway.
 fn read_device(
     devices: BorrowedFd,
     address: PciAddress,
     links: Option<&HashMap<PciAddress, Links>>,
     modules: &mut ModuleCache,
+    pending: bool,
 ) -> Option<PciDevice> {
     let name = address.to_string();
     let fd = open_path_at(devices, &name).ok()?;
@@ -243,7 +249,9 @@ fn read_device(
             .or_insert_with(|| link_basename(dir, "driver/module").map(ModuleName::new))
             .clone()
     });
-    let driver_override = read_attr(dir, "driver_override")
+    let driver_override = (!pending)
+        .then(|| read_attr(dir, "driver_override"))
+        .flatten()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty() && s != "(null)")
         .map(DriverName::new);
@@ -442,7 +450,16 @@ pub fn read_names(root: &HostRoot, devices: &[PciDevice]) -> PciNames {
 /// to find the declaration covering a device before it takes the lock.
 pub fn read_one(root: &HostRoot, address: PciAddress) -> Option<PciDevice> {
     let devices = open_dir(&root.path(PCI_DEVICES)).ok()?;
-    read_device(devices.as_fd(), address, None, &mut HashMap::new())
+    let pending = pending_unbinds(root).contains(&address);
+    read_device(devices.as_fd(), address, None, &mut HashMap::new(), pending)
+}
+
+/// The devices whose unbind the change record says is pending. A record
+/// vfioctl cannot read is reported by the commands that use it.
+fn pending_unbinds(root: &HostRoot) -> std::collections::BTreeSet<PciAddress> {
+    super::state::read_record(root)
+        .map(|r| r.pending_devices())
+        .unwrap_or_default()
 }
 
 /// Opens /sys/bus/pci/devices; a missing one is `NoPciSysfs`.
@@ -509,6 +526,7 @@ pub fn read_devices(
         Err(e) => return Err(cannot_list(groups_path)(e).into()),
     };
     let mut modules = ModuleCache::new();
+    let pending = pending_unbinds(root);
     let mut devices: BTreeMap<PciAddress, PciDevice> = BTreeMap::new();
     let mut groups = BTreeMap::new();
     // (function, whether its group and companions are read too)
@@ -524,7 +542,13 @@ pub fn read_devices(
         if devices.contains_key(&address) {
             continue;
         }
-        let Some(dev) = read_device(devices_dir.as_fd(), address, None, &mut modules) else {
+        let Some(dev) = read_device(
+            devices_dir.as_fd(),
+            address,
+            None,
+            &mut modules,
+            pending.contains(&address),
+        ) else {
             continue;
         };
         if expand {
@@ -636,8 +660,15 @@ pub fn read_inventory(root: &HostRoot, names: Names) -> Result<Inventory, Invent
         .filter_map(|n| PciAddress::from_sysfs_name(n))
         .collect();
     let links = read_devlinks(root);
+    let pending = pending_unbinds(root);
     let mut devices = read_all(&addresses, |&addr, modules: &mut ModuleCache| {
-        read_device(devices_fd, addr, links.as_ref(), modules)
+        read_device(
+            devices_fd,
+            addr,
+            links.as_ref(),
+            modules,
+            pending.contains(&addr),
+        )
     });
     devices.sort_by_key(|d| d.address);
     let groups = read_groups(root)?;

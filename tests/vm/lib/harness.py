@@ -45,6 +45,9 @@ BOOT_KEYS = {
     # the initramfs: the test bed's own, or one the distribution's tool builds
     # in a builder guest first (tests/vm/guest/initrd/build)
     "initrd": ({"test-bed", "initramfs-tools", "dracut"}, "test-bed"),
+    # a GPU-like card (display + HD-audio functions in one slot) on a root
+    # port of its own; only these boots have it, so no other topology moves
+    "gpu": ({"on", "off"}, "off"),
 }
 BUILD_SCRIPT = VM_DIR / "guest/initrd/build"
 BUILD_TIMEOUT = 60  # seconds for the builder guest's one scenario
@@ -156,7 +159,7 @@ class Qemu:
         self.has_igb = probe.returncode == 0 and probe.stdout.startswith("igb options")
 
 
-def topology(has_igb, nvme_disk, second_e1000e=False):
+def topology(has_igb, nvme_disk, second_e1000e=False, gpu=False):
     """The fixed PCI layout (see tests/vm/README.md)."""
     d = []
     for n in range(1, 6):
@@ -186,6 +189,16 @@ def topology(has_igb, nvme_disk, second_e1000e=False):
         # boots from a distribution-built initramfs: declared one, undeclared other
         d += ["-device", "pcie-root-port,id=rp6,bus=pcie.0,addr=0x15,chassis=6,slot=6",
               "-device", "e1000e,id=e1000e2,bus=rp6,romfile="]
+    if gpu:
+        # A GPU-like card for the safety gate: a display function with a DRM
+        # driver (bochs, 16 MB prefetchable BAR: the port reserves room for
+        # it) and an HD-audio function with a codec in the same slot.
+        d += ["-audiodev", "none,id=gpuaudio",
+              "-device", "pcie-root-port,id=rp7,bus=pcie.0,addr=0x16,chassis=7,slot=7,"
+                         "pref32-reserve=32M,mem-reserve=8M",
+              "-device", "bochs-display,id=gpu,bus=rp7,addr=0.0,multifunction=on,romfile=",
+              "-device", "ich9-intel-hda,id=gpuhda,bus=rp7,addr=0.1,romfile=",
+              "-device", "hda-duplex,bus=gpuhda.0,audiodev=gpuaudio"]
     return d
 
 
@@ -278,7 +291,8 @@ class Boot:
             "-qmp", f"unix:{self.dir / 'qmp.sock'},server=on,wait=off",
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
             "-virtfs", f"local,path={self.share},mount_tag=vmshare,security_model=none,multidevs=remap",
-            *topology(cfg["qemu"].has_igb, self.dir / "nvme.img", self.boot["initrd"] != "test-bed"),
+            *topology(cfg["qemu"].has_igb, self.dir / "nvme.img", self.boot["initrd"] != "test-bed",
+                     self.boot["gpu"] == "on"),
         ]
 
     def prepare(self):
