@@ -80,6 +80,8 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
                 ExitStatus::Pending
             } else if e.rollback_failed {
                 ExitStatus::Inconsistent
+            } else if e.vanished {
+                ExitStatus::NotFound
             } else {
                 ExitStatus::Failed
             };

@@ -664,11 +664,14 @@ fn a_device_vanishing_midway_is_named() {
     let mut kernel = SimKernel::new(&host);
     kernel.faults.vanish_on_probe.insert("0000:01:00.2".into());
     let report = run(&host, &kernel, &spec(Goal::BindVfio, &["01:00.0"])).unwrap();
-    let result = report.result.unwrap();
+    let result = report.result.as_ref().unwrap();
     assert_eq!(
-        result.error.map(|e| e.to_string()).as_deref(),
+        result.error.as_ref().map(|e| e.to_string()).as_deref(),
         Some("0000:01:00.2 vanished from /sys/bus/pci/devices")
     );
+    // The man page's status for a device that vanished: 3 (not found).
+    let failed = vfioctl::engine::run::failure(&report).expect("the apply failed");
+    assert_eq!(vfioctl::error::exit_status(&failed.into()).code(), 3);
     assert_eq!(driver_of(&host, "0000:01:00.0").as_deref(), Some("nvidia"));
     assert_eq!(
         driver_of(&host, "0000:01:00.1").as_deref(),

@@ -85,6 +85,8 @@ pub struct ApplyFailed {
     pub rollback_failed: bool,
     /// A blocking unbind is still pending in the kernel.
     pub pending: bool,
+    /// The failure was a device vanishing from sysfs (exit status: not found).
+    pub vanished: bool,
 }
 
 /// Whether this process may write driver bindings (CAP_SYS_ADMIN).
@@ -278,7 +280,9 @@ fn update_record(record: &mut ChangeRecord, plan: &Plan, applied: &Applied) {
 pub fn failure(report: &ChangeReport) -> Option<ApplyFailed> {
     let result = report.result.as_ref()?;
     let error = result.error.as_ref()?;
-    let rollback_failed = !result.rollback_errors.is_empty();
+    // A device that vanished cannot be put back, nor is it left in an unknown
+    // state on this host: only other rollback failures are inconsistent.
+    let rollback_failed = result.rollback_errors.iter().any(|e| !vanished(&e.error));
     let mut parts = vec![error.to_string()];
     for p in &report.pending {
         parts.push(format!(
@@ -295,7 +299,7 @@ pub fn failure(report: &ChangeReport) -> Option<ApplyFailed> {
         .filter(|d| matches!(d.status, Status::RolledBack | Status::Failed))
         .map(|d| d.address.to_string())
         .collect();
-    if !rollback_failed && report.pending.is_empty() {
+    if result.rollback_errors.is_empty() && report.pending.is_empty() {
         parts.push("every device changed was put back (verified on each)".to_string());
     } else if !put_back.is_empty() {
         parts.push(format!("put back (verified): {}", put_back.join(", ")));
@@ -304,5 +308,14 @@ pub fn failure(report: &ChangeReport) -> Option<ApplyFailed> {
         message: parts.join("; "),
         rollback_failed,
         pending: !report.pending.is_empty(),
+        vanished: vanished(error),
     })
+}
+
+/// A device left sysfs under the change.
+fn vanished(error: &crate::engine::apply::StepError) -> bool {
+    matches!(
+        error,
+        crate::engine::apply::StepError::Kernel(crate::host::kernel::KernelError::Vanished { .. })
+    )
 }
