@@ -22,17 +22,21 @@ vfioctl_remove_generated() {
 	fi
 	# host-config's boot files carry the header on line 1, or line 2 after "#!/bin/sh".
 	for vfioctl_path in /etc/modprobe.d/vfioctl.conf /etc/modules-load.d/vfioctl.conf \
-		/etc/initramfs-tools/hooks/vfioctl /etc/initramfs-tools/scripts/init-top/vfioctl \
-		/etc/dracut.conf.d/vfioctl.conf; do
+		/etc/initramfs-tools/hooks/vfioctl /etc/initramfs-tools/scripts/init-top/00-vfioctl \
+		/etc/initramfs-tools/scripts/init-top/vfioctl /etc/dracut.conf.d/vfioctl.conf \
+		/usr/lib/dracut/modules.d/90vfioctl/module-setup.sh \
+		/usr/lib/dracut/modules.d/90vfioctl/vfioctl-claim.sh; do
 		vfioctl_file="$vfioctl_root$vfioctl_path"
 		if [ -f "$vfioctl_file" ] && [ ! -L "$vfioctl_file" ] &&
 			head -n 2 "$vfioctl_file" | grep -qxF "$vfioctl_owned"; then
 			rm -f "$vfioctl_file" && echo "vfioctl: removed $vfioctl_path"
 			case "$vfioctl_path" in
-			/etc/initramfs-tools/* | /etc/dracut.conf.d/*) vfioctl_initramfs_removed=yes ;;
+			/etc/initramfs-tools/* | /etc/dracut.conf.d/* | /usr/lib/dracut/*) vfioctl_initramfs_removed=yes ;;
 			esac
 		fi
 	done
+	# (init-top/vfioctl is the name vfioctl used before 00-vfioctl.)
+	rmdir "$vfioctl_root/usr/lib/dracut/modules.d/90vfioctl" 2>/dev/null || true
 	# Declarations `persist add` wrote; hand-written ones are the operator's and stay.
 	for vfioctl_file in "$vfioctl_root"/etc/vfioctl/bindings.d/*.toml; do
 		if [ -f "$vfioctl_file" ] && [ ! -L "$vfioctl_file" ] &&
