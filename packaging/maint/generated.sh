@@ -36,7 +36,10 @@ vfioctl_remove_generated() {
 		fi
 	done
 	# (init-top/vfioctl is the name vfioctl used before 00-vfioctl.)
-	rmdir "$vfioctl_root/usr/lib/dracut/modules.d/90vfioctl" 2>/dev/null || true
+	# The module's directory, and its parents when host-config made them (only
+	# while empty: a host with dracut keeps its own).
+	rmdir "$vfioctl_root/usr/lib/dracut/modules.d/90vfioctl" "$vfioctl_root/usr/lib/dracut/modules.d" \
+		"$vfioctl_root/usr/lib/dracut" 2>/dev/null || true
 	# Declarations `persist add` wrote; hand-written ones are the operator's and stay.
 	for vfioctl_file in "$vfioctl_root"/etc/vfioctl/bindings.d/*.toml; do
 		if [ -f "$vfioctl_file" ] && [ ! -L "$vfioctl_file" ] &&
