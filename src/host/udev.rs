@@ -44,7 +44,7 @@ pub fn install_rules(root: &HostRoot, text: &str) -> Result<RulesStatus, ConfigE
         .any(|d| root.path(d).join(STATIC_RULES_NAME).exists())
     {
         status.notes.push(format!(
-            "{STATIC_RULES_NAME} is not installed in any udev rules directory (make install puts it in /usr/lib/udev/rules.d): declared devices are not enforced on add until it is"
+            "{STATIC_RULES_NAME} is not installed in any udev rules directory (install the vfioctl package, or run make install: it goes to the system's udev rules directory, /lib/udev/rules.d on Debian 12, /usr/lib/udev/rules.d elsewhere): declared devices are not enforced on add until it is"
         ));
     }
     if root.base() != std::path::Path::new("/") {

@@ -834,7 +834,7 @@ fn udev_rules(f: &Facts) -> CheckResult {
             Verdict::Warning,
             format!("hot-added or re-enumerated devices will not be bound: {}", problems.join("; ")),
             vec![],
-            Some("vfioctl persist add (or remove) rewrites the generated rules; make install installs 70-vfioctl.rules"),
+            Some("vfioctl persist add (or remove) rewrites the generated rules; the vfioctl package (or make install) installs 70-vfioctl.rules"),
         )
     }
 }
