@@ -11,6 +11,7 @@ use crate::model::usage::{DeviceUse, UsageFacts, UsageMap};
 use crate::model::{DriverKind, Inventory, PciAddress};
 
 use super::root::HostRoot;
+use super::usage_net::Scope;
 
 /// The nearest PCI function above a sysfs device path (the canonical path
 /// contains every ancestor: `.../0000:00:02.0/0000:02:00.0/nvme/nvme0/nvme0n1`).
@@ -531,8 +532,17 @@ fn proc_path(root: &HostRoot, pid: i32, file: &str) -> PathBuf {
 }
 
 /// Reads what the host uses its devices for that costs little to read:
-/// mounts, swap, network addresses and routes, the console.
+/// mounts, swap, network addresses and routes, the console, and interfaces
+/// moved to other network namespaces (a look at every Ethernet function).
 pub fn read_usage(root: &HostRoot) -> UsageMap {
+    let mut map = read_host_wide(root);
+    super::usage_net::other_namespaces(root, Scope::Host, &mut map);
+    map
+}
+
+/// The facts read from host-wide files (mounts, swaps, routes, /sys/class),
+/// whose cost does not grow with the number of PCI functions.
+fn read_host_wide(root: &HostRoot) -> UsageMap {
     let mut map = UsageMap::new();
     mounts(root, &mut map);
     swaps(root, &mut map);
@@ -598,7 +608,8 @@ fn candidates(inv: &Inventory, targets: &BTreeSet<PciAddress>) -> BTreeSet<PciAd
 }
 
 /// The host's usage facts for the planner: mounts, swap, network and console
-/// read once; open handles walked only for what the planner asks about.
+/// read once; open handles and other namespaces looked up only for what the
+/// planner asks about.
 pub struct HostUsage<'a> {
     root: &'a HostRoot,
     inv: &'a Inventory,
@@ -610,7 +621,7 @@ impl<'a> HostUsage<'a> {
         HostUsage {
             root,
             inv,
-            base: read_usage(root),
+            base: read_host_wide(root),
         }
     }
 }
@@ -623,15 +634,12 @@ pub const TEST_NO_HOLDERS_ENV: &str = "VFIOCTL_TEST_NO_HOLDERS";
 impl UsageFacts for HostUsage<'_> {
     fn usage_of(&self, releasing: &BTreeSet<PciAddress>) -> UsageMap {
         let mut map = self.base.clone();
+        let candidates = candidates(self.inv, releasing);
+        super::usage_net::other_namespaces(self.root, Scope::Devices(&candidates), &mut map);
         if std::env::var_os(TEST_NO_HOLDERS_ENV).is_some_and(|v| v == "1") {
             return map;
         }
-        add_holders(
-            self.root,
-            self.inv,
-            &candidates(self.inv, releasing),
-            &mut map,
-        );
+        add_holders(self.root, self.inv, &candidates, &mut map);
         map
     }
 }

@@ -413,17 +413,32 @@ fn masters(root: &HostRoot, map: &mut UsageMap) {
     }
 }
 
+/// Which functions `other_namespaces` looks at.
+pub enum Scope<'a> {
+    /// Every function on the bus (whole-host readers: declarations, boot files).
+    Host,
+    /// Only these (the devices a change could release): the per-device paths
+    /// stay independent of the host's size.
+    Devices(&'a BTreeSet<PciAddress>),
+}
+
 /// Ethernet functions on a host driver whose interface is not in this
 /// network namespace: it was moved to another one (a container's).
-fn other_namespaces(root: &HostRoot, map: &mut UsageMap) {
-    let Ok(devices) = fs::read_dir(root.path("/sys/bus/pci/devices")) else {
-        return;
+pub fn other_namespaces(root: &HostRoot, scope: Scope, map: &mut UsageMap) {
+    let addresses: Vec<PciAddress> = match scope {
+        Scope::Devices(set) => set.iter().copied().collect(),
+        Scope::Host => {
+            let Ok(devices) = fs::read_dir(root.path("/sys/bus/pci/devices")) else {
+                return;
+            };
+            devices
+                .flatten()
+                .filter_map(|e| PciAddress::from_sysfs_name(&e.file_name().to_string_lossy()))
+                .collect()
+        }
     };
-    for entry in devices.flatten() {
-        let Some(addr) = PciAddress::from_sysfs_name(&entry.file_name().to_string_lossy()) else {
-            continue;
-        };
-        let dir = entry.path();
+    for addr in addresses {
+        let dir = root.path(format!("/sys/bus/pci/devices/{addr}"));
         let ethernet = fs::read_to_string(dir.join("class"))
             .is_ok_and(|c| c.trim().trim_start_matches("0x").starts_with("0200"));
         let driver = fs::read_link(dir.join("driver"))
@@ -462,7 +477,8 @@ fn moved_away(dir: &Path) -> bool {
             .any(|e| e.file_name().to_string_lossy().starts_with("virtio") && empty(&e.path()))
 }
 
-/// Adds the usage this module finds to `map`.
+/// Adds the usage this module finds to `map`, except `other_namespaces`,
+/// which callers run for the functions they care about.
 pub fn read(root: &HostRoot, map: &mut UsageMap) {
     let mounts = fs::read_to_string(root.path("/proc/self/mountinfo"))
         .map(|t| parse_mountinfo(&t))
@@ -476,7 +492,6 @@ pub fn read(root: &HostRoot, map: &mut UsageMap) {
     }
     zfs(root, &mounts, map);
     masters(root, map);
-    other_namespaces(root, map);
 }
 
 #[cfg(test)]
