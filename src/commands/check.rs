@@ -172,7 +172,9 @@ pub fn run(
         }
     };
     let release = inv.kernel_release.as_deref();
-    let declarations = config::load(root).map_err(|e| e.to_string());
+    let declarations = config::load(root)
+        .map(|d| d.with_vfs(&inv.devices))
+        .map_err(|e| e.to_string());
     let cpu = read_cpu(root);
 
     // The boot files and rules as host-config and persist would write them now.
@@ -234,8 +236,10 @@ pub fn run(
                 .exists()
         }),
         udev_marks: match &declarations_for_marks {
+            // VFs are created and bound by their PF's hook: not marked.
             Some(decls) => decls
                 .declared(&inv.devices)
+                .filter(|d| !matches!(d.sriov, crate::model::SriovRole::Vf { .. }))
                 .map(|d| {
                     let mark =
                         crate::host::udev::udev_property(root, &d.address, udev::DRIVER_PROPERTY);

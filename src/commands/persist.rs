@@ -19,9 +19,9 @@ use crate::host::udev::{self as udev_io};
 use crate::host::HostRoot;
 use crate::host::{config, state};
 use crate::integrations::udev;
-use crate::model::declaration::{Declaration, Declarations};
+use crate::model::declaration::{Declaration, Declarations, SriovDeclaration};
 use crate::model::selector::Matcher;
-use crate::model::{DriverName, Inventory, PciAddress, Selector};
+use crate::model::{DriverName, Inventory, PciAddress, PciDevice, Selector, SriovRole};
 use crate::output::table::Table;
 use crate::output::{report::render, write_json};
 
@@ -99,7 +99,11 @@ fn named_by<'a>(
     };
     if found.is_empty() {
         for dev in inv.devices.iter().filter(|d| selector.matches(d)) {
-            if let Some(g) = decls.governing(dev) {
+            // A VF's binding made by its PF's [[sriov]] goes with that.
+            if let Some(g) = decls
+                .governing(dev)
+                .filter(|g| decls.vf_source(g.declaration).is_none())
+            {
                 if !found.contains(&g.declaration) {
                     found.push(g.declaration);
                 }
@@ -109,16 +113,35 @@ fn named_by<'a>(
     found
 }
 
+/// `[[sriov]]` declarations a selector names: by the PF's address, or those
+/// of the PFs it matches.
+fn sriov_named_by<'a>(
+    decls: &'a Declarations,
+    inv: &Inventory,
+    selector: &Selector,
+) -> Vec<&'a SriovDeclaration> {
+    decls
+        .sriov
+        .iter()
+        .filter(|s| match &selector.matcher {
+            Matcher::Address(addr) => *addr == s.address,
+            _ => inv.device(&s.address).is_some_and(|pf| selector.matches(pf)),
+        })
+        .collect()
+}
+
 fn remove(root: &HostRoot, args: &PersistRemoveArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let selectors = parse_selectors(&args.selectors)?;
     require_privilege("persist remove")?;
     let _lock = state::lock(root, state::CONFIG_LOCK_WAIT)?;
     let inv = read_inventory(root, Names::Skip)?;
-    let decls = config::load(root)?;
+    let decls = config::load(root)?.with_vfs(&inv.devices);
     let mut doomed: Vec<&Declaration> = Vec::new();
+    let mut doomed_pfs: Vec<&SriovDeclaration> = Vec::new();
     for selector in &selectors {
         let named = named_by(&decls, &inv, selector);
-        if named.is_empty() {
+        let pfs = sriov_named_by(&decls, &inv, selector);
+        if named.is_empty() && pfs.is_empty() {
             return Err(NotDeclared(selector.text.clone()).into());
         }
         for decl in named {
@@ -126,10 +149,24 @@ fn remove(root: &HostRoot, args: &PersistRemoveArgs, out: &mut dyn Write) -> any
                 doomed.push(decl);
             }
         }
+        for pf in pfs {
+            if !doomed_pfs.contains(&pf) {
+                doomed_pfs.push(pf);
+            }
+        }
     }
     for decl in &doomed {
         config::remove(root, decl)?;
         writeln!(out, "removed declaration {} ({})", decl.key(), decl.origin)?;
+    }
+    for pf in &doomed_pfs {
+        config::remove_origin(root, &pf.origin)?;
+        writeln!(
+            out,
+            "removed SR-IOV declaration {} ({}); its VFs stay as they are",
+            pf.key(),
+            pf.origin
+        )?;
     }
     print_rules_status(
         out,
@@ -163,44 +200,151 @@ struct ListEntry<'a> {
     mismatch: Option<String>,
 }
 
+/// One `[[sriov]]` declaration, for `persist list`: `kind` tells it from a
+/// binding's entry in the same array.
+#[derive(Serialize)]
+struct SriovEntry<'a> {
+    kind: &'static str,
+    key: String,
+    #[serde(flatten)]
+    declaration: &'a SriovDeclaration,
+    /// `sriov_numvfs` now; null when the PF is absent or not SR-IOV capable.
+    numvfs_present: Option<u32>,
+    /// Its VFs present that its `vf_driver` governs.
+    devices: Vec<Covered>,
+    mismatch: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Entry<'a> {
+    Binding(ListEntry<'a>),
+    Sriov(SriovEntry<'a>),
+}
+
+fn covered(root: &HostRoot, decl: &Declaration, dev: &PciDevice) -> Covered {
+    Covered {
+        address: dev.address,
+        driver: dev.driver.clone(),
+        enforced: decl.driver.satisfied_by(dev.driver.as_ref()),
+        udev_marked: udev_io::udev_property(root, &dev.address, udev::DRIVER_PROPERTY)
+            .map(|v| v.is_some()),
+    }
+}
+
 fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let decls = config::load(root)?;
     let inv = read_inventory(root, Names::Skip)?;
+    let decls = config::load(root)?.with_vfs(&inv.devices);
     let mismatches = decls.mismatches(&inv.devices);
     let coverage = decls.coverage(&inv.devices);
     let entries: Vec<ListEntry> = decls
         .list
         .iter()
         .zip(&coverage)
-        .map(|(decl, covered)| ListEntry {
+        .map(|(decl, covered_now)| ListEntry {
             key: decl.key(),
             declaration: decl,
-            devices: covered
-                .iter()
-                .map(|d| Covered {
-                    address: d.address,
-                    driver: d.driver.clone(),
-                    enforced: decl.driver.satisfied_by(d.driver.as_ref()),
-                    udev_marked: udev_io::udev_property(root, &d.address, udev::DRIVER_PROPERTY)
-                        .map(|v| v.is_some()),
-                })
-                .collect(),
+            devices: covered_now.iter().map(|d| covered(root, decl, d)).collect(),
             mismatch: mismatches
                 .iter()
                 .find(|(m, _)| *m == decl)
                 .map(|(_, found)| found.to_string()),
         })
         .collect();
+    let vfs = decls.vf_coverage(&inv.devices);
+    let sriov_mismatches = decls.sriov_mismatches(&inv.devices);
+    let pfs: Vec<SriovEntry> = decls
+        .sriov
+        .iter()
+        .map(|s| SriovEntry {
+            kind: "sriov",
+            key: s.key(),
+            declaration: s,
+            numvfs_present: inv.device(&s.address).and_then(|pf| match pf.sriov {
+                SriovRole::Pf { num_vfs, .. } => Some(num_vfs),
+                _ => None,
+            }),
+            devices: vfs
+                .iter()
+                .filter(|(decl, _)| decls.vf_source(decl) == Some(s))
+                .map(|(decl, vf)| covered(root, decl, vf))
+                .collect(),
+            mismatch: sriov_mismatches
+                .iter()
+                .find(|(m, _)| *m == s)
+                .map(|(_, found)| found.to_string()),
+        })
+        .collect();
     if args.json {
-        write_json(out, &entries)?;
+        let all: Vec<Entry> = entries
+            .into_iter()
+            .map(Entry::Binding)
+            .chain(pfs.into_iter().map(Entry::Sriov))
+            .collect();
+        write_json(out, &all)?;
         return Ok(crate::cli::exit::OK);
     }
-    if entries.is_empty() {
+    if entries.is_empty() && pfs.is_empty() {
         writeln!(out, "no declarations in {}", config::BINDINGS_DIR)?;
         return Ok(crate::cli::exit::OK);
     }
+    if !entries.is_empty() {
+        list_bindings(&entries, out)?;
+    }
+    if !pfs.is_empty() {
+        list_sriov(&pfs, out)?;
+    }
+    Ok(crate::cli::exit::OK)
+}
+
+/// The `[[sriov]]` table of `persist list`: the count present/declared, the
+/// VFs' driver and how many of them are on it.
+fn list_sriov(pfs: &[SriovEntry], out: &mut dyn Write) -> std::io::Result<()> {
+    let mut table = Table::new([
+        "SRIOV PF", "IDS", "NUMVFS", "VF DRIVER", "VFS", "ENFORCED", "ORIGIN",
+    ]);
+    for e in pfs {
+        let enforced = e.devices.iter().filter(|d| d.enforced).count();
+        table.row(vec![
+            e.key.clone(),
+            e.declaration.ids_text(),
+            format!(
+                "{}/{}",
+                e.numvfs_present
+                    .map_or("-".to_string(), |n| n.to_string()),
+                e.declaration.numvfs
+            ),
+            e.declaration.vf_driver.to_string(),
+            if e.devices.is_empty() {
+                "none present".to_string()
+            } else {
+                e.devices
+                    .iter()
+                    .map(|d| d.address.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
+            format!("{enforced}/{}", e.devices.len()),
+            e.declaration.origin.to_string(),
+        ]);
+    }
+    write!(out, "{}", table.render(""))?;
+    for e in pfs.iter().filter(|e| e.mismatch.is_some()) {
+        writeln!(
+            out,
+            "warning: {} declares SR-IOV PF {} at {}, but that slot now holds {}: not configured (slot moved or card replaced?)",
+            e.declaration.origin,
+            e.declaration.ids_text(),
+            e.key,
+            e.mismatch.as_deref().unwrap_or("?")
+        )?;
+    }
+    Ok(())
+}
+
+fn list_bindings(entries: &[ListEntry], out: &mut dyn Write) -> std::io::Result<()> {
     let mut table = Table::new(["KEY", "DRIVER", "DEVICES", "ENFORCED", "ORIGIN"]);
-    for e in &entries {
+    for e in entries {
         let enforced = e.devices.iter().filter(|d| d.enforced).count();
         table.row(vec![
             e.key.clone(),
@@ -229,7 +373,7 @@ fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow:
             e.mismatch.as_deref().unwrap_or("?")
         )?;
     }
-    Ok(crate::cli::exit::OK)
+    Ok(())
 }
 
 fn apply(root: &HostRoot, args: &PersistApplyArgs, out: &mut dyn Write) -> anyhow::Result<i32> {

@@ -15,7 +15,7 @@ use crate::host::sysfs::read_one;
 use crate::host::udev::log;
 use crate::host::HostRoot;
 use crate::model::declaration::Fit;
-use crate::model::PciAddress;
+use crate::model::{PciAddress, SriovRole};
 
 use crate::engine::enforce::enforce;
 
@@ -46,6 +46,12 @@ fn enforce_one(root: &HostRoot, address: PciAddress, timeout: Duration) -> anyho
     let Some(dev) = read_one(root, address) else {
         return Ok(format!("{address} is gone; nothing to do"));
     };
+    // A VF's binding may come from its PF's [[sriov]]: read the PF too.
+    let mut read = vec![dev.clone()];
+    if let SriovRole::Vf { physfn } = dev.sriov {
+        read.extend(read_one(root, physfn));
+    }
+    let decls = decls.with_vfs(&read);
     let dev = &dev;
     if let Some((decl, found)) = decls
         .mismatches(std::slice::from_ref(dev))

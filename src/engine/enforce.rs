@@ -233,12 +233,19 @@ pub fn apply_declarations(
     timeout: Duration,
 ) -> anyhow::Result<Enforced> {
     let decls = config::load(root)?;
-    // Declarations by address need only those devices; any by IDs, the host.
-    let addresses: Option<Vec<PciAddress>> = decls.list.iter().map(|d| d.address).collect();
+    // Declarations by address need only those devices; any by IDs (or a
+    // PF's, whose VFs are found by reading), the host.
+    let addresses: Option<Vec<PciAddress>> = decls
+        .list
+        .iter()
+        .map(|d| d.address)
+        .chain(decls.sriov.iter().map(|_| None))
+        .collect();
     let inv = match addresses {
         Some(addresses) => read_devices(root, &addresses, Names::Skip)?,
         None => read_inventory(root, Names::Skip)?,
     };
+    let decls = decls.with_vfs(&inv.devices);
     let (goals, warnings) = enforcement(&inv, &decls);
     let mut done = Enforced {
         reports: Vec::new(),

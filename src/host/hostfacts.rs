@@ -125,6 +125,7 @@ pub fn read_facts(
     ids_option: bool,
     cpu: CpuVendor,
 ) -> Facts {
+    let declarations = declarations.with_vfs(&inv.devices);
     let release = inv.kernel_release.as_deref();
     let alias_text = release
         .and_then(|r| fs::read_to_string(root.path(format!("/lib/modules/{r}/modules.alias"))).ok())

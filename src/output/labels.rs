@@ -10,15 +10,42 @@ pub fn iommu_off_note() -> String {
     )
 }
 
-/// A short SR-IOV column value: `PF 2/16`, `VF`, or `-`.
+/// A short SR-IOV column value: `PF 2/16`, `VF of 0000:3b:00.0`, or `-`.
 pub fn sriov_brief(dev: &PciDevice) -> String {
     match &dev.sriov {
         crate::model::SriovRole::Pf {
             total_vfs, num_vfs, ..
         } => format!("PF {num_vfs}/{total_vfs}"),
-        crate::model::SriovRole::Vf { .. } => "VF".to_string(),
+        crate::model::SriovRole::Vf { physfn } => format!("VF of {physfn}"),
         crate::model::SriovRole::None => "-".to_string(),
     }
+}
+
+/// `devices` with each PF's VFs moved right after it (in `virtfnN` order)
+/// when the PF is among them; everything else keeps its order.
+pub fn vfs_under_their_pf<'a>(devices: &[&'a PciDevice]) -> Vec<&'a PciDevice> {
+    use crate::model::SriovRole;
+    use std::collections::{HashMap, HashSet};
+    let by_address: HashMap<_, &'a PciDevice> = devices.iter().map(|d| (d.address, *d)).collect();
+    let under_pf =
+        |d: &PciDevice| matches!(d.sriov, SriovRole::Vf { physfn } if by_address.contains_key(&physfn));
+    let mut out = Vec::with_capacity(devices.len());
+    let mut placed = HashSet::new();
+    for dev in devices.iter().filter(|d| !under_pf(d)) {
+        out.push(*dev);
+        placed.insert(dev.address);
+        if let SriovRole::Pf { vfs, .. } = &dev.sriov {
+            for vf in vfs.iter().filter_map(|a| by_address.get(a)) {
+                if under_pf(vf) && placed.insert(vf.address) {
+                    out.push(*vf);
+                }
+            }
+        }
+    }
+    // A VF listed with its PF but missing from the PF's virtfn links (a
+    // racing change) keeps its order at the end rather than vanishing.
+    out.extend(devices.iter().filter(|d| !placed.contains(&d.address)));
+    out
 }
 
 /// `vendor device` names from pci.ids, or `-`.
