@@ -661,3 +661,119 @@ fn config_trust_covers_every_directory_and_refuses_links() {
     chown(host.path(site), Some(0), Some(0)).unwrap();
     refused(&host, "site.toml is owned by uid 0, not uid 1000");
 }
+
+/// A ConnectX-5 PF declared with 2 VFs on the default driver, one VF named
+/// by a `[[binding]]` on another driver: the address wins for that VF.
+const NIC_SRIOV: &str = "[[sriov]]\naddress = \"0000:3b:00.0\"\nvendor = \"15b3\"\ndevice = \"1017\"\nnumvfs = 2\n\n[[binding]]\nvendor = \"15b3\"\ndevice = \"1018\"\naddress = \"0000:3b:00.3\"\ndriver = \"mlx5_vfio_pci\"\n";
+
+#[test]
+fn sriov_declarations_are_listed_marked_and_govern_their_vfs() {
+    let host = topologies::sriov_nic();
+    host.register_driver("vfio-pci", Some("vfio_pci"));
+    host.write("etc/vfioctl/bindings.d/nic.toml", NIC_SRIOV);
+    let list = ok(host.root(), &["persist", "list"]);
+    assert!(
+        list.contains("SRIOV PF      IDS        NUMVFS  VF DRIVER  VFS           ENFORCED  ORIGIN\n0000:3b:00.0  15b3:1017  2/2     auto       0000:3b:00.2  0/1       /etc/vfioctl/bindings.d/nic.toml:1\n"),
+        "{list}"
+    );
+    assert!(
+        list.contains("0000:3b:00.3  mlx5_vfio_pci  0000:3b:00.3  1/1"),
+        "{list}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(host.root(), &["persist", "list", "--json"])).unwrap();
+    assert_eq!(json[0]["key"], "0000:3b:00.3");
+    assert!(
+        json[0].get("kind").is_none(),
+        "binding entries keep their schema"
+    );
+    assert_eq!(json[1]["kind"], "sriov");
+    assert_eq!(json[1]["numvfs"], 2);
+    assert_eq!(json[1]["numvfs_present"], 2);
+    assert!(json[1]["vf_driver"].is_null());
+    assert_eq!(json[1]["devices"][0]["address"], "0000:3b:00.2");
+    assert_eq!(json[1]["devices"][0]["enforced"], false);
+
+    let rules = ok(host.root(), &["persist", "rules"]);
+    assert!(
+        rules.contains("KERNEL==\"0000:3b:00.0\", ATTR{vendor}==\"0x15b3\", ATTR{device}==\"0x1017\", ENV{VFIOCTL_NUMVFS}=\"2\"\n"),
+        "{rules}"
+    );
+
+    // persist apply binds the VF its PF governs; the PF keeps its driver.
+    let kernel = SimKernel::new(&host);
+    let root = HostRoot::new(host.root());
+    let done = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+    assert!(done.errors.is_empty(), "{:?}", done.errors);
+    assert!(done.warnings.is_empty(), "{:?}", done.warnings);
+    let list = ok(host.root(), &["persist", "list"]);
+    assert!(
+        list.contains("0000:3b:00.0  15b3:1017  2/2     auto       0000:3b:00.2  1/1"),
+        "{list}"
+    );
+    assert_eq!(
+        read(&host, "sys/bus/pci/devices/0000:3b:00.0/driver_override"),
+        "(null)\n"
+    );
+
+    // A hand-written file is never removed; a written one is.
+    let run = vfioctl(host.root(), &["persist", "remove", "3b:00.0"]);
+    assert_ne!(run.status, 0);
+    assert!(
+        run.stderr
+            .contains("nic.toml:1: declared in a file vfioctl did not write"),
+        "{}",
+        run.stderr
+    );
+    host.write(
+        "etc/vfioctl/bindings.d/nic.toml",
+        format!(
+            "# Written by vfioctl persist add; remove with vfioctl persist remove.\n{}",
+            NIC_SRIOV.split("\n\n").next().unwrap()
+        ),
+    );
+    let out = ok(host.root(), &["persist", "remove", "3b:00.0"]);
+    assert!(
+        out.contains("removed SR-IOV declaration 0000:3b:00.0 (/etc/vfioctl/bindings.d/nic.toml:2); its VFs stay as they are"),
+        "{out}"
+    );
+    assert!(!host.path("etc/vfioctl/bindings.d/nic.toml").exists());
+}
+
+#[test]
+fn a_replaced_sriov_card_is_reported_not_configured() {
+    let host = topologies::sriov_nic();
+    host.write(
+        "etc/vfioctl/bindings.d/nic.toml",
+        "[[sriov]]\naddress = \"0000:3b:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 7\n",
+    );
+    let kernel = SimKernel::new(&host);
+    let root = HostRoot::new(host.root());
+    let done = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+    assert!(done.reports.is_empty(), "no VF is governed");
+    assert_eq!(
+        done.warnings,
+        ["/etc/vfioctl/bindings.d/nic.toml:1: 0000:3b:00.0 declares SR-IOV PF 8086:10c9 but the slot holds 15b3:1017:15b3:1017; its VFs are not configured"]
+    );
+    let list = ok(host.root(), &["persist", "list"]);
+    assert!(list.contains("warning: /etc/vfioctl/bindings.d/nic.toml:1 declares SR-IOV PF 8086:10c9 at 0000:3b:00.0, but that slot now holds 15b3:1017:15b3:1017: not configured"), "{list}");
+    assert!(
+        list.contains("VFS           ENFORCED") || list.contains("none present"),
+        "{list}"
+    );
+
+    let run = vfioctl(host.root(), &["persist", "list"]);
+    assert_eq!(run.status, 0);
+    host.write(
+        "etc/vfioctl/bindings.d/nic.toml",
+        "[[sriov]]\naddress = \"0000:3b:00.0\"\nvendor = \"15b3\"\ndevice = \"1017\"\nnumvfs = 2\nvf_driver = \"vfio pci\"\n",
+    );
+    let run = vfioctl(host.root(), &["persist", "list"]);
+    assert_eq!(run.status, 7, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("/etc/vfioctl/bindings.d/nic.toml:1: vf_driver = "),
+        "{}",
+        run.stderr
+    );
+}

@@ -125,7 +125,9 @@ fn sriov_named_by<'a>(
         .iter()
         .filter(|s| match &selector.matcher {
             Matcher::Address(addr) => *addr == s.address,
-            _ => inv.device(&s.address).is_some_and(|pf| selector.matches(pf)),
+            _ => inv
+                .device(&s.address)
+                .is_some_and(|pf| selector.matches(pf)),
         })
         .collect()
 }
@@ -301,7 +303,13 @@ fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow:
 /// VFs' driver and how many of them are on it.
 fn list_sriov(pfs: &[SriovEntry], out: &mut dyn Write) -> std::io::Result<()> {
     let mut table = Table::new([
-        "SRIOV PF", "IDS", "NUMVFS", "VF DRIVER", "VFS", "ENFORCED", "ORIGIN",
+        "SRIOV PF",
+        "IDS",
+        "NUMVFS",
+        "VF DRIVER",
+        "VFS",
+        "ENFORCED",
+        "ORIGIN",
     ]);
     for e in pfs {
         let enforced = e.devices.iter().filter(|d| d.enforced).count();
@@ -310,8 +318,7 @@ fn list_sriov(pfs: &[SriovEntry], out: &mut dyn Write) -> std::io::Result<()> {
             e.declaration.ids_text(),
             format!(
                 "{}/{}",
-                e.numvfs_present
-                    .map_or("-".to_string(), |n| n.to_string()),
+                e.numvfs_present.map_or("-".to_string(), |n| n.to_string()),
                 e.declaration.numvfs
             ),
             e.declaration.vf_driver.to_string(),

@@ -188,7 +188,11 @@ pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Res
                 vfs,
             } => format!(
                 "PF, {num_vfs} of {total_vfs} VFs enabled{}",
-                if vfs.is_empty() { "" } else { " (listed below)" }
+                if vfs.is_empty() {
+                    ""
+                } else {
+                    " (listed below)"
+                }
             ),
             SriovRole::Vf { physfn } => format!("VF of {physfn}"),
             SriovRole::None => "none".to_string(),

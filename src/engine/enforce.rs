@@ -179,6 +179,15 @@ fn enforcement(inv: &Inventory, decls: &Declarations) -> (GoalSets, Vec<String>)
             found
         ));
     }
+    for (decl, found) in decls.sriov_mismatches(&inv.devices) {
+        warnings.push(format!(
+            "{}: {} declares SR-IOV PF {} but the slot holds {}; its VFs are not configured",
+            decl.origin,
+            decl.key(),
+            decl.ids_text(),
+            found
+        ));
+    }
     for dev in &inv.devices {
         let Some(governing) = decls.governing(dev) else {
             continue;

@@ -536,7 +536,8 @@ pub fn render_sriov(decl: &SriovDeclaration) -> String {
         numvfs: decl.numvfs,
         vf_driver: decl.vf_driver.named().map(|d| d.to_string()),
     };
-    let body = toml::to_string(&SriovFileOut { sriov: [&model] }).expect("a declaration serializes");
+    let body =
+        toml::to_string(&SriovFileOut { sriov: [&model] }).expect("a declaration serializes");
     format!("{WRITTEN_HEADER}\n{body}")
 }
 
@@ -717,6 +718,63 @@ mod tests {
             assert!(err
                 .to_string()
                 .starts_with(&format!("/etc/vfioctl/bindings.d/x.toml:{line}: ")));
+        }
+    }
+
+    #[test]
+    fn sriov_declarations_parse_render_and_read_back() {
+        let text = "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n\n[[sriov]]\naddress = \"3b:00.0\"\nvendor = \"8086\"\ndevice = \"10C9\"\nnumvfs = 7\n\n[[sriov]]\naddress = \"0000:5e:00.0\"\nvendor = \"144d\"\ndevice = \"a824\"\nnumvfs = 0\nvf_driver = \"pci-stub\"\n";
+        let (bindings, sriov) = parse_all("/etc/vfioctl/bindings.d/s.toml", text).unwrap();
+        assert_eq!(bindings.len(), 1);
+        assert_eq!(sriov.len(), 2);
+        assert_eq!(sriov[0].key(), "0000:3b:00.0");
+        assert_eq!(sriov[0].ids_text(), "8086:10c9");
+        assert_eq!(sriov[0].numvfs, 7);
+        assert_eq!(sriov[0].vf_driver, DeclaredDriver::Auto);
+        assert_eq!(sriov[0].origin.line, 5);
+        assert_eq!(
+            sriov[1].vf_driver,
+            DeclaredDriver::Named(DriverName::new("pci_stub"))
+        );
+        for decl in &sriov {
+            let written = render_sriov_checked(decl, "/x.toml").unwrap();
+            assert!(written.starts_with(WRITTEN_HEADER));
+            assert!(parse("/x.toml", &written).unwrap().is_empty());
+        }
+        assert_eq!(
+            render_sriov(&sriov[1]),
+            format!("{WRITTEN_HEADER}\n[[sriov]]\naddress = \"0000:5e:00.0\"\nvendor = \"144d\"\ndevice = \"a824\"\nnumvfs = 0\nvf_driver = \"pci-stub\"\n")
+        );
+        assert_eq!(sriov_file_name(&sriov[0]), "sriov-0000_3b_00.0.toml");
+        assert!(valid_file_name(&sriov_file_name(&sriov[0])));
+    }
+
+    #[test]
+    fn bad_sriov_tables_name_file_and_line() {
+        let head = "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n\n";
+        let cases = [
+            ("[[sriov]]\naddress = \"3b:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\n", 5, "missing field `numvfs`"),
+            ("[[sriov]]\naddress = \"3b:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = -1\n", 9, "u16"),
+            ("[[sriov]]\naddress = \"3b:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 70000\n", 9, "u16"),
+            ("[[sriov]]\naddress = \"3b:00\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 1\n", 5, "malformed PCI address"),
+            ("[[sriov]]\naddress = \"3b:00.0\"\nvendor = \"80866\"\ndevice = \"10c9\"\nnumvfs = 1\n", 5, "vendor = \"80866\" is not 4 hex digits"),
+            ("[[sriov]]\naddress = \"3b:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 1\nvf_driver = \"a\\\"\\nRUN\"\n", 5, "vf_driver = "),
+            ("[[sriov]]\naddress = \"3b:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 1\ndriver = \"vfio-pci\"\n", 10, "unknown field `driver`"),
+        ];
+        for (tail, line, message) in cases {
+            let text = format!("{head}{tail}");
+            let err = parse_all("/etc/vfioctl/bindings.d/x.toml", &text).unwrap_err();
+            match &err {
+                ConfigError::Invalid {
+                    line: l,
+                    message: m,
+                    ..
+                } => {
+                    assert_eq!(*l, line, "{text}: {err}");
+                    assert!(m.contains(message), "{text}: {m}");
+                }
+                other => panic!("{other}"),
+            }
         }
     }
 

@@ -7,9 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Serialize, Serializer};
 
 use crate::integrations::boot_files::CpuVendor;
-use crate::model::declaration::{
-    Declaration, Declarations, DeclaredDriver, Fit, SriovDeclaration,
-};
+use crate::model::declaration::{Declaration, Declarations, DeclaredDriver, Fit, SriovDeclaration};
 use crate::model::fabric::{device_may_leave_host, Fabric};
 use crate::model::{
     DeviceId, DriverKind, DriverName, Inventory, IommuState, ModuleName, PciAddress, PciDevice,

@@ -168,7 +168,6 @@ impl Declaration {
             None => Fit::NotThisDevice,
         }
     }
-
 }
 
 /// One declared SR-IOV physical function (`[[sriov]]`): the number of VFs
@@ -637,6 +636,99 @@ mod tests {
         let all = Declarations::new(vec![decl(Some("25:00.0"), None)]);
         assert_eq!(all.mismatches(std::slice::from_ref(&other)).len(), 1);
         assert_eq!(other.ids.to_string(), "8086:20b0:10de:134f");
+    }
+
+    fn vf(addr: &str, pf: &str) -> PciDevice {
+        let mut vf = endpoint(addr, 0x020000);
+        vf.ids.vendor = VendorId(0x8086);
+        vf.ids.device = DeviceId(0x10ca);
+        vf.sriov = SriovRole::Vf {
+            physfn: pf.parse().unwrap(),
+        };
+        vf
+    }
+
+    fn nic() -> Vec<PciDevice> {
+        let mut pf = endpoint("3b:00.0", 0x020000);
+        pf.ids.vendor = VendorId(0x8086);
+        pf.ids.device = DeviceId(0x10c9);
+        pf.sriov = SriovRole::Pf {
+            total_vfs: 7,
+            num_vfs: 2,
+            vfs: vec!["3b:10.0".parse().unwrap(), "3b:10.2".parse().unwrap()],
+        };
+        vec![pf, vf("3b:10.0", "3b:00.0"), vf("3b:10.2", "3b:00.0")]
+    }
+
+    fn sriov(device: u16) -> SriovDeclaration {
+        SriovDeclaration {
+            address: "3b:00.0".parse().unwrap(),
+            vendor: VendorId(0x8086),
+            device: DeviceId(device),
+            numvfs: 2,
+            vf_driver: DeclaredDriver::Auto,
+            origin: Origin {
+                file: "/etc/vfioctl/bindings.d/s.toml".into(),
+                line: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn a_declared_pf_governs_its_vfs_unless_a_binding_names_one() {
+        let devices = nic();
+        let by_ids = Declaration {
+            driver: DeclaredDriver::Named(DriverName::new("igbvf")),
+            ..Declaration::of_ids(VendorId(0x8086), DeviceId(0x10ca), "/a.toml", 1)
+        };
+        let by_address = Declaration {
+            address: Some("3b:10.2".parse().unwrap()),
+            driver: DeclaredDriver::Named(DriverName::new("pci-stub")),
+            ..Declaration::of_ids(VendorId(0x8086), DeviceId(0x10ca), "/b.toml", 1)
+        };
+        let decls = Declarations::with_sriov(
+            vec![by_ids.clone(), by_address.clone()],
+            vec![sriov(0x10c9)],
+        );
+        // Without the host's devices no VF is governed by the PF.
+        assert_eq!(decls.governing(&devices[1]).unwrap().declaration, &by_ids);
+        let decls = decls.with_vfs(&devices);
+        let first = decls.governing(&devices[1]).unwrap();
+        assert_eq!(first.declaration.driver, DeclaredDriver::Auto);
+        assert_eq!(
+            first.declaration.origin.file,
+            "/etc/vfioctl/bindings.d/s.toml"
+        );
+        assert_eq!(first.overruled, vec![&by_ids]);
+        assert_eq!(decls.vf_source(first.declaration), Some(&decls.sriov[0]));
+        assert_eq!(decls.vf_source(&by_ids), None);
+        let second = decls.governing(&devices[2]).unwrap();
+        assert_eq!(second.declaration, &by_address);
+        assert_eq!(second.overruled.len(), 2);
+        assert!(
+            decls.governing(&devices[0]).is_none(),
+            "the PF keeps its driver"
+        );
+        let vfs = decls.vf_coverage(&devices);
+        assert_eq!(vfs.len(), 1);
+        assert_eq!(vfs[0].1.address, devices[1].address);
+        // The ID declaration covers nothing: both VFs have a more specific one.
+        let coverage: Vec<Vec<PciAddress>> = decls
+            .coverage(&devices)
+            .iter()
+            .map(|c| c.iter().map(|d| d.address).collect())
+            .collect();
+        assert_eq!(coverage, vec![vec![], vec![devices[2].address]]);
+    }
+
+    #[test]
+    fn a_replaced_pf_governs_no_vf() {
+        let devices = nic();
+        let decls = Declarations::with_sriov(vec![], vec![sriov(0x1521)]).with_vfs(&devices);
+        assert!(devices.iter().all(|d| decls.governing(d).is_none()));
+        let mismatches = decls.sriov_mismatches(&devices);
+        assert_eq!(mismatches.len(), 1);
+        assert_eq!(mismatches[0].1, devices[0].ids);
     }
 
     #[test]
