@@ -324,6 +324,12 @@ pub struct NovaArgs {
     #[arg(long)]
     pub live_migratable: bool,
 
+    /// Device specs for VFs name their PF's address (Nova matches a VF by its
+    /// parent) when every VF of that PF with the IDs is offered, instead of
+    /// one spec per VF address.
+    #[arg(long)]
+    pub vf_parent: bool,
+
     /// Print only one part, as it goes into its file or shell: controller
     /// (nova.conf for nova-api, nova-scheduler and nova-conductor), compute (nova.conf for
     /// nova-compute) or commands (the openstack client commands).

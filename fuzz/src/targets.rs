@@ -118,7 +118,13 @@ pub fn bindings_toml(data: &[u8]) {
             .unwrap_or_else(|e| panic!("vfioctl cannot read what it wrote: {e}\n{written}"));
         assert!(bindings.is_empty() && back.len() == 1, "{written}");
         assert_eq!(
-            (back[0].address, back[0].vendor, back[0].device, back[0].numvfs, &back[0].vf_driver),
+            (
+                back[0].address,
+                back[0].vendor,
+                back[0].device,
+                back[0].numvfs,
+                &back[0].vf_driver
+            ),
             (pf.address, pf.vendor, pf.device, pf.numvfs, &pf.vf_driver),
             "{written}"
         );

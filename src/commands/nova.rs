@@ -280,6 +280,7 @@ pub fn run(
                 traits: args.traits.clone(),
             }),
             live_migratable: args.live_migratable,
+            vf_parent: args.vf_parent,
             devices,
         },
     )?;
