@@ -777,3 +777,24 @@ fn a_replaced_sriov_card_is_reported_not_configured() {
         run.stderr
     );
 }
+
+/// Boot files consider the VFs a `[[sriov]]` declaration governs: their
+/// native driver's module gets a softdep on vfio-pci, and they pass the
+/// boot-time gate like any declared device; the PF stays unclaimed.
+#[test]
+fn host_config_covers_the_vfs_of_a_declared_pf() {
+    let host = topologies::sriov_nic();
+    host.write(
+        "etc/vfioctl/bindings.d/nic.toml",
+        "[[sriov]]\naddress = \"0000:3b:00.0\"\nvendor = \"15b3\"\ndevice = \"1017\"\nnumvfs = 2\n",
+    );
+    let preview = ok(host.root(), &["host-config"]);
+    assert!(
+        preview.contains("softdep mlx5_core pre: vfio-pci"),
+        "{preview}"
+    );
+    // The initramfs claims declared functions by address or IDs: VFs do not
+    // exist that early, and the PF is never claimed.
+    assert!(!preview.contains("\"0000:3b:00.0 "), "{preview}");
+    assert!(!preview.contains("0x15b3:0x1018"), "{preview}");
+}
