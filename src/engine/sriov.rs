@@ -825,7 +825,7 @@ pub struct SriovReport {
 
 /// Reads the facts, plans and (unless `dry_run` or nothing changes) applies.
 /// The caller holds the change lock when not a dry run; `inv` must hold the
-/// PF, its VFs and their IOMMU groups (`read_devices` of the PF does).
+/// PF, its VFs and their IOMMU groups (`read_devices` of the PF and its VFs).
 pub fn change(
     root: &HostRoot,
     kernel: &dyn PciKernel,
@@ -905,8 +905,13 @@ pub fn run(
             .into())
         }
     };
-    // A selector by IDs or class read the whole host; an address read only
-    // the PF, its VFs and their groups.
+    // The PF and its VFs with their IOMMU groups and neighbours (a VF
+    // rebound needs its group), not the whole host.
+    let mut seeds = vec![pf];
+    if let Some(SriovRole::Pf { vfs, .. }) = inv.device(&pf).map(|d| &d.sriov) {
+        seeds.extend(vfs);
+    }
+    let inv = read_devices(root, &seeds, Names::Skip)?;
     let request = SriovRequest {
         pf,
         numvfs: spec.numvfs,
