@@ -43,6 +43,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         Command::List(args) => commands::list::run(&root, args, out),
         Command::Show(args) => commands::show::run(&root, args, out),
         Command::Bind(args) => commands::bind::run(&root, args, out),
+        Command::Sriov(args) => commands::sriov::run(&root, args, out),
         Command::Restore(args) => commands::restore::run(&root, args, out),
         Command::Unbind(args) => commands::unbind::run(&root, args, out),
         Command::Persist { action } => commands::persist::run(&root, action, out),

@@ -245,7 +245,8 @@ fn pending_devices(usage: &dyn UsageFacts, plan: &Plan, applied: &Applied) -> Ve
         .collect()
 }
 
-fn update_record(record: &mut ChangeRecord, plan: &Plan, applied: &Applied) {
+/// Records the devices `applied` changed (`Done`) as changed by `plan`'s goal.
+pub fn update_record(record: &mut ChangeRecord, plan: &Plan, applied: &Applied) {
     for action in &plan.actions {
         let done = applied
             .devices

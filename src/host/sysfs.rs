@@ -454,6 +454,19 @@ pub fn read_one(root: &HostRoot, address: PciAddress) -> Option<PciDevice> {
     read_device(devices.as_fd(), address, None, &mut HashMap::new(), pending)
 }
 
+/// A PF's `sriov_drivers_autoprobe`: whether the VFs it creates are probed
+/// by a driver on their own. `None` when the kernel has no such file or it
+/// cannot be read.
+pub fn read_sriov_autoprobe(root: &HostRoot, pf: PciAddress) -> Option<bool> {
+    let text = fs::read_to_string(root.path(format!("{PCI_DEVICES}/{pf}/sriov_drivers_autoprobe")))
+        .ok()?;
+    match text.trim() {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    }
+}
+
 /// The devices whose unbind the change record says is pending. A record
 /// vfioctl cannot read is reported by the commands that use it.
 fn pending_unbinds(root: &HostRoot) -> std::collections::BTreeSet<PciAddress> {

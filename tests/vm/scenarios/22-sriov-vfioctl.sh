@@ -1,0 +1,182 @@
+# shellcheck shell=bash
+# vfioctl sriov on a real kernel: 0 -> N VFs bound to vfio-pci with no
+# native VF driver bound in between (uevent log and kernel log), N -> M
+# through 0, back to 0, refusal while a VF's /dev/vfio/N is held (holder
+# named, exit 4), a dry run that writes nothing; nvme PF (2 VFs) and, with
+# QEMU 10, igb (7 VFs, whose igbvf binds by itself under autoprobe 1).
+# Prints "timing:" lines (ms, measured around the vfioctl call).
+# boot: iommu=on udev=on
+# timeout: 300
+
+run() {
+	OUT=$("$@" 2>&1)
+	RC=$?
+	printf '$ %s\n%s\n[exit %s]\n' "$*" "$OUT" "$RC"
+}
+
+ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# vfs_of PF: its VFs by virtfn index, on one line.
+vfs_of() {
+	local i link out=()
+	for ((i = 0; ; i++)); do
+		link=$(readlink "$SYS/$1/virtfn$i") || break
+		out+=("${link##*/}")
+	done
+	echo "${out[*]}"
+}
+
+# vf_drivers PF: each VF's driver, on one line.
+vf_drivers() {
+	local vf out=()
+	for vf in $(vfs_of "$1"); do
+		out+=("$(driver_of "$vf")")
+	done
+	echo "${out[*]}"
+}
+
+# vf_nodes PF: whether each VF's /dev/vfio/N exists ("yes yes ...").
+vf_nodes() {
+	local vf out=()
+	for vf in $(vfs_of "$1"); do
+		if [[ -c /dev/vfio/$(group_of "$vf") ]]; then out+=(yes); else out+=(no); fi
+	done
+	echo "${out[*]}"
+}
+
+repeat() {
+	local out=() i
+	for ((i = 0; i < $2; i++)); do out+=("$1"); done
+	echo "${out[*]}"
+}
+
+# Where the uevent and kernel logs are before a change.
+log_marks() {
+	udevadm settle
+	UEVENTS_AT=$(wc -l </run/vmtest/uevents)
+	DMESG_AT=$(dmesg | wc -l)
+}
+
+# native_binds PF: since log_marks, every uevent of a function other than
+# the PF handled while it was bound to a driver other than vfio-pci, and
+# every kernel log line of a native VF driver probing (nvme, igbvf).
+native_binds() {
+	udevadm settle
+	tail -n +"$((UEVENTS_AT + 1))" /run/vmtest/uevents |
+		awk -v pf="$1" '$2 != pf && $3 != "driver=vfio-pci" && $3 != "driver=none"'
+	dmesg | tail -n +"$((DMESG_AT + 1))" | grep -E 'igbvf|nvme nvme[0-9]+: pci function' | grep -v "$1"
+}
+
+json_field() {
+	python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2], {"d": d}))' "$OUT" "$1"
+}
+
+hold() {
+	rm -f /tmp/held-sriov
+	python3 -c "import os,sys,time; os.open(sys.argv[1], os.O_RDWR); open('/tmp/held-sriov','w').close(); time.sleep(300)" "$1" &
+	HOLDER=$!
+	wait_for 30 test -e /tmp/held-sriov
+}
+
+pf=$NVME
+expect nvme-starts-without-vfs "$(cat "$SYS/$pf/sriov_numvfs") $(cat "$SYS/$pf/sriov_drivers_autoprobe")" "0 1"
+
+# Dry run: the exact sysfs writes, nothing written.
+run "$VFIOCTL" sriov "$pf" --numvfs 2 --dry-run
+expect dry-run-exit "$RC" 0
+check dry-run-autoprobe-write grep -qx "  echo 0 > /sys/bus/pci/devices/$pf/sriov_drivers_autoprobe" <<<"$OUT"
+check dry-run-numvfs-write grep -qx "  echo 2 > /sys/bus/pci/devices/$pf/sriov_numvfs" <<<"$OUT"
+expect dry-run-wrote-nothing "$(cat "$SYS/$pf/sriov_numvfs") $(cat "$SYS/$pf/sriov_drivers_autoprobe")" "0 1"
+
+# Refusals: above sriov_totalvfs, and a function that is not a PF.
+run "$VFIOCTL" sriov "$pf" --numvfs 3
+expect above-total-refused "$RC" 4
+check above-total-names-total grep -q "at most 2 VFs" <<<"$OUT"
+run "$VFIOCTL" sriov "$E1000E" --numvfs 1
+expect not-a-pf-refused "$RC" 4
+check not-a-pf-named grep -q "is not an SR-IOV physical function" <<<"$OUT"
+
+# 0 -> 2 on vfio-pci.
+log_marks
+t0=$(ms)
+run "$VFIOCTL" sriov "$pf" --numvfs 2 --json
+t1=$(ms)
+echo "timing: nvme 0->2 $((t1 - t0)) ms"
+expect nvme-0-to-2-exit "$RC" 0
+expect nvme-2-vfs-on-vfio "$(vf_drivers "$pf")" "vfio-pci vfio-pci"
+expect nvme-vfio-nodes "$(vf_nodes "$pf")" "yes yes"
+expect nvme-no-native-bind "$(native_binds "$pf")" ""
+expect nvme-autoprobe-restored "$(cat "$SYS/$pf/sriov_drivers_autoprobe")" 1
+expect nvme-json-numvfs "$(json_field 'd["result"]["numvfs"]')" 2
+expect nvme-json-steps "$(json_field '" ".join(s["step"] for s in d["plan"]["steps"])')" "autoprobe numvfs wait_virtfns bind_vfs autoprobe"
+
+# Again: nothing to do.
+run "$VFIOCTL" sriov "$pf" --numvfs 2 --json
+expect nvme-again-exit "$RC" 0
+expect nvme-again-no-result "$(json_field 'd["result"]')" None
+
+# A VF held open (a VM's /dev/vfio/N): shrinking, or any change, is refused
+# even with --force, naming the holder; nothing changes.
+vf1=$(vfs_of "$pf")
+vf1=${vf1##* }
+if hold "/dev/vfio/$(group_of "$vf1")"; then
+	pass holder-opens-vf-group
+	run "$VFIOCTL" sriov "$pf" --numvfs 1
+	expect held-shrink-refused "$RC" 4
+	check held-names-holder grep -q "held open by PID $HOLDER" <<<"$OUT"
+	run "$VFIOCTL" sriov "$pf" --numvfs 0 --force
+	expect held-remove-refused-forced "$RC" 4
+	run "$VFIOCTL" sriov "$pf" --numvfs 0 --json
+	expect held-json-exit-status "$(json_field 'd["exit_status"]')" 4
+	expect held-vfs-kept "$(vf_drivers "$pf")" "vfio-pci vfio-pci"
+else
+	fail holder-opens-vf-group "could not open /dev/vfio/$(group_of "$vf1")"
+fi
+kill "$HOLDER" 2>/dev/null
+wait "$HOLDER" 2>/dev/null
+
+# 2 -> 1 (through 0), then 0.
+log_marks
+t0=$(ms)
+run "$VFIOCTL" sriov "$pf" --numvfs 1
+t1=$(ms)
+echo "timing: nvme 2->1 $((t1 - t0)) ms"
+expect nvme-2-to-1-exit "$RC" 0
+expect nvme-1-vf-on-vfio "$(vf_drivers "$pf")" "vfio-pci"
+expect nvme-2-to-1-no-native-bind "$(native_binds "$pf")" ""
+run "$VFIOCTL" sriov "$pf" --numvfs 0
+expect nvme-to-0-exit "$RC" 0
+expect nvme-no-vfs-left "$(cat "$SYS/$pf/sriov_numvfs") $(vfs_of "$pf")" "0 "
+expect nvme-end-autoprobe "$(cat "$SYS/$pf/sriov_drivers_autoprobe")" 1
+
+# igb (QEMU 10): 7 VFs, which igbvf would bind with autoprobe 1.
+if have_igb; then
+	pf=$IGB
+	log_marks
+	t0=$(ms)
+	run "$VFIOCTL" sriov "$pf" --numvfs 7
+	t1=$(ms)
+	echo "timing: igb 0->7 $((t1 - t0)) ms"
+	expect igb-0-to-7-exit "$RC" 0
+	expect igb-7-vfs-on-vfio "$(vf_drivers "$pf")" "$(repeat vfio-pci 7)"
+	expect igb-vfio-nodes "$(vf_nodes "$pf")" "$(repeat yes 7)"
+	expect igb-no-igbvf-bind "$(native_binds "$pf")" ""
+	expect igb-autoprobe-restored "$(cat "$SYS/$pf/sriov_drivers_autoprobe")" 1
+	log_marks
+	t0=$(ms)
+	run "$VFIOCTL" sriov "$pf" --numvfs 3
+	t1=$(ms)
+	echo "timing: igb 7->3 $((t1 - t0)) ms"
+	expect igb-7-to-3-exit "$RC" 0
+	expect igb-3-vfs-on-vfio "$(vf_drivers "$pf")" "vfio-pci vfio-pci vfio-pci"
+	expect igb-7-to-3-no-igbvf-bind "$(native_binds "$pf")" ""
+	t0=$(ms)
+	run "$VFIOCTL" sriov "$pf" --numvfs 0
+	t1=$(ms)
+	echo "timing: igb 3->0 $((t1 - t0)) ms"
+	expect igb-to-0-exit "$RC" 0
+	expect igb-no-vfs-left "$(cat "$SYS/$pf/sriov_numvfs")" 0
+	expect igb-end-autoprobe "$(cat "$SYS/$pf/sriov_drivers_autoprobe")" 1
+else
+	skip igb "no igb in $VM_QEMU (QEMU 10 from bookworm-backports not in the cache)"
+fi
