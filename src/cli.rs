@@ -450,6 +450,12 @@ pub struct SriovArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Once the change is verified, declare it in /etc/vfioctl/bindings.d
+    /// (an [[sriov]] table: the count and the VFs' driver), applied again at
+    /// boot and when the PF is added (see PERSISTENT BINDINGS).
+    #[arg(long)]
+    pub persist: bool,
+
     /// Destroy VFs the host uses in ways --force may override (addresses,
     /// routes, mounts). Never VFs a process holds.
     #[arg(long)]

@@ -13,6 +13,7 @@ use crate::engine::enforce::{
     apply_declarations, declare_and_write, print_rules_status, DeclareOptions,
 };
 use crate::engine::run::{self, ChangeReport, NotPrivileged};
+use crate::engine::sriov::SriovReport;
 use crate::host::kernel::SysfsKernel;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::udev::{self as udev_io};
@@ -22,8 +23,9 @@ use crate::integrations::udev;
 use crate::model::declaration::{Declaration, Declarations, SriovDeclaration};
 use crate::model::selector::Matcher;
 use crate::model::{DriverName, Inventory, PciAddress, PciDevice, Selector, SriovRole};
+use crate::output::report::{render, render_sriov};
 use crate::output::table::Table;
-use crate::output::{report::render, write_json};
+use crate::output::write_json;
 
 use super::parse_selectors;
 use crate::error::NotDeclared;
@@ -397,6 +399,7 @@ fn apply(root: &HostRoot, args: &PersistApplyArgs, out: &mut dyn Write) -> anyho
     if args.json {
         #[derive(Serialize)]
         struct ApplyRecord<'a> {
+            sriov: &'a [SriovReport],
             reports: &'a [ChangeReport],
             warnings: &'a [String],
             errors: Vec<String>,
@@ -404,17 +407,21 @@ fn apply(root: &HostRoot, args: &PersistApplyArgs, out: &mut dyn Write) -> anyho
         write_json(
             out,
             &ApplyRecord {
+                sriov: &done.sriov,
                 reports: &done.reports,
                 warnings: &done.warnings,
                 errors: done.errors.iter().map(|e| format!("{e:#}")).collect(),
             },
         )?;
     } else {
-        if done.reports.is_empty() && done.errors.is_empty() {
+        if done.sriov.is_empty() && done.reports.is_empty() && done.errors.is_empty() {
             writeln!(
                 out,
                 "nothing declared is present (see vfioctl persist list)"
             )?;
+        }
+        for report in &done.sriov {
+            write!(out, "{}", render_sriov(report))?;
         }
         for report in &done.reports {
             write!(out, "{}", render(report))?;

@@ -17,21 +17,23 @@ use crate::host::HostRoot;
 use crate::model::declaration::Fit;
 use crate::model::{PciAddress, SriovRole};
 
-use crate::engine::enforce::enforce;
+use crate::engine::enforce::{apply_sriov, enforce, SriovOutcome};
 
 pub fn run(root: &HostRoot, args: &UdevHookArgs, _out: &mut dyn Write) -> anyhow::Result<i32> {
-    // Only "add": the hook's own bind/unbind events, and "change", must not loop.
-    if let Some(action) = std::env::var_os("ACTION") {
-        if action != "add" {
-            return Ok(crate::cli::exit::OK);
-        }
-    }
+    // Only "add", and "bind" for a declared SR-IOV PF (its VFs need its
+    // driver): the hook's own bind/unbind events, and "change", must not loop.
+    let event = match std::env::var_os("ACTION") {
+        None => Event::Add,
+        Some(action) if action == "add" => Event::Add,
+        Some(action) if action == "bind" => Event::Bind,
+        Some(_) => return Ok(crate::cli::exit::OK),
+    };
     let text = match &args.device {
         Some(d) => d.clone(),
         None => std::env::var("PCI_SLOT_NAME").map_err(|_| MissingAddress)?,
     };
     let address: PciAddress = text.parse()?;
-    let result = enforce_one(root, address, Duration::from_secs(args.timeout));
+    let result = enforce_one(root, address, event, Duration::from_secs(args.timeout));
     match &result {
         Ok(message) => log(root, false, message),
         Err(e) => log(root, true, &format!("{address}: {e:#}")),
@@ -39,7 +41,21 @@ pub fn run(root: &HostRoot, args: &UdevHookArgs, _out: &mut dyn Write) -> anyhow
     result.map(|_| crate::cli::exit::OK)
 }
 
-fn enforce_one(root: &HostRoot, address: PciAddress, timeout: Duration) -> anyhow::Result<String> {
+/// The uevent the hook runs for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    Add,
+    /// A driver bound: only a declared SR-IOV PF acts on it (the hook never
+    /// binds a PF, so this is never its own event).
+    Bind,
+}
+
+fn enforce_one(
+    root: &HostRoot,
+    address: PciAddress,
+    event: Event,
+    timeout: Duration,
+) -> anyhow::Result<String> {
     let decls = config::load(root)?;
     // One device is enough to find its declaration; the change re-reads the
     // whole inventory under the lock.
@@ -53,6 +69,32 @@ fn enforce_one(root: &HostRoot, address: PciAddress, timeout: Duration) -> anyho
     }
     let decls = decls.with_vfs(&read);
     let dev = &dev;
+    // A declared PF: its VF count and their driver, once it has its own
+    // driver (the add event of a PF whose module udev loads comes first).
+    if let Some(pf) = decls.sriov.iter().find(|s| s.address == address) {
+        let message = match apply_sriov(root, &SysfsKernel::new(root.clone()), pf, false, timeout)?
+        {
+            SriovOutcome::Skipped(why) => why,
+            SriovOutcome::Changed(report) => {
+                if let Some(failed) = crate::engine::sriov::failure(&report) {
+                    return Err(failed.into());
+                }
+                format!(
+                    "{address}: declared by {}; {} VF(s) on {}",
+                    pf.origin, pf.numvfs, pf.vf_driver
+                )
+            }
+        };
+        if event == Event::Bind || decls.governing(dev).is_none() {
+            return Ok(message);
+        }
+        log(root, false, &message);
+    }
+    if event == Event::Bind {
+        return Ok(format!(
+            "{address}: bind event of an undeclared PF; nothing to do"
+        ));
+    }
     if let Some((decl, found)) = decls
         .mismatches(std::slice::from_ref(dev))
         .into_iter()

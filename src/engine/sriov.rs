@@ -877,11 +877,25 @@ pub struct SriovSpec {
     pub timeout: Duration,
 }
 
+/// Work after a verified change, under the same lock and with the inventory
+/// read before it (`sriov --persist` declaring the count it set).
+pub type AfterSriov<'a> = &'a mut dyn FnMut(&Inventory, &SriovReport) -> anyhow::Result<()>;
+
 /// privilege -> lock -> read the PF and its VFs -> [`change`].
 pub fn run(
     root: &HostRoot,
     spec: &SriovSpec,
     kernel: &dyn PciKernel,
+) -> anyhow::Result<SriovReport> {
+    run_then(root, spec, kernel, None)
+}
+
+/// [`run`], then `after` (not for a dry run, nor when the change failed).
+pub fn run_then(
+    root: &HostRoot,
+    spec: &SriovSpec,
+    kernel: &dyn PciKernel,
+    after: Option<AfterSriov>,
 ) -> anyhow::Result<SriovReport> {
     if !spec.dry_run && !privileged() {
         return Err(NotPrivileged { command: "sriov" }.into());
@@ -919,7 +933,13 @@ pub fn run(
         force: spec.force,
         timeout: spec.timeout,
     };
-    change(root, kernel, &inv, &request, spec.dry_run)
+    let report = change(root, kernel, &inv, &request, spec.dry_run)?;
+    if let Some(after) = after {
+        if !spec.dry_run && failure(&report).is_none() {
+            after(&inv, &report)?;
+        }
+    }
+    Ok(report)
 }
 
 /// The error to return for a report whose apply failed, if it did: what
