@@ -35,7 +35,8 @@ pub fn run(root: &HostRoot, args: &UdevHookArgs, _out: &mut dyn Write) -> anyhow
     let address: PciAddress = text.parse()?;
     let result = enforce_one(root, address, event, Duration::from_secs(args.timeout));
     match &result {
-        Ok(message) => log(root, false, message),
+        Ok(Some(message)) => log(root, false, message),
+        Ok(None) => {}
         Err(e) => log(root, true, &format!("{address}: {e:#}")),
     }
     result.map(|_| crate::cli::exit::OK)
@@ -55,12 +56,17 @@ fn enforce_one(
     address: PciAddress,
     event: Event,
     timeout: Duration,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Option<String>> {
     let decls = config::load(root)?;
+    // Only a declared PF acts on the bind of its driver; other binds (the
+    // hook's own among them) stay silent.
+    if event == Event::Bind && !decls.sriov.iter().any(|s| s.address == address) {
+        return Ok(None);
+    }
     // One device is enough to find its declaration; the change re-reads the
     // whole inventory under the lock.
     let Some(dev) = read_one(root, address) else {
-        return Ok(format!("{address} is gone; nothing to do"));
+        return Ok(Some(format!("{address} is gone; nothing to do")));
     };
     // A VF's binding may come from its PF's [[sriov]]: read the PF too.
     let mut read = vec![dev.clone()];
@@ -86,30 +92,25 @@ fn enforce_one(
             }
         };
         if event == Event::Bind || decls.governing(dev).is_none() {
-            return Ok(message);
+            return Ok(Some(message));
         }
         log(root, false, &message);
-    }
-    if event == Event::Bind {
-        return Ok(format!(
-            "{address}: bind event of an undeclared PF; nothing to do"
-        ));
     }
     if let Some((decl, found)) = decls
         .mismatches(std::slice::from_ref(dev))
         .into_iter()
         .next()
     {
-        return Ok(format!(
+        return Ok(Some(format!(
             "{address}: {} declares {} but the device is {found}; not applied (slot moved or card replaced?)",
             decl.origin,
             decl.ids_text()
-        ));
+        )));
     }
     let Some(governing) = decls.governing(dev) else {
-        return Ok(format!(
+        return Ok(Some(format!(
             "{address}: no declaration covers it (stale udev rules?); nothing to do"
-        ));
+        )));
     };
     debug_assert_eq!(governing.declaration.fit(dev), Fit::Applies);
     let goal = Goal::bind_to(&governing.declaration.driver);
@@ -136,12 +137,12 @@ fn enforce_one(
             .filter(|d| d.status == crate::engine::apply::Status::Done)
             .count()
     });
-    Ok(format!(
+    Ok(Some(format!(
         "{address}: declared by {}; {} ({changed} device(s) changed)",
         governing.declaration.origin,
         match now {
             Some(d) => format!("on {d}"),
             None => "no driver".to_string(),
         }
-    ))
+    )))
 }
