@@ -172,9 +172,7 @@ pub fn run(
         }
     };
     let release = inv.kernel_release.as_deref();
-    let declarations = config::load(root)
-        .map(|d| d.with_vfs(&inv.devices))
-        .map_err(|e| e.to_string());
+    let declarations = config::load(root).map_err(|e| e.to_string());
     let cpu = read_cpu(root);
 
     // The boot files and rules as host-config and persist would write them now.
@@ -195,6 +193,9 @@ pub fn run(
             udev::RULES_HEADER,
         ));
     }
+    // Boot files and rules above leave VFs out (they exist only once their
+    // PF's hook creates them); the checks of declared devices cover them.
+    let declarations = declarations.map(|d| d.with_vfs(&inv.devices));
     let libvirt = libvirt_views(libvirt, &inv, &declarations);
     let declarations_for_marks = declarations.as_ref().ok().cloned();
     let record = crate::host::state::read_record(root).ok();
