@@ -285,7 +285,7 @@ fn read_pf(root: &HostRoot, pf: PciAddress) -> anyhow::Result<Inventory> {
 /// What applying one `[[sriov]]` declaration came to.
 pub enum SriovOutcome {
     /// Planned (and applied unless a dry run); the report says what happened.
-    Changed(SriovReport),
+    Changed(Box<SriovReport>),
     /// Nothing done, and why: the PF is absent, another card holds the slot,
     /// or the PF has no driver yet (its driver's bind event comes later).
     Skipped(String),
@@ -337,9 +337,9 @@ pub fn apply_sriov(
         force: false,
         timeout,
     };
-    Ok(SriovOutcome::Changed(sriov::change(
+    Ok(SriovOutcome::Changed(Box::new(sriov::change(
         root, kernel, &inv, &request, dry_run,
-    )?))
+    )?)))
 }
 
 /// Enforces every declaration now: each declared PF's VF count first (so
@@ -359,7 +359,7 @@ pub fn apply_declarations(
                 if let Some(failed) = sriov::failure(&report) {
                     errors.push(failed.into());
                 }
-                sriov_reports.push(report);
+                sriov_reports.push(*report);
             }
             Ok(SriovOutcome::Skipped(why)) => skipped.push(why),
             Err(e) => errors.push(e.context(format!("{}: {}", decl.origin, decl.key()))),
