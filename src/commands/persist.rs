@@ -301,6 +301,24 @@ fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow:
     Ok(crate::cli::exit::OK)
 }
 
+/// The DEVICES column of `persist list`: the addresses, or `none present`.
+fn devices_cell(devices: &[Covered]) -> String {
+    if devices.is_empty() {
+        return "none present".to_string();
+    }
+    devices
+        .iter()
+        .map(|d| d.address.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The ENFORCED column: how many of them are on the declared driver.
+fn enforced_cell(devices: &[Covered]) -> String {
+    let enforced = devices.iter().filter(|d| d.enforced).count();
+    format!("{enforced}/{}", devices.len())
+}
+
 /// The `[[sriov]]` table of `persist list`: the count present/declared, the
 /// VFs' driver and how many of them are on it.
 fn list_sriov(pfs: &[SriovEntry], out: &mut dyn Write) -> std::io::Result<()> {
@@ -314,7 +332,6 @@ fn list_sriov(pfs: &[SriovEntry], out: &mut dyn Write) -> std::io::Result<()> {
         "ORIGIN",
     ]);
     for e in pfs {
-        let enforced = e.devices.iter().filter(|d| d.enforced).count();
         table.row(vec![
             e.key.clone(),
             e.declaration.ids_text(),
@@ -324,16 +341,8 @@ fn list_sriov(pfs: &[SriovEntry], out: &mut dyn Write) -> std::io::Result<()> {
                 e.declaration.numvfs
             ),
             e.declaration.vf_driver.to_string(),
-            if e.devices.is_empty() {
-                "none present".to_string()
-            } else {
-                e.devices
-                    .iter()
-                    .map(|d| d.address.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            },
-            format!("{enforced}/{}", e.devices.len()),
+            devices_cell(&e.devices),
+            enforced_cell(&e.devices),
             e.declaration.origin.to_string(),
         ]);
     }
@@ -354,20 +363,11 @@ fn list_sriov(pfs: &[SriovEntry], out: &mut dyn Write) -> std::io::Result<()> {
 fn list_bindings(entries: &[ListEntry], out: &mut dyn Write) -> std::io::Result<()> {
     let mut table = Table::new(["KEY", "DRIVER", "DEVICES", "ENFORCED", "ORIGIN"]);
     for e in entries {
-        let enforced = e.devices.iter().filter(|d| d.enforced).count();
         table.row(vec![
             e.key.clone(),
             e.declaration.driver.to_string(),
-            if e.devices.is_empty() {
-                "none present".to_string()
-            } else {
-                e.devices
-                    .iter()
-                    .map(|d| d.address.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            },
-            format!("{enforced}/{}", e.devices.len()),
+            devices_cell(&e.devices),
+            enforced_cell(&e.devices),
             e.declaration.origin.to_string(),
         ]);
     }

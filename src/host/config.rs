@@ -662,6 +662,21 @@ mod tests {
         assert_eq!(again[0].driver, decls[1].driver);
     }
 
+    /// `err` is an invalid-file error at `line` whose message contains `message`.
+    fn assert_invalid(err: &ConfigError, text: &str, line: usize, message: &str) {
+        match err {
+            ConfigError::Invalid {
+                line: l,
+                message: m,
+                ..
+            } => {
+                assert_eq!(*l, line, "{text}: {err}");
+                assert!(m.contains(message), "{text}: {m}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+
     #[test]
     fn bad_files_name_file_and_line() {
         let cases = [
@@ -704,17 +719,7 @@ mod tests {
         ];
         for (text, line, message) in cases {
             let err = parse("/etc/vfioctl/bindings.d/x.toml", text).unwrap_err();
-            match &err {
-                ConfigError::Invalid {
-                    line: l,
-                    message: m,
-                    ..
-                } => {
-                    assert_eq!(*l, line, "{text}: {err}");
-                    assert!(m.contains(message), "{text}: {m}");
-                }
-                other => panic!("{other}"),
-            }
+            assert_invalid(&err, text, line, message);
             assert!(err
                 .to_string()
                 .starts_with(&format!("/etc/vfioctl/bindings.d/x.toml:{line}: ")));
@@ -764,17 +769,7 @@ mod tests {
         for (tail, line, message) in cases {
             let text = format!("{head}{tail}");
             let err = parse_all("/etc/vfioctl/bindings.d/x.toml", &text).unwrap_err();
-            match &err {
-                ConfigError::Invalid {
-                    line: l,
-                    message: m,
-                    ..
-                } => {
-                    assert_eq!(*l, line, "{text}: {err}");
-                    assert!(m.contains(message), "{text}: {m}");
-                }
-                other => panic!("{other}"),
-            }
+            assert_invalid(&err, &text, line, message);
         }
     }
 
