@@ -786,7 +786,6 @@ fn a_replaced_sriov_card_is_reported_not_configured() {
 #[test]
 fn host_config_leaves_a_declared_pf_and_its_vfs_to_the_hook() {
     let host = topologies::sriov_nic();
-    let without = ok(host.root(), &["host-config"]);
     host.write(
         "etc/vfioctl/bindings.d/nic.toml",
         "[[sriov]]\naddress = \"0000:3b:00.0\"\nvendor = \"15b3\"\ndevice = \"1017\"\nnumvfs = 2\n",
@@ -795,8 +794,11 @@ fn host_config_leaves_a_declared_pf_and_its_vfs_to_the_hook() {
     assert!(!preview.contains("softdep mlx5_core"), "{preview}");
     assert!(!preview.contains("\"0000:3b:00."), "{preview}");
     assert!(!preview.contains("0x15b3:0x101"), "{preview}");
-    assert!(without.contains("no declarations in /etc/vfioctl/bindings.d"));
-    assert!(!preview.contains("no declarations"), "{preview}");
+    let all = |run: support::cli::Run| format!("{}{}", run.stdout, run.stderr);
+    assert!(!all(vfioctl(host.root(), &["host-config"])).contains("no declarations"));
+    std::fs::remove_file(host.path("etc/vfioctl/bindings.d/nic.toml")).unwrap();
+    assert!(all(vfioctl(host.root(), &["host-config"]))
+        .contains("no declarations in /etc/vfioctl/bindings.d"));
 }
 
 const IGB_PF: &str = "0000:01:00.0";
