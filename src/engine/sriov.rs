@@ -35,15 +35,16 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::engine::apply::{apply as apply_plan, Applied};
+use crate::engine::apply::{apply as apply_plan, as_message, Applied};
 use crate::engine::gate;
 use crate::engine::plan::{plan as make_plan, Facts, Goal, Plan, PlanError, Request};
 use crate::engine::refusal::Refusal;
-use crate::engine::run::{privileged, update_record, ApplyFailed, NotPrivileged};
-use crate::host::hostfacts;
+use crate::engine::run::{
+    host_facts, privileged, update_record, variants_for, ApplyFailed, NotPrivileged,
+};
 use crate::host::kernel::{KernelError, PciKernel};
 use crate::host::modules;
-use crate::host::state;
+use crate::host::state::{self, StateError};
 use crate::host::sysfs::{read_devices, read_selected, read_sriov_autoprobe, Names};
 use crate::host::usage::HostUsage;
 use crate::host::HostRoot;
@@ -398,6 +399,9 @@ pub enum SriovStepError {
     Refused { pf: PciAddress, error: PlanError },
     #[error("binding the VFs of {pf} failed: {message}")]
     Bind { pf: PciAddress, message: String },
+    /// The change was made but the change record could not be updated.
+    #[error("{pf}: the change record was not updated: {error}")]
+    Record { pf: PciAddress, error: StateError },
 }
 
 impl SriovStepError {
@@ -443,16 +447,6 @@ pub struct SriovApplied {
 impl SriovApplied {
     pub fn succeeded(&self) -> bool {
         self.error.is_none()
-    }
-}
-
-fn as_message<E: fmt::Display, S: serde::Serializer>(
-    error: &Option<E>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match error {
-        Some(e) => serializer.serialize_str(&e.to_string()),
-        None => serializer.serialize_none(),
     }
 }
 
@@ -506,18 +500,9 @@ fn bind_vfs(
         Err(e) => return (None, Err(read_error(e.to_string()))),
     };
     let release = inv.kernel_release.as_deref();
-    let variants = match goal {
-        Goal::BindVfio => modules::vfio_variant_aliases(root, release),
-        _ => Vec::new(),
-    };
+    let variants = variants_for(root, release, &goal);
     let usage = HostUsage::new(root, &inv);
-    let facts = Facts {
-        usage: &usage,
-        vfio_variants: &variants,
-        previous: record.previous_drivers(),
-        history: record.history_notes(),
-        fabric: hostfacts::fabric_mode(root, &inv),
-    };
+    let facts = host_facts(root, &inv, &usage, &variants, &record);
     let request = Request {
         goal,
         targets: vfs.to_vec(),
@@ -536,8 +521,8 @@ fn bind_vfs(
     let applied = apply_plan(&vf_plan, kernel, timeout);
     if applied.succeeded() {
         update_record(&mut record, &vf_plan, &applied);
-        if let Err(e) = state::write_record(root, &record) {
-            return (Some(vf_plan), Err(bind_error(e.to_string())));
+        if let Err(error) = state::write_record(root, &record) {
+            return (Some(vf_plan), Err(SriovStepError::Record { pf, error }));
         }
     }
     (Some(vf_plan), Ok(applied))
@@ -563,22 +548,12 @@ pub fn apply(root: &HostRoot, kernel: &dyn PciKernel, plan: &SriovPlan) -> Sriov
     if let Some(vf_plan) = &plan.vf_plan {
         let applied = apply_plan(vf_plan, kernel, timeout);
         if applied.succeeded() {
-            match state::read_record(root) {
-                Ok(mut record) => {
-                    update_record(&mut record, vf_plan, &applied);
-                    if let Err(e) = state::write_record(root, &record) {
-                        out.error = Some(SriovStepError::Bind {
-                            pf,
-                            message: e.to_string(),
-                        });
-                    }
-                }
-                Err(e) => {
-                    out.error = Some(SriovStepError::Bind {
-                        pf,
-                        message: e.to_string(),
-                    })
-                }
+            let recorded = state::read_record(root).and_then(|mut record| {
+                update_record(&mut record, vf_plan, &applied);
+                state::write_record(root, &record)
+            });
+            if let Err(error) = recorded {
+                out.error = Some(SriovStepError::Record { pf, error });
             }
         } else if let Some(e) = &applied.error {
             out.error = Some(SriovStepError::Bind {
@@ -665,11 +640,8 @@ fn forget_destroyed(
         }
         state::write_record(root, &record)
     });
-    if let Err(e) = result {
-        out.error = Some(SriovStepError::Bind {
-            pf: plan.pf,
-            message: e.to_string(),
-        });
+    if let Err(error) = result {
+        out.error = Some(SriovStepError::Record { pf: plan.pf, error });
     }
 }
 
@@ -835,20 +807,11 @@ pub fn change(
 ) -> anyhow::Result<SriovReport> {
     let record = state::read_record(root)?;
     let release = inv.kernel_release.as_deref();
-    let variants = match request.vf_driver {
-        DeclaredDriver::Auto => modules::vfio_variant_aliases(root, release),
-        DeclaredDriver::Named(_) => Vec::new(),
-    };
+    let variants = variants_for(root, release, &Goal::bind_to(&request.vf_driver));
     let usage = HostUsage::new(root, inv);
     let facts = SriovFacts {
         autoprobe: read_sriov_autoprobe(root, request.pf),
-        engine: Facts {
-            usage: &usage,
-            vfio_variants: &variants,
-            previous: record.previous_drivers(),
-            history: record.history_notes(),
-            fabric: hostfacts::fabric_mode(root, inv),
-        },
+        engine: host_facts(root, inv, &usage, &variants, &record),
     };
     let plan = plan(inv, &facts, request)?;
     if let Some(vf_plan) = &plan.vf_plan {
