@@ -71,6 +71,28 @@ native_binds() {
 		grep -E '(igbvf|nvme) [0-9a-f]{4}:[0-9a-f]{2}:|nvme nvme[0-9]+: pci function' | grep -v "$1"
 }
 
+# timed LABEL CMD...: marks the logs, runs CMD as run does, prints
+# "timing: LABEL N ms".
+timed() {
+	local label=$1 t0
+	shift
+	log_marks
+	t0=$(ms)
+	run "$@"
+	echo "timing: $label $(($(ms) - t0)) ms"
+}
+
+# changed TAG PF N: the last run exited 0 and left N VFs on vfio-pci with
+# their /dev/vfio nodes, no native driver bound since timed, autoprobe 1.
+changed() {
+	expect "$1-exit" "$RC" 0
+	expect "$1-vfs-on-vfio" "$(vf_drivers "$2")" "$(repeat vfio-pci "$3")"
+	expect "$1-vfio-nodes" "$(vf_nodes "$2")" "$(repeat yes "$3")"
+	expect "$1-no-native-bind" "$(native_binds "$2")" ""
+	expect "$1-autoprobe" "$(cat "$SYS/$2/sriov_drivers_autoprobe")" 1
+	expect "$1-numvfs" "$(cat "$SYS/$2/sriov_numvfs")" "$3"
+}
+
 json_field() {
 	python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2], {"d": d}))' "$OUT" "$1"
 }
@@ -101,16 +123,8 @@ expect not-a-pf-refused "$RC" 4
 check not-a-pf-named grep -q "is not an SR-IOV physical function" <<<"$OUT"
 
 # 0 -> 2 on vfio-pci.
-log_marks
-t0=$(ms)
-run "$VFIOCTL" sriov "$pf" --numvfs 2 --json
-t1=$(ms)
-echo "timing: nvme 0->2 $((t1 - t0)) ms"
-expect nvme-0-to-2-exit "$RC" 0
-expect nvme-2-vfs-on-vfio "$(vf_drivers "$pf")" "vfio-pci vfio-pci"
-expect nvme-vfio-nodes "$(vf_nodes "$pf")" "yes yes"
-expect nvme-no-native-bind "$(native_binds "$pf")" ""
-expect nvme-autoprobe-restored "$(cat "$SYS/$pf/sriov_drivers_autoprobe")" 1
+timed "nvme 0->2" "$VFIOCTL" sriov "$pf" --numvfs 2 --json
+changed nvme-0-to-2 "$pf" 2
 expect nvme-json-numvfs "$(json_field 'd["result"]["numvfs"]')" 2
 expect nvme-json-steps "$(json_field '" ".join(s["step"] for s in d["plan"]["steps"])')" "autoprobe numvfs wait_virtfns bind_vfs autoprobe"
 
@@ -140,18 +154,10 @@ kill "$HOLDER" 2>/dev/null
 wait "$HOLDER" 2>/dev/null
 
 # 2 -> 1 (through 0), then 0.
-log_marks
-t0=$(ms)
-run "$VFIOCTL" sriov "$pf" --numvfs 1
-t1=$(ms)
-echo "timing: nvme 2->1 $((t1 - t0)) ms"
-expect nvme-2-to-1-exit "$RC" 0
-expect nvme-1-vf-on-vfio "$(vf_drivers "$pf")" "vfio-pci"
-expect nvme-2-to-1-no-native-bind "$(native_binds "$pf")" ""
-run "$VFIOCTL" sriov "$pf" --numvfs 0
-expect nvme-to-0-exit "$RC" 0
-expect nvme-no-vfs-left "$(cat "$SYS/$pf/sriov_numvfs") $(vfs_of "$pf")" "0 "
-expect nvme-end-autoprobe "$(cat "$SYS/$pf/sriov_drivers_autoprobe")" 1
+timed "nvme 2->1" "$VFIOCTL" sriov "$pf" --numvfs 1
+changed nvme-2-to-1 "$pf" 1
+timed "nvme 1->0" "$VFIOCTL" sriov "$pf" --numvfs 0
+changed nvme-1-to-0 "$pf" 0
 
 # igb (QEMU 10): 7 VFs, which igbvf would bind with autoprobe 1.
 if have_igb; then
@@ -166,31 +172,12 @@ if have_igb; then
 	echo "timing: igb 0->7 by hand (sysfs writes only, no bind) $((t1 - t0)) ms"
 	wr "$SYS/$pf/sriov_numvfs" 0
 	wr "$SYS/$pf/sriov_drivers_autoprobe" 1
-	log_marks
-	t0=$(ms)
-	run "$VFIOCTL" sriov "$pf" --numvfs 7
-	t1=$(ms)
-	echo "timing: igb 0->7 $((t1 - t0)) ms"
-	expect igb-0-to-7-exit "$RC" 0
-	expect igb-7-vfs-on-vfio "$(vf_drivers "$pf")" "$(repeat vfio-pci 7)"
-	expect igb-vfio-nodes "$(vf_nodes "$pf")" "$(repeat yes 7)"
-	expect igb-no-igbvf-bind "$(native_binds "$pf")" ""
-	expect igb-autoprobe-restored "$(cat "$SYS/$pf/sriov_drivers_autoprobe")" 1
-	log_marks
-	t0=$(ms)
-	run "$VFIOCTL" sriov "$pf" --numvfs 3
-	t1=$(ms)
-	echo "timing: igb 7->3 $((t1 - t0)) ms"
-	expect igb-7-to-3-exit "$RC" 0
-	expect igb-3-vfs-on-vfio "$(vf_drivers "$pf")" "vfio-pci vfio-pci vfio-pci"
-	expect igb-7-to-3-no-igbvf-bind "$(native_binds "$pf")" ""
-	t0=$(ms)
-	run "$VFIOCTL" sriov "$pf" --numvfs 0
-	t1=$(ms)
-	echo "timing: igb 3->0 $((t1 - t0)) ms"
-	expect igb-to-0-exit "$RC" 0
-	expect igb-no-vfs-left "$(cat "$SYS/$pf/sriov_numvfs")" 0
-	expect igb-end-autoprobe "$(cat "$SYS/$pf/sriov_drivers_autoprobe")" 1
+	timed "igb 0->7" "$VFIOCTL" sriov "$pf" --numvfs 7
+	changed igb-0-to-7 "$pf" 7
+	timed "igb 7->3" "$VFIOCTL" sriov "$pf" --numvfs 3
+	changed igb-7-to-3 "$pf" 3
+	timed "igb 3->0" "$VFIOCTL" sriov "$pf" --numvfs 0
+	changed igb-3-to-0 "$pf" 0
 else
 	skip igb "no igb in $VM_QEMU (QEMU 10 from bookworm-backports not in the cache)"
 fi
