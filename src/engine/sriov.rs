@@ -13,9 +13,11 @@
 //!   (`engine::plan` and `engine::apply`: gate, refusals, verification,
 //!   newest-first rollback); on failure puts the VF count and autoprobe
 //!   back. The caller holds the change lock.
-//! - [`change`]`(root, kernel, inv, request, dry_run) -> Result<SriovReport, SriovError>`:
+//! - [`change`]`(root, kernel, inv, request, dry_run) -> anyhow::Result<SriovReport>`:
 //!   reads the facts the plan needs (autoprobe, usage, change record), plans
 //!   and applies. The caller holds the change lock (when not a dry run).
+//!   A refusal is a `SriovError` in the chain (nothing written); a failed
+//!   apply is an `Ok` report whose [`failure`] is `Some`.
 //! - [`run`]`(root, spec, kernel) -> anyhow::Result<SriovReport>`: privilege ->
 //!   lock -> per-device read -> [`change`]; what the `sriov` command runs.
 //! - [`failure`]`(report) -> Option<ApplyFailed>`: the error line and exit
