@@ -45,9 +45,11 @@ use crate::engine::run::{
     host_facts, privileged, update_record, variants_for, ApplyFailed, NotPrivileged,
 };
 use crate::host::kernel::{KernelError, PciKernel};
-use crate::host::modules;
+use crate::host::modules::{self, ModuleError};
 use crate::host::state::{self, StateError};
-use crate::host::sysfs::{read_devices, read_selected, read_sriov_autoprobe, Names};
+use crate::host::sysfs::{
+    read_devices, read_selected, read_sriov_autoprobe, InventoryError, Names,
+};
 use crate::host::usage::HostUsage;
 use crate::host::HostRoot;
 use crate::model::declaration::DeclaredDriver;
@@ -395,14 +397,19 @@ pub enum SriovStepError {
         found: usize,
         seconds: u64,
     },
-    #[error("{pf}: reading the new VFs failed: {message}")]
-    Read { pf: PciAddress, message: String },
+    #[error("{pf}: reading the new VFs failed: {error}")]
+    Read {
+        pf: PciAddress,
+        error: InventoryError,
+    },
+    #[error("{pf}: binding the VFs needs a module: {error}")]
+    Module { pf: PciAddress, error: ModuleError },
     #[error("binding the new VFs of {pf} was refused: {error}")]
     Refused { pf: PciAddress, error: PlanError },
     #[error("binding the VFs of {pf} failed: {message}")]
     Bind { pf: PciAddress, message: String },
-    /// The change was made but the change record could not be updated.
-    #[error("{pf}: the change record was not updated: {error}")]
+    /// The change record could not be read or updated.
+    #[error("{pf}: the change record could not be read or written: {error}")]
     Record { pf: PciAddress, error: StateError },
 }
 
@@ -489,17 +496,15 @@ fn bind_vfs(
     force: bool,
     timeout: Duration,
 ) -> (Option<Plan>, Result<Applied, SriovStepError>) {
-    let read_error = |message: String| SriovStepError::Read { pf, message };
-    let bind_error = |message: String| SriovStepError::Bind { pf, message };
     let mut seeds = vec![pf];
     seeds.extend_from_slice(vfs);
     let inv = match read_devices(root, &seeds, Names::Skip) {
         Ok(inv) => inv,
-        Err(e) => return (None, Err(read_error(e.to_string()))),
+        Err(error) => return (None, Err(SriovStepError::Read { pf, error })),
     };
     let mut record = match state::read_record(root) {
         Ok(record) => record,
-        Err(e) => return (None, Err(read_error(e.to_string()))),
+        Err(error) => return (None, Err(SriovStepError::Record { pf, error })),
     };
     let release = inv.kernel_release.as_deref();
     let variants = variants_for(root, release, &goal);
@@ -516,8 +521,8 @@ fn bind_vfs(
         Err(error) => return (None, Err(SriovStepError::Refused { pf, error })),
     };
     for module in &vf_plan.load_modules {
-        if let Err(e) = modules::preflight(root, release, module) {
-            return (Some(vf_plan), Err(bind_error(e.to_string())));
+        if let Err(error) = modules::preflight(root, release, module) {
+            return (Some(vf_plan), Err(SriovStepError::Module { pf, error }));
         }
     }
     let applied = apply_plan(&vf_plan, kernel, timeout);
