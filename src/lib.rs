@@ -12,7 +12,8 @@
 //!   sysfs, kernel steps, modules, usage, declaration files, udev I/O, lock and
 //!   change record, the libvirt helper process.
 //! - `engine`: `plan` (pure), `apply` (verification, rollback), `run`
-//!   (privilege -> lock -> read -> plan -> apply -> record), `enforce` (declarations).
+//!   (privilege -> lock -> read -> plan -> apply -> record), `enforce` (declarations),
+//!   `sriov` (a PF's VF count, the VFs bound through `plan` and `apply`).
 //! - `integrations`: what other programs consume or judge: health checks, boot
 //!   files, libvirt node devices, Nova configuration, udev rule rendering.
 //! - `output`: tables, labels, JSON records and the change report.

@@ -497,3 +497,39 @@ fn a_named_host_vf_driver_keeps_autoprobe_and_binds_through_the_engine() {
         .iter()
         .all(|(_, d)| d.as_deref() == Some("igbvf")));
 }
+
+#[test]
+fn at_the_count_only_the_vfs_drivers_change_as_bind_changes_them() {
+    // The ConnectX-5 has 2 VFs, one on mlx5_core: asking for 2 rebinds it
+    // through the binding engine and leaves the count alone.
+    let host = topologies::sriov_nic();
+    host.register_driver("vfio-pci", Some("vfio_pci"));
+    let kernel = SimKernel::new(&host);
+    let mut asked = spec(2);
+    asked.selector = "3b:00.0".parse().unwrap();
+    let report = sriov::run(&HostRoot::new(host.root()), &asked, &kernel).unwrap();
+    assert!(report.plan.steps.is_empty());
+    let result = report.result.as_ref().unwrap();
+    assert!(result.succeeded(), "{:?}", result.error);
+    let writes = kernel.writes();
+    assert!(writes
+        .iter()
+        .all(|w| !w.starts_with("numvfs") && !w.starts_with("autoprobe")));
+    assert!(
+        writes.contains(&"unbind 0000:3b:00.2 mlx5_core".to_string()),
+        "{writes:?}"
+    );
+    let drivers: Vec<Option<DriverName>> = result.vfs.iter().map(|v| v.driver.clone()).collect();
+    assert_eq!(
+        drivers,
+        [Some(DriverName::vfio_pci()), Some(DriverName::vfio_pci())]
+    );
+    // The change record knows the VF came from mlx5_core (restore takes it back).
+    let record = vfioctl::host::state::read_record(&HostRoot::new(host.root())).unwrap();
+    assert_eq!(
+        record
+            .previous_drivers()
+            .get(&"0000:3b:00.2".parse().unwrap()),
+        Some(&DriverName::new("mlx5_core"))
+    );
+}

@@ -13,9 +13,11 @@
 //!   (`engine::plan` and `engine::apply`: gate, refusals, verification,
 //!   newest-first rollback); on failure puts the VF count and autoprobe
 //!   back. The caller holds the change lock.
-//! - [`change`]`(root, kernel, inv, request, dry_run) -> Result<SriovReport, SriovError>`:
+//! - [`change`]`(root, kernel, inv, request, dry_run) -> anyhow::Result<SriovReport>`:
 //!   reads the facts the plan needs (autoprobe, usage, change record), plans
 //!   and applies. The caller holds the change lock (when not a dry run).
+//!   A refusal is a `SriovError` in the chain (nothing written); a failed
+//!   apply is an `Ok` report whose [`failure`] is `Some`.
 //! - [`run`]`(root, spec, kernel) -> anyhow::Result<SriovReport>`: privilege ->
 //!   lock -> per-device read -> [`change`]; what the `sriov` command runs.
 //! - [`failure`]`(report) -> Option<ApplyFailed>`: the error line and exit
@@ -35,16 +37,19 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::engine::apply::{apply as apply_plan, Applied};
+use crate::engine::apply::{apply as apply_plan, as_message, Applied};
 use crate::engine::gate;
 use crate::engine::plan::{plan as make_plan, Facts, Goal, Plan, PlanError, Request};
 use crate::engine::refusal::Refusal;
-use crate::engine::run::{privileged, update_record, ApplyFailed, NotPrivileged};
-use crate::host::hostfacts;
+use crate::engine::run::{
+    host_facts, privileged, update_record, variants_for, ApplyFailed, NotPrivileged,
+};
 use crate::host::kernel::{KernelError, PciKernel};
-use crate::host::modules;
-use crate::host::state;
-use crate::host::sysfs::{read_devices, read_selected, read_sriov_autoprobe, Names};
+use crate::host::modules::{self, ModuleError};
+use crate::host::state::{self, StateError};
+use crate::host::sysfs::{
+    read_devices, read_selected, read_sriov_autoprobe, InventoryError, Names,
+};
 use crate::host::usage::HostUsage;
 use crate::host::HostRoot;
 use crate::model::declaration::DeclaredDriver;
@@ -392,12 +397,20 @@ pub enum SriovStepError {
         found: usize,
         seconds: u64,
     },
-    #[error("{pf}: reading the new VFs failed: {message}")]
-    Read { pf: PciAddress, message: String },
+    #[error("{pf}: reading the new VFs failed: {error}")]
+    Read {
+        pf: PciAddress,
+        error: InventoryError,
+    },
+    #[error("{pf}: binding the VFs needs a module: {error}")]
+    Module { pf: PciAddress, error: ModuleError },
     #[error("binding the new VFs of {pf} was refused: {error}")]
     Refused { pf: PciAddress, error: PlanError },
     #[error("binding the VFs of {pf} failed: {message}")]
     Bind { pf: PciAddress, message: String },
+    /// The change record could not be read or updated.
+    #[error("{pf}: the change record could not be read or written: {error}")]
+    Record { pf: PciAddress, error: StateError },
 }
 
 impl SriovStepError {
@@ -446,16 +459,6 @@ impl SriovApplied {
     }
 }
 
-fn as_message<E: fmt::Display, S: serde::Serializer>(
-    error: &Option<E>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match error {
-        Some(e) => serializer.serialize_str(&e.to_string()),
-        None => serializer.serialize_none(),
-    }
-}
-
 /// Polls until the PF has at least `count` VFs; returns them (the first `count`).
 fn wait_virtfns(
     kernel: &dyn PciKernel,
@@ -493,31 +496,20 @@ fn bind_vfs(
     force: bool,
     timeout: Duration,
 ) -> (Option<Plan>, Result<Applied, SriovStepError>) {
-    let read_error = |message: String| SriovStepError::Read { pf, message };
-    let bind_error = |message: String| SriovStepError::Bind { pf, message };
     let mut seeds = vec![pf];
     seeds.extend_from_slice(vfs);
     let inv = match read_devices(root, &seeds, Names::Skip) {
         Ok(inv) => inv,
-        Err(e) => return (None, Err(read_error(e.to_string()))),
+        Err(error) => return (None, Err(SriovStepError::Read { pf, error })),
     };
     let mut record = match state::read_record(root) {
         Ok(record) => record,
-        Err(e) => return (None, Err(read_error(e.to_string()))),
+        Err(error) => return (None, Err(SriovStepError::Record { pf, error })),
     };
     let release = inv.kernel_release.as_deref();
-    let variants = match goal {
-        Goal::BindVfio => modules::vfio_variant_aliases(root, release),
-        _ => Vec::new(),
-    };
+    let variants = variants_for(root, release, &goal);
     let usage = HostUsage::new(root, &inv);
-    let facts = Facts {
-        usage: &usage,
-        vfio_variants: &variants,
-        previous: record.previous_drivers(),
-        history: record.history_notes(),
-        fabric: hostfacts::fabric_mode(root, &inv),
-    };
+    let facts = host_facts(root, &inv, &usage, &variants, &record);
     let request = Request {
         goal,
         targets: vfs.to_vec(),
@@ -529,15 +521,15 @@ fn bind_vfs(
         Err(error) => return (None, Err(SriovStepError::Refused { pf, error })),
     };
     for module in &vf_plan.load_modules {
-        if let Err(e) = modules::preflight(root, release, module) {
-            return (Some(vf_plan), Err(bind_error(e.to_string())));
+        if let Err(error) = modules::preflight(root, release, module) {
+            return (Some(vf_plan), Err(SriovStepError::Module { pf, error }));
         }
     }
     let applied = apply_plan(&vf_plan, kernel, timeout);
     if applied.succeeded() {
         update_record(&mut record, &vf_plan, &applied);
-        if let Err(e) = state::write_record(root, &record) {
-            return (Some(vf_plan), Err(bind_error(e.to_string())));
+        if let Err(error) = state::write_record(root, &record) {
+            return (Some(vf_plan), Err(SriovStepError::Record { pf, error }));
         }
     }
     (Some(vf_plan), Ok(applied))
@@ -563,22 +555,12 @@ pub fn apply(root: &HostRoot, kernel: &dyn PciKernel, plan: &SriovPlan) -> Sriov
     if let Some(vf_plan) = &plan.vf_plan {
         let applied = apply_plan(vf_plan, kernel, timeout);
         if applied.succeeded() {
-            match state::read_record(root) {
-                Ok(mut record) => {
-                    update_record(&mut record, vf_plan, &applied);
-                    if let Err(e) = state::write_record(root, &record) {
-                        out.error = Some(SriovStepError::Bind {
-                            pf,
-                            message: e.to_string(),
-                        });
-                    }
-                }
-                Err(e) => {
-                    out.error = Some(SriovStepError::Bind {
-                        pf,
-                        message: e.to_string(),
-                    })
-                }
+            let recorded = state::read_record(root).and_then(|mut record| {
+                update_record(&mut record, vf_plan, &applied);
+                state::write_record(root, &record)
+            });
+            if let Err(error) = recorded {
+                out.error = Some(SriovStepError::Record { pf, error });
             }
         } else if let Some(e) = &applied.error {
             out.error = Some(SriovStepError::Bind {
@@ -665,11 +647,8 @@ fn forget_destroyed(
         }
         state::write_record(root, &record)
     });
-    if let Err(e) = result {
-        out.error = Some(SriovStepError::Bind {
-            pf: plan.pf,
-            message: e.to_string(),
-        });
+    if let Err(error) = result {
+        out.error = Some(SriovStepError::Record { pf: plan.pf, error });
     }
 }
 
@@ -835,20 +814,11 @@ pub fn change(
 ) -> anyhow::Result<SriovReport> {
     let record = state::read_record(root)?;
     let release = inv.kernel_release.as_deref();
-    let variants = match request.vf_driver {
-        DeclaredDriver::Auto => modules::vfio_variant_aliases(root, release),
-        DeclaredDriver::Named(_) => Vec::new(),
-    };
+    let variants = variants_for(root, release, &Goal::bind_to(&request.vf_driver));
     let usage = HostUsage::new(root, inv);
     let facts = SriovFacts {
         autoprobe: read_sriov_autoprobe(root, request.pf),
-        engine: Facts {
-            usage: &usage,
-            vfio_variants: &variants,
-            previous: record.previous_drivers(),
-            history: record.history_notes(),
-            fabric: hostfacts::fabric_mode(root, inv),
-        },
+        engine: host_facts(root, inv, &usage, &variants, &record),
     };
     let plan = plan(inv, &facts, request)?;
     if let Some(vf_plan) = &plan.vf_plan {
