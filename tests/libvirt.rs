@@ -1145,3 +1145,31 @@ fn vf_parent_names_the_pf_of_whole_vf_sets() {
         "{without}"
     );
 }
+
+/// VFs a `[[sriov]]` declaration governs are declared devices for `nova`:
+/// offered by default and `"managed": "no"` from 2025.1 (vfioctl keeps
+/// them on vfio-pci); with `--vf-parent`, one spec names their PF.
+#[test]
+fn vfs_of_a_declared_pf_are_offered_as_declared() {
+    let host = sriov_two_pfs();
+    host.write(
+        "etc/vfioctl/bindings.d/nic.toml",
+        "[[sriov]]\naddress = \"0000:3b:00.0\"\nvendor = \"15b3\"\ndevice = \"1017\"\nnumvfs = 2\n",
+    );
+    let compute = ok(
+        host.root(),
+        &[
+            "nova",
+            "--release",
+            "2025.1",
+            "--vf-parent",
+            "--part",
+            "compute",
+        ],
+    );
+    assert!(
+        compute.contains(r#"device_spec = {"vendor_id": "15b3", "product_id": "1018", "address": "0000:3b:00.0", "managed": "no"}"#),
+        "{compute}"
+    );
+    assert!(!compute.contains("0000:3b:01.2"), "{compute}");
+}
