@@ -237,16 +237,27 @@ pub fn run(
                 .exists()
         }),
         udev_marks: match &declarations_for_marks {
-            // VFs are created and bound by their PF's hook: not marked.
-            Some(decls) => decls
-                .declared(&inv.devices)
-                .filter(|d| !matches!(d.sriov, crate::model::SriovRole::Vf { .. }))
-                .map(|d| {
-                    let mark =
-                        crate::host::udev::udev_property(root, &d.address, udev::DRIVER_PROPERTY);
-                    (d.address, mark.map(|v| v.is_some()))
-                })
-                .collect(),
+            // A declared PF carries its count; its VFs, created and bound by
+            // its hook, carry no mark.
+            Some(decls) => {
+                let mark = |address: &crate::model::PciAddress, property: &str| {
+                    let found = crate::host::udev::udev_property(root, address, property);
+                    (*address, found.map(|v| v.is_some()))
+                };
+                inv.devices
+                    .iter()
+                    .filter_map(|d| decls.governing(d).map(|g| (d, g.declaration)))
+                    .filter(|(_, decl)| decls.vf_source(decl).is_none())
+                    .map(|(d, _)| mark(&d.address, udev::DRIVER_PROPERTY))
+                    .chain(
+                        decls
+                            .sriov
+                            .iter()
+                            .filter(|s| inv.device(&s.address).is_some())
+                            .map(|s| mark(&s.address, udev::NUMVFS_PROPERTY)),
+                    )
+                    .collect()
+            }
             None => Vec::new(),
         },
         expectations: args.expect.as_deref().map(expectations),
