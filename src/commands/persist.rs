@@ -20,7 +20,7 @@ use crate::host::udev::{self as udev_io};
 use crate::host::HostRoot;
 use crate::host::{config, state};
 use crate::integrations::udev;
-use crate::model::declaration::{Declaration, Declarations, SriovDeclaration};
+use crate::model::declaration::{Declaration, Declarations, Origin, SriovDeclaration};
 use crate::model::selector::Matcher;
 use crate::model::{DriverName, Inventory, PciAddress, PciDevice, Selector, SriovRole};
 use crate::output::report::{render, render_sriov};
@@ -347,17 +347,35 @@ fn list_sriov(pfs: &[SriovEntry], out: &mut dyn Write) -> std::io::Result<()> {
         ]);
     }
     write!(out, "{}", table.render(""))?;
-    for e in pfs.iter().filter(|e| e.mismatch.is_some()) {
-        writeln!(
-            out,
-            "warning: {} declares SR-IOV PF {} at {}, but that slot now holds {}: not configured (slot moved or card replaced?)",
-            e.declaration.origin,
-            e.declaration.ids_text(),
-            e.key,
-            e.mismatch.as_deref().unwrap_or("?")
-        )?;
+    for e in pfs {
+        if let Some(found) = &e.mismatch {
+            let what = format!("SR-IOV PF {}", e.declaration.ids_text());
+            slot_moved(
+                out,
+                &e.declaration.origin,
+                &what,
+                &e.key,
+                found,
+                "configured",
+            )?;
+        }
     }
     Ok(())
+}
+
+/// The warning for a declaration whose address holds another device now.
+fn slot_moved(
+    out: &mut dyn Write,
+    origin: &Origin,
+    what: &str,
+    key: &str,
+    found: &str,
+    done: &str,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "warning: {origin} declares {what} at {key}, but that slot now holds {found}: not {done} (slot moved or card replaced?)"
+    )
 }
 
 fn list_bindings(entries: &[ListEntry], out: &mut dyn Write) -> std::io::Result<()> {
@@ -372,15 +390,11 @@ fn list_bindings(entries: &[ListEntry], out: &mut dyn Write) -> std::io::Result<
         ]);
     }
     write!(out, "{}", table.render(""))?;
-    for e in entries.iter().filter(|e| e.mismatch.is_some()) {
-        writeln!(
-            out,
-            "warning: {} declares {} at {}, but that slot now holds {}: not applied (slot moved or card replaced?)",
-            e.declaration.origin,
-            e.declaration.ids_text(),
-            e.key,
-            e.mismatch.as_deref().unwrap_or("?")
-        )?;
+    for e in entries {
+        if let Some(found) = &e.mismatch {
+            let what = e.declaration.ids_text();
+            slot_moved(out, &e.declaration.origin, &what, &e.key, found, "applied")?;
+        }
     }
     Ok(())
 }

@@ -553,11 +553,7 @@ fn render_checked(decl: &Declaration, file: &str) -> Result<String, ConfigError>
         b == *decl
     };
     if !same {
-        return Err(ConfigError::Invalid {
-            file: file.to_string(),
-            line: 1,
-            message: format!("declaration {} does not read back as written", decl.key()),
-        });
+        return Err(not_read_back(file, &decl.key()));
     }
     Ok(text)
 }
@@ -578,6 +574,15 @@ pub fn write_atomic(
         })
 }
 
+/// What vfioctl refuses to write: text its own parser reads differently.
+fn not_read_back(file: &str, key: &str) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_string(),
+        line: 1,
+        message: format!("declaration {key} does not read back as written"),
+    }
+}
+
 /// `render_sriov(decl)`, checked to parse back to the same declaration.
 fn render_sriov_checked(decl: &SriovDeclaration, file: &str) -> Result<String, ConfigError> {
     let text = render_sriov(decl);
@@ -589,11 +594,7 @@ fn render_sriov_checked(decl: &SriovDeclaration, file: &str) -> Result<String, C
             ..back[0].clone()
         } == *decl;
     if !same {
-        return Err(ConfigError::Invalid {
-            file: file.to_string(),
-            line: 1,
-            message: format!("declaration {} does not read back as written", decl.key()),
-        });
+        return Err(not_read_back(file, &decl.key()));
     }
     Ok(text)
 }
