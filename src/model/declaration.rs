@@ -318,9 +318,8 @@ impl Declarations {
         if !self.vfs.iter().any(|v| std::ptr::eq(v, decl)) {
             return None;
         }
-        self.sriov
-            .iter()
-            .find(|s| s.origin == decl.origin && decl.driver == s.vf_driver)
+        // Made from the one declared at the same file and line.
+        self.sriov.iter().find(|s| s.origin == decl.origin)
     }
 
     /// `[[sriov]]` declarations whose address holds a different device now.
