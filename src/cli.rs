@@ -74,6 +74,23 @@ pub enum Command {
     /// process holds it. Each device is verified after the change; on any
     /// failure every device already changed is put back.
     Bind(BindArgs),
+    /// Set an SR-IOV physical function's VF count and bind the VFs, in one verified step.
+    ///
+    /// SELECTOR must match one SR-IOV PF. When the VFs go to vfio-pci (the
+    /// default: vfio-pci or each VF's best VFIO variant) or pci-stub,
+    /// sriov_drivers_autoprobe is set to 0 first, so no native VF driver
+    /// ever probes them, and put back afterwards. A non-zero count is changed
+    /// through 0 (the kernel refuses N -> M). The VFs' virtfn links are waited
+    /// for (--timeout), then each VF is bound through the same plan, safety
+    /// gate, verification and rollback as bind. On any failure the VFs bound
+    /// are put back, the VF count goes back to what it was and autoprobe is
+    /// restored; the report says what was verified. Refused, with nothing
+    /// written: a device that is not a PF, a count above sriov_totalvfs, a PF
+    /// without a driver, and destroying VFs (a lower count, or any change of
+    /// a non-zero count) while a process holds one (a VM's /dev/vfio/N): the
+    /// holder is named and --force does not override it. Already at the count
+    /// with the VFs on the driver: nothing to do.
+    Sriov(SriovArgs),
     /// Return devices to the driver the kernel picks without an override (the host driver).
     ///
     /// Clears the override, unbinds from vfio-pci and reprobes; companions bound
@@ -324,6 +341,12 @@ pub struct NovaArgs {
     #[arg(long)]
     pub live_migratable: bool,
 
+    /// Device specs for VFs name their PF's address (Nova matches a VF by its
+    /// parent) when every VF of that PF with the IDs is offered, instead of
+    /// one spec per VF address.
+    #[arg(long)]
+    pub vf_parent: bool,
+
     /// Print only one part, as it goes into its file or shell: controller
     /// (nova.conf for nova-api, nova-scheduler and nova-conductor), compute (nova.conf for
     /// nova-compute) or commands (the openstack client commands).
@@ -406,6 +429,46 @@ pub struct BindArgs {
 
     #[command(flatten)]
     pub change: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SriovArgs {
+    /// The physical function (see SELECTORS); it must match one function.
+    #[arg(value_name = "SELECTOR")]
+    pub selector: String,
+
+    /// The number of VFs wanted, 0 to the PF's sriov_totalvfs (0 removes them).
+    #[arg(long, value_name = "N")]
+    pub numvfs: u16,
+
+    /// Driver for the VFs instead of vfio-pci or their best VFIO variant
+    /// (e.g. pci-stub, or the native VF driver such as igbvf).
+    #[arg(long, value_name = "NAME")]
+    pub driver: Option<String>,
+
+    /// Print the plan (the sysfs writes) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Once the change is verified, declare it in /etc/vfioctl/bindings.d
+    /// (an [[sriov]] table: the count and the VFs' driver), applied again at
+    /// boot and when the PF is added (see PERSISTENT BINDINGS).
+    #[arg(long)]
+    pub persist: bool,
+
+    /// Destroy VFs the host uses in ways --force may override (addresses,
+    /// routes, mounts). Never VFs a process holds.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Seconds to wait for each sriov_numvfs write, for the VFs to appear,
+    /// for each VF's bind to verify, and for the lock.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+
+    /// Print the plan and result as one JSON object (schema in the man page).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -543,6 +606,7 @@ pub const SAFETY: &[(&str, bool, exit::ExitStatus)] = &[
     ("The device carries addresses, routes or the default route (also through a bridge, bond, team, VLAN, macvlan or Open vSwitch), or has an interface enslaved to one.", true, exit::ExitStatus::Refused),
     ("The device has an interface in another network namespace.", true, exit::ExitStatus::Refused),
     ("The device is the boot display or the framebuffer console.", true, exit::ExitStatus::Refused),
+    ("sriov destroys VFs (a lower count, or any change of a non-zero count) only when the gate clears every one of them: a process holding a VF (its /dev/vfio/N open) is named and never overridden; the uses --force overrides, only with --force.", false, exit::ExitStatus::Refused),
     ("persist add (and bind --persist) judge every device a declaration covers now, ID and class declarations included, as claimed at every boot (open handles aside).", false, exit::ExitStatus::Refused),
     ("host-config --write never writes boot files that would claim, or with --blacklist strip the driver of, a device the root filesystem, swap or a network root needs; it has no --force.", false, exit::ExitStatus::Refused),
     ("An unbind that does not return within --timeout is left pending in the kernel (in a helper process) and reported; that write returns within --timeout plus a second (each kernel step has its own --timeout).", false, exit::ExitStatus::Pending),

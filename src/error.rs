@@ -4,6 +4,7 @@ use crate::cli::exit::ExitStatus;
 use crate::engine::enforce::AlreadyDeclared;
 use crate::engine::plan::PlanError;
 use crate::engine::run::{ApplyFailed, NotPrivileged};
+use crate::engine::sriov::SriovError;
 use crate::host::config::ConfigError;
 use crate::host::libvirt::LibvirtError;
 use crate::host::modules::ModuleError;
@@ -42,6 +43,17 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
             return match e {
                 PlanError::Refused(_) => ExitStatus::Refused,
                 PlanError::IommuOff(_) => ExitStatus::Environment,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<SriovError>() {
+            return match e {
+                SriovError::Ambiguous { .. } => ExitStatus::Usage,
+                SriovError::Plan(PlanError::IommuOff(_)) => ExitStatus::Environment,
+                SriovError::NotPf { .. }
+                | SriovError::TooMany { .. }
+                | SriovError::NoPfDriver { .. }
+                | SriovError::Held { .. }
+                | SriovError::Plan(PlanError::Refused(_)) => ExitStatus::Refused,
             };
         }
         if let Some(e) = cause.downcast_ref::<ConfigError>() {

@@ -12,7 +12,8 @@
 //!   sysfs, kernel steps, modules, usage, declaration files, udev I/O, lock and
 //!   change record, the libvirt helper process.
 //! - `engine`: `plan` (pure), `apply` (verification, rollback), `run`
-//!   (privilege -> lock -> read -> plan -> apply -> record), `enforce` (declarations).
+//!   (privilege -> lock -> read -> plan -> apply -> record), `enforce` (declarations),
+//!   `sriov` (a PF's VF count, the VFs bound through `plan` and `apply`).
 //! - `integrations`: what other programs consume or judge: health checks, boot
 //!   files, libvirt node devices, Nova configuration, udev rule rendering.
 //! - `output`: tables, labels, JSON records and the change report.
@@ -43,6 +44,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         Command::List(args) => commands::list::run(&root, args, out),
         Command::Show(args) => commands::show::run(&root, args, out),
         Command::Bind(args) => commands::bind::run(&root, args, out),
+        Command::Sriov(args) => commands::sriov::run(&root, args, out),
         Command::Restore(args) => commands::restore::run(&root, args, out),
         Command::Unbind(args) => commands::unbind::run(&root, args, out),
         Command::Persist { action } => commands::persist::run(&root, action, out),

@@ -456,3 +456,94 @@ fn a_gpu_falling_off_the_bus_is_critical() {
         "{l}"
     );
 }
+
+/// `sriov.<PF>.numvfs`: OK at the declared count, CRITICAL naming declared
+/// and present counts otherwise, CRITICAL for a replaced card; the VFs the
+/// PF governs are checked like any declared device.
+#[test]
+fn declared_vf_counts_and_vf_drivers_are_checked() {
+    let host = topologies::sriov_nic();
+    let declare = |numvfs: u32, device: &str| {
+        host.write(
+            "etc/vfioctl/bindings.d/nic.toml",
+            format!("[[sriov]]\naddress = \"0000:3b:00.0\"\nvendor = \"15b3\"\ndevice = \"{device}\"\nnumvfs = {numvfs}\n"),
+        );
+    };
+    declare(2, "1017");
+    let (status, _, stderr) = vfioctl(host.root(), &["host-config", "--write"]);
+    assert_eq!(status, 0, "{stderr}");
+    let (status, out, _) = vfioctl(host.root(), &["check"]);
+    assert_eq!(status, 2, "{out}");
+    // Boot files leave VFs out, as host-config wrote them (found by
+    // tests/vm 87-sriov-boot: check called them stale once VFs existed).
+    assert!(!line(&out, "boot.files").contains("stale"), "{out}");
+    assert!(
+        line(&out, "sriov.0000:3b:00.0.numvfs")
+            .contains("0000:3b:00.0 carries 2 VF(s) as declared"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "sriov.0000:3b:00.0.numvfs").starts_with("OK"),
+        "{out}"
+    );
+    // The VF on the host driver is CRITICAL; the one on the mlx5 variant is not.
+    let vf = line(&out, "binding.0000:3b:00.2");
+    assert!(vf.starts_with("CRITICAL"), "{out}");
+    assert!(
+        vf.contains("mlx5_core grabbed it (declared vfio-pci (or a variant))"),
+        "{out}"
+    );
+    assert!(
+        !line(&out, "binding.0000:3b:00.3").contains("grabbed"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("binding.0000:3b:00.0"),
+        "the PF keeps its host driver: {out}"
+    );
+    assert!(
+        line(&out, "config.declarations").contains("1 declaration(s)"),
+        "{out}"
+    );
+
+    declare(4, "1017");
+    let (status, out, _) = vfioctl(host.root(), &["check"]);
+    assert_eq!(status, 2);
+    let count = line(&out, "sriov.0000:3b:00.0.numvfs");
+    assert!(count.starts_with("CRITICAL"), "{out}");
+    assert!(
+        count.contains(
+            "/etc/vfioctl/bindings.d/nic.toml:1: declared 4 VF(s) on 0000:3b:00.0, 2 present"
+        ),
+        "{out}"
+    );
+    declare(9, "1017");
+    let (_, out, _) = vfioctl(host.root(), &["check"]);
+    assert!(
+        line(&out, "sriov.0000:3b:00.0.numvfs").contains("but its sriov_totalvfs is 8"),
+        "{out}"
+    );
+
+    declare(2, "1015");
+    let (status, json, _) = vfioctl(host.root(), &["check", "--json"]);
+    assert_eq!(status, 2);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let checks = value["checks"].as_array().unwrap();
+    let count = checks
+        .iter()
+        .find(|c| c["id"] == "sriov.0000:3b:00.0.numvfs")
+        .unwrap();
+    assert_eq!(count["status"], "CRITICAL");
+    assert_eq!(count["device"], "0000:3b:00.0");
+    assert!(
+        count["message"]
+            .as_str()
+            .unwrap()
+            .contains("declares 2 VF(s) on 15b3:1015 at 0000:3b:00.0, but the slot holds 15b3:1017:15b3:1017; not configured"),
+        "{count}"
+    );
+    assert!(
+        !checks.iter().any(|c| c["id"] == "binding.0000:3b:00.2"),
+        "a replaced card's VFs are not governed"
+    );
+}

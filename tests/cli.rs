@@ -99,6 +99,12 @@ fn show_texts_and_json() {
         &ok(nic.root(), &["show", "3b:00.3", "--json"]),
     );
     golden::check("list_sriov.txt", &ok(nic.root(), &["list"]));
+    let pf: serde_json::Value =
+        serde_json::from_str(&ok(nic.root(), &["show", "3b:00.0", "--json"])).unwrap();
+    assert_eq!(pf["vfs"][1]["address"], "0000:3b:00.3");
+    assert_eq!(pf["vfs"][1]["index"], 1);
+    assert_eq!(pf["vfs"][1]["driver"], "mlx5_vfio_pci");
+    assert_eq!(pf["vfs"][0]["driver"], "mlx5_core");
 }
 
 #[test]

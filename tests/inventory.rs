@@ -170,6 +170,24 @@ fn unreadable_config_and_dead_devices() {
     assert!(!no_config.is_bridge());
 }
 
+/// A VF's Vendor and Device ID registers read all ones (SR-IOV spec; the
+/// kernel takes its IDs from the PF): alive while its class register is not
+/// all ones too.
+#[test]
+fn a_vf_with_all_ones_ids_in_config_space_is_alive() {
+    let host = topologies::sriov_nic();
+    let config = host.device_dir("0000:3b:00.3").join("config");
+    let mut bytes = std::fs::read(&config).unwrap();
+    bytes[..4].fill(0xff);
+    std::fs::write(&config, &bytes).unwrap();
+    let vf = read(&host).device(&addr("3b:00.3")).unwrap().clone();
+    assert!(!vf.config_dead);
+    assert_eq!(vf.ids.vendor.0, 0x15b3, "IDs come from sysfs");
+    bytes[..12].fill(0xff);
+    std::fs::write(&config, &bytes).unwrap();
+    assert!(read(&host).device(&addr("3b:00.3")).unwrap().config_dead);
+}
+
 #[test]
 fn missing_pci_sysfs_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -684,6 +684,29 @@ fn check_asks_libvirt_about_declared_devices() {
 
 /// The runbook's HGX host with its NVSwitches in IOMMU groups of two
 /// (b7+b8, b9+ba, bb+bc), as some baseboards group them.
+/// `sriov_nic` with a second ConnectX-5 PF whose one VF stays on the host
+/// driver: a spec naming the first PF for its VFs must not take it.
+fn sriov_two_pfs() -> FakeHost {
+    let mut host = topologies::sriov_nic();
+    host.add(
+        Dev::endpoint("0000:3b:00.1", 0x15b3, 0x1017, 0x020000)
+            .parent("0000:3a:00.0")
+            .driver("mlx5_core", Some("mlx5_core"))
+            .sriov(8)
+            .group(24)
+            .numa(0),
+    );
+    host.add(
+        Dev::endpoint("0000:3b:01.2", 0x15b3, 0x1018, 0x020000)
+            .parent("0000:3a:00.0")
+            .vf_of("0000:3b:00.1")
+            .driver("mlx5_core", Some("mlx5_core"))
+            .group(25)
+            .numa(0),
+    );
+    host
+}
+
 fn hgx_paired_switches() -> FakeHost {
     let host = topologies::hgx_a100();
     for (first, second) in [("b7", "b8"), ("b9", "ba"), ("bb", "bc")] {
@@ -960,6 +983,7 @@ fn nova_oracle() {
         ("hgx_paired", hgx_paired_switches()),
         ("lab", topologies::libvirt_lab()),
         ("workstation", topologies::workstation_gpu()),
+        ("sriov_two_pfs", sriov_two_pfs()),
     ];
     let variants: &[(&str, &[&str])] = &[
         ("hgx", &["10de:20b0"]),
@@ -976,6 +1000,8 @@ fn nova_oracle() {
         ("lab", &["--placement"]),
         ("lab", &["3b:00.3", "--live-migratable"]),
         ("workstation", &["group=1"]),
+        ("sriov_two_pfs", &["3b:00.2", "3b:00.3", "--vf-parent"]),
+        ("sriov_two_pfs", &["3b:00.3", "--vf-parent"]),
     ];
     let mut host_devices = serde_json::Map::new();
     for (name, host) in &hosts {
@@ -1081,4 +1107,69 @@ fn fabric_manager_keeps_nvswitches_from_bind_persist_and_check() {
     running.process(4242, "nv-fabricmanager", &[]);
     let run = vfioctl(running.root(), &["bind", "b8:00.0", "--dry-run"]);
     assert_eq!(run.status, 4, "{}", run.stderr);
+}
+
+/// `--vf-parent`: the VFs of one PF, all offered, get one spec naming the PF
+/// (Nova matches a VF by its parent's address); a PF with VFs left out
+/// keeps one spec per VF. Nova's own matcher judges both in nova_oracle.
+#[test]
+fn vf_parent_names_the_pf_of_whole_vf_sets() {
+    let host = sriov_two_pfs();
+    let both = ok(
+        host.root(),
+        &[
+            "nova",
+            "3b:00.2",
+            "3b:00.3",
+            "--vf-parent",
+            "--part",
+            "compute",
+        ],
+    );
+    assert!(
+        both.contains(r#"device_spec = {"vendor_id": "15b3", "product_id": "1018", "address": "0000:3b:00.0"}"#),
+        "{both}"
+    );
+    assert!(!both.contains("0000:3b:00.2\""), "{both}");
+    let one = ok(
+        host.root(),
+        &["nova", "3b:00.3", "--vf-parent", "--part", "compute"],
+    );
+    assert!(one.contains(r#""address": "0000:3b:00.3""#), "{one}");
+    let without = ok(
+        host.root(),
+        &["nova", "3b:00.2", "3b:00.3", "--part", "compute"],
+    );
+    assert!(
+        without.contains(r#""address": "0000:3b:00.2""#),
+        "{without}"
+    );
+}
+
+/// VFs a `[[sriov]]` declaration governs are declared devices for `nova`:
+/// offered by default and `"managed": "no"` from 2025.1 (vfioctl keeps
+/// them on vfio-pci); with `--vf-parent`, one spec names their PF.
+#[test]
+fn vfs_of_a_declared_pf_are_offered_as_declared() {
+    let host = sriov_two_pfs();
+    host.write(
+        "etc/vfioctl/bindings.d/nic.toml",
+        "[[sriov]]\naddress = \"0000:3b:00.0\"\nvendor = \"15b3\"\ndevice = \"1017\"\nnumvfs = 2\n",
+    );
+    let compute = ok(
+        host.root(),
+        &[
+            "nova",
+            "--release",
+            "2025.1",
+            "--vf-parent",
+            "--part",
+            "compute",
+        ],
+    );
+    assert!(
+        compute.contains(r#"device_spec = {"vendor_id": "15b3", "product_id": "1018", "address": "0000:3b:00.0", "managed": "no"}"#),
+        "{compute}"
+    );
+    assert!(!compute.contains("0000:3b:01.2"), "{compute}");
 }

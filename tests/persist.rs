@@ -12,6 +12,7 @@ use support::fakehost::FakeHost;
 use support::simkernel::SimKernel;
 use support::{golden, topologies};
 use vfioctl::engine::enforce::apply_declarations;
+use vfioctl::host::kernel::PciKernel;
 use vfioctl::host::HostRoot;
 
 fn read(host: &FakeHost, rel: &str) -> String {
@@ -660,4 +661,324 @@ fn config_trust_covers_every_directory_and_refuses_links() {
     assert!(ok(host.root(), &["persist", "list"]).contains("10de:20b0"));
     chown(host.path(site), Some(0), Some(0)).unwrap();
     refused(&host, "site.toml is owned by uid 0, not uid 1000");
+}
+
+/// A ConnectX-5 PF declared with 2 VFs on the default driver, one VF named
+/// by a `[[binding]]` on another driver: the address wins for that VF.
+const NIC_SRIOV: &str = "[[sriov]]\naddress = \"0000:3b:00.0\"\nvendor = \"15b3\"\ndevice = \"1017\"\nnumvfs = 2\n\n[[binding]]\nvendor = \"15b3\"\ndevice = \"1018\"\naddress = \"0000:3b:00.3\"\ndriver = \"mlx5_vfio_pci\"\n";
+
+#[test]
+fn sriov_declarations_are_listed_marked_and_govern_their_vfs() {
+    let host = topologies::sriov_nic();
+    host.register_driver("vfio-pci", Some("vfio_pci"));
+    host.write("etc/vfioctl/bindings.d/nic.toml", NIC_SRIOV);
+    let list = ok(host.root(), &["persist", "list"]);
+    assert!(
+        list.contains("SRIOV PF      IDS        NUMVFS  VF DRIVER  VFS           ENFORCED  ORIGIN\n0000:3b:00.0  15b3:1017  2/2     auto       0000:3b:00.2  0/1       /etc/vfioctl/bindings.d/nic.toml:1\n"),
+        "{list}"
+    );
+    assert!(
+        list.contains("0000:3b:00.3  mlx5_vfio_pci  0000:3b:00.3  1/1"),
+        "{list}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(host.root(), &["persist", "list", "--json"])).unwrap();
+    assert_eq!(json[0]["key"], "0000:3b:00.3");
+    assert!(
+        json[0].get("kind").is_none(),
+        "binding entries keep their schema"
+    );
+    assert_eq!(json[1]["kind"], "sriov");
+    assert_eq!(json[1]["numvfs"], 2);
+    assert_eq!(json[1]["numvfs_present"], 2);
+    assert!(json[1]["vf_driver"].is_null());
+    assert_eq!(json[1]["devices"][0]["address"], "0000:3b:00.2");
+    assert_eq!(json[1]["devices"][0]["enforced"], false);
+
+    let rules = ok(host.root(), &["persist", "rules"]);
+    assert!(
+        rules.contains("KERNEL==\"0000:3b:00.0\", ATTR{vendor}==\"0x15b3\", ATTR{device}==\"0x1017\", ENV{VFIOCTL_NUMVFS}=\"2\"\n"),
+        "{rules}"
+    );
+
+    // persist apply binds the VF its PF governs; the PF keeps its driver.
+    let kernel = SimKernel::new(&host);
+    let root = HostRoot::new(host.root());
+    let done = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+    assert!(done.errors.is_empty(), "{:?}", done.errors);
+    assert!(done.warnings.is_empty(), "{:?}", done.warnings);
+    let list = ok(host.root(), &["persist", "list"]);
+    assert!(
+        list.contains("0000:3b:00.0  15b3:1017  2/2     auto       0000:3b:00.2  1/1"),
+        "{list}"
+    );
+    assert_eq!(
+        read(&host, "sys/bus/pci/devices/0000:3b:00.0/driver_override"),
+        "(null)\n"
+    );
+
+    // A hand-written file is never removed; a written one is.
+    let run = vfioctl(host.root(), &["persist", "remove", "3b:00.0"]);
+    assert_ne!(run.status, 0);
+    assert!(
+        run.stderr
+            .contains("nic.toml:1: declared in a file vfioctl did not write"),
+        "{}",
+        run.stderr
+    );
+    host.write(
+        "etc/vfioctl/bindings.d/nic.toml",
+        format!(
+            "# Written by vfioctl persist add; remove with vfioctl persist remove.\n{}",
+            NIC_SRIOV.split("\n\n").next().unwrap()
+        ),
+    );
+    let out = ok(host.root(), &["persist", "remove", "3b:00.0"]);
+    assert!(
+        out.contains("removed SR-IOV declaration 0000:3b:00.0 (/etc/vfioctl/bindings.d/nic.toml:2); its VFs stay as they are"),
+        "{out}"
+    );
+    assert!(!host.path("etc/vfioctl/bindings.d/nic.toml").exists());
+}
+
+#[test]
+fn a_replaced_sriov_card_is_reported_not_configured() {
+    let host = topologies::sriov_nic();
+    host.write(
+        "etc/vfioctl/bindings.d/nic.toml",
+        "[[sriov]]\naddress = \"0000:3b:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 7\n",
+    );
+    let kernel = SimKernel::new(&host);
+    let root = HostRoot::new(host.root());
+    let done = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+    assert!(done.reports.is_empty(), "no VF is governed");
+    assert_eq!(
+        done.warnings,
+        ["/etc/vfioctl/bindings.d/nic.toml:1: 0000:3b:00.0 declares SR-IOV PF 8086:10c9 but the slot holds 15b3:1017:15b3:1017; its VFs are not configured"]
+    );
+    let list = ok(host.root(), &["persist", "list"]);
+    assert!(list.contains("warning: /etc/vfioctl/bindings.d/nic.toml:1 declares SR-IOV PF 8086:10c9 at 0000:3b:00.0, but that slot now holds 15b3:1017:15b3:1017: not configured"), "{list}");
+    assert!(
+        list.contains("VFS           ENFORCED") || list.contains("none present"),
+        "{list}"
+    );
+
+    let run = vfioctl(host.root(), &["persist", "list"]);
+    assert_eq!(run.status, 0);
+    host.write(
+        "etc/vfioctl/bindings.d/nic.toml",
+        "[[sriov]]\naddress = \"0000:3b:00.0\"\nvendor = \"15b3\"\ndevice = \"1017\"\nnumvfs = 2\nvf_driver = \"vfio pci\"\n",
+    );
+    let run = vfioctl(host.root(), &["persist", "list"]);
+    assert_eq!(run.status, 7, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("/etc/vfioctl/bindings.d/nic.toml:1: vf_driver = "),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Boot files do not depend on the VFs a `[[sriov]]` declaration governs:
+/// they do not exist at boot until the PF's hook creates them with autoprobe
+/// off, so no softdep orders their native driver; the files stay the same
+/// whether VFs exist now or not, and the PF is never claimed.
+#[test]
+fn host_config_leaves_a_declared_pf_and_its_vfs_to_the_hook() {
+    let host = topologies::sriov_nic();
+    host.write(
+        "etc/vfioctl/bindings.d/nic.toml",
+        "[[sriov]]\naddress = \"0000:3b:00.0\"\nvendor = \"15b3\"\ndevice = \"1017\"\nnumvfs = 2\n",
+    );
+    let preview = ok(host.root(), &["host-config"]);
+    assert!(!preview.contains("softdep mlx5_core"), "{preview}");
+    assert!(!preview.contains("\"0000:3b:00."), "{preview}");
+    assert!(!preview.contains("0x15b3:0x101"), "{preview}");
+    let all = |run: support::cli::Run| format!("{}{}", run.stdout, run.stderr);
+    assert!(!all(vfioctl(host.root(), &["host-config"])).contains("no declarations"));
+    std::fs::remove_file(host.path("etc/vfioctl/bindings.d/nic.toml")).unwrap();
+    assert!(all(vfioctl(host.root(), &["host-config"]))
+        .contains("no declarations in /etc/vfioctl/bindings.d"));
+}
+
+const IGB_PF: &str = "0000:01:00.0";
+const IGB_SRIOV: &str =
+    "[[sriov]]\naddress = \"0000:01:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 7\n";
+
+fn igb_kernel(host: &FakeHost) -> SimKernel<'_> {
+    let mut kernel = SimKernel::new(host);
+    kernel.vf_native.insert(IGB_PF.into(), "igbvf".into());
+    kernel
+}
+
+/// The VF drivers of the igb PF, read back from the fake tree.
+fn igb_vf_drivers(host: &FakeHost) -> Vec<String> {
+    let pf = host.path(&format!("sys/bus/pci/devices/{IGB_PF}"));
+    (0..)
+        .map_while(|i| std::fs::canonicalize(pf.join(format!("virtfn{i}"))).ok())
+        .map(|vf| {
+            std::fs::read_link(vf.join("driver"))
+                .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "none".into())
+        })
+        .collect()
+}
+
+/// persist apply (the boot unit) creates the declared VFs with autoprobe off
+/// around their creation (no native VF driver ever binds them), binds them
+/// to vfio-pci, puts autoprobe back; a second apply changes nothing; a count
+/// changed by hand is CRITICAL in check and put back by the next apply.
+#[test]
+fn persist_apply_creates_the_declared_vfs_with_no_native_bind() {
+    let host = topologies::igb_pf();
+    host.write("etc/vfioctl/bindings.d/igb.toml", IGB_SRIOV);
+    let kernel = igb_kernel(&host);
+    let root = HostRoot::new(host.root());
+    let done = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+    assert!(done.errors.is_empty(), "{:?}", done.errors);
+    assert_eq!(done.sriov.len(), 1);
+    let writes = kernel.writes();
+    assert_eq!(writes[0], format!("autoprobe {IGB_PF} 0"), "{writes:?}");
+    assert_eq!(writes[1], format!("numvfs {IGB_PF} 7"), "{writes:?}");
+    assert_eq!(writes.last().unwrap(), &format!("autoprobe {IGB_PF} 1"));
+    assert!(
+        writes.iter().all(|w| !w.starts_with("autobind")),
+        "no native VF driver bound: {writes:?}"
+    );
+    assert_eq!(igb_vf_drivers(&host), vec!["vfio-pci"; 7]);
+    let list = ok(host.root(), &["persist", "list"]);
+    assert!(
+        list.contains("0000:01:00.0  8086:10c9  7/7     auto"),
+        "{list}"
+    );
+    assert!(
+        list.contains("7/7       /etc/vfioctl/bindings.d/igb.toml:1"),
+        "{list}"
+    );
+
+    let start = kernel.writes().len();
+    let again = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+    assert!(again.errors.is_empty(), "{:?}", again.errors);
+    assert!(again.sriov[0].result.is_none(), "already at 7 on vfio-pci");
+    assert!(again.reports.iter().all(|r| !r.plan.changes()));
+    assert_eq!(kernel.writes().len(), start);
+
+    // Removed by hand: check names declared and present; apply puts them back.
+    let out = vfioctl(host.root(), &["check"]).stdout;
+    assert!(
+        out.contains("OK        sriov.0000:01:00.0.numvfs")
+            || out
+                .lines()
+                .any(|l| l.starts_with("OK") && l.contains("sriov.0000:01:00.0.numvfs")),
+        "{out}"
+    );
+    kernel
+        .set_numvfs(IGB_PF.parse().unwrap(), 0, Duration::from_secs(1))
+        .unwrap();
+    let out = vfioctl(host.root(), &["check"]).stdout;
+    let count = out
+        .lines()
+        .find(|l| l.contains("sriov.0000:01:00.0.numvfs"))
+        .unwrap();
+    assert!(count.starts_with("CRITICAL"), "{out}");
+    assert!(
+        count.contains("declared 7 VF(s) on 0000:01:00.0, 0 present"),
+        "{out}"
+    );
+    let done = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+    assert!(done.errors.is_empty(), "{:?}", done.errors);
+    assert_eq!(igb_vf_drivers(&host), vec!["vfio-pci"; 7]);
+}
+
+/// `sriov --persist`: the declaration is written after the verified change
+/// (through `run_then`), under its lock; it reads back as declared and the
+/// rules mark the PF. A dry run declares nothing.
+#[test]
+fn sriov_persist_declares_the_verified_count() {
+    let host = topologies::igb_pf();
+    let kernel = igb_kernel(&host);
+    let root = HostRoot::new(host.root());
+    let spec = vfioctl::engine::sriov::SriovSpec {
+        selector: "01:00.0".parse().unwrap(),
+        numvfs: 3,
+        vf_driver: vfioctl::model::declaration::DeclaredDriver::Auto,
+        force: false,
+        dry_run: false,
+        timeout: Duration::from_millis(300),
+    };
+    let mut lines = Vec::new();
+    let mut declare = |inv: &vfioctl::model::Inventory,
+                       report: &vfioctl::engine::sriov::SriovReport|
+     -> anyhow::Result<()> {
+        lines = vfioctl::engine::enforce::declare_sriov(
+            &root,
+            inv,
+            report,
+            vfioctl::integrations::udev::render_rules,
+        )?;
+        Ok(())
+    };
+    let report =
+        vfioctl::engine::sriov::run_then(&root, &spec, &kernel, Some(&mut declare)).unwrap();
+    assert!(vfioctl::engine::sriov::failure(&report).is_none());
+    assert_eq!(
+        lines[0],
+        "declared 3 VF(s) of 0000:01:00.0 on vfio-pci (or its variant) in /etc/vfioctl/bindings.d/sriov-0000_01_00.0.toml"
+    );
+    let text = read(&host, "etc/vfioctl/bindings.d/sriov-0000_01_00.0.toml");
+    assert_eq!(
+        text,
+        "# Written by vfioctl persist add; remove with vfioctl persist remove.\n[[sriov]]\naddress = \"0000:01:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 3\n"
+    );
+    assert!(read(&host, "etc/udev/rules.d/69-vfioctl-bindings.rules")
+        .contains("KERNEL==\"0000:01:00.0\", ATTR{vendor}==\"0x8086\", ATTR{device}==\"0x10c9\", ENV{VFIOCTL_NUMVFS}=\"3\""));
+    // The count went back to 0 by hand: persist apply restores the declared 3.
+    kernel
+        .set_numvfs(IGB_PF.parse().unwrap(), 0, Duration::from_secs(1))
+        .unwrap();
+    let done = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+    assert!(done.errors.is_empty(), "{:?}", done.errors);
+    assert_eq!(igb_vf_drivers(&host), vec!["vfio-pci"; 3]);
+
+    // A dry run through the command writes nothing, declaration included.
+    let other = topologies::igb_pf();
+    let run = vfioctl(
+        other.root(),
+        &[
+            "sriov",
+            "01:00.0",
+            "--numvfs",
+            "2",
+            "--persist",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(!other.path("etc/vfioctl/bindings.d").exists());
+}
+
+/// The udev hook on a declared PF: on "add" before its driver is bound it
+/// waits for the bind event; on the bind event it creates the VFs.
+#[test]
+fn udev_hook_on_a_declared_pf_waits_for_its_driver() {
+    let host = topologies::igb_pf();
+    host.write("etc/vfioctl/bindings.d/igb.toml", IGB_SRIOV);
+    std::fs::remove_file(host.path(&format!("sys/bus/pci/devices/{IGB_PF}/driver"))).unwrap();
+    let run = vfioctl_env(host.root(), &["udev-hook", IGB_PF], &[("ACTION", "add")]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "SR-IOV PF 0000:01:00.0 has no driver yet; its VFs are created once it binds one"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        read(&host, &format!("sys/bus/pci/devices/{IGB_PF}/sriov_numvfs")).trim(),
+        "0"
+    );
+    // Other events of undeclared devices, and "change", do nothing.
+    let run = vfioctl_env(host.root(), &["udev-hook", IGB_PF], &[("ACTION", "change")]);
+    assert_eq!(run.status, 0);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
 }

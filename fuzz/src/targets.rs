@@ -109,9 +109,27 @@ fn essence(d: &Declaration) -> impl PartialEq + std::fmt::Debug + '_ {
 /// under a file name that is one plain `.toml` name.
 pub fn bindings_toml(data: &[u8]) {
     let Some(s) = text(data) else { return };
-    let Ok(decls) = config::parse("/etc/vfioctl/bindings.d/fuzz.toml", s) else {
+    let Ok((decls, pfs)) = config::parse_all("/etc/vfioctl/bindings.d/fuzz.toml", s) else {
         return;
     };
+    for pf in &pfs {
+        let written = config::render_sriov(pf);
+        let (bindings, back) = config::parse_all("written.toml", &written)
+            .unwrap_or_else(|e| panic!("vfioctl cannot read what it wrote: {e}\n{written}"));
+        assert!(bindings.is_empty() && back.len() == 1, "{written}");
+        assert_eq!(
+            (
+                back[0].address,
+                back[0].vendor,
+                back[0].device,
+                back[0].numvfs,
+                &back[0].vf_driver
+            ),
+            (pf.address, pf.vendor, pf.device, pf.numvfs, &pf.vf_driver),
+            "{written}"
+        );
+        assert!(config::valid_file_name(&config::sriov_file_name(pf)));
+    }
     for decl in &decls {
         let written = config::render(decl);
         let back = config::parse("written.toml", &written)
@@ -125,7 +143,7 @@ pub fn bindings_toml(data: &[u8]) {
         );
         let _ = (decl.key(), decl.ids_text());
     }
-    let decls = Declarations::new(decls);
+    let decls = Declarations::with_sriov(decls, pfs);
     let _ = vfioctl::integrations::udev::render_rules(&decls);
 }
 

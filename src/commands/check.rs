@@ -193,6 +193,9 @@ pub fn run(
             udev::RULES_HEADER,
         ));
     }
+    // Boot files and rules above leave VFs out (they exist only once their
+    // PF's hook creates them); the checks of declared devices cover them.
+    let declarations = declarations.map(|d| d.with_vfs(&inv.devices));
     let libvirt = libvirt_views(libvirt, &inv, &declarations);
     let declarations_for_marks = declarations.as_ref().ok().cloned();
     let record = crate::host::state::read_record(root).ok();
@@ -234,14 +237,27 @@ pub fn run(
                 .exists()
         }),
         udev_marks: match &declarations_for_marks {
-            Some(decls) => decls
-                .declared(&inv.devices)
-                .map(|d| {
-                    let mark =
-                        crate::host::udev::udev_property(root, &d.address, udev::DRIVER_PROPERTY);
-                    (d.address, mark.map(|v| v.is_some()))
-                })
-                .collect(),
+            // A declared PF carries its count; its VFs, created and bound by
+            // its hook, carry no mark.
+            Some(decls) => {
+                let mark = |address: &crate::model::PciAddress, property: &str| {
+                    let found = crate::host::udev::udev_property(root, address, property);
+                    (*address, found.map(|v| v.is_some()))
+                };
+                inv.devices
+                    .iter()
+                    .filter_map(|d| decls.governing(d).map(|g| (d, g.declaration)))
+                    .filter(|(_, decl)| decls.vf_source(decl).is_none())
+                    .map(|(d, _)| mark(&d.address, udev::DRIVER_PROPERTY))
+                    .chain(
+                        decls
+                            .sriov
+                            .iter()
+                            .filter(|s| inv.device(&s.address).is_some())
+                            .map(|s| mark(&s.address, udev::NUMVFS_PROPERTY)),
+                    )
+                    .collect()
+            }
             None => Vec::new(),
         },
         expectations: args.expect.as_deref().map(expectations),

@@ -10,12 +10,14 @@ use crate::output::table::{or_dash, Table};
 use crate::output::{note, write_json};
 
 use super::parse_selectors;
-use crate::output::labels::{class_label, device_name, iommu_off_note, sriov_brief};
+use crate::output::labels::{
+    class_label, device_name, iommu_off_note, sriov_brief, vfs_under_their_pf,
+};
 
 pub fn run(root: &HostRoot, args: &ListArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let selectors = parse_selectors(&args.selectors)?;
     let inv = read_inventory(root, Names::Lookup)?;
-    let devices = inv.select(&selectors)?;
+    let devices = vfs_under_their_pf(&inv.select(&selectors)?);
 
     if !inv.iommu.enabled() {
         note(&iommu_off_note());

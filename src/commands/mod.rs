@@ -11,6 +11,7 @@ pub mod nova;
 pub mod persist;
 pub mod restore;
 pub mod show;
+pub mod sriov;
 pub mod udev_hook;
 pub mod unbind;
 

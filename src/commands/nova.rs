@@ -154,7 +154,7 @@ pub fn run(
     };
     let selectors = parse_selectors(&args.selectors)?;
     let inv = read_inventory(root, Names::Lookup)?;
-    let decls = config::load(root)?;
+    let decls = config::load(root)?.with_vfs(&inv.devices);
 
     // The default selection: what vfioctl declared, and what is on VFIO now.
     let chosen: Vec<&PciDevice> = if selectors.is_empty() {
@@ -280,6 +280,7 @@ pub fn run(
                 traits: args.traits.clone(),
             }),
             live_migratable: args.live_migratable,
+            vf_parent: args.vf_parent,
             devices,
         },
     )?;

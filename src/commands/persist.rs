@@ -13,17 +13,19 @@ use crate::engine::enforce::{
     apply_declarations, declare_and_write, print_rules_status, DeclareOptions,
 };
 use crate::engine::run::{self, ChangeReport, NotPrivileged};
+use crate::engine::sriov::SriovReport;
 use crate::host::kernel::SysfsKernel;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::udev::{self as udev_io};
 use crate::host::HostRoot;
 use crate::host::{config, state};
 use crate::integrations::udev;
-use crate::model::declaration::{Declaration, Declarations};
+use crate::model::declaration::{Declaration, Declarations, Origin, SriovDeclaration};
 use crate::model::selector::Matcher;
-use crate::model::{DriverName, Inventory, PciAddress, Selector};
+use crate::model::{DriverName, Inventory, PciAddress, PciDevice, Selector, SriovRole};
+use crate::output::report::{render, render_sriov};
 use crate::output::table::Table;
-use crate::output::{report::render, write_json};
+use crate::output::write_json;
 
 use super::parse_selectors;
 use crate::error::NotDeclared;
@@ -99,7 +101,11 @@ fn named_by<'a>(
     };
     if found.is_empty() {
         for dev in inv.devices.iter().filter(|d| selector.matches(d)) {
-            if let Some(g) = decls.governing(dev) {
+            // A VF's binding made by its PF's [[sriov]] goes with that.
+            if let Some(g) = decls
+                .governing(dev)
+                .filter(|g| decls.vf_source(g.declaration).is_none())
+            {
                 if !found.contains(&g.declaration) {
                     found.push(g.declaration);
                 }
@@ -109,16 +115,37 @@ fn named_by<'a>(
     found
 }
 
+/// `[[sriov]]` declarations a selector names: by the PF's address, or those
+/// of the PFs it matches.
+fn sriov_named_by<'a>(
+    decls: &'a Declarations,
+    inv: &Inventory,
+    selector: &Selector,
+) -> Vec<&'a SriovDeclaration> {
+    decls
+        .sriov
+        .iter()
+        .filter(|s| match &selector.matcher {
+            Matcher::Address(addr) => *addr == s.address,
+            _ => inv
+                .device(&s.address)
+                .is_some_and(|pf| selector.matches(pf)),
+        })
+        .collect()
+}
+
 fn remove(root: &HostRoot, args: &PersistRemoveArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let selectors = parse_selectors(&args.selectors)?;
     require_privilege("persist remove")?;
     let _lock = state::lock(root, state::CONFIG_LOCK_WAIT)?;
     let inv = read_inventory(root, Names::Skip)?;
-    let decls = config::load(root)?;
+    let decls = config::load(root)?.with_vfs(&inv.devices);
     let mut doomed: Vec<&Declaration> = Vec::new();
+    let mut doomed_pfs: Vec<&SriovDeclaration> = Vec::new();
     for selector in &selectors {
         let named = named_by(&decls, &inv, selector);
-        if named.is_empty() {
+        let pfs = sriov_named_by(&decls, &inv, selector);
+        if named.is_empty() && pfs.is_empty() {
             return Err(NotDeclared(selector.text.clone()).into());
         }
         for decl in named {
@@ -126,10 +153,24 @@ fn remove(root: &HostRoot, args: &PersistRemoveArgs, out: &mut dyn Write) -> any
                 doomed.push(decl);
             }
         }
+        for pf in pfs {
+            if !doomed_pfs.contains(&pf) {
+                doomed_pfs.push(pf);
+            }
+        }
     }
     for decl in &doomed {
         config::remove(root, decl)?;
         writeln!(out, "removed declaration {} ({})", decl.key(), decl.origin)?;
+    }
+    for pf in &doomed_pfs {
+        config::remove_origin(root, &pf.origin)?;
+        writeln!(
+            out,
+            "removed SR-IOV declaration {} ({}); its VFs stay as they are",
+            pf.key(),
+            pf.origin
+        )?;
     }
     print_rules_status(
         out,
@@ -163,73 +204,199 @@ struct ListEntry<'a> {
     mismatch: Option<String>,
 }
 
+/// One `[[sriov]]` declaration, for `persist list`: `kind` tells it from a
+/// binding's entry in the same array.
+#[derive(Serialize)]
+struct SriovEntry<'a> {
+    kind: &'static str,
+    key: String,
+    #[serde(flatten)]
+    declaration: &'a SriovDeclaration,
+    /// `sriov_numvfs` now; null when the PF is absent or not SR-IOV capable.
+    numvfs_present: Option<u32>,
+    /// Its VFs present that its `vf_driver` governs.
+    devices: Vec<Covered>,
+    mismatch: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Entry<'a> {
+    Binding(ListEntry<'a>),
+    Sriov(SriovEntry<'a>),
+}
+
+fn covered(root: &HostRoot, decl: &Declaration, dev: &PciDevice) -> Covered {
+    Covered {
+        address: dev.address,
+        driver: dev.driver.clone(),
+        enforced: decl.driver.satisfied_by(dev.driver.as_ref()),
+        udev_marked: udev_io::udev_property(root, &dev.address, udev::DRIVER_PROPERTY)
+            .map(|v| v.is_some()),
+    }
+}
+
 fn list(root: &HostRoot, args: &PersistListArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let decls = config::load(root)?;
     let inv = read_inventory(root, Names::Skip)?;
+    let decls = config::load(root)?.with_vfs(&inv.devices);
     let mismatches = decls.mismatches(&inv.devices);
     let coverage = decls.coverage(&inv.devices);
     let entries: Vec<ListEntry> = decls
         .list
         .iter()
         .zip(&coverage)
-        .map(|(decl, covered)| ListEntry {
+        .map(|(decl, covered_now)| ListEntry {
             key: decl.key(),
             declaration: decl,
-            devices: covered
-                .iter()
-                .map(|d| Covered {
-                    address: d.address,
-                    driver: d.driver.clone(),
-                    enforced: decl.driver.satisfied_by(d.driver.as_ref()),
-                    udev_marked: udev_io::udev_property(root, &d.address, udev::DRIVER_PROPERTY)
-                        .map(|v| v.is_some()),
-                })
-                .collect(),
+            devices: covered_now.iter().map(|d| covered(root, decl, d)).collect(),
             mismatch: mismatches
                 .iter()
                 .find(|(m, _)| *m == decl)
                 .map(|(_, found)| found.to_string()),
         })
         .collect();
+    let vfs = decls.vf_coverage(&inv.devices);
+    let sriov_mismatches = decls.sriov_mismatches(&inv.devices);
+    let pfs: Vec<SriovEntry> = decls
+        .sriov
+        .iter()
+        .map(|s| SriovEntry {
+            kind: "sriov",
+            key: s.key(),
+            declaration: s,
+            numvfs_present: inv.device(&s.address).and_then(|pf| match pf.sriov {
+                SriovRole::Pf { num_vfs, .. } => Some(num_vfs),
+                _ => None,
+            }),
+            devices: vfs
+                .iter()
+                .filter(|(decl, _)| decls.vf_source(decl) == Some(s))
+                .map(|(decl, vf)| covered(root, decl, vf))
+                .collect(),
+            mismatch: sriov_mismatches
+                .iter()
+                .find(|(m, _)| *m == s)
+                .map(|(_, found)| found.to_string()),
+        })
+        .collect();
     if args.json {
-        write_json(out, &entries)?;
+        let all: Vec<Entry> = entries
+            .into_iter()
+            .map(Entry::Binding)
+            .chain(pfs.into_iter().map(Entry::Sriov))
+            .collect();
+        write_json(out, &all)?;
         return Ok(crate::cli::exit::OK);
     }
-    if entries.is_empty() {
+    if entries.is_empty() && pfs.is_empty() {
         writeln!(out, "no declarations in {}", config::BINDINGS_DIR)?;
         return Ok(crate::cli::exit::OK);
     }
-    let mut table = Table::new(["KEY", "DRIVER", "DEVICES", "ENFORCED", "ORIGIN"]);
-    for e in &entries {
-        let enforced = e.devices.iter().filter(|d| d.enforced).count();
+    if !entries.is_empty() {
+        list_bindings(&entries, out)?;
+    }
+    if !pfs.is_empty() {
+        list_sriov(&pfs, out)?;
+    }
+    Ok(crate::cli::exit::OK)
+}
+
+/// The DEVICES column of `persist list`: the addresses, or `none present`.
+fn devices_cell(devices: &[Covered]) -> String {
+    if devices.is_empty() {
+        return "none present".to_string();
+    }
+    devices
+        .iter()
+        .map(|d| d.address.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The ENFORCED column: how many of them are on the declared driver.
+fn enforced_cell(devices: &[Covered]) -> String {
+    let enforced = devices.iter().filter(|d| d.enforced).count();
+    format!("{enforced}/{}", devices.len())
+}
+
+/// The `[[sriov]]` table of `persist list`: the count present/declared, the
+/// VFs' driver and how many of them are on it.
+fn list_sriov(pfs: &[SriovEntry], out: &mut dyn Write) -> std::io::Result<()> {
+    let mut table = Table::new([
+        "SRIOV PF",
+        "IDS",
+        "NUMVFS",
+        "VF DRIVER",
+        "VFS",
+        "ENFORCED",
+        "ORIGIN",
+    ]);
+    for e in pfs {
         table.row(vec![
             e.key.clone(),
-            e.declaration.driver.to_string(),
-            if e.devices.is_empty() {
-                "none present".to_string()
-            } else {
-                e.devices
-                    .iter()
-                    .map(|d| d.address.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            },
-            format!("{enforced}/{}", e.devices.len()),
+            e.declaration.ids_text(),
+            format!(
+                "{}/{}",
+                e.numvfs_present.map_or("-".to_string(), |n| n.to_string()),
+                e.declaration.numvfs
+            ),
+            e.declaration.vf_driver.to_string(),
+            devices_cell(&e.devices),
+            enforced_cell(&e.devices),
             e.declaration.origin.to_string(),
         ]);
     }
     write!(out, "{}", table.render(""))?;
-    for e in entries.iter().filter(|e| e.mismatch.is_some()) {
-        writeln!(
-            out,
-            "warning: {} declares {} at {}, but that slot now holds {}: not applied (slot moved or card replaced?)",
-            e.declaration.origin,
-            e.declaration.ids_text(),
-            e.key,
-            e.mismatch.as_deref().unwrap_or("?")
-        )?;
+    for e in pfs {
+        if let Some(found) = &e.mismatch {
+            let what = format!("SR-IOV PF {}", e.declaration.ids_text());
+            slot_moved(
+                out,
+                &e.declaration.origin,
+                &what,
+                &e.key,
+                found,
+                "configured",
+            )?;
+        }
     }
-    Ok(crate::cli::exit::OK)
+    Ok(())
+}
+
+/// The warning for a declaration whose address holds another device now.
+fn slot_moved(
+    out: &mut dyn Write,
+    origin: &Origin,
+    what: &str,
+    key: &str,
+    found: &str,
+    done: &str,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "warning: {origin} declares {what} at {key}, but that slot now holds {found}: not {done} (slot moved or card replaced?)"
+    )
+}
+
+fn list_bindings(entries: &[ListEntry], out: &mut dyn Write) -> std::io::Result<()> {
+    let mut table = Table::new(["KEY", "DRIVER", "DEVICES", "ENFORCED", "ORIGIN"]);
+    for e in entries {
+        table.row(vec![
+            e.key.clone(),
+            e.declaration.driver.to_string(),
+            devices_cell(&e.devices),
+            enforced_cell(&e.devices),
+            e.declaration.origin.to_string(),
+        ]);
+    }
+    write!(out, "{}", table.render(""))?;
+    for e in entries {
+        if let Some(found) = &e.mismatch {
+            let what = e.declaration.ids_text();
+            slot_moved(out, &e.declaration.origin, &what, &e.key, found, "applied")?;
+        }
+    }
+    Ok(())
 }
 
 fn apply(root: &HostRoot, args: &PersistApplyArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
@@ -246,6 +413,7 @@ fn apply(root: &HostRoot, args: &PersistApplyArgs, out: &mut dyn Write) -> anyho
     if args.json {
         #[derive(Serialize)]
         struct ApplyRecord<'a> {
+            sriov: &'a [SriovReport],
             reports: &'a [ChangeReport],
             warnings: &'a [String],
             errors: Vec<String>,
@@ -253,17 +421,21 @@ fn apply(root: &HostRoot, args: &PersistApplyArgs, out: &mut dyn Write) -> anyho
         write_json(
             out,
             &ApplyRecord {
+                sriov: &done.sriov,
                 reports: &done.reports,
                 warnings: &done.warnings,
                 errors: done.errors.iter().map(|e| format!("{e:#}")).collect(),
             },
         )?;
     } else {
-        if done.reports.is_empty() && done.errors.is_empty() {
+        if done.sriov.is_empty() && done.reports.is_empty() && done.errors.is_empty() {
             writeln!(
                 out,
                 "nothing declared is present (see vfioctl persist list)"
             )?;
+        }
+        for report in &done.sriov {
+            write!(out, "{}", render_sriov(report))?;
         }
         for report in &done.reports {
             write!(out, "{}", render(report))?;

@@ -9,7 +9,9 @@ use crate::host::state::{self, ChangeEntry};
 use crate::host::sysfs::{read_selected, Names};
 use crate::host::HostRoot;
 use crate::model::group::MemberState;
-use crate::model::{CompanionReason, Inventory, PciDevice, Selector, SriovRole};
+use crate::model::{
+    CompanionReason, DriverName, Inventory, PciAddress, PciDevice, Selector, SriovRole,
+};
 use crate::output::records::{DeviceRecord, GroupRecord, IommuRecord};
 use crate::output::table::{or_dash, Table};
 use crate::output::write_json;
@@ -40,6 +42,39 @@ struct ShowRecord<'a> {
     iommu: IommuRecord<'a>,
     /// `null` when the device has no IOMMU group (IOMMU off).
     iommu_group: Option<GroupRecord<'a>>,
+    /// A PF's VFs present, in `virtfnN` order (absent for other functions).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    vfs: Vec<VfRecord<'a>>,
+}
+
+/// One VF of the PF shown.
+#[derive(Serialize)]
+struct VfRecord<'a> {
+    index: usize,
+    address: PciAddress,
+    driver: Option<&'a DriverName>,
+    driver_override: Option<&'a DriverName>,
+    iommu_group: Option<u32>,
+}
+
+/// The VFs of `dev` (a PF) that were read, in `virtfnN` order.
+fn vf_records<'a>(inv: &'a Inventory, dev: &PciDevice) -> Vec<VfRecord<'a>> {
+    let SriovRole::Pf { vfs, .. } = &dev.sriov else {
+        return Vec::new();
+    };
+    vfs.iter()
+        .enumerate()
+        .filter_map(|(index, a)| {
+            let vf = inv.device(a)?;
+            Some(VfRecord {
+                index,
+                address: vf.address,
+                driver: vf.driver.as_ref(),
+                driver_override: vf.driver_override.as_ref(),
+                iommu_group: vf.iommu_group,
+            })
+        })
+        .collect()
 }
 
 pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
@@ -62,6 +97,7 @@ pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Res
                 vfioctl_change: change,
                 iommu: IommuRecord::new(&inv),
                 iommu_group: group.map(|g| GroupRecord::new(&inv, g)),
+                vfs: vf_records(&inv, dev),
             },
         )?;
         return Ok(crate::cli::exit::OK);
@@ -150,14 +186,14 @@ pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Res
                 total_vfs,
                 num_vfs,
                 vfs,
-            } => {
-                let list: Vec<String> = vfs.iter().map(ToString::to_string).collect();
-                let mut text = format!("PF, {num_vfs} of {total_vfs} VFs enabled");
-                if !list.is_empty() {
-                    text.push_str(&format!(": {}", list.join(" ")));
+            } => format!(
+                "PF, {num_vfs} of {total_vfs} VFs enabled{}",
+                if vfs.is_empty() {
+                    ""
+                } else {
+                    " (listed below)"
                 }
-                text
-            }
+            ),
             SriovRole::Vf { physfn } => format!("VF of {physfn}"),
             SriovRole::None => "none".to_string(),
         },
@@ -196,6 +232,22 @@ pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Res
         );
     }
     write!(out, "{}", facts.render("  "))?;
+    let vfs = vf_records(&inv, dev);
+    if !vfs.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "Virtual functions of {}:", dev.address)?;
+        let mut table = Table::new(["VF", "ADDRESS", "DRIVER", "OVERRIDE", "GROUP"]);
+        for vf in &vfs {
+            table.row(vec![
+                vf.index.to_string(),
+                vf.address.to_string(),
+                or_dash(vf.driver),
+                or_dash(vf.driver_override),
+                or_dash(vf.iommu_group),
+            ]);
+        }
+        write!(out, "{}", table.render("  "))?;
+    }
 
     writeln!(out)?;
     let Some(group) = group else {

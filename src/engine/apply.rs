@@ -70,7 +70,7 @@ pub struct RollbackError {
 }
 
 /// Errors serialise as their one-line message (the JSON schema's strings).
-fn as_message<E: std::fmt::Display, S: serde::Serializer>(
+pub(crate) fn as_message<E: std::fmt::Display, S: serde::Serializer>(
     error: &Option<E>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {

@@ -9,16 +9,20 @@ use std::time::Duration;
 use crate::engine::gate;
 use crate::engine::plan::{Goal, PlanError};
 use crate::engine::run::{self, ChangeReport, ChangeSpec};
+use crate::engine::sriov::{self, SriovReport, SriovRequest};
 use crate::host::config;
 use crate::host::hostfacts;
 use crate::host::kernel::PciKernel;
+use crate::host::state;
 use crate::host::sysfs::{read_devices, read_inventory, Names};
 use crate::host::udev::{self as udev_io, RulesStatus};
 use crate::host::usage::read_usage;
 use crate::host::HostRoot;
-use crate::model::declaration::{declare, Declaration, Declarations, DeclaredDriver, Fit};
+use crate::model::declaration::{
+    declare, Declarations, DeclaredDriver, Fit, Origin, SriovDeclaration,
+};
 use crate::model::fabric::device_may_leave_host;
-use crate::model::{DriverName, Inventory, PciAddress, Selector};
+use crate::model::{DriverName, Inventory, PciAddress, Selector, SriovRole};
 
 pub fn print_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io::Result<()> {
     if status.written {
@@ -39,8 +43,8 @@ pub fn print_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io:
     Ok(())
 }
 
-fn driver_label(decl: &Declaration) -> String {
-    match &decl.driver {
+fn driver_label(driver: &DeclaredDriver) -> String {
+    match driver {
         DeclaredDriver::Named(d) => d.to_string(),
         DeclaredDriver::Auto => "vfio-pci (or its variant)".to_string(),
     }
@@ -148,7 +152,7 @@ pub fn declare_and_write(
             out,
             "declared {} on {} in {}{}",
             decl.key(),
-            driver_label(decl),
+            driver_label(&decl.driver),
             path.strip_prefix(root.base())
                 .map_or(path.display().to_string(), |p| format!("/{}", p.display())),
             if present == 0 {
@@ -161,6 +165,47 @@ pub fn declare_and_write(
     let all = config::load(root)?;
     print_rules_status(out, &udev_io::install_rules(root, &render_rules(&all))?)?;
     Ok(())
+}
+
+/// `sriov --persist`: declares the PF's count and VF driver just set and
+/// verified (`[[sriov]]` in its own bindings.d file, replacing an earlier
+/// one for the PF) and regenerates the udev rules; run under the change's
+/// lock with the inventory read before it. Returns the lines to print.
+pub fn declare_sriov(
+    root: &HostRoot,
+    inv: &Inventory,
+    report: &SriovReport,
+    render_rules: RenderRules,
+) -> anyhow::Result<Vec<String>> {
+    let pf = report.plan.pf;
+    let dev = inv
+        .device(&pf)
+        .ok_or_else(|| anyhow::anyhow!("{pf} vanished before its declaration was written"))?;
+    let decl = SriovDeclaration {
+        address: pf,
+        vendor: dev.ids.vendor,
+        device: dev.ids.device,
+        numvfs: report.plan.numvfs,
+        vf_driver: report.plan.vf_driver.clone(),
+        origin: Origin {
+            file: String::new(),
+            line: 0,
+        },
+    };
+    let path = config::add_sriov(root, &decl)?;
+    let mut lines = vec![format!(
+        "declared {} VF(s) of {pf} on {} in /{}",
+        decl.numvfs,
+        driver_label(&decl.vf_driver),
+        path.strip_prefix(root.base()).unwrap_or(&path).display()
+    )];
+    let mut status = Vec::new();
+    print_rules_status(
+        &mut status,
+        &udev_io::install_rules(root, &render_rules(&config::load(root)?))?,
+    )?;
+    lines.extend(String::from_utf8_lossy(&status).lines().map(str::to_string));
+    Ok(lines)
 }
 
 /// Devices to bind per declared driver (keyed by its label), with the goal.
@@ -219,13 +264,86 @@ pub fn enforce(
 
 /// The outcome of enforcing every declaration.
 pub struct Enforced {
+    /// One per `[[sriov]]` declaration applied (its PF present, the declared card).
+    pub sriov: Vec<SriovReport>,
     pub reports: Vec<ChangeReport>,
     pub warnings: Vec<String>,
     /// Refusals and failures, in order; the first decides the exit status.
     pub errors: Vec<anyhow::Error>,
 }
 
-/// Enforces every declaration now: one change per declared driver.
+/// The PF and its VFs, with their IOMMU groups: what an SR-IOV change reads.
+fn read_pf(root: &HostRoot, pf: PciAddress) -> anyhow::Result<Inventory> {
+    let inv = read_devices(root, &[pf], Names::Skip)?;
+    let mut seeds = vec![pf];
+    if let Some(SriovRole::Pf { vfs, .. }) = inv.device(&pf).map(|d| &d.sriov) {
+        seeds.extend(vfs);
+    }
+    Ok(read_devices(root, &seeds, Names::Skip)?)
+}
+
+/// What applying one `[[sriov]]` declaration came to.
+pub enum SriovOutcome {
+    /// Planned (and applied unless a dry run); the report says what happened.
+    Changed(Box<SriovReport>),
+    /// Nothing done, and why: the PF is absent, another card holds the slot,
+    /// or the PF has no driver yet (its driver's bind event comes later).
+    Skipped(String),
+}
+
+/// Applies one `[[sriov]]` declaration through `engine::sriov`: the VF count
+/// (autoprobe off first when the VFs go to VFIO, so no native VF driver
+/// binds) and the VFs' driver. Holds the change lock only while it reads
+/// and changes this PF and its VFs.
+pub fn apply_sriov(
+    root: &HostRoot,
+    kernel: &dyn PciKernel,
+    decl: &SriovDeclaration,
+    dry_run: bool,
+    timeout: Duration,
+) -> anyhow::Result<SriovOutcome> {
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(state::lock(root, timeout)?)
+    };
+    let inv = read_pf(root, decl.address)?;
+    let Some(pf) = inv.device(&decl.address) else {
+        return Ok(SriovOutcome::Skipped(format!(
+            "{}: declared SR-IOV PF {} is not present",
+            decl.origin,
+            decl.key()
+        )));
+    };
+    if let Fit::Mismatch { found } = decl.fit(pf) {
+        return Ok(SriovOutcome::Skipped(format!(
+            "{}: {} declares SR-IOV PF {} but the slot holds {found}; its VFs are not configured",
+            decl.origin,
+            decl.key(),
+            decl.ids_text()
+        )));
+    }
+    if pf.driver.is_none() {
+        return Ok(SriovOutcome::Skipped(format!(
+            "{}: SR-IOV PF {} has no driver yet; its VFs are created once it binds one",
+            decl.origin,
+            decl.key()
+        )));
+    }
+    let request = SriovRequest {
+        pf: decl.address,
+        numvfs: decl.numvfs,
+        vf_driver: decl.vf_driver.clone(),
+        force: false,
+        timeout,
+    };
+    Ok(SriovOutcome::Changed(Box::new(sriov::change(
+        root, kernel, &inv, &request, dry_run,
+    )?)))
+}
+
+/// Enforces every declaration now: each declared PF's VF count first (so
+/// its VFs exist), then one change per declared driver.
 pub fn apply_declarations(
     root: &HostRoot,
     kernel: &dyn PciKernel,
@@ -233,17 +351,40 @@ pub fn apply_declarations(
     timeout: Duration,
 ) -> anyhow::Result<Enforced> {
     let decls = config::load(root)?;
-    // Declarations by address need only those devices; any by IDs, the host.
-    let addresses: Option<Vec<PciAddress>> = decls.list.iter().map(|d| d.address).collect();
+    let mut sriov_reports = Vec::new();
+    let (mut errors, mut skipped) = (Vec::new(), Vec::new());
+    for decl in &decls.sriov {
+        match apply_sriov(root, kernel, decl, dry_run, timeout) {
+            Ok(SriovOutcome::Changed(report)) => {
+                if let Some(failed) = sriov::failure(&report) {
+                    errors.push(failed.into());
+                }
+                sriov_reports.push(*report);
+            }
+            Ok(SriovOutcome::Skipped(why)) => skipped.push(why),
+            Err(e) => errors.push(e.context(format!("{}: {}", decl.origin, decl.key()))),
+        }
+    }
+    // Declarations by address need only those devices; any by IDs (or a
+    // PF's, whose VFs are found by reading), the host.
+    let addresses: Option<Vec<PciAddress>> = decls
+        .list
+        .iter()
+        .map(|d| d.address)
+        .chain(decls.sriov.iter().map(|_| None))
+        .collect();
     let inv = match addresses {
         Some(addresses) => read_devices(root, &addresses, Names::Skip)?,
         None => read_inventory(root, Names::Skip)?,
     };
-    let (goals, warnings) = enforcement(&inv, &decls);
+    let decls = decls.with_vfs(&inv.devices);
+    let (goals, mut warnings) = enforcement(&inv, &decls);
+    warnings.extend(skipped);
     let mut done = Enforced {
+        sriov: sriov_reports,
         reports: Vec::new(),
         warnings,
-        errors: Vec::new(),
+        errors,
     };
     for (goal, devices) in goals.into_values() {
         match enforce(root, kernel, goal, &devices, dry_run, timeout) {

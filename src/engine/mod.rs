@@ -1,5 +1,6 @@
 //! The change engine: plan (pure), apply (writes, verification, rollback),
-//! run (lock -> read -> plan -> apply -> record) and enforce (declarations).
+//! run (lock -> read -> plan -> apply -> record), enforce (declarations)
+//! and sriov (a PF's VF count, its VFs bound through plan and apply).
 
 pub mod apply;
 pub mod enforce;
@@ -7,3 +8,4 @@ pub mod gate;
 pub mod plan;
 pub mod refusal;
 pub mod run;
+pub mod sriov;

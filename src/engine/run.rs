@@ -16,6 +16,7 @@ use crate::host::state::{self, ChangeRecord};
 use crate::host::sysfs::{read_selected, Names};
 use crate::host::usage::HostUsage;
 use crate::host::HostRoot;
+use crate::model::modalias::Alias;
 use crate::model::usage::{DeviceUse, UsageFacts};
 use crate::model::{DriverName, Inventory, PciAddress, Selector};
 
@@ -142,10 +143,7 @@ pub fn run_then(
         .collect();
     let mut record = state::read_record(root)?;
     let release = inv.kernel_release.as_deref();
-    let variants = match spec.goal {
-        Goal::BindVfio => modules::vfio_variant_aliases(root, release),
-        _ => Vec::new(),
-    };
+    let variants = variants_for(root, release, &spec.goal);
     let request = Request {
         goal: spec.goal.clone(),
         targets,
@@ -157,13 +155,7 @@ pub fn run_then(
     // asks about devices it would release (none, when all is as wanted: the
     // udev hook's usual case).
     let usage = HostUsage::new(root, &inv);
-    let facts = Facts {
-        usage: &usage,
-        vfio_variants: &variants,
-        previous: record.previous_drivers(),
-        history: record.history_notes(),
-        fabric: hostfacts::fabric_mode(root, &inv),
-    };
+    let facts = host_facts(root, &inv, &usage, &variants, &record);
     let plan = make_plan(&inv, &facts, &request)?;
     for module in &plan.load_modules {
         modules::preflight(root, release, module)?;
@@ -218,6 +210,32 @@ pub fn run_then(
     })
 }
 
+/// The VFIO variant drivers' aliases a bind to `goal` chooses from (none
+/// unless the goal is vfio-pci or its best variant).
+pub fn variants_for(root: &HostRoot, release: Option<&str>, goal: &Goal) -> Vec<Alias> {
+    match goal {
+        Goal::BindVfio => modules::vfio_variant_aliases(root, release),
+        _ => Vec::new(),
+    }
+}
+
+/// What the planner needs to know about this host besides `inv`.
+pub fn host_facts<'a>(
+    root: &HostRoot,
+    inv: &Inventory,
+    usage: &'a dyn UsageFacts,
+    variants: &'a [Alias],
+    record: &ChangeRecord,
+) -> Facts<'a> {
+    Facts {
+        usage,
+        vfio_variants: variants,
+        previous: record.previous_drivers(),
+        history: record.history_notes(),
+        fabric: hostfacts::fabric_mode(root, inv),
+    }
+}
+
 /// The devices left pending, with the processes found holding them.
 fn pending_devices(usage: &dyn UsageFacts, plan: &Plan, applied: &Applied) -> Vec<Pending> {
     let addresses: BTreeSet<PciAddress> = applied.pending().map(|d| d.address).collect();
@@ -245,7 +263,8 @@ fn pending_devices(usage: &dyn UsageFacts, plan: &Plan, applied: &Applied) -> Ve
         .collect()
 }
 
-fn update_record(record: &mut ChangeRecord, plan: &Plan, applied: &Applied) {
+/// Records the devices `applied` changed (`Done`) as changed by `plan`'s goal.
+pub fn update_record(record: &mut ChangeRecord, plan: &Plan, applied: &Applied) {
     for action in &plan.actions {
         let done = applied
             .devices

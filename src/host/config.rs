@@ -15,6 +15,13 @@
 //! driver = "vfio-pci"          # optional: default vfio-pci or the best VFIO variant
 //! expect = 8                   # optional, IDs only: functions it covers (persist add records it)
 //! seen = ["0000:25:00.0"]      # optional, IDs only: the addresses covered when declared
+//!
+//! [[sriov]]
+//! address = "0000:3b:00.0"     # required: the SR-IOV physical function
+//! vendor = "8086"              # required: the PF's IDs (a replaced card is reported, not configured)
+//! device = "10c9"
+//! numvfs = 7                   # required: the VFs it carries, 0 up to its sriov_totalvfs
+//! vf_driver = "vfio-pci"       # optional: its VFs' driver; default vfio-pci or the best VFIO variant
 //! ```
 
 use std::fs::{self, File};
@@ -31,7 +38,9 @@ use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
 use crate::host::HostRoot;
-use crate::model::declaration::{Declaration, Declarations, DeclaredDriver, Origin};
+use crate::model::declaration::{
+    Declaration, Declarations, DeclaredDriver, Origin, SriovDeclaration,
+};
 use crate::model::{DeviceId, DriverName, PciAddress, VendorId};
 
 pub const BINDINGS_DIR: &str = "/etc/vfioctl/bindings.d";
@@ -89,6 +98,25 @@ pub enum ConfigError {
 struct FileModel {
     #[serde(default)]
     binding: Vec<toml::Spanned<BindingModel>>,
+    #[serde(default)]
+    sriov: Vec<toml::Spanned<SriovModel>>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct SriovModel {
+    address: String,
+    vendor: String,
+    device: String,
+    numvfs: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vf_driver: Option<String>,
+}
+
+/// What `sriov --persist` writes.
+#[derive(Serialize)]
+struct SriovFileOut<'a> {
+    sriov: [&'a SriovModel; 1],
 }
 
 #[derive(Deserialize, Serialize)]
@@ -268,8 +296,48 @@ fn open_trusted_dir(
     Ok(Some((dir, owner)))
 }
 
-/// Parses one file's text into declarations.
+/// Parses one file's text into its `[[binding]]` declarations.
 pub fn parse(file: &str, text: &str) -> Result<Vec<Declaration>, ConfigError> {
+    parse_all(file, text).map(|(bindings, _)| bindings)
+}
+
+/// Four hex digits (a vendor or device ID field), or the error naming it.
+fn hex4(
+    invalid: impl Fn(String) -> ConfigError,
+    field: &str,
+    value: &str,
+) -> Result<u16, ConfigError> {
+    (value.len() == 4 && value.bytes().all(|c| c.is_ascii_hexdigit()))
+        .then(|| u16::from_str_radix(value, 16).expect("checked hex"))
+        .ok_or_else(|| {
+            invalid(format!(
+                "{field} = \"{}\" is not 4 hex digits",
+                value.escape_debug()
+            ))
+        })
+}
+
+/// A driver field: `auto` (or absent), or a valid driver name.
+fn declared_driver(
+    invalid: impl Fn(String) -> ConfigError,
+    field: &str,
+    value: Option<&str>,
+) -> Result<DeclaredDriver, ConfigError> {
+    // One reading of "auto" (DeclaredDriver::parse); any other name must
+    // be a valid driver name.
+    Ok(match DeclaredDriver::parse(value) {
+        DeclaredDriver::Named(d) => DeclaredDriver::Named(
+            DriverName::parse(d.as_str()).map_err(|e| invalid(format!("{field} = {e}")))?,
+        ),
+        DeclaredDriver::Auto => DeclaredDriver::Auto,
+    })
+}
+
+/// Parses one file's text into its `[[binding]]` and `[[sriov]]` declarations.
+pub fn parse_all(
+    file: &str,
+    text: &str,
+) -> Result<(Vec<Declaration>, Vec<SriovDeclaration>), ConfigError> {
     let invalid = |line: usize, message: String| ConfigError::Invalid {
         file: file.to_string(),
         line,
@@ -280,20 +348,32 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Declaration>, ConfigError> {
         let line = e.span().map_or(1, |s| lines.line_of(s.start));
         invalid(line, e.message().trim().to_string())
     })?;
+    let origin = |line| Origin {
+        file: file.to_string(),
+        line,
+    };
+    let mut sriov = Vec::new();
+    for spanned in model.sriov {
+        let line = lines.line_of(spanned.span().start);
+        let s = spanned.into_inner();
+        let at_line = |message| invalid(line, message);
+        sriov.push(SriovDeclaration {
+            address: s
+                .address
+                .parse::<PciAddress>()
+                .map_err(|e| invalid(line, e.to_string()))?,
+            vendor: VendorId(hex4(at_line, "vendor", &s.vendor)?),
+            device: DeviceId(hex4(at_line, "device", &s.device)?),
+            numvfs: s.numvfs,
+            vf_driver: declared_driver(at_line, "vf_driver", s.vf_driver.as_deref())?,
+            origin: origin(line),
+        });
+    }
     let mut out = Vec::new();
     for spanned in model.binding {
         let line = lines.line_of(spanned.span().start);
         let b = spanned.into_inner();
-        let hex4 = |field: &str, value: &str| {
-            (value.len() == 4 && value.bytes().all(|c| c.is_ascii_hexdigit()))
-                .then(|| u16::from_str_radix(value, 16).expect("checked hex"))
-                .ok_or_else(|| {
-                    invalid(
-                        line,
-                        format!("{field} = \"{}\" is not 4 hex digits", value.escape_debug()),
-                    )
-                })
-        };
+        let hex4 = |field: &str, value: &str| hex4(|m| invalid(line, m), field, value);
         let subsystem = match (&b.subsystem_vendor, &b.subsystem_device) {
             (Some(v), Some(d)) => Some((
                 VendorId(hex4("subsystem_vendor", v)?),
@@ -313,15 +393,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Declaration>, ConfigError> {
             .map(|a| a.parse::<PciAddress>())
             .transpose()
             .map_err(|e| invalid(line, e.to_string()))?;
-        // One reading of "auto" (DeclaredDriver::parse); any other name must
-        // be a valid driver name.
-        let driver = match DeclaredDriver::parse(b.driver.as_deref()) {
-            DeclaredDriver::Named(d) => DeclaredDriver::Named(
-                DriverName::parse(d.as_str())
-                    .map_err(|e| invalid(line, format!("driver = {e}")))?,
-            ),
-            DeclaredDriver::Auto => DeclaredDriver::Auto,
-        };
+        let driver = declared_driver(|m| invalid(line, m), "driver", b.driver.as_deref())?;
         if (b.expect.is_some() || !b.seen.is_empty()) && address.is_some() {
             return Err(invalid(
                 line,
@@ -342,13 +414,10 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Declaration>, ConfigError> {
             subsystem,
             address,
             driver,
-            origin: Origin {
-                file: file.to_string(),
-                line,
-            },
+            origin: origin(line),
         });
     }
-    Ok(out)
+    Ok((out, sriov))
 }
 
 /// The grammar of a bindings.d file name: `[A-Za-z0-9][A-Za-z0-9._-]*.toml`,
@@ -401,7 +470,7 @@ pub fn load(root: &HostRoot) -> Result<Declarations, ConfigError> {
     let Some((dir, owner)) = open_trusted_dir(root, BINDINGS_DIR)? else {
         return Ok(Declarations::default());
     };
-    let mut list = Vec::new();
+    let (mut list, mut sriov) = (Vec::new(), Vec::new());
     for name in binding_files(&dir)? {
         let shown_path = format!("{BINDINGS_DIR}/{name}");
         let Some(mut file) = open_at(&dir, &name, &shown_path, false)? else {
@@ -417,9 +486,11 @@ pub fn load(root: &HostRoot) -> Result<Declarations, ConfigError> {
         let mut text = String::new();
         file.read_to_string(&mut text)
             .map_err(|e| io_error("cannot read", e))?;
-        list.extend(parse(&shown_path, &text)?);
+        let (bindings, pfs) = parse_all(&shown_path, &text)?;
+        list.extend(bindings);
+        sriov.extend(pfs);
     }
-    Ok(Declarations::new(list))
+    Ok(Declarations::with_sriov(list, sriov))
 }
 
 /// The file name `persist add` uses for a declaration.
@@ -450,23 +521,39 @@ pub fn render(decl: &Declaration) -> String {
     format!("{WRITTEN_HEADER}\n{body}")
 }
 
+/// The file name `sriov --persist` uses for a PF's declaration.
+pub fn sriov_file_name(decl: &SriovDeclaration) -> String {
+    format!("sriov-{}.toml", decl.address.to_string().replace(':', "_"))
+}
+
+/// The text `sriov --persist` writes: the header, then the `[[sriov]]`
+/// table serialized by the toml crate.
+pub fn render_sriov(decl: &SriovDeclaration) -> String {
+    let model = SriovModel {
+        address: decl.address.to_string(),
+        vendor: decl.vendor.to_string(),
+        device: decl.device.to_string(),
+        numvfs: decl.numvfs,
+        vf_driver: decl.vf_driver.named().map(|d| d.to_string()),
+    };
+    let body =
+        toml::to_string(&SriovFileOut { sriov: [&model] }).expect("a declaration serializes");
+    format!("{WRITTEN_HEADER}\n{body}")
+}
+
 /// `render(decl)`, checked to parse back to the same declaration: nothing
 /// vfioctl writes can fail its own parser.
 fn render_checked(decl: &Declaration, file: &str) -> Result<String, ConfigError> {
     let text = render(decl);
-    let back = parse(file, &text)?;
+    let back = parse_all(file, &text)?;
     // Everything but where it was read from.
-    let same = back.len() == 1 && {
-        let mut b = back[0].clone();
+    let same = back.0.len() == 1 && back.1.is_empty() && {
+        let mut b = back.0[0].clone();
         b.origin = decl.origin.clone();
         b == *decl
     };
     if !same {
-        return Err(ConfigError::Invalid {
-            file: file.to_string(),
-            line: 1,
-            message: format!("declaration {} does not read back as written", decl.key()),
-        });
+        return Err(not_read_back(file, &decl.key()));
     }
     Ok(text)
 }
@@ -487,6 +574,31 @@ pub fn write_atomic(
         })
 }
 
+/// What vfioctl refuses to write: text its own parser reads differently.
+fn not_read_back(file: &str, key: &str) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_string(),
+        line: 1,
+        message: format!("declaration {key} does not read back as written"),
+    }
+}
+
+/// `render_sriov(decl)`, checked to parse back to the same declaration.
+fn render_sriov_checked(decl: &SriovDeclaration, file: &str) -> Result<String, ConfigError> {
+    let text = render_sriov(decl);
+    let (bindings, back) = parse_all(file, &text)?;
+    let same = bindings.is_empty()
+        && back.len() == 1
+        && SriovDeclaration {
+            origin: decl.origin.clone(),
+            ..back[0].clone()
+        } == *decl;
+    if !same {
+        return Err(not_read_back(file, &decl.key()));
+    }
+    Ok(text)
+}
+
 /// Writes a declaration to its own file (replacing an earlier one for the same key).
 pub fn add(root: &HostRoot, decl: &Declaration) -> Result<PathBuf, ConfigError> {
     let path = root.path(BINDINGS_DIR).join(file_name(decl));
@@ -495,19 +607,34 @@ pub fn add(root: &HostRoot, decl: &Declaration) -> Result<PathBuf, ConfigError> 
     Ok(path)
 }
 
+/// Writes an `[[sriov]]` declaration to its own file (replacing an earlier
+/// one for the same PF).
+pub fn add_sriov(root: &HostRoot, decl: &SriovDeclaration) -> Result<PathBuf, ConfigError> {
+    let path = root.path(BINDINGS_DIR).join(sriov_file_name(decl));
+    let text = render_sriov_checked(decl, &shown(root, &path))?;
+    write_atomic(root, &path, &text, 0o644)?;
+    Ok(path)
+}
+
 /// Removes the file vfioctl wrote for `decl`; refuses files written by hand.
 pub fn remove(root: &HostRoot, decl: &Declaration) -> Result<(), ConfigError> {
-    let path = root.path(&decl.origin.file);
+    remove_origin(root, &decl.origin)
+}
+
+/// Removes the file vfioctl wrote that declared at `origin`; refuses files
+/// written by hand.
+pub fn remove_origin(root: &HostRoot, origin: &Origin) -> Result<(), ConfigError> {
+    let path = root.path(&origin.file);
     let text = fs::read_to_string(&path).unwrap_or_default();
     if !written_by_vfioctl(&text, WRITTEN_HEADER) {
         return Err(ConfigError::HandWritten {
-            file: decl.origin.file.clone(),
-            line: decl.origin.line,
+            file: origin.file.clone(),
+            line: origin.line,
         });
     }
     fs::remove_file(&path).map_err(|source| ConfigError::Io {
         action: "cannot remove",
-        path: decl.origin.file.clone(),
+        path: origin.file.clone(),
         source,
     })
 }
@@ -534,6 +661,21 @@ mod tests {
         let again = parse(&decls[1].origin.file, &render(&decls[1])).unwrap();
         assert_eq!(again[0].key(), decls[1].key());
         assert_eq!(again[0].driver, decls[1].driver);
+    }
+
+    /// `err` is an invalid-file error at `line` whose message contains `message`.
+    fn assert_invalid(err: &ConfigError, text: &str, line: usize, message: &str) {
+        match err {
+            ConfigError::Invalid {
+                line: l,
+                message: m,
+                ..
+            } => {
+                assert_eq!(*l, line, "{text}: {err}");
+                assert!(m.contains(message), "{text}: {m}");
+            }
+            other => panic!("{other}"),
+        }
     }
 
     #[test]
@@ -578,20 +720,57 @@ mod tests {
         ];
         for (text, line, message) in cases {
             let err = parse("/etc/vfioctl/bindings.d/x.toml", text).unwrap_err();
-            match &err {
-                ConfigError::Invalid {
-                    line: l,
-                    message: m,
-                    ..
-                } => {
-                    assert_eq!(*l, line, "{text}: {err}");
-                    assert!(m.contains(message), "{text}: {m}");
-                }
-                other => panic!("{other}"),
-            }
+            assert_invalid(&err, text, line, message);
             assert!(err
                 .to_string()
                 .starts_with(&format!("/etc/vfioctl/bindings.d/x.toml:{line}: ")));
+        }
+    }
+
+    #[test]
+    fn sriov_declarations_parse_render_and_read_back() {
+        let text = "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n\n[[sriov]]\naddress = \"3b:00.0\"\nvendor = \"8086\"\ndevice = \"10C9\"\nnumvfs = 7\n\n[[sriov]]\naddress = \"0000:5e:00.0\"\nvendor = \"144d\"\ndevice = \"a824\"\nnumvfs = 0\nvf_driver = \"pci-stub\"\n";
+        let (bindings, sriov) = parse_all("/etc/vfioctl/bindings.d/s.toml", text).unwrap();
+        assert_eq!(bindings.len(), 1);
+        assert_eq!(sriov.len(), 2);
+        assert_eq!(sriov[0].key(), "0000:3b:00.0");
+        assert_eq!(sriov[0].ids_text(), "8086:10c9");
+        assert_eq!(sriov[0].numvfs, 7);
+        assert_eq!(sriov[0].vf_driver, DeclaredDriver::Auto);
+        assert_eq!(sriov[0].origin.line, 5);
+        assert_eq!(
+            sriov[1].vf_driver,
+            DeclaredDriver::Named(DriverName::new("pci_stub"))
+        );
+        for decl in &sriov {
+            let written = render_sriov_checked(decl, "/x.toml").unwrap();
+            assert!(written.starts_with(WRITTEN_HEADER));
+            assert!(parse("/x.toml", &written).unwrap().is_empty());
+        }
+        assert_eq!(
+            render_sriov(&sriov[1]),
+            format!("{WRITTEN_HEADER}\n[[sriov]]\naddress = \"0000:5e:00.0\"\nvendor = \"144d\"\ndevice = \"a824\"\nnumvfs = 0\nvf_driver = \"pci-stub\"\n")
+        );
+        assert_eq!(sriov_file_name(&sriov[0]), "sriov-0000_3b_00.0.toml");
+        assert!(valid_file_name(&sriov_file_name(&sriov[0])));
+    }
+
+    #[test]
+    fn bad_sriov_tables_name_file_and_line() {
+        let head = "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n\n";
+        let cases = [
+            ("[[sriov]]\naddress = \"3b:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\n", 5, "missing field `numvfs`"),
+            ("[[sriov]]\naddress = \"3b:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = -1\n", 9, "u16"),
+            ("[[sriov]]\naddress = \"3b:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 70000\n", 9, "u16"),
+            ("[[sriov]]\naddress = \"3b:00\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 1\n", 5, "malformed PCI address"),
+            ("[[sriov]]\naddress = \"3b:00.0\"\nvendor = \"80866\"\ndevice = \"10c9\"\nnumvfs = 1\n", 5, "vendor = \"80866\" is not 4 hex digits"),
+            ("[[sriov]]\naddress = \"3b:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 1\nvf_driver = \"a\\\"\\nRUN\"\n", 5, "vf_driver = "),
+            ("[[sriov]]\naddress = \"3b:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 1\ndriver = \"vfio-pci\"\n", 10, "unknown field `driver`"),
+        ];
+        for (tail, line, message) in cases {
+            let text = format!("{head}{tail}");
+            let err = parse_all("/etc/vfioctl/bindings.d/x.toml", &text).unwrap_err();
+            assert_invalid(&err, &text, line, message);
         }
     }
 

@@ -125,6 +125,9 @@ pub fn read_facts(
     ids_option: bool,
     cpu: CpuVendor,
 ) -> Facts {
+    // VFs of a declared PF are left out: they do not exist until its hook
+    // creates them with autoprobe off (no native driver to order against),
+    // and boot files must not change with whether they exist now.
     let release = inv.kernel_release.as_deref();
     let alias_text = release
         .and_then(|r| fs::read_to_string(root.path(format!("/lib/modules/{r}/modules.alias"))).ok())

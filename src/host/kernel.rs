@@ -84,6 +84,17 @@ pub trait PciKernel {
     /// Whether `/dev/vfio/<group>` exists.
     fn vfio_group_node(&self, group: u32) -> bool;
     fn load_module(&self, module: &ModuleName, deadline: Duration) -> Result<(), KernelError>;
+    /// Writes `1` or `0` to the PF's `sriov_drivers_autoprobe`: whether VFs
+    /// it creates are probed by a driver on their own (a VF with a
+    /// `driver_override` is probed either way).
+    fn set_sriov_autoprobe(&self, pf: PciAddress, on: bool) -> Result<(), KernelError>;
+    /// Writes `count` to the PF's `sriov_numvfs`, abandoning the wait after
+    /// `deadline`: destroying VFs blocks while a process holds one. The
+    /// kernel refuses a change between two non-zero counts (EBUSY).
+    fn set_numvfs(&self, pf: PciAddress, count: u16, deadline: Duration)
+        -> Result<(), KernelError>;
+    /// The PF's VFs now, by its `virtfn0`, `virtfn1`, ... links (until one is missing).
+    fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError>;
 }
 
 pub struct SysfsKernel {
@@ -317,5 +328,47 @@ impl PciKernel for SysfsKernel {
 
     fn load_module(&self, module: &ModuleName, deadline: Duration) -> Result<(), KernelError> {
         Ok(modules::load(&self.root, module, deadline)?)
+    }
+
+    fn set_sriov_autoprobe(&self, pf: PciAddress, on: bool) -> Result<(), KernelError> {
+        if !self.device_dir(pf).exists() {
+            return Err(KernelError::Vanished { device: pf });
+        }
+        write_attr(
+            pf,
+            self.device_dir(pf).join("sriov_drivers_autoprobe"),
+            if on { "1" } else { "0" },
+        )
+    }
+
+    fn set_numvfs(
+        &self,
+        pf: PciAddress,
+        count: u16,
+        deadline: Duration,
+    ) -> Result<(), KernelError> {
+        if !self.device_dir(pf).exists() {
+            return Err(KernelError::Vanished { device: pf });
+        }
+        blocking_write(
+            pf,
+            self.device_dir(pf).join("sriov_numvfs"),
+            &count.to_string(),
+            deadline,
+            format!("writing {count} to sriov_numvfs"),
+        )
+    }
+
+    fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError> {
+        let dir = self.device_dir(pf);
+        if !dir.exists() {
+            return Err(KernelError::Vanished { device: pf });
+        }
+        Ok((0..)
+            .map_while(|index| fs::read_link(dir.join(format!("virtfn{index}"))).ok())
+            .filter_map(|target| {
+                PciAddress::from_sysfs_name(&target.file_name()?.to_string_lossy())
+            })
+            .collect())
     }
 }

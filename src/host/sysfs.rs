@@ -223,7 +223,18 @@ fn read_device(
     let device = read_hex(dir, "device")?;
     let class = read_hex(dir, "class")?;
     let config = read_config_header(dir);
-    let config_dead = config.is_some_and(|c| c[0] == 0xff && c[1] == 0xff);
+    // A VF's Vendor and Device ID registers read all ones by the SR-IOV
+    // spec (the kernel takes its IDs from the PF); its class register does
+    // not (found by tests/vm 87-sriov-boot: every VF looked dead).
+    let physfn = link_basename(dir, "physfn");
+    let config_dead = config.is_some_and(|c| {
+        let probe = if physfn.is_some() {
+            &c[0x08..0x0c]
+        } else {
+            &c[0x00..0x02]
+        };
+        probe.iter().all(|&b| b == 0xff)
+    });
 
     let ids = DeviceIds {
         vendor: VendorId(vendor as u16),
@@ -256,7 +267,7 @@ fn read_device(
         .filter(|s| !s.is_empty() && s != "(null)")
         .map(DriverName::new);
 
-    let sriov = match link_basename(dir, "physfn") {
+    let sriov = match physfn {
         Some(pf) => match PciAddress::from_sysfs_name(&pf) {
             Some(physfn) => SriovRole::Vf { physfn },
             None => SriovRole::None,
@@ -452,6 +463,19 @@ pub fn read_one(root: &HostRoot, address: PciAddress) -> Option<PciDevice> {
     let devices = open_dir(&root.path(PCI_DEVICES)).ok()?;
     let pending = pending_unbinds(root).contains(&address);
     read_device(devices.as_fd(), address, None, &mut HashMap::new(), pending)
+}
+
+/// A PF's `sriov_drivers_autoprobe`: whether the VFs it creates are probed
+/// by a driver on their own. `None` when the kernel has no such file or it
+/// cannot be read.
+pub fn read_sriov_autoprobe(root: &HostRoot, pf: PciAddress) -> Option<bool> {
+    let text = fs::read_to_string(root.path(format!("{PCI_DEVICES}/{pf}/sriov_drivers_autoprobe")))
+        .ok()?;
+    match text.trim() {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    }
 }
 
 /// The devices whose unbind the change record says is pending. A record

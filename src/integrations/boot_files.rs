@@ -368,7 +368,7 @@ pub fn generate(f: &Facts) -> HostConfig {
                 .to_string(),
         );
     }
-    if f.declarations.list.is_empty() {
+    if f.declarations.is_empty() {
         notes.push(
             "no declarations in /etc/vfioctl/bindings.d: the files only load vfio-pci".to_string(),
         );

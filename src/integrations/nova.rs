@@ -18,7 +18,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::model::address::PciAddress;
-use crate::model::device::NovaDeviceType;
+use crate::model::device::{NovaDeviceType, SriovRole};
 use crate::model::driver::DriverName;
 use crate::model::fabric::{is_nvswitch, may_leave_host, Fabric};
 use crate::model::ids::{ClassCode, DeviceId, VendorId};
@@ -469,7 +469,8 @@ pub struct Alias {
 pub struct DeviceSpec {
     pub vendor_id: VendorId,
     pub product_id: DeviceId,
-    /// Set when the spec names one function rather than every function with the IDs.
+    /// Set when the spec names one function rather than every function with
+    /// the IDs; with `--vf-parent`, a PF's address naming its VFs.
     pub address: Option<PciAddress>,
     /// `Some("no")` when vfioctl keeps the devices on vfio-pci (2025.1 on).
     pub managed: Option<&'static str>,
@@ -663,6 +664,10 @@ pub struct Request {
     pub fabric: Option<Fabric>,
     pub placement: Option<PlacementRequest>,
     pub live_migratable: bool,
+    /// `--vf-parent`: a device spec names a PF's address for its VFs when
+    /// every VF of that PF with the IDs is offered (Nova matches a VF by its
+    /// parent's address).
+    pub vf_parent: bool,
     pub devices: Vec<NovaDevice>,
 }
 
@@ -1067,13 +1072,54 @@ fn make_specs(
                 members.iter().map(|d| d.address).collect(),
             ));
         } else {
-            for dev in members {
+            let mut by_address: Vec<&NovaDevice> = members.clone();
+            if request.vf_parent {
+                for (pf, vfs) in whole_pfs(inv, members) {
+                    if vfs.iter().all(|d| managed_no(d) == managed_no(vfs[0])) {
+                        by_address.retain(|d| !vfs.iter().any(|v| v.address == d.address));
+                        specs.push(spec(
+                            Some(pf),
+                            managed_no(vfs[0]),
+                            vfs.iter().map(|d| d.address).collect(),
+                        ));
+                    }
+                }
+            }
+            for dev in by_address {
                 specs.push(spec(Some(dev.address), managed_no(dev), vec![dev.address]));
             }
         }
     }
     specs.sort_by_key(|s| s.devices[0]);
     specs
+}
+
+/// The VFs among `members` (devices of one vendor:product) grouped by their
+/// PF, for each PF whose every VF with those IDs on the host is among them.
+fn whole_pfs<'a>(
+    inv: &Inventory,
+    members: &[&'a NovaDevice],
+) -> BTreeMap<PciAddress, Vec<&'a NovaDevice>> {
+    let physfn = |address: &PciAddress| match inv.device(address).map(|d| &d.sriov) {
+        Some(SriovRole::Vf { physfn }) => Some(*physfn),
+        _ => None,
+    };
+    let mut by_pf: BTreeMap<PciAddress, Vec<&NovaDevice>> = BTreeMap::new();
+    for dev in members {
+        if let Some(pf) = physfn(&dev.address) {
+            by_pf.entry(pf).or_default().push(dev);
+        }
+    }
+    by_pf.retain(|pf, vfs| {
+        let on_host = inv
+            .devices
+            .iter()
+            .filter(|d| (d.ids.vendor, d.ids.device) == (vfs[0].vendor, vfs[0].product))
+            .filter(|d| physfn(&d.address) == Some(*pf))
+            .count();
+        vfs.len() >= on_host
+    });
+    by_pf
 }
 
 /// What libvirt will do with each device, by its binding.
@@ -1330,6 +1376,7 @@ mod tests {
             fabric: None,
             placement: None,
             live_migratable: false,
+            vf_parent: false,
             devices,
         }
     }

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use serde::Serialize;
 
 use super::address::PciAddress;
-use super::device::PciDevice;
+use super::device::{PciDevice, SriovRole};
 use super::driver::{DriverKind, DriverName};
 use super::ids::{DeviceId, DeviceIds, VendorId};
 use super::inventory::Inventory;
@@ -168,10 +168,55 @@ impl Declaration {
             None => Fit::NotThisDevice,
         }
     }
+}
 
-    /// More specific declarations win: an address, then subsystem IDs.
-    fn specificity(&self) -> u8 {
-        u8::from(self.address.is_some()) * 2 + u8::from(self.subsystem.is_some())
+/// One declared SR-IOV physical function (`[[sriov]]`): the number of VFs
+/// it should carry and the driver its VFs go to. Its IDs say what must be
+/// found at the address: a replaced card is reported, never configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SriovDeclaration {
+    pub address: PciAddress,
+    pub vendor: VendorId,
+    pub device: DeviceId,
+    pub numvfs: u16,
+    /// The driver of its VFs (a `[[binding]]` naming a VF's address wins).
+    pub vf_driver: DeclaredDriver,
+    pub origin: Origin,
+}
+
+impl SriovDeclaration {
+    /// The PF's address: what `persist remove` and messages name.
+    pub fn key(&self) -> String {
+        self.address.to_string()
+    }
+
+    pub fn ids_text(&self) -> String {
+        format!("{}:{}", self.vendor, self.device)
+    }
+
+    /// Applies to the PF at its address with its IDs; a mismatch otherwise.
+    pub fn fit(&self, dev: &PciDevice) -> Fit {
+        if dev.address != self.address {
+            Fit::NotThisDevice
+        } else if dev.ids.vendor == self.vendor && dev.ids.device == self.device {
+            Fit::Applies
+        } else {
+            Fit::Mismatch { found: dev.ids }
+        }
+    }
+
+    /// The binding its `vf_driver` makes for one VF of its PF.
+    fn vf_binding(&self, vf: &PciDevice) -> Declaration {
+        Declaration {
+            address: Some(vf.address),
+            driver: self.vf_driver.clone(),
+            ..Declaration::of_ids(
+                vf.ids.vendor,
+                vf.ids.device,
+                &self.origin.file,
+                self.origin.line,
+            )
+        }
     }
 }
 
@@ -179,7 +224,14 @@ impl Declaration {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Declarations {
     pub list: Vec<Declaration>,
-    /// Built on first use from `list` (which is not changed afterwards):
+    /// `[[sriov]]` declarations, in file order.
+    pub sriov: Vec<SriovDeclaration>,
+    /// The bindings `sriov` makes for the VFs present (`with_vfs`): each
+    /// VF of a declared PF, on the PF's `vf_driver`. Less specific than a
+    /// `[[binding]]` naming the VF's address, more than one by IDs.
+    #[serde(skip)]
+    vfs: Vec<Declaration>,
+    /// Built on first use from `list` and `vfs` (not changed afterwards):
     /// the declarations that can apply to a device, by address and by IDs,
     /// so matching is linear in devices + declarations, not their product.
     #[serde(skip)]
@@ -188,7 +240,7 @@ pub struct Declarations {
 
 impl PartialEq for Declarations {
     fn eq(&self, other: &Self) -> bool {
-        self.list == other.list
+        self.list == other.list && self.sriov == other.sriov
     }
 }
 
@@ -211,16 +263,106 @@ pub struct Governing<'a> {
 
 impl Declarations {
     pub fn new(list: Vec<Declaration>) -> Declarations {
+        Declarations::with_sriov(list, Vec::new())
+    }
+
+    pub fn with_sriov(list: Vec<Declaration>, sriov: Vec<SriovDeclaration>) -> Declarations {
         Declarations {
             list,
+            sriov,
+            vfs: Vec::new(),
             index: OnceLock::new(),
         }
+    }
+
+    /// Whether nothing at all is declared.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty() && self.sriov.is_empty()
+    }
+
+    /// These declarations with the VFs present of each declared PF governed
+    /// by its `vf_driver` (VFs of a PF whose slot holds another card are
+    /// not). Every reader that matches declarations against the host calls
+    /// this once with the devices it read; without it no VF is governed.
+    pub fn with_vfs(self, devices: &[PciDevice]) -> Declarations {
+        let mut vfs = Vec::new();
+        if !self.sriov.is_empty() {
+            let at: HashMap<PciAddress, &PciDevice> =
+                devices.iter().map(|d| (d.address, d)).collect();
+            for dev in devices {
+                let SriovRole::Vf { physfn } = dev.sriov else {
+                    continue;
+                };
+                let Some(pf) = at.get(&physfn) else {
+                    continue;
+                };
+                if let Some(decl) = self.sriov_of(pf) {
+                    vfs.push(decl.vf_binding(dev));
+                }
+            }
+        }
+        Declarations {
+            vfs,
+            index: OnceLock::new(),
+            ..self
+        }
+    }
+
+    /// The `[[sriov]]` declaration that applies to `pf` (the first in file order).
+    pub fn sriov_of(&self, pf: &PciDevice) -> Option<&SriovDeclaration> {
+        self.sriov.iter().find(|s| s.fit(pf) == Fit::Applies)
+    }
+
+    /// The `[[sriov]]` declaration a VF binding was made from, if `decl` is one.
+    pub fn vf_source(&self, decl: &Declaration) -> Option<&SriovDeclaration> {
+        if !self.vfs.iter().any(|v| std::ptr::eq(v, decl)) {
+            return None;
+        }
+        // Made from the one declared at the same file and line.
+        self.sriov.iter().find(|s| s.origin == decl.origin)
+    }
+
+    /// `[[sriov]]` declarations whose address holds a different device now.
+    pub fn sriov_mismatches<'a>(
+        &'a self,
+        devices: &'a [PciDevice],
+    ) -> Vec<(&'a SriovDeclaration, DeviceIds)> {
+        let at: HashMap<PciAddress, &PciDevice> = devices.iter().map(|d| (d.address, d)).collect();
+        self.sriov
+            .iter()
+            .filter_map(|decl| match decl.fit(at.get(&decl.address)?) {
+                Fit::Mismatch { found } => Some((decl, found)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The declaration at position `i` of `list` followed by `vfs`.
+    fn at(&self, i: usize) -> &Declaration {
+        match i.checked_sub(self.list.len()) {
+            Some(j) => &self.vfs[j],
+            None => &self.list[i],
+        }
+    }
+
+    /// More specific declarations win: a `[[binding]]` by address, then a
+    /// VF's `[[sriov]]`, then one by IDs with subsystem IDs, then by IDs.
+    fn specificity(&self, i: usize) -> u8 {
+        let decl = self.at(i);
+        let by_address = if i >= self.list.len() {
+            2
+        } else if decl.address.is_some() {
+            4
+        } else {
+            0
+        };
+        by_address + u8::from(decl.subsystem.is_some())
     }
 
     fn index(&self) -> &Index {
         self.index.get_or_init(|| {
             let mut index = Index::default();
-            for (i, decl) in self.list.iter().enumerate() {
+            for (i, decl) in self.list.iter().chain(&self.vfs).enumerate() {
                 match decl.address {
                     Some(addr) => index.by_address.entry(addr).or_default().push(i),
                     None => index
@@ -257,7 +399,7 @@ impl Declarations {
 
     /// The most specific declaration that applies to `dev`.
     pub fn governing(&self, dev: &PciDevice) -> Option<Governing<'_>> {
-        let mut fits = self.applying(dev).into_iter().map(|i| &self.list[i]);
+        let mut fits = self.applying(dev).into_iter().map(|i| self.at(i));
         let declaration = fits.next()?;
         Some(Governing {
             declaration,
@@ -271,9 +413,9 @@ impl Declarations {
         let mut fits: Vec<usize> = self
             .candidates(dev)
             .into_iter()
-            .filter(|&i| self.list[i].fit(dev) == Fit::Applies)
+            .filter(|&i| self.at(i).fit(dev) == Fit::Applies)
             .collect();
-        fits.sort_by_key(|&i| std::cmp::Reverse(self.list[i].specificity()));
+        fits.sort_by_key(|&i| std::cmp::Reverse(self.specificity(i)));
         fits
     }
 
@@ -288,13 +430,31 @@ impl Declarations {
     /// For each declaration (same order as `list`), the devices it governs
     /// (it is their most specific declaration). One pass over the devices.
     pub fn coverage<'a>(&'a self, devices: &'a [PciDevice]) -> Vec<Vec<&'a PciDevice>> {
-        let mut covered = vec![Vec::new(); self.list.len()];
+        let mut covered = vec![Vec::new(); self.list.len() + self.vfs.len()];
         for dev in devices {
             if let Some(&i) = self.applying(dev).first() {
                 covered[i].push(dev);
             }
         }
+        covered.truncate(self.list.len());
         covered
+    }
+
+    /// The VF bindings `with_vfs` made and the VF each governs (none when a
+    /// `[[binding]]` naming the VF's address overrules it).
+    pub fn vf_coverage<'a>(
+        &'a self,
+        devices: &'a [PciDevice],
+    ) -> Vec<(&'a Declaration, &'a PciDevice)> {
+        let at: HashMap<PciAddress, &PciDevice> = devices.iter().map(|d| (d.address, d)).collect();
+        self.vfs
+            .iter()
+            .filter_map(|decl| {
+                let dev = at.get(&decl.address?)?;
+                let governing = self.governing(dev)?;
+                std::ptr::eq(governing.declaration, decl).then_some((decl, *dev))
+            })
+            .collect()
     }
 
     /// Declarations of a key declared earlier (same address, or same IDs):
@@ -475,6 +635,99 @@ mod tests {
         let all = Declarations::new(vec![decl(Some("25:00.0"), None)]);
         assert_eq!(all.mismatches(std::slice::from_ref(&other)).len(), 1);
         assert_eq!(other.ids.to_string(), "8086:20b0:10de:134f");
+    }
+
+    fn vf(addr: &str, pf: &str) -> PciDevice {
+        let mut vf = endpoint(addr, 0x020000);
+        vf.ids.vendor = VendorId(0x8086);
+        vf.ids.device = DeviceId(0x10ca);
+        vf.sriov = SriovRole::Vf {
+            physfn: pf.parse().unwrap(),
+        };
+        vf
+    }
+
+    fn nic() -> Vec<PciDevice> {
+        let mut pf = endpoint("3b:00.0", 0x020000);
+        pf.ids.vendor = VendorId(0x8086);
+        pf.ids.device = DeviceId(0x10c9);
+        pf.sriov = SriovRole::Pf {
+            total_vfs: 7,
+            num_vfs: 2,
+            vfs: vec!["3b:10.0".parse().unwrap(), "3b:10.2".parse().unwrap()],
+        };
+        vec![pf, vf("3b:10.0", "3b:00.0"), vf("3b:10.2", "3b:00.0")]
+    }
+
+    fn sriov(device: u16) -> SriovDeclaration {
+        SriovDeclaration {
+            address: "3b:00.0".parse().unwrap(),
+            vendor: VendorId(0x8086),
+            device: DeviceId(device),
+            numvfs: 2,
+            vf_driver: DeclaredDriver::Auto,
+            origin: Origin {
+                file: "/etc/vfioctl/bindings.d/s.toml".into(),
+                line: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn a_declared_pf_governs_its_vfs_unless_a_binding_names_one() {
+        let devices = nic();
+        let by_ids = Declaration {
+            driver: DeclaredDriver::Named(DriverName::new("igbvf")),
+            ..Declaration::of_ids(VendorId(0x8086), DeviceId(0x10ca), "/a.toml", 1)
+        };
+        let by_address = Declaration {
+            address: Some("3b:10.2".parse().unwrap()),
+            driver: DeclaredDriver::Named(DriverName::new("pci-stub")),
+            ..Declaration::of_ids(VendorId(0x8086), DeviceId(0x10ca), "/b.toml", 1)
+        };
+        let decls = Declarations::with_sriov(
+            vec![by_ids.clone(), by_address.clone()],
+            vec![sriov(0x10c9)],
+        );
+        // Without the host's devices no VF is governed by the PF.
+        assert_eq!(decls.governing(&devices[1]).unwrap().declaration, &by_ids);
+        let decls = decls.with_vfs(&devices);
+        let first = decls.governing(&devices[1]).unwrap();
+        assert_eq!(first.declaration.driver, DeclaredDriver::Auto);
+        assert_eq!(
+            first.declaration.origin.file,
+            "/etc/vfioctl/bindings.d/s.toml"
+        );
+        assert_eq!(first.overruled, vec![&by_ids]);
+        assert_eq!(decls.vf_source(first.declaration), Some(&decls.sriov[0]));
+        assert_eq!(decls.vf_source(&by_ids), None);
+        let second = decls.governing(&devices[2]).unwrap();
+        assert_eq!(second.declaration, &by_address);
+        assert_eq!(second.overruled.len(), 2);
+        assert!(
+            decls.governing(&devices[0]).is_none(),
+            "the PF keeps its driver"
+        );
+        let vfs = decls.vf_coverage(&devices);
+        assert_eq!(vfs.len(), 1);
+        assert_eq!(vfs[0].1.address, devices[1].address);
+        // The ID declaration covers nothing: both VFs have a more specific one.
+        let coverage: Vec<Vec<PciAddress>> = decls
+            .coverage(&devices)
+            .iter()
+            .map(|c| c.iter().map(|d| d.address).collect())
+            .collect();
+        assert_eq!(coverage, vec![vec![], vec![devices[2].address]]);
+    }
+
+    #[test]
+    fn a_replaced_pf_governs_no_vf() {
+        let devices = nic();
+        let decls = Declarations::with_sriov(vec![], vec![sriov(0x1521)]).with_vfs(&devices);
+        assert!(devices.iter().all(|d| decls.governing(d).is_none()));
+        let mismatches = decls.sriov_mismatches(&devices);
+        assert_eq!(mismatches.len(), 1);
+        assert_eq!(mismatches[0].1, devices[0].ids);
     }
 
     #[test]

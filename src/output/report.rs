@@ -2,23 +2,40 @@
 
 use std::fmt::Write as _;
 
-use crate::engine::apply::Status;
-use crate::engine::plan::{describe, Why};
+use crate::engine::apply::{Applied, Status};
+use crate::engine::plan::{describe, Plan, Why};
 use crate::engine::run::ChangeReport;
+use crate::engine::sriov::SriovReport;
+use crate::model::declaration::DeclaredDriver;
 use crate::model::CompanionReason;
 
+use super::table::{or_dash, Table};
+
 pub fn render(report: &ChangeReport) -> String {
-    let plan = &report.plan;
     let mut out = String::new();
+    plan_lines(&mut out, report.command, &report.plan, "");
+    match &report.result {
+        None if report.dry_run => {
+            let _ = writeln!(out, "dry run: nothing written");
+        }
+        None => {
+            let _ = writeln!(out, "nothing to do");
+        }
+        Some(result) => result_lines(&mut out, result, ""),
+    }
+    out
+}
+
+/// A binding plan: devices, their steps, checks and notes, indented by `indent`.
+fn plan_lines(out: &mut String, command: &str, plan: &Plan, indent: &str) {
     let changing = plan.actions.iter().filter(|a| a.changes()).count();
     let _ = writeln!(
         out,
-        "{} plan: {changing} of {} device(s) to change",
-        report.command,
+        "{indent}{command} plan: {changing} of {} device(s) to change",
         plan.actions.len()
     );
     for module in &plan.load_modules {
-        let _ = writeln!(out, "  load module {module}");
+        let _ = writeln!(out, "{indent}  load module {module}");
     }
     for action in &plan.actions {
         let why = match &action.why {
@@ -41,47 +58,98 @@ pub fn render(report: &ChangeReport) -> String {
         } else {
             format!("{} (unchanged)", describe(&action.before))
         };
-        let _ = writeln!(out, "  {}  {change}  [{why}]", action.address);
+        let _ = writeln!(out, "{indent}  {}  {change}  [{why}]", action.address);
         for step in &action.steps {
-            let _ = writeln!(out, "      {step}");
+            let _ = writeln!(out, "{indent}      {step}");
         }
     }
-    if !plan.checks.is_empty() {
-        let _ = writeln!(out, "checks passed:");
-        for check in &plan.checks {
-            let _ = writeln!(out, "  {check}");
+    list(out, "checks passed", &plan.checks, indent);
+    list(out, "notes", &plan.notes, indent);
+}
+
+fn list(out: &mut String, title: &str, items: &[String], indent: &str) {
+    if !items.is_empty() {
+        let _ = writeln!(out, "{indent}{title}:");
+        for item in items {
+            let _ = writeln!(out, "{indent}  {item}");
         }
     }
-    if !plan.notes.is_empty() {
-        let _ = writeln!(out, "notes:");
-        for note in &plan.notes {
-            let _ = writeln!(out, "  {note}");
-        }
+}
+
+/// One line per device of an applied plan.
+fn result_lines(out: &mut String, result: &Applied, indent: &str) {
+    for device in &result.devices {
+        let status = match device.status {
+            Status::Unchanged => "unchanged",
+            Status::Done => "done",
+            Status::RolledBack => "rolled back",
+            Status::Failed => "FAILED (put back)",
+            Status::RollbackFailed => "FAILED, NOT PUT BACK",
+            Status::Pending => "PENDING (unbind still in the kernel)",
+        };
+        let driver = device
+            .driver
+            .as_ref()
+            .map_or_else(|| "no driver".to_string(), |d| d.to_string());
+        let _ = writeln!(out, "{indent}{}  {status}: now on {driver}", device.address);
     }
-    match &report.result {
-        None if report.dry_run => {
-            let _ = writeln!(out, "dry run: nothing written");
+}
+
+/// `vfioctl sriov`: the sysfs writes, then (once applied) the VFs' binding
+/// plan and result, and a table of the VFs at the end.
+pub fn render_sriov(report: &SriovReport) -> String {
+    let plan = &report.plan;
+    let mut out = String::new();
+    let driver = match &plan.vf_driver {
+        DeclaredDriver::Auto => "vfio-pci or its VFIO variant".to_string(),
+        DeclaredDriver::Named(d) => d.to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "sriov plan: {} VFs {} -> {} (sriov_totalvfs {}), VF driver {driver}",
+        plan.pf, plan.numvfs_before, plan.numvfs, plan.total_vfs
+    );
+    for step in &plan.steps {
+        let _ = writeln!(out, "  {step}");
+    }
+    list(&mut out, "checks passed", &plan.checks, "");
+    list(&mut out, "notes", &plan.notes, "");
+    let Some(result) = &report.result else {
+        if let Some(vf_plan) = &plan.vf_plan {
+            plan_lines(&mut out, "bind VFs", vf_plan, "");
         }
-        None => {
-            let _ = writeln!(out, "nothing to do");
-        }
-        Some(result) => {
-            for device in &result.devices {
-                let status = match device.status {
-                    Status::Unchanged => "unchanged",
-                    Status::Done => "done",
-                    Status::RolledBack => "rolled back",
-                    Status::Failed => "FAILED (put back)",
-                    Status::RollbackFailed => "FAILED, NOT PUT BACK",
-                    Status::Pending => "PENDING (unbind still in the kernel)",
-                };
-                let driver = device
-                    .driver
-                    .as_ref()
-                    .map_or_else(|| "no driver".to_string(), |d| d.to_string());
-                let _ = writeln!(out, "{}  {status}: now on {driver}", device.address);
+        let _ = writeln!(
+            out,
+            "{}",
+            if report.dry_run {
+                "dry run: nothing written"
+            } else {
+                "nothing to do"
             }
+        );
+        return out;
+    };
+    if let Some(vf_plan) = &result.vf_plan {
+        plan_lines(&mut out, "bind VFs", vf_plan, "");
+    }
+    if let Some(applied) = &result.vf_result {
+        result_lines(&mut out, applied, "  ");
+    }
+    list(&mut out, "rolled back", &result.rolled_back, "");
+    list(&mut out, "NOT ROLLED BACK", &result.rollback_errors, "");
+    let _ = writeln!(
+        out,
+        "{}: {} VFs now (virtfn links), sriov_drivers_autoprobe {}",
+        plan.pf,
+        result.numvfs,
+        or_dash(result.autoprobe.or(plan.autoprobe_before).map(u8::from))
+    );
+    if !result.vfs.is_empty() {
+        let mut table = Table::new(["VF", "DRIVER"]);
+        for vf in &result.vfs {
+            table.row(vec![vf.address.to_string(), or_dash(vf.driver.as_ref())]);
         }
+        out.push_str(&table.render("  "));
     }
     out
 }

@@ -51,6 +51,7 @@ from nova.compute import provider_tree
 from nova.pci import devspec
 from nova.pci import request as pci_request
 from nova.pci import stats as pci_stats
+from nova.pci import utils as pci_utils
 from nova.pci import whitelist
 from nova.scheduler import filters as scheduler_filters
 from nova.scheduler import host_manager
@@ -150,6 +151,19 @@ def nova_dev(dev):
     }
 
 
+def answer_sysfs_from(devs):
+    """Nova asks sysfs whether a spec's single address is a PF (sriov_totalvfs
+    above 0) to match VFs by their parent: the compute node is the fake host
+    here, so its functions answer."""
+    pfs = {d["address"] for d in devs
+           if d["sriov"].get("role") == "pf" and (d["sriov"].get("total_vfs") or 0) > 0}
+
+    def is_physical_function(domain, bus, slot, function):
+        return f"{domain}:{bus}:{slot}.{function}" in pfs
+
+    pci_utils.is_physical_function = is_physical_function
+
+
 def pci_objects(devs, wl):
     """objects.PciDevice for every function the device specs take."""
     out = []
@@ -192,6 +206,7 @@ def run_case(case, hosts, known, r):
     if deprecated_ok:
         r.check(any("passthrough_whitelist" in w for w in warnings),
                 f"{name}: passthrough_whitelist loads without its deprecation warning")
+    answer_sysfs_from(devs)
     try:
         wl = whitelist.Whitelist(CONF.pci.device_spec)
         aliases = pci_request.get_alias_from_config()
@@ -404,6 +419,25 @@ def negative_controls(cases, hosts, known, r):
         run_case(case, hosts, known, probe)
         r.check(any(expect in m for m in probe.messages),
                 f"negative control '{what}' not caught: {probe.messages}")
+
+    # A spec naming the other PF takes its VF and not the offered ones: the
+    # parent match is real, not an address that happens to be ignored.
+    parent = next((c for c in cases if c["host"] == "sriov_two_pfs"
+                   and "--vf-parent" in c["args"] and len(c["args"]) == 3
+                   and c["release"] == "2025.1"), None)
+    r.check(parent is not None and '"address": "0000:3b:00.0"' in parent["compute"],
+            "negative controls: no sriov_two_pfs --vf-parent case naming PF 0000:3b:00.0 for 2025.1")
+    if parent is not None:
+        case = copy.deepcopy(parent)
+        case["compute"] = case["compute"].replace(
+            '"address": "0000:3b:00.0"', '"address": "0000:3b:00.1"')
+        probe = Results(quiet=True)
+        try:
+            run_case(case, hosts, known, probe)
+        except KeyError:
+            pass  # the later checks meet a device vfioctl never offered
+        r.check(any("device specs match ['0000:3b:01.2']" in m for m in probe.messages),
+                f"negative control 'a spec naming the other PF' not caught: {probe.messages}")
 
 
 def main():

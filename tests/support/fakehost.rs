@@ -247,20 +247,76 @@ impl FakeHost {
     }
 
     pub fn device_dir(&self, address: &str) -> PathBuf {
-        self.root().join(&self.devices[address])
+        self.root().join(self.rel_dir(address))
+    }
+
+    /// A function's directory relative to the root: from the builder, or
+    /// (for a VF the simulated kernel created) from its bus link.
+    fn rel_dir(&self, address: &str) -> PathBuf {
+        if let Some(dir) = self.devices.get(address) {
+            return dir.clone();
+        }
+        let bus = Path::new("sys/bus/pci/devices");
+        let target = fs::read_link(self.root().join(bus).join(address))
+            .unwrap_or_else(|_| panic!("{address} is not in the fake tree"));
+        bus.join(target)
+            .components()
+            .fold(PathBuf::new(), |mut acc, c| {
+                if c == Component::ParentDir {
+                    acc.pop();
+                } else {
+                    acc.push(c);
+                }
+                acc
+            })
     }
 
     /// Adds one function with all its attributes and links.
     pub fn add(&mut self, d: Dev) -> &mut Self {
-        let addr = &d.address;
         let dir = match &d.parent {
-            Some(parent) => self.devices[parent].join(addr),
+            Some(parent) => self.devices[parent].join(&d.address),
             None => {
-                let (domain, rest) = addr.split_once(':').unwrap();
+                let (domain, rest) = d.address.split_once(':').unwrap();
                 let bus = &rest[..2];
-                PathBuf::from(format!("sys/devices/pci{domain}:{bus}")).join(addr)
+                PathBuf::from(format!("sys/devices/pci{domain}:{bus}")).join(&d.address)
             }
         };
+        self.devices.insert(d.address.clone(), dir.clone());
+        self.write_function(&d, &dir);
+        self
+    }
+
+    /// Adds a VF the way the kernel does when `sriov_numvfs` is written: in
+    /// the PF's parent directory, linked as the PF's next `virtfnN`. It is
+    /// found by its bus link afterwards (the builder's map is not changed).
+    pub fn add_vf(&self, d: Dev) -> &Self {
+        let pf = d.physfn.as_ref().expect("a VF names its PF");
+        let dir = self.rel_dir(pf).parent().unwrap().join(&d.address);
+        self.write_function(&d, &dir);
+        self
+    }
+
+    /// Removes a function the simulated kernel created (a VF), with its
+    /// bus, driver and IOMMU group links, as the kernel does on `sriov_numvfs` 0.
+    pub fn remove_function(&self, addr: &str) -> &Self {
+        let dir = self.rel_dir(addr);
+        self.unbind(addr);
+        if let Ok(target) = fs::read_link(self.root().join(&dir).join("iommu_group")) {
+            let group = target.file_name().unwrap().to_string_lossy().into_owned();
+            let group_dir = self.path(&format!("sys/kernel/iommu_groups/{group}"));
+            let _ = fs::remove_file(group_dir.join("devices").join(addr));
+            if fs::read_dir(group_dir.join("devices")).is_ok_and(|mut d| d.next().is_none()) {
+                let _ = fs::remove_dir_all(&group_dir);
+            }
+        }
+        let _ = fs::remove_file(self.path(&format!("sys/bus/pci/devices/{addr}")));
+        fs::remove_dir_all(self.root().join(&dir)).unwrap();
+        self
+    }
+
+    /// Writes one function's attributes and links at `dir`.
+    fn write_function(&self, d: &Dev, dir: &Path) {
+        let addr = &d.address;
         let rel = |name: &str| format!("{}/{name}", dir.display());
         self.write(&rel("vendor"), format!("0x{:04x}\n", d.vendor));
         self.write(&rel("device"), format!("0x{:04x}\n", d.device));
@@ -274,7 +330,7 @@ impl FakeHost {
         );
         self.write(&rel("class"), format!("0x{:06x}\n", d.class));
         self.write(&rel("revision"), format!("0x{:02x}\n", d.revision));
-        self.write(&rel("config"), config_space(&d));
+        self.write(&rel("config"), config_space(d));
         self.write(
             &rel("driver_override"),
             format!("{}\n", d.override_.as_deref().unwrap_or("(null)")),
@@ -285,15 +341,14 @@ impl FakeHost {
             if d.dead_config { "D3cold\n" } else { "D0\n" },
         );
         self.write(&rel("enable"), "1\n");
-        self.write(&rel("modalias"), format!("{}\n", modalias(&d)));
+        self.write(&rel("modalias"), format!("{}\n", modalias(d)));
         self.write(&rel("remove"), "");
         self.write(&rel("rescan"), "");
         if let Some(on) = d.boot_vga {
             self.write(&rel("boot_vga"), if on { "1\n" } else { "0\n" });
         }
         self.link(&dir.join("subsystem"), Path::new("sys/bus/pci"));
-        self.link(&Path::new("sys/bus/pci/devices").join(addr), &dir);
-        self.devices.insert(addr.clone(), dir.clone());
+        self.link(&Path::new("sys/bus/pci/devices").join(addr), dir);
 
         if let Some(total) = d.sriov_total {
             self.write(&rel("sriov_totalvfs"), format!("{total}\n"));
@@ -301,7 +356,7 @@ impl FakeHost {
             self.write(&rel("sriov_drivers_autoprobe"), "1\n");
         }
         if let Some(pf) = &d.physfn {
-            let pf_dir = self.devices[pf].clone();
+            let pf_dir = self.rel_dir(pf);
             self.link(&dir.join("physfn"), &pf_dir);
             // The PF's next virtfn index and its enabled count follow the VFs added.
             let index = fs::read_dir(self.root().join(&pf_dir))
@@ -314,7 +369,7 @@ impl FakeHost {
                         .starts_with("virtfn")
                 })
                 .count();
-            self.link(&pf_dir.join(format!("virtfn{index}")), &dir);
+            self.link(&pf_dir.join(format!("virtfn{index}")), dir);
             self.write(
                 &format!("{}/sriov_numvfs", pf_dir.display()),
                 format!("{}\n", index + 1),
@@ -325,21 +380,21 @@ impl FakeHost {
             if !self.root().join(&group_dir).exists() {
                 self.write(&format!("{}/type", group_dir.display()), "DMA\n");
             }
-            self.link(&group_dir.join("devices").join(addr), &dir);
+            self.link(&group_dir.join("devices").join(addr), dir);
             self.link(&dir.join("iommu_group"), &group_dir);
         }
         for supplier in &d.suppliers {
             let link_dir = PathBuf::from(format!(
                 "sys/devices/virtual/devlink/pci:{supplier}--pci:{addr}"
             ));
-            self.link(&link_dir.join("supplier"), &self.devices[supplier].clone());
-            self.link(&link_dir.join("consumer"), &dir);
+            self.link(&link_dir.join("supplier"), &self.rel_dir(supplier));
+            self.link(&link_dir.join("consumer"), dir);
             self.link(
                 &Path::new("sys/class/devlink").join(link_dir.file_name().unwrap()),
                 &link_dir,
             );
             self.link(&dir.join(format!("supplier:pci:{supplier}")), &link_dir);
-            let supplier_dir = self.devices[supplier].clone();
+            let supplier_dir = self.rel_dir(supplier);
             self.link(
                 &supplier_dir.join(format!("consumer:pci:{addr}")),
                 &link_dir,
@@ -348,7 +403,6 @@ impl FakeHost {
         if let Some((driver, module)) = &d.driver {
             self.bind(addr, driver, module.as_deref());
         }
-        self
     }
 
     /// Registers a PCI driver (and its module) with no devices yet, like a
@@ -377,7 +431,7 @@ impl FakeHost {
     pub fn bind(&self, addr: &str, driver: &str, module: Option<&str>) -> &Self {
         self.register_driver(driver, module);
         let driver_dir = PathBuf::from("sys/bus/pci/drivers").join(driver);
-        let dir = self.devices[addr].clone();
+        let dir = self.rel_dir(addr);
         self.link(&dir.join("driver"), &driver_dir);
         self.link(&driver_dir.join(addr), &dir);
         self

@@ -11,7 +11,7 @@ use std::time::Duration;
 use vfioctl::host::kernel::{KernelError, PciKernel};
 use vfioctl::model::{DriverKind, DriverName, ModuleName, PciAddress};
 
-use super::fakehost::FakeHost;
+use super::fakehost::{Dev, FakeHost};
 
 #[derive(Default)]
 pub struct Faults {
@@ -23,6 +23,8 @@ pub struct Faults {
     pub vanish_on_probe: BTreeSet<String>,
     /// Modules that load (creating their driver); others fail.
     pub loadable: BTreeSet<String>,
+    /// PFs whose `sriov_numvfs` write fails (ENOMEM, as a PF short of resources).
+    pub numvfs_fails: BTreeSet<String>,
 }
 
 pub struct SimKernel<'a> {
@@ -31,7 +33,12 @@ pub struct SimKernel<'a> {
     pub native: BTreeMap<String, String>,
     pub faults: Faults,
     /// Every write, in order, for assertions: "override 0000:01:00.0 vfio-pci".
+    /// The kernel's own binds are logged too: "autobind 0000:3b:00.2 mlx5_core"
+    /// (a VF probed on creation because autoprobe is 1).
     pub log: Mutex<Vec<String>>,
+    /// The native driver of each PF's VFs ("0000:3b:00.0" -> "igbvf"): what
+    /// probes a new VF while `sriov_drivers_autoprobe` is 1.
+    pub vf_native: BTreeMap<String, String>,
 }
 
 impl<'a> SimKernel<'a> {
@@ -55,6 +62,69 @@ impl<'a> SimKernel<'a> {
             native,
             faults: Faults::default(),
             log: Mutex::new(Vec::new()),
+            vf_native: BTreeMap::new(),
+        }
+    }
+
+    /// The PF of a VF, from its `physfn` link.
+    fn physfn(&self, device: PciAddress) -> Option<String> {
+        fs::read_link(self.dir(device).join("physfn"))
+            .ok()
+            .map(|t| t.file_name().unwrap().to_string_lossy().into_owned())
+    }
+
+    fn autoprobe(&self, pf: &str) -> bool {
+        fs::read_to_string(
+            self.host
+                .path(&format!("sys/bus/pci/devices/{pf}/sriov_drivers_autoprobe")),
+        )
+        .is_ok_and(|t| t.trim() == "1")
+    }
+
+    /// The driver a device gets when probed without an override.
+    fn native_of(&self, device: PciAddress) -> Option<String> {
+        self.native.get(&device.to_string()).cloned().or_else(|| {
+            self.physfn(device)
+                .and_then(|pf| self.vf_native.get(&pf).cloned())
+        })
+    }
+
+    fn attr(&self, device: PciAddress, name: &str) -> String {
+        fs::read_to_string(self.dir(device).join(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// The next unused IOMMU group number (None without an IOMMU).
+    fn next_group(&self) -> Option<u32> {
+        let groups = fs::read_dir(self.host.path("sys/kernel/iommu_groups")).ok()?;
+        Some(
+            groups
+                .flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+                .max()
+                .map_or(0, |m| m + 1),
+        )
+    }
+
+    /// VF `index` of `pf`: routing ID offset 2, stride 1 (as the fake
+    /// topologies lay VFs out: 3b:00.0 -> 3b:00.2, 3b:00.3, ...).
+    fn vf_address(pf: PciAddress, index: u16) -> PciAddress {
+        let devfn = (u16::from(pf.device) << 3 | u16::from(pf.function)) + 2 + index;
+        PciAddress {
+            device: (devfn >> 3) as u8,
+            function: (devfn & 7) as u8,
+            ..pf
+        }
+    }
+
+    fn busy(pf: PciAddress, path: std::path::PathBuf, value: String, errno: i32) -> KernelError {
+        KernelError::Write {
+            device: pf,
+            path,
+            value,
+            source: std::io::Error::from_raw_os_error(errno),
         }
     }
 
@@ -150,8 +220,13 @@ impl PciKernel for SimKernel<'_> {
         }
         let over = fs::read_to_string(self.dir(device).join("driver_override")).unwrap();
         let over = over.trim();
+        // Like pci_device_can_probe: a VF of a PF with autoprobe 0 is
+        // probed only when it has an override.
+        if over == "(null)" && self.physfn(device).is_some_and(|pf| !self.autoprobe(&pf)) {
+            return Ok(());
+        }
         let wanted = if over == "(null)" {
-            self.native.get(&addr).cloned()
+            self.native_of(device)
         } else {
             Some(over.to_string())
         };
@@ -213,5 +288,96 @@ impl PciKernel for SimKernel<'_> {
         self.host
             .write(&format!("{module_dir}/initstate"), "live\n");
         Ok(())
+    }
+
+    fn set_sriov_autoprobe(&self, pf: PciAddress, on: bool) -> Result<(), KernelError> {
+        if !self.dir(pf).exists() {
+            return Err(KernelError::Vanished { device: pf });
+        }
+        let value = u8::from(on);
+        self.note(format!("autoprobe {pf} {value}"));
+        fs::write(
+            self.dir(pf).join("sriov_drivers_autoprobe"),
+            format!("{value}\n"),
+        )
+        .unwrap();
+        Ok(())
+    }
+
+    /// Like sriov_numvfs_store: the same count is a no-op, N -> M (both
+    /// non-zero) is EBUSY, above sriov_totalvfs ERANGE; 0 removes every VF
+    /// (and its /dev/vfio node), N creates VFs with IOMMU groups of their
+    /// own, probed by the PF's native VF driver when autoprobe is 1.
+    fn set_numvfs(
+        &self,
+        pf: PciAddress,
+        count: u16,
+        _deadline: Duration,
+    ) -> Result<(), KernelError> {
+        if !self.dir(pf).exists() {
+            return Err(KernelError::Vanished { device: pf });
+        }
+        self.note(format!("numvfs {pf} {count}"));
+        let path = self.dir(pf).join("sriov_numvfs");
+        let current: u16 = self.attr(pf, "sriov_numvfs").parse().unwrap();
+        let total: u16 = self.attr(pf, "sriov_totalvfs").parse().unwrap();
+        if self.faults.numvfs_fails.contains(&pf.to_string()) && count > 0 {
+            return Err(Self::busy(pf, path, count.to_string(), libc::ENOMEM));
+        }
+        if count == current {
+            return Ok(());
+        }
+        if count > total {
+            return Err(Self::busy(pf, path, count.to_string(), libc::ERANGE));
+        }
+        if current != 0 && count != 0 {
+            return Err(Self::busy(pf, path, count.to_string(), libc::EBUSY));
+        }
+        if count == 0 {
+            for (index, vf) in self.virtfns(pf)?.iter().enumerate().rev() {
+                if let Some(group) = self.group(*vf) {
+                    if self
+                        .driver(*vf)?
+                        .is_some_and(|d| d.kind() == DriverKind::Vfio)
+                    {
+                        let _ = fs::remove_file(self.host.path(&format!("dev/vfio/{group}")));
+                    }
+                }
+                self.host.remove_function(&vf.to_string());
+                fs::remove_file(self.dir(pf).join(format!("virtfn{index}"))).unwrap();
+            }
+            fs::write(&path, "0\n").unwrap();
+            return Ok(());
+        }
+        let vendor = u16::from_str_radix(&self.attr(pf, "vendor")[2..], 16).unwrap();
+        let device = u16::from_str_radix(&self.attr(pf, "device")[2..], 16).unwrap();
+        let class = u32::from_str_radix(&self.attr(pf, "class")[2..], 16).unwrap();
+        for index in 0..count {
+            let vf = Self::vf_address(pf, index);
+            let mut dev =
+                Dev::endpoint(&vf.to_string(), vendor, device + 1, class).vf_of(&pf.to_string());
+            if let Some(group) = self.next_group() {
+                dev = dev.group(group);
+            }
+            self.host.add_vf(dev);
+            if self.autoprobe(&pf.to_string()) {
+                if let Some(driver) = self.vf_native.get(&pf.to_string()) {
+                    self.note(format!("autobind {vf} {driver}"));
+                    self.host.bind(&vf.to_string(), driver, Some(driver));
+                }
+            }
+        }
+        fs::write(&path, format!("{count}\n")).unwrap();
+        Ok(())
+    }
+
+    fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError> {
+        if !self.dir(pf).exists() {
+            return Err(KernelError::Vanished { device: pf });
+        }
+        Ok((0..)
+            .map_while(|i| fs::read_link(self.dir(pf).join(format!("virtfn{i}"))).ok())
+            .map(|t| t.file_name().unwrap().to_string_lossy().parse().unwrap())
+            .collect())
     }
 }

@@ -307,3 +307,21 @@ pub fn libvirt_lab() -> FakeHost {
     );
     host
 }
+
+/// An igb-like SR-IOV PF at 01:00.0 (up to 7 VFs, none enabled) on igb
+/// behind a root port, vfio-pci loaded: for VFs created by a simulated
+/// kernel (`SimKernel::vf_native` decides what binds them with autoprobe 1).
+pub fn igb_pf() -> FakeHost {
+    let mut host = FakeHost::new();
+    host.iommu_unit("dmar0").pci_ids(&pci_ids());
+    host.add(Dev::bridge("0000:00:02.0", 0x8086, 0x347a).group(1));
+    host.add(
+        Dev::endpoint("0000:01:00.0", 0x8086, 0x10c9, 0x020000)
+            .parent("0000:00:02.0")
+            .driver("igb", Some("igb"))
+            .sriov(7)
+            .group(2),
+    );
+    host.register_driver("vfio-pci", Some("vfio_pci"));
+    host
+}
