@@ -5,8 +5,28 @@
 
 mod support;
 
+use std::path::Path;
+
 use support::cli::{ok, vfioctl_env};
+use support::fakehost::FakeHost;
 use support::topologies;
+
+/// A host with 25:00.0 declared (and already on vfio-pci).
+fn declared_host() -> FakeHost {
+    let host = topologies::hgx_a100();
+    ok(host.root(), &["persist", "add", "25:00.0"]);
+    host
+}
+
+/// Runs the hook for 25:00.0 on "add", with `VFIOCTL_TRACE=trace` when given.
+fn hook(host: &FakeHost, trace: Option<&Path>) {
+    let mut env = vec![("ACTION", "add")];
+    if let Some(path) = trace {
+        env.push(("VFIOCTL_TRACE", path.to_str().unwrap()));
+    }
+    let run = vfioctl_env(host.root(), &["udev-hook", "25:00.0"], &env);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+}
 
 /// The `key=value` fields of a trace line after "udev-hook ADDRESS".
 fn fields(line: &str) -> Vec<(String, String)> {
@@ -58,15 +78,13 @@ fn each_hook_run_appends_its_timings_in_order() {
     }
     // Without the variable, nothing is written.
     std::fs::remove_file(&trace).unwrap();
-    let run = vfioctl_env(host.root(), &["udev-hook", "25:00.0"], &[("ACTION", "add")]);
-    assert_eq!(run.status, 0, "{}", run.stderr);
+    hook(&host, None);
     assert!(!trace.exists());
 }
 
 #[test]
 fn a_planted_symlink_is_not_followed() {
-    let host = topologies::hgx_a100();
-    ok(host.root(), &["persist", "add", "25:00.0"]);
+    let host = declared_host();
     let dir = tempfile::tempdir().unwrap();
     let victim = dir.path().join("victim");
     std::fs::write(&victim, "untouched\n").unwrap();

@@ -4,12 +4,11 @@ written as Markdown to /vmshare/results/binding.md for bench/vm.py.
 
     binding-report.py TIMES VFIOCTL_BINARY"""
 
-import os
 import statistics
 import sys
 from collections import defaultdict
 
-from vmcheck import check
+from vmcheck import check, publish
 
 SETS = {
     "e1000e": "1 device: the e1000e (e1000e ↔ vfio-pci)",
@@ -81,11 +80,7 @@ def main():
         own = bind - shell
         w(f"| {set_} ({n}) | {ms(shell)} | {ms(start) if start else '–'} | {ms(dry) if dry else '–'} | "
           f"{ms(bind)} | {ms(own)} | {ms((own - (start or 0)) / n)} |")
-    text = "\n".join(out) + "\n"
-    print(text)
-    os.makedirs("/vmshare/results", exist_ok=True)
-    with open("/vmshare/results/binding.md", "w") as f:
-        f.write(text)
+    publish("binding.md", out)
 
 
 if __name__ == "__main__":

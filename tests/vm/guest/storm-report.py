@@ -10,11 +10,10 @@ Times in the trace are seconds since boot (the clock of /proc/uptime).
 ALONE_DEVICE: a device whose last trace line is a hook run on its own after
 the storm (the scenario re-added it), for the hold time without a queue."""
 
-import os
 import statistics
 import sys
 
-from vmcheck import check, expect
+from vmcheck import check, expect, publish
 
 
 def parse(path):
@@ -95,11 +94,7 @@ def main():
     if alone and alone["lock_got"] is not None and alone["lock_released"] is not None:
         out(f"| lock held by one hook alone after the storm (`{alone['device']}`) | "
             f"{ms(alone['lock_released'] - alone['lock_got'])} ms (hook {ms(alone['end'] - alone['start'])} ms) |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    os.makedirs("/vmshare/results", exist_ok=True)
-    with open("/vmshare/results/boot-storm.md", "w") as f:
-        f.write(text)
+    publish("boot-storm.md", lines)
 
 
 if __name__ == "__main__":
