@@ -41,6 +41,10 @@ def main():
     if not os.access(vfioctl, os.X_OK):
         sys.exit(f"bench-vm: {vfioctl} is not an executable (cargo build --release --bins)")
     env = dict(os.environ, VFIOCTL_BIN=vfioctl, VM_BENCH_REPS=str(args.reps))
+    # The tree the binary was built from (as far as git can tell).
+    revision = sh(f"git -C {REPO} rev-parse --short HEAD").strip()
+    if sh(f"git -C {REPO} status --porcelain --untracked-files=no").strip():
+        revision += " with uncommitted changes"
     load_before = open("/proc/loadavg").read().split()[:3]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     t0 = time.monotonic()
@@ -82,8 +86,7 @@ def main():
         f"{' '.join(open('/proc/loadavg').read().split()[:3])}",
         f"- guest: kernel {kernel.group(1) if kernel else '?'}, {qemu.group(1).strip() if qemu else 'QEMU'}, "
         "TCG emulation (no KVM), 2 vCPUs, 1 GiB",
-        f"- vfioctl: {sh('git -C ' + REPO + ' rev-parse --short HEAD').strip()}, "
-        f"`{os.path.relpath(vfioctl, REPO)}`",
+        f"- vfioctl: {revision}, `{os.path.relpath(vfioctl, REPO)}`",
         f"- command: `make bench-vm` (`bench/vm.py --reps {args.reps}`), {took:.0f} s",
         "",
     ]

@@ -4,6 +4,7 @@ written as Markdown to /vmshare/results/binding.md for bench/vm.py.
 
     binding-report.py TIMES VFIOCTL_BINARY"""
 
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -41,6 +42,8 @@ def main():
     check("timings-recorded", any(k[0] in SETS for k in runs), f"no timings in {times_path}")
     med = {k: statistics.median(v) for k, v in runs.items()}
     build = "release" if "/release/" in binary else "debug" if "/debug/" in binary else "as built"
+    if os.environ.get("VM_REPO") and binary.startswith(os.environ["VM_REPO"] + "/"):
+        binary = os.path.relpath(binary, os.environ["VM_REPO"])
     reps = max((len(v) for v in runs.values()), default=0)
     out = []
     w = out.append
@@ -69,7 +72,7 @@ def main():
       "unbind + probe time; `--dry-run` is process start, reads and checks without writing.")
     w("")
     w("| functions | kernel (shell) | `vfioctl --version` | `bind --dry-run` | `vfioctl bind` | "
-      "vfioctl's own cost (bind − shell) | own cost per function after process start |")
+      "vfioctl's own cost (bind − shell) | own cost less process start, ÷ functions |")
     w("|---|---:|---:|---:|---:|---:|---:|")
     for set_ in SETS:
         if (set_, "vfioctl", "bind") not in med:
