@@ -4,7 +4,7 @@ declared devices, checks that every device had its hook and that the hooks
 held the lock one after another, and prints a table, also written as
 Markdown to /vmshare/results/boot-storm.md for bench/vm.py.
 
-    storm-report.py TRACE UDEV_START UDEV_SETTLED DEVICES [ALONE_DEVICE]
+    storm-report.py TRACE UDEV_START UDEV_SETTLED DEVICES [ALONE_DEVICE...]
 
 Times in the trace are seconds since boot (the clock of /proc/uptime).
 ALONE_DEVICE: a device whose last trace line is a hook run on its own after
@@ -39,17 +39,19 @@ def ms(seconds):
 
 def main():
     trace, udev_start, udev_settled, devices_file = sys.argv[1:5]
-    alone_device = sys.argv[5] if len(sys.argv) > 5 else None
+    alone_devices = sys.argv[5:]
     t0 = float(open(udev_start).read().split()[0])
     settled = float(open(udev_settled).read().split()[0])
     devices = open(devices_file).read().split()
     runs = parse(trace)
-    alone = None
-    if alone_device:
-        mine = [r for r in runs if r["device"] == alone_device]
-        if len(mine) >= 2:
-            alone = mine[-1]
-            runs.remove(alone)
+    alone = []
+    for device in alone_devices:
+        mine = [r for r in runs if r["device"] == device]
+        check(f"alone-{device}-traced", len(mine) == 2 and mine[-1]["lock_released"] is not None,
+              f"{len(mine)} trace lines")
+        if len(mine) == 2:
+            alone.append((mine[0], mine[1]))
+            runs.remove(mine[1])
     storm = [r for r in runs if r["device"] in devices]
 
     expect("one-hook-per-device", sorted(r["device"] for r in storm), sorted(devices))
@@ -91,9 +93,12 @@ def main():
     out(f"| lock held per hook, min / median / max | {ms(min(holds))} / {ms(statistics.median(holds))} / {ms(max(holds))} ms |")
     out(f"| lock wait per hook, min / median / max | {ms(min(waits))} / {ms(statistics.median(waits))} / {ms(max(waits))} ms |")
     out(f"| hook run time, median (start → end) | {ms(statistics.median(r['end'] - r['start'] for r in storm))} ms |")
-    if alone and alone["lock_got"] is not None and alone["lock_released"] is not None:
-        out(f"| lock held by one hook alone after the storm (`{alone['device']}`) | "
-            f"{ms(alone['lock_released'] - alone['lock_got'])} ms (hook {ms(alone['end'] - alone['start'])} ms) |")
+    for in_storm, by_itself in alone:
+        if by_itself["lock_got"] is None or by_itself["lock_released"] is None:
+            continue
+        out(f"| `{by_itself['device']}`: lock held in the storm / alone after it | "
+            f"{ms(in_storm['lock_released'] - in_storm['lock_got'])} / "
+            f"{ms(by_itself['lock_released'] - by_itself['lock_got'])} ms |")
     publish("boot-storm.md", lines)
 
 
