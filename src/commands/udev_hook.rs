@@ -49,7 +49,7 @@ pub fn run(root: &HostRoot, args: &UdevHookArgs, _out: &mut dyn Write) -> anyhow
 
 /// `VFIOCTL_TRACE=FILE` (set by a udev rule, `ENV{VFIOCTL_TRACE}="..."`):
 /// the hook appends one line of timings to FILE (docs/benchmarks.md, boot storm).
-pub const TRACE_VAR: &str = "VFIOCTL_TRACE";
+const TRACE_VAR: &str = "VFIOCTL_TRACE";
 
 /// `udev-hook ADDRESS pid=N start=S lock_asked=S lock_got=S lock_released=S
 /// end=S status=ok|error`: seconds since boot (the clock of /proc/uptime);

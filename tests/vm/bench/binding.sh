@@ -13,7 +13,7 @@
 # it should; times go to /run/vmtest/binding-times, the tables to the log
 # and /vmshare/results/binding.md (binding-report.py).
 # boot: iommu=on udev=on
-# timeout: 1500
+# timeout: 900
 
 REPS=${VM_BENCH_REPS:-5}
 times=/run/vmtest/binding-times
