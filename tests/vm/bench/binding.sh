@@ -6,6 +6,7 @@
 #   shell    driver_override + unbind + drivers_probe per device, bash
 #            builtins only (no process started): about the kernel's own time;
 #   vfioctl  one `vfioctl bind DEVICES...`, one `vfioctl restore DEVICES...`;
+#   vfioctl1 one `vfioctl bind` and `restore` per device (as udev-hook runs);
 #   virsh    `virsh nodedev-detach` / `nodedev-reattach`, one call per device
 #            (libvirtd in the guest, as in 40-libvirt-nodedev).
 # Also timed: `vfioctl --version` (process start) and `vfioctl bind
@@ -53,6 +54,15 @@ back_shell() {
 }
 bind_vfioctl() { "$VFIOCTL" bind "$@" >/dev/null; }
 back_vfioctl() { "$VFIOCTL" restore "$@" >/dev/null; }
+# One process per function, as the udev hook runs.
+bind_vfioctl1() {
+	local d
+	for d; do "$VFIOCTL" bind "$d" >/dev/null || return 1; done
+}
+back_vfioctl1() {
+	local d
+	for d; do "$VFIOCTL" restore "$d" >/dev/null || return 1; done
+}
 bind_virsh() {
 	local d
 	for d; do virsh -q -c qemu:///system nodedev-detach "$(nodedev "$d")" >/dev/null || return 1; done
@@ -98,7 +108,9 @@ bench() {
 	check "$set-starts-on-$native" drivers_are "$native" "$@"
 	for ((rep = 0; rep < REPS; rep++)); do
 		timed "$set" vfioctl dry-run "$n" dry_vfioctl "$@"
-		for method in shell vfioctl virsh; do
+		for method in shell vfioctl vfioctl1 virsh; do
+			# One device: one process either way.
+			[[ $method == vfioctl1 && $n == 1 ]] && continue
 			timed "$set" "$method" bind "$n" "bind_$method" "$@"
 			if ! drivers_are vfio-pci "$@"; then
 				fail "$set-$method-bind-$rep" "drivers: $(drivers_of "$@")"

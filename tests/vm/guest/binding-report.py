@@ -19,6 +19,7 @@ SETS = {
 METHODS = [
     ("shell", "shell writes (override, unbind, drivers_probe)"),
     ("vfioctl", "`vfioctl bind` / `vfioctl restore`, one process"),
+    ("vfioctl1", "`vfioctl bind` / `vfioctl restore`, one per device"),
     ("virsh", "`virsh nodedev-detach` / `nodedev-reattach`, one per device"),
 ]
 
