@@ -2,7 +2,7 @@
 # Binding benchmark (not part of `make test`: `make bench-vm`, or
 # `tests/vm/run --bench binding`): binds 1 device (the e1000e, from e1000e)
 # and N VFs (the nvme's 2, driverless with autoprobe off; the igb's 7, from
-# igbvf) to vfio-pci and back, REPS times each, three ways:
+# igbvf) to vfio-pci and back, REPS times each, by:
 #   shell    driver_override + unbind + drivers_probe per device, bash
 #            builtins only (no process started): about the kernel's own time;
 #   vfioctl  one `vfioctl bind DEVICES...`, one `vfioctl restore DEVICES...`;
