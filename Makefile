@@ -3,6 +3,7 @@
 #   make test   install test dependencies, run every test (unit, golden, Nova oracle, Ansible collection,
 #               packages, real-kernel VM suite)
 #   make bench  side-by-side benchmarks on fake hosts -> docs/benchmarks.md (not part of test)
+#   make bench-vm  binding and boot-storm benchmarks in the QEMU test bed -> docs/benchmarks.md (not part of test)
 #   make deb    dist/vfioctl_VERSION-1_ARCH.deb;  make rpm: dist/vfioctl-VERSION-1.ARCH.rpm
 #   make lint   cargo fmt --check and clippy with warnings as errors
 
@@ -36,7 +37,7 @@ ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 GEN := target/generated
 
-.PHONY: all deps build run test test-unit test-nova test-ansible test-fuzz test-package test-vm lint ci bench install install-files uninstall deb rpm
+.PHONY: all deps build run test test-unit test-nova test-ansible test-fuzz test-package test-vm lint ci bench bench-vm install install-files uninstall deb rpm
 
 all: build
 
@@ -106,6 +107,14 @@ bench:
 	$(MAKE) deps EXTRA_DEPS="$(BENCH_DEPS)"
 	VFIOCTL_GEN_DIR=$(CURDIR)/$(GEN) $(CARGO) build --release --locked --bins --example fakehost
 	python3 bench/run.py $(BENCH_ARGS)
+
+# Binding (1 device, N VFs: vfioctl vs shell writes vs virsh) and the boot
+# storm, in the QEMU test bed with the release build (bench/vm.py); writes
+# docs/benchmarks.md. About 15 min under TCG.
+bench-vm: deps
+	VFIOCTL_GEN_DIR=$(CURDIR)/$(GEN) $(CARGO) build --release --locked --bins
+	tests/vm/setup
+	python3 bench/vm.py $(BENCH_VM_ARGS)
 
 # Installs the binaries, the udev rule (pointing at the installed binary), the
 # systemd unit and its preset, /etc/vfioctl/bindings.d with a commented

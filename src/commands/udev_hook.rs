@@ -11,6 +11,7 @@ use crate::engine::plan::Goal;
 use crate::error::MissingAddress;
 use crate::host::config;
 use crate::host::kernel::SysfsKernel;
+use crate::host::state;
 use crate::host::sysfs::read_one;
 use crate::host::udev::log;
 use crate::host::HostRoot;
@@ -28,6 +29,7 @@ pub fn run(root: &HostRoot, args: &UdevHookArgs, _out: &mut dyn Write) -> anyhow
         Some(action) if action == "bind" => Event::Bind,
         Some(_) => return Ok(crate::cli::exit::OK),
     };
+    let started = state::since_boot();
     let text = match &args.device {
         Some(d) => d.clone(),
         None => std::env::var("PCI_SLOT_NAME").map_err(|_| MissingAddress)?,
@@ -39,7 +41,50 @@ pub fn run(root: &HostRoot, args: &UdevHookArgs, _out: &mut dyn Write) -> anyhow
         Ok(None) => {}
         Err(e) => log(root, true, &format!("{address}: {e:#}")),
     }
+    if let Some(path) = std::env::var_os(TRACE_VAR) {
+        trace(
+            std::path::Path::new(&path),
+            &trace_line(address, started, &state::lock_history(), result.is_ok()),
+        );
+    }
     result.map(|_| crate::cli::exit::OK)
+}
+
+/// `VFIOCTL_TRACE=FILE` (set by a udev rule, `ENV{VFIOCTL_TRACE}="..."`):
+/// the hook appends one line of timings to FILE (docs/benchmarks.md, boot storm).
+const TRACE_VAR: &str = "VFIOCTL_TRACE";
+
+/// `udev-hook ADDRESS pid=N start=S lock_asked=S lock_got=S lock_released=S
+/// end=S status=ok|error`: seconds since boot (the clock of /proc/uptime);
+/// `-` for a lock step that never happened.
+fn trace_line(address: PciAddress, started: f64, locks: &[state::LockSpan], ok: bool) -> String {
+    let at = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{t:.6}"));
+    let span = locks.first();
+    format!(
+        "udev-hook {address} pid={} start={started:.6} lock_asked={} lock_got={} lock_released={} end={:.6} status={}\n",
+        std::process::id(),
+        at(span.map(|s| s.asked)),
+        at(span.and_then(|s| s.got)),
+        at(span.and_then(|s| s.released)),
+        state::since_boot(),
+        if ok { "ok" } else { "error" }
+    )
+}
+
+/// Appends `line` to the trace file in one write (O_APPEND: lines of
+/// concurrent hooks do not interleave); never follows a symlink. A trace
+/// that cannot be written is skipped: it must not change the hook's outcome.
+fn trace(path: &std::path::Path, line: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        let _ = file.write_all(line.as_bytes());
+    }
 }
 
 /// The uevent the hook runs for.
@@ -145,4 +190,34 @@ fn enforce_one(
             None => "no driver".to_string(),
         }
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_line_names_each_step() {
+        let span = state::LockSpan {
+            asked: 1.5,
+            got: Some(2.25),
+            released: Some(3.0),
+        };
+        let addr: PciAddress = "0000:01:00.1".parse().unwrap();
+        let line = trace_line(addr, 1.0, &[span], true);
+        assert!(line.starts_with("udev-hook 0000:01:00.1 pid="), "{line}");
+        assert!(
+            line.contains(
+                " start=1.000000 lock_asked=1.500000 lock_got=2.250000 lock_released=3.000000 end="
+            ),
+            "{line}"
+        );
+        assert!(line.ends_with(" status=ok\n"), "{line}");
+        let none = trace_line(addr, 1.0, &[], false);
+        assert!(
+            none.contains(" lock_asked=- lock_got=- lock_released=- "),
+            "{none}"
+        );
+        assert!(none.ends_with(" status=error\n"), "{none}");
+    }
 }

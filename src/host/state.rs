@@ -47,11 +47,50 @@ fn io_err<'p>(
 /// Held while a change is planned and applied; released on drop.
 pub struct ChangeLock {
     _lock: Flock<File>,
+    /// Its entry in `lock_history`.
+    span: usize,
+}
+
+impl Drop for ChangeLock {
+    fn drop(&mut self) {
+        if let Some(span) = lock_spans().get_mut(self.span) {
+            span.released = Some(since_boot());
+        }
+    }
+}
+
+/// When this process asked for, got and released the lock, in seconds since
+/// boot (`CLOCK_BOOTTIME`, the clock of /proc/uptime), for `VFIOCTL_TRACE`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LockSpan {
+    pub asked: f64,
+    pub got: Option<f64>,
+    pub released: Option<f64>,
+}
+
+static LOCK_SPANS: std::sync::Mutex<Vec<LockSpan>> = std::sync::Mutex::new(Vec::new());
+
+fn lock_spans() -> std::sync::MutexGuard<'static, Vec<LockSpan>> {
+    LOCK_SPANS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every lock this process asked for, in order.
+pub fn lock_history() -> Vec<LockSpan> {
+    lock_spans().clone()
+}
+
+/// Seconds since boot, `CLOCK_BOOTTIME` (0 where the clock cannot be read).
+pub fn since_boot() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
 }
 
 /// How long commands without a `--timeout` (persist add/remove/rules,
 /// host-config) wait for the lock.
 pub const CONFIG_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// How often a waiting changer retries the lock.
+const LOCK_POLL: Duration = Duration::from_millis(10);
 
 /// Takes the exclusive lock, waiting up to `wait`. The one lock every
 /// command that writes bindings, declarations, rules or boot files holds.
@@ -60,6 +99,15 @@ pub fn lock(root: &HostRoot, wait: Duration) -> Result<ChangeLock, StateError> {
     fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
     let path = dir.join("lock");
     let start = Instant::now();
+    let span = {
+        let mut spans = lock_spans();
+        spans.push(LockSpan {
+            asked: since_boot(),
+            got: None,
+            released: None,
+        });
+        spans.len() - 1
+    };
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -70,7 +118,12 @@ pub fn lock(root: &HostRoot, wait: Duration) -> Result<ChangeLock, StateError> {
         .map_err(io_err("cannot open", &path))?;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(ChangeLock { _lock: lock }),
+            Ok(lock) => {
+                if let Some(entry) = lock_spans().get_mut(span) {
+                    entry.got = Some(since_boot());
+                }
+                return Ok(ChangeLock { _lock: lock, span });
+            }
             Err((returned, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
                 if start.elapsed() >= wait {
                     return Err(StateError::Busy {
@@ -79,7 +132,9 @@ pub fn lock(root: &HostRoot, wait: Duration) -> Result<ChangeLock, StateError> {
                     });
                 }
                 file = returned;
-                std::thread::sleep(Duration::from_millis(50));
+                // Short: in a boot storm each hand-over to the next queued
+                // hook costs half of this on average (the wait is a poll).
+                std::thread::sleep(LOCK_POLL);
             }
             Err((_, errno)) => {
                 return Err(StateError::Io {
@@ -319,6 +374,13 @@ mod tests {
         assert!(matches!(err, StateError::Busy { .. }));
         drop(held);
         assert!(lock(&root, Duration::from_millis(100)).is_ok());
+        // Each span is recorded in order: asked, got, released.
+        let spans = lock_history();
+        assert!(spans.iter().any(|s| s.got.is_none()), "the busy attempt");
+        assert!(spans
+            .iter()
+            .filter_map(|s| Some((s.asked, s.got?, s.released?)))
+            .all(|(asked, got, released)| asked <= got && got <= released));
     }
 
     #[test]

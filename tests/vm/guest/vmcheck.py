@@ -66,3 +66,13 @@ def nova_device_type(bdf):
     if int(attr(bdf, "sriov_totalvfs") or 0) > 0:
         return "type-PF"
     return "type-PCI"
+
+
+def publish(name, lines):
+    """Prints a benchmark's Markdown lines (the scenario log) and writes them
+    to /vmshare/results/NAME, where bench/vm.py collects them."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    os.makedirs("/vmshare/results", exist_ok=True)
+    with open(f"/vmshare/results/{name}", "w") as f:
+        f.write(text)

@@ -35,6 +35,8 @@ from pathlib import Path
 VM_DIR = Path(__file__).resolve().parent.parent
 REPO = VM_DIR.parent.parent
 SCENARIO_DIR = VM_DIR / "scenarios"
+# Benchmarks: run only with --bench (make bench-vm), never by `make test`.
+BENCH_DIR = VM_DIR / "bench"
 OVERLAY_DIR = VM_DIR / "overlays"
 
 # Boot profile keys, their allowed values and defaults ("# boot:" header).
@@ -116,8 +118,15 @@ def parse_scenario(path):
     return Scenario(path.stem, path, tuple(sorted(boot.items())), timeout)
 
 
-def select_scenarios(wanted):
+def select_scenarios(wanted, bench=False):
+    """The scenarios named (all without names). With bench, the benchmarks
+    in tests/vm/bench can be named too, and are what no names selects."""
     everything = [parse_scenario(p) for p in sorted(SCENARIO_DIR.glob("*.sh"))]
+    if bench:
+        benchmarks = [parse_scenario(p) for p in sorted(BENCH_DIR.glob("*.sh"))]
+        if not wanted:
+            return benchmarks
+        everything += benchmarks
     if not wanted:
         return everything
     chosen = []
@@ -311,6 +320,8 @@ class Boot:
             "VM_INITRD": self.boot["initrd"],
             "VM_CACHE": self.cfg["cache"],
         }
+        # Benchmark settings (VM_BENCH_REPS: bench/vm.py) reach the guest as they are.
+        env.update({k: v for k, v in os.environ.items() if k.startswith("VM_BENCH_")})
         (self.share / "run.env").write_text(
             "".join(f"{k}={shell_quote(str(v))}\n" for k, v in env.items()))
         (self.share / "scenarios.list").write_text(
@@ -520,7 +531,9 @@ def main():
         "verbose": os.environ.get("VFIOCTL_VM_VERBOSE") == "1",
         "timeout": int(timeout) if timeout.isdigit() else 0,
     }
-    scenarios = select_scenarios(sys.argv[1:])
+    args = sys.argv[1:]
+    bench = args[:1] == ["--bench"]
+    scenarios = select_scenarios(args[1:] if bench else args, bench)
     groups = {}
     for s in scenarios:
         groups.setdefault(s.boot, []).append(s)
