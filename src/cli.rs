@@ -155,8 +155,10 @@ pub enum Command {
     Nova(NovaArgs),
     /// Enforce the declared binding of one device; run by udev when it is added.
     ///
-    /// Acts only on ACTION=add (bind, unbind and change events are ignored);
-    /// logs to syslog or the kernel log, since udev discards output.
+    /// Acts on ACTION=add, and on ACTION=bind only for a PF declared in an
+    /// [[sriov]] table (its VFs need its driver); other bind, unbind and
+    /// change events are ignored. Logs to syslog or the kernel log, since
+    /// udev discards output.
     UdevHook(UdevHookArgs),
 }
 

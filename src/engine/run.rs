@@ -1,6 +1,6 @@
 //! One driver change from start to finish, shared by `bind`, `restore`,
 //! `unbind`, `persist apply` and the udev hook:
-//! privilege -> lock -> inventory -> plan -> module checks -> apply -> record.
+//! privilege -> variant aliases -> lock -> inventory -> plan -> module checks -> apply -> record.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -126,8 +126,12 @@ pub fn run_then(
     if !spec.dry_run && !privileged() {
         return Err(NotPrivileged { command }.into());
     }
-    // The lock is taken before reading anything, so the plan describes the
-    // state it will be applied to.
+    // The VFIO variant drivers' aliases depend on the kernel release only,
+    // not on the devices' state: parsed (modules.alias, over a megabyte)
+    // before the lock, so a udev hook does not hold it through that.
+    let variants = variants_for(root, root.kernel_release().as_deref(), &spec.goal);
+    // The lock is taken before reading the devices, so the plan describes
+    // the state it will be applied to.
     let _lock = if spec.dry_run {
         None
     } else {
@@ -143,7 +147,6 @@ pub fn run_then(
         .collect();
     let mut record = state::read_record(root)?;
     let release = inv.kernel_release.as_deref();
-    let variants = variants_for(root, release, &spec.goal);
     let request = Request {
         goal: spec.goal.clone(),
         targets,
