@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::cli::vfioctl;
-use support::fakehost::{Dev, FakeHost};
+use support::fakehost::FakeHost;
 use support::simkernel::SimKernel;
 use support::topologies;
 use vfioctl::engine::apply::Status;
@@ -21,24 +21,6 @@ use vfioctl::model::declaration::DeclaredDriver;
 use vfioctl::model::{DriverName, PciAddress, SriovRole};
 
 const PF: &str = "0000:01:00.0";
-
-/// An igb-like PF (7 VFs at most) behind a root port, vfio-pci loaded; its
-/// VFs' native driver is igbvf, which binds them on creation while
-/// `sriov_drivers_autoprobe` is 1.
-fn igb_host() -> FakeHost {
-    let mut host = FakeHost::new();
-    host.iommu_unit("dmar0");
-    host.add(Dev::bridge("0000:00:02.0", 0x8086, 0x347a).group(1));
-    host.add(
-        Dev::endpoint(PF, 0x8086, 0x10c9, 0x020000)
-            .parent("0000:00:02.0")
-            .driver("igb", Some("igb"))
-            .sriov(7)
-            .group(2),
-    );
-    host.register_driver("vfio-pci", Some("vfio_pci"));
-    host
-}
 
 fn kernel(host: &FakeHost) -> SimKernel<'_> {
     let mut kernel = SimKernel::new(host);
@@ -94,7 +76,7 @@ fn autoprobe(host: &FakeHost) -> String {
 #[test]
 fn the_simulated_kernel_binds_new_vfs_natively_while_autoprobe_is_1() {
     // The control for the test below: without autoprobe 0, igbvf binds.
-    let host = igb_host();
+    let host = topologies::igb_pf();
     let kernel = kernel(&host);
     kernel
         .set_numvfs(pf(), 2, Duration::from_secs(1))
@@ -115,7 +97,7 @@ fn the_simulated_kernel_binds_new_vfs_natively_while_autoprobe_is_1() {
 
 #[test]
 fn zero_to_n_on_vfio_pci_with_no_native_bind_in_between() {
-    let host = igb_host();
+    let host = topologies::igb_pf();
     let kernel = kernel(&host);
     let report = run(&host, &kernel, &spec(7)).unwrap();
     let result = report.result.as_ref().unwrap();
@@ -156,7 +138,7 @@ fn zero_to_n_on_vfio_pci_with_no_native_bind_in_between() {
 
 #[test]
 fn n_to_m_goes_through_zero_and_zero_removes_them() {
-    let host = igb_host();
+    let host = topologies::igb_pf();
     let kernel = kernel(&host);
     run(&host, &kernel, &spec(7)).unwrap();
     let start = kernel.writes().len();
@@ -186,7 +168,7 @@ fn n_to_m_goes_through_zero_and_zero_removes_them() {
 
 #[test]
 fn a_count_above_totalvfs_is_refused_with_exit_4() {
-    let host = igb_host();
+    let host = topologies::igb_pf();
     let kernel = kernel(&host);
     let err = run(&host, &kernel, &spec(8)).unwrap_err();
     assert_eq!(
@@ -235,7 +217,7 @@ fn a_function_that_is_not_a_pf_is_refused() {
 
 #[test]
 fn held_vfs_are_never_destroyed_and_the_holder_is_named() {
-    let host = igb_host();
+    let host = topologies::igb_pf();
     let kernel = kernel(&host);
     run(&host, &kernel, &spec(2)).unwrap();
     let inv = read_inventory(&HostRoot::new(host.root()), Names::Skip).unwrap();
@@ -284,7 +266,7 @@ fn held_vfs_are_never_destroyed_and_the_holder_is_named() {
 
 #[test]
 fn dry_run_prints_the_sysfs_writes_and_writes_nothing() {
-    let host = igb_host();
+    let host = topologies::igb_pf();
     let before = autoprobe(&host);
     let out = vfioctl(
         host.root(),
@@ -326,7 +308,7 @@ dry run: nothing written
 
 #[test]
 fn json_is_one_document_with_the_plan_and_result() {
-    let host = igb_host();
+    let host = topologies::igb_pf();
     let out = vfioctl(
         host.root(),
         &["sriov", "01:00.0", "--numvfs", "2", "--dry-run", "--json"],
@@ -386,7 +368,7 @@ fn json_is_one_document_with_the_plan_and_result() {
 
 #[test]
 fn a_vf_bind_failure_rolls_back_the_vfs_the_count_and_autoprobe() {
-    let host = igb_host();
+    let host = topologies::igb_pf();
     let mut kernel = kernel(&host);
     kernel
         .faults
@@ -456,7 +438,7 @@ fn a_vf_bind_failure_rolls_back_the_vfs_the_count_and_autoprobe() {
 
 #[test]
 fn a_failed_change_from_a_non_zero_count_restores_the_old_vfs_and_their_driver() {
-    let host = igb_host();
+    let host = topologies::igb_pf();
     let mut kernel = kernel(&host);
     run(&host, &kernel, &spec(2)).unwrap();
     // 2 -> 3 fails on the third VF: back to 2 VFs, on vfio-pci again.
@@ -486,7 +468,7 @@ fn a_failed_change_from_a_non_zero_count_restores_the_old_vfs_and_their_driver()
 
 #[test]
 fn a_named_host_vf_driver_keeps_autoprobe_and_binds_through_the_engine() {
-    let host = igb_host();
+    let host = topologies::igb_pf();
     let kernel = kernel(&host);
     let mut asked = spec(2);
     asked.vf_driver = DeclaredDriver::Named(DriverName::new("igbvf"));

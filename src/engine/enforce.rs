@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::engine::gate;
 use crate::engine::plan::{Goal, PlanError};
 use crate::engine::run::{self, ChangeReport, ChangeSpec};
-use crate::engine::sriov::{self, SriovReport, SriovRequest};
+use crate::engine::sriov::{self, read_pf, SriovReport, SriovRequest};
 use crate::host::config;
 use crate::host::hostfacts;
 use crate::host::kernel::PciKernel;
@@ -22,7 +22,7 @@ use crate::model::declaration::{
     declare, Declarations, DeclaredDriver, Fit, Origin, SriovDeclaration,
 };
 use crate::model::fabric::device_may_leave_host;
-use crate::model::{DriverName, Inventory, PciAddress, Selector, SriovRole};
+use crate::model::{DriverName, Inventory, PciAddress, Selector};
 
 pub fn print_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io::Result<()> {
     if status.written {
@@ -270,16 +270,6 @@ pub struct Enforced {
     pub warnings: Vec<String>,
     /// Refusals and failures, in order; the first decides the exit status.
     pub errors: Vec<anyhow::Error>,
-}
-
-/// The PF and its VFs, with their IOMMU groups: what an SR-IOV change reads.
-fn read_pf(root: &HostRoot, pf: PciAddress) -> anyhow::Result<Inventory> {
-    let inv = read_devices(root, &[pf], Names::Skip)?;
-    let mut seeds = vec![pf];
-    if let Some(SriovRole::Pf { vfs, .. }) = inv.device(&pf).map(|d| &d.sriov) {
-        seeds.extend(vfs);
-    }
-    Ok(read_devices(root, &seeds, Names::Skip)?)
 }
 
 /// What applying one `[[sriov]]` declaration came to.

@@ -851,6 +851,17 @@ pub struct SriovSpec {
 /// read before it (`sriov --persist` declaring the count it set).
 pub type AfterSriov<'a> = &'a mut dyn FnMut(&Inventory, &SriovReport) -> anyhow::Result<()>;
 
+/// The PF and its VFs with their IOMMU groups and neighbours (a VF rebound
+/// needs its group), not the whole host.
+pub fn read_pf(root: &HostRoot, pf: PciAddress) -> anyhow::Result<Inventory> {
+    let inv = read_devices(root, &[pf], Names::Skip)?;
+    let mut seeds = vec![pf];
+    if let Some(SriovRole::Pf { vfs, .. }) = inv.device(&pf).map(|d| &d.sriov) {
+        seeds.extend(vfs);
+    }
+    Ok(read_devices(root, &seeds, Names::Skip)?)
+}
+
 /// privilege -> lock -> read the PF and its VFs -> [`change`].
 pub fn run(
     root: &HostRoot,
@@ -889,13 +900,7 @@ pub fn run_then(
             .into())
         }
     };
-    // The PF and its VFs with their IOMMU groups and neighbours (a VF
-    // rebound needs its group), not the whole host.
-    let mut seeds = vec![pf];
-    if let Some(SriovRole::Pf { vfs, .. }) = inv.device(&pf).map(|d| &d.sriov) {
-        seeds.extend(vfs);
-    }
-    let inv = read_devices(root, &seeds, Names::Skip)?;
+    let inv = read_pf(root, pf)?;
     let request = SriovRequest {
         pf,
         numvfs: spec.numvfs,
