@@ -824,6 +824,42 @@ fn igb_vf_drivers(host: &FakeHost) -> Vec<String> {
         .collect()
 }
 
+/// A VF that a [[binding]] names is left to it: created with the others,
+/// then bound once, to its own driver, never to vfio-pci first.
+#[test]
+fn a_vf_named_by_its_own_binding_is_bound_once_to_its_driver() {
+    let host = topologies::igb_pf();
+    host.register_driver("igbvf", Some("igbvf"));
+    host.write("etc/vfioctl/bindings.d/igb.toml", IGB_SRIOV);
+    host.write(
+        "etc/vfioctl/bindings.d/host-vf.toml",
+        "[[binding]]\nvendor = \"8086\"\ndevice = \"10ca\"\naddress = \"0000:01:00.4\"\ndriver = \"igbvf\"\n",
+    );
+    let kernel = igb_kernel(&host);
+    let root = HostRoot::new(host.root());
+    let done = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+    assert!(done.errors.is_empty(), "{:?}", done.errors);
+    let mut want = vec!["vfio-pci"; 7];
+    want[2] = "igbvf";
+    assert_eq!(igb_vf_drivers(&host), want);
+    let writes = kernel.writes();
+    assert!(
+        !writes
+            .iter()
+            .any(|w| w.contains("0000:01:00.4") && w.contains("vfio-pci")),
+        "{writes:?}"
+    );
+    assert!(
+        writes.iter().all(|w| !w.starts_with("autobind")),
+        "{writes:?}"
+    );
+    // Applied again: nothing left to do, for the kept VF either.
+    let start = kernel.writes().len();
+    let again = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+    assert!(again.errors.is_empty(), "{:?}", again.errors);
+    assert_eq!(kernel.writes().len(), start, "{:?}", kernel.writes());
+}
+
 /// persist apply (the boot unit) creates the declared VFs with autoprobe off
 /// around their creation (no native VF driver ever binds them), binds them
 /// to vfio-pci, puts autoprobe back; a second apply changes nothing; a count

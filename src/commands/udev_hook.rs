@@ -123,8 +123,14 @@ fn enforce_one(
     // A declared PF: its VF count and their driver, once it has its own
     // driver (the add event of a PF whose module udev loads comes first).
     if let Some(pf) = decls.sriov.iter().find(|s| s.address == address) {
-        let message = match apply_sriov(root, &SysfsKernel::new(root.clone()), pf, false, timeout)?
-        {
+        let message = match apply_sriov(
+            root,
+            &SysfsKernel::new(root.clone()),
+            &decls,
+            pf,
+            false,
+            timeout,
+        )? {
             SriovOutcome::Skipped(why) => why,
             SriovOutcome::Changed(report) => {
                 if let Some(failed) = crate::engine::sriov::failure(&report) {

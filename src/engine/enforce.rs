@@ -285,9 +285,12 @@ pub enum SriovOutcome {
 /// (autoprobe off first when the VFs go to VFIO, so no native VF driver
 /// binds) and the VFs' driver. Holds the change lock only while it reads
 /// and changes this PF and its VFs.
+/// `decls` are all the declarations: a VF whose address a `[[binding]]`
+/// names is left to that declaration, not bound to `vf_driver` first.
 pub fn apply_sriov(
     root: &HostRoot,
     kernel: &dyn PciKernel,
+    decls: &Declarations,
     decl: &SriovDeclaration,
     dry_run: bool,
     timeout: Duration,
@@ -326,6 +329,7 @@ pub fn apply_sriov(
         vf_driver: decl.vf_driver.clone(),
         force: false,
         timeout,
+        keep: decls.list.iter().filter_map(|d| d.address).collect(),
     };
     Ok(SriovOutcome::Changed(Box::new(sriov::change(
         root, kernel, &inv, &request, dry_run,
@@ -344,7 +348,7 @@ pub fn apply_declarations(
     let mut sriov_reports = Vec::new();
     let (mut errors, mut skipped) = (Vec::new(), Vec::new());
     for decl in &decls.sriov {
-        match apply_sriov(root, kernel, decl, dry_run, timeout) {
+        match apply_sriov(root, kernel, &decls, decl, dry_run, timeout) {
             Ok(SriovOutcome::Changed(report)) => {
                 if let Some(failed) = sriov::failure(&report) {
                     errors.push(failed.into());

@@ -70,6 +70,10 @@ pub struct SriovRequest {
     /// Deadline of each blocking write, of the wait for the VFs and of each
     /// VF's verification.
     pub timeout: Duration,
+    /// Addresses a `[[binding]]` names: a VF among them is left to its own
+    /// declaration (created with the others, never bound to `vf_driver`
+    /// first). Empty for the `sriov` command, which binds every VF.
+    pub keep: BTreeSet<PciAddress>,
 }
 
 /// What the planner needs besides the inventory.
@@ -161,6 +165,9 @@ pub struct SriovPlan {
     pub steps: Vec<SriovStep>,
     /// When the count stays: the binding engine's plan for the VFs present.
     pub vf_plan: Option<Plan>,
+    /// Addresses left to their own `[[binding]]` (see `SriovRequest::keep`).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub keep: BTreeSet<PciAddress>,
     pub checks: Vec<String>,
     pub notes: Vec<String>,
     #[serde(skip)]
@@ -170,6 +177,29 @@ pub struct SriovPlan {
 }
 
 impl SriovPlan {
+    /// `vfs` less those left to their own `[[binding]]`.
+    pub fn unkept(&self, vfs: &[PciAddress]) -> Vec<PciAddress> {
+        vfs.iter()
+            .copied()
+            .filter(|a| !self.keep.contains(a))
+            .collect()
+    }
+
+    /// Says which of `vfs` are left to their own declaration.
+    fn note_kept(&mut self, vfs: &[PciAddress]) {
+        let kept: Vec<PciAddress> = vfs
+            .iter()
+            .copied()
+            .filter(|a| self.keep.contains(a))
+            .collect();
+        if !kept.is_empty() {
+            self.notes.push(format!(
+                "{} left to the [[binding]] naming each: not bound to the VF driver",
+                addresses(&kept)
+            ));
+        }
+    }
+
     pub fn changes(&self) -> bool {
         !self.steps.is_empty() || self.vf_plan.as_ref().is_some_and(Plan::changes)
     }
@@ -293,6 +323,7 @@ pub fn plan(
         vfs_before,
         steps: Vec::new(),
         vf_plan: None,
+        keep: request.keep.clone(),
         checks: Vec::new(),
         notes: Vec::new(),
         force: request.force,
@@ -306,14 +337,18 @@ pub fn plan(
             out.notes.push(format!(
                 "{pf} already has {numvfs_before} VFs; only their drivers are checked"
             ));
-            let vf_request = Request {
-                goal,
-                targets: vfs,
-                with_group: false,
-                force: request.force,
-            };
-            out.vf_plan = Some(make_plan(inv, &facts.engine, &vf_request)?);
+            let targets = out.unkept(&vfs);
+            if !targets.is_empty() {
+                let vf_request = Request {
+                    goal,
+                    targets,
+                    with_group: false,
+                    force: request.force,
+                };
+                out.vf_plan = Some(make_plan(inv, &facts.engine, &vf_request)?);
+            }
         }
+        out.note_kept(&vfs);
         return Ok(out);
     }
     if dev.driver.is_none() {
@@ -587,12 +622,13 @@ pub fn apply(root: &HostRoot, kernel: &dyn PciKernel, plan: &SriovPlan) -> Sriov
             SriovStep::WaitVirtfns { count, .. } => {
                 wait_virtfns(kernel, pf, *count, timeout).map(|vfs| created = vfs)
             }
+            SriovStep::BindVfs { .. } if plan.unkept(&created).is_empty() => Ok(()),
             SriovStep::BindVfs { .. } => {
                 let (vf_plan, result) = bind_vfs(
                     root,
                     kernel,
                     pf,
-                    &created,
+                    &plan.unkept(&created),
                     goal.clone(),
                     plan.force,
                     timeout,
@@ -907,6 +943,7 @@ pub fn run_then(
         vf_driver: spec.vf_driver.clone(),
         force: spec.force,
         timeout: spec.timeout,
+        keep: BTreeSet::new(),
     };
     let report = change(root, kernel, &inv, &request, spec.dry_run)?;
     if let Some(after) = after {

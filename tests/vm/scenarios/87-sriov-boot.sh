@@ -5,7 +5,9 @@
 # native VF driver ever binds one (udev's log of PCI uevents and the kernel
 # log say so), and check says OK. Then, in the running guest: sriov --persist
 # declares a new count, a count removed by hand is CRITICAL, and persist apply
-# (the boot unit) puts the declared count back.
+# (the boot unit) puts the declared count back. Last (igb): a VF that its own
+# [[binding]] names igbvf is re-created with the others and bound once, to
+# igbvf, never to vfio-pci first.
 # boot: iommu=on udev=on overlay=sriov-boot
 # timeout: 300
 
@@ -30,6 +32,8 @@ never_native() {
 	! grep -E "^[a-z]+ $vf driver=" "$uevents" | grep -qv -E "driver=(none|vfio-pci)$" &&
 		! dmesg | grep -E "^\[[ 0-9.]+\] $native " | grep -q "$vf"
 }
+# A function, not `bash -c`: pgrep -f would find that shell's own command line.
+no_hook_running() { ! pgrep -f "udev-hook" >/dev/null; }
 # The declared PF's VFs: on vfio-pci, never on NATIVE, autoprobe back on.
 declared_vfs_up() {
 	local pf=$1 count=$2 native=$3 name=$4 vf
@@ -89,3 +93,27 @@ check applied-vf-on-vfio-pci is_driver "$vf" vfio-pci
 check applied-vf-never-on-nvme never_native "$vf" nvme
 run "$VFIOCTL" check
 expect check-ok-again-exit "$RC" 0
+
+# A VF named by its own [[binding]] (igbvf): persist apply re-creates the
+# declared 7 VFs and binds that one only to igbvf, never to vfio-pci first.
+if have_igb; then
+	read -r -a igb_vfs <<<"$(vfs_of "$IGB" | tr '\n' ' ')"
+	kept=${igb_vfs[2]}
+	run "$VFIOCTL" persist add "$kept" --driver igbvf
+	echo "$OUT"
+	expect kept-vf-declared-exit "$RC" 0
+	run "$VFIOCTL" sriov "$IGB" --numvfs 0
+	expect igb-to-0-exit "$RC" 0
+	mark=$(wc -l <"$uevents")
+	run "$VFIOCTL" persist apply
+	echo "$OUT"
+	expect kept-persist-apply-exit "$RC" 0
+	expect kept-igb-count "$(cat "$SYS/$IGB/sriov_numvfs")" 7
+	check kept-vf-on-igbvf wait_for 30 is_driver "$kept" igbvf
+	check kept-vf-never-on-vfio-pci-again bash -c "! tail -n +$((mark + 1)) '$uevents' | grep -E '^[a-z]+ $kept driver=vfio-pci$'"
+	check other-igb-vf-on-vfio-pci is_driver "${igb_vfs[3]}" vfio-pci
+	check no-hook-left wait_for 30 no_hook_running
+	run "$VFIOCTL" check
+	echo "$OUT"
+	expect kept-vf-check-ok "$(verdict "binding.$kept")" OK
+fi
