@@ -295,6 +295,7 @@ pub fn apply_sriov(
     dry_run: bool,
     timeout: Duration,
 ) -> anyhow::Result<SriovOutcome> {
+    let variants = run::variants_for(root, &Goal::bind_to(&decl.vf_driver));
     let _lock = if dry_run {
         None
     } else {
@@ -332,7 +333,7 @@ pub fn apply_sriov(
         keep: decls.list.iter().filter_map(|d| d.address).collect(),
     };
     Ok(SriovOutcome::Changed(Box::new(sriov::change(
-        root, kernel, &inv, &request, dry_run,
+        root, kernel, &inv, &request, &variants, dry_run,
     )?)))
 }
 

@@ -129,7 +129,7 @@ pub fn run_then(
     // The VFIO variant drivers' aliases depend on the kernel release only,
     // not on the devices' state: parsed (modules.alias, over a megabyte)
     // before the lock, so a udev hook does not hold it through that.
-    let variants = variants_for(root, root.kernel_release().as_deref(), &spec.goal);
+    let variants = variants_for(root, &spec.goal);
     // The lock is taken before reading the devices, so the plan describes
     // the state it will be applied to.
     let _lock = if spec.dry_run {
@@ -214,10 +214,12 @@ pub fn run_then(
 }
 
 /// The VFIO variant drivers' aliases a bind to `goal` chooses from (none
-/// unless the goal is vfio-pci or its best variant).
-pub fn variants_for(root: &HostRoot, release: Option<&str>, goal: &Goal) -> Vec<Alias> {
+/// unless the goal is vfio-pci or its best variant), from the running
+/// kernel's modules.alias. They depend on the kernel release only, so
+/// callers parse them (over a megabyte) before taking the change lock.
+pub fn variants_for(root: &HostRoot, goal: &Goal) -> Vec<Alias> {
     match goal {
-        Goal::BindVfio => modules::vfio_variant_aliases(root, release),
+        Goal::BindVfio => modules::vfio_variant_aliases(root, root.kernel_release().as_deref()),
         _ => Vec::new(),
     }
 }

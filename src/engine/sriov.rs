@@ -8,14 +8,15 @@
 //!   Refuses a device that is not a PF, a count above `sriov_totalvfs`, a PF
 //!   without a driver, and destroying VFs the gate refuses (a process holds
 //!   one: never overridable). Its [`SriovStep`]s print as the sysfs writes.
-//! - [`apply`]`(root, kernel, plan) -> SriovApplied`: runs the steps; binds
+//! - [`apply`]`(root, kernel, plan, variants) -> SriovApplied`: runs the steps; binds
 //!   the VFs once their `virtfnN` links appear, through the binding engine
 //!   (`engine::plan` and `engine::apply`: gate, refusals, verification,
 //!   newest-first rollback); on failure puts the VF count and autoprobe
 //!   back. The caller holds the change lock.
-//! - [`change`]`(root, kernel, inv, request, dry_run) -> anyhow::Result<SriovReport>`:
+//! - [`change`]`(root, kernel, inv, request, variants, dry_run) -> anyhow::Result<SriovReport>`:
 //!   reads the facts the plan needs (autoprobe, usage, change record), plans
-//!   and applies. The caller holds the change lock (when not a dry run).
+//!   and applies. The caller holds the change lock (when not a dry run) and
+//!   has parsed `variants` (`engine::run::variants_for`) before taking it.
 //!   A refusal is a `SriovError` in the chain (nothing written); a failed
 //!   apply is an `Ok` report whose [`failure`] is `Some`.
 //! - [`run`]`(root, spec, kernel) -> anyhow::Result<SriovReport>`: privilege ->
@@ -53,6 +54,7 @@ use crate::host::sysfs::{
 use crate::host::usage::HostUsage;
 use crate::host::HostRoot;
 use crate::model::declaration::DeclaredDriver;
+use crate::model::modalias::Alias;
 use crate::model::{DriverKind, DriverName, Inventory, PciAddress, Selector, SriovRole};
 
 /// How often the `virtfn` links are looked at while waiting for them.
@@ -519,15 +521,22 @@ fn wait_virtfns(
     }
 }
 
+/// The driver VFs are bound to, and the VFIO variants' aliases it chooses
+/// from (`engine::run::variants_for` of the goal, parsed once).
+struct VfTarget<'a> {
+    goal: Goal,
+    variants: &'a [Alias],
+}
+
 /// Plans (from a fresh read of the PF and `vfs`) and applies binding `vfs`
-/// to `goal` through the binding engine; records the change on success.
+/// to `to.goal` through the binding engine; records the change on success.
 /// Returns the plan (when one was made) and what applying it did.
 fn bind_vfs(
     root: &HostRoot,
     kernel: &dyn PciKernel,
     pf: PciAddress,
     vfs: &[PciAddress],
-    goal: Goal,
+    to: VfTarget,
     force: bool,
     timeout: Duration,
 ) -> (Option<Plan>, Result<Applied, SriovStepError>) {
@@ -542,11 +551,10 @@ fn bind_vfs(
         Err(error) => return (None, Err(SriovStepError::Record { pf, error })),
     };
     let release = inv.kernel_release.as_deref();
-    let variants = variants_for(root, release, &goal);
     let usage = HostUsage::new(root, &inv);
-    let facts = host_facts(root, &inv, &usage, &variants, &record);
+    let facts = host_facts(root, &inv, &usage, to.variants, &record);
     let request = Request {
-        goal,
+        goal: to.goal,
         targets: vfs.to_vec(),
         with_group: false,
         force,
@@ -571,7 +579,14 @@ fn bind_vfs(
 }
 
 /// Runs `plan`'s steps; see the module docs. The caller holds the change lock.
-pub fn apply(root: &HostRoot, kernel: &dyn PciKernel, plan: &SriovPlan) -> SriovApplied {
+/// `variants`: the VFIO variant drivers' aliases for `plan.vf_driver`
+/// (`engine::run::variants_for`), parsed once by the caller.
+pub fn apply(
+    root: &HostRoot,
+    kernel: &dyn PciKernel,
+    plan: &SriovPlan,
+    variants: &[Alias],
+) -> SriovApplied {
     let pf = plan.pf;
     let timeout = plan.timeout;
     let goal = Goal::bind_to(&plan.vf_driver);
@@ -629,7 +644,10 @@ pub fn apply(root: &HostRoot, kernel: &dyn PciKernel, plan: &SriovPlan) -> Sriov
                     kernel,
                     pf,
                     &plan.unkept(&created),
-                    goal.clone(),
+                    VfTarget {
+                        goal: goal.clone(),
+                        variants,
+                    },
                     plan.force,
                     timeout,
                 );
@@ -807,7 +825,11 @@ fn rebind_previous(
             kernel,
             plan.pf,
             &vfs,
-            Goal::Bind(driver.clone()),
+            VfTarget {
+                goal: Goal::Bind(driver.clone()),
+                // A named driver: no variant to choose (`variants_for`).
+                variants: &[],
+            },
             false,
             plan.timeout,
         );
@@ -846,15 +868,15 @@ pub fn change(
     kernel: &dyn PciKernel,
     inv: &Inventory,
     request: &SriovRequest,
+    variants: &[Alias],
     dry_run: bool,
 ) -> anyhow::Result<SriovReport> {
     let record = state::read_record(root)?;
     let release = inv.kernel_release.as_deref();
-    let variants = variants_for(root, release, &Goal::bind_to(&request.vf_driver));
     let usage = HostUsage::new(root, inv);
     let facts = SriovFacts {
         autoprobe: read_sriov_autoprobe(root, request.pf),
-        engine: host_facts(root, inv, &usage, &variants, &record),
+        engine: host_facts(root, inv, &usage, variants, &record),
     };
     let plan = plan(inv, &facts, request)?;
     if let Some(vf_plan) = &plan.vf_plan {
@@ -862,7 +884,7 @@ pub fn change(
             modules::preflight(root, release, module)?;
         }
     }
-    let result = (!dry_run && plan.changes()).then(|| apply(root, kernel, &plan));
+    let result = (!dry_run && plan.changes()).then(|| apply(root, kernel, &plan, variants));
     Ok(SriovReport {
         command: "sriov",
         dry_run,
@@ -917,6 +939,7 @@ pub fn run_then(
     if !spec.dry_run && !privileged() {
         return Err(NotPrivileged { command: "sriov" }.into());
     }
+    let variants = variants_for(root, &Goal::bind_to(&spec.vf_driver));
     let _lock = if spec.dry_run {
         None
     } else {
@@ -945,7 +968,7 @@ pub fn run_then(
         timeout: spec.timeout,
         keep: BTreeSet::new(),
     };
-    let report = change(root, kernel, &inv, &request, spec.dry_run)?;
+    let report = change(root, kernel, &inv, &request, &variants, spec.dry_run)?;
     if let Some(after) = after {
         if !spec.dry_run && failure(&report).is_none() {
             after(&inv, &report)?;
