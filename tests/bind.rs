@@ -280,13 +280,7 @@ fn busy_host() -> FakeHost {
         ("0000:05:00.0", 0x1a03, 0x2000, 0x030000, "ast"),
         ("0000:06:00.0", 0x144d, 0xa80a, 0x010802, "nvme"),
     ];
-    for (group, (addr, vendor, device, class, driver)) in devices.into_iter().enumerate() {
-        host.add(
-            Dev::endpoint(addr, vendor, device, class)
-                .driver(driver, Some(driver))
-                .group(group as u32 + 1),
-        );
-    }
+    host.add_bound_endpoints(&devices);
     host.block_device("0000:01:00.0", "nvme0n1", "259:0")
         .block_device("0000:02:00.0", "nvme1n1", "259:1")
         .block_device("0000:06:00.0", "nvme2n1", "259:2")

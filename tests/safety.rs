@@ -52,13 +52,7 @@ fn disks_host() -> FakeHost {
         ("0000:03:00.0", 0x8086, 0x1521, 0x020000, "igb"),
         ("0000:06:00.0", 0x1b4b, 0x9230, 0x010601, "ahci"),
     ];
-    for (group, (addr, vendor, device, class, driver)) in devices.into_iter().enumerate() {
-        host.add(
-            Dev::endpoint(addr, vendor, device, class)
-                .driver(driver, Some(driver))
-                .group(group as u32 + 1),
-        );
-    }
+    host.add_bound_endpoints(&devices);
     host.block_device("0000:01:00.0", "nvme0n1", "259:0")
         .block_device("0000:02:00.0", "nvme1n1", "259:1")
         .block_device("0000:06:00.0", "sda", "8:0")

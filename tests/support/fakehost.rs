@@ -272,6 +272,20 @@ impl FakeHost {
     }
 
     /// Adds one function with all its attributes and links.
+    /// Endpoints `(address, vendor, device, class, driver)`, each bound to
+    /// its driver (from the module of the same name) and alone in an IOMMU
+    /// group, numbered from 1 in order.
+    pub fn add_bound_endpoints(&mut self, devices: &[(&str, u16, u16, u32, &str)]) -> &mut Self {
+        for (group, &(addr, vendor, device, class, driver)) in (1..).zip(devices) {
+            self.add(
+                Dev::endpoint(addr, vendor, device, class)
+                    .driver(driver, Some(driver))
+                    .group(group),
+            );
+        }
+        self
+    }
+
     pub fn add(&mut self, d: Dev) -> &mut Self {
         let dir = match &d.parent {
             Some(parent) => self.devices[parent].join(&d.address),
