@@ -1,0 +1,251 @@
+//! Node health checks: facts in, verdicts out. Pure; `commands::check`
+//! gathers the facts and renders. Each check has a stable id, a verdict, the
+//! evidence it saw and, when not OK, the remedy.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Serialize, Serializer};
+
+mod declarations;
+mod devices;
+mod host;
+mod sriov;
+
+use declarations::{bindings, expectations};
+use devices::pending_unbinds;
+use host::{
+    boot_files, cpu_virtualization, iommu_active, kernel_cmdline, libvirt, udev_rules, vfio_modules,
+};
+
+use crate::integrations::boot_files::CpuVendor;
+use crate::model::declaration::{Declaration, Declarations, DeclaredDriver, Fit, SriovDeclaration};
+use crate::model::fabric::{device_may_leave_host, Fabric};
+use crate::model::{
+    DeviceId, DriverKind, DriverName, Inventory, IommuState, ModuleName, PciAddress, PciDevice,
+    SriovRole, VendorId,
+};
+
+/// Verdicts in the monitoring-plugins convention. Ordered by severity for
+/// the overall result: CRITICAL > WARNING > UNKNOWN > OK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    Ok,
+    Unknown,
+    Warning,
+    Critical,
+}
+
+impl Verdict {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Ok => 0,
+            Verdict::Warning => 1,
+            Verdict::Critical => 2,
+            Verdict::Unknown => 3,
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Ok => "OK",
+            Verdict::Warning => "WARNING",
+            Verdict::Critical => "CRITICAL",
+            Verdict::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+impl Serialize for Verdict {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.label())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub id: String,
+    pub status: Verdict,
+    pub message: String,
+    pub evidence: Vec<String>,
+    pub remedy: Option<String>,
+    /// The declared device this check is about, if any.
+    pub device: Option<PciAddress>,
+}
+
+fn result(
+    id: &str,
+    status: Verdict,
+    message: impl Into<String>,
+    evidence: Vec<String>,
+    remedy: Option<&str>,
+) -> CheckResult {
+    CheckResult {
+        id: id.to_string(),
+        status,
+        message: message.into(),
+        evidence,
+        remedy: remedy.map(str::to_string),
+        device: None,
+    }
+}
+
+/// A module's availability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleState {
+    /// Loaded or built in (/sys/module/NAME).
+    Loaded,
+    /// Installed for the running kernel, not loaded.
+    Installed,
+    Missing,
+    Unknown,
+}
+
+/// The state of a file vfioctl generates, against what it would generate now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    Current,
+    Stale,
+    Missing,
+    NotOwned,
+}
+
+/// An operator's expectation: `count` functions with IDs on a driver.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectation {
+    pub ids: String,
+    /// Driver they must be on; "auto" (or absent) means any VFIO driver.
+    pub driver: Option<String>,
+    pub count: usize,
+}
+
+/// What libvirt reported for one declared device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibvirtView {
+    pub address: PciAddress,
+    pub seen: bool,
+    pub driver: Option<String>,
+    pub device_type: Option<String>,
+}
+
+/// Everything the checks look at. `None` means "could not be read".
+#[derive(Debug)]
+pub struct Facts<'a> {
+    pub inv: &'a Inventory,
+    pub cpu: CpuVendor,
+    pub cpu_flags: Option<Vec<String>>,
+    pub cmdline: Option<Vec<String>>,
+    /// (DMAR present, IVRS present) under /sys/firmware/acpi/tables.
+    pub acpi_tables: Option<(bool, bool)>,
+    /// Interrupt remapping in use (IR- interrupt chips in /proc/interrupts).
+    pub irq_remapping: Option<bool>,
+    /// vfio_iommu_type1's allow_unsafe_interrupts parameter.
+    pub unsafe_interrupts: Option<bool>,
+    pub modules: Vec<(ModuleName, ModuleState)>,
+    pub declarations: Result<Declarations, String>,
+    /// Groups with a /dev/vfio/N node.
+    pub vfio_nodes: BTreeSet<u32>,
+    pub boot_files: Vec<(String, FileState)>,
+    pub udev_rules: Option<FileState>,
+    pub udev_static_installed: bool,
+    /// For each declared device present: whether udev's database carries the
+    /// mark the generated rules set (`None`: udev cannot be asked).
+    pub udev_marks: Vec<(PciAddress, Option<bool>)>,
+    pub expectations: Option<Result<Vec<Expectation>, String>>,
+    /// The driver vfioctl last left each device it changed on (the change record).
+    pub last_drivers: BTreeMap<PciAddress, String>,
+    /// `None`: libvirt not reachable (the message says why).
+    pub libvirt: Result<Vec<LibvirtView>, String>,
+    /// Unbinds the change record says vfioctl stopped waiting for.
+    pub pending: Vec<(PciAddress, String)>,
+    /// The host's NVLink fabric mode (shared: Fabric Manager keeps the NVSwitches).
+    pub fabric: Option<Fabric>,
+}
+
+/// Runs every check, in a stable order.
+pub fn run_checks(f: &Facts) -> Vec<CheckResult> {
+    let mut out = vec![cpu_virtualization(f), kernel_cmdline(f)];
+    out.extend(iommu_active(f));
+    out.push(vfio_modules(f));
+    out.extend(bindings(f));
+    out.extend(pending_unbinds(f));
+    out.push(boot_files(f));
+    out.push(udev_rules(f));
+    out.push(libvirt(f));
+    out.extend(expectations(f));
+    out
+}
+
+/// The overall verdict: the most severe one.
+pub fn overall(results: &[CheckResult]) -> Verdict {
+    results
+        .iter()
+        .map(|r| r.status)
+        .max()
+        .unwrap_or(Verdict::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::declaration::Declaration;
+
+    fn facts(inv: &Inventory, marks: Vec<(PciAddress, Option<bool>)>) -> Facts<'_> {
+        Facts {
+            inv,
+            cpu: CpuVendor::Intel,
+            cpu_flags: None,
+            cmdline: None,
+            acpi_tables: None,
+            irq_remapping: None,
+            unsafe_interrupts: None,
+            modules: vec![],
+            declarations: Ok(Declarations::new(vec![Declaration::of_ids(
+                VendorId(0x8086),
+                DeviceId(0x10d3),
+                "/etc/vfioctl/bindings.d/a.toml",
+                1,
+            )])),
+            vfio_nodes: BTreeSet::new(),
+            boot_files: vec![],
+            udev_rules: Some(FileState::Current),
+            udev_static_installed: true,
+            udev_marks: marks,
+            expectations: None,
+            last_drivers: BTreeMap::new(),
+            libvirt: Err("not asked".into()),
+            pending: vec![],
+            fabric: None,
+        }
+    }
+
+    #[test]
+    fn udev_database_marks_decide_the_rules_check() {
+        let inv = Inventory::default();
+        let addr: PciAddress = "01:00.0".parse().unwrap();
+        let marked = udev_rules(&facts(&inv, vec![(addr, Some(true))]));
+        assert_eq!(marked.status, Verdict::Ok);
+        assert!(marked
+            .message
+            .contains("udev marks all 1 declared device(s)"));
+        let unmarked = udev_rules(&facts(&inv, vec![(addr, Some(false))]));
+        assert_eq!(unmarked.status, Verdict::Warning);
+        assert!(unmarked.message.contains("does not mark 0000:01:00.0"));
+        let unknown = udev_rules(&facts(&inv, vec![(addr, None)]));
+        assert_eq!(unknown.status, Verdict::Ok, "a fake root cannot ask udev");
+    }
+
+    #[test]
+    fn the_overall_verdict_is_the_most_severe() {
+        let inv = Inventory::default();
+        let f = facts(&inv, vec![]);
+        let results = run_checks(&f);
+        assert_eq!(
+            overall(&results),
+            Verdict::Critical,
+            "no IOMMU in an empty inventory"
+        );
+        assert_eq!(Verdict::Unknown.exit_code(), 3);
+        assert!(Verdict::Warning > Verdict::Unknown && Verdict::Critical > Verdict::Warning);
+    }
+}
