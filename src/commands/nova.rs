@@ -178,8 +178,12 @@ pub fn run(
         .find(|c| board.iter().any(|b| b.address == c.address))
         .map(|d| (d.address, is_nvswitch(d.ids.vendor, d.ids.device)));
     let decision = decide_fabric(given, host_fabric.as_ref(), board_device)?;
-    for note in &decision.notes {
-        crate::output::note(note);
+    // On an HGX host, which mode was read and from what (or how --fabric
+    // contradicts it) goes to stderr too, whatever part is printed.
+    if host_fabric.is_some() {
+        for note in &decision.notes {
+            crate::output::note(note);
+        }
     }
     let fabric = decision.mode;
     // Full passthrough hands the whole board to one VM.
@@ -387,7 +391,7 @@ pub fn run(
                 out,
                 "\n# Then, {}with the openstack client (FLAVOR and IMAGE are yours; the counts are devices per VM):",
                 if cfg.filters.az_prefilter {
-                    "on a controller with nova-manage and "
+                    "nova-manage on a controller node, then "
                 } else {
                     ""
                 }

@@ -108,7 +108,7 @@ pub const LIVE_MIGRATABLE: Fact = Fact {
 pub const AZ_FILTER: Fact = Fact {
     since: 0,
     until: Some(28),
-    source: "nova/scheduler/filters/availability_zone_filter.py: present from 20.0.0 (and long before) to 27.0.0, deprecation warning at 24.0.0, absent at 28.0.0",
+    source: "nova/scheduler/filters/availability_zone_filter.py: present at 20.0.0 to 27.0.0 (since 0: it predates Train), deprecation warning at 24.0.0, absent at 28.0.0",
 };
 /// `[scheduler] query_placement_for_availability_zone`: Placement filters
 /// hosts by availability zone (off by default before Xena); 2023.2 removed
