@@ -140,16 +140,18 @@ pub enum Command {
     /// For the controller (nova-api, nova-scheduler, nova-conductor): `[pci]
     /// alias` entries with vendor, product and device_type, and
     /// `[filter_scheduler] enabled_filters`: the release's default filters
-    /// plus PciPassthroughFilter, never AvailabilityZoneFilter (deprecated in
-    /// Xena, removed in 2023.2; before Xena placement's availability zone
-    /// pre-filter replaces it). For compute nodes: `[pci] passthrough_whitelist`
+    /// plus PciPassthroughFilter (up to Wallaby that default holds
+    /// AvailabilityZoneFilter, which 2023.2 removed: a comment says to drop
+    /// it before that upgrade, and --az-prefilter has Placement filter zones
+    /// instead). For compute nodes: `[pci] passthrough_whitelist`
     /// (before Zed) or `device_spec` (Zed on), with `"managed": "no"` (2025.1 on)
     /// for devices declared with vfioctl persist, and the aliases again. Then
     /// one flavor property requesting every alias (`pci_passthrough:alias=a:1,b:2`)
     /// and the image command. Devices sharing an IOMMU group are offered only
     /// whole: the flavor requests every device of their aliases, and a device
     /// whose group holds endpoints not offered is left out with the reason. On
-    /// HGX hosts NVSwitches follow --fabric. The device_type comes from libvirt
+    /// HGX hosts NVSwitches follow the fabric mode, read from the host or
+    /// given with --fabric. The device_type comes from libvirt
     /// when it can be asked (what Nova reads), else from sysfs by the same
     /// rules; a note says which. Nothing is written.
     Nova(NovaArgs),
@@ -317,9 +319,25 @@ pub struct NovaArgs {
     /// HGX NVLink fabric: shared (Fabric Manager on the host keeps the
     /// NVSwitches, which are never offered; only GPUs go to VMs) or full (every
     /// GPU and NVSwitch of the host goes to one VM, requested by one flavor).
-    /// Default: NVSwitches are not offered, and selecting one is refused.
+    /// Default: read from the host once a GPU or NVSwitch of the board is
+    /// selected: full when every NVSwitch is on a VFIO driver or declared for
+    /// one and Fabric Manager is neither enabled nor running, shared when
+    /// every NVSwitch is on nvidia and Fabric Manager is enabled or running;
+    /// refused when the host says neither. A note says which mode was read
+    /// and from what. Given, it wins over the host (with a note when they
+    /// disagree).
     #[arg(long, value_name = "MODE")]
     pub fabric: Option<FabricArg>,
+
+    /// Up to Wallaby: have Placement filter hosts by availability zone
+    /// (`[scheduler] query_placement_for_availability_zone = True`, after
+    /// `nova-manage placement sync_aggregates`, printed first among the
+    /// commands) and leave AvailabilityZoneFilter out of enabled_filters, as
+    /// Xena does by default. Default: the release's own list, with
+    /// AvailabilityZoneFilter. From Xena on Placement does this already and
+    /// nothing is added.
+    #[arg(long)]
+    pub az_prefilter: bool,
 
     /// Track and schedule the devices in Placement (2023.1 on): `[pci]
     /// report_in_placement` on compute nodes (it cannot be switched off

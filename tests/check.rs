@@ -15,9 +15,14 @@ fn vfioctl(root: &Path, args: &[&str]) -> (i32, String, String) {
 }
 
 /// The HGX host, healthy: IOMMU on with interrupt remapping, vfio loaded, the
-/// two vfio-bound GPUs declared, boot files and udev rules in place.
+/// two vfio-bound GPUs declared, boot files and udev rules in place, and its
+/// NVLink fabric shared (Fabric Manager enabled, NVSwitches on nvidia).
 fn healthy() -> FakeHost {
     let host = topologies::hgx_a100();
+    host.write(
+        "etc/systemd/system/multi-user.target.wants/nvidia-fabricmanager.service",
+        "",
+    );
     host.write(
         "proc/cpuinfo",
         "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu vme de pse vmx ept\n",
@@ -149,7 +154,7 @@ fn a_declared_device_restored_by_hand_is_critical() {
         !l.contains("not viable"),
         "its own driver is not repeated as a blocker: {l}"
     );
-    assert!(out.ends_with("CRITICAL: 12 checks\n"), "{out}");
+    assert!(out.ends_with("CRITICAL: 13 checks\n"), "{out}");
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::cli::vfioctl;
 use support::fakehost::{Dev, FakeHost};
+use support::topologies::{hgx_switches, NvSwitches};
 use support::{golden, topologies};
 
 /// Runs and asserts success with nothing on stderr; returns stdout.
@@ -436,6 +437,8 @@ fn nova_for_the_runbook_a100s_on_train() {
     let args = [
         "nova",
         "10de:20b0",
+        "--fabric",
+        "shared",
         "--release",
         "train",
         "--alias",
@@ -454,8 +457,19 @@ fn nova_for_the_runbook_a100s_on_train() {
     );
     assert!(text.contains("openstack image set IMAGE --property img_hide_hypervisor_id=true"));
     let controller = ini_part(&host, &args, "controller");
-    // Train's default minus AvailabilityZoneFilter (gone in 2023.2), whose
-    // work placement's pre-filter takes over, as from Xena on.
+    // Train's own default, AvailabilityZoneFilter included (the runbook's GPU
+    // zone depends on it), plus PciPassthroughFilter; no Placement pre-filter
+    // unless asked for.
+    assert_eq!(
+        controller["filter_scheduler"]["enabled_filters"][0],
+        "AvailabilityZoneFilter,ComputeFilter,ComputeCapabilitiesFilter,ImagePropertiesFilter,ServerGroupAntiAffinityFilter,ServerGroupAffinityFilter,PciPassthroughFilter"
+    );
+    assert!(controller.get("scheduler").is_none(), "{controller}");
+    assert!(text.contains("# Before upgrading to 2023.2, which removed AvailabilityZoneFilter, drop it from this list"));
+
+    // --az-prefilter: Placement filters zones, after sync_aggregates.
+    let prefilter = [&args[..], &["--az-prefilter"]].concat();
+    let controller = ini_part(&host, &prefilter, "controller");
     assert_eq!(
         controller["filter_scheduler"]["enabled_filters"][0],
         "ComputeFilter,ComputeCapabilitiesFilter,ImagePropertiesFilter,ServerGroupAntiAffinityFilter,ServerGroupAffinityFilter,PciPassthroughFilter"
@@ -463,6 +477,19 @@ fn nova_for_the_runbook_a100s_on_train() {
     assert_eq!(
         controller["scheduler"]["query_placement_for_availability_zone"][0],
         "True"
+    );
+    let commands = ok(
+        host.root(),
+        &[&prefilter[..], &["--part", "commands"]].concat(),
+    );
+    assert!(
+        commands.starts_with("nova-manage placement sync_aggregates\nopenstack flavor set FLAVOR"),
+        "{commands}"
+    );
+    let text = ok(host.root(), &prefilter);
+    golden::check(
+        "nova_hgx_train_az_prefilter.txt",
+        &portable(&text, host.root()),
     );
 }
 
@@ -473,6 +500,8 @@ fn compute_pci(host: &FakeHost, release: &str) -> Value {
         &[
             "nova",
             "10de:20b0",
+            "--fabric",
+            "shared",
             "--release",
             release,
             "--part",
@@ -526,7 +555,17 @@ fn the_release_switches_option_names_and_managed() {
     }
 
     // The default selection: declared or on vfio-pci now (the same two here).
-    let value = json(host.root(), &["nova", "--release", "2025.1", "--json"]);
+    let value = json(
+        host.root(),
+        &[
+            "nova",
+            "--fabric",
+            "shared",
+            "--release",
+            "2025.1",
+            "--json",
+        ],
+    );
     let addrs: Vec<&str> = devices_by_address(&value).iter().map(|(a, _)| *a).collect();
     assert_eq!(addrs, ["0000:25:00.0", "0000:2b:00.0"]);
     assert_eq!(value["devices"][0]["binding"]["state"], "declared");
@@ -590,7 +629,7 @@ fn nova_usage_errors() {
         ),
         (&["nova", "--release", "rocky"], 2, "older than Train"),
         (
-            &["nova", "10de:20b0", "--alias", "a:b"],
+            &["nova", "10de:20b0", "--fabric", "shared", "--alias", "a:b"],
             2,
             "alias name 'a:b' is not usable",
         ),
@@ -598,6 +637,8 @@ fn nova_usage_errors() {
             &[
                 "nova",
                 "10de:20b0",
+                "--fabric",
+                "shared",
                 "--release",
                 "victoria",
                 "--numa-policy",
@@ -758,7 +799,7 @@ fn hgx_fabric_shared_and_full_on_paired_nvswitch_groups() {
     assert_eq!(run.status, 2, "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("0000:b7:00.0 is an NVSwitch: choose how the NVLink fabric runs"),
+            .contains("0000:b7:00.0 is an NVSwitch and the host does not say how its NVLink fabric runs (NVSwitch 0000:b7:00.0, 0000:b8:00.0, 0000:b9:00.0, 0000:ba:00.0, 0000:bb:00.0, 0000:bc:00.0 on nvidia-nvswitch; Fabric Manager neither enabled nor running): choose how the NVLink fabric runs"),
         "{}",
         run.stderr
     );
@@ -808,7 +849,15 @@ const A100_PLACEMENT: &[&str] = &[
 #[test]
 fn nova_placement_and_live_migratable() {
     let host = topologies::hgx_a100();
-    let args = ["nova", "10de:20b0", "--placement", "--release", "2024.1"];
+    let args = [
+        "nova",
+        "10de:20b0",
+        "--fabric",
+        "shared",
+        "--placement",
+        "--release",
+        "2024.1",
+    ];
     let controller = ini_part(&host, &args, "controller");
     assert_eq!(
         controller["filter_scheduler"]["pci_in_placement"][0],
@@ -826,7 +875,7 @@ fn nova_placement_and_live_migratable() {
     );
     let value = json(
         host.root(),
-        &[&["nova"], A100_PLACEMENT, &["--json"]].concat(),
+        &[&["nova", "--fabric", "shared"], A100_PLACEMENT, &["--json"]].concat(),
     );
     assert_eq!(
         value["aliases"][0]["placement"],
@@ -838,32 +887,32 @@ fn nova_placement_and_live_migratable() {
 
     let cases: &[(&[&str], i32, &str)] = &[
         (
-            &["nova", "10de:20b0", "--placement", "--release", "zed"],
+            &["nova", "10de:20b0", "--fabric", "shared", "--placement", "--release", "zed"],
             2,
             "--placement needs 2023.1 or later: Zed (Nova 26) reports PCI devices to Placement but cannot schedule them there",
         ),
         (
-            &["nova", "10de:20b0", "--placement", "--release", "yoga"],
+            &["nova", "10de:20b0", "--fabric", "shared", "--placement", "--release", "yoga"],
             2,
             "has neither [pci] report_in_placement",
         ),
         (
-            &["nova", "10de:20b0", "--resource-class", "x"],
+            &["nova", "10de:20b0", "--fabric", "shared", "--resource-class", "x"],
             2,
             "--placement",
         ),
         (
-            &["nova", "10de:20b0", "--placement", "--trait", "a-b"],
+            &["nova", "10de:20b0", "--fabric", "shared", "--placement", "--trait", "a-b"],
             2,
             "trait 'a-b' is not usable",
         ),
         (
-            &["nova", "10de:20b0", "--live-migratable"],
+            &["nova", "10de:20b0", "--fabric", "shared", "--live-migratable"],
             2,
             "0000:25:00.0 is a GPU or NVSwitch",
         ),
         (
-            &["nova", "10de:20b0", "--live-migratable", "--release", "2024.2"],
+            &["nova", "10de:20b0", "--fabric", "shared", "--live-migratable", "--release", "2024.2"],
             2,
             "--live-migratable needs 2025.1",
         ),
@@ -936,7 +985,12 @@ fn oracle_case(host_name: &str, host: &FakeHost, args: &[&str], release: &str) -
         return None;
     }
     let value: Value = serde_json::from_str(&run.stdout).unwrap();
-    let part = |p: &str| ok(host.root(), &[&base[..], &["--part", p]].concat());
+    // Notes (a fabric mode read from the host) may go to stderr.
+    let part = |p: &str| {
+        let run = vfioctl(host.root(), &[&base[..], &["--part", p]].concat());
+        assert_eq!(run.status, 0, "{base:?} --part {p}: {}", run.stderr);
+        run.stdout
+    };
     let (controller, compute, commands) = (part("controller"), part("compute"), part("commands"));
     assert_eq!(controller, value["controller_conf"].as_str().unwrap());
     assert_eq!(compute, value["compute_conf"].as_str().unwrap());
@@ -952,6 +1006,7 @@ fn oracle_case(host_name: &str, host: &FakeHost, args: &[&str], release: &str) -
         "host": host_name,
         "args": args,
         "release": release,
+        "nova_version": value["release"]["nova_version"],
         "controller": controller,
         "compute": compute,
         "commands": commands,
@@ -980,16 +1035,24 @@ fn nova_oracle() {
     );
     let hosts: Vec<(&str, FakeHost)> = vec![
         ("hgx", topologies::hgx_a100()),
+        ("hgx_fm", hgx_switches(NvSwitches::FabricManager)),
+        ("hgx_vfio", hgx_switches(NvSwitches::OnVfio)),
+        ("hgx_declared", hgx_switches(NvSwitches::Declared)),
         ("hgx_paired", hgx_paired_switches()),
         ("lab", topologies::libvirt_lab()),
         ("workstation", topologies::workstation_gpu()),
         ("sriov_two_pfs", sriov_two_pfs()),
     ];
     let variants: &[(&str, &[&str])] = &[
-        ("hgx", &["10de:20b0"]),
+        ("hgx", &["10de:20b0", "--fabric", "shared"]),
         ("hgx", &["--fabric", "shared"]),
         ("hgx", &["--fabric", "full"]),
-        ("hgx", A100_PLACEMENT),
+        ("hgx", &[A100_PLACEMENT, &["--fabric", "shared"]].concat()),
+        // The fabric mode read from the host, in each state that says one.
+        ("hgx_fm", &["10de:20b0"]),
+        ("hgx_fm", &["10de:20b0", "--az-prefilter"]),
+        ("hgx_vfio", &[]),
+        ("hgx_declared", &[]),
         ("hgx_paired", &["--fabric", "full"]),
         ("hgx_paired", &["--fabric", "full", "--placement"]),
         (

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::cli::CheckArgs;
 use crate::host::config;
-use crate::host::hostfacts::{fabric_mode, read_cpu, read_facts};
+use crate::host::hostfacts::{fabric, read_cpu, read_facts};
 use crate::host::libvirt::Target;
 use crate::host::modules;
 use crate::host::sysfs::{read_inventory, Names};
@@ -198,6 +198,13 @@ pub fn run(
     let declarations = declarations.map(|d| d.with_vfs(&inv.devices));
     let libvirt = libvirt_views(libvirt, &inv, &declarations);
     let declarations_for_marks = declarations.as_ref().ok().cloned();
+    let fabric = fabric(
+        root,
+        &inv,
+        declarations_for_marks
+            .as_ref()
+            .unwrap_or(&Declarations::default()),
+    );
     let record = crate::host::state::read_record(root).ok();
     let facts = Facts {
         inv: &inv,
@@ -276,7 +283,7 @@ pub fn run(
             .map(|r| r.last_drivers())
             .unwrap_or_default(),
         libvirt,
-        fabric: fabric_mode(root, &inv),
+        fabric,
     };
     let results = run_checks(&facts);
     let status = overall(&results);

@@ -8,15 +8,17 @@ use serde::Serialize;
 
 use crate::cli::{FabricArg, NovaArgs, NovaPart, NumaPolicyArg};
 use crate::host::config;
+use crate::host::hostfacts;
 use crate::host::libvirt::Target;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
 use crate::integrations::nova::{
-    derive_alias_name, Alias, Binding, DeviceSpec, FactRecord, LeftOut, NovaConfig, NovaDevice,
-    NumaPolicy, PlacementRequest, Release, Request, SchedulerFilters, TypeSource,
+    decide_fabric, derive_alias_name, Alias, Binding, DeviceSpec, FabricSource, FactRecord,
+    LeftOut, NovaConfig, NovaDevice, NumaPolicy, PlacementRequest, Release, Request,
+    SchedulerFilters, TypeSource,
 };
 use crate::model::declaration::Declarations;
-use crate::model::fabric::{full_fabric, Fabric};
+use crate::model::fabric::{full_fabric, is_nvswitch, Fabric, FabricReading};
 use crate::model::{
     DeviceId, DriverKind, DriverName, NovaDeviceType, PciAddress, PciDevice, VendorId,
 };
@@ -70,12 +72,7 @@ impl DeviceTypes {
 }
 
 fn is_declared(decls: &Declarations, dev: &PciDevice) -> bool {
-    decls.governing(dev).is_some_and(|g| {
-        g.declaration
-            .driver
-            .named()
-            .is_none_or(|d| d.kind() == DriverKind::Vfio)
-    })
+    decls.declares_vfio(dev)
 }
 
 fn on_vfio(dev: &PciDevice) -> bool {
@@ -117,7 +114,12 @@ struct DeviceRecord<'a> {
 struct NovaRecord<'a> {
     release: ReleaseRecord,
     libvirt: LibvirtRecord<'a>,
+    /// The mode the output follows.
     fabric: Option<Fabric>,
+    /// "option" (--fabric) or "host" (read from it); null without a mode.
+    fabric_source: Option<FabricSource>,
+    /// What the host shows; null on a host without NVSwitches.
+    host_fabric: Option<&'a FabricReading>,
     placement: bool,
     devices: Vec<DeviceRecord<'a>>,
     left_out: &'a [LeftOut],
@@ -165,10 +167,25 @@ pub fn run(
     } else {
         inv.select(&selectors)?
     };
-    let fabric = args.fabric.map(|f| match f {
+    let given = args.fabric.map(|f| match f {
         FabricArg::Shared => Fabric::Shared,
         FabricArg::Full => Fabric::Full,
     });
+    let host_fabric = hostfacts::fabric(root, &inv, &decls);
+    let board = full_fabric(&inv.devices);
+    let board_device = chosen
+        .iter()
+        .find(|c| board.iter().any(|b| b.address == c.address))
+        .map(|d| (d.address, is_nvswitch(d.ids.vendor, d.ids.device)));
+    let decision = decide_fabric(given, host_fabric.as_ref(), board_device)?;
+    // On an HGX host, which mode was read and from what (or how --fabric
+    // contradicts it) goes to stderr too, whatever part is printed.
+    if host_fabric.is_some() {
+        for note in &decision.notes {
+            crate::output::note(note);
+        }
+    }
+    let fabric = decision.mode;
     // Full passthrough hands the whole board to one VM.
     let mut chosen = chosen;
     if fabric == Some(Fabric::Full) {
@@ -201,6 +218,7 @@ pub fn run(
             why.as_deref().unwrap_or("unknown")
         )),
     }
+    notes.extend(decision.notes.iter().cloned());
     if !bridges.is_empty() {
         let addrs: Vec<String> = bridges.iter().map(|d| d.address.to_string()).collect();
         notes.push(format!(
@@ -281,6 +299,7 @@ pub fn run(
             }),
             live_migratable: args.live_migratable,
             vf_parent: args.vf_parent,
+            az_prefilter: args.az_prefilter,
             devices,
         },
     )?;
@@ -313,6 +332,8 @@ pub fn run(
                     reason: types.not_used.as_deref(),
                 },
                 fabric,
+                fabric_source: decision.source,
+                host_fabric: host_fabric.as_ref(),
                 placement: cfg.placement,
                 devices: cfg
                     .devices
@@ -368,7 +389,12 @@ pub fn run(
             write!(out, "{}", cfg.compute_ini())?;
             writeln!(
                 out,
-                "\n# Then, with the openstack client (FLAVOR and IMAGE are yours; the counts are devices per VM):"
+                "\n# Then, {}with the openstack client (FLAVOR and IMAGE are yours; the counts are devices per VM):",
+                if cfg.filters.az_prefilter {
+                    "nova-manage on a controller node, then "
+                } else {
+                    ""
+                }
             )?;
             for command in cfg.commands() {
                 writeln!(out, "{command}")?;

@@ -135,10 +135,10 @@ pub fn declare_and_write(
     }
     // Nothing is written when a declaration would take an NVSwitch from
     // Fabric Manager.
-    let fabric = hostfacts::fabric_mode(root, inv);
+    let fabric = hostfacts::fabric_of_host(root, inv);
     for decl in &decls {
         for dev in inv.devices.iter().filter(|d| decl.fit(d) == Fit::Applies) {
-            device_may_leave_host(fabric, dev)?;
+            device_may_leave_host(fabric.as_ref(), dev)?;
         }
     }
     for decl in &decls {

@@ -11,7 +11,7 @@ use crate::model::address::PciAddress;
 use crate::model::declaration::DeclaredDriver;
 use crate::model::device::PciDevice;
 use crate::model::driver::{DriverKind, DriverName, ModuleName};
-use crate::model::fabric::{device_may_leave_host, Fabric};
+use crate::model::fabric::{device_may_leave_host, FabricReading};
 use crate::model::group::{GroupMember, MemberState, Viability};
 
 use super::gate;
@@ -71,8 +71,9 @@ pub struct Facts<'a> {
     pub previous: BTreeMap<PciAddress, DriverName>,
     /// What the change record says about a device, as a note for the operator.
     pub history: BTreeMap<PciAddress, String>,
-    /// The host's NVLink fabric mode (shared: Fabric Manager keeps the NVSwitches).
-    pub fabric: Option<Fabric>,
+    /// The host's NVLink fabric as read from it (`None`: no NVSwitch);
+    /// NVSwitches stay while Fabric Manager is enabled or running.
+    pub fabric: Option<FabricReading>,
 }
 
 /// Why a device is part of the plan.
@@ -378,7 +379,8 @@ impl Planner<'_> {
     /// A shared NVLink fabric keeps its NVSwitches on the host (Fabric Manager).
     fn check_fabric(&mut self) {
         for addr in self.set.keys() {
-            if let Err(stays) = device_may_leave_host(self.facts.fabric, self.device(addr)) {
+            if let Err(stays) = device_may_leave_host(self.facts.fabric.as_ref(), self.device(addr))
+            {
                 self.refusals.push(Refusal {
                     device: *addr,
                     kind: RefusalKind::Fabric(stays),

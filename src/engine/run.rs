@@ -237,7 +237,7 @@ pub fn host_facts<'a>(
         vfio_variants: variants,
         previous: record.previous_drivers(),
         history: record.history_notes(),
-        fabric: hostfacts::fabric_mode(root, inv),
+        fabric: hostfacts::fabric_of_host(root, inv),
     }
 }
 

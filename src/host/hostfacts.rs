@@ -4,12 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::path::Path;
 
 use crate::host::modules::vfio_variant_aliases;
 use crate::host::HostRoot;
 use crate::model::boot_facts::{CpuVendor, Distro, Facts, Initramfs};
 use crate::model::declaration::{Declarations, DeclaredDriver, Fit};
-use crate::model::fabric::{is_nvswitch, Fabric};
+use crate::model::fabric::{
+    is_nvswitch, read_fabric, FabricFacts, FabricReading, ManagerState, SwitchState,
+};
 use crate::model::modalias::{best_match, glob_match, parse_aliases};
 use crate::model::Inventory;
 use crate::model::{DriverKind, ModuleName};
@@ -22,17 +25,89 @@ pub struct CpuInfo {
     pub flags: Option<Vec<String>>,
 }
 
-/// systemd links that enable NVIDIA Fabric Manager at boot.
+/// NVIDIA Fabric Manager's systemd units: a link to one in a `*.wants/`
+/// directory of /etc/systemd/system enables it at boot (`systemctl enable`).
 const FABRIC_MANAGER_UNITS: &[&str] = &[
-    "/etc/systemd/system/multi-user.target.wants/nvidia-fabricmanager.service",
-    "/etc/systemd/system/multi-user.target.wants/nvidia-fabricmanager-start.service",
+    "nvidia-fabricmanager.service",
+    "nvidia-fabricmanager-start.service",
 ];
 
-/// The NVLink fabric mode this host runs: shared when NVIDIA Fabric Manager
-/// is enabled at boot or running (`nv-fabricmanager`); `None` otherwise,
-/// when nothing on the host claims the NVSwitches. Hosts without NVSwitches
-/// (most, and the udev hook's usual case) are not looked at further.
-pub fn fabric_mode(root: &HostRoot, inv: &Inventory) -> Option<Fabric> {
+/// `/proc/PID/comm` of a running Fabric Manager: the kernel keeps 15 bytes
+/// of the name (TASK_COMM_LEN), so `nv-fabricmanager` reads `nv-fabricmanage`.
+const FABRIC_MANAGER_COMMS: &[&str] = &["nv-fabricmanage", "nv-fabricmanager"];
+
+/// Whether Fabric Manager is enabled at boot or running, read under the root
+/// without asking systemd (which sees only the running system, not a
+/// `--root`): enabled is a link named after its unit in
+/// /etc/systemd/system/*.wants/ while the unit is not masked (linked to
+/// /dev/null in /etc/systemd/system); running is a process whose comm is
+/// `nv-fabricmanager`.
+pub fn fabric_manager(root: &HostRoot) -> ManagerState {
+    let system = "/etc/systemd/system";
+    let masked = |unit: &str| {
+        fs::read_link(root.path(format!("{system}/{unit}")))
+            .is_ok_and(|target| target == Path::new("/dev/null"))
+    };
+    let mut wants: Vec<String> = fs::read_dir(root.path(system))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".wants"))
+        .collect();
+    wants.sort();
+    let enabled_by = wants.iter().find_map(|dir| {
+        FABRIC_MANAGER_UNITS
+            .iter()
+            .filter(|unit| !masked(unit))
+            .map(|unit| format!("{system}/{dir}/{unit}"))
+            // The link itself: its target is a path on the host, not under the root.
+            .find(|link| fs::symlink_metadata(root.path(link)).is_ok())
+    });
+    let mut pids: Vec<u32> = fs::read_dir(root.path("/proc"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect();
+    pids.sort_unstable();
+    let running_pid = pids.into_iter().find(|pid| {
+        fs::read_to_string(root.path(format!("/proc/{pid}/comm")))
+            .is_ok_and(|c| FABRIC_MANAGER_COMMS.contains(&c.trim_end_matches('\n')))
+    });
+    ManagerState {
+        enabled_by,
+        running_pid,
+    }
+}
+
+/// The NVLink fabric mode this host shows ([`read_fabric`]): where its
+/// NVSwitches are (driver, and whether `decls` declares them for VFIO) and
+/// what Fabric Manager does. `None` on a host without NVSwitches (most, and
+/// the udev hook's usual case), which is not looked at further.
+pub fn fabric(root: &HostRoot, inv: &Inventory, decls: &Declarations) -> Option<FabricReading> {
+    let switches: Vec<SwitchState> = inv
+        .devices
+        .iter()
+        .filter(|d| is_nvswitch(d.ids.vendor, d.ids.device))
+        .map(|d| SwitchState {
+            address: d.address,
+            driver: d.driver.clone(),
+            declared_vfio: decls.declares_vfio(d),
+        })
+        .collect();
+    if switches.is_empty() {
+        return None;
+    }
+    read_fabric(&FabricFacts {
+        switches,
+        manager: fabric_manager(root),
+    })
+}
+
+/// [`fabric`] with the declarations read from the root; unreadable ones
+/// count as none (the commands that need them report why).
+pub fn fabric_of_host(root: &HostRoot, inv: &Inventory) -> Option<FabricReading> {
     if !inv
         .devices
         .iter()
@@ -40,24 +115,8 @@ pub fn fabric_mode(root: &HostRoot, inv: &Inventory) -> Option<Fabric> {
     {
         return None;
     }
-    let enabled = FABRIC_MANAGER_UNITS.iter().any(|u| root.path(u).exists());
-    let running = || {
-        fs::read_dir(root.path("/proc"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .bytes()
-                    .all(|b| b.is_ascii_digit())
-            })
-            .any(|e| {
-                fs::read_to_string(e.path().join("comm"))
-                    .is_ok_and(|c| c.trim() == "nv-fabricmanager")
-            })
-    };
-    (enabled || running()).then_some(Fabric::Shared)
+    let decls = crate::host::config::load(root).unwrap_or_default();
+    fabric(root, inv, &decls)
 }
 
 pub fn read_cpu(root: &HostRoot) -> CpuInfo {

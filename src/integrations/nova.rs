@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::model::address::PciAddress;
 use crate::model::device::{NovaDeviceType, SriovRole};
 use crate::model::driver::DriverName;
-use crate::model::fabric::{is_nvswitch, may_leave_host, Fabric};
+use crate::model::fabric::{is_nvswitch, may_leave_host, Fabric, FabricReading};
 use crate::model::ids::{ClassCode, DeviceId, VendorId};
 use crate::model::inventory::Inventory;
 
@@ -108,15 +108,23 @@ pub const LIVE_MIGRATABLE: Fact = Fact {
 pub const AZ_FILTER: Fact = Fact {
     since: 0,
     until: Some(28),
-    source: "nova/scheduler/filters/availability_zone_filter.py: deprecation warning at 24.0.0, file removed at 28.0.0",
+    source: "nova/scheduler/filters/availability_zone_filter.py: present at 20.0.0 to 27.0.0 (since 0: it predates Train), deprecation warning at 24.0.0, absent at 28.0.0",
 };
-/// `[scheduler] query_placement_for_availability_zone`: placement filters
-/// hosts by availability zone (default on from Xena, when it replaced
-/// AvailabilityZoneFilter); Nova 34 no longer has the option (it always does this).
+/// `[scheduler] query_placement_for_availability_zone`: Placement filters
+/// hosts by availability zone (off by default before Xena); 2023.2 removed
+/// the option with AvailabilityZoneFilter and always does this.
 pub const AZ_PREFILTER_OPTION: Fact = Fact {
     since: 18,
+    until: Some(28),
+    source: "nova/conf/scheduler.py at 18.0.0: BoolOpt('query_placement_for_availability_zone'), default False to 23.0.0; absent at 28.0.0",
+};
+/// Placement filters hosts by availability zone without being asked
+/// (`query_placement_for_availability_zone` defaults to True, then is the
+/// only way).
+pub const AZ_PREFILTER_DEFAULT: Fact = Fact {
+    since: 24,
     until: None,
-    source: "nova/conf/scheduler.py at 18.0.0: BoolOpt('query_placement_for_availability_zone'), default True at 24.0.0; absent in 34.0.0",
+    source: "nova/conf/scheduler.py at 24.0.0: query_placement_for_availability_zone default=True, deprecated_for_removal; nova/scheduler/request_filter.py at 28.0.0: map_az_to_placement_aggregate without the option",
 };
 
 /// Every fact by name, for the JSON record.
@@ -129,6 +137,7 @@ pub const FACTS: &[(&str, Fact)] = &[
     ("live_migratable", LIVE_MIGRATABLE),
     ("availability_zone_filter", AZ_FILTER),
     ("availability_zone_prefilter_option", AZ_PREFILTER_OPTION),
+    ("availability_zone_prefilter_default", AZ_PREFILTER_DEFAULT),
 ];
 
 /// A fact as it stands for one release.
@@ -149,7 +158,9 @@ pub const PCI_FILTER: &str = "PciPassthroughFilter";
 const AZ_FILTER_NAME: &str = "AvailabilityZoneFilter";
 
 /// Nova's default `[filter_scheduler] enabled_filters` from a release on:
-/// (since, filters, source).
+/// (since, filters, source). Read at every tag from Train (20.0.0) to
+/// 33.0.0 from the tag's release on PyPI (the Nova oracle reads them again
+/// on every run), and from Nova 34 itself.
 pub const DEFAULT_FILTERS: &[(u16, &[&str], &str)] = &[
     (
         20,
@@ -161,7 +172,7 @@ pub const DEFAULT_FILTERS: &[(u16, &[&str], &str)] = &[
             "ServerGroupAntiAffinityFilter",
             "ServerGroupAffinityFilter",
         ],
-        "nova/conf/scheduler.py at 20.0.0: enabled_filters default (RetryFilter left it in Train)",
+        "nova/conf/scheduler.py enabled_filters default at 20.0.0, 21.0.0, 22.0.0 and 23.0.0 (RetryFilter left it in Train)",
     ),
     (
         24,
@@ -172,7 +183,7 @@ pub const DEFAULT_FILTERS: &[(u16, &[&str], &str)] = &[
             "ServerGroupAntiAffinityFilter",
             "ServerGroupAffinityFilter",
         ],
-        "nova/conf/scheduler.py at 24.0.0: enabled_filters default without AvailabilityZoneFilter",
+        "nova/conf/scheduler.py enabled_filters default at 24.0.0 to 34.0.0: AvailabilityZoneFilter left it in Xena",
     ),
 ];
 
@@ -204,8 +215,14 @@ pub enum NovaError {
     LiveMigratableTooOld(String),
     #[error("--live-migratable: {0} is a GPU or NVSwitch, whose state cannot move with a live migration; leave it out or leave out --live-migratable")]
     LiveMigratableGpu(PciAddress),
-    #[error("{0} is an NVSwitch: choose how the NVLink fabric runs: --fabric shared (NVSwitches stay on the host for Fabric Manager, only GPUs are offered) or --fabric full (every GPU and NVSwitch to one VM)")]
-    FabricNeeded(PciAddress),
+    #[error("{address} is {} and {}: choose how the NVLink fabric runs: --fabric shared (NVSwitches stay on the host for Fabric Manager, only GPUs are offered) or --fabric full (every GPU and NVSwitch to one VM); or set the host up so that it says: Fabric Manager enabled for shared, every NVSwitch declared for VFIO (vfioctl persist add) for full", if *.switch { "an NVSwitch" } else { "a GPU of an HGX board" }, .host.as_deref().map_or_else(|| "no fabric mode is given".to_string(), |why| format!("the host does not say how its NVLink fabric runs ({why})")))]
+    FabricNeeded {
+        address: PciAddress,
+        /// The device is an NVSwitch (else a GPU of the board).
+        switch: bool,
+        /// Why the host's own state does not say, when it was read.
+        host: Option<String>,
+    },
 }
 
 impl Release {
@@ -341,24 +358,29 @@ pub struct SchedulerFilters {
     pub added: Vec<&'static str>,
     /// In the default but not named here.
     pub dropped: Vec<&'static str>,
-    /// `[scheduler] query_placement_for_availability_zone = True`, which
-    /// takes over from a dropped AvailabilityZoneFilter.
+    /// `[scheduler] query_placement_for_availability_zone = True` is written
+    /// (`--az-prefilter` before Xena), taking over from a dropped
+    /// AvailabilityZoneFilter.
     pub az_prefilter: bool,
 }
 
 impl SchedulerFilters {
-    /// The release's default filters plus PciPassthroughFilter, without
-    /// AvailabilityZoneFilter: Xena deprecated it and 2023.2 removed it, so a
-    /// list naming it stops the scheduler after an upgrade. Releases whose
-    /// default still holds it get placement's availability zone pre-filter,
-    /// which Xena made the default in its place.
-    pub fn for_release(release: Release) -> SchedulerFilters {
+    /// The release's default filters plus PciPassthroughFilter. Up to
+    /// Wallaby the default holds AvailabilityZoneFilter, which is kept: it is
+    /// what keeps requests for an availability zone on that zone's hosts
+    /// there. With `az_prefilter` those releases have Placement filter zones
+    /// instead, as Xena does by default, and the filter is left out. From
+    /// Xena on the default has no AvailabilityZoneFilter, and Placement's
+    /// filtering is Nova's own.
+    pub fn for_release(release: Release, az_prefilter: bool) -> SchedulerFilters {
         let (_, default, default_source) = *release.default_filters_entry();
-        let dropped: Vec<&'static str> = default
-            .iter()
-            .copied()
-            .filter(|f| *f == AZ_FILTER_NAME)
-            .collect();
+        let prefilter =
+            az_prefilter && default.contains(&AZ_FILTER_NAME) && release.knows(AZ_PREFILTER_OPTION);
+        let dropped: Vec<&'static str> = if prefilter {
+            vec![AZ_FILTER_NAME]
+        } else {
+            Vec::new()
+        };
         let enabled = default
             .iter()
             .copied()
@@ -370,11 +392,17 @@ impl SchedulerFilters {
             default,
             default_source,
             added: vec![PCI_FILTER],
-            az_prefilter: !dropped.is_empty() && release.knows(AZ_PREFILTER_OPTION),
             dropped,
+            az_prefilter: prefilter,
         }
     }
+
+    /// Whether the list names AvailabilityZoneFilter, which 2023.2 removed.
+    pub fn names_az_filter(&self) -> bool {
+        self.enabled.contains(&AZ_FILTER_NAME)
+    }
 }
+
 /// `numa_policy` of an alias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -668,6 +696,9 @@ pub struct Request {
     /// every VF of that PF with the IDs is offered (Nova matches a VF by its
     /// parent's address).
     pub vf_parent: bool,
+    /// `--az-prefilter`: Placement filters availability zones in place of
+    /// AvailabilityZoneFilter, on releases whose default still has it.
+    pub az_prefilter: bool,
     pub devices: Vec<NovaDevice>,
 }
 
@@ -774,34 +805,107 @@ fn keep_nova_domains(devices: Vec<NovaDevice>, left_out: &mut Vec<LeftOut>) -> V
     keep
 }
 
-/// NVSwitches follow the fabric choice: refused without one, left out when
+/// Where the fabric mode the output follows came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FabricSource {
+    /// `--fabric`.
+    Option,
+    /// The host's own state ([`crate::model::fabric::read_fabric`]).
+    Host,
+}
+
+/// The fabric mode the output follows, where it came from, and what to say
+/// about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FabricDecision {
+    pub mode: Option<Fabric>,
+    pub source: Option<FabricSource>,
+    /// For the operator, on stderr and among the notes.
+    pub notes: Vec<String>,
+}
+
+/// The fabric mode of the output. `--fabric` wins, with a note when the host
+/// says otherwise (nothing is written, and the output may be meant for the
+/// host once it is changed). Without it the host's own reading decides,
+/// once the selection holds a GPU or NVSwitch of the HGX board
+/// (`board_device`: the first one, and whether it is an NVSwitch); when the
+/// host does not say, `--fabric` is asked for.
+pub fn decide_fabric(
+    given: Option<Fabric>,
+    host: Option<&FabricReading>,
+    board_device: Option<(PciAddress, bool)>,
+) -> Result<FabricDecision, NovaError> {
+    let mut notes = Vec::new();
+    if let Some(mode) = given {
+        match host {
+            None => notes.push(format!(
+                "--fabric {}: this host has no NVSwitch, so there is nothing to decide",
+                mode.as_str()
+            )),
+            Some(reading) => match reading.mode {
+                Some(read) if read != mode => notes.push(format!(
+                    "--fabric {} contradicts the host, which runs its NVLink fabric {} ({}): this output fits the host only after the change; first {}",
+                    mode.as_str(),
+                    read.as_str(),
+                    reading.evidence,
+                    match mode {
+                        Fabric::Full => "stop Fabric Manager and give every NVSwitch to VFIO (systemctl disable --now nvidia-fabricmanager; vfioctl persist add 10de:1af1 or 10de:22a3)",
+                        Fabric::Shared => "give the NVSwitches back to nvidia and start Fabric Manager (vfioctl persist remove and vfioctl restore them; systemctl enable --now nvidia-fabricmanager)",
+                    }
+                )),
+                _ => {}
+            },
+        }
+        return Ok(FabricDecision {
+            mode: Some(mode),
+            source: Some(FabricSource::Option),
+            notes,
+        });
+    }
+    let (Some(reading), Some((address, switch))) = (host, board_device) else {
+        return Ok(FabricDecision {
+            mode: None,
+            source: None,
+            notes,
+        });
+    };
+    let Some(mode) = reading.mode else {
+        return Err(NovaError::FabricNeeded {
+            address,
+            switch,
+            host: Some(reading.evidence.clone()),
+        });
+    };
+    notes.push(format!(
+        "NVLink fabric {}, read from the host: {} (--fabric overrides)",
+        mode.as_str(),
+        reading.evidence
+    ));
+    Ok(FabricDecision {
+        mode: Some(mode),
+        source: Some(FabricSource::Host),
+        notes,
+    })
+}
+
+/// NVSwitches follow the fabric mode: refused without one, left out when
 /// the fabric is shared.
 fn apply_fabric(
-    inv: &Inventory,
     fabric: Option<Fabric>,
     devices: Vec<NovaDevice>,
     left_out: &mut Vec<LeftOut>,
-    notes: &mut Vec<String>,
 ) -> Result<Vec<NovaDevice>, NovaError> {
-    let host_has_switches = inv
-        .devices
-        .iter()
-        .any(|d| is_nvswitch(d.ids.vendor, d.ids.device));
     let Some(fabric) = fabric else {
         if let Some(switch) = devices.iter().find(|d| is_nvswitch(d.vendor, d.product)) {
-            return Err(NovaError::FabricNeeded(switch.address));
-        }
-        if host_has_switches {
-            notes.push("this host has NVSwitches (HGX): they are not offered, as with --fabric shared (Fabric Manager on the host keeps them); --fabric full gives every GPU and NVSwitch to one VM".to_string());
+            return Err(NovaError::FabricNeeded {
+                address: switch.address,
+                switch: true,
+                host: None,
+            });
         }
         return Ok(devices);
     };
-    if !host_has_switches {
-        notes.push(format!(
-            "--fabric {}: this host has no NVSwitch, so there is nothing to decide",
-            fabric.as_str()
-        ));
-    }
     let (keep, stay): (Vec<NovaDevice>, Vec<NovaDevice>) = devices
         .into_iter()
         .partition(|d| may_leave_host(fabric, d.address, d.vendor, d.product).is_ok());
@@ -809,7 +913,7 @@ fn apply_fabric(
         LeftOut {
             address: d.address,
             reason:
-                "NVSwitches stay on the host's nvidia driver for Fabric Manager (--fabric shared)"
+                "NVSwitches stay on the host's nvidia driver for Fabric Manager (shared fabric)"
                     .to_string(),
         }
     }));
@@ -1024,7 +1128,7 @@ fn set_counts(
         ));
     }
     if fabric == Some(Fabric::Full) && !aliases.is_empty() {
-        notes.push("--fabric full: the flavor requests every GPU and NVSwitch, so one VM gets the whole NVLink fabric and runs Fabric Manager itself".to_string());
+        notes.push("full fabric: the flavor requests every GPU and NVSwitch, so one VM gets the whole NVLink fabric and runs Fabric Manager itself".to_string());
     }
 }
 
@@ -1176,20 +1280,35 @@ fn binding_notes(
     }
 }
 
+/// The step Placement's availability zone filtering needs first: host
+/// aggregates mirrored into Placement.
+pub const SYNC_AGGREGATES: &str = "nova-manage placement sync_aggregates";
+
 /// Notes on the scheduler list and on Placement.
 fn scheduler_notes(
     release: Release,
     filters: &SchedulerFilters,
-    placement: bool,
+    request: &Request,
     notes: &mut Vec<String>,
 ) {
-    if !filters.dropped.is_empty() {
+    if filters.names_az_filter() {
         notes.push(format!(
-            "{AZ_FILTER_NAME} is in Nova {}'s default list but left out: Xena deprecated it and 2023.2 removed it, and a list naming it stops the scheduler after an upgrade; [scheduler] query_placement_for_availability_zone = True filters by availability zone in its place (Xena's default), with host aggregates mirrored in Placement (nova-manage placement sync_aggregates)",
+            "{AZ_FILTER_NAME} stays, as in Nova {}'s default list: it keeps requests for an availability zone (a GPU zone) on that zone's hosts. Drop it before upgrading to 2023.2, which removed it (a scheduler naming it does not start); from Xena on Placement filters zones by default. --az-prefilter moves that work to Placement now",
             release.short()
         ));
     }
-    if placement {
+    if filters.az_prefilter {
+        notes.push(format!(
+            "--az-prefilter: {AZ_FILTER_NAME} is left out of Nova {}'s default list and [scheduler] query_placement_for_availability_zone = True has Placement filter hosts by availability zone, as Xena does by default, so the list survives the upgrade to 2023.2. Placement sees only host aggregates mirrored into it: run {SYNC_AGGREGATES} on a controller before restarting nova-scheduler, or requests for a zone find no host. A request for a zone no aggregate carries (the default zone) is then not kept off other zones' hosts",
+            release.short()
+        ));
+    } else if request.az_prefilter {
+        notes.push(format!(
+            "--az-prefilter: Nova {} filters hosts by availability zone in Placement already (the default from Xena, the only way from 2023.2), so nothing is added",
+            release.short()
+        ));
+    }
+    if request.placement.is_some() {
         notes.push("Placement: set [pci] report_in_placement = True on every compute node first, then [filter_scheduler] pci_in_placement = True on nova-api, nova-scheduler and nova-conductor; report_in_placement cannot be switched off again once on (nova-compute refuses to start)".to_string());
     }
 }
@@ -1204,7 +1323,7 @@ impl NovaConfig {
         let mut notes = Vec::new();
         let mut left_out = Vec::new();
         let devices = keep_nova_domains(request.devices.clone(), &mut left_out);
-        let devices = apply_fabric(inv, request.fabric, devices, &mut left_out, &mut notes)?;
+        let devices = apply_fabric(request.fabric, devices, &mut left_out)?;
         let devices = whole_groups(inv, devices, &mut left_out);
         if request.live_migratable {
             if let Some(gpu) = devices.iter().find(|d| d.is_gpu_like()) {
@@ -1222,8 +1341,8 @@ impl NovaConfig {
         );
         let specs = make_specs(inv, &devices, &request, placement.as_ref());
         binding_notes(release, &devices, &specs, &mut notes);
-        let filters = SchedulerFilters::for_release(release);
-        scheduler_notes(release, &filters, placement.is_some(), &mut notes);
+        let filters = SchedulerFilters::for_release(release, request.az_prefilter);
+        scheduler_notes(release, &filters, &request, &mut notes);
         let mut by_reason: BTreeMap<&str, Vec<PciAddress>> = BTreeMap::new();
         for l in &left_out {
             by_reason.entry(&l.reason).or_default().push(l.address);
@@ -1264,6 +1383,9 @@ impl NovaConfig {
             self.filters.added.join(","),
             self.filters.added.join(",")
         ));
+        if self.filters.names_az_filter() {
+            out.push_str(&format!("# Before upgrading to 2023.2, which removed {AZ_FILTER_NAME}, drop it from this list: from Xena on Placement filters hosts by availability zone ({SYNC_AGGREGATES} first)\n"));
+        }
         out.push_str(&format!(
             "enabled_filters = {}\n",
             self.filters.enabled.join(",")
@@ -1273,7 +1395,7 @@ impl NovaConfig {
         }
         if self.filters.az_prefilter {
             out.push_str("\n[scheduler]\n");
-            out.push_str("# Filters hosts by availability zone in Placement, in place of AvailabilityZoneFilter\n");
+            out.push_str(&format!("# Placement filters hosts by availability zone, in place of {AZ_FILTER_NAME}; run {SYNC_AGGREGATES} first\n"));
             out.push_str("query_placement_for_availability_zone = True\n");
         }
         out
@@ -1310,17 +1432,25 @@ impl NovaConfig {
         format!("pci_passthrough:alias={}", requests.join(","))
     }
 
-    /// The openstack commands: one flavor property listing every alias (a
-    /// second `pci_passthrough:alias` would replace the first), and hiding
-    /// the hypervisor from guest drivers (NVIDIA's refuse to run in a VM otherwise).
+    /// The commands: with `--az-prefilter` first the aggregates mirrored into
+    /// Placement (nova-manage, on a controller); then the openstack ones: one
+    /// flavor property listing every alias (a second `pci_passthrough:alias`
+    /// would replace the first), and hiding the hypervisor from guest drivers
+    /// (NVIDIA's refuse to run in a VM otherwise).
     pub fn commands(&self) -> Vec<String> {
-        vec![
-            format!(
-                "openstack flavor set FLAVOR --property {}",
-                self.flavor_property()
-            ),
-            "openstack image set IMAGE --property img_hide_hypervisor_id=true".to_string(),
-        ]
+        let sync = self
+            .filters
+            .az_prefilter
+            .then(|| SYNC_AGGREGATES.to_string());
+        sync.into_iter()
+            .chain([
+                format!(
+                    "openstack flavor set FLAVOR --property {}",
+                    self.flavor_property()
+                ),
+                "openstack image set IMAGE --property img_hide_hypervisor_id=true".to_string(),
+            ])
+            .collect()
     }
 }
 
@@ -1377,6 +1507,7 @@ mod tests {
             placement: None,
             live_migratable: false,
             vf_parent: false,
+            az_prefilter: false,
             devices,
         }
     }
@@ -1447,9 +1578,13 @@ mod tests {
             assert!(source.contains(&format!("at {since}.0.0")));
         }
         let epoxy = Release::EPOXY.facts();
-        assert!(epoxy
-            .iter()
-            .all(|f| f.known != (f.name == "availability_zone_filter")));
+        // 2023.2 removed the filter and the option switching Placement's
+        // zone filtering on (always on since).
+        assert!(epoxy.iter().all(|f| f.known
+            != matches!(
+                f.name,
+                "availability_zone_filter" | "availability_zone_prefilter_option"
+            )));
     }
 
     #[test]
@@ -1462,17 +1597,28 @@ mod tests {
             .contains(&"AvailabilityZoneFilter"));
         assert!(!xena.default_filters().contains(&"AvailabilityZoneFilter"));
         assert!(xena.knows(AZ_FILTER) && !Release::BOBCAT.knows(AZ_FILTER));
-        // vfioctl never names it: a list naming it stops the 2023.2 scheduler.
+        // The list is the release's own: the filter stays up to Wallaby (it
+        // keeps zone requests on the zone's hosts) and is gone from Xena on;
+        // --az-prefilter trades it for Placement's zone filtering up to
+        // Wallaby and changes nothing later.
         for release in Release::all() {
-            let f = SchedulerFilters::for_release(release);
-            assert!(!f.enabled.contains(&"AvailabilityZoneFilter"), "{release}");
+            let f = SchedulerFilters::for_release(release, false);
+            assert_eq!(f.names_az_filter(), release < xena, "{release}");
+            assert_eq!(f.enabled.len(), release.default_filters().len() + 1);
             assert_eq!(f.enabled.last(), Some(&"PciPassthroughFilter"));
             assert_eq!(f.added, ["PciPassthroughFilter"]);
-            // Before Xena, placement's pre-filter takes over from the dropped filter.
-            assert_eq!(f.az_prefilter, release < xena, "{release}");
-            assert_eq!(f.dropped.is_empty(), release >= xena, "{release}");
+            assert!(!f.az_prefilter && f.dropped.is_empty(), "{release}");
+            let pre = SchedulerFilters::for_release(release, true);
+            assert!(!pre.names_az_filter(), "{release}");
+            assert_eq!(pre.az_prefilter, release < xena, "{release}");
+            assert_eq!(pre.dropped.is_empty(), release >= xena, "{release}");
         }
-        let xena_list = SchedulerFilters::for_release(xena).enabled;
+        assert!(
+            Release::TRAIN.knows(AZ_PREFILTER_OPTION)
+                && !Release::BOBCAT.knows(AZ_PREFILTER_OPTION)
+        );
+        assert!(!wallaby.knows(AZ_PREFILTER_DEFAULT) && xena.knows(AZ_PREFILTER_DEFAULT));
+        let xena_list = SchedulerFilters::for_release(xena, false).enabled;
         assert_eq!(
             xena_list,
             [
@@ -1485,9 +1631,12 @@ mod tests {
             ]
         );
         assert_eq!(
-            SchedulerFilters::for_release(Release::TRAIN).enabled,
+            SchedulerFilters::for_release(Release::TRAIN, true).enabled,
             xena_list
         );
+        let train = SchedulerFilters::for_release(Release::TRAIN, false).enabled;
+        assert_eq!(train[0], "AvailabilityZoneFilter");
+        assert_eq!(train[1..], xena_list[..]);
     }
 
     #[test]
@@ -1563,12 +1712,9 @@ mod tests {
              alias = {\"name\": \"nvidia-a100\", \"vendor_id\": \"10de\", \"product_id\": \"20b0\", \"device_type\": \"type-PF\"}\n\
              \n\
              [filter_scheduler]\n\
-             # Nova Train's default filters without AvailabilityZoneFilter plus PciPassthroughFilter; if you changed the list, add PciPassthroughFilter to yours\n\
-             enabled_filters = ComputeFilter,ComputeCapabilitiesFilter,ImagePropertiesFilter,ServerGroupAntiAffinityFilter,ServerGroupAffinityFilter,PciPassthroughFilter\n\
-             \n\
-             [scheduler]\n\
-             # Filters hosts by availability zone in Placement, in place of AvailabilityZoneFilter\n\
-             query_placement_for_availability_zone = True\n"
+             # Nova Train's default filters plus PciPassthroughFilter; if you changed the list, add PciPassthroughFilter to yours\n\
+             # Before upgrading to 2023.2, which removed AvailabilityZoneFilter, drop it from this list: from Xena on Placement filters hosts by availability zone (nova-manage placement sync_aggregates first)\n\
+             enabled_filters = AvailabilityZoneFilter,ComputeFilter,ComputeCapabilitiesFilter,ImagePropertiesFilter,ServerGroupAntiAffinityFilter,ServerGroupAffinityFilter,PciPassthroughFilter\n"
         );
         assert_eq!(
             cfg.compute_ini().lines().nth(1).unwrap(),
@@ -1619,7 +1765,14 @@ mod tests {
             dev("b7:00.0", 0x1af1, NovaDeviceType::Pci, Binding::Declared),
         ];
         let err = NovaConfig::build(&inv, request("zed", devices.clone())).unwrap_err();
-        assert_eq!(err, NovaError::FabricNeeded("b7:00.0".parse().unwrap()));
+        assert_eq!(
+            err,
+            NovaError::FabricNeeded {
+                address: "b7:00.0".parse().unwrap(),
+                switch: true,
+                host: None
+            }
+        );
         let mut req = request("zed", devices.clone());
         req.fabric = Some(Fabric::Full);
         let cfg = NovaConfig::build(&inv, req).unwrap();
@@ -1792,7 +1945,7 @@ mod tests {
         // No choice: selecting an NVSwitch is refused.
         assert!(matches!(
             NovaConfig::build(&inv, request("2025.1", devices.clone())),
-            Err(NovaError::FabricNeeded(_))
+            Err(NovaError::FabricNeeded { .. })
         ));
         // Shared: NVSwitches left out, GPUs one per request.
         let mut req = request("2025.1", devices.clone());
@@ -1930,5 +2083,113 @@ mod tests {
         assert!(cfg.aliases[0]
             .json()
             .ends_with("\"live_migratable\": \"yes\"}"));
+    }
+
+    fn reading(mode: Option<Fabric>) -> FabricReading {
+        FabricReading {
+            mode,
+            evidence: "NVSwitch 0000:b7:00.0 on nvidia-nvswitch; Fabric Manager neither enabled nor running".to_string(),
+            fabric_manager: None,
+        }
+    }
+
+    #[test]
+    fn the_fabric_comes_from_the_option_or_the_host() {
+        let switch: PciAddress = "b7:00.0".parse().unwrap();
+        let gpu: PciAddress = "25:00.0".parse().unwrap();
+        // Read from the host when the board is selected, said so.
+        let full = reading(Some(Fabric::Full));
+        let d = decide_fabric(None, Some(&full), Some((gpu, false))).unwrap();
+        assert_eq!(
+            (d.mode, d.source),
+            (Some(Fabric::Full), Some(FabricSource::Host))
+        );
+        assert!(
+            d.notes[0].starts_with("NVLink fabric full, read from the host: NVSwitch 0000:b7:00.0")
+        );
+        // Not needed when nothing of the board is selected, nor without NVSwitches.
+        let silent = reading(None);
+        assert_eq!(decide_fabric(None, Some(&silent), None).unwrap().mode, None);
+        assert_eq!(
+            decide_fabric(None, None, Some((gpu, false))).unwrap().mode,
+            None
+        );
+        // Asked for, with the host's reason, when the host does not say.
+        let err = decide_fabric(None, Some(&silent), Some((switch, true))).unwrap_err();
+        assert!(err.to_string().starts_with(
+            "0000:b7:00.0 is an NVSwitch and the host does not say how its NVLink fabric runs (NVSwitch 0000:b7:00.0 on nvidia-nvswitch; Fabric Manager neither enabled nor running): choose how the NVLink fabric runs: --fabric shared"
+        ), "{err}");
+        let err = decide_fabric(None, Some(&silent), Some((gpu, false))).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("0000:25:00.0 is a GPU of an HGX board"),
+            "{err}"
+        );
+        // --fabric wins; a contradiction is said, agreement and silence are not.
+        let d = decide_fabric(Some(Fabric::Shared), Some(&full), Some((gpu, false))).unwrap();
+        assert_eq!(
+            (d.mode, d.source),
+            (Some(Fabric::Shared), Some(FabricSource::Option))
+        );
+        assert!(
+            d.notes[0].starts_with(
+                "--fabric shared contradicts the host, which runs its NVLink fabric full"
+            ),
+            "{:?}",
+            d.notes
+        );
+        assert!(decide_fabric(Some(Fabric::Full), Some(&full), None)
+            .unwrap()
+            .notes
+            .is_empty());
+        assert!(decide_fabric(Some(Fabric::Full), Some(&silent), None)
+            .unwrap()
+            .notes
+            .is_empty());
+        assert!(
+            decide_fabric(Some(Fabric::Full), None, None).unwrap().notes[0].contains("no NVSwitch")
+        );
+    }
+
+    #[test]
+    fn train_keeps_its_zone_filter_unless_placement_takes_over() {
+        let gpus = || {
+            vec![dev(
+                "25:00.0",
+                0x20b0,
+                NovaDeviceType::Pf,
+                Binding::Declared,
+            )]
+        };
+        let cfg = NovaConfig::build(&host(1), request("train", gpus())).unwrap();
+        let ini = cfg.controller_ini();
+        assert!(ini.contains("\nenabled_filters = AvailabilityZoneFilter,ComputeFilter,ComputeCapabilitiesFilter,ImagePropertiesFilter,ServerGroupAntiAffinityFilter,ServerGroupAffinityFilter,PciPassthroughFilter\n"), "{ini}");
+        assert!(ini.contains("# Before upgrading to 2023.2, which removed AvailabilityZoneFilter, drop it from this list"), "{ini}");
+        assert!(!ini.contains("[scheduler]"), "{ini}");
+        assert!(!cfg.commands()[0].starts_with("nova-manage"));
+
+        let mut req = request("train", gpus());
+        req.az_prefilter = true;
+        let cfg = NovaConfig::build(&host(1), req).unwrap();
+        let ini = cfg.controller_ini();
+        assert!(ini.contains("\nenabled_filters = ComputeFilter,"), "{ini}");
+        assert!(ini.contains("[scheduler]\n# Placement filters hosts by availability zone, in place of AvailabilityZoneFilter; run nova-manage placement sync_aggregates first\nquery_placement_for_availability_zone = True\n"), "{ini}");
+        assert_eq!(cfg.commands()[0], "nova-manage placement sync_aggregates");
+        assert!(cfg
+            .notes
+            .iter()
+            .any(|n| n.starts_with("--az-prefilter: AvailabilityZoneFilter is left out")));
+
+        // Xena on: as before, and --az-prefilter adds nothing but a note.
+        let mut req = request("xena", gpus());
+        req.az_prefilter = true;
+        let cfg = NovaConfig::build(&host(1), req).unwrap();
+        assert!(!cfg.controller_ini().contains("AvailabilityZoneFilter"));
+        assert!(!cfg.controller_ini().contains("[scheduler]"));
+        assert_eq!(cfg.commands().len(), 2);
+        assert!(cfg
+            .notes
+            .iter()
+            .any(|n| n.contains("filters hosts by availability zone in Placement already")));
     }
 }

@@ -419,6 +419,17 @@ impl Declarations {
         fits
     }
 
+    /// Whether the declaration governing `dev` asks for a VFIO driver
+    /// (auto, vfio-pci or a variant): vfioctl keeps it off the host's drivers.
+    pub fn declares_vfio(&self, dev: &PciDevice) -> bool {
+        self.governing(dev).is_some_and(|g| {
+            g.declaration
+                .driver
+                .named()
+                .is_none_or(|d| d.kind() == DriverKind::Vfio)
+        })
+    }
+
     /// The devices some declaration governs.
     pub fn declared<'a>(
         &'a self,

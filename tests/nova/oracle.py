@@ -17,7 +17,18 @@ PyPI, pinned in tests/nova/run):
 - claiming that flavor again and again never gives two VMs devices of one
   IOMMU group, and every claim takes whole groups;
 - the scheduler's filter loader (HostManager._choose_host_filters) loads
-  every filter named;
+  every filter named; for a release older than 2023.2 whose own default
+  names AvailabilityZoneFilter, that release's own filter (from its PyPI
+  release, see releases.txt) is what the loader finds under that name;
+- every release's own facts, read from its nova/conf/scheduler.py and
+  availability_zone_filter.py at the tag (releases.txt): the default
+  enabled_filters vfioctl starts from, and whether the zone filter and
+  query_placement_for_availability_zone exist there and what they default to;
+- up to Wallaby, a request for an availability zone is still filtered by
+  zone: it reaches AvailabilityZoneFilter, run through Nova's filter handler
+  with the loaded list, which keeps only the GPU host in that zone; or, with
+  --az-prefilter, Placement's pre-filter is switched on (an option that
+  release has, off by default) after nova-manage placement sync_aggregates;
 - with --placement, the placement translator reports CUSTOM_ inventories for
   exactly the offered devices, and the flavor's request groups ask for those
   resource classes and traits.
@@ -31,8 +42,10 @@ import warnings
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
 
+import ast
 import configparser
 import copy
+import importlib.util
 import json
 import logging
 import os
@@ -134,6 +147,66 @@ def load(text):
         return list(WARNINGS.messages)
 
 
+AZ_FILTER = "AvailabilityZoneFilter"
+AZ_OPTION = "query_placement_for_availability_zone"
+SYNC_AGGREGATES = "nova-manage placement sync_aggregates"
+
+
+class ReleaseSource:
+    """What one older Nova release's own source says (tests/nova/run keeps
+    nova/conf/scheduler.py and the zone filter of each release in
+    releases.txt under $VFIOCTL_NOVA_RELEASES/MAJOR/)."""
+
+    def __init__(self, major, root):
+        self.major = major
+        conf = os.path.join(root, "nova/conf/scheduler.py")
+        with open(conf) as f:
+            tree = ast.parse(f.read())
+        self.options = {}  # name -> default (None when not a literal)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr.endswith("Opt") and node.args
+                    and isinstance(node.args[0], ast.Constant)):
+                default = None
+                for kw in node.keywords:
+                    if kw.arg == "default":
+                        try:
+                            default = ast.literal_eval(kw.value)
+                        except ValueError:
+                            pass
+                self.options[node.args[0].value] = default
+        self.default_filters = self.options.get("enabled_filters")
+        path = os.path.join(root, "nova/scheduler/filters/availability_zone_filter.py")
+        self.az_filter_path = path if os.path.exists(path) else None
+        self.az_filter_deprecated = False
+        if self.az_filter_path:
+            with open(path) as f:
+                self.az_filter_deprecated = "deprecated" in f.read().lower()
+        self._az_class = None
+
+    def az_filter_class(self):
+        """This release's own AvailabilityZoneFilter, built on Nova 34's
+        filter base (only for releases that do not deprecate it: the
+        deprecated one reads an option Nova 34 no longer registers)."""
+        if self._az_class is None:
+            spec = importlib.util.spec_from_file_location(
+                f"nova_{self.major}_availability_zone_filter", self.az_filter_path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            self._az_class = module.AvailabilityZoneFilter
+        return self._az_class
+
+
+def release_sources(r):
+    """{major: ReleaseSource} for every release directory tests/nova/run kept."""
+    root = os.environ.get("VFIOCTL_NOVA_RELEASES")
+    if not root or not os.path.isdir(root):
+        r.check(False, "no older Nova releases: VFIOCTL_NOVA_RELEASES is unset or missing (tests/nova/run sets it)")
+        return {}
+    return {int(d): ReleaseSource(int(d), os.path.join(root, d))
+            for d in sorted(os.listdir(root)) if d.isdigit()}
+
+
 def nova_dev(dev):
     """The dict nova-compute builds for a PCI function (what specs match)."""
     physfn = dev["sriov"].get("physfn")
@@ -184,7 +257,79 @@ def flavor_property(commands):
     return None
 
 
-def run_case(case, hosts, known, r):
+def check_zones(case, name, source, loaded, requests, fresh_stats, r):
+    """Availability zones are still filtered on a release whose own default
+    filters them with AvailabilityZoneFilter, and the prefilter, when
+    written, is an option of that release that needs switching on."""
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read_string(case["controller"])
+    prefilter = parser.get("scheduler", AZ_OPTION, fallback="").strip() == "True"
+    commands = case["commands"].splitlines()
+    if prefilter:
+        r.check(AZ_OPTION in source.options,
+                f"{name}: [scheduler] {AZ_OPTION} is not an option of Nova {source.major}")
+        r.check(source.options.get(AZ_OPTION) is False,
+                f"{name}: {AZ_OPTION} written where Nova {source.major} already defaults to it")
+        r.check(commands[:1] == [SYNC_AGGREGATES],
+                f"{name}: Placement filters zones without {SYNC_AGGREGATES} first: {commands}")
+    if AZ_FILTER not in (source.default_filters or []):
+        return
+    if prefilter:
+        r.check(AZ_FILTER not in [type(f).__name__ for f in loaded],
+                f"{name}: both {AZ_FILTER} and Placement filter zones")
+        return
+    # Two hosts with the same GPUs: one in the aggregate of zone "gpu", one
+    # in no zone (the default). A request for "gpu" must end on the first.
+    az = [f for f in loaded if type(f).__name__ == AZ_FILTER]
+    r.check(len(az) == 1, f"{name}: an availability zone request does not reach {AZ_FILTER} "
+            f"(loaded: {[type(f).__name__ for f in loaded]})")
+    gpu_zone = types.SimpleNamespace(host="gpu1", nodename="gpu1", aggregates=[
+        types.SimpleNamespace(metadata={"availability_zone": "gpu"})],
+        pci_stats=fresh_stats(), allocation_candidates=[{"mappings": {}}])
+    no_zone = types.SimpleNamespace(host="gpu2", nodename="gpu2", aggregates=[],
+                                    pci_stats=fresh_stats(), allocation_candidates=[{"mappings": {}}])
+    # The other default filters judge services, images and server groups,
+    # which this request leaves alone: they pass here, in their place.
+    chain = []
+    for f in loaded:
+        if type(f).__name__ not in (AZ_FILTER, "PciPassthroughFilter"):
+            f = copy.copy(f)
+            f.host_passes = lambda host_state, spec_obj: True
+        chain.append(f)
+    handler = scheduler_filters.HostFilterHandler()
+    for zone, want in (("gpu", ["gpu1"]), (None, ["gpu1", "gpu2"])):
+        spec = objects.RequestSpec(availability_zone=zone, pci_requests=copy.deepcopy(requests),
+                                   scheduler_hints={}, instance_uuid=str(uuid.uuid4()))
+        got = [h.host for h in handler.get_filtered_objects(chain, [gpu_zone, no_zone], spec) or []]
+        r.check(got == want, f"{name}: a request for zone {zone} passes {got}, expected {want}")
+
+
+def check_release_sources(cases, sources, r):
+    """vfioctl's facts for each release, held against that release's own
+    source: its default enabled_filters, the zone filter and the zone
+    pre-filter option."""
+    majors = sorted({c["nova_version"] for c in cases if c["nova_version"] < 34})
+    r.check(set(majors) <= set(sources),
+            f"no source for Nova {sorted(set(majors) - set(sources))}")
+    for major in majors:
+        if major not in sources:
+            continue
+        source = sources[major]
+        case = next(c for c in cases if c["nova_version"] == major)
+        facts = {f["name"]: f for f in case["facts"]["release_facts"]}
+        r.check(source.default_filters == case["facts"]["default_filters"],
+                f"Nova {major}'s default filters {source.default_filters} != vfioctl's "
+                f"{case['facts']['default_filters']}")
+        r.check(facts["availability_zone_filter"]["known"] == bool(source.az_filter_path),
+                f"vfioctl thinks Nova {major} {'has' if facts['availability_zone_filter']['known'] else 'lacks'} {AZ_FILTER}")
+        r.check(facts["availability_zone_prefilter_option"]["known"] == (AZ_OPTION in source.options),
+                f"vfioctl is wrong about [scheduler] {AZ_OPTION} in Nova {major}")
+        on_by_default = source.options.get(AZ_OPTION, True) is True
+        r.check(facts["availability_zone_prefilter_default"]["known"] == on_by_default,
+                f"vfioctl is wrong about Placement filtering zones by default in Nova {major}")
+
+
+def run_case(case, hosts, known, r, sources):
     name = f"{case['host']} {' '.join(case['args'])} --release {case['release']}"
     devs = hosts[case["host"]]
     by_addr = {d["address"]: d for d in devs}
@@ -267,18 +412,28 @@ def run_case(case, hosts, known, r):
     r.check(sorted(aliases) == sorted(case["aliases"]),
             f"{name}: aliases {sorted(aliases)} != {sorted(case['aliases'])}")
 
+    enabled = list(CONF.filter_scheduler.enabled_filters)
+    source = sources.get(case["nova_version"])
+    if case["nova_version"] < 34 and source is None:
+        r.check(False, f"{name}: no source of Nova {case['nova_version']} to judge with")
     manager = host_manager.HostManager.__new__(host_manager.HostManager)
     classes = scheduler_filters.HostFilterHandler().get_matching_classes(
         CONF.filter_scheduler.available_filters)
     manager.filter_cls_map = {c.__name__: c for c in classes}
+    if AZ_FILTER in enabled and source is not None and source.az_filter_path:
+        r.check(not source.az_filter_deprecated,
+                f"{name}: names {AZ_FILTER}, which Nova {source.major} deprecates")
+        if not source.az_filter_deprecated:
+            manager.filter_cls_map[AZ_FILTER] = source.az_filter_class()
     manager.filter_obj_map = {}
+    loaded = []
     try:
-        loaded = manager._choose_host_filters(CONF.filter_scheduler.enabled_filters)
-        r.check([type(f).__name__ for f in loaded] == list(CONF.filter_scheduler.enabled_filters),
+        loaded = manager._choose_host_filters(enabled)
+        r.check([type(f).__name__ for f in loaded] == enabled,
                 f"{name}: filter loader loaded {loaded}")
     except exception.SchedulerHostFilterNotFound as e:
         r.check(False, f"{name}: scheduler refuses to start: {e}")
-    r.check("PciPassthroughFilter" in CONF.filter_scheduler.enabled_filters,
+    r.check("PciPassthroughFilter" in enabled,
             f"{name}: PciPassthroughFilter not enabled")
 
     prop = flavor_property(case["commands"])
@@ -301,6 +456,9 @@ def run_case(case, hosts, known, r):
     spec = types.SimpleNamespace(pci_requests=requests)
     r.check(pci_passthrough_filter.PciPassthroughFilter().host_passes(host_state, spec),
             f"{name}: PciPassthroughFilter rejects the host")
+
+    if source is not None:
+        check_zones(case, name, source, loaded, requests, fresh_stats, r)
 
     # Claim the flavor until the host is full: no group split between VMs.
     claims = []
@@ -379,7 +537,7 @@ def check_facts(cases, r):
         r.check(key in schema_keys, f"alias key {key} unknown to Nova 34")
 
 
-def negative_controls(cases, hosts, known, r):
+def negative_controls(cases, hosts, known, r, sources):
     """The oracle must catch the mistakes it exists for: each mutation of a
     good case has to fail with the expected complaint."""
     base = next((c for c in cases if c["host"] == "hgx_paired"
@@ -416,9 +574,11 @@ def negative_controls(cases, hosts, known, r):
         case = copy.deepcopy(base)
         mutate(case)
         probe = Results(quiet=True)
-        run_case(case, hosts, known, probe)
+        run_case(case, hosts, known, probe, sources)
         r.check(any(expect in m for m in probe.messages),
                 f"negative control '{what}' not caught: {probe.messages}")
+
+    zone_controls(cases, hosts, known, r, sources)
 
     # A spec naming the other PF takes its VF and not the offered ones: the
     # parent match is real, not an address that happens to be ignored.
@@ -433,11 +593,66 @@ def negative_controls(cases, hosts, known, r):
             '"address": "0000:3b:00.0"', '"address": "0000:3b:00.1"')
         probe = Results(quiet=True)
         try:
-            run_case(case, hosts, known, probe)
+            run_case(case, hosts, known, probe, sources)
         except KeyError:
             pass  # the later checks meet a device vfioctl never offered
         r.check(any("device specs match ['0000:3b:01.2']" in m for m in probe.messages),
                 f"negative control 'a spec naming the other PF' not caught: {probe.messages}")
+
+
+def zone_controls(cases, hosts, known, r, sources):
+    """Availability zones: the checks catch Train output that stops
+    filtering zones, the pre-issue output (pre-filter without
+    sync_aggregates), the pre-filter written where it is already the
+    default, and the zone filter named on 2023.2."""
+    def find(release, args):
+        case = next((c for c in cases if c["host"] == "hgx_fm" and c["args"] == args
+                     and c["release"] == release), None)
+        r.check(case is not None, f"zone controls: no hgx_fm {args} case for {release}")
+        return case
+
+    train = find("train", ["10de:20b0"])
+    prefilter = find("train", ["10de:20b0", "--az-prefilter"])
+    xena = find("xena", ["10de:20b0"])
+    bobcat = find("2023.2", ["10de:20b0"])
+    if None in (train, prefilter, xena, bobcat):
+        return
+
+    def drop_az(c):
+        c["controller"] = c["controller"].replace(f"{AZ_FILTER},", "")
+
+    def before_the_issue(c):
+        c["commands"] = "\n".join(l for l in c["commands"].splitlines()
+                                  if l != SYNC_AGGREGATES) + "\n"
+
+    def prefilter_on_xena(c):
+        c["controller"] += f"\n[scheduler]\n{AZ_OPTION} = True\n"
+        c["commands"] = f"{SYNC_AGGREGATES}\n" + c["commands"]
+
+    def name_az(c):
+        c["controller"] = c["controller"].replace(
+            "enabled_filters = ", f"enabled_filters = {AZ_FILTER},")
+
+    for what, base, mutate, expect in [
+        ("Train without AvailabilityZoneFilter", train, drop_az,
+         f"an availability zone request does not reach {AZ_FILTER}"),
+        ("Train without AvailabilityZoneFilter: the zone is not kept", train, drop_az,
+         "a request for zone gpu passes ['gpu1', 'gpu2']"),
+        ("the pre-filter without sync_aggregates", prefilter, before_the_issue,
+         f"without {SYNC_AGGREGATES} first"),
+        ("the pre-filter written on Xena", xena, prefilter_on_xena,
+         "already defaults to it"),
+        ("AvailabilityZoneFilter named on Xena", xena, name_az,
+         f"names {AZ_FILTER}, which Nova 24 deprecates"),
+        ("AvailabilityZoneFilter named on 2023.2", bobcat, name_az,
+         "scheduler refuses to start"),
+    ]:
+        case = copy.deepcopy(base)
+        mutate(case)
+        probe = Results(quiet=True)
+        run_case(case, hosts, known, probe, sources)
+        r.check(any(expect in m for m in probe.messages),
+                f"negative control '{what}' not caught: {probe.messages}")
 
 
 def main():
@@ -446,10 +661,12 @@ def main():
     r = Results()
     CONF([], project="nova", default_config_files=[])
     known = known_options()
+    sources = release_sources(r)
     check_facts(doc["cases"], r)
+    check_release_sources(doc["cases"], sources, r)
     for case in doc["cases"]:
-        run_case(case, doc["hosts"], known, r)
-    negative_controls(doc["cases"], doc["hosts"], known, r)
+        run_case(case, doc["hosts"], known, r, sources)
+    negative_controls(doc["cases"], doc["hosts"], known, r, sources)
     print(f"nova oracle (Nova {doc.get('nova_version', '34.0.0')}): "
           f"{len(doc['cases'])} cases in {time.monotonic() - start:.1f} s, "
           f"{r.passed} passed, {r.failed} failed")

@@ -325,3 +325,55 @@ pub fn igb_pf() -> FakeHost {
     host.register_driver("vfio-pci", Some("vfio_pci"));
     host
 }
+
+/// Where the HGX host's NVSwitches stand, which is what its NVLink fabric
+/// mode is read from (`vfioctl nova` without `--fabric`, `check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NvSwitches {
+    /// On nvidia-nvswitch, Fabric Manager neither enabled nor running (the
+    /// seed host as built by [`hgx_a100`]): the host does not say.
+    HostDriver,
+    /// On nvidia-nvswitch with Fabric Manager enabled at boot: shared.
+    FabricManager,
+    /// On vfio-pci: full.
+    OnVfio,
+    /// Still on nvidia-nvswitch, declared for VFIO with `persist`: full.
+    Declared,
+}
+
+/// The seed HGX host with its NVSwitches in `state`. Fabric Manager is
+/// enabled the way `systemctl enable` does it: a link in
+/// multi-user.target.wants to the unit on the host (dangling under a root).
+pub fn hgx_switches(state: NvSwitches) -> FakeHost {
+    let host = hgx_a100();
+    let switches = [
+        "0000:b7:00.0",
+        "0000:b8:00.0",
+        "0000:b9:00.0",
+        "0000:ba:00.0",
+        "0000:bb:00.0",
+        "0000:bc:00.0",
+    ];
+    match state {
+        NvSwitches::HostDriver => {}
+        NvSwitches::FabricManager => {
+            let wants = host.path("etc/systemd/system/multi-user.target.wants");
+            std::fs::create_dir_all(&wants).unwrap();
+            std::os::unix::fs::symlink(
+                "/lib/systemd/system/nvidia-fabricmanager.service",
+                wants.join("nvidia-fabricmanager.service"),
+            )
+            .unwrap();
+        }
+        NvSwitches::OnVfio => {
+            for addr in switches {
+                host.unbind(addr).bind(addr, "vfio-pci", Some("vfio_pci"));
+            }
+        }
+        NvSwitches::Declared => host.write(
+            "etc/vfioctl/bindings.d/nvswitch.toml",
+            "[[binding]]\nvendor = \"10de\"\ndevice = \"1af1\"\n",
+        ),
+    }
+    host
+}

@@ -161,7 +161,7 @@ pub(super) fn declared_device(f: &Facts, decl: &Declaration, dev: &PciDevice) ->
             ));
         }
     }
-    if let Err(stays) = device_may_leave_host(f.fabric, dev) {
+    if let Err(stays) = device_may_leave_host(f.fabric.as_ref(), dev) {
         problems.push((
             Verdict::Critical,
             stays.to_string(),

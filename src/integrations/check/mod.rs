@@ -8,18 +8,20 @@ use serde::{Serialize, Serializer};
 
 mod declarations;
 mod devices;
+mod fabric;
 mod host;
 mod sriov;
 
 use declarations::{bindings, expectations};
 use devices::pending_unbinds;
+use fabric::fabric;
 use host::{
     boot_files, cpu_virtualization, iommu_active, kernel_cmdline, libvirt, udev_rules, vfio_modules,
 };
 
 use crate::integrations::boot_files::CpuVendor;
 use crate::model::declaration::{Declaration, Declarations, DeclaredDriver, Fit, SriovDeclaration};
-use crate::model::fabric::{device_may_leave_host, Fabric};
+use crate::model::fabric::{device_may_leave_host, FabricReading};
 use crate::model::{
     DeviceId, DriverKind, DriverName, Inventory, IommuState, ModuleName, PciAddress, PciDevice,
     SriovRole, VendorId,
@@ -158,8 +160,8 @@ pub struct Facts<'a> {
     pub libvirt: Result<Vec<LibvirtView>, String>,
     /// Unbinds the change record says vfioctl stopped waiting for.
     pub pending: Vec<(PciAddress, String)>,
-    /// The host's NVLink fabric mode (shared: Fabric Manager keeps the NVSwitches).
-    pub fabric: Option<Fabric>,
+    /// The host's NVLink fabric as read from it (`None`: no NVSwitch).
+    pub fabric: Option<FabricReading>,
 }
 
 /// Runs every check, in a stable order.
@@ -168,6 +170,7 @@ pub fn run_checks(f: &Facts) -> Vec<CheckResult> {
     out.extend(iommu_active(f));
     out.push(vfio_modules(f));
     out.extend(bindings(f));
+    out.extend(fabric(f));
     out.extend(pending_unbinds(f));
     out.push(boot_files(f));
     out.push(udev_rules(f));
