@@ -610,6 +610,6 @@ pub const SAFETY: &[(&str, bool, exit::ExitStatus)] = &[
     ("The device is the boot display or the framebuffer console.", true, exit::ExitStatus::Refused),
     ("sriov destroys VFs (a lower count, or any change of a non-zero count) only when the gate clears every one of them: a process holding a VF (its /dev/vfio/N open) is named and never overridden; the uses --force overrides, only with --force.", false, exit::ExitStatus::Refused),
     ("persist add (and bind --persist) judge every device a declaration covers now, ID and class declarations included, as claimed at every boot (open handles aside).", false, exit::ExitStatus::Refused),
-    ("host-config --write never writes boot files that would claim, or with --blacklist strip the driver of, a device the root filesystem, swap or a network root needs; it has no --force.", false, exit::ExitStatus::Refused),
+    ("host-config --write judges every device its boot files would take from its driver now (each declared device, with --ids every present device with a declared ID, with --blacklist every device the module drives) by the rules persist apply follows, without --force: a device the host uses is refused (bind it first, with --force where allowed); it has no --force.", false, exit::ExitStatus::Refused),
     ("An unbind that does not return within --timeout is left pending in the kernel (in a helper process) and reported; that write returns within --timeout plus a second (each kernel step has its own --timeout).", false, exit::ExitStatus::Pending),
 ];

@@ -59,15 +59,15 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
     } else {
         BTreeSet::new()
     };
-    // Only what the host cannot boot without stops the files: --force does
-    // not exist here because nothing may override those rules.
+    // The rules `persist apply` follows, without --force: the files claim
+    // at every boot, where nobody is asked.
     let affected = gate::boot_affected(&inv, &facts.declarations, &blacklisted, facts.ids_option);
     let verdict = gate::judge(
         &inv,
         &read_usage(root),
         &affected,
         gate::Change::ClaimAtBoot,
-        true,
+        false,
     );
     let refused = (!verdict.allowed()).then_some(BootRefused {
         what: "the boot files",
