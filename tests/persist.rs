@@ -375,7 +375,7 @@ fn host_config_gives_dracut_the_same_claim_as_a_pre_udev_hook() {
     let claim = |text: &str| text[text.find("claimed=").unwrap()..].to_string();
     assert_eq!(claim(&hook), claim(&init_top));
     assert!(
-        hook.contains("*\" 0x10de:0x20b0 \"*) echo vfio-pci"),
+        hook.contains("*\" 0x10de:0x20b0 \"*) printf '%s\\n' vfio-pci"),
         "{hook}"
     );
     for file in [setup, "usr/lib/dracut/modules.d/90vfioctl/vfioctl-claim.sh"] {
@@ -1017,4 +1017,109 @@ fn udev_hook_on_a_declared_pf_waits_for_its_driver() {
     let run = vfioctl_env(host.root(), &["udev-hook", IGB_PF], &[("ACTION", "change")]);
     assert_eq!(run.status, 0);
     assert!(run.stderr.is_empty(), "{}", run.stderr);
+}
+
+/// Runs vfioctl under `umask`, as root's shell with that umask would.
+fn vfioctl_umask(host: &FakeHost, umask: u32, args: &[&str]) {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vfioctl"));
+    command
+        .arg("--root")
+        .arg(host.root())
+        .args(args)
+        .env_remove("VFIOCTL_ROOT");
+    // SAFETY: umask is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(move || {
+            libc::umask(umask as libc::mode_t);
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// #24 class 7: under root's `umask 000` the directories vfioctl makes were
+/// 0777 (it then refused its own configuration; anyone could replace the
+/// lock); under 077 `check` could not read them. Every directory and file
+/// gets its mode whatever the umask.
+#[test]
+fn directories_and_files_get_their_modes_whatever_the_umask() {
+    let mode = |host: &FakeHost, rel: &str| {
+        std::fs::metadata(host.path(rel))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    for umask in [0o000, 0o077] {
+        let host = topologies::hgx_a100();
+        for made in ["etc/vfioctl", "run/vfioctl", "etc/modprobe.d", "etc/udev"] {
+            assert!(!host.path(made).exists(), "{made} is vfioctl's to make");
+        }
+        vfioctl_umask(&host, umask, &["persist", "add", "25:00.0"]);
+        vfioctl_umask(&host, umask, &["host-config", "--write"]);
+        for dir in [
+            "etc/vfioctl",
+            "etc/vfioctl/bindings.d",
+            "run/vfioctl",
+            "etc/modprobe.d",
+            "etc/modules-load.d",
+            "etc/udev/rules.d",
+        ] {
+            assert_eq!(mode(&host, dir), 0o755, "{dir} under umask {umask:03o}");
+        }
+        for file in [
+            "etc/vfioctl/bindings.d/addr-0000_25_00.0.toml",
+            "etc/modprobe.d/vfioctl.conf",
+            "etc/udev/rules.d/69-vfioctl-bindings.rules",
+        ] {
+            assert_eq!(mode(&host, file), 0o644, "{file} under umask {umask:03o}");
+        }
+        assert_eq!(mode(&host, "run/vfioctl/lock"), 0o600);
+        // vfioctl trusts what it made.
+        let list = ok(host.root(), &["persist", "list"]);
+        assert!(list.contains("0000:25:00.0"), "{list}");
+    }
+}
+
+/// #24 class 7: a declared driver `-n` became `echo -n > driver_override`
+/// in the boot script, an empty claim. Refused where it is read (file and
+/// line), and on the command line; the scripts write with printf.
+#[test]
+fn a_driver_name_that_reads_as_an_option_is_refused() {
+    let host = topologies::hgx_a100();
+    host.write(
+        "etc/vfioctl/bindings.d/site.toml",
+        "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\naddress = \"0000:25:00.0\"\ndriver = \"-n\"\n",
+    );
+    for args in [&["host-config", "--write"][..], &["persist", "apply"]] {
+        let run = vfioctl(host.root(), args);
+        assert_eq!(run.status, 7, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("/etc/vfioctl/bindings.d/site.toml:1: driver = '-n' is not a driver name"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(!host.path("etc/modprobe.d/vfioctl.conf").exists());
+    std::fs::remove_file(host.path("etc/vfioctl/bindings.d/site.toml")).unwrap();
+    let run = vfioctl(host.root(), &["persist", "add", "25:00.0", "--driver=-n"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("not starting with '-'"), "{}", run.stderr);
+    // What is declared is written with printf, never echo.
+    ok(host.root(), &["persist", "add", "25:00.0", "--driver", "pci-stub"]);
+    std::fs::create_dir_all(host.path("etc/initramfs-tools")).unwrap();
+    ok(host.root(), &["host-config", "--write"]);
+    let script = read(&host, "etc/initramfs-tools/scripts/init-top/00-vfioctl");
+    assert!(script.contains("printf '%s\\n' pci-stub > \"$dev/driver_override\""), "{script}");
+    assert!(
+        script.lines().filter(|l| l.contains("echo")).count() == 1
+            && script.contains("prereqs() { echo \"$PREREQ\"; }"),
+        "only initramfs-tools' own prereqs line echoes: {script}"
+    );
 }

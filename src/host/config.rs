@@ -716,6 +716,11 @@ mod tests {
                 1,
                 "is not a driver name",
             ),
+            (
+                "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\ndriver = \"-n\"\n",
+                1,
+                "not starting with '-'",
+            ),
             ("[[binding]\n", 1, ""),
         ];
         for (text, line, message) in cases {

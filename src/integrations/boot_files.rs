@@ -155,7 +155,7 @@ fn claim_script(f: &Facts) -> String {
             .named()
             .map_or("vfio-pci".to_string(), ToString::to_string);
         text.push_str(&format!(
-            "\t{}) echo {driver} > \"$dev/driver_override\"; claimed=\"$claimed ${{dev##*/}}\" ;; # {}\n",
+            "\t{}) printf '%s\\n' {driver} > \"$dev/driver_override\"; claimed=\"$claimed ${{dev##*/}}\" ;; # {}\n",
             case_pattern(decl),
             decl.origin
         ));
@@ -165,7 +165,7 @@ fn claim_script(f: &Facts) -> String {
     for decl in &f.declarations.list {
         if let Some(address) = decl.address {
             text.push_str(&format!(
-                "\t\"{address} \"*) echo \"vfioctl: {address} is declared as {} but holds ${{key#* }}: not claimed\" > /dev/kmsg ;;\n",
+                "\t\"{address} \"*) printf '%s\\n' \"vfioctl: {address} is declared as {} but holds ${{key#* }}: not claimed\" > /dev/kmsg ;;\n",
                 decl.ids_text()
             ));
         }
@@ -185,7 +185,7 @@ fn claim_script(f: &Facts) -> String {
     // loaded (dracut loads force_drivers first), nothing would bind the device
     // until the root's udev hook (found by scenario 91-dracut-boot).
     text.push_str(
-        "for addr in $claimed; do\n\techo \"$addr\" > /sys/bus/pci/drivers_probe 2>/dev/null || true\ndone\n",
+        "for addr in $claimed; do\n\tprintf '%s\\n' \"$addr\" > /sys/bus/pci/drivers_probe 2>/dev/null || true\ndone\n",
     );
     text
 }
