@@ -1101,7 +1101,9 @@ fn a_driver_name_that_reads_as_an_option_is_refused() {
         let run = vfioctl(host.root(), args);
         assert_eq!(run.status, 7, "{args:?}: {}", run.stderr);
         assert!(
-            run.stderr.contains("/etc/vfioctl/bindings.d/site.toml:1: driver = '-n' is not a driver name"),
+            run.stderr.contains(
+                "/etc/vfioctl/bindings.d/site.toml:1: driver = '-n' is not a driver name"
+            ),
             "{}",
             run.stderr
         );
@@ -1110,13 +1112,23 @@ fn a_driver_name_that_reads_as_an_option_is_refused() {
     std::fs::remove_file(host.path("etc/vfioctl/bindings.d/site.toml")).unwrap();
     let run = vfioctl(host.root(), &["persist", "add", "25:00.0", "--driver=-n"]);
     assert_eq!(run.status, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("not starting with '-'"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not starting with '-'"),
+        "{}",
+        run.stderr
+    );
     // What is declared is written with printf, never echo.
-    ok(host.root(), &["persist", "add", "25:00.0", "--driver", "pci-stub"]);
+    ok(
+        host.root(),
+        &["persist", "add", "25:00.0", "--driver", "pci-stub"],
+    );
     std::fs::create_dir_all(host.path("etc/initramfs-tools")).unwrap();
     ok(host.root(), &["host-config", "--write"]);
     let script = read(&host, "etc/initramfs-tools/scripts/init-top/00-vfioctl");
-    assert!(script.contains("printf '%s\\n' pci-stub > \"$dev/driver_override\""), "{script}");
+    assert!(
+        script.contains("printf '%s\\n' pci-stub > \"$dev/driver_override\""),
+        "{script}"
+    );
     assert!(
         script.lines().filter(|l| l.contains("echo")).count() == 1
             && script.contains("prereqs() { echo \"$PREREQ\"; }"),

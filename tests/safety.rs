@@ -152,7 +152,8 @@ fn boot_files_never_claim_or_blacklist_what_the_host_boots_from() {
     let run = vfioctl(host.root(), &["host-config", "--write"]);
     assert_eq!(run.status, 4, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stderr.contains("0000:02:00.0 backs /srv (/dev/nvme1n1)")
+        run.stderr
+            .contains("0000:02:00.0 backs /srv (/dev/nvme1n1)")
             && run.stderr.contains("vfioctl bind --force"),
         "{}",
         run.stderr
@@ -602,7 +603,10 @@ fn assert_boot_refused(host: &FakeHost, flags: &[&str], why: &str) {
         !host.path("etc/modprobe.d/vfioctl.conf").exists(),
         "{why}: nothing written"
     );
-    let preview = vfioctl(host.root(), &args[..1].iter().chain(flags).copied().collect::<Vec<_>>());
+    let preview = vfioctl(
+        host.root(),
+        &args[..1].iter().chain(flags).copied().collect::<Vec<_>>(),
+    );
     assert_eq!(preview.status, 0, "{}", preview.stderr);
     assert!(
         preview.stderr.contains("--write would refuse"),
@@ -622,7 +626,11 @@ fn boot_files_never_claim_the_default_route_nic() {
     declare_by_hand(&host, "nic", Some("0000:03:00.0"));
     let run = vfioctl(host.root(), &["persist", "apply"]);
     assert_eq!(run.status, 4, "{}", run.stderr);
-    assert!(run.stderr.contains("carries the default route (eno1)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("carries the default route (eno1)"),
+        "{}",
+        run.stderr
+    );
     assert_boot_refused(&host, &[], "by address");
 
     // The sibling port is free: its own claim is written; --ids would also
@@ -645,4 +653,56 @@ fn boot_files_never_claim_the_default_route_nic() {
     let host = two_port_nic_host();
     declare_by_hand(&host, "nic", None);
     assert_boot_refused(&host, &[], "by IDs");
+}
+
+/// #24 class 7: a sysfs string with control characters (a driver named
+/// with ESC sequences, a pci.ids name with them) reaches every human line
+/// escaped: `show`'s group lines, `bind`'s plan lines, `nova`'s comments,
+/// `list`'s table; JSON carries it as JSON escapes.
+#[test]
+fn control_characters_from_sysfs_never_reach_the_terminal() {
+    let evil = "evil\x1b]0;pwned\x07\x1b[2J\u{9b}1m";
+    let mut host = support::topologies::workstation_gpu();
+    host.pci_ids(&format!(
+        "{}\n10de  NVIDIA Corporation\n\t1e88  Bad\x1b[31mName\n",
+        support::topologies::pci_ids()
+    ));
+    host.add(
+        Dev::endpoint("0000:01:00.4", 0x10de, 0x1e88, 0x030200)
+            .parent("0000:00:01.0")
+            .driver(evil, None)
+            .group(1),
+    );
+    let escaped = "evil\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{9b}1m";
+    let raw = |text: &str| {
+        text.chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+    };
+    let cases: [(&[&str], &str); 5] = [
+        (&["show", "01:00.0"], "group"),
+        (&["bind", "01:00.0", "--with-group", "--dry-run"], "plan"),
+        (&["nova", "group=1"], "nova"),
+        (&["list"], "list"),
+        (&["show", "01:00.4"], "show"),
+    ];
+    for (args, what) in cases {
+        let run = vfioctl(host.root(), args);
+        assert!(!raw(&run.stdout), "{what}: {:?}", run.stdout);
+        assert!(!raw(&run.stderr), "{what}: {:?}", run.stderr);
+        assert!(
+            run.stdout.contains(escaped) || run.stderr.contains(escaped),
+            "{what}: {}{}",
+            run.stdout,
+            run.stderr
+        );
+    }
+    let json = vfioctl(host.root(), &["show", "01:00.4", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value["device"]["driver"], evil, "{}", json.stdout);
+    let nova = vfioctl(host.root(), &["nova", "group=1"]).stdout;
+    assert!(
+        nova.lines()
+            .any(|l| l.starts_with("# ") && l.contains(escaped)),
+        "{nova}"
+    );
 }

@@ -175,12 +175,12 @@ pub fn boot_affected(
             let Some(driver) = &d.driver else {
                 return false; // nothing to release: no host use through a driver
             };
-            let governed = decls.governing(d).is_some_and(|g| {
-                match g.declaration.driver.named() {
+            let governed = decls
+                .governing(d)
+                .is_some_and(|g| match g.declaration.driver.named() {
                     Some(declared) => declared != driver,
                     None => driver.kind() != DriverKind::Vfio,
-                }
-            });
+                });
             let blacklisted_driver = module_of(d).is_some_and(|m| blacklisted.contains(&m));
             let same_ids = ids_option
                 && driver.kind() != DriverKind::Vfio
