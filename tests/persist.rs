@@ -728,10 +728,7 @@ fn sriov_declarations_are_listed_marked_and_govern_their_vfs() {
     );
     host.write(
         "etc/vfioctl/bindings.d/nic.toml",
-        format!(
-            "# Written by vfioctl persist add; remove with vfioctl persist remove.\n{}",
-            NIC_SRIOV.split("\n\n").next().unwrap()
-        ),
+        vfioctl::host::config::seal(NIC_SRIOV.split("\n\n").next().unwrap()),
     );
     let out = ok(host.root(), &["persist", "remove", "3b:00.0"]);
     assert!(
@@ -964,8 +961,11 @@ fn sriov_persist_declares_the_verified_count() {
     let text = read(&host, "etc/vfioctl/bindings.d/sriov-0000_01_00.0.toml");
     assert_eq!(
         text,
-        "# Written by vfioctl persist add; remove with vfioctl persist remove.\n[[sriov]]\naddress = \"0000:01:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 3\n"
+        vfioctl::host::config::seal("[[sriov]]\naddress = \"0000:01:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 3\n")
     );
+    assert!(text.starts_with(
+        "# Written by vfioctl persist add; remove with vfioctl persist remove. sha256="
+    ));
     assert!(read(&host, "etc/udev/rules.d/69-vfioctl-bindings.rules")
         .contains("KERNEL==\"0000:01:00.0\", ATTR{vendor}==\"0x8086\", ATTR{device}==\"0x10c9\", ENV{VFIOCTL_NUMVFS}=\"3\""));
     // The count went back to 0 by hand: persist apply restores the declared 3.
@@ -1134,4 +1134,246 @@ fn a_driver_name_that_reads_as_an_option_is_refused() {
             && script.contains("prereqs() { echo \"$PREREQ\"; }"),
         "only initramfs-tools' own prereqs line echoes: {script}"
     );
+}
+
+fn numvfs(host: &FakeHost) -> String {
+    read(host, &format!("sys/bus/pci/devices/{IGB_PF}/sriov_numvfs"))
+        .trim()
+        .to_string()
+}
+
+/// #24 class 5: two `[[sriov]]` tables for one PF both applied (every
+/// `persist apply` went 4 -> 2 -> 4, exit 0). Conflicting declarations are
+/// refused when loaded: nothing is applied for the PF (apply, hook, boot
+/// files), `check` is CRITICAL; identical ones apply once; a second
+/// `persist apply` writes nothing.
+#[test]
+fn conflicting_sriov_tables_apply_nothing_for_their_pf() {
+    let host = topologies::igb_pf();
+    host.write(
+        "etc/vfioctl/bindings.d/a.toml",
+        IGB_SRIOV.replace("= 7", "= 4"),
+    );
+    host.write(
+        "etc/vfioctl/bindings.d/b.toml",
+        IGB_SRIOV.replace("= 7", "= 2"),
+    );
+    let kernel = igb_kernel(&host);
+    let root = HostRoot::new(host.root());
+    for _ in 0..2 {
+        let done = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+        assert!(done.sriov.is_empty(), "nothing applied for the PF");
+        let errors: Vec<String> = done.errors.iter().map(|e| format!("{e:#}")).collect();
+        assert_eq!(
+            errors,
+            ["/etc/vfioctl/bindings.d/b.toml:1 declares SR-IOV PF 0000:01:00.0, conflicting with /etc/vfioctl/bindings.d/a.toml:1: neither is applied until one of them goes (vfioctl persist remove, or edit by hand)"]
+        );
+    }
+    assert!(kernel.writes().is_empty(), "{:?}", kernel.writes());
+    assert_eq!(numvfs(&host), "0");
+    // The command: exit 7 (the configuration), the hook too; check CRITICAL.
+    let run = vfioctl(host.root(), &["persist", "apply"]);
+    assert_eq!(run.status, 7, "{}", run.stderr);
+    assert!(run.stderr.contains("conflicting with"), "{}", run.stderr);
+    let hook = vfioctl_env(host.root(), &["udev-hook", IGB_PF], &[("ACTION", "bind")]);
+    assert_ne!(hook.status, 0, "{}", hook.stderr);
+    assert_eq!(numvfs(&host), "0");
+    let check = vfioctl(host.root(), &["check"]);
+    assert_eq!(check.status, 2, "{}", check.stdout);
+    assert!(
+        check.stdout.lines().any(|l| l.starts_with("CRITICAL")
+            && l.contains("sriov.0000:01:00.0.duplicate")
+            && l.contains("neither is applied")),
+        "{}",
+        check.stdout
+    );
+
+    // Identical tables: applied once; the second apply writes nothing.
+    host.write(
+        "etc/vfioctl/bindings.d/b.toml",
+        IGB_SRIOV.replace("= 7", "= 4"),
+    );
+    let kernel = igb_kernel(&host);
+    let done = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+    assert!(done.errors.is_empty(), "{:?}", done.errors);
+    assert_eq!(done.sriov.len(), 1);
+    assert_eq!(numvfs(&host), "4");
+    let first = kernel.writes().len();
+    assert!(first > 0);
+    let done = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+    assert!(done.errors.is_empty(), "{:?}", done.errors);
+    assert_eq!(
+        kernel.writes().len(),
+        first,
+        "{:?}",
+        &kernel.writes()[first..]
+    );
+}
+
+/// #24 class 5: one device declared twice on different drivers: neither
+/// is applied by persist apply, and host-config --write refuses.
+#[test]
+fn conflicting_bindings_apply_nothing_for_their_device() {
+    let host = host_config_host();
+    let decl = "[[binding]]\nvendor = \"8086\"\ndevice = \"1521\"\naddress = \"0000:02:00.0\"\n";
+    host.write("etc/vfioctl/bindings.d/a.toml", decl);
+    host.write(
+        "etc/vfioctl/bindings.d/b.toml",
+        format!("{decl}driver = \"pci-stub\"\n"),
+    );
+    let run = vfioctl(host.root(), &["persist", "apply", "--dry-run"]);
+    assert_eq!(run.status, 7, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("/etc/vfioctl/bindings.d/b.toml:1 declares 0000:02:00.0, conflicting with /etc/vfioctl/bindings.d/a.toml:1"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("0000:02:00.0"), "{}", run.stdout);
+    let run = vfioctl(host.root(), &["host-config", "--write"]);
+    assert_eq!(run.status, 7, "{}", run.stderr);
+    assert!(!host.path("etc/modprobe.d/vfioctl.conf").exists());
+    let preview = ok(host.root(), &["host-config"]);
+    assert!(
+        !preview.contains("0000:02:00.0 0x8086"),
+        "left out of the claim: {preview}"
+    );
+}
+
+/// #24 class 5: vfioctl writes and removes only what it wrote, exactly.
+#[test]
+fn declarations_written_or_edited_by_hand_are_never_replaced_or_removed() {
+    let host = topologies::hgx_a100();
+    ok(host.root(), &["persist", "add", "25:00.0"]);
+    let file = "etc/vfioctl/bindings.d/addr-0000_25_00.0.toml";
+    let appended = format!(
+        "{}\n[[binding]]\nvendor = \"10de\"\ndevice = \"1af1\"\n",
+        read(&host, file)
+    );
+    host.write(file, &appended);
+    // persist remove, bind --persist and persist add refuse it, exit 4.
+    for args in [
+        &["persist", "remove", "25:00.0"][..],
+        &["persist", "remove", "10de:1af1"],
+        &["bind", "25:00.0", "--persist", "--dry-run"],
+    ] {
+        let run = vfioctl(host.root(), args);
+        if args.contains(&"--dry-run") {
+            continue; // a dry run declares nothing
+        }
+        assert_eq!(run.status, 4, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("addr-0000_25_00.0.toml:") && run.stderr.contains("edited by hand"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(read(&host, file), appended);
+    // A binding the operator wrote for the same key elsewhere: vfioctl
+    // makes no second one beside it (bind --persist refuses before binding).
+    let host = topologies::hgx_a100();
+    host.write(
+        "etc/vfioctl/bindings.d/site.toml",
+        "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\naddress = \"0000:25:00.0\"\n",
+    );
+    let before = read(&host, "sys/bus/pci/devices/0000:25:00.0/driver_override");
+    let run = vfioctl(host.root(), &["bind", "25:00.0", "--persist"]);
+    assert_eq!(run.status, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("0000:25:00.0 is already declared at /etc/vfioctl/bindings.d/site.toml:1, in a file vfioctl did not write"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        read(&host, "sys/bus/pci/devices/0000:25:00.0/driver_override"),
+        before
+    );
+    assert!(!host.path(file).exists());
+}
+
+/// #24 class 5: `sriov --persist` replaced a hand-written file of the same
+/// name, losing the other declarations in it. Refused before any change.
+#[test]
+fn sriov_persist_never_replaces_a_file_written_by_hand() {
+    let host = topologies::igb_pf();
+    let file = "etc/vfioctl/bindings.d/sriov-0000_01_00.0.toml";
+    let mine = format!("{IGB_SRIOV}\n[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n");
+    host.write(file, &mine);
+    let run = vfioctl(
+        host.root(),
+        &["sriov", "01:00.0", "--numvfs", "2", "--persist"],
+    );
+    assert_eq!(run.status, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("0000:01:00.0 is already declared at /etc/vfioctl/bindings.d/sriov-0000_01_00.0.toml:1, in a file vfioctl did not write"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(read(&host, file), mine);
+    assert_eq!(numvfs(&host), "0", "nothing changed");
+    // Declared by hand under another name: no second table beside it.
+    std::fs::remove_file(host.path(file)).unwrap();
+    host.write("etc/vfioctl/bindings.d/site.toml", IGB_SRIOV);
+    let run = vfioctl(
+        host.root(),
+        &["sriov", "01:00.0", "--numvfs", "2", "--persist"],
+    );
+    assert_eq!(run.status, 4, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("0000:01:00.0 is already declared at /etc/vfioctl/bindings.d/site.toml:1"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(numvfs(&host), "0", "nothing changed");
+}
+
+/// #24 class 5: the package's purge (packaging/maint/generated.sh, run by
+/// sh) removes a declaration file only while it is exactly what vfioctl
+/// wrote: the same digest rule, with sha256sum.
+#[test]
+fn purge_removes_only_declarations_exactly_as_vfioctl_wrote_them() {
+    let host = topologies::hgx_a100();
+    ok(host.root(), &["persist", "add", "25:00.0", "10de:1af1"]);
+    let dir = "etc/vfioctl/bindings.d";
+    let appended = format!("{dir}/id-10de_1af1.toml");
+    host.write(
+        &appended,
+        format!(
+            "{}[[binding]]\nvendor = \"8086\"\ndevice = \"1521\"\n",
+            read(&host, &appended)
+        ),
+    );
+    host.write(
+        &format!("{dir}/copied.toml"),
+        "# Written by vfioctl persist add; remove with vfioctl persist remove.\n[[binding]]\nvendor = \"8086\"\ndevice = \"10d3\"\n",
+    );
+    host.write(
+        &format!("{dir}/site.toml"),
+        "[[binding]]\nvendor = \"8086\"\ndevice = \"10d3\"\n",
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/maint/generated.sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(". \"$0\"; vfioctl_remove_generated \"$1\"")
+        .arg(script)
+        .arg(host.root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("removed /etc/vfioctl/bindings.d/addr-0000_25_00.0.toml"),
+        "{said}"
+    );
+    assert!(!host.path(&format!("{dir}/addr-0000_25_00.0.toml")).exists());
+    for kept in ["id-10de_1af1.toml", "copied.toml", "site.toml"] {
+        assert!(
+            host.path(&format!("{dir}/{kept}")).exists(),
+            "{kept}: {said}"
+        );
+    }
 }

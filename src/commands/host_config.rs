@@ -69,6 +69,12 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
         gate::Change::ClaimAtBoot,
         false,
     );
+    // Declarations that conflict are left out of the files; --write
+    // refuses until the operator settles them (nothing written).
+    let conflicts = facts.declarations.conflicts();
+    if let (Some(conflict), true) = (conflicts.first(), args.write) {
+        return Err(conflict.clone().into());
+    }
     let refused = (!verdict.allowed()).then_some(BootRefused {
         what: "the boot files",
         hint: if facts.blacklist || facts.ids_option {
@@ -86,6 +92,11 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
     let mut plan: HostConfig = generate(&facts);
     if let (Some(refused), false) = (&refused, args.remove) {
         plan.notes.push(format!("--write would refuse: {refused}"));
+    }
+    if !args.remove {
+        for conflict in &conflicts {
+            plan.notes.push(format!("--write would refuse: {conflict}"));
+        }
     }
     let mut statuses = Vec::new();
     for file in &plan.files {

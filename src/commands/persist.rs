@@ -159,6 +159,14 @@ fn remove(root: &HostRoot, args: &PersistRemoveArgs, out: &mut dyn Write) -> any
             }
         }
     }
+    // Every file is vfioctl's exactly, or nothing is removed.
+    for origin in doomed
+        .iter()
+        .map(|d| &d.origin)
+        .chain(doomed_pfs.iter().map(|p| &p.origin))
+    {
+        config::may_remove(root, origin)?;
+    }
     for decl in &doomed {
         config::remove(root, decl)?;
         writeln!(out, "removed declaration {} ({})", decl.key(), decl.origin)?;

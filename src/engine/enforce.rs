@@ -114,6 +114,12 @@ pub fn declare_and_write(
             }
         }
     }
+    // vfioctl replaces only its own file for a key, and never makes a
+    // second declaration of a key the operator declared by hand.
+    let existing = config::load(root)?;
+    for decl in &decls {
+        config::may_add(root, &existing, decl)?;
+    }
     let covered: BTreeSet<PciAddress> = inv
         .devices
         .iter()
@@ -192,6 +198,7 @@ pub fn declare_sriov(
             line: 0,
         },
     };
+    config::may_add_sriov(root, &config::load(root)?, pf)?;
     let path = config::add_sriov(root, &decl)?;
     let mut lines = vec![format!(
         "declared {} VF(s) of {pf} on {} in /{}",
@@ -348,7 +355,10 @@ pub fn apply_declarations(
     let decls = config::load(root)?;
     let mut sriov_reports = Vec::new();
     let (mut errors, mut skipped) = (Vec::new(), Vec::new());
-    for decl in &decls.sriov {
+    // Declared twice in ways that disagree: refused, nothing applied for
+    // it (`Declarations::governing` and `sriov_in_force` leave it out).
+    errors.extend(decls.conflicts().into_iter().map(anyhow::Error::from));
+    for decl in decls.sriov_in_force() {
         match apply_sriov(root, kernel, &decls, decl, dry_run, timeout) {
             Ok(SriovOutcome::Changed(report)) => {
                 if let Some(failed) = sriov::failure(&report) {

@@ -73,8 +73,8 @@ fn modprobe_conf(f: &Facts) -> String {
     if f.ids_option {
         let ids: Vec<String> = f
             .declarations
-            .list
-            .iter()
+            .bindings_in_force()
+            .into_iter()
             .map(|d| format!("{}:{}", d.vendor, d.device))
             .fold(Vec::new(), |mut acc, id| {
                 if !acc.contains(&id) {
@@ -147,7 +147,7 @@ fn claim_script(f: &Facts) -> String {
 \tkey=\"${dev##*/} $(cat \"$dev/vendor\"):$(cat \"$dev/device\") $(cat \"$dev/subsystem_vendor\"):$(cat \"$dev/subsystem_device\")\"\n\
 \tcase \"$key\" in\n",
     );
-    for decl in &f.declarations.list {
+    for decl in f.declarations.bindings_in_force() {
         // Variant drivers are rarely in an initramfs: claim with vfio-pci, and
         // the udev hook moves the device to its variant once the root is up.
         let driver = decl
@@ -162,7 +162,7 @@ fn claim_script(f: &Facts) -> String {
     }
     // Reached only when no declaration above matched: a declared slot that
     // now holds other IDs is left alone and said so.
-    for decl in &f.declarations.list {
+    for decl in f.declarations.bindings_in_force() {
         if let Some(address) = decl.address {
             text.push_str(&format!(
                 "\t\"{address} \"*) printf '%s\\n' \"vfioctl: {address} is declared as {} but holds ${{key#* }}: not claimed\" > /dev/kmsg ;;\n",
