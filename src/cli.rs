@@ -208,6 +208,11 @@ pub struct PersistAddArgs {
     /// the number present now); fewer present makes `check` CRITICAL.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub expect: Option<u32>,
+
+    /// Print what would be declared and write nothing: the same checks,
+    /// refusals and exit statuses as without it.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +221,11 @@ pub struct PersistRemoveArgs {
     /// matching the devices they govern.
     #[arg(value_name = "SELECTOR", required = true)]
     pub selectors: Vec<String>,
+
+    /// Print what would be removed and remove nothing: the same checks,
+    /// refusals and exit statuses as without it.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -257,6 +267,11 @@ pub struct HostConfigArgs {
     /// Also claim the declared IDs ID-wide with `options vfio-pci ids=`.
     #[arg(long)]
     pub ids: bool,
+
+    /// With --write or --remove: the same checks, refusals and exit
+    /// statuses, and the files' status, but nothing is written or removed.
+    #[arg(long)]
+    pub dry_run: bool,
 
     /// Print a JSON object (schema in the man page).
     #[arg(long)]

@@ -1377,3 +1377,108 @@ fn purge_removes_only_declarations_exactly_as_vfioctl_wrote_them() {
         );
     }
 }
+
+/// Lists every file under the fake root's etc/ and run/ (what a command wrote).
+fn written_files(host: &FakeHost) -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(format!(
+                    "{} {}",
+                    path.display(),
+                    std::fs::read_to_string(&path).unwrap_or_default().len()
+                ));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&host.path("etc"), &mut out);
+    walk(&host.path("run"), &mut out);
+    out.sort();
+    out
+}
+
+/// #24 class 6: `persist add/remove` and `host-config --write/--remove`
+/// have `--dry-run`: the same refusals and exit statuses as the real run,
+/// nothing written. And `--` ends the options: what follows is a selector,
+/// never a flag.
+#[test]
+fn dry_runs_refuse_exactly_where_the_real_run_would() {
+    let host = topologies::hgx_a100();
+    let before = written_files(&host);
+    // Selectors after `--`: an option-shaped one is a malformed selector.
+    for args in [
+        &["bind", "--dry-run", "--", "--force"][..],
+        &["persist", "add", "--dry-run", "--", "--persist"],
+        &["persist", "remove", "--", "--force"],
+        &["unbind", "--", "--json"],
+    ] {
+        let run = vfioctl(host.root(), args);
+        assert_eq!(run.status, 2, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("malformed selector '--"),
+            "{}",
+            run.stderr
+        );
+    }
+    let run = vfioctl(host.root(), &["bind", "--dry-run", "--", "25:00.0"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    // persist add --dry-run: says what it would declare, writes nothing.
+    let out = ok(host.root(), &["persist", "add", "--dry-run", "25:00.0"]);
+    assert!(out.contains("would declare 0000:25:00.0 on vfio-pci (or its variant) in /etc/vfioctl/bindings.d/addr-0000_25_00.0.toml"), "{out}");
+    assert!(out.contains("dry run: nothing written"), "{out}");
+    assert_eq!(written_files(&host), before);
+    // host-config --write --dry-run: nothing written, exit 0.
+    let out = ok(host.root(), &["host-config", "--write", "--dry-run"]);
+    assert!(out.contains("dry run: nothing written"), "{out}");
+    assert_eq!(written_files(&host), before);
+
+    // Where the real run refuses, the dry run refuses the same way.
+    ok(host.root(), &["persist", "add", "25:00.0"]);
+    ok(host.root(), &["host-config", "--write"]);
+    let file = "etc/vfioctl/bindings.d/addr-0000_25_00.0.toml";
+    let mine = format!("{}# mine\n", read(&host, file));
+    host.write(file, &mine);
+    host.write("etc/modprobe.d/vfioctl.conf", "# the operator's\n");
+    let before = written_files(&host);
+    for (args, status, words) in [
+        (&["persist", "add", "25:00.0"][..], 4, "already declared"),
+        (&["persist", "remove", "25:00.0"], 4, "edited by hand"),
+        (
+            &["host-config", "--write"],
+            4,
+            "/etc/modprobe.d/vfioctl.conf",
+        ),
+        (
+            &["host-config", "--remove"],
+            4,
+            "/etc/modprobe.d/vfioctl.conf",
+        ),
+        (&["persist", "add", "99:00.0"], 2, "matched no PCI function"),
+    ] {
+        let dry: Vec<&str> = args.iter().copied().chain(["--dry-run"]).collect();
+        let real = vfioctl(host.root(), args);
+        let dry = vfioctl(host.root(), &dry);
+        assert_eq!(real.status, status, "{args:?}: {}", real.stderr);
+        assert_eq!(dry.status, status, "{args:?} --dry-run: {}", dry.stderr);
+        assert!(real.stderr.contains(words), "{args:?}: {}", real.stderr);
+        assert_eq!(dry.stderr, real.stderr, "{args:?}");
+        assert_eq!(written_files(&host), before, "{args:?}");
+    }
+    // persist remove --dry-run of a file vfioctl owns: says so, keeps it.
+    ok(
+        host.root(),
+        &["persist", "add", "10de:1af1", "--expect", "6"],
+    );
+    let out = ok(
+        host.root(),
+        &["persist", "remove", "--dry-run", "10de:1af1"],
+    );
+    assert!(out.contains("would remove declaration 10de:1af1"), "{out}");
+    assert!(host
+        .path("etc/vfioctl/bindings.d/id-10de_1af1.toml")
+        .exists());
+}

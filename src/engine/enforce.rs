@@ -64,6 +64,9 @@ pub struct DeclareOptions {
     pub refuse_existing: bool,
     /// `--force`: declare devices the host uses in ways `--force` may override.
     pub force: bool,
+    /// `--dry-run`: every check and refusal, then say what would be
+    /// declared and write nothing.
+    pub dry_run: bool,
 }
 
 /// A declaration `persist add` refuses: its key is already declared.
@@ -148,7 +151,12 @@ pub fn declare_and_write(
         }
     }
     for decl in &decls {
-        let path = config::add(root, decl)?;
+        let path = if options.dry_run {
+            root.path(config::BINDINGS_DIR)
+                .join(config::file_name(decl))
+        } else {
+            config::add(root, decl)?
+        };
         let present = inv
             .devices
             .iter()
@@ -156,7 +164,12 @@ pub fn declare_and_write(
             .count();
         writeln!(
             out,
-            "declared {} on {} in {}{}",
+            "{} {} on {} in {}{}",
+            if options.dry_run {
+                "would declare"
+            } else {
+                "declared"
+            },
             decl.key(),
             driver_label(&decl.driver),
             path.strip_prefix(root.base())
@@ -167,6 +180,10 @@ pub fn declare_and_write(
                 ""
             }
         )?;
+    }
+    if options.dry_run {
+        writeln!(out, "dry run: nothing written")?;
+        return Ok(());
     }
     let all = config::load(root)?;
     print_rules_status(out, &udev_io::install_rules(root, &render_rules(&all))?)?;
