@@ -590,7 +590,7 @@ pub mod exit {
         ),
         (
             Config,
-            "The configuration under /etc/vfioctl is malformed (the message names file and line) or untrusted (it or a directory up to / not root-owned, writable by others or by a group other than root's, a symlink, or a file name that is not letters, digits, '.', '_' and '-'; under --root DIR other than /, the owner trusted is DIR's owner). Nothing was applied.",
+            "The configuration under /etc/vfioctl is malformed (the message names file and line) or untrusted (it or a directory up to / not root-owned, writable by others or by a group other than root's, a symlink, or a file name that is not letters, digits, '.', '_' and '-'; under --root DIR other than /, the owner trusted is DIR's owner). Nothing was applied. Also: one device or PF declared twice, differently (persist apply applies the others; the hook and host-config --write nothing).",
         ),
         (
             Busy,
