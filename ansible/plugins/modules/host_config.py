@@ -38,8 +38,8 @@ extends_documentation_fragment:
   - vfioctl.vfioctl.common
   - vfioctl.vfioctl.common.attributes
 notes:
-  - In check mode vfioctl runs C(host-config --write --dry-run) (or C(--remove --dry-run)): the same refusals and exit statuses as the real
-    run, nothing written; the diff shows each file's content before and after.
+  - In check mode vfioctl runs C(host-config --write --dry-run) (or C(--remove --dry-run)), with the same refusals and exit statuses as the
+    real run and nothing written; the diff shows each file's content before and after.
   - After files changed, regenerate the initramfs (RV(initramfs_command)) before rebooting; the
     P(vfioctl.vfioctl.gpu_passthrough#role) role does this in a handler.
 seealso:
