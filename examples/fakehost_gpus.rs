@@ -1,7 +1,9 @@
 //! Builds a small GPU fake host root (the Ansible collection's integration tests): `cargo run
-//! --example fakehost_gpus -- DIR GPUS`. Each GPU sits behind its own PCIe switch
+//! --example fakehost_gpus -- DIR GPUS [nic]`. Each GPU sits behind its own PCIe switch
 //! port with an audio companion in its group; a quarter are on vfio-pci and
-//! declared. The tree is the test suite's faithful sysfs layout.
+//! declared. With `nic`, a two-port igb NIC too (0000:e0:00.0 with eno1,
+//! which carries the default route, and 0000:e0:00.1 with eno2), each port
+//! in its own group. The tree is the test suite's faithful sysfs layout.
 
 #[path = "../tests/support/fakehost.rs"]
 mod fakehost;
@@ -15,6 +17,7 @@ fn main() {
         std::process::exit(2);
     };
     let gpus: u32 = gpus.parse().expect("GPUS is a number");
+    let nic = args.next().as_deref() == Some("nic");
     let mut host = FakeHost::new();
     host.iommu_unit("dmar0");
     host.register_driver("vfio-pci", Some("vfio_pci"));
@@ -57,6 +60,19 @@ fn main() {
         }
         host.add(g);
         host.add(a);
+    }
+    if nic {
+        for (function, iface) in [(0, "eno1"), (1, "eno2")] {
+            group += 1;
+            let address = format!("0000:e0:00.{function}");
+            host.add(
+                Dev::endpoint(&address, 0x8086, 0x1521, 0x020000)
+                    .driver("igb", Some("igb"))
+                    .group(group),
+            );
+            host.netdev(&address, iface);
+        }
+        host.route("eno1", true);
     }
     host.write(
         "etc/vfioctl/bindings.d/gpus.toml",

@@ -210,6 +210,11 @@ pub struct PersistAddArgs {
     /// the number present now); fewer present makes `check` CRITICAL.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub expect: Option<u32>,
+
+    /// Print what would be declared and write nothing: the same checks,
+    /// refusals and exit statuses as without it.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +223,11 @@ pub struct PersistRemoveArgs {
     /// matching the devices they govern.
     #[arg(value_name = "SELECTOR", required = true)]
     pub selectors: Vec<String>,
+
+    /// Print what would be removed and remove nothing: the same checks,
+    /// refusals and exit statuses as without it.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +269,11 @@ pub struct HostConfigArgs {
     /// Also claim the declared IDs ID-wide with `options vfio-pci ids=`.
     #[arg(long)]
     pub ids: bool,
+
+    /// With --write or --remove: the same checks, refusals and exit
+    /// statuses, and the files' status, but nothing is written or removed.
+    #[arg(long)]
+    pub dry_run: bool,
 
     /// Print a JSON object (schema in the man page).
     #[arg(long)]
@@ -593,7 +608,7 @@ pub mod exit {
         ),
         (
             Config,
-            "The configuration under /etc/vfioctl is malformed (the message names file and line) or untrusted (it or a directory up to / not root-owned, writable by others or by a group other than root's, a symlink, or a file name that is not letters, digits, '.', '_' and '-'; under --root DIR other than /, the owner trusted is DIR's owner). Nothing was applied.",
+            "The configuration under /etc/vfioctl is malformed (the message names file and line) or untrusted (it or a directory up to / not root-owned, writable by others or by a group other than root's, a symlink, or a file name that is not letters, digits, '.', '_' and '-'; under --root DIR other than /, the owner trusted is DIR's owner). Nothing was applied. Also: one device or PF declared twice, differently (persist apply applies the others; the hook and host-config --write nothing).",
         ),
         (
             Busy,
@@ -628,6 +643,6 @@ pub const SAFETY: &[(&str, bool, exit::ExitStatus)] = &[
     ("The device is the boot display or the framebuffer console.", true, exit::ExitStatus::Refused),
     ("sriov destroys VFs (a lower count, or any change of a non-zero count) only when the gate clears every one of them: a process holding a VF (its /dev/vfio/N open) is named and never overridden; the uses --force overrides, only with --force.", false, exit::ExitStatus::Refused),
     ("persist add (and bind --persist) judge every device a declaration covers now, ID and class declarations included, as claimed at every boot (open handles aside).", false, exit::ExitStatus::Refused),
-    ("host-config --write never writes boot files that would claim, or with --blacklist strip the driver of, a device the root filesystem, swap or a network root needs; it has no --force.", false, exit::ExitStatus::Refused),
+    ("host-config --write judges every device its boot files would take from its driver now (each declared device, with --ids every present device with a declared ID, with --blacklist every device the module drives) by the rules persist apply follows, without --force: a device the host uses is refused (bind it first, with --force where allowed); it has no --force.", false, exit::ExitStatus::Refused),
     ("An unbind that does not return within --timeout is left pending in the kernel (in a helper process) and reported; that write returns within --timeout plus a second (each kernel step has its own --timeout).", false, exit::ExitStatus::Pending),
 ];

@@ -56,10 +56,15 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
                 | SriovError::Plan(PlanError::Refused(_)) => ExitStatus::Refused,
             };
         }
+        if cause.is::<crate::model::declaration::Conflict>() {
+            return ExitStatus::Config;
+        }
         if let Some(e) = cause.downcast_ref::<ConfigError>() {
             return match e {
                 ConfigError::Io { .. } => ExitStatus::Failed,
-                ConfigError::HandWritten { .. } => ExitStatus::Refused,
+                ConfigError::HandWritten { .. } | ConfigError::DeclaredByHand { .. } => {
+                    ExitStatus::Refused
+                }
                 _ => ExitStatus::Config,
             };
         }

@@ -33,8 +33,43 @@ use std::io::Write;
 use cli::{Cli, Command};
 use host::HostRoot;
 
-/// Runs one parsed command line, writing its output to `out`; returns the exit status.
+/// Whether the command line asks for JSON output (`--json` as an option,
+/// not a selector after `--`).
+pub fn prints_json(cli: &Cli) -> bool {
+    use cli::PersistAction;
+    match &cli.command {
+        Command::List(a) => a.json,
+        Command::Show(a) => a.json,
+        Command::Bind(a) => a.change.json,
+        Command::Sriov(a) => a.json,
+        Command::Restore(a) | Command::Unbind(a) => a.json,
+        Command::Persist { action } => match action {
+            PersistAction::List(a) => a.json,
+            PersistAction::Apply(a) => a.json,
+            _ => false,
+        },
+        Command::HostConfig(a) => a.json,
+        Command::Check(a) => a.json,
+        Command::Nodedev(a) => a.json,
+        Command::Nova(a) => a.json,
+        Command::UdevHook(_) => false,
+    }
+}
+
+/// Runs one parsed command line, writing its output to `out`; returns the
+/// exit status. Output for people goes through `output::HumanOut`, the one
+/// escaping path; JSON goes out as serialized.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
+    if prints_json(cli) {
+        return run_command(cli, out);
+    }
+    let mut human = output::HumanOut::new(out);
+    let status = run_command(cli, &mut human);
+    human.flush()?;
+    status
+}
+
+fn run_command(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
     let root = HostRoot::new(&cli.root);
     let libvirt = commands::LibvirtOptions {
         target: host::libvirt::Target::resolve(cli.connect.as_deref(), &cli.root),

@@ -95,6 +95,8 @@ fn main() {
             std::process::exit(status);
         }
     };
+    // `--json` as parsed: after `--` it is a selector, not the option.
+    let json = vfioctl::prints_json(&cli);
     let check = matches!(cli.command, Command::Check(_));
     let status = match vfioctl::run(&cli, &mut out) {
         Ok(status) => status,

@@ -375,7 +375,7 @@ fn host_config_gives_dracut_the_same_claim_as_a_pre_udev_hook() {
     let claim = |text: &str| text[text.find("claimed=").unwrap()..].to_string();
     assert_eq!(claim(&hook), claim(&init_top));
     assert!(
-        hook.contains("*\" 0x10de:0x20b0 \"*) echo vfio-pci"),
+        hook.contains("*\" 0x10de:0x20b0 \"*) printf '%s\\n' vfio-pci"),
         "{hook}"
     );
     for file in [setup, "usr/lib/dracut/modules.d/90vfioctl/vfioctl-claim.sh"] {
@@ -728,10 +728,7 @@ fn sriov_declarations_are_listed_marked_and_govern_their_vfs() {
     );
     host.write(
         "etc/vfioctl/bindings.d/nic.toml",
-        format!(
-            "# Written by vfioctl persist add; remove with vfioctl persist remove.\n{}",
-            NIC_SRIOV.split("\n\n").next().unwrap()
-        ),
+        vfioctl::host::config::seal(NIC_SRIOV.split("\n\n").next().unwrap()),
     );
     let out = ok(host.root(), &["persist", "remove", "3b:00.0"]);
     assert!(
@@ -964,8 +961,11 @@ fn sriov_persist_declares_the_verified_count() {
     let text = read(&host, "etc/vfioctl/bindings.d/sriov-0000_01_00.0.toml");
     assert_eq!(
         text,
-        "# Written by vfioctl persist add; remove with vfioctl persist remove.\n[[sriov]]\naddress = \"0000:01:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 3\n"
+        vfioctl::host::config::seal("[[sriov]]\naddress = \"0000:01:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 3\n")
     );
+    assert!(text.starts_with(
+        "# Written by vfioctl persist add; remove with vfioctl persist remove. sha256="
+    ));
     assert!(read(&host, "etc/udev/rules.d/69-vfioctl-bindings.rules")
         .contains("KERNEL==\"0000:01:00.0\", ATTR{vendor}==\"0x8086\", ATTR{device}==\"0x10c9\", ENV{VFIOCTL_NUMVFS}=\"3\""));
     // The count went back to 0 by hand: persist apply restores the declared 3.
@@ -1017,4 +1017,468 @@ fn udev_hook_on_a_declared_pf_waits_for_its_driver() {
     let run = vfioctl_env(host.root(), &["udev-hook", IGB_PF], &[("ACTION", "change")]);
     assert_eq!(run.status, 0);
     assert!(run.stderr.is_empty(), "{}", run.stderr);
+}
+
+/// Runs vfioctl under `umask`, as root's shell with that umask would.
+fn vfioctl_umask(host: &FakeHost, umask: u32, args: &[&str]) {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vfioctl"));
+    command
+        .arg("--root")
+        .arg(host.root())
+        .args(args)
+        .env_remove("VFIOCTL_ROOT");
+    // SAFETY: umask is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(move || {
+            libc::umask(umask as libc::mode_t);
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// #24 class 7: under root's `umask 000` the directories vfioctl makes were
+/// 0777 (it then refused its own configuration; anyone could replace the
+/// lock); under 077 `check` could not read them. Every directory and file
+/// gets its mode whatever the umask.
+#[test]
+fn directories_and_files_get_their_modes_whatever_the_umask() {
+    let mode = |host: &FakeHost, rel: &str| {
+        std::fs::metadata(host.path(rel))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    for umask in [0o000, 0o077] {
+        let host = topologies::hgx_a100();
+        for made in ["etc/vfioctl", "run/vfioctl", "etc/modprobe.d", "etc/udev"] {
+            assert!(!host.path(made).exists(), "{made} is vfioctl's to make");
+        }
+        vfioctl_umask(&host, umask, &["persist", "add", "25:00.0"]);
+        vfioctl_umask(&host, umask, &["host-config", "--write"]);
+        for dir in [
+            "etc/vfioctl",
+            "etc/vfioctl/bindings.d",
+            "run/vfioctl",
+            "etc/modprobe.d",
+            "etc/modules-load.d",
+            "etc/udev/rules.d",
+        ] {
+            assert_eq!(mode(&host, dir), 0o755, "{dir} under umask {umask:03o}");
+        }
+        for file in [
+            "etc/vfioctl/bindings.d/addr-0000_25_00.0.toml",
+            "etc/modprobe.d/vfioctl.conf",
+            "etc/udev/rules.d/69-vfioctl-bindings.rules",
+        ] {
+            assert_eq!(mode(&host, file), 0o644, "{file} under umask {umask:03o}");
+        }
+        assert_eq!(mode(&host, "run/vfioctl/lock"), 0o600);
+        // vfioctl trusts what it made.
+        let list = ok(host.root(), &["persist", "list"]);
+        assert!(list.contains("0000:25:00.0"), "{list}");
+    }
+}
+
+/// #24 class 7: a declared driver `-n` became `echo -n > driver_override`
+/// in the boot script, an empty claim. Refused where it is read (file and
+/// line), and on the command line; the scripts write with printf.
+#[test]
+fn a_driver_name_that_reads_as_an_option_is_refused() {
+    let host = topologies::hgx_a100();
+    host.write(
+        "etc/vfioctl/bindings.d/site.toml",
+        "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\naddress = \"0000:25:00.0\"\ndriver = \"-n\"\n",
+    );
+    for args in [&["host-config", "--write"][..], &["persist", "apply"]] {
+        let run = vfioctl(host.root(), args);
+        assert_eq!(run.status, 7, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(
+                "/etc/vfioctl/bindings.d/site.toml:1: driver = '-n' is not a driver name"
+            ),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(!host.path("etc/modprobe.d/vfioctl.conf").exists());
+    std::fs::remove_file(host.path("etc/vfioctl/bindings.d/site.toml")).unwrap();
+    let run = vfioctl(host.root(), &["persist", "add", "25:00.0", "--driver=-n"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not starting with '-'"),
+        "{}",
+        run.stderr
+    );
+    // What is declared is written with printf, never echo.
+    ok(
+        host.root(),
+        &["persist", "add", "25:00.0", "--driver", "pci-stub"],
+    );
+    std::fs::create_dir_all(host.path("etc/initramfs-tools")).unwrap();
+    ok(host.root(), &["host-config", "--write"]);
+    let script = read(&host, "etc/initramfs-tools/scripts/init-top/00-vfioctl");
+    assert!(
+        script.contains("printf '%s\\n' pci-stub > \"$dev/driver_override\""),
+        "{script}"
+    );
+    assert!(
+        script.lines().filter(|l| l.contains("echo")).count() == 1
+            && script.contains("prereqs() { echo \"$PREREQ\"; }"),
+        "only initramfs-tools' own prereqs line echoes: {script}"
+    );
+}
+
+fn numvfs(host: &FakeHost) -> String {
+    read(host, &format!("sys/bus/pci/devices/{IGB_PF}/sriov_numvfs"))
+        .trim()
+        .to_string()
+}
+
+/// #24 class 5: two `[[sriov]]` tables for one PF both applied (every
+/// `persist apply` went 4 -> 2 -> 4, exit 0). Conflicting declarations are
+/// refused when loaded: nothing is applied for the PF (apply, hook, boot
+/// files), `check` is CRITICAL; identical ones apply once; a second
+/// `persist apply` writes nothing.
+#[test]
+fn conflicting_sriov_tables_apply_nothing_for_their_pf() {
+    let host = topologies::igb_pf();
+    host.write(
+        "etc/vfioctl/bindings.d/a.toml",
+        IGB_SRIOV.replace("= 7", "= 4"),
+    );
+    host.write(
+        "etc/vfioctl/bindings.d/b.toml",
+        IGB_SRIOV.replace("= 7", "= 2"),
+    );
+    let kernel = igb_kernel(&host);
+    let root = HostRoot::new(host.root());
+    for _ in 0..2 {
+        let done = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+        assert!(done.sriov.is_empty(), "nothing applied for the PF");
+        let errors: Vec<String> = done.errors.iter().map(|e| format!("{e:#}")).collect();
+        assert_eq!(
+            errors,
+            ["/etc/vfioctl/bindings.d/b.toml:1 declares SR-IOV PF 0000:01:00.0, conflicting with /etc/vfioctl/bindings.d/a.toml:1: neither is applied until one of them goes (vfioctl persist remove, or edit by hand)"]
+        );
+    }
+    assert!(kernel.writes().is_empty(), "{:?}", kernel.writes());
+    assert_eq!(numvfs(&host), "0");
+    // The command: exit 7 (the configuration), the hook too; check CRITICAL.
+    let run = vfioctl(host.root(), &["persist", "apply"]);
+    assert_eq!(run.status, 7, "{}", run.stderr);
+    assert!(run.stderr.contains("conflicting with"), "{}", run.stderr);
+    let hook = vfioctl_env(host.root(), &["udev-hook", IGB_PF], &[("ACTION", "bind")]);
+    assert_ne!(hook.status, 0, "{}", hook.stderr);
+    assert_eq!(numvfs(&host), "0");
+    let check = vfioctl(host.root(), &["check"]);
+    assert_eq!(check.status, 2, "{}", check.stdout);
+    assert!(
+        check.stdout.lines().any(|l| l.starts_with("CRITICAL")
+            && l.contains("sriov.0000:01:00.0.duplicate")
+            && l.contains("neither is applied")),
+        "{}",
+        check.stdout
+    );
+
+    // Identical tables: applied once; the second apply writes nothing.
+    host.write(
+        "etc/vfioctl/bindings.d/b.toml",
+        IGB_SRIOV.replace("= 7", "= 4"),
+    );
+    let kernel = igb_kernel(&host);
+    let done = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+    assert!(done.errors.is_empty(), "{:?}", done.errors);
+    assert_eq!(done.sriov.len(), 1);
+    assert_eq!(numvfs(&host), "4");
+    let first = kernel.writes().len();
+    assert!(first > 0);
+    let done = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
+    assert!(done.errors.is_empty(), "{:?}", done.errors);
+    assert_eq!(
+        kernel.writes().len(),
+        first,
+        "{:?}",
+        &kernel.writes()[first..]
+    );
+}
+
+/// #24 class 5: one device declared twice on different drivers: neither
+/// is applied by persist apply, and host-config --write refuses.
+#[test]
+fn conflicting_bindings_apply_nothing_for_their_device() {
+    let host = host_config_host();
+    let decl = "[[binding]]\nvendor = \"8086\"\ndevice = \"1521\"\naddress = \"0000:02:00.0\"\n";
+    host.write("etc/vfioctl/bindings.d/a.toml", decl);
+    host.write(
+        "etc/vfioctl/bindings.d/b.toml",
+        format!("{decl}driver = \"pci-stub\"\n"),
+    );
+    let run = vfioctl(host.root(), &["persist", "apply", "--dry-run"]);
+    assert_eq!(run.status, 7, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("/etc/vfioctl/bindings.d/b.toml:1 declares 0000:02:00.0, conflicting with /etc/vfioctl/bindings.d/a.toml:1"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("0000:02:00.0"), "{}", run.stdout);
+    let run = vfioctl(host.root(), &["host-config", "--write"]);
+    assert_eq!(run.status, 7, "{}", run.stderr);
+    assert!(!host.path("etc/modprobe.d/vfioctl.conf").exists());
+    let preview = ok(host.root(), &["host-config"]);
+    assert!(
+        !preview.contains("0000:02:00.0 0x8086"),
+        "left out of the claim: {preview}"
+    );
+}
+
+/// #24 class 5: vfioctl writes and removes only what it wrote, exactly.
+#[test]
+fn declarations_written_or_edited_by_hand_are_never_replaced_or_removed() {
+    let host = topologies::hgx_a100();
+    ok(host.root(), &["persist", "add", "25:00.0"]);
+    let file = "etc/vfioctl/bindings.d/addr-0000_25_00.0.toml";
+    let appended = format!(
+        "{}\n[[binding]]\nvendor = \"10de\"\ndevice = \"1af1\"\n",
+        read(&host, file)
+    );
+    host.write(file, &appended);
+    // persist remove, bind --persist and persist add refuse it, exit 4.
+    for args in [
+        &["persist", "remove", "25:00.0"][..],
+        &["persist", "remove", "10de:1af1"],
+        &["bind", "25:00.0", "--persist", "--dry-run"],
+    ] {
+        let run = vfioctl(host.root(), args);
+        if args.contains(&"--dry-run") {
+            continue; // a dry run declares nothing
+        }
+        assert_eq!(run.status, 4, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("addr-0000_25_00.0.toml:") && run.stderr.contains("edited by hand"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(read(&host, file), appended);
+    // A binding the operator wrote for the same key elsewhere: vfioctl
+    // makes no second one beside it (bind --persist refuses before binding).
+    let host = topologies::hgx_a100();
+    host.write(
+        "etc/vfioctl/bindings.d/site.toml",
+        "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\naddress = \"0000:25:00.0\"\n",
+    );
+    let before = read(&host, "sys/bus/pci/devices/0000:25:00.0/driver_override");
+    let run = vfioctl(host.root(), &["bind", "25:00.0", "--persist"]);
+    assert_eq!(run.status, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("0000:25:00.0 is already declared at /etc/vfioctl/bindings.d/site.toml:1, in a file vfioctl did not write"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        read(&host, "sys/bus/pci/devices/0000:25:00.0/driver_override"),
+        before
+    );
+    assert!(!host.path(file).exists());
+}
+
+/// #24 class 5: `sriov --persist` replaced a hand-written file of the same
+/// name, losing the other declarations in it. Refused before any change.
+#[test]
+fn sriov_persist_never_replaces_a_file_written_by_hand() {
+    let host = topologies::igb_pf();
+    let file = "etc/vfioctl/bindings.d/sriov-0000_01_00.0.toml";
+    let mine = format!("{IGB_SRIOV}\n[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n");
+    host.write(file, &mine);
+    let run = vfioctl(
+        host.root(),
+        &["sriov", "01:00.0", "--numvfs", "2", "--persist"],
+    );
+    assert_eq!(run.status, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("0000:01:00.0 is already declared at /etc/vfioctl/bindings.d/sriov-0000_01_00.0.toml:1, in a file vfioctl did not write"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(read(&host, file), mine);
+    assert_eq!(numvfs(&host), "0", "nothing changed");
+    // Declared by hand under another name: no second table beside it.
+    std::fs::remove_file(host.path(file)).unwrap();
+    host.write("etc/vfioctl/bindings.d/site.toml", IGB_SRIOV);
+    let run = vfioctl(
+        host.root(),
+        &["sriov", "01:00.0", "--numvfs", "2", "--persist"],
+    );
+    assert_eq!(run.status, 4, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("0000:01:00.0 is already declared at /etc/vfioctl/bindings.d/site.toml:1"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(numvfs(&host), "0", "nothing changed");
+}
+
+/// #24 class 5: the package's purge (packaging/maint/generated.sh, run by
+/// sh) removes a declaration file only while it is exactly what vfioctl
+/// wrote: the same digest rule, with sha256sum.
+#[test]
+fn purge_removes_only_declarations_exactly_as_vfioctl_wrote_them() {
+    let host = topologies::hgx_a100();
+    ok(host.root(), &["persist", "add", "25:00.0", "10de:1af1"]);
+    let dir = "etc/vfioctl/bindings.d";
+    let appended = format!("{dir}/id-10de_1af1.toml");
+    host.write(
+        &appended,
+        format!(
+            "{}[[binding]]\nvendor = \"8086\"\ndevice = \"1521\"\n",
+            read(&host, &appended)
+        ),
+    );
+    host.write(
+        &format!("{dir}/copied.toml"),
+        "# Written by vfioctl persist add; remove with vfioctl persist remove.\n[[binding]]\nvendor = \"8086\"\ndevice = \"10d3\"\n",
+    );
+    host.write(
+        &format!("{dir}/site.toml"),
+        "[[binding]]\nvendor = \"8086\"\ndevice = \"10d3\"\n",
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/maint/generated.sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(". \"$0\"; vfioctl_remove_generated \"$1\"")
+        .arg(script)
+        .arg(host.root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("removed /etc/vfioctl/bindings.d/addr-0000_25_00.0.toml"),
+        "{said}"
+    );
+    assert!(!host.path(&format!("{dir}/addr-0000_25_00.0.toml")).exists());
+    for kept in ["id-10de_1af1.toml", "copied.toml", "site.toml"] {
+        assert!(
+            host.path(&format!("{dir}/{kept}")).exists(),
+            "{kept}: {said}"
+        );
+    }
+}
+
+/// Lists every file under the fake root's etc/ and run/ (what a command wrote).
+fn written_files(host: &FakeHost) -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(format!(
+                    "{} {}",
+                    path.display(),
+                    std::fs::read_to_string(&path).unwrap_or_default().len()
+                ));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&host.path("etc"), &mut out);
+    walk(&host.path("run"), &mut out);
+    out.sort();
+    out
+}
+
+/// #24 class 6: `persist add/remove` and `host-config --write/--remove`
+/// have `--dry-run`: the same refusals and exit statuses as the real run,
+/// nothing written. And `--` ends the options: what follows is a selector,
+/// never a flag.
+#[test]
+fn dry_runs_refuse_exactly_where_the_real_run_would() {
+    let host = topologies::hgx_a100();
+    let before = written_files(&host);
+    // Selectors after `--`: an option-shaped one is a malformed selector.
+    for args in [
+        &["bind", "--dry-run", "--", "--force"][..],
+        &["persist", "add", "--dry-run", "--", "--persist"],
+        &["persist", "remove", "--", "--force"],
+        &["unbind", "--", "--json"],
+    ] {
+        let run = vfioctl(host.root(), args);
+        assert_eq!(run.status, 2, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("malformed selector '--"),
+            "{}",
+            run.stderr
+        );
+    }
+    let run = vfioctl(host.root(), &["bind", "--dry-run", "--", "25:00.0"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    // persist add --dry-run: says what it would declare, writes nothing.
+    let out = ok(host.root(), &["persist", "add", "--dry-run", "25:00.0"]);
+    assert!(out.contains("would declare 0000:25:00.0 on vfio-pci (or its variant) in /etc/vfioctl/bindings.d/addr-0000_25_00.0.toml"), "{out}");
+    assert!(out.contains("dry run: nothing written"), "{out}");
+    assert_eq!(written_files(&host), before);
+    // host-config --write --dry-run: nothing written, exit 0.
+    let out = ok(host.root(), &["host-config", "--write", "--dry-run"]);
+    assert!(out.contains("dry run: nothing written"), "{out}");
+    assert_eq!(written_files(&host), before);
+
+    // Where the real run refuses, the dry run refuses the same way.
+    ok(host.root(), &["persist", "add", "25:00.0"]);
+    ok(host.root(), &["host-config", "--write"]);
+    let file = "etc/vfioctl/bindings.d/addr-0000_25_00.0.toml";
+    let mine = format!("{}# mine\n", read(&host, file));
+    host.write(file, &mine);
+    host.write("etc/modprobe.d/vfioctl.conf", "# the operator's\n");
+    let before = written_files(&host);
+    for (args, status, words) in [
+        (&["persist", "add", "25:00.0"][..], 4, "already declared"),
+        (&["persist", "remove", "25:00.0"], 4, "edited by hand"),
+        (
+            &["host-config", "--write"],
+            4,
+            "/etc/modprobe.d/vfioctl.conf",
+        ),
+        (
+            &["host-config", "--remove"],
+            4,
+            "/etc/modprobe.d/vfioctl.conf",
+        ),
+        (&["persist", "add", "99:00.0"], 2, "matched no PCI function"),
+    ] {
+        let dry: Vec<&str> = args.iter().copied().chain(["--dry-run"]).collect();
+        let real = vfioctl(host.root(), args);
+        let dry = vfioctl(host.root(), &dry);
+        assert_eq!(real.status, status, "{args:?}: {}", real.stderr);
+        assert_eq!(dry.status, status, "{args:?} --dry-run: {}", dry.stderr);
+        assert!(real.stderr.contains(words), "{args:?}: {}", real.stderr);
+        assert_eq!(dry.stderr, real.stderr, "{args:?}");
+        assert_eq!(written_files(&host), before, "{args:?}");
+    }
+    // persist remove --dry-run of a file vfioctl owns: says so, keeps it.
+    ok(
+        host.root(),
+        &["persist", "add", "10de:1af1", "--expect", "6"],
+    );
+    let out = ok(
+        host.root(),
+        &["persist", "remove", "--dry-run", "10de:1af1"],
+    );
+    assert!(out.contains("would remove declaration 10de:1af1"), "{out}");
+    assert!(host
+        .path("etc/vfioctl/bindings.d/id-10de_1af1.toml")
+        .exists());
 }

@@ -147,9 +147,18 @@ fn declarations_covering_the_root_disk_are_refused_even_forced() {
 fn boot_files_never_claim_or_blacklist_what_the_host_boots_from() {
     let host = disks_host();
     ok(host.root(), &["persist", "add", "02:00.0", "--force"]);
-    // Per-device overrides only touch the declared data disk.
-    ok(host.root(), &["host-config", "--write"]);
-    ok(host.root(), &["host-config", "--remove"]);
+    // The data disk is declared (with --force) but still mounted: persist
+    // apply would refuse it, and so do the boot files (#24).
+    let run = vfioctl(host.root(), &["host-config", "--write"]);
+    assert_eq!(run.status, 4, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("0000:02:00.0 backs /srv (/dev/nvme1n1)")
+            && run.stderr.contains("vfioctl bind --force"),
+        "{}",
+        run.stderr
+    );
+    assert!(!host.path("etc/modprobe.d/vfioctl.conf").exists());
     // --blacklist would stop nvme loading for the root disk too; --ids would
     // claim every 144d:a80a, the root disk included.
     for flag in ["--blacklist", "--ids"] {
@@ -173,6 +182,12 @@ fn boot_files_never_claim_or_blacklist_what_the_host_boots_from() {
             preview.stderr
         );
     }
+    // Once it is on vfio-pci (bind --force), its boot claim takes nothing
+    // the host uses: per-device overrides only touch the declared data disk.
+    host.unbind("0000:02:00.0")
+        .bind("0000:02:00.0", "vfio-pci", Some("vfio_pci"));
+    ok(host.root(), &["host-config", "--write"]);
+    ok(host.root(), &["host-config", "--remove"]);
 }
 
 /// A driver's `unbind` that blocks like snd_hda_intel's while a process
@@ -543,4 +558,151 @@ fn an_interface_in_another_namespace_is_named_and_needs_force() {
     );
     let report = run(&host, &spec(Goal::BindVfio, &["09:00.0"], true)).unwrap();
     assert!(report.result.unwrap().succeeded());
+}
+
+/// A two-port NIC (8086:1521, igb): eno1 on 03:00.0 carries the default
+/// route, eno2 on 03:00.1 carries nothing; a data disk elsewhere.
+fn two_port_nic_host() -> FakeHost {
+    let mut host = FakeHost::new();
+    host.iommu_unit("dmar0");
+    host.register_driver("vfio-pci", Some("vfio_pci"));
+    host.add_bound_endpoints(&[
+        ("0000:03:00.0", 0x8086, 0x1521, 0x020000, "igb"),
+        ("0000:03:00.1", 0x8086, 0x1521, 0x020000, "igb"),
+        ("0000:06:00.0", 0x1b4b, 0x9230, 0x010601, "ahci"),
+    ]);
+    host.netdev("0000:03:00.0", "eno1")
+        .netdev("0000:03:00.1", "eno2")
+        .route("eno1", true);
+    host
+}
+
+fn declare_by_hand(host: &FakeHost, name: &str, address: Option<&str>) {
+    let address = address.map_or(String::new(), |a| format!("address = \"{a}\"\n"));
+    host.write(
+        &format!("etc/vfioctl/bindings.d/{name}.toml"),
+        format!("[[binding]]\nvendor = \"8086\"\ndevice = \"1521\"\n{address}"),
+    );
+}
+
+/// `host-config --write` refuses, exit 4, naming the default-route NIC,
+/// writes nothing, and the preview says it would refuse.
+fn assert_boot_refused(host: &FakeHost, flags: &[&str], why: &str) {
+    let mut args = vec!["host-config", "--write"];
+    args.extend(flags);
+    let run = vfioctl(host.root(), &args);
+    assert_eq!(run.status, 4, "{flags:?}: {}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("0000:03:00.0 carries the default route (eno1)"),
+        "{why}: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("use --force"), "{}", run.stderr);
+    assert!(
+        !host.path("etc/modprobe.d/vfioctl.conf").exists(),
+        "{why}: nothing written"
+    );
+    let preview = vfioctl(
+        host.root(),
+        &args[..1].iter().chain(flags).copied().collect::<Vec<_>>(),
+    );
+    assert_eq!(preview.status, 0, "{}", preview.stderr);
+    assert!(
+        preview.stderr.contains("--write would refuse"),
+        "{why}: {}",
+        preview.stderr
+    );
+}
+
+/// #24 class 2: a boot file claims at every boot what `persist apply`
+/// refuses to release now: the NIC carrying the default route, by address,
+/// by IDs a declared sibling port shares (`ids=`), or by its driver (`--blacklist`).
+#[test]
+fn boot_files_never_claim_the_default_route_nic() {
+    // By address: persist apply refuses the hand-written declaration, and
+    // host-config --write refuses its early-boot claim.
+    let host = two_port_nic_host();
+    declare_by_hand(&host, "nic", Some("0000:03:00.0"));
+    let run = vfioctl(host.root(), &["persist", "apply"]);
+    assert_eq!(run.status, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("carries the default route (eno1)"),
+        "{}",
+        run.stderr
+    );
+    assert_boot_refused(&host, &[], "by address");
+
+    // The sibling port is free: its own claim is written; --ids would also
+    // claim eno1's port (same IDs), --blacklist would stop igb for it.
+    let host = two_port_nic_host();
+    declare_by_hand(&host, "nic", Some("0000:03:00.1"));
+    ok(host.root(), &["host-config", "--write"]);
+    ok(host.root(), &["host-config", "--remove"]);
+    assert_boot_refused(&host, &["--ids"], "ids= of a sibling");
+    assert_boot_refused(&host, &["--blacklist"], "blacklisted igb");
+
+    // A declaration whose device is absent still puts its IDs into ids=.
+    let host = two_port_nic_host();
+    declare_by_hand(&host, "nic", Some("0000:05:00.0"));
+    ok(host.root(), &["host-config", "--write"]);
+    ok(host.root(), &["host-config", "--remove"]);
+    assert_boot_refused(&host, &["--ids"], "ids= of an absent declaration");
+
+    // By IDs: both ports are covered.
+    let host = two_port_nic_host();
+    declare_by_hand(&host, "nic", None);
+    assert_boot_refused(&host, &[], "by IDs");
+}
+
+/// #24 class 7: a sysfs string with control characters (a driver named
+/// with ESC sequences, a pci.ids name with them) reaches every human line
+/// escaped: `show`'s group lines, `bind`'s plan lines, `nova`'s comments,
+/// `list`'s table; JSON carries it as JSON escapes.
+#[test]
+fn control_characters_from_sysfs_never_reach_the_terminal() {
+    let evil = "evil\x1b]0;pwned\x07\x1b[2J\u{9b}1m";
+    let mut host = support::topologies::workstation_gpu();
+    host.pci_ids(&format!(
+        "{}\n10de  NVIDIA Corporation\n\t1e88  Bad\x1b[31mName\n",
+        support::topologies::pci_ids()
+    ));
+    host.add(
+        Dev::endpoint("0000:01:00.4", 0x10de, 0x1e88, 0x030200)
+            .parent("0000:00:01.0")
+            .driver(evil, None)
+            .group(1),
+    );
+    let escaped = "evil\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{9b}1m";
+    let raw = |text: &str| {
+        text.chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+    };
+    let cases: [(&[&str], &str); 5] = [
+        (&["show", "01:00.0"], "group"),
+        (&["bind", "01:00.0", "--with-group", "--dry-run"], "plan"),
+        (&["nova", "group=1"], "nova"),
+        (&["list"], "list"),
+        (&["show", "01:00.4"], "show"),
+    ];
+    for (args, what) in cases {
+        let run = vfioctl(host.root(), args);
+        assert!(!raw(&run.stdout), "{what}: {:?}", run.stdout);
+        assert!(!raw(&run.stderr), "{what}: {:?}", run.stderr);
+        assert!(
+            run.stdout.contains(escaped) || run.stderr.contains(escaped),
+            "{what}: {}{}",
+            run.stdout,
+            run.stderr
+        );
+    }
+    let json = vfioctl(host.root(), &["show", "01:00.4", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value["device"]["driver"], evil, "{}", json.stdout);
+    let nova = vfioctl(host.root(), &["nova", "group=1"]).stdout;
+    assert!(
+        nova.lines()
+            .any(|l| l.starts_with("# ") && l.contains(escaped)),
+        "{nova}"
+    );
 }

@@ -1,7 +1,8 @@
 # Shared by the .deb's postrm (purge) and the .rpm's %postun (erase): removes
 # the files vfioctl itself wrote on this host, never the package's own files
 # (the package manager removes those) and never a file without vfioctl's
-# header. The headers are the ones src/integrations/udev.rs (RULES_HEADER),
+# header (for a declaration: the header with the sha256 of the rest of the
+# file). The headers are the ones src/integrations/udev.rs (RULES_HEADER),
 # src/integrations/boot_files.rs (OWNED_HEADER) and src/host/config.rs
 # (WRITTEN_HEADER) write; tests/package/run proves them on files vfioctl wrote.
 # $1: the root ("" for the running system). Prints one line per file removed;
@@ -40,10 +41,12 @@ vfioctl_remove_generated() {
 	# while empty: a host with dracut keeps its own).
 	rmdir "$vfioctl_root/usr/lib/dracut/modules.d/90vfioctl" "$vfioctl_root/usr/lib/dracut/modules.d" \
 		"$vfioctl_root/usr/lib/dracut" 2>/dev/null || true
-	# Declarations `persist add` wrote; hand-written ones are the operator's and stay.
+	# Declarations vfioctl wrote, exactly: the header carries the sha256 of
+	# the rest of the file (src/host/config.rs, `owned`). One appended to,
+	# edited or written by hand is the operator's and stays.
 	for vfioctl_file in "$vfioctl_root"/etc/vfioctl/bindings.d/*.toml; do
 		if [ -f "$vfioctl_file" ] && [ ! -L "$vfioctl_file" ] &&
-			[ "$(head -n 1 "$vfioctl_file")" = "$vfioctl_written" ]; then
+			[ "$(head -n 1 "$vfioctl_file")" = "$vfioctl_written sha256=$(tail -n +2 "$vfioctl_file" | sha256sum | cut -d ' ' -f 1)" ]; then
 			rm -f "$vfioctl_file" && echo "vfioctl: removed ${vfioctl_file#"$vfioctl_root"}"
 		fi
 	done

@@ -15,6 +15,9 @@ pub fn run(root: &HostRoot, args: &BindArgs, out: &mut dyn Write) -> anyhow::Res
     let driver = args.driver.as_deref().map(DriverName::parse).transpose()?;
     let goal = Goal::bind_to(&driver.clone().into());
     let selectors = parse_selectors(&args.change.selectors)?;
+    if args.persist && !args.change.dry_run {
+        may_declare(root, &selectors, driver.as_ref())?;
+    }
     // What declaring printed, shown after the change report.
     let mut declared: Vec<u8> = Vec::new();
     let mut persisted: anyhow::Result<()> = Ok(());
@@ -48,4 +51,25 @@ pub fn run(root: &HostRoot, args: &BindArgs, out: &mut dyn Write) -> anyhow::Res
     }
     persisted?;
     Ok(status)
+}
+
+/// Before any change: `--persist` must be able to write its declarations
+/// (no key declared in a file the operator owns, each file vfioctl's), so
+/// devices are not bound and then left undeclared. Checked again when
+/// written, under the lock.
+fn may_declare(
+    root: &HostRoot,
+    selectors: &[crate::model::Selector],
+    driver: Option<&DriverName>,
+) -> anyhow::Result<()> {
+    let inv = crate::host::sysfs::read_inventory(root, crate::host::sysfs::Names::Skip)?;
+    // Selectors that match nothing are the change's to report.
+    let Ok(decls) = crate::model::declaration::declare(&inv, selectors, driver) else {
+        return Ok(());
+    };
+    let existing = crate::host::config::load(root)?;
+    for decl in &decls {
+        crate::host::config::may_add(root, &existing, decl)?;
+    }
+    Ok(())
 }

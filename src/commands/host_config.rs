@@ -31,13 +31,16 @@ struct FileStatus {
 }
 
 pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    if (args.write || args.remove) && !privileged() {
+    // A dry run of --write/--remove checks and refuses as they do, and
+    // changes nothing (no privilege or lock needed, as bind --dry-run).
+    let changing = (args.write || args.remove) && !args.dry_run;
+    if changing && !privileged() {
         return Err(NotPrivileged {
             command: "host-config",
         }
         .into());
     }
-    let _lock = if args.write || args.remove {
+    let _lock = if changing {
         Some(crate::host::state::lock(
             root,
             crate::host::state::CONFIG_LOCK_WAIT,
@@ -59,16 +62,22 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
     } else {
         BTreeSet::new()
     };
-    // Only what the host cannot boot without stops the files: --force does
-    // not exist here because nothing may override those rules.
+    // The rules `persist apply` follows, without --force: the files claim
+    // at every boot, where nobody is asked.
     let affected = gate::boot_affected(&inv, &facts.declarations, &blacklisted, facts.ids_option);
     let verdict = gate::judge(
         &inv,
         &read_usage(root),
         &affected,
         gate::Change::ClaimAtBoot,
-        true,
+        false,
     );
+    // Declarations that conflict are left out of the files; --write
+    // refuses until the operator settles them (nothing written).
+    let conflicts = facts.declarations.conflicts();
+    if let (Some(conflict), true) = (conflicts.first(), args.write) {
+        return Err(conflict.clone().into());
+    }
     let refused = (!verdict.allowed()).then_some(BootRefused {
         what: "the boot files",
         hint: if facts.blacklist || facts.ids_option {
@@ -87,6 +96,11 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
     if let (Some(refused), false) = (&refused, args.remove) {
         plan.notes.push(format!("--write would refuse: {refused}"));
     }
+    if !args.remove {
+        for conflict in &conflicts {
+            plan.notes.push(format!("--write would refuse: {conflict}"));
+        }
+    }
     let mut statuses = Vec::new();
     for file in &plan.files {
         let path = root.path(file.path);
@@ -99,11 +113,13 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
         let status = if args.remove {
             match existing {
                 Some(_) => {
-                    fs::remove_file(&path).map_err(|source| ConfigError::Io {
-                        action: "cannot remove",
-                        path: file.path.to_string(),
-                        source,
-                    })?;
+                    if changing {
+                        fs::remove_file(&path).map_err(|source| ConfigError::Io {
+                            action: "cannot remove",
+                            path: file.path.to_string(),
+                            source,
+                        })?;
+                    }
                     "removed"
                 }
                 None => "absent",
@@ -116,7 +132,7 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
             };
             let mode_differs =
                 fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o777 != file.mode);
-            if args.write && (status != "unchanged" || mode_differs) {
+            if args.write && changing && (status != "unchanged" || mode_differs) {
                 config::write_atomic(root, &path, &file.content, file.mode)?;
             }
             status
@@ -134,6 +150,7 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
         struct Record<'a> {
             written: bool,
             removed: bool,
+            dry_run: bool,
             files: &'a [FileStatus],
             kernel_cmdline: &'a crate::integrations::boot_files::CmdlineAdvice,
             initramfs_command: &'a Option<String>,
@@ -142,8 +159,9 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
         write_json(
             out,
             &Record {
-                written: args.write,
-                removed: args.remove,
+                written: args.write && changing,
+                removed: args.remove && changing,
+                dry_run: args.dry_run,
                 files: &statuses,
                 kernel_cmdline: &plan.cmdline,
                 initramfs_command: &plan.initramfs_command,
@@ -155,13 +173,17 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
 
     for file in &statuses {
         if args.remove {
-            writeln!(out, "{}: {}", file.path, file.status)?;
+            let status = match (file.status, changing) {
+                ("removed", false) => "would be removed",
+                (status, _) => status,
+            };
+            writeln!(out, "{}: {status}", file.path)?;
             continue;
         }
-        let verb = if args.write && file.status != "unchanged" {
-            "written"
-        } else {
-            file.status
+        let verb = match (args.write && file.status != "unchanged", changing) {
+            (true, true) => "written",
+            (true, false) => "would be written",
+            (false, _) => file.status,
         };
         writeln!(out, "== {} ({verb}, mode {}) ==", file.path, file.mode)?;
         write!(out, "{}", file.content)?;
@@ -180,17 +202,15 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
         .iter()
         .any(|s| matches!(s.status, "new" | "changed" | "removed"));
     if let (Some(command), true) = (&plan.initramfs_command, changed) {
-        let when = if args.write || args.remove {
-            "now"
-        } else {
-            "after --write"
-        };
+        let when = if changing { "now" } else { "after --write" };
         writeln!(out, "rebuild the initramfs {when}: {command}")?;
     }
     for text in &plan.notes {
         crate::output::note(text);
     }
-    if !args.write && !args.remove {
+    if args.dry_run && (args.write || args.remove) {
+        writeln!(out, "dry run: nothing written")?;
+    } else if !args.write && !args.remove {
         writeln!(out, "preview only: run with --write to write these files")?;
     }
     Ok(crate::cli::exit::OK)

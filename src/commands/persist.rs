@@ -51,14 +51,20 @@ fn require_privilege(command: &'static str) -> Result<(), NotPrivileged> {
 fn add(root: &HostRoot, args: &PersistAddArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let selectors = parse_selectors(&args.selectors)?;
     let driver = args.driver.as_deref().map(DriverName::parse).transpose()?;
-    require_privilege("persist add")?;
     // The change lock: parallel adds (and binds) must not lose declarations.
-    let _lock = state::lock(root, state::CONFIG_LOCK_WAIT)?;
+    // A dry run writes nothing and needs neither (as bind --dry-run).
+    let _lock = if args.dry_run {
+        None
+    } else {
+        require_privilege("persist add")?;
+        Some(state::lock(root, state::CONFIG_LOCK_WAIT)?)
+    };
     let inv = read_inventory(root, Names::Skip)?;
     let options = DeclareOptions {
         expect: args.expect.map(|n| n as usize),
         refuse_existing: true,
         force: args.force,
+        dry_run: args.dry_run,
     };
     declare_and_write(
         root,
@@ -69,10 +75,12 @@ fn add(root: &HostRoot, args: &PersistAddArgs, out: &mut dyn Write) -> anyhow::R
         udev::render_rules,
         out,
     )?;
-    writeln!(
-        out,
-        "run `vfioctl persist apply` to bind now, and `vfioctl host-config` for the boot-time files"
-    )?;
+    if !args.dry_run {
+        writeln!(
+            out,
+            "run `vfioctl persist apply` to bind now, and `vfioctl host-config` for the boot-time files"
+        )?;
+    }
     Ok(crate::cli::exit::OK)
 }
 
@@ -136,8 +144,12 @@ fn sriov_named_by<'a>(
 
 fn remove(root: &HostRoot, args: &PersistRemoveArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let selectors = parse_selectors(&args.selectors)?;
-    require_privilege("persist remove")?;
-    let _lock = state::lock(root, state::CONFIG_LOCK_WAIT)?;
+    let _lock = if args.dry_run {
+        None
+    } else {
+        require_privilege("persist remove")?;
+        Some(state::lock(root, state::CONFIG_LOCK_WAIT)?)
+    };
     let inv = read_inventory(root, Names::Skip)?;
     let decls = config::load(root)?.with_vfs(&inv.devices);
     let mut doomed: Vec<&Declaration> = Vec::new();
@@ -159,18 +171,44 @@ fn remove(root: &HostRoot, args: &PersistRemoveArgs, out: &mut dyn Write) -> any
             }
         }
     }
-    for decl in &doomed {
-        config::remove(root, decl)?;
-        writeln!(out, "removed declaration {} ({})", decl.key(), decl.origin)?;
+    // Every file is vfioctl's exactly, or nothing is removed.
+    for origin in doomed
+        .iter()
+        .map(|d| &d.origin)
+        .chain(doomed_pfs.iter().map(|p| &p.origin))
+    {
+        config::may_remove(root, origin)?;
     }
-    for pf in &doomed_pfs {
-        config::remove_origin(root, &pf.origin)?;
+    let removed = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for decl in &doomed {
+        if !args.dry_run {
+            config::remove(root, decl)?;
+        }
         writeln!(
             out,
-            "removed SR-IOV declaration {} ({}); its VFs stay as they are",
+            "{removed} declaration {} ({})",
+            decl.key(),
+            decl.origin
+        )?;
+    }
+    for pf in &doomed_pfs {
+        if !args.dry_run {
+            config::remove_origin(root, &pf.origin)?;
+        }
+        writeln!(
+            out,
+            "{removed} SR-IOV declaration {} ({}); its VFs stay as they are",
             pf.key(),
             pf.origin
         )?;
+    }
+    if args.dry_run {
+        writeln!(out, "dry run: nothing written")?;
+        return Ok(crate::cli::exit::OK);
     }
     print_rules_status(
         out,

@@ -7,7 +7,9 @@ use std::time::Duration;
 use crate::cli::SriovArgs;
 use crate::engine::enforce::declare_sriov;
 use crate::engine::sriov::{self, AfterSriov, SriovReport, SriovSpec};
+use crate::host::config;
 use crate::host::kernel::SysfsKernel;
+use crate::host::sysfs::{read_selected, Names};
 use crate::host::HostRoot;
 use crate::integrations::udev;
 use crate::model::{DriverName, Inventory};
@@ -23,6 +25,9 @@ pub fn run(root: &HostRoot, args: &SriovArgs, out: &mut dyn Write) -> anyhow::Re
         dry_run: args.dry_run,
         timeout: Duration::from_secs(args.timeout),
     };
+    if args.persist && !args.dry_run {
+        may_declare(root, &spec)?;
+    }
     let mut declared = Vec::new();
     let mut declare = |inv: &Inventory, report: &SriovReport| -> anyhow::Result<()> {
         declared = declare_sriov(root, inv, report, udev::render_rules)?;
@@ -46,4 +51,17 @@ pub fn run(root: &HostRoot, args: &SriovArgs, out: &mut dyn Write) -> anyhow::Re
         Some(failed) => Err(failed.into()),
         None => Ok(crate::cli::exit::OK),
     }
+}
+
+/// Before any change: `--persist` must be able to write its declaration
+/// (the PF not declared in a file the operator owns, its file vfioctl's),
+/// so the VFs are not changed and then left undeclared. Checked again when
+/// written, under the lock.
+fn may_declare(root: &HostRoot, spec: &SriovSpec) -> anyhow::Result<()> {
+    let selectors = std::slice::from_ref(&spec.selector);
+    let inv = read_selected(root, selectors, Names::Skip)?;
+    if let [pf] = inv.select(selectors)?.as_slice() {
+        config::may_add_sriov(root, &config::load(root)?, pf.address)?;
+    }
+    Ok(())
 }

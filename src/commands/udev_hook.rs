@@ -120,6 +120,10 @@ fn enforce_one(
     }
     let decls = decls.with_vfs(&read);
     let dev = &dev;
+    // Declared twice in ways that disagree: nothing is applied for it.
+    if let Some(conflict) = decls.conflict_for(dev) {
+        return Err(conflict.into());
+    }
     // A declared PF: its VF count and their driver, once it has its own
     // driver (the add event of a PF whose module udev loads comes first).
     if let Some(pf) = decls.sriov.iter().find(|s| s.address == address) {

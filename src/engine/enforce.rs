@@ -64,6 +64,9 @@ pub struct DeclareOptions {
     pub refuse_existing: bool,
     /// `--force`: declare devices the host uses in ways `--force` may override.
     pub force: bool,
+    /// `--dry-run`: every check and refusal, then say what would be
+    /// declared and write nothing.
+    pub dry_run: bool,
 }
 
 /// A declaration `persist add` refuses: its key is already declared.
@@ -114,6 +117,12 @@ pub fn declare_and_write(
             }
         }
     }
+    // vfioctl replaces only its own file for a key, and never makes a
+    // second declaration of a key the operator declared by hand.
+    let existing = config::load(root)?;
+    for decl in &decls {
+        config::may_add(root, &existing, decl)?;
+    }
     let covered: BTreeSet<PciAddress> = inv
         .devices
         .iter()
@@ -142,7 +151,12 @@ pub fn declare_and_write(
         }
     }
     for decl in &decls {
-        let path = config::add(root, decl)?;
+        let path = if options.dry_run {
+            root.path(config::BINDINGS_DIR)
+                .join(config::file_name(decl))
+        } else {
+            config::add(root, decl)?
+        };
         let present = inv
             .devices
             .iter()
@@ -150,7 +164,12 @@ pub fn declare_and_write(
             .count();
         writeln!(
             out,
-            "declared {} on {} in {}{}",
+            "{} {} on {} in {}{}",
+            if options.dry_run {
+                "would declare"
+            } else {
+                "declared"
+            },
             decl.key(),
             driver_label(&decl.driver),
             path.strip_prefix(root.base())
@@ -161,6 +180,10 @@ pub fn declare_and_write(
                 ""
             }
         )?;
+    }
+    if options.dry_run {
+        writeln!(out, "dry run: nothing written")?;
+        return Ok(());
     }
     let all = config::load(root)?;
     print_rules_status(out, &udev_io::install_rules(root, &render_rules(&all))?)?;
@@ -192,6 +215,7 @@ pub fn declare_sriov(
             line: 0,
         },
     };
+    config::may_add_sriov(root, &config::load(root)?, pf)?;
     let path = config::add_sriov(root, &decl)?;
     let mut lines = vec![format!(
         "declared {} VF(s) of {pf} on {} in /{}",
@@ -348,7 +372,10 @@ pub fn apply_declarations(
     let decls = config::load(root)?;
     let mut sriov_reports = Vec::new();
     let (mut errors, mut skipped) = (Vec::new(), Vec::new());
-    for decl in &decls.sriov {
+    // Declared twice in ways that disagree: refused, nothing applied for
+    // it (`Declarations::governing` and `sriov_in_force` leave it out).
+    errors.extend(decls.conflicts().into_iter().map(anyhow::Error::from));
+    for decl in decls.sriov_in_force() {
         match apply_sriov(root, kernel, &decls, decl, dry_run, timeout) {
             Ok(SriovOutcome::Changed(report)) => {
                 if let Some(failed) = sriov::failure(&report) {

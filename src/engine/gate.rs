@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use crate::model::declaration::Declarations;
 use crate::model::device::SriovRole;
 use crate::model::usage::{DeviceUse, UsageFacts};
-use crate::model::{Inventory, ModuleName, PciAddress};
+use crate::model::{DriverKind, Inventory, ModuleName, PciAddress};
 
 use super::refusal::{Refusal, RefusalKind};
 
@@ -150,51 +150,71 @@ pub fn group_refusal(inv: &Inventory, addr: &PciAddress) -> Option<Refusal> {
     })
 }
 
-/// The devices boot files would claim or leave without a driver: every
-/// device a declaration covers now; with `blacklisted` modules, every device
-/// those modules drive; with `ids_option`, every device with declared IDs.
+/// The devices boot files would take from the driver they are on now, as
+/// `persist apply` would release them: every device a declaration covers
+/// now that is on another driver than the declared one; with `ids_option`,
+/// every present device with the IDs of any declaration (present or not: `ids=`
+/// names them all) that is not on a VFIO driver; with `blacklisted` modules,
+/// every device those modules drive. A device already on its claiming
+/// driver loses nothing at boot, so the gate has nothing to judge for it.
 pub fn boot_affected(
     inv: &Inventory,
     decls: &Declarations,
     blacklisted: &BTreeSet<ModuleName>,
     ids_option: bool,
 ) -> BTreeSet<PciAddress> {
-    let declared: Vec<_> = inv
-        .devices
-        .iter()
-        .filter(|d| decls.governing(d).is_some())
-        .collect();
+    let module_of = |d: &crate::model::PciDevice| {
+        d.driver_module
+            .as_ref()
+            .map(|m| ModuleName::new(m.as_str()))
+            .or_else(|| d.driver.as_ref().map(|n| ModuleName::new(n.as_str())))
+    };
     inv.devices
         .iter()
         .filter(|d| {
-            let governed = decls.governing(d).is_some();
-            let blacklisted_driver = d
-                .driver_module
-                .as_ref()
-                .map(|m| ModuleName::new(m.as_str().replace('-', "_")))
-                .or_else(|| {
-                    d.driver
-                        .as_ref()
-                        .map(|n| ModuleName::new(n.as_str().replace('-', "_")))
-                })
-                .is_some_and(|m| blacklisted.contains(&m));
+            let Some(driver) = &d.driver else {
+                return false; // nothing to release: no host use through a driver
+            };
+            let governed = decls
+                .governing(d)
+                .is_some_and(|g| match g.declaration.driver.named() {
+                    Some(declared) => declared != driver,
+                    None => driver.kind() != DriverKind::Vfio,
+                });
+            let blacklisted_driver = module_of(d).is_some_and(|m| blacklisted.contains(&m));
             let same_ids = ids_option
-                && declared
+                && driver.kind() != DriverKind::Vfio
+                && decls
+                    .list
                     .iter()
-                    .any(|o| o.ids.vendor == d.ids.vendor && o.ids.device == d.ids.device);
+                    .any(|o| o.vendor == d.ids.vendor && o.device == d.ids.device);
             governed || blacklisted_driver || same_ids
         })
         .map(|d| d.address)
         .collect()
 }
 
-/// A boot-time claim the gate refused: the host would not come back up.
+/// A boot-time claim the gate refused, by the rules `persist apply` follows
+/// (no `--force`: boot files claim at every boot, unattended).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what} would claim devices the host needs at boot: {}; nothing was written (remove or narrow the declaration{hint})", super::refusal::joined(.refusals))]
+#[error("{what} would claim devices the host uses: {}; nothing was written (a device the host uses in ways --force overrides can be bound first with vfioctl bind --force, then its boot files claim nothing it uses; else remove or narrow the declaration{hint})", boot_reasons(.refusals))]
 pub struct BootRefused {
     pub what: &'static str,
     pub hint: &'static str,
     pub refusals: Vec<Refusal>,
+}
+
+/// The refusals of a boot-time claim, without the `--force` advice of a
+/// change made now (boot files have no `--force`).
+fn boot_reasons(refusals: &[Refusal]) -> String {
+    refusals
+        .iter()
+        .map(|r| match &r.kind {
+            RefusalKind::InUse(u) => format!("{} {u}", r.device),
+            _ => r.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]

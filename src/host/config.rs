@@ -44,9 +44,40 @@ use crate::model::declaration::{
 use crate::model::{DeviceId, DriverName, PciAddress, VendorId};
 
 pub const BINDINGS_DIR: &str = "/etc/vfioctl/bindings.d";
-/// First line of files vfioctl writes itself; only those does it remove.
+/// First line of the declaration files vfioctl writes, followed by
+/// ` sha256=` and the digest of the rest of the file (`seal`).
 pub const WRITTEN_HEADER: &str =
     "# Written by vfioctl persist add; remove with vfioctl persist remove.";
+
+/// `body` with the header line that makes it vfioctl's: `WRITTEN_HEADER`,
+/// then ` sha256=` and the SHA-256 of `body` in hex.
+pub fn seal(body: &str) -> String {
+    format!("{WRITTEN_HEADER} sha256={}\n{body}", sha256_hex(body))
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether a declaration file is exactly what vfioctl wrote: its first line
+/// is the header with the digest of everything after it. A declaration
+/// appended, a comment added, a value edited, or a header copied onto a
+/// file written by hand: the digest no longer matches, and the file is the
+/// operator's, never replaced or removed by vfioctl. The package's purge
+/// (`packaging/maint/generated.sh`) applies the same rule with sha256sum.
+pub fn owned(text: &str) -> bool {
+    let Some((first, body)) = text.split_once('\n') else {
+        return false;
+    };
+    first
+        .strip_prefix(WRITTEN_HEADER)
+        .and_then(|rest| rest.strip_prefix(" sha256="))
+        .is_some_and(|digest| digest == sha256_hex(body))
+}
 
 /// Whether vfioctl wrote a file: its header (after an optional `#!` line)
 /// starts with `header`. The one test every "may vfioctl replace or remove
@@ -57,9 +88,14 @@ pub fn written_by_vfioctl(text: &str, header: &str) -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// A declaration in a file vfioctl did not write: refused, never removed.
-    #[error("{file}:{line}: declared in a file vfioctl did not write; edit or delete it by hand")]
+    /// A declaration in a file vfioctl did not write (or that was edited
+    /// since): refused, never removed or replaced.
+    #[error("{file}:{line}: declared in a file vfioctl did not write, or that was edited by hand since (its sha256 header no longer matches); vfioctl neither replaces nor removes it: edit or delete it by hand")]
     HandWritten { file: String, line: usize },
+    /// A key (device or PF) declared in a file vfioctl does not own: a
+    /// declaration of its own would make a second one.
+    #[error("{key} is already declared at {origin}, in a file vfioctl did not write (or that was edited by hand): nothing was written; change that declaration by hand, or delete it and run again")]
+    DeclaredByHand { key: String, origin: String },
     #[error("{file}:{line}: {message}")]
     Invalid {
         file: String,
@@ -518,12 +554,16 @@ pub fn render(decl: &Declaration) -> String {
         binding: [&binding],
     })
     .expect("a declaration serializes");
-    format!("{WRITTEN_HEADER}\n{body}")
+    seal(&body)
 }
 
 /// The file name `sriov --persist` uses for a PF's declaration.
 pub fn sriov_file_name(decl: &SriovDeclaration) -> String {
-    format!("sriov-{}.toml", decl.address.to_string().replace(':', "_"))
+    sriov_file_name_of(decl.address)
+}
+
+fn sriov_file_name_of(pf: PciAddress) -> String {
+    format!("sriov-{}.toml", pf.to_string().replace(':', "_"))
 }
 
 /// The text `sriov --persist` writes: the header, then the `[[sriov]]`
@@ -538,7 +578,7 @@ pub fn render_sriov(decl: &SriovDeclaration) -> String {
     };
     let body =
         toml::to_string(&SriovFileOut { sriov: [&model] }).expect("a declaration serializes");
-    format!("{WRITTEN_HEADER}\n{body}")
+    seal(&body)
 }
 
 /// `render(decl)`, checked to parse back to the same declaration: nothing
@@ -599,19 +639,93 @@ fn render_sriov_checked(decl: &SriovDeclaration, file: &str) -> Result<String, C
     Ok(text)
 }
 
-/// Writes a declaration to its own file (replacing an earlier one for the same key).
+/// Whether the file at host path `file` (`/etc/vfioctl/bindings.d/x.toml`)
+/// is one vfioctl owns (`owned`). A file that cannot be read is not.
+pub fn file_owned(root: &HostRoot, file: &str) -> bool {
+    fs::read_to_string(root.path(file)).is_ok_and(|text| owned(&text))
+}
+
+/// Refuses a declaration of `key` that would sit beside one the operator
+/// owns: every declaration of the same key in `existing` must be the one
+/// in `own_file` (the file vfioctl would replace), and that file vfioctl's.
+fn may_replace<'a>(
+    root: &HostRoot,
+    key: &str,
+    own_file: &str,
+    existing: impl Iterator<Item = (String, &'a Origin)>,
+) -> Result<(), ConfigError> {
+    for (other_key, origin) in existing {
+        if other_key == key && (origin.file != own_file || !file_owned(root, &origin.file)) {
+            return Err(ConfigError::DeclaredByHand {
+                key: key.to_string(),
+                origin: origin.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `add` may write `decl` beside `existing`: see `may_replace`,
+/// and the target file, if there, must be vfioctl's.
+pub fn may_add(
+    root: &HostRoot,
+    existing: &Declarations,
+    decl: &Declaration,
+) -> Result<(), ConfigError> {
+    let file = format!("{BINDINGS_DIR}/{}", file_name(decl));
+    may_replace(
+        root,
+        &decl.key(),
+        &file,
+        existing.list.iter().map(|d| (d.key(), &d.origin)),
+    )?;
+    may_write(root, &file)
+}
+
+/// Checks that `add_sriov` may write a declaration of the PF at `pf`
+/// beside `existing`.
+pub fn may_add_sriov(
+    root: &HostRoot,
+    existing: &Declarations,
+    pf: PciAddress,
+) -> Result<(), ConfigError> {
+    let file = format!("{BINDINGS_DIR}/{}", sriov_file_name_of(pf));
+    may_replace(
+        root,
+        &pf.to_string(),
+        &file,
+        existing.sriov.iter().map(|d| (d.key(), &d.origin)),
+    )?;
+    may_write(root, &file)
+}
+
+/// A file vfioctl would replace must be absent or its own.
+fn may_write(root: &HostRoot, file: &str) -> Result<(), ConfigError> {
+    if root.path(file).exists() && !file_owned(root, file) {
+        return Err(ConfigError::HandWritten {
+            file: file.to_string(),
+            line: 1,
+        });
+    }
+    Ok(())
+}
+
+/// Writes a declaration to its own file (replacing an earlier one for the
+/// same key that vfioctl wrote; never one written or edited by hand).
 pub fn add(root: &HostRoot, decl: &Declaration) -> Result<PathBuf, ConfigError> {
     let path = root.path(BINDINGS_DIR).join(file_name(decl));
     let text = render_checked(decl, &shown(root, &path))?;
+    may_write(root, &shown(root, &path))?;
     write_atomic(root, &path, &text, 0o644)?;
     Ok(path)
 }
 
 /// Writes an `[[sriov]]` declaration to its own file (replacing an earlier
-/// one for the same PF).
+/// one for the same PF that vfioctl wrote; never one written or edited by hand).
 pub fn add_sriov(root: &HostRoot, decl: &SriovDeclaration) -> Result<PathBuf, ConfigError> {
     let path = root.path(BINDINGS_DIR).join(sriov_file_name(decl));
     let text = render_sriov_checked(decl, &shown(root, &path))?;
+    may_write(root, &shown(root, &path))?;
     write_atomic(root, &path, &text, 0o644)?;
     Ok(path)
 }
@@ -621,18 +735,23 @@ pub fn remove(root: &HostRoot, decl: &Declaration) -> Result<(), ConfigError> {
     remove_origin(root, &decl.origin)
 }
 
-/// Removes the file vfioctl wrote that declared at `origin`; refuses files
-/// written by hand.
-pub fn remove_origin(root: &HostRoot, origin: &Origin) -> Result<(), ConfigError> {
-    let path = root.path(&origin.file);
-    let text = fs::read_to_string(&path).unwrap_or_default();
-    if !written_by_vfioctl(&text, WRITTEN_HEADER) {
-        return Err(ConfigError::HandWritten {
+/// Refuses, naming it, a declaration whose file vfioctl does not own.
+pub fn may_remove(root: &HostRoot, origin: &Origin) -> Result<(), ConfigError> {
+    if file_owned(root, &origin.file) {
+        Ok(())
+    } else {
+        Err(ConfigError::HandWritten {
             file: origin.file.clone(),
             line: origin.line,
-        });
+        })
     }
-    fs::remove_file(&path).map_err(|source| ConfigError::Io {
+}
+
+/// Removes the file vfioctl wrote that declared at `origin`; refuses files
+/// written or edited by hand (`owned`).
+pub fn remove_origin(root: &HostRoot, origin: &Origin) -> Result<(), ConfigError> {
+    may_remove(root, origin)?;
+    fs::remove_file(root.path(&origin.file)).map_err(|source| ConfigError::Io {
         action: "cannot remove",
         path: origin.file.clone(),
         source,
@@ -716,6 +835,11 @@ mod tests {
                 1,
                 "is not a driver name",
             ),
+            (
+                "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\ndriver = \"-n\"\n",
+                1,
+                "not starting with '-'",
+            ),
             ("[[binding]\n", 1, ""),
         ];
         for (text, line, message) in cases {
@@ -749,7 +873,7 @@ mod tests {
         }
         assert_eq!(
             render_sriov(&sriov[1]),
-            format!("{WRITTEN_HEADER}\n[[sriov]]\naddress = \"0000:5e:00.0\"\nvendor = \"144d\"\ndevice = \"a824\"\nnumvfs = 0\nvf_driver = \"pci-stub\"\n")
+            seal("[[sriov]]\naddress = \"0000:5e:00.0\"\nvendor = \"144d\"\ndevice = \"a824\"\nnumvfs = 0\nvf_driver = \"pci-stub\"\n")
         );
         assert_eq!(sriov_file_name(&sriov[0]), "sriov-0000_3b_00.0.toml");
         assert!(valid_file_name(&sriov_file_name(&sriov[0])));
@@ -795,6 +919,30 @@ mod tests {
             "x.toml.bak",
         ] {
             assert!(!valid_file_name(bad), "{bad}");
+        }
+    }
+
+    /// #24 class 5: vfioctl owns a declaration file exactly as it wrote it.
+    #[test]
+    fn a_file_is_owned_only_exactly_as_written() {
+        let body = "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n";
+        let text = seal(body);
+        assert!(owned(&text));
+        // The digest is sha256sum's of everything after the first line.
+        assert_eq!(
+            text.lines().next().unwrap(),
+            format!("{WRITTEN_HEADER} sha256=1bf1f1e3e2e64713d6e76ac4842529236bd6de72ae9a1047171d67aa5eb07f0c")
+        );
+        for edited in [
+            format!("{text}\n[[binding]]\nvendor = \"8086\"\ndevice = \"1521\"\n"),
+            format!("{text}# mine\n"),
+            text.replace("20b0", "20b1"),
+            format!("{WRITTEN_HEADER}\n{body}"),
+            text.replace("sha256=", "sha256= "),
+            body.to_string(),
+            String::new(),
+        ] {
+            assert!(!owned(&edited), "{edited}");
         }
     }
 

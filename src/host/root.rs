@@ -4,6 +4,11 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// The mode of every directory vfioctl creates (`/etc/vfioctl`,
+/// `bindings.d`, `/run/vfioctl`, boot file directories): root writes,
+/// everyone reads (`check` runs unprivileged).
+pub const DIR_MODE: u32 = 0o755;
+
 #[derive(Debug, Clone)]
 pub struct HostRoot {
     base: PathBuf,
@@ -56,7 +61,7 @@ impl HostRoot {
             }
         };
         let dir = path.parent().expect("host files live in a directory");
-        fs::create_dir_all(dir).map_err(err("cannot create", dir))?;
+        self.create_dirs(dir, DIR_MODE)?;
         match fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 return Err(err("refusing to write through the symlink", path)(
@@ -87,6 +92,44 @@ impl HostRoot {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(err("cannot sync", dir))
+    }
+
+    /// Creates `dir` and its missing parents, each with exactly `mode`
+    /// whatever the umask (root's `umask 000` would leave them 0777, a
+    /// restrictive one unreadable for `check`): made with `mode` (the umask
+    /// can only take bits away), then set to `mode` through a descriptor
+    /// opened without following links. Directories that exist are left as
+    /// they are.
+    pub fn create_dirs(&self, dir: &Path, mode: u32) -> Result<(), HostIoError> {
+        use std::fs::{DirBuilder, OpenOptions, Permissions};
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        let missing: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|d| std::fs::symlink_metadata(d).is_err())
+            .collect();
+        for created in missing.into_iter().rev() {
+            let err = |action| {
+                let path = created.to_path_buf();
+                move |source| HostIoError {
+                    action,
+                    path,
+                    source,
+                }
+            };
+            match DirBuilder::new().mode(mode).create(created) {
+                Ok(()) => {}
+                // Made by someone else meanwhile: theirs, left as it is.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(err("cannot create")(e)),
+            }
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(created)
+                .and_then(|d| d.set_permissions(Permissions::from_mode(mode)))
+                .map_err(err("cannot set the mode of"))?;
+        }
+        Ok(())
     }
 
     /// The running kernel's release, read inside the root so that a fake

@@ -96,7 +96,8 @@ const LOCK_POLL: Duration = Duration::from_millis(10);
 /// command that writes bindings, declarations, rules or boot files holds.
 pub fn lock(root: &HostRoot, wait: Duration) -> Result<ChangeLock, StateError> {
     let dir = root.path(STATE_DIR);
-    fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+    root.create_dirs(&dir, super::root::DIR_MODE)
+        .map_err(|e| io_err(e.action, &e.path)(e.source))?;
     let path = dir.join("lock");
     let start = Instant::now();
     let span = {

@@ -73,8 +73,8 @@ fn modprobe_conf(f: &Facts) -> String {
     if f.ids_option {
         let ids: Vec<String> = f
             .declarations
-            .list
-            .iter()
+            .bindings_in_force()
+            .into_iter()
             .map(|d| format!("{}:{}", d.vendor, d.device))
             .fold(Vec::new(), |mut acc, id| {
                 if !acc.contains(&id) {
@@ -147,7 +147,7 @@ fn claim_script(f: &Facts) -> String {
 \tkey=\"${dev##*/} $(cat \"$dev/vendor\"):$(cat \"$dev/device\") $(cat \"$dev/subsystem_vendor\"):$(cat \"$dev/subsystem_device\")\"\n\
 \tcase \"$key\" in\n",
     );
-    for decl in &f.declarations.list {
+    for decl in f.declarations.bindings_in_force() {
         // Variant drivers are rarely in an initramfs: claim with vfio-pci, and
         // the udev hook moves the device to its variant once the root is up.
         let driver = decl
@@ -155,17 +155,17 @@ fn claim_script(f: &Facts) -> String {
             .named()
             .map_or("vfio-pci".to_string(), ToString::to_string);
         text.push_str(&format!(
-            "\t{}) echo {driver} > \"$dev/driver_override\"; claimed=\"$claimed ${{dev##*/}}\" ;; # {}\n",
+            "\t{}) printf '%s\\n' {driver} > \"$dev/driver_override\"; claimed=\"$claimed ${{dev##*/}}\" ;; # {}\n",
             case_pattern(decl),
             decl.origin
         ));
     }
     // Reached only when no declaration above matched: a declared slot that
     // now holds other IDs is left alone and said so.
-    for decl in &f.declarations.list {
+    for decl in f.declarations.bindings_in_force() {
         if let Some(address) = decl.address {
             text.push_str(&format!(
-                "\t\"{address} \"*) echo \"vfioctl: {address} is declared as {} but holds ${{key#* }}: not claimed\" > /dev/kmsg ;;\n",
+                "\t\"{address} \"*) printf '%s\\n' \"vfioctl: {address} is declared as {} but holds ${{key#* }}: not claimed\" > /dev/kmsg ;;\n",
                 decl.ids_text()
             ));
         }
@@ -185,7 +185,7 @@ fn claim_script(f: &Facts) -> String {
     // loaded (dracut loads force_drivers first), nothing would bind the device
     // until the root's udev hook (found by scenario 91-dracut-boot).
     text.push_str(
-        "for addr in $claimed; do\n\techo \"$addr\" > /sys/bus/pci/drivers_probe 2>/dev/null || true\ndone\n",
+        "for addr in $claimed; do\n\tprintf '%s\\n' \"$addr\" > /sys/bus/pci/drivers_probe 2>/dev/null || true\ndone\n",
     );
     text
 }

@@ -1,7 +1,7 @@
 //! Declared (persistent) bindings: which devices should live on which driver,
 //! as read from /etc/vfioctl/bindings.d, and how they match devices.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::OnceLock;
 
@@ -251,6 +251,45 @@ impl Eq for Declarations {}
 struct Index {
     by_address: HashMap<PciAddress, Vec<usize>>,
     by_ids: HashMap<(VendorId, DeviceId), Vec<usize>>,
+    /// Keys of `[[binding]]` declarations that conflict (`conflicts`).
+    conflicted: HashSet<String>,
+}
+
+/// One device or PF declared twice in ways that disagree (another driver,
+/// other IDs, another VF count): which one wins would depend on file order,
+/// so neither is applied (`persist apply`, the udev hook, the boot files)
+/// until one goes, and `check` is CRITICAL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The device's key, or the PF's address for `[[sriov]]`.
+    pub key: String,
+    pub sriov: bool,
+    pub first: Origin,
+    pub again: Origin,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} declares {}{}, conflicting with {}: neither is applied until one of them goes (vfioctl persist remove, or edit by hand)",
+            self.again,
+            if self.sriov { "SR-IOV PF " } else { "" },
+            self.key,
+            self.first
+        )
+    }
+}
+
+impl std::error::Error for Conflict {}
+
+/// What two declarations of one key must agree on.
+fn binding_terms(d: &Declaration) -> impl PartialEq + '_ {
+    (&d.driver, d.vendor, d.device, d.subsystem)
+}
+
+fn sriov_terms(d: &SriovDeclaration) -> impl PartialEq + '_ {
+    (d.vendor, d.device, d.numvfs, &d.vf_driver)
 }
 
 /// The declaration that governs one device, if any.
@@ -308,9 +347,13 @@ impl Declarations {
         }
     }
 
-    /// The `[[sriov]]` declaration that applies to `pf` (the first in file order).
+    /// The `[[sriov]]` declaration that applies to `pf` (the first of
+    /// identical ones); none when its tables conflict.
     pub fn sriov_of(&self, pf: &PciDevice) -> Option<&SriovDeclaration> {
-        self.sriov.iter().find(|s| s.fit(pf) == Fit::Applies)
+        self.sriov
+            .iter()
+            .find(|s| s.fit(pf) == Fit::Applies)
+            .filter(|_| !self.sriov_conflicted(pf.address))
     }
 
     /// The `[[sriov]]` declaration a VF binding was made from, if `decl` is one.
@@ -361,7 +404,15 @@ impl Declarations {
 
     fn index(&self) -> &Index {
         self.index.get_or_init(|| {
-            let mut index = Index::default();
+            let mut index = Index {
+                conflicted: self
+                    .conflicts()
+                    .into_iter()
+                    .filter(|c| !c.sriov)
+                    .map(|c| c.key)
+                    .collect(),
+                ..Index::default()
+            };
             for (i, decl) in self.list.iter().chain(&self.vfs).enumerate() {
                 match decl.address {
                     Some(addr) => index.by_address.entry(addr).or_default().push(i),
@@ -397,7 +448,8 @@ impl Declarations {
         found
     }
 
-    /// The most specific declaration that applies to `dev`.
+    /// The most specific declaration that applies to `dev`; none when the
+    /// most specific ones conflict (`conflicts`): nothing is applied for it.
     pub fn governing(&self, dev: &PciDevice) -> Option<Governing<'_>> {
         let mut fits = self.applying(dev).into_iter().map(|i| self.at(i));
         let declaration = fits.next()?;
@@ -407,8 +459,103 @@ impl Declarations {
         })
     }
 
+    /// Whether `decl` (of `list`) is one of a key declared in conflict.
+    fn conflicted(&self, i: usize) -> bool {
+        i < self.list.len() && self.index().conflicted.contains(&self.list[i].key())
+    }
+
+    /// Declarations of one key that disagree, and `[[sriov]]` tables of one
+    /// PF that disagree: (the first, each later one that differs from it).
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        let mut out = Vec::new();
+        let mut first: HashMap<String, &Declaration> = HashMap::new();
+        for decl in &self.list {
+            match first.get(&decl.key()) {
+                Some(earlier) if binding_terms(earlier) != binding_terms(decl) => {
+                    out.push(Conflict {
+                        key: decl.key(),
+                        sriov: false,
+                        first: earlier.origin.clone(),
+                        again: decl.origin.clone(),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    first.insert(decl.key(), decl);
+                }
+            }
+        }
+        let mut first_pf: HashMap<PciAddress, &SriovDeclaration> = HashMap::new();
+        for decl in &self.sriov {
+            match first_pf.get(&decl.address) {
+                Some(earlier) if sriov_terms(earlier) != sriov_terms(decl) => out.push(Conflict {
+                    key: decl.key(),
+                    sriov: true,
+                    first: earlier.origin.clone(),
+                    again: decl.origin.clone(),
+                }),
+                Some(_) => {}
+                None => {
+                    first_pf.insert(decl.address, decl);
+                }
+            }
+        }
+        out
+    }
+
+    /// The conflict that leaves `dev` without a declaration applied: one of
+    /// its own key, of its `[[sriov]]` as a PF, or of its PF's as a VF.
+    pub fn conflict_for(&self, dev: &PciDevice) -> Option<Conflict> {
+        let pf = match dev.sriov {
+            SriovRole::Vf { physfn } => Some(physfn),
+            _ => None,
+        };
+        self.conflicts().into_iter().find(|c| {
+            if c.sriov {
+                let key = c.key.as_str();
+                key == dev.address.to_string() || pf.is_some_and(|p| p.to_string() == key)
+            } else {
+                self.list
+                    .iter()
+                    .any(|d| d.key() == c.key && d.fit(dev) == Fit::Applies)
+            }
+        })
+    }
+
+    /// Whether the `[[sriov]]` tables for the PF at `address` disagree.
+    pub fn sriov_conflicted(&self, address: PciAddress) -> bool {
+        let mut tables = self.sriov.iter().filter(|s| s.address == address);
+        let Some(first) = tables.next() else {
+            return false;
+        };
+        tables.any(|s| sriov_terms(s) != sriov_terms(first))
+    }
+
+    /// The `[[sriov]]` declarations to apply: one per PF (the first of
+    /// identical ones), none for a PF whose tables conflict.
+    pub fn sriov_in_force(&self) -> Vec<&SriovDeclaration> {
+        let mut seen = HashSet::new();
+        self.sriov
+            .iter()
+            .filter(|s| seen.insert(s.address) && !self.sriov_conflicted(s.address))
+            .collect()
+    }
+
+    /// The `[[binding]]` declarations to apply (boot files): one per key
+    /// (the first of identical ones), none for a key declared in conflict.
+    pub fn bindings_in_force(&self) -> Vec<&Declaration> {
+        let mut seen = HashSet::new();
+        self.list
+            .iter()
+            .enumerate()
+            .filter(|(i, d)| seen.insert(d.key()) && !self.conflicted(*i))
+            .map(|(_, d)| d)
+            .collect()
+    }
+
     /// Positions of the declarations that apply to `dev`, the governing one
     /// first: most specific, and among equals the first in file order.
+    /// None at all when the most specific declarations conflict.
     fn applying(&self, dev: &PciDevice) -> Vec<usize> {
         let mut fits: Vec<usize> = self
             .candidates(dev)
@@ -416,6 +563,9 @@ impl Declarations {
             .filter(|&i| self.at(i).fit(dev) == Fit::Applies)
             .collect();
         fits.sort_by_key(|&i| std::cmp::Reverse(self.specificity(i)));
+        if fits.first().is_some_and(|&i| self.conflicted(i)) {
+            return Vec::new();
+        }
         fits
     }
 

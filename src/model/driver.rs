@@ -70,7 +70,7 @@ macro_rules! kernel_name {
 
 /// A name that is not a kernel driver or module name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{shown}' is not a {what} name: use 1 to {MAX_NAME} letters, digits, '-' and '_' (e.g. vfio-pci)", shown = .name.escape_debug())]
+#[error("'{shown}' is not a {what} name: use 1 to {MAX_NAME} letters, digits, '-' and '_', not starting with '-' (e.g. vfio-pci)", shown = .name.escape_debug())]
 pub struct BadName {
     pub what: &'static str,
     pub name: String,
@@ -80,10 +80,13 @@ pub struct BadName {
 pub const MAX_NAME: usize = 63;
 
 /// The one grammar for driver and module names that reach generated files
-/// (TOML, udev rules, modprobe.d, initramfs scripts): `[A-Za-z0-9_-]{1,63}`.
-/// Nothing else can break out of any of those syntaxes.
+/// (TOML, udev rules, modprobe.d, initramfs scripts): `[A-Za-z0-9_-]{1,63}`,
+/// not starting with `-`. Nothing else can break out of any of those
+/// syntaxes, and no name reads as an option to a command it reaches
+/// (`echo -n`, `modprobe -r`).
 pub fn valid_name(text: &str) -> bool {
     (1..=MAX_NAME).contains(&text.len())
+        && !text.starts_with('-')
         && text
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
@@ -162,6 +165,19 @@ mod tests {
         assert!(set.contains(&DriverName::new("snd_hda_intel")));
         // The spelling read from sysfs is kept for writing back.
         assert_eq!(DriverName::new("vfio-pci").to_string(), "vfio-pci");
+    }
+
+    /// #24 class 7: `-n` as a declared driver became `echo -n >
+    /// driver_override` in the boot script (an empty claim).
+    #[test]
+    fn names_that_read_as_options_are_refused() {
+        for bad in ["-n", "-e", "--", "-", "-vfio-pci"] {
+            let err = DriverName::parse(bad).unwrap_err();
+            assert!(err.to_string().contains("not starting with '-'"), "{err}");
+        }
+        for good in ["vfio-pci", "_x", "pci-stub", "a-"] {
+            assert!(DriverName::parse(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -101,28 +101,53 @@ def parse_json(text):
         return None
 
 
+def option(name, value):
+    """One option with its value as a single argument, '--name=value'.
+
+    Joined, a value from the play (an inventory variable, a fact, a loop
+    item) can never be read as an option of its own: '--driver=--force'
+    names a driver (one vfioctl refuses), it does not set --force.
+    """
+    return '--%s=%s' % (name, value)
+
+
 def base_argv(module):
     """The vfioctl binary and its global options."""
     binary = module.params['binary']
     if '/' not in binary:
         binary = module.get_bin_path(binary, required=True, opt_dirs=['/usr/local/sbin', '/usr/sbin', '/sbin'])
-    argv = [binary, '--root', module.params['root']]
+    argv = [binary, option('root', module.params['root'])]
     connect = module.params.get('connect')
     if connect:
-        argv += ['--connect', connect]
+        argv.append(option('connect', connect))
     return argv
 
 
-def run(module, args, ok=(0,), json_output=True):
-    """Runs vfioctl ARGS [--json] and returns (rc, document).
+def command_line(module, args, operands=None, json_output=True):
+    """The argv for vfioctl ARGS [--json] [-- OPERANDS...].
+
+    ARGS are the subcommand and options the module chose (values joined with
+    option()); OPERANDS are the selectors from the play, passed after '--'
+    so that none of them can become an option ('--force', '--persist'):
+    vfioctl takes each as a selector and refuses a malformed one.
+    """
+    argv = base_argv(module) + list(args)
+    if json_output:
+        argv.append('--json')
+    if operands is not None:
+        argv.append('--')
+        argv += [str(operand) for operand in operands]
+    return argv
+
+
+def run(module, args, ok=(0,), json_output=True, operands=None):
+    """Runs vfioctl ARGS [--json] [-- OPERANDS...] and returns (rc, document).
 
     A status outside ok raises VfioctlError with vfioctl's message; a
     successful run (status 0) that printed no JSON raises too. Another
     accepted status may come with no document (None).
     """
-    argv = base_argv(module) + list(args)
-    if json_output:
-        argv.append('--json')
+    argv = command_line(module, args, operands, json_output)
     rc, stdout, stderr = module.run_command(argv, environ_update=dict(LC_ALL='C'))
     if rc not in ok:
         raise VfioctlError(argv, rc, error_message(rc, stdout, stderr), parse_json(stdout))

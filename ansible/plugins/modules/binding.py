@@ -69,7 +69,10 @@ extends_documentation_fragment:
   - vfioctl.vfioctl.common
   - vfioctl.vfioctl.common.attributes
 notes:
-  - In check mode runtime states run vfioctl with C(--dry-run). The plan it prints is the diff, and refusals fail the task just as a real run would.
+  - In check mode every state runs vfioctl with C(--dry-run) (C(bind), C(restore), C(persist add), C(persist remove)). The plan it prints is
+    the diff, and its refusals fail the task just as a real run would.
+  - Every selector reaches vfioctl after C(--), and option values as C(--name=value), so no value from an inventory, a fact or a loop
+    (V(--force), V(--persist)) can become an option; vfioctl refuses it as a malformed selector or driver name.
   - Declarations are compared with C(vfioctl persist list --json) before and after, and C(changed) says whether they differ.
 seealso:
   - module: vfioctl.vfioctl.info
@@ -155,21 +158,21 @@ from ansible_collections.vfioctl.vfioctl.plugins.module_utils import vfioctl as 
 def runtime(module):
     """state bound or restored: vfioctl bind|restore, --dry-run in check mode."""
     params = module.params
-    args = ['bind' if params['state'] == 'bound' else 'restore'] + params['selector']
+    args = ['bind' if params['state'] == 'bound' else 'restore']
     if params['state'] == 'bound':
         if params['driver']:
-            args += ['--driver', params['driver']]
+            args.append(v.option('driver', params['driver']))
         if params['with_group']:
             args.append('--with-group')
         if params['fabric']:
-            args += ['--fabric', params['fabric']]
+            args.append(v.option('fabric', params['fabric']))
     if params['force']:
         args.append('--force')
-    args += ['--timeout', str(params['timeout'])]
+    args.append(v.option('timeout', params['timeout']))
     if module.check_mode:
         args.append('--dry-run')
     try:
-        dummy, document = v.run(module, args)
+        dummy, document = v.run(module, args, operands=params['selector'])
     except v.VfioctlError as err:
         if err.rc == 2 and params['fabric']:
             err.message += ' (this vfioctl may not take --fabric: it needs the release with HGX fabric modes)'
@@ -191,7 +194,7 @@ def runtime(module):
 def matched(module, selector, required):
     """Addresses of the functions a selector matches now (vfioctl list)."""
     try:
-        rc, document = v.run(module, ['list', selector], ok=(0,) if required else (0, 3))
+        rc, document = v.run(module, ['list'], ok=(0,) if required else (0, 3), operands=[selector])
     except v.VfioctlError as err:
         v.fail(module, err)
     if rc == 3 or not document:
@@ -253,19 +256,21 @@ def declared(module):
     todo, predicted = pending(module, before, params['state'], driver)
     if not todo:
         after = before
-    elif module.check_mode:
-        after = predicted
     else:
         if params['state'] == 'present':
-            args = ['persist', 'add'] + todo + (['--driver', driver] if driver else [])
+            args = ['persist', 'add'] + ([v.option('driver', driver)] if driver else [])
         else:
-            args = ['persist', 'remove'] + todo
+            args = ['persist', 'remove']
+        if module.check_mode:
+            # vfioctl's own dry run: every check and refusal of the real
+            # run, nothing written, so check mode fails where it would.
+            args.append('--dry-run')
         try:
             # persist add/remove print no JSON (vfioctl 0.1): the result is read back with persist list.
-            v.run(module, args, json_output=False)
+            v.run(module, args, json_output=False, operands=todo)
         except v.VfioctlError as err:
             v.fail(module, err)
-        after = current()
+        after = predicted if module.check_mode else current()
     before_text, after_text = v.declarations_text(before), v.declarations_text(after)
     changed = before_text != after_text
     out = dict(changed=changed, declarations=before if module.check_mode else after, devices=changed_devices(before, after))

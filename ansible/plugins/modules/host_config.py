@@ -38,7 +38,8 @@ extends_documentation_fragment:
   - vfioctl.vfioctl.common
   - vfioctl.vfioctl.common.attributes
 notes:
-  - In check mode vfioctl previews (C(host-config --json) without C(--write)); the diff shows each file's content before and after.
+  - In check mode vfioctl runs C(host-config --write --dry-run) (or C(--remove --dry-run)), with the same refusals and exit statuses as the
+    real run and nothing written; the diff shows each file's content before and after.
   - After files changed, regenerate the initramfs (RV(initramfs_command)) before rebooting; the
     P(vfioctl.vfioctl.gpu_passthrough#role) role does this in a handler.
 seealso:
@@ -186,26 +187,27 @@ def main():
         options.append('--blacklist')
     if params['ids']:
         options.append('--ids')
-    try:
-        dummy, preview = v.run(module, ['host-config'] + options)
-    except v.VfioctlError as err:
-        v.fail(module, err)
-    files = preview.get('files') or []
-    if params['state'] == 'present':
-        predicted = [f['path'] for f in files if f.get('status') in ('new', 'changed')]
-    else:
-        predicted = [f['path'] for f in files if read_current(params['root'], f['path']) is not None]
-    diffs = file_diffs(params['root'], files, params['state']) if module._diff else None
-    document = preview
-    changed_files = predicted
-    if predicted and not module.check_mode:
-        flag = '--write' if params['state'] == 'present' else '--remove'
+    diffs = None
+    if module._diff:
+        # The files' content before, read before anything is written.
         try:
-            dummy, document = v.run(module, ['host-config', flag] + options)
+            dummy, preview = v.run(module, ['host-config'] + options)
         except v.VfioctlError as err:
             v.fail(module, err)
-        files = document.get('files') or []
-        changed_files = [f['path'] for f in files if f.get('status') in CHANGING]
+        diffs = file_diffs(params['root'], preview.get('files') or [], params['state'])
+    # Always --write/--remove (vfioctl leaves unchanged files alone), so its
+    # refusals (a device the host uses, files vfioctl does not own,
+    # conflicting declarations) fail the task even when nothing would
+    # change; check mode runs vfioctl's own dry run of it, which refuses
+    # exactly where the real run would.
+    flag = '--write' if params['state'] == 'present' else '--remove'
+    dry_run = ['--dry-run'] if module.check_mode else []
+    try:
+        dummy, document = v.run(module, ['host-config', flag] + options + dry_run)
+    except v.VfioctlError as err:
+        v.fail(module, err)
+    files = document.get('files') or []
+    changed_files = [f['path'] for f in files if f.get('status') in CHANGING]
     out = summarize(document, files, changed_files)
     if diffs is not None:
         out['diff'] = diffs

@@ -123,7 +123,7 @@ def groups_of(module, devices):
         number = device.get('iommu_group')
         if number is None or number in seen or device.get('is_bridge'):
             continue
-        dummy, shown = v.run(module, ['show', device['address']])
+        dummy, shown = v.run(module, ['show'], operands=[device['address']])
         iommu = iommu or shown.get('iommu')
         seen[number] = shown.get('iommu_group')
     return [seen[n] for n in sorted(seen) if seen[n] is not None], iommu
@@ -142,7 +142,7 @@ def main():
     out = dict(changed=False)
     try:
         if 'devices' in gather or 'groups' in gather:
-            devices = v.run(module, ['list'] + module.params['selector'])[1]
+            devices = v.run(module, ['list'], operands=module.params['selector'])[1]
             if 'devices' in gather:
                 out['devices'] = devices
             if 'groups' in gather:

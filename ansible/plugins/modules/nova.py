@@ -182,12 +182,12 @@ except ImportError:
 
 def ask_vfioctl(module):
     params = module.params
-    args = ['nova'] + params['selector']
+    args = ['nova']
     for option in ('release', 'alias', 'numa_policy', 'fabric'):
         if params[option]:
-            args += ['--' + option.replace('_', '-'), params[option]]
+            args.append(v.option(option.replace('_', '-'), params[option]))
     try:
-        return v.run(module, args)[1]
+        return v.run(module, args, operands=params['selector'])[1]
     except v.VfioctlError as err:
         if err.rc == 2 and params['fabric']:
             err.message += ' (this vfioctl may not take --fabric: it needs the release with HGX fabric modes)'

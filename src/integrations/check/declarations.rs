@@ -262,11 +262,16 @@ pub(super) fn missing_count(
 /// The same key declared twice: identical (WARNING) or with different
 /// drivers (CRITICAL: which one udev applies depends on file order).
 pub(super) fn duplicates(decls: &Declarations) -> Vec<CheckResult> {
+    // The one rule of what conflicts (and is then not applied): the model's.
+    let conflicts = decls.conflicts();
     decls
         .duplicates()
         .into_iter()
         .map(|(first, again)| {
-            let conflicting = first.driver != again.driver;
+            let conflict = conflicts
+                .iter()
+                .find(|c| !c.sriov && c.again == again.origin);
+            let conflicting = conflict.is_some();
             result(
                 &format!("binding.{}.duplicate", again.key()),
                 if conflicting {
@@ -274,15 +279,8 @@ pub(super) fn duplicates(decls: &Declarations) -> Vec<CheckResult> {
                 } else {
                     Verdict::Warning
                 },
-                if conflicting {
-                    format!(
-                        "{} declares {} on {}, conflicting with {} ({})",
-                        again.origin,
-                        again.key(),
-                        again.driver,
-                        first.origin,
-                        first.driver
-                    )
+                if let Some(conflict) = conflict {
+                    conflict.to_string()
                 } else {
                     format!(
                         "{} declares {} again (identical to {})",

@@ -71,8 +71,9 @@ pub(super) fn sriov_duplicates(decls: &Declarations) -> Vec<CheckResult> {
         let Some(first) = decls.sriov[..i].iter().find(|d| d.address == again.address) else {
             continue;
         };
-        let conflicting = (first.vendor, first.device, first.numvfs, &first.vf_driver)
-            != (again.vendor, again.device, again.numvfs, &again.vf_driver);
+        let conflicting = decls.sriov_conflicted(again.address)
+            && (first.vendor, first.device, first.numvfs, &first.vf_driver)
+                != (again.vendor, again.device, again.numvfs, &again.vf_driver);
         out.push(result(
             &format!("sriov.{}.duplicate", again.key()),
             if conflicting {
@@ -80,17 +81,21 @@ pub(super) fn sriov_duplicates(decls: &Declarations) -> Vec<CheckResult> {
             } else {
                 Verdict::Warning
             },
-            format!(
-                "{} declares SR-IOV PF {} again ({} {})",
-                again.origin,
-                again.key(),
-                if conflicting {
-                    "conflicting with"
-                } else {
-                    "identical to"
-                },
-                first.origin
-            ),
+            if conflicting {
+                format!(
+                    "{} declares SR-IOV PF {} again, conflicting with {}: neither is applied until one of them goes",
+                    again.origin,
+                    again.key(),
+                    first.origin
+                )
+            } else {
+                format!(
+                    "{} declares SR-IOV PF {} again (identical to {})",
+                    again.origin,
+                    again.key(),
+                    first.origin
+                )
+            },
             vec![],
             Some("keep one [[sriov]] declaration per PF (vfioctl persist remove, or edit by hand)"),
         ));

@@ -88,3 +88,27 @@ def test_same_driver_treats_dash_and_underscore_alike():
 def test_declarations_text_is_sorted_and_names_the_default():
     text = v.declarations_text([{'key': '10de:20b0', 'driver': None}, {'key': '0000:25:00.0', 'driver': 'pci-stub'}])
     assert text == '0000:25:00.0 driver=pci-stub\n10de:20b0 driver=vfio-pci-or-variant\n'
+
+
+class ArgvModule(object):
+    def __init__(self, **params):
+        self.params = dict(binary='/usr/sbin/vfioctl', root='/', connect=None)
+        self.params.update(params)
+
+
+@pytest.mark.parametrize('value', ['--force', '--persist', '-n', '--root=/', '--', 'class=gpu'])
+def test_values_from_the_play_never_become_options(value):
+    module = ArgvModule(root='--force', connect='--json')
+    argv = v.command_line(module, ['bind', v.option('driver', value), v.option('timeout', 10)], operands=[value, '25:00.0'])
+    assert argv == ['/usr/sbin/vfioctl', '--root=--force', '--connect=--json', 'bind', '--driver=' + value,
+                    '--timeout=10', '--json', '--', value, '25:00.0']
+    # Everything before `--` is an option the module chose, each value joined to its name.
+    options = argv[1:argv.index('--')]
+    assert options == ['--root=--force', '--connect=--json', 'bind', '--driver=' + value, '--timeout=10', '--json']
+
+
+def test_no_operands_no_separator():
+    argv = v.command_line(ArgvModule(), ['persist', 'list'])
+    assert argv == ['/usr/sbin/vfioctl', '--root=/', 'persist', 'list', '--json']
+    argv = v.command_line(ArgvModule(), ['persist', 'add', '--dry-run'], operands=['--force'], json_output=False)
+    assert argv == ['/usr/sbin/vfioctl', '--root=/', 'persist', 'add', '--dry-run', '--', '--force']

@@ -37,9 +37,10 @@ class FakeModule(object):
 
 @pytest.fixture(autouse=True)
 def fake_list(monkeypatch):
-    def run(module, args, ok=(0,), json_output=True):
-        assert args[0] == 'list'
-        found = MATCHES.get(args[1])
+    def run(module, args, ok=(0,), json_output=True, operands=None):
+        # The selector goes after `--`, never among the options.
+        assert args == ['list'] and len(operands) == 1
+        found = MATCHES.get(operands[0])
         if found is None:
             if 3 not in ok:
                 raise v.VfioctlError(args, 3, 'no match')
