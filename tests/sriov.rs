@@ -281,7 +281,10 @@ fn dry_run_prints_the_sysfs_writes_and_writes_nothing() {
   wait for virtfn0..virtfn6 (deadline 10s)
   bind virtfn0..virtfn6 to vfio-pci or its VFIO variant (per VF: driver_override, drivers_probe, verify; rolled back newest first on failure)
   echo 1 > /sys/bus/pci/devices/0000:01:00.0/sriov_drivers_autoprobe
+checks passed:
+  0000:01:00.0 not in use by the host (mounts, addresses, routes, console)
 notes:
+  the VFs appear at 0000:01:00.2, 0000:01:00.3, 0000:01:00.4, 0000:01:00.5, 0000:01:00.6, 0000:01:00.7, 0000:01:01.0 (sriov_offset 2, sriov_stride 1); only they are bound, never 0000:01:00.0 itself
   sriov_drivers_autoprobe is 0 while the VFs are created, so no native VF driver probes them; then 1 again, as it was
 dry run: nothing written
 "

@@ -60,6 +60,7 @@ pub fn run_change(
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     let spec = ChangeSpec {
+        caller: goal.verb(),
         goal,
         selectors: parse_selectors(&args.selectors)?,
         with_group,

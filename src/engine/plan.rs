@@ -92,12 +92,7 @@ pub enum Why {
     },
 }
 
-/// A device's driver and override.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Binding {
-    pub driver: Option<DriverName>,
-    pub driver_override: Option<DriverName>,
-}
+pub use crate::model::driver::Binding;
 
 /// What the driver link must name once the device has been probed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -169,6 +164,12 @@ impl Action {
     /// The step list releases the device from its current driver.
     pub fn releases(&self) -> bool {
         self.steps.iter().any(|s| matches!(s, Step::Unbind { .. }))
+    }
+    /// The step list changes the device's driver (unbinds or probes it).
+    pub fn changes_driver(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s, Step::Unbind { .. } | Step::Probe))
     }
 }
 
@@ -418,6 +419,8 @@ impl Planner<'_> {
                     .inv
                     .members(group)
                     .filter(|d| !d.is_bridge() && !self.set.contains_key(&d.address))
+                    // A PF with VFs enabled never joins (it cannot change driver).
+                    .filter(|d| d.sriov.enabled_vfs().is_none())
                     .filter(|d| {
                         matches!(
                             MemberState::of(false, d.driver.as_ref()),
@@ -446,10 +449,13 @@ impl Planner<'_> {
                 .find(|a| self.device(a).iommu_group == Some(number))
                 .expect("the group came from a planned device");
             let with_group_helps = !self.request.with_group
-                && after
-                    .blockers
-                    .iter()
-                    .all(|b| matches!(b.device, GroupMember::Pci(_)));
+                && after.blockers.iter().all(|b| match b.device {
+                    GroupMember::Pci(a) => self
+                        .inv
+                        .device(&a)
+                        .is_none_or(|d| d.sriov.enabled_vfs().is_none()),
+                    _ => false,
+                });
             self.refusals.push(Refusal {
                 device,
                 kind: RefusalKind::GroupNotViable {
@@ -566,8 +572,13 @@ impl Planner<'_> {
         (after, steps)
     }
 
-    /// Devices about to be released from their driver must pass the gate.
+    /// Devices about to be released from their driver must pass the gate;
+    /// an SR-IOV PF with VFs enabled never changes driver.
     fn check_safety(&mut self, actions: &[Action]) {
+        for action in actions.iter().filter(|a| a.changes_driver()) {
+            self.refusals
+                .extend(gate::sriov_pf_refusal(self.inv, &action.address));
+        }
         let releasing: BTreeSet<PciAddress> = actions
             .iter()
             .filter(|a| a.releases())

@@ -49,12 +49,14 @@ use crate::host::kernel::{KernelError, PciKernel};
 use crate::host::modules::{self, ModuleError};
 use crate::host::state::{self, StateError};
 use crate::host::sysfs::{
-    read_devices, read_selected, read_sriov_autoprobe, InventoryError, Names,
+    read_devices, read_selected, read_sriov_autoprobe, read_sriov_layout, InventoryError, Names,
 };
 use crate::host::usage::HostUsage;
 use crate::host::HostRoot;
 use crate::model::declaration::DeclaredDriver;
+use crate::model::driver::Binding;
 use crate::model::modalias::Alias;
+use crate::model::usage::DeviceUse;
 use crate::model::{DriverKind, DriverName, Inventory, PciAddress, Selector, SriovRole};
 
 /// How often the `virtfn` links are looked at while waiting for them.
@@ -63,6 +65,8 @@ const POLL: Duration = Duration::from_millis(10);
 /// What the operator (or a declaration) asked for.
 #[derive(Debug, Clone)]
 pub struct SriovRequest {
+    /// The command asking (`sriov`, `persist apply`, `udev-hook`), for the intent.
+    pub caller: &'static str,
     pub pf: PciAddress,
     pub numvfs: u16,
     /// The VFs' driver: `Auto` is vfio-pci or each VF's best VFIO variant.
@@ -82,6 +86,8 @@ pub struct SriovRequest {
 pub struct SriovFacts<'a> {
     /// The PF's `sriov_drivers_autoprobe` now (`None`: the kernel has none).
     pub autoprobe: Option<bool>,
+    /// The PF's `sriov_offset` and `sriov_stride`: where new VFs appear.
+    pub layout: Option<(u16, u16)>,
     /// The binding engine's facts: usage (for VFs that would be destroyed or
     /// rebound), VFIO variants, the change record, the fabric.
     pub engine: Facts<'a>,
@@ -163,6 +169,12 @@ pub struct SriovPlan {
     pub autoprobe_before: Option<bool>,
     /// The VFs now; destroyed when the count changes.
     pub vfs_before: Vec<VfBefore>,
+    /// The VFs the count creates, from `sriov_offset` and `sriov_stride`
+    /// (empty when the count stays, goes to 0, or the kernel shows no layout).
+    pub vfs_after: Vec<PciAddress>,
+    /// What the host uses the PF for, when its VF count changes: a change
+    /// can interrupt it (refused without `--force`).
+    pub pf_uses: Vec<DeviceUse>,
     /// The sysfs writes and waits, in order.
     pub steps: Vec<SriovStep>,
     /// When the count stays: the binding engine's plan for the VFs present.
@@ -231,6 +243,11 @@ pub enum SriovError {
     Held {
         pf: PciAddress,
         vfs: Vec<PciAddress>,
+        refusals: Vec<Refusal>,
+    },
+    #[error("changing the VF count of {pf} can interrupt what the host uses it for: {}; nothing was written", crate::engine::refusal::joined(.refusals))]
+    InterruptsPf {
+        pf: PciAddress,
         refusals: Vec<Refusal>,
     },
     #[error("selector '{selector}' matches {count} functions ({first}, ...); name one PF by its address")]
@@ -323,6 +340,8 @@ pub fn plan(
         vf_driver: request.vf_driver.clone(),
         autoprobe_before: facts.autoprobe,
         vfs_before,
+        vfs_after: Vec::new(),
+        pf_uses: Vec::new(),
         steps: Vec::new(),
         vf_plan: None,
         keep: request.keep.clone(),
@@ -355,6 +374,32 @@ pub fn plan(
     }
     if dev.driver.is_none() {
         return Err(SriovError::NoPfDriver { pf });
+    }
+    // The PF keeps its driver, but a count change can reset it.
+    let (uses, verdict) = gate::judge_vf_count(inv, facts.engine.usage, &pf, request.force);
+    if !verdict.allowed() {
+        return Err(SriovError::InterruptsPf {
+            pf,
+            refusals: verdict.refusals,
+        });
+    }
+    out.pf_uses = uses;
+    out.notes.extend(verdict.forced);
+    if out.pf_uses.is_empty() {
+        out.checks.push(format!(
+            "{pf} not in use by the host (mounts, addresses, routes, console)"
+        ));
+    }
+    if let (Some((offset, stride)), true) = (facts.layout, request.numvfs > 0) {
+        out.vfs_after = (0..request.numvfs)
+            .filter_map(|i| pf.vf(offset, stride, i))
+            .collect();
+        if !out.vfs_after.is_empty() {
+            out.notes.push(format!(
+                "the VFs appear at {} (sriov_offset {offset}, sriov_stride {stride}); only they are bound, never {pf} itself",
+                addresses(&out.vfs_after)
+            ));
+        }
     }
     if numvfs_before > 0 {
         let destroyed: BTreeSet<PciAddress> = vfs.iter().copied().collect();
@@ -443,6 +488,8 @@ pub enum SriovStepError {
     Module { pf: PciAddress, error: ModuleError },
     #[error("binding the new VFs of {pf} was refused: {error}")]
     Refused { pf: PciAddress, error: PlanError },
+    #[error("binding the VFs of {pf} would also change {device}, which is not one of them; refused (only the VFs move)")]
+    NotAVf { pf: PciAddress, device: PciAddress },
     #[error("binding the VFs of {pf} failed: {message}")]
     Bind { pf: PciAddress, message: String },
     /// The change record could not be read or updated.
@@ -563,6 +610,20 @@ fn bind_vfs(
         Ok(plan) => plan,
         Err(error) => return (None, Err(SriovStepError::Refused { pf, error })),
     };
+    // Only the VFs move: never their PF, never another function.
+    if let Some(other) = vf_plan
+        .actions
+        .iter()
+        .find(|a| a.changes() && !vfs.contains(&a.address))
+    {
+        return (
+            Some(vf_plan.clone()),
+            Err(SriovStepError::NotAVf {
+                pf,
+                device: other.address,
+            }),
+        );
+    }
     for module in &vf_plan.load_modules {
         if let Err(error) = modules::preflight(root, release, module) {
             return (Some(vf_plan), Err(SriovStepError::Module { pf, error }));
@@ -871,11 +932,13 @@ pub fn change(
     variants: &[Alias],
     dry_run: bool,
 ) -> anyhow::Result<SriovReport> {
-    let record = state::read_record(root)?;
+    let mut record = state::read_record(root)?;
+    state::refuse_interrupted(root, &record, !dry_run)?;
     let release = inv.kernel_release.as_deref();
     let usage = HostUsage::new(root, inv);
     let facts = SriovFacts {
         autoprobe: read_sriov_autoprobe(root, request.pf),
+        layout: read_sriov_layout(root, request.pf),
         engine: host_facts(root, inv, &usage, variants, &record),
     };
     let plan = plan(inv, &facts, request)?;
@@ -884,13 +947,76 @@ pub fn change(
             modules::preflight(root, release, module)?;
         }
     }
-    let result = (!dry_run && plan.changes()).then(|| apply(root, kernel, &plan, variants));
+    let result = if !dry_run && plan.changes() {
+        // The intent first (see `host::state`): a change killed from here on
+        // is found by the next change and by `check`, and `recover` puts the
+        // VF count, the VFs' drivers and autoprobe back.
+        record.intent = Some(intent_for(root, request.caller, &plan));
+        state::write_record(root, &record)?;
+        let mut applied = apply(root, kernel, &plan, variants);
+        finish_intent(root, plan.pf, &mut applied);
+        Some(applied)
+    } else {
+        None
+    };
     Ok(SriovReport {
         command: "sriov",
         dry_run,
         plan,
         result,
     })
+}
+
+/// The intent of applying `plan`: the VF count and autoprobe before, the VFs
+/// before, and (when the count stays) the VFs' binding changes.
+pub fn intent_for(root: &HostRoot, caller: &str, plan: &SriovPlan) -> state::Intent {
+    let sriov = state::IntentSriov {
+        pf: plan.pf,
+        numvfs_before: plan.numvfs_before,
+        numvfs: plan.numvfs,
+        autoprobe_before: plan.autoprobe_before,
+        vfs_before: plan
+            .vfs_before
+            .iter()
+            .map(|v| state::IntentVf {
+                address: v.address,
+                binding: Binding {
+                    driver: v.driver.clone(),
+                    driver_override: v.driver_override.clone(),
+                },
+            })
+            .collect(),
+    };
+    let devices = plan
+        .vf_plan
+        .as_ref()
+        .map(crate::engine::run::intent_devices)
+        .unwrap_or_default();
+    state::Intent::new(root, caller, devices, Some(sriov))
+}
+
+/// Clears the intent once the change is verified or put back; a failed
+/// rollback (or a count write still pending in the kernel) keeps it.
+fn finish_intent(root: &HostRoot, pf: PciAddress, applied: &mut SriovApplied) {
+    let unfinished = !applied.rollback_errors.is_empty()
+        || applied
+            .vf_result
+            .as_ref()
+            .is_some_and(crate::engine::run::unfinished);
+    if unfinished {
+        return;
+    }
+    let cleared = state::read_record(root).and_then(|mut record| {
+        record.intent = None;
+        state::write_record(root, &record)
+    });
+    if let Err(error) = cleared {
+        let error = SriovStepError::Record { pf, error };
+        match applied.error {
+            None => applied.error = Some(error),
+            Some(_) => applied.rollback_errors.push(error.to_string()),
+        }
+    }
 }
 
 /// How the `sriov` command was asked.
@@ -961,6 +1087,7 @@ pub fn run_then(
     };
     let inv = read_pf(root, pf)?;
     let request = SriovRequest {
+        caller: "sriov",
         pf,
         numvfs: spec.numvfs,
         vf_driver: spec.vf_driver.clone(),

@@ -478,6 +478,19 @@ pub fn read_sriov_autoprobe(root: &HostRoot, pf: PciAddress) -> Option<bool> {
     }
 }
 
+/// A PF's `sriov_offset` and `sriov_stride` (where its VFs appear), when
+/// the kernel shows them.
+pub fn read_sriov_layout(root: &HostRoot, pf: PciAddress) -> Option<(u16, u16)> {
+    let read = |name: &str| -> Option<u16> {
+        fs::read_to_string(root.path(format!("{PCI_DEVICES}/{pf}/{name}")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((read("sriov_offset")?, read("sriov_stride")?))
+}
+
 /// The devices whose unbind the change record says is pending. A record
 /// vfioctl cannot read is reported by the commands that use it.
 fn pending_unbinds(root: &HostRoot) -> std::collections::BTreeSet<PciAddress> {

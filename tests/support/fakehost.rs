@@ -33,6 +33,8 @@ pub struct Dev {
     pub group: Option<u32>,
     pub numa: i32,
     pub sriov_total: Option<u32>,
+    /// `sriov_offset` and `sriov_stride` of a PF (default 2 and 1).
+    pub sriov_layout: (u16, u16),
     pub physfn: Option<String>,
     pub boot_vga: Option<bool>,
     pub suppliers: Vec<String>,
@@ -55,6 +57,7 @@ impl Dev {
             group: None,
             numa: -1,
             sriov_total: None,
+            sriov_layout: (2, 1),
             physfn: None,
             boot_vga: None,
             suppliers: vec![],
@@ -102,6 +105,11 @@ impl Dev {
     }
     pub fn sriov(mut self, total_vfs: u32) -> Dev {
         self.sriov_total = Some(total_vfs);
+        self
+    }
+    /// Where the PF's VFs appear: its SR-IOV First VF Offset and VF Stride.
+    pub fn sriov_layout(mut self, offset: u16, stride: u16) -> Dev {
+        self.sriov_layout = (offset, stride);
         self
     }
     /// A virtual function of `pf` (which must already be added).
@@ -368,6 +376,8 @@ impl FakeHost {
             self.write(&rel("sriov_totalvfs"), format!("{total}\n"));
             self.write(&rel("sriov_numvfs"), "0\n");
             self.write(&rel("sriov_drivers_autoprobe"), "1\n");
+            self.write(&rel("sriov_offset"), format!("{}\n", d.sriov_layout.0));
+            self.write(&rel("sriov_stride"), format!("{}\n", d.sriov_layout.1));
         }
         if let Some(pf) = &d.physfn {
             let pf_dir = self.rel_dir(pf);
