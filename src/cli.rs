@@ -97,6 +97,25 @@ pub enum Command {
     /// with the device come back too. Refused while a process (a VM) holds the
     /// device's VFIO group.
     Restore(ChangeArgs),
+    /// Put back a change that was interrupted (killed, out of memory) or whose rollback failed.
+    ///
+    /// Every change records its intent in /run/vfioctl/changes.json before its
+    /// first kernel write: the command, each device's driver and override before
+    /// and the plan's target, and for sriov the VF count and
+    /// sriov_drivers_autoprobe before. It is cleared once the change is verified
+    /// or put back. While one is recorded this boot, check is CRITICAL naming
+    /// its devices, and bind, restore, unbind, sriov, persist apply and the udev
+    /// hook refuse (status 4) until recover has run. recover does what the
+    /// interrupted change's own rollback would have done, never completes it:
+    /// each device it touched back to its driver and override before, and for
+    /// SR-IOV the VF count (through 0), the VFs' VFIO or pci-stub drivers and
+    /// autoprobe as recorded before it. It is planned from the record and the
+    /// devices as they are now, through the same safety gate (a process holding
+    /// a device refuses it), applied with verification and rollback, and clears
+    /// the record only once verified. Run the command again afterwards if the
+    /// change is still wanted. An intent from an earlier boot describes kernel
+    /// state that is gone: it is ignored, and recover clears it.
+    Recover(RecoverArgs),
     /// Leave devices with no driver at all (e.g. before a reset or removal).
     ///
     /// The override is kept, so a later probe binds the overridden driver again.
@@ -469,6 +488,31 @@ pub struct SriovArgs {
     pub timeout: u64,
 
     /// Print the plan and result as one JSON object (schema in the man page).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Print what was interrupted and the plan putting it back; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Pass uses --force may override (addresses, routes, mounts, the console;
+    /// a VF count change on a PF the host uses). Never a process holding a device.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Clear the record of the interrupted change without touching any device
+    /// (once the devices have been put right by hand).
+    #[arg(long, conflicts_with = "force")]
+    pub forget: bool,
+
+    /// Seconds to wait for each unbind, sriov_numvfs write and verification, and for the lock.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+
+    /// Print what was found, the plan and the result as one JSON object (schema in the man page).
     #[arg(long)]
     pub json: bool,
 }

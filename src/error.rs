@@ -57,6 +57,9 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
                 | SriovError::Plan(PlanError::Refused(_)) => ExitStatus::Refused,
             };
         }
+        if cause.is::<crate::engine::recover::RecoverError>() {
+            return ExitStatus::Refused;
+        }
         if let Some(e) = cause.downcast_ref::<ConfigError>() {
             return match e {
                 ConfigError::Io { .. } => ExitStatus::Failed,

@@ -13,7 +13,8 @@
 //!   change record, the libvirt helper process.
 //! - `engine`: `plan` (pure), `apply` (verification, rollback), `run`
 //!   (privilege -> lock -> read -> plan -> apply -> record), `enforce` (declarations),
-//!   `sriov` (a PF's VF count, the VFs bound through `plan` and `apply`).
+//!   `sriov` (a PF's VF count, the VFs bound through `plan` and `apply`),
+//!   `recover` (an interrupted change put back, from its intent).
 //! - `integrations`: what other programs consume or judge: health checks, boot
 //!   files, libvirt node devices, Nova configuration, udev rule rendering.
 //! - `output`: tables, labels, JSON records and the change report.
@@ -47,6 +48,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         Command::Sriov(args) => commands::sriov::run(&root, args, out),
         Command::Restore(args) => commands::restore::run(&root, args, out),
         Command::Unbind(args) => commands::unbind::run(&root, args, out),
+        Command::Recover(args) => commands::recover::run(&root, args, out),
         Command::Persist { action } => commands::persist::run(&root, action, out),
         Command::HostConfig(args) => commands::host_config::run(&root, args, out),
         Command::Check(args) => commands::check::run(&root, &libvirt, args, out),

@@ -9,6 +9,7 @@ pub mod list;
 pub mod nodedev;
 pub mod nova;
 pub mod persist;
+pub mod recover;
 pub mod restore;
 pub mod show;
 pub mod sriov;

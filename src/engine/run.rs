@@ -6,7 +6,7 @@
 //! An interrupted change recorded this boot (`host::state`) refuses every
 //! change, dry runs included, until `vfioctl recover` has put it back.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -279,6 +279,7 @@ pub fn host_facts<'a>(
         previous: record.previous_drivers(),
         history: record.history_notes(),
         fabric: hostfacts::fabric_mode(root, inv),
+        recover_to: BTreeMap::new(),
     }
 }
 

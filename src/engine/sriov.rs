@@ -110,6 +110,12 @@ pub enum SriovStep {
     /// Bind the new VFs through the binding engine (its plan is made once
     /// they exist: override, probe, verify for each).
     BindVfs { count: u16, driver: DeclaredDriver },
+    /// Bind recreated VFs back to the claiming driver they were on (a
+    /// rollback, `recover`), through the binding engine.
+    RebindVfs {
+        vfs: Vec<PciAddress>,
+        driver: DriverName,
+    },
 }
 
 impl fmt::Display for SriovStep {
@@ -137,6 +143,11 @@ impl fmt::Display for SriovStep {
                     virtfn_range(*count)
                 )
             }
+            SriovStep::RebindVfs { vfs, driver } => write!(
+                f,
+                "bind {} back to {driver} (per VF: driver_override, drivers_probe, verify)",
+                addresses(vfs)
+            ),
         }
     }
 }
@@ -698,6 +709,8 @@ pub fn apply(
             SriovStep::WaitVirtfns { count, .. } => {
                 wait_virtfns(kernel, pf, *count, timeout).map(|vfs| created = vfs)
             }
+            // Only put-back plans rebind (`run_put_back`).
+            SriovStep::RebindVfs { .. } => Ok(()),
             SriovStep::BindVfs { .. } if plan.unkept(&created).is_empty() => Ok(()),
             SriovStep::BindVfs { .. } => {
                 let (vf_plan, result) = bind_vfs(
@@ -781,134 +794,249 @@ fn finish(kernel: &dyn PciKernel, plan: &SriovPlan, out: &mut SriovApplied) {
 }
 
 /// After a failure: the VF count back to what it was (through 0), the VFs
-/// that were on a claiming driver bound to it again, autoprobe as it was.
-/// Each part is verified and reported.
+/// that were on a claiming driver bound to it again, autoprobe as it was
+/// (`put_back_steps`, run by `run_put_back`). Each part is verified and
+/// reported.
 fn roll_back(root: &HostRoot, kernel: &dyn PciKernel, plan: &SriovPlan, out: &mut SriovApplied) {
     let pf = plan.pf;
-    let timeout = plan.timeout;
-    let count_written = out
-        .done
-        .iter()
-        .any(|s| matches!(s, SriovStep::Numvfs { .. }));
     // A write still pending in the kernel (a VF held) cannot be undone now.
-    if out.error.as_ref().is_some_and(SriovStepError::pending) {
+    let pending = out.error.as_ref().is_some_and(SriovStepError::pending);
+    if pending {
         out.rollback_errors.push(format!(
             "{pf}: the sriov_numvfs write is still pending in the kernel; the VF count changes once the holder lets go"
         ));
-    } else if count_written {
-        let before = plan.numvfs_before;
-        let result = (|| -> Result<(), SriovStepError> {
-            if !kernel.virtfns(pf)?.is_empty() {
-                kernel.set_numvfs(pf, 0, timeout)?;
-            }
-            if before > 0 {
-                // Recreated VFs come back as the kernel would make them:
-                // autoprobe as it was first.
-                if let (Some(was), Some(now)) = (plan.autoprobe_before, out.autoprobe) {
-                    if was != now {
-                        kernel.set_sriov_autoprobe(pf, was)?;
-                        out.autoprobe = Some(was);
-                    }
-                }
-                kernel.set_numvfs(pf, before, timeout)?;
-                wait_virtfns(kernel, pf, before, timeout)?;
-            }
-            let now = kernel.virtfns(pf)?.len();
-            if now != usize::from(before) {
-                return Err(SriovStepError::NoVirtfns {
-                    pf,
-                    expected: before,
-                    found: now,
-                    seconds: timeout.as_secs(),
-                });
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => out.rolled_back.push(format!(
-                "{pf}: sriov_numvfs back to {before} (verified: {before} virtfn links)"
-            )),
-            Err(e) => out.rollback_errors.push(format!("{pf}: {e}")),
-        }
-        if result_ok(out) && before > 0 {
-            rebind_previous(root, kernel, plan, out);
-        }
     }
-    if let (Some(was), Some(now)) = (plan.autoprobe_before, out.autoprobe) {
-        if was != now {
-            match kernel.set_sriov_autoprobe(pf, was) {
-                Ok(()) => {
-                    out.autoprobe = Some(was);
-                    out.rolled_back.push(format!(
-                        "{pf}: sriov_drivers_autoprobe back to {}",
-                        u8::from(was)
-                    ));
-                }
-                Err(e) => out.rollback_errors.push(e.to_string()),
+    let count_written = !pending
+        && out
+            .done
+            .iter()
+            .any(|s| matches!(s, SriovStep::Numvfs { .. }));
+    let count_now = if count_written {
+        match kernel.virtfns(pf) {
+            Ok(vfs) => u16::try_from(vfs.len()).unwrap_or(u16::MAX),
+            Err(e) => {
+                out.rollback_errors.push(format!("{pf}: {e}"));
+                plan.numvfs_before
             }
         }
+    } else {
+        plan.numvfs_before
+    };
+    let target = PutBack {
+        pf,
+        count_now,
+        count: plan.numvfs_before,
+        autoprobe_now: out.autoprobe,
+        autoprobe: plan.autoprobe_before,
+        vfs_before: &plan.vfs_before,
+        timeout: plan.timeout,
+    };
+    let done = run_put_back(root, kernel, &target, &put_back_steps(&target));
+    out.rolled_back.extend(done.rolled_back);
+    out.rollback_errors.extend(done.errors);
+    if done.autoprobe.is_some() {
+        out.autoprobe = done.autoprobe;
     }
 }
 
-fn result_ok(out: &SriovApplied) -> bool {
-    out.rollback_errors.is_empty()
+/// A PF to put back as it was before a change: after a failed change
+/// (`apply`'s rollback) and after an interrupted one (`recover`).
+#[derive(Debug, Clone)]
+pub struct PutBack<'a> {
+    pub pf: PciAddress,
+    /// VFs now (`virtfn` links).
+    pub count_now: u16,
+    /// VFs before the change.
+    pub count: u16,
+    /// `sriov_drivers_autoprobe` now (`None`: not known or not written).
+    pub autoprobe_now: Option<bool>,
+    /// `sriov_drivers_autoprobe` before the change.
+    pub autoprobe: Option<bool>,
+    /// The VFs before, with their drivers: those on a claiming driver
+    /// (VFIO, pci-stub) are bound to it again once recreated.
+    pub vfs_before: &'a [VfBefore],
+    pub timeout: Duration,
 }
 
-/// VFs recreated by a rollback that were on a claiming driver (VFIO,
-/// pci-stub) before go back to it through the binding engine.
-fn rebind_previous(
+/// The writes putting `p.pf` back, in order: through 0 when the count
+/// differs, autoprobe as it was before the VFs are recreated (they come back
+/// as the kernel made them), the old count and its `virtfn` links, each
+/// claiming driver's VFs bound again, autoprobe as it was. Pure.
+pub fn put_back_steps(p: &PutBack) -> Vec<SriovStep> {
+    let pf = p.pf;
+    let mut steps = Vec::new();
+    let autoprobe = match (p.autoprobe, p.autoprobe_now) {
+        (Some(was), Some(now)) if was != now => Some(was),
+        _ => None,
+    };
+    let mut autoprobe_done = false;
+    if p.count_now != p.count {
+        if p.count_now > 0 {
+            steps.push(SriovStep::Numvfs { pf, count: 0 });
+        }
+        if p.count > 0 {
+            if let Some(on) = autoprobe {
+                steps.push(SriovStep::Autoprobe { pf, on });
+                autoprobe_done = true;
+            }
+            steps.push(SriovStep::Numvfs { pf, count: p.count });
+            steps.push(SriovStep::WaitVirtfns {
+                pf,
+                count: p.count,
+                seconds: p.timeout.as_secs(),
+            });
+            let drivers: BTreeSet<DriverName> = p
+                .vfs_before
+                .iter()
+                .filter_map(|v| v.driver.clone())
+                .filter(|d| d.kind() != DriverKind::Host)
+                .collect();
+            for driver in drivers {
+                let vfs: Vec<PciAddress> = p
+                    .vfs_before
+                    .iter()
+                    .filter(|v| v.driver.as_ref() == Some(&driver))
+                    .map(|v| v.address)
+                    .collect();
+                steps.push(SriovStep::RebindVfs { vfs, driver });
+            }
+        }
+    }
+    if let (Some(on), false) = (autoprobe, autoprobe_done) {
+        steps.push(SriovStep::Autoprobe { pf, on });
+    }
+    steps
+}
+
+/// What running `put_back_steps` did.
+#[derive(Debug, Default, Serialize)]
+pub struct PutBackDone {
+    /// What was put back, each verified.
+    pub rolled_back: Vec<String>,
+    /// What could not be.
+    pub errors: Vec<String>,
+    /// `sriov_drivers_autoprobe` as last written (`null`: not written).
+    pub autoprobe: Option<bool>,
+}
+
+/// Runs `steps` (from `put_back_steps` for `p`): the count is verified by its
+/// `virtfn` links; once a count step fails, the VFs are not rebound, but
+/// autoprobe is still put back.
+pub fn run_put_back(
     root: &HostRoot,
     kernel: &dyn PciKernel,
-    plan: &SriovPlan,
-    out: &mut SriovApplied,
-) {
-    let Ok(now) = kernel.virtfns(plan.pf) else {
-        return;
-    };
-    let drivers: BTreeSet<DriverName> = plan
-        .vfs_before
-        .iter()
-        .filter_map(|v| v.driver.clone())
-        .filter(|d| d.kind() != DriverKind::Host)
-        .collect();
-    for driver in drivers {
-        let vfs: Vec<PciAddress> = plan
-            .vfs_before
-            .iter()
-            .filter(|v| v.driver.as_ref() == Some(&driver) && now.contains(&v.address))
-            .map(|v| v.address)
-            .collect();
-        if vfs.is_empty() {
-            continue;
+    p: &PutBack,
+    steps: &[SriovStep],
+) -> PutBackDone {
+    let (pf, timeout) = (p.pf, p.timeout);
+    let mut done = PutBackDone::default();
+    let mut count_failed = false;
+    let verified = |kernel: &dyn PciKernel, count: u16| -> Result<(), SriovStepError> {
+        let found = kernel.virtfns(pf)?.len();
+        if found == usize::from(count) {
+            Ok(())
+        } else {
+            Err(SriovStepError::NoVirtfns {
+                pf,
+                expected: count,
+                found,
+                seconds: timeout.as_secs(),
+            })
         }
-        let (_, result) = bind_vfs(
-            root,
-            kernel,
-            plan.pf,
-            &vfs,
-            VfTarget {
-                goal: Goal::Bind(driver.clone()),
-                // A named driver: no variant to choose (`variants_for`).
-                variants: &[],
-            },
-            false,
-            plan.timeout,
-        );
+    };
+    for step in steps {
+        let result: Result<Option<String>, SriovStepError> = match step {
+            SriovStep::Autoprobe { on, .. } => kernel
+                .set_sriov_autoprobe(pf, *on)
+                .map(|()| {
+                    done.autoprobe = Some(*on);
+                    Some(format!(
+                        "{pf}: sriov_drivers_autoprobe back to {}",
+                        u8::from(*on)
+                    ))
+                })
+                .map_err(Into::into),
+            _ if count_failed => continue,
+            SriovStep::Numvfs { count, .. } => kernel
+                .set_numvfs(pf, *count, timeout)
+                .map_err(Into::into)
+                .and_then(|()| {
+                    if *count == 0 && p.count == 0 {
+                        verified(kernel, 0).map(|()| {
+                            Some(format!(
+                                "{pf}: sriov_numvfs back to 0 (verified: 0 virtfn links)"
+                            ))
+                        })
+                    } else {
+                        Ok(None)
+                    }
+                }),
+            SriovStep::WaitVirtfns { count, .. } => wait_virtfns(kernel, pf, *count, timeout)
+                .and_then(|_| verified(kernel, *count))
+                .map(|()| {
+                    Some(format!(
+                        "{pf}: sriov_numvfs back to {count} (verified: {count} virtfn links)"
+                    ))
+                }),
+            SriovStep::RebindVfs { vfs, driver } => {
+                let present: Vec<PciAddress> = kernel
+                    .virtfns(pf)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|a| vfs.contains(a))
+                    .collect();
+                if present.is_empty() {
+                    continue;
+                }
+                let (_, result) = bind_vfs(
+                    root,
+                    kernel,
+                    pf,
+                    &present,
+                    VfTarget {
+                        goal: Goal::Bind(driver.clone()),
+                        // A named driver: no variant to choose (`variants_for`).
+                        variants: &[],
+                    },
+                    false,
+                    timeout,
+                );
+                match result {
+                    Ok(applied) if applied.succeeded() => Ok(Some(format!(
+                        "{} back on {driver} (verified)",
+                        addresses(&present)
+                    ))),
+                    Ok(applied) => {
+                        done.errors.push(format!(
+                            "{} could not be put back on {driver}: {}",
+                            addresses(&present),
+                            applied.error.map(|e| e.to_string()).unwrap_or_default()
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        done.errors.push(format!(
+                            "{} could not be put back on {driver}: {e}",
+                            addresses(&present)
+                        ));
+                        continue;
+                    }
+                }
+            }
+            SriovStep::BindVfs { .. } => continue,
+        };
         match result {
-            Ok(applied) if applied.succeeded() => out
-                .rolled_back
-                .push(format!("{} back on {driver} (verified)", addresses(&vfs))),
-            Ok(applied) => out.rollback_errors.push(format!(
-                "{} could not be put back on {driver}: {}",
-                addresses(&vfs),
-                applied.error.map(|e| e.to_string()).unwrap_or_default()
-            )),
-            Err(e) => out.rollback_errors.push(format!(
-                "{} could not be put back on {driver}: {e}",
-                addresses(&vfs)
-            )),
+            Ok(Some(line)) => done.rolled_back.push(line),
+            Ok(None) => {}
+            Err(e) => {
+                if !matches!(step, SriovStep::Autoprobe { .. }) {
+                    count_failed = true;
+                }
+                done.errors.push(format!("{pf}: {e}"));
+            }
         }
     }
+    done
 }
 
 /// What was planned and what happened, as printed and as JSON.

@@ -131,6 +131,20 @@ pub struct Binding {
     pub driver: Option<DriverName>,
     pub driver_override: Option<DriverName>,
 }
+
+/// `vfio-pci, override vfio-pci`, `no driver`, ...
+impl fmt::Display for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.driver {
+            Some(d) => write!(f, "{d}")?,
+            None => f.write_str("no driver")?,
+        }
+        match &self.driver_override {
+            Some(o) => write!(f, ", override {o}"),
+            None => Ok(()),
+        }
+    }
+}
 kernel_name!(
     ModuleName,
     "A kernel module's name (e.g. `vfio_pci`), as under /sys/module."

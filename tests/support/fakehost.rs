@@ -13,7 +13,9 @@ use std::os::unix::fs::symlink;
 use std::path::{Component, Path, PathBuf};
 
 pub struct FakeHost {
-    dir: tempfile::TempDir,
+    /// Owned (removed on drop) unless attached to a tree another process made.
+    dir: Option<tempfile::TempDir>,
+    root: PathBuf,
     /// Device directories (relative to the root), by address.
     devices: BTreeMap<String, PathBuf>,
 }
@@ -187,8 +189,10 @@ fn config_space(d: &Dev) -> Vec<u8> {
 impl FakeHost {
     /// An empty host: PCI bus, no devices, no IOMMU, kernel 6.1.0-fake.
     pub fn new() -> FakeHost {
+        let dir = tempfile::tempdir().expect("temp dir");
         let host = FakeHost {
-            dir: tempfile::tempdir().expect("temp dir"),
+            root: dir.path().to_path_buf(),
+            dir: Some(dir),
             devices: BTreeMap::new(),
         };
         for dir in [
@@ -211,13 +215,23 @@ impl FakeHost {
         host
     }
 
+    /// A tree made by another process (a test's parent), used in place and
+    /// never removed by this handle; functions are found by their bus links.
+    pub fn attach(root: &Path) -> FakeHost {
+        FakeHost {
+            dir: None,
+            root: root.to_path_buf(),
+            devices: BTreeMap::new(),
+        }
+    }
+
     pub fn root(&self) -> &Path {
-        self.dir.path()
+        &self.root
     }
 
     /// Keeps the tree on disk after the builder is dropped (for benchmarks).
     pub fn keep(self) -> PathBuf {
-        self.dir.keep()
+        self.dir.expect("an owned tree").keep()
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

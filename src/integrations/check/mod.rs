@@ -12,7 +12,7 @@ mod host;
 mod sriov;
 
 use declarations::{bindings, expectations};
-use devices::pending_unbinds;
+use devices::{interrupted_change, pending_unbinds};
 use host::{
     boot_files, cpu_virtualization, iommu_active, kernel_cmdline, libvirt, udev_rules, vfio_modules,
 };
@@ -160,6 +160,17 @@ pub struct Facts<'a> {
     pub pending: Vec<(PciAddress, String)>,
     /// The host's NVLink fabric mode (shared: Fabric Manager keeps the NVSwitches).
     pub fabric: Option<Fabric>,
+    /// The change the record says is under way or was interrupted.
+    pub interrupted: Option<InterruptedFact>,
+}
+
+/// A change's intent found in the change record (`host::state`).
+#[derive(Debug, Clone)]
+pub struct InterruptedFact {
+    pub intent: crate::host::state::Intent,
+    pub state: crate::host::state::IntentState,
+    /// The SR-IOV PF's `sriov_drivers_autoprobe` now, when the intent has one.
+    pub autoprobe_now: Option<bool>,
 }
 
 /// Runs every check, in a stable order.
@@ -169,6 +180,7 @@ pub fn run_checks(f: &Facts) -> Vec<CheckResult> {
     out.push(vfio_modules(f));
     out.extend(bindings(f));
     out.extend(pending_unbinds(f));
+    out.extend(interrupted_change(f));
     out.push(boot_files(f));
     out.push(udev_rules(f));
     out.push(libvirt(f));
@@ -216,6 +228,7 @@ mod tests {
             libvirt: Err("not asked".into()),
             pending: vec![],
             fabric: None,
+            interrupted: None,
         }
     }
 
