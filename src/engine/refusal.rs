@@ -127,10 +127,8 @@ impl fmt::Display for Refusal {
                     if listed.is_empty() { "being created".to_string() } else { listed.join(", ") }
                 )
             }
-            RefusalKind::InterruptsPf(u) => write!(
-                f,
-                "{device} {u}; changing its VF count can interrupt it (drivers such as ixgbe reset the PF, dropping its link, when SR-IOV is enabled or disabled); use --force to change it anyway"
-            ),
+            // `SriovError::InterruptsPf` says why and how to proceed, once.
+            RefusalKind::InterruptsPf(u) => write!(f, "{device} {u}"),
         }
     }
 }

@@ -256,7 +256,7 @@ pub enum SriovError {
         vfs: Vec<PciAddress>,
         refusals: Vec<Refusal>,
     },
-    #[error("changing the VF count of {pf} can interrupt what the host uses it for: {}; nothing was written", crate::engine::refusal::joined(.refusals))]
+    #[error("changing the VF count of {pf} can interrupt what the host uses it for: {}; some PF drivers reset the PF when SR-IOV is enabled or disabled (ixgbe reinitialises it, dropping its link); use --force to change it anyway; nothing was written", crate::engine::refusal::joined(.refusals))]
     InterruptsPf {
         pf: PciAddress,
         refusals: Vec<Refusal>,

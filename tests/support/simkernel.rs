@@ -247,6 +247,14 @@ impl PciKernel for SimKernel<'_> {
         {
             return Ok(());
         }
+        // Like vfio_pci_core_register_device: "Cannot bind to PF with
+        // SR-IOV enabled" (EBUSY), the PF left unbound.
+        if DriverName::new(driver.as_str()).kind() == DriverKind::Vfio
+            && self.dir(device).join("virtfn0").exists()
+        {
+            self.note(format!("refused {device} {driver}: PF with SR-IOV enabled"));
+            return Ok(());
+        }
         self.host.bind(&addr, &driver, None);
         if DriverName::new(driver.as_str()).kind() == DriverKind::Vfio {
             if let Some(group) = self.group(device) {
