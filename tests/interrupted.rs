@@ -705,3 +705,56 @@ fn recover_json_is_one_document_and_forget_touches_no_device() {
         .intent
         .is_none());
 }
+
+#[test]
+fn a_device_the_kernel_still_holds_is_reported_and_recover_waits_for_it() {
+    let host = topologies::workstation_gpu();
+    let before = snapshot(host.root());
+    let kernel = SimKernel::new(&host);
+    // Killed before the GPU's unbind: its override says vfio-pci.
+    assert_eq!(
+        killpoint::run_child("child_bind", host.root(), 3),
+        Some(libc::SIGKILL)
+    );
+    // As if that unbind were pending in the kernel: reading driver_override
+    // blocks (a FIFO with a writer and no data).
+    let file = host.device_dir("0000:01:00.0").join("driver_override");
+    std::fs::remove_file(&file).unwrap();
+    nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .unwrap();
+    // check does not hang on it, and says so.
+    let (status, _, changes) = check(host.root());
+    assert_eq!(status, 2);
+    let gpu = changes
+        .iter()
+        .find(|c| c["device"] == "0000:01:00.0")
+        .unwrap();
+    assert!(
+        gpu["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("now nvidia, its unbind still pending in the kernel (a process holds it)"),
+        "{gpu}"
+    );
+    // recover refuses to write to it, and says what to do.
+    let run = vfioctl(host.root(), &["recover"]);
+    assert_eq!(run.status, 4, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("an unbind of 0000:01:00.0 is still pending in the kernel"),
+        "{}",
+        run.stderr
+    );
+    // The holder lets go: the override reads again, and recover finishes.
+    drop(held);
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&file, "vfio-pci\n").unwrap();
+    let root = HostRoot::new(host.root());
+    let report = recover::run(&root, &recover_spec(), &kernel).unwrap();
+    assert!(recover::failure(&report).is_none());
+    assert_eq!(snapshot(host.root()), before);
+}

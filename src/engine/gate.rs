@@ -345,5 +345,29 @@ mod tests {
                 "no SAFETY row with '{words}' and force {force}"
             );
         }
+        // The SR-IOV refusals: a PF with VFs never changes driver; a VF
+        // count change on a PF the host uses gives way to --force.
+        let device: PciAddress = "0000:25:00.0".parse().unwrap();
+        for (kind, words) in [
+            (
+                RefusalKind::PfWithVfs {
+                    num_vfs: 1,
+                    vfs: vec![],
+                },
+                "SR-IOV PF with VFs enabled",
+            ),
+            (
+                RefusalKind::InterruptsPf(DeviceUse::RootFilesystem { block: s() }),
+                "changes the VF count of a PF the host uses",
+            ),
+        ] {
+            let force = Refusal { device, kind }.force_overrides();
+            assert!(
+                crate::cli::SAFETY
+                    .iter()
+                    .any(|(rule, f, _)| rule.contains(words) && *f == force),
+                "no SAFETY row with '{words}' and force {force}"
+            );
+        }
     }
 }

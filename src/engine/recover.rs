@@ -126,6 +126,10 @@ pub enum RecoverError {
 /// The refusal behind a `RecoverError`.
 #[derive(Debug, thiserror::Error)]
 pub enum RefusedBy {
+    /// The kernel holds these devices' lock: an unbind the interrupted change
+    /// started is still pending, and any write to them would block.
+    #[error("an unbind of {} is still pending in the kernel (a process holds the device, so the kernel holds its lock and any write to it would block); stop that process (vfioctl show names holders), then run vfioctl recover again", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    Locked(Vec<PciAddress>),
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
@@ -224,6 +228,17 @@ pub fn plan(
             }
             _ => vanished.push(s.pf),
         }
+    }
+    let locked: Vec<PciAddress> = intent
+        .addresses()
+        .into_iter()
+        .filter(|a| inv.device(a).is_some_and(|d| d.device_locked))
+        .collect();
+    if !locked.is_empty() {
+        return Err(RecoverError::Refused {
+            what: "write to devices the kernel holds",
+            error: RefusedBy::Locked(locked),
+        });
     }
     let mut targets = Vec::new();
     let mut recover_to = BTreeMap::new();

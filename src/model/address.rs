@@ -47,7 +47,7 @@ impl PciAddress {
     pub fn vf(&self, offset: u16, stride: u16, index: u16) -> Option<PciAddress> {
         let rid = u32::from(self.bus) << 8 | u32::from(self.device) << 3 | u32::from(self.function);
         let vf = rid + u32::from(offset) + u32::from(index) * u32::from(stride);
-        (vf <= 0xffff).then(|| PciAddress {
+        (vf <= 0xffff).then_some(PciAddress {
             domain: self.domain,
             bus: (vf >> 8) as u8,
             device: ((vf >> 3) & 0x1f) as u8,

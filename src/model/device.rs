@@ -114,6 +114,10 @@ pub struct PciDevice {
     pub suppliers: Vec<PciAddress>,
     /// `power_state` (D0, D3hot, D3cold...) where the kernel exposes it.
     pub power_state: Option<String>,
+    /// Reading its `driver_override` blocked past a deadline: the kernel
+    /// holds its device lock, so an unbind is still pending (one an
+    /// interrupted change left). Its override is unknown then (`None`).
+    pub device_locked: bool,
 }
 
 impl PciDevice {
@@ -170,6 +174,7 @@ pub(crate) mod tests {
             consumers: vec![],
             suppliers: vec![],
             power_state: None,
+            device_locked: false,
         }
     }
 

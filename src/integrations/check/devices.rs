@@ -55,6 +55,12 @@ pub(super) fn interrupted_change(f: &Facts) -> Vec<CheckResult> {
         IntentState::Interrupted => {}
     }
     let now = |address: &crate::model::PciAddress| match f.inv.device(address) {
+        Some(d) if d.device_locked => format!(
+            "{}, its unbind still pending in the kernel (a process holds it)",
+            d.driver
+                .as_ref()
+                .map_or("no driver".to_string(), |d| d.to_string())
+        ),
         Some(d) => crate::model::driver::Binding {
             driver: d.driver.clone(),
             driver_override: d.driver_override.clone(),
