@@ -758,3 +758,51 @@ fn a_device_the_kernel_still_holds_is_reported_and_recover_waits_for_it() {
     assert!(recover::failure(&report).is_none());
     assert_eq!(snapshot(host.root()), before);
 }
+
+#[test]
+fn the_udev_hook_is_refused_by_an_interrupted_change_of_this_boot_only() {
+    let host = declared_host();
+    host.write("proc/sys/kernel/random/boot_id", "this-boot\n");
+    // persist apply killed in its [[sriov]] part (before sriov_numvfs).
+    assert_eq!(
+        killpoint::run_child("child_persist_apply", host.root(), 2),
+        Some(libc::SIGKILL)
+    );
+    let root = HostRoot::new(host.root());
+    let kernel = igb_kernel(&host);
+    let hook = |kernel: &dyn PciKernel| {
+        vfioctl::engine::enforce::enforce(
+            &root,
+            kernel,
+            "udev-hook",
+            Goal::BindVfio,
+            &["0000:03:00.0".parse().unwrap()],
+            false,
+            TIMEOUT,
+        )
+    };
+    // The hook for the declared GPU (hot-plugged, say) is refused this boot.
+    let err = hook(&kernel).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("vfioctl persist apply (PID "),
+        "{err:#}"
+    );
+    assert_eq!(
+        vfioctl(host.root(), &["udev-hook", "0000:03:00.0"]).status,
+        4
+    );
+    // After a reboot whose /run survived, the record is stale: the hook
+    // binds the GPU, and its own intent replaces the stale one.
+    host.write("proc/sys/kernel/random/boot_id", "next-boot\n");
+    let report = hook(&kernel).unwrap();
+    assert!(run::failure(&report).is_none());
+    let gpu = host.device_dir("0000:03:00.0");
+    assert_eq!(
+        std::fs::read_link(gpu.join("driver"))
+            .unwrap()
+            .file_name()
+            .unwrap(),
+        "vfio-pci"
+    );
+    assert!(state::read_record(&root).unwrap().intent.is_none());
+}
