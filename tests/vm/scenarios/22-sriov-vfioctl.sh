@@ -233,6 +233,9 @@ if have_igb; then
 
 	# The PF carries the default route: a count change needs --force (some
 	# drivers reset the PF then); the plan names the use.
+	# The interface once udev has named it (igb was probed again above).
+	udevadm settle
+	check igb-netdev wait_for 20 has_netdev "$pf"
 	ifc=$(netdevs "$pf")
 	ip link set "$ifc" up
 	ip addr add 192.0.2.2/24 dev "$ifc"
