@@ -131,6 +131,9 @@ timed "nvme 0->2" "$VFIOCTL" sriov "$pf" --numvfs 2 --json
 changed nvme-0-to-2 "$pf" 2
 expect nvme-json-numvfs "$(json_field 'd["result"]["numvfs"]')" 2
 expect nvme-json-steps "$(json_field '" ".join(s["step"] for s in d["plan"]["steps"])')" "autoprobe numvfs wait_virtfns bind_vfs autoprobe"
+# The VFs the plan predicted from sriov_offset and sriov_stride are the ones
+# the kernel made (QEMU's nvme puts them in the PF's own slot: offset 1).
+expect nvme-json-vfs-after "$(json_field '" ".join(d["plan"]["vfs_after"])')" "$(vfs_of "$pf")"
 
 # Again: nothing to do.
 run "$VFIOCTL" sriov "$pf" --numvfs 2 --json
@@ -211,8 +214,12 @@ if have_igb; then
 	echo "timing: igb 0->7 by hand (sysfs writes only, no bind) $((t1 - t0)) ms"
 	wr "$SYS/$pf/sriov_numvfs" 0
 	wr "$SYS/$pf/sriov_drivers_autoprobe" 1
+	OUT=$("$VFIOCTL" sriov "$pf" --numvfs 7 --dry-run --json 2>/dev/null)
+	predicted=$(json_field '" ".join(d["plan"]["vfs_after"])')
 	timed "igb 0->7" "$VFIOCTL" sriov "$pf" --numvfs 7
 	changed igb-0-to-7 "$pf" 7
+	# igb's VFs: sriov_offset 128, sriov_stride 2, as the plan predicted.
+	expect igb-vfs-where-predicted "$(vfs_of "$pf")" "$predicted"
 	timed "igb 7->3" "$VFIOCTL" sriov "$pf" --numvfs 3
 	changed igb-7-to-3 "$pf" 3
 	timed "igb 3->0" "$VFIOCTL" sriov "$pf" --numvfs 0
