@@ -67,7 +67,10 @@ pub enum Command {
     ///
     /// The default driver is vfio-pci, or the most specific VFIO variant driver
     /// that modules.alias offers for the device. Companion functions (a GPU's
-    /// audio and USB functions) are included automatically. The change is
+    /// audio and USB functions) are included automatically; SR-IOV functions
+    /// never are (a VF has no companions and is never one, so binding a VF
+    /// never takes its PF or a sibling VF, even where they share a slot as on
+    /// an A100), and a PF with VFs enabled is refused. The change is
     /// planned first and refused, with nothing written, when an IOMMU group
     /// would be left non-viable, when the host uses a device (mounted
     /// filesystem, swap, network addresses or routes, console) or when a
@@ -84,12 +87,17 @@ pub enum Command {
     /// for (--timeout), then each VF is bound through the same plan, safety
     /// gate, verification and rollback as bind. On any failure the VFs bound
     /// are put back, the VF count goes back to what it was and autoprobe is
-    /// restored; the report says what was verified. Refused, with nothing
-    /// written: a device that is not a PF, a count above sriov_totalvfs, a PF
-    /// without a driver, and destroying VFs (a lower count, or any change of
-    /// a non-zero count) while a process holds one (a VM's /dev/vfio/N): the
-    /// holder is named and --force does not override it. Already at the count
-    /// with the VFs on the driver: nothing to do.
+    /// restored; the report says what was verified. Only the new VFs are
+    /// bound, never the PF: the plan lists their addresses from sriov_offset
+    /// and sriov_stride. Refused, with nothing written: a device that is not a
+    /// PF, a count above sriov_totalvfs, a PF without a driver, destroying VFs
+    /// (a lower count, or any change of a non-zero count) while a process
+    /// holds one (a VM's /dev/vfio/N): the holder is named and --force does not
+    /// override it; and without --force a count change on a PF the host uses
+    /// (addresses, routes, mounts, the root filesystem, the console), which
+    /// some drivers reset when SR-IOV is enabled or disabled: the plan and its
+    /// JSON name each use. Already at the count with the VFs on the driver:
+    /// nothing to do.
     Sriov(SriovArgs),
     /// Return devices to the driver the kernel picks without an override (the host driver).
     ///
@@ -97,6 +105,25 @@ pub enum Command {
     /// with the device come back too. Refused while a process (a VM) holds the
     /// device's VFIO group.
     Restore(ChangeArgs),
+    /// Put back a change that was interrupted (killed, out of memory) or whose rollback failed.
+    ///
+    /// Every change records its intent in /run/vfioctl/changes.json before its
+    /// first kernel write: the command, each device's driver and override before
+    /// and the plan's target, and for sriov the VF count and
+    /// sriov_drivers_autoprobe before. It is cleared once the change is verified
+    /// or put back. While one is recorded this boot, check is CRITICAL naming
+    /// its devices, and bind, restore, unbind, sriov, persist apply and the udev
+    /// hook refuse (status 4) until recover has run. recover does what the
+    /// interrupted change's own rollback would have done, never completes it:
+    /// each device it touched back to its driver and override before, and for
+    /// SR-IOV the VF count (through 0), the VFs' VFIO or pci-stub drivers and
+    /// autoprobe as recorded before it. It is planned from the record and the
+    /// devices as they are now, through the same safety gate (a process holding
+    /// a device refuses it), applied with verification and rollback, and clears
+    /// the record only once verified. Run the command again afterwards if the
+    /// change is still wanted. An intent from an earlier boot describes kernel
+    /// state that is gone: it is ignored, and recover clears it.
+    Recover(RecoverArgs),
     /// Leave devices with no driver at all (e.g. before a reset or removal).
     ///
     /// The override is kept, so a later probe binds the overridden driver again.
@@ -492,7 +519,8 @@ pub struct SriovArgs {
     pub persist: bool,
 
     /// Destroy VFs the host uses in ways --force may override (addresses,
-    /// routes, mounts). Never VFs a process holds.
+    /// routes, mounts), and change the count of a PF the host uses (a reset
+    /// may interrupt it). Never VFs a process holds.
     #[arg(long)]
     pub force: bool,
 
@@ -502,6 +530,31 @@ pub struct SriovArgs {
     pub timeout: u64,
 
     /// Print the plan and result as one JSON object (schema in the man page).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Print what was interrupted and the plan putting it back; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Pass uses --force may override (addresses, routes, mounts, the console;
+    /// a VF count change on a PF the host uses). Never a process holding a device.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Clear the record of the interrupted change without touching any device
+    /// (once the devices have been put right by hand).
+    #[arg(long, conflicts_with = "force")]
+    pub forget: bool,
+
+    /// Seconds to wait for each unbind, sriov_numvfs write and verification, and for the lock.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+
+    /// Print what was found, the plan and the result as one JSON object (schema in the man page).
     #[arg(long)]
     pub json: bool,
 }
@@ -604,7 +657,7 @@ pub mod exit {
         ),
         (
             Inconsistent,
-            "A change failed and putting a device back failed too: the message names the device; check it with vfioctl show.",
+            "A change failed and putting a device back failed too: the message names the device; check it with vfioctl show. The change stays recorded as unfinished: vfioctl check reports it CRITICAL and vfioctl recover puts the devices back once the cause is fixed (recover itself exits 6 when it cannot put a VF count back).",
         ),
         (
             Config,
@@ -641,6 +694,9 @@ pub const SAFETY: &[(&str, bool, exit::ExitStatus)] = &[
     ("The device carries addresses, routes or the default route (also through a bridge, bond, team, VLAN, macvlan or Open vSwitch), or has an interface enslaved to one.", true, exit::ExitStatus::Refused),
     ("The device has an interface in another network namespace.", true, exit::ExitStatus::Refused),
     ("The device is the boot display or the framebuffer console.", true, exit::ExitStatus::Refused),
+    ("The device is an SR-IOV PF with VFs enabled (bind, unbind, a companion or group member): unbinding its driver destroys the VFs (igb, mlx5 and vfio-pci disable SR-IOV when they let go) or leaves them orphaned (nvme), and vfio-pci refuses such a PF (EBUSY). Run sriov PF --numvfs 0 first. A VF never has companions and is never one.", false, exit::ExitStatus::Refused),
+    ("sriov (and [[sriov]] in persist apply and the udev hook) changes the VF count of a PF the host uses (addresses, routes, the default route, mounts, the root filesystem, swap, a network root, an enslaved or other-namespace interface, the console) only with --force: some drivers reset the PF when SR-IOV is enabled or disabled (ixgbe drops its link). Open handles on the PF do not count (it keeps its driver). The plan names each use (pf_uses in its JSON).", true, exit::ExitStatus::Refused),
+    ("While an interrupted change is recorded this boot (its intent in /run/vfioctl/changes.json, its process gone), bind, restore, unbind, sriov, persist apply and the udev hook refuse, dry runs too, naming it, until vfioctl recover has put it back; check is CRITICAL meanwhile. A record from another boot is ignored.", false, exit::ExitStatus::Refused),
     ("sriov destroys VFs (a lower count, or any change of a non-zero count) only when the gate clears every one of them: a process holding a VF (its /dev/vfio/N open) is named and never overridden; the uses --force overrides, only with --force.", false, exit::ExitStatus::Refused),
     ("persist add (and bind --persist) judge every device a declaration covers now, ID and class declarations included, as claimed at every boot (open handles aside).", false, exit::ExitStatus::Refused),
     ("host-config --write judges every device its boot files would take from its driver now (each declared device, with --ids every present device with a declared ID, with --blacklist every device the module drives) by the rules persist apply follows, without --force: a device the host uses is refused (bind it first, with --force where allowed); it has no --force.", false, exit::ExitStatus::Refused),

@@ -53,11 +53,15 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
                 | SriovError::TooMany { .. }
                 | SriovError::NoPfDriver { .. }
                 | SriovError::Held { .. }
+                | SriovError::InterruptsPf { .. }
                 | SriovError::Plan(PlanError::Refused(_)) => ExitStatus::Refused,
             };
         }
         if cause.is::<crate::model::declaration::Conflict>() {
             return ExitStatus::Config;
+        }
+        if cause.is::<crate::engine::recover::RecoverError>() {
+            return ExitStatus::Refused;
         }
         if let Some(e) = cause.downcast_ref::<ConfigError>() {
             return match e {
@@ -86,8 +90,10 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
         if cause.is::<ModuleError>() {
             return ExitStatus::Environment;
         }
-        if let Some(StateError::Busy { .. }) = cause.downcast_ref::<StateError>() {
-            return ExitStatus::Busy;
+        match cause.downcast_ref::<StateError>() {
+            Some(StateError::Busy { .. }) => return ExitStatus::Busy,
+            Some(StateError::Interrupted { .. }) => return ExitStatus::Refused,
+            _ => {}
         }
         if cause.is::<NotPrivileged>() {
             return ExitStatus::NoPermission;

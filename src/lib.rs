@@ -13,7 +13,8 @@
 //!   change record, the libvirt helper process.
 //! - `engine`: `plan` (pure), `apply` (verification, rollback), `run`
 //!   (privilege -> lock -> read -> plan -> apply -> record), `enforce` (declarations),
-//!   `sriov` (a PF's VF count, the VFs bound through `plan` and `apply`).
+//!   `sriov` (a PF's VF count, the VFs bound through `plan` and `apply`),
+//!   `recover` (an interrupted change put back, from its intent).
 //! - `integrations`: what other programs consume or judge: health checks, boot
 //!   files, libvirt node devices, Nova configuration, udev rule rendering.
 //! - `output`: tables, labels, JSON records and the change report.
@@ -43,6 +44,7 @@ pub fn prints_json(cli: &Cli) -> bool {
         Command::Bind(a) => a.change.json,
         Command::Sriov(a) => a.json,
         Command::Restore(a) | Command::Unbind(a) => a.json,
+        Command::Recover(a) => a.json,
         Command::Persist { action } => match action {
             PersistAction::List(a) => a.json,
             PersistAction::Apply(a) => a.json,
@@ -82,6 +84,7 @@ fn run_command(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         Command::Sriov(args) => commands::sriov::run(&root, args, out),
         Command::Restore(args) => commands::restore::run(&root, args, out),
         Command::Unbind(args) => commands::unbind::run(&root, args, out),
+        Command::Recover(args) => commands::recover::run(&root, args, out),
         Command::Persist { action } => commands::persist::run(&root, action, out),
         Command::HostConfig(args) => commands::host_config::run(&root, args, out),
         Command::Check(args) => commands::check::run(&root, &libvirt, args, out),

@@ -11,6 +11,7 @@ use support::topologies;
 use vfioctl::engine::apply::Status;
 use vfioctl::engine::plan::{Goal, PlanError, Step};
 use vfioctl::engine::run::{self, ChangeReport, ChangeSpec};
+use vfioctl::host::kernel::PciKernel;
 use vfioctl::host::state;
 use vfioctl::host::sysfs::{read_inventory, Names};
 use vfioctl::host::HostRoot;
@@ -18,6 +19,7 @@ use vfioctl::model::{DriverName, Inventory, PciAddress, Selector};
 
 fn spec(goal: Goal, selectors: &[&str]) -> ChangeSpec {
     ChangeSpec {
+        caller: goal.verb(),
         goal,
         selectors: selectors
             .iter()
@@ -493,9 +495,20 @@ fn variant_driver_is_chosen_by_modules_alias() {
         "{:?}",
         report.plan.notes
     );
-    // The PF has no variant: plain vfio-pci, loaded first since it is not registered.
+    // The PF has two VFs enabled: it never changes driver (vfio-pci would
+    // refuse it, and unbinding mlx5_core destroys the VFs).
     let mut pf = spec(Goal::BindVfio, &["3b:00.0"]);
     pf.dry_run = true;
+    let err = run(&host, &kernel, &pf).err().unwrap();
+    assert!(
+        format!("{err}").contains("is an SR-IOV PF with 2 VF(s) enabled"),
+        "{err}"
+    );
+    // Without VFs it has no variant: plain vfio-pci, loaded first since it
+    // is not registered.
+    kernel
+        .set_numvfs(addr("3b:00.0"), 0, Duration::from_secs(1))
+        .unwrap();
     let err = run(&host, &kernel, &pf).err().unwrap();
     assert!(
         format!("{err}").contains("module vfio_pci is not installed for kernel 6.1.0-fake"),

@@ -16,6 +16,7 @@ use vfioctl::model::Selector;
 
 fn spec(goal: Goal, selectors: &[&str], force: bool) -> ChangeSpec {
     ChangeSpec {
+        caller: goal.verb(),
         goal,
         selectors: selectors
             .iter()

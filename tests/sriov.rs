@@ -281,7 +281,10 @@ fn dry_run_prints_the_sysfs_writes_and_writes_nothing() {
   wait for virtfn0..virtfn6 (deadline 10s)
   bind virtfn0..virtfn6 to vfio-pci or its VFIO variant (per VF: driver_override, drivers_probe, verify; rolled back newest first on failure)
   echo 1 > /sys/bus/pci/devices/0000:01:00.0/sriov_drivers_autoprobe
+checks passed:
+  0000:01:00.0 not in use by the host (mounts, addresses, routes, console)
 notes:
+  the VFs appear at 0000:01:00.2, 0000:01:00.3, 0000:01:00.4, 0000:01:00.5, 0000:01:00.6, 0000:01:00.7, 0000:01:01.0 (sriov_offset 2, sriov_stride 1); only they are bound, never 0000:01:00.0 itself
   sriov_drivers_autoprobe is 0 while the VFs are created, so no native VF driver probes them; then 1 again, as it was
 dry run: nothing written
 "
@@ -513,5 +516,148 @@ fn at_the_count_only_the_vfs_drivers_change_as_bind_changes_them() {
             .previous_drivers()
             .get(&"0000:3b:00.2".parse().unwrap()),
         Some(&DriverName::new("mlx5_core"))
+    );
+}
+
+/// igb with the default route on its PF's interface.
+fn igb_with_default_route() -> FakeHost {
+    let host = topologies::igb_pf();
+    host.netdev(PF, "eno1").route("eno1", true);
+    host
+}
+
+#[test]
+fn a_vf_count_change_on_the_pf_with_the_default_route_needs_force() {
+    let host = igb_with_default_route();
+    let kernel = kernel(&host);
+    let err = run(&host, &kernel, &spec(2)).unwrap_err();
+    assert!(
+        matches!(
+            err.downcast_ref::<SriovError>(),
+            Some(SriovError::InterruptsPf { .. })
+        ),
+        "{err:#}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "changing the VF count of 0000:01:00.0 can interrupt what the host uses it for: 0000:01:00.0 carries the default route (eno1); 0000:01:00.0 carries addresses on eno1; some PF drivers reset the PF when SR-IOV is enabled or disabled (ixgbe reinitialises it, dropping its link); use --force to change it anyway; nothing was written"
+    );
+    assert!(kernel.writes().is_empty());
+    // The CLI: exit 4, dry run included, one JSON error document.
+    for args in [
+        &["sriov", "01:00.0", "--numvfs", "2"][..],
+        &["sriov", "01:00.0", "--numvfs", "2", "--dry-run"],
+    ] {
+        let out = vfioctl(host.root(), args);
+        assert_eq!(out.status, 4, "{args:?}: {}", out.stderr);
+    }
+    let out = vfioctl(
+        host.root(),
+        &["sriov", "01:00.0", "--numvfs", "2", "--json"],
+    );
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["kind"], "refused");
+    // The plan with --force names the use, in its notes and its JSON.
+    let out = vfioctl(
+        host.root(),
+        &[
+            "sriov",
+            "01:00.0",
+            "--numvfs",
+            "2",
+            "--force",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        doc["plan"]["pf_uses"],
+        serde_json::json!([
+            {"kind": "default_route", "interface": "eno1"},
+            {"kind": "addresses", "interface": "eno1"}
+        ])
+    );
+    let mut forced = spec(2);
+    forced.force = true;
+    let report = run(&host, &kernel, &forced).unwrap();
+    assert!(sriov::failure(&report).is_none());
+    assert!(
+        report.plan.notes.iter().any(|n| n
+            == "0000:01:00.0 carries the default route (eno1); its VF count changes anyway (--force): its driver may reset it"),
+        "{:?}",
+        report.plan.notes
+    );
+    assert_eq!(vfs(&host).len(), 2);
+    // The count staying (only the VFs' drivers checked) interrupts nothing.
+    let again = run(&host, &kernel, &spec(2)).unwrap();
+    assert!(again.result.is_none());
+    // Removing them is a count change too.
+    assert_eq!(
+        vfioctl(host.root(), &["sriov", "01:00.0", "--numvfs", "0"]).status,
+        4
+    );
+}
+
+#[test]
+fn a_declared_vf_count_on_the_pf_with_the_default_route_is_not_applied() {
+    let host = igb_with_default_route();
+    host.write(
+        "etc/vfioctl/bindings.d/nic.toml",
+        "[[sriov]]\naddress = \"0000:01:00.0\"\nvendor = \"8086\"\ndevice = \"10c9\"\nnumvfs = 2\n",
+    );
+    let kernel = kernel(&host);
+    let done = vfioctl::engine::enforce::apply_declarations(
+        &HostRoot::new(host.root()),
+        &kernel,
+        false,
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    assert_eq!(done.errors.len(), 1);
+    assert!(
+        format!("{:#}", done.errors[0]).contains("carries the default route (eno1)"),
+        "{:#}",
+        done.errors[0]
+    );
+    assert!(kernel.writes().is_empty());
+}
+
+#[test]
+fn a_vf_count_change_on_the_root_disk_needs_force_and_the_disk_is_never_released() {
+    let mut host = FakeHost::new();
+    host.iommu_unit("dmar0");
+    host.register_driver("vfio-pci", Some("vfio_pci"));
+    host.add(
+        support::fakehost::Dev::endpoint("0000:02:00.0", 0x144d, 0xa824, 0x010802)
+            .driver("nvme", Some("nvme"))
+            .sriov(2)
+            .group(3),
+    );
+    host.block_device("0000:02:00.0", "nvme0n1", "259:0")
+        .mount("259:0", "/", "/dev/nvme0n1");
+    let out = vfioctl(
+        host.root(),
+        &["sriov", "02:00.0", "--numvfs", "2", "--dry-run"],
+    );
+    assert_eq!(out.status, 4, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("can interrupt what the host uses it for: 0000:02:00.0 backs the root filesystem (/dev/nvme0n1); "),
+        "{}",
+        out.stderr
+    );
+    let out = vfioctl(
+        host.root(),
+        &["sriov", "02:00.0", "--numvfs", "2", "--dry-run", "--force"],
+    );
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    // Its driver is another matter: the root disk is never released.
+    let out = vfioctl(host.root(), &["bind", "02:00.0", "--force", "--dry-run"]);
+    assert_eq!(out.status, 4);
+    assert!(
+        out.stderr.contains("refused even with --force"),
+        "{}",
+        out.stderr
     );
 }

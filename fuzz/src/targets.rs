@@ -245,6 +245,7 @@ fn device(ids: DeviceIds, class: u32) -> PciDevice {
         consumers: vec![],
         suppliers: vec![],
         power_state: None,
+        device_locked: false,
     }
 }
 

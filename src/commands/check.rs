@@ -284,6 +284,18 @@ pub fn run(
             .unwrap_or_default(),
         libvirt,
         fabric,
+        interrupted: record.as_ref().and_then(|r| {
+            let intent = r.intent.clone()?;
+            let autoprobe_now = intent
+                .sriov
+                .as_ref()
+                .and_then(|s| crate::host::sysfs::read_sriov_autoprobe(root, s.pf));
+            Some(crate::integrations::check::InterruptedFact {
+                state: intent.state(root),
+                intent,
+                autoprobe_now,
+            })
+        }),
     };
     let results = run_checks(&facts);
     let status = overall(&results);

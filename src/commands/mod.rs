@@ -9,6 +9,7 @@ pub mod list;
 pub mod nodedev;
 pub mod nova;
 pub mod persist;
+pub mod recover;
 pub mod restore;
 pub mod show;
 pub mod sriov;
@@ -60,6 +61,7 @@ pub fn run_change(
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     let spec = ChangeSpec {
+        caller: goal.verb(),
         goal,
         selectors: parse_selectors(&args.selectors)?,
         with_group,

@@ -130,6 +130,7 @@ fn enforce_one(
         let message = match apply_sriov(
             root,
             &SysfsKernel::new(root.clone()),
+            "udev-hook",
             &decls,
             pf,
             false,
@@ -172,6 +173,7 @@ fn enforce_one(
     let report = enforce(
         root,
         &SysfsKernel::new(root.clone()),
+        "udev-hook",
         goal,
         &[address],
         false,

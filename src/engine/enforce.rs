@@ -264,15 +264,18 @@ fn enforcement(inv: &Inventory, decls: &Declarations) -> (GoalSets, Vec<String>)
 }
 
 /// Enforces every declaration now; also what udev-hook does for one device.
+/// `caller` (`persist apply`, `udev-hook`) is recorded in the change's intent.
 pub fn enforce(
     root: &HostRoot,
     kernel: &dyn PciKernel,
+    caller: &'static str,
     goal: Goal,
     devices: &[PciAddress],
     dry_run: bool,
     timeout: Duration,
 ) -> anyhow::Result<ChangeReport> {
     let spec = ChangeSpec {
+        caller,
         goal,
         selectors: devices
             .iter()
@@ -314,6 +317,7 @@ pub enum SriovOutcome {
 pub fn apply_sriov(
     root: &HostRoot,
     kernel: &dyn PciKernel,
+    caller: &'static str,
     decls: &Declarations,
     decl: &SriovDeclaration,
     dry_run: bool,
@@ -349,6 +353,7 @@ pub fn apply_sriov(
         )));
     }
     let request = SriovRequest {
+        caller,
         pf: decl.address,
         numvfs: decl.numvfs,
         vf_driver: decl.vf_driver.clone(),
@@ -361,14 +366,20 @@ pub fn apply_sriov(
     )?)))
 }
 
+/// The caller `persist apply` records in its changes' intents.
+const PERSIST_APPLY: &str = "persist apply";
+
 /// Enforces every declaration now: each declared PF's VF count first (so
-/// its VFs exist), then one change per declared driver.
+/// its VFs exist), then one change per declared driver. An interrupted
+/// change recorded this boot refuses the whole run up front (each change
+/// checks again under the lock).
 pub fn apply_declarations(
     root: &HostRoot,
     kernel: &dyn PciKernel,
     dry_run: bool,
     timeout: Duration,
 ) -> anyhow::Result<Enforced> {
+    state::refuse_interrupted(root, &state::read_record(root)?, false)?;
     let decls = config::load(root)?;
     let mut sriov_reports = Vec::new();
     let (mut errors, mut skipped) = (Vec::new(), Vec::new());
@@ -376,7 +387,7 @@ pub fn apply_declarations(
     // it (`Declarations::governing` and `sriov_in_force` leave it out).
     errors.extend(decls.conflicts().into_iter().map(anyhow::Error::from));
     for decl in decls.sriov_in_force() {
-        match apply_sriov(root, kernel, &decls, decl, dry_run, timeout) {
+        match apply_sriov(root, kernel, PERSIST_APPLY, &decls, decl, dry_run, timeout) {
             Ok(SriovOutcome::Changed(report)) => {
                 if let Some(failed) = sriov::failure(&report) {
                     errors.push(failed.into());
@@ -409,7 +420,15 @@ pub fn apply_declarations(
         errors,
     };
     for (goal, devices) in goals.into_values() {
-        match enforce(root, kernel, goal, &devices, dry_run, timeout) {
+        match enforce(
+            root,
+            kernel,
+            PERSIST_APPLY,
+            goal,
+            &devices,
+            dry_run,
+            timeout,
+        ) {
             Ok(report) => {
                 if let Some(failed) = run::failure(&report) {
                     done.errors.push(failed.into());

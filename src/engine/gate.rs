@@ -26,6 +26,15 @@ pub enum Change {
     /// Boot files or declarations claim the devices at every boot (open
     /// handles do not survive a reboot; everything else does).
     ClaimAtBoot,
+    /// An SR-IOV PF's VF count changes (`sriov`, `[[sriov]]`): the PF keeps
+    /// its driver, but some drivers reset it. Every use of the PF counts
+    /// except open handles (they survive a reset); each gives way to
+    /// `--force` (`RefusalKind::InterruptsPf`).
+    VfCount,
+    /// Only the devices' `driver_override` is written (`recover` of a
+    /// device already on its driver): an open handle alone counts, since a
+    /// write to a device whose unbind is still pending blocks in the kernel.
+    WriteOnly,
 }
 
 /// The gate's answer for a set of devices.
@@ -97,29 +106,88 @@ pub fn judge(
     for addr in devices {
         let uses: Vec<DeviceUse> = uses_of(inv, &map, addr)
             .into_iter()
-            .filter(|u| change == Change::ReleaseNow || !matches!(u, DeviceUse::Holder { .. }))
+            .filter(|u| counts(change, u))
             .collect();
-        if uses.is_empty() {
-            verdict.clear.push(*addr);
-            continue;
-        }
-        for u in uses {
-            let refusal = Refusal {
-                device: *addr,
-                kind: RefusalKind::InUse(u),
-            };
-            if force && refusal.force_overrides() {
-                if let RefusalKind::InUse(u) = &refusal.kind {
-                    verdict
-                        .forced
-                        .push(format!("{addr} {u}; released anyway (--force)"));
-                }
-            } else {
-                verdict.refusals.push(refusal);
-            }
-        }
+        weigh(&mut verdict, *addr, uses, change, force);
     }
     verdict
+}
+
+/// Whether a use counts for `change` (open handles: only for a release
+/// now, and alone for a write of the override).
+fn counts(change: Change, u: &DeviceUse) -> bool {
+    let holder = matches!(u, DeviceUse::Holder { .. });
+    match change {
+        Change::ReleaseNow => true,
+        Change::ClaimAtBoot | Change::VfCount => !holder,
+        Change::WriteOnly => holder,
+    }
+}
+
+/// Adds `addr`'s verdict for `uses` (those that count for `change`).
+fn weigh(
+    verdict: &mut Verdict,
+    addr: PciAddress,
+    uses: Vec<DeviceUse>,
+    change: Change,
+    force: bool,
+) {
+    if uses.is_empty() {
+        verdict.clear.push(addr);
+        return;
+    }
+    for u in uses {
+        let kind = match change {
+            Change::VfCount => RefusalKind::InterruptsPf(u),
+            _ => RefusalKind::InUse(u),
+        };
+        let refusal = Refusal { device: addr, kind };
+        if force && refusal.force_overrides() {
+            match &refusal.kind {
+                RefusalKind::InterruptsPf(u) => verdict.forced.push(format!(
+                    "{addr} {u}; its VF count changes anyway (--force): its driver may reset it"
+                )),
+                RefusalKind::InUse(u) => verdict
+                    .forced
+                    .push(format!("{addr} {u}; released anyway (--force)")),
+                _ => {}
+            }
+        } else {
+            verdict.refusals.push(refusal);
+        }
+    }
+}
+
+/// Judges changing `pf`'s VF count (`Change::VfCount`); also returns the
+/// uses that count, which the plan names (and its JSON) whatever the verdict.
+pub fn judge_vf_count(
+    inv: &Inventory,
+    usage: &dyn UsageFacts,
+    pf: &PciAddress,
+    force: bool,
+) -> (Vec<DeviceUse>, Verdict) {
+    let map = usage.usage_of(&BTreeSet::from([*pf]));
+    let uses: Vec<DeviceUse> = uses_of(inv, &map, pf)
+        .into_iter()
+        .filter(|u| counts(Change::VfCount, u))
+        .collect();
+    let mut verdict = Verdict::default();
+    weigh(&mut verdict, *pf, uses.clone(), Change::VfCount, force);
+    (uses, verdict)
+}
+
+/// An SR-IOV PF with VFs enabled never changes driver
+/// (`RefusalKind::PfWithVfs`): asked for every device a plan would unbind
+/// or probe.
+pub fn sriov_pf_refusal(inv: &Inventory, addr: &PciAddress) -> Option<Refusal> {
+    let (num_vfs, vfs) = inv.device(addr)?.sriov.enabled_vfs()?;
+    Some(Refusal {
+        device: *addr,
+        kind: RefusalKind::PfWithVfs {
+            num_vfs: num_vfs.max(u32::try_from(vfs.len()).unwrap_or(u32::MAX)),
+            vfs: vfs.to_vec(),
+        },
+    })
 }
 
 /// Fail closed on a device's IOMMU group: refuse when the IOMMU is on and
@@ -290,6 +358,30 @@ mod tests {
                 kind: RefusalKind::InUse(used.clone()),
             };
             assert_eq!(refusal.force_overrides(), force, "{used:?}");
+            assert!(
+                crate::cli::SAFETY
+                    .iter()
+                    .any(|(rule, f, _)| rule.contains(words) && *f == force),
+                "no SAFETY row with '{words}' and force {force}"
+            );
+        }
+        // The SR-IOV refusals: a PF with VFs never changes driver; a VF
+        // count change on a PF the host uses gives way to --force.
+        let device: PciAddress = "0000:25:00.0".parse().unwrap();
+        for (kind, words) in [
+            (
+                RefusalKind::PfWithVfs {
+                    num_vfs: 1,
+                    vfs: vec![],
+                },
+                "SR-IOV PF with VFs enabled",
+            ),
+            (
+                RefusalKind::InterruptsPf(DeviceUse::RootFilesystem { block: s() }),
+                "changes the VF count of a PF the host uses",
+            ),
+        ] {
+            let force = Refusal { device, kind }.force_overrides();
             assert!(
                 crate::cli::SAFETY
                     .iter()

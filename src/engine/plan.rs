@@ -32,6 +32,9 @@ pub enum Goal {
     Restore,
     /// No driver at all.
     Unbind,
+    /// Each device back to the binding it had before an interrupted change
+    /// (`Facts::recover_to`; `vfioctl recover`).
+    Recover,
 }
 
 impl Goal {
@@ -40,6 +43,7 @@ impl Goal {
             Goal::BindVfio | Goal::Bind(_) => "bind",
             Goal::Restore => "restore",
             Goal::Unbind => "unbind",
+            Goal::Recover => "recover",
         }
     }
 
@@ -74,6 +78,9 @@ pub struct Facts<'a> {
     /// The host's NVLink fabric as read from it (`None`: no NVSwitch);
     /// NVSwitches stay while Fabric Manager is enabled or running.
     pub fabric: Option<FabricReading>,
+    /// For `Goal::Recover`: the binding each device had before the
+    /// interrupted change (its intent in the change record).
+    pub recover_to: BTreeMap<PciAddress, Binding>,
 }
 
 /// Why a device is part of the plan.
@@ -91,14 +98,11 @@ pub enum Why {
         of: PciAddress,
         group: u32,
     },
+    /// A device an interrupted change touched (`recover`).
+    Interrupted,
 }
 
-/// A device's driver and override.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Binding {
-    pub driver: Option<DriverName>,
-    pub driver_override: Option<DriverName>,
-}
+pub use crate::model::driver::Binding;
 
 /// What the driver link must name once the device has been probed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -170,6 +174,12 @@ impl Action {
     /// The step list releases the device from its current driver.
     pub fn releases(&self) -> bool {
         self.steps.iter().any(|s| matches!(s, Step::Unbind { .. }))
+    }
+    /// The step list changes the device's driver (unbinds or probes it).
+    pub fn changes_driver(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s, Step::Unbind { .. } | Step::Probe))
     }
 }
 
@@ -261,12 +271,17 @@ impl Planner<'_> {
                     kind: RefusalKind::Bridge,
                 });
             }
-            self.set.insert(*addr, Why::Requested);
+            let why = if *goal == Goal::Recover {
+                Why::Interrupted
+            } else {
+                Why::Requested
+            };
+            self.set.insert(*addr, why);
         }
         let claims_group = match goal {
             Goal::BindVfio => true,
             Goal::Bind(d) => d.kind() != DriverKind::Host,
-            Goal::Restore | Goal::Unbind => false,
+            Goal::Restore | Goal::Unbind | Goal::Recover => false,
         };
         if claims_group || *goal == Goal::Restore {
             self.add_companions();
@@ -420,6 +435,8 @@ impl Planner<'_> {
                     .inv
                     .members(group)
                     .filter(|d| !d.is_bridge() && !self.set.contains_key(&d.address))
+                    // A PF with VFs enabled never joins (it cannot change driver).
+                    .filter(|d| d.sriov.enabled_vfs().is_none())
                     .filter(|d| {
                         matches!(
                             MemberState::of(false, d.driver.as_ref()),
@@ -448,10 +465,13 @@ impl Planner<'_> {
                 .find(|a| self.device(a).iommu_group == Some(number))
                 .expect("the group came from a planned device");
             let with_group_helps = !self.request.with_group
-                && after
-                    .blockers
-                    .iter()
-                    .all(|b| matches!(b.device, GroupMember::Pci(_)));
+                && after.blockers.iter().all(|b| match b.device {
+                    GroupMember::Pci(a) => self
+                        .inv
+                        .device(&a)
+                        .is_none_or(|d| d.sriov.enabled_vfs().is_none()),
+                    _ => false,
+                });
             self.refusals.push(Refusal {
                 device,
                 kind: RefusalKind::GroupNotViable {
@@ -493,6 +513,17 @@ impl Planner<'_> {
             Goal::BindVfio | Goal::Bind(_) => self.bind_steps(dev, &before),
             Goal::Restore => self.restore_steps(address, &before),
             Goal::Unbind => unbind_steps(&before),
+            Goal::Recover => {
+                let target = self
+                    .facts
+                    .recover_to
+                    .get(&address)
+                    .cloned()
+                    .unwrap_or_else(|| before.clone());
+                let group = dev.iommu_group;
+                let steps = put_back_steps(&before, &target, group);
+                (target, steps)
+            }
         };
         Action {
             address,
@@ -568,8 +599,13 @@ impl Planner<'_> {
         (after, steps)
     }
 
-    /// Devices about to be released from their driver must pass the gate.
+    /// Devices about to be released from their driver must pass the gate;
+    /// an SR-IOV PF with VFs enabled never changes driver.
     fn check_safety(&mut self, actions: &[Action]) {
+        for action in actions.iter().filter(|a| a.changes_driver()) {
+            self.refusals
+                .extend(gate::sriov_pf_refusal(self.inv, &action.address));
+        }
         let releasing: BTreeSet<PciAddress> = actions
             .iter()
             .filter(|a| a.releases())
@@ -577,6 +613,24 @@ impl Planner<'_> {
             .collect();
         if releasing.is_empty() {
             return;
+        }
+        // Recover also writes the override of devices it does not release:
+        // a process holding one may be waiting on an unbind the interrupted
+        // change left pending, and the write would block behind it.
+        if self.request.goal == Goal::Recover {
+            let writing: BTreeSet<PciAddress> = actions
+                .iter()
+                .filter(|a| a.changes() && !a.releases())
+                .map(|a| a.address)
+                .collect();
+            let verdict = gate::judge(
+                self.inv,
+                self.facts.usage,
+                &writing,
+                gate::Change::WriteOnly,
+                false,
+            );
+            self.refusals.extend(verdict.refusals);
         }
         let verdict = gate::judge(
             self.inv,
@@ -615,6 +669,36 @@ fn change_steps(
     steps
 }
 
+/// From `now` to `target` (`recover`): the override first, so the probe
+/// picks the target; then unbind and probe when the driver differs, and
+/// verify.
+fn put_back_steps(now: &Binding, target: &Binding, group: Option<u32>) -> Vec<Step> {
+    if now == target {
+        return vec![];
+    }
+    let mut steps = vec![Step::SetOverride {
+        driver: target.driver_override.clone(),
+    }];
+    if now.driver == target.driver {
+        return steps;
+    }
+    if let Some(current) = &now.driver {
+        steps.push(Step::Unbind {
+            driver: current.clone(),
+        });
+    }
+    let (expect, vfio_group) = match &target.driver {
+        Some(d) => {
+            steps.push(Step::Probe);
+            let vfio = (d.kind() == DriverKind::Vfio).then_some(group).flatten();
+            (Expect::Driver(d.clone()), vfio)
+        }
+        None => (Expect::NoDriver, None),
+    };
+    steps.push(Step::Verify { expect, vfio_group });
+    steps
+}
+
 /// Off the current driver, keeping the override.
 fn unbind_steps(before: &Binding) -> (Binding, Vec<Step>) {
     let steps = match &before.driver {
@@ -636,14 +720,7 @@ fn unbind_steps(before: &Binding) -> (Binding, Vec<Step>) {
     (after, steps)
 }
 
-/// `vfio-pci (override vfio-pci)`, `no driver`, ...
+/// `vfio-pci, override vfio-pci`, `no driver`, ... (`Binding`'s Display).
 pub fn describe(binding: &Binding) -> String {
-    let driver = binding
-        .driver
-        .as_ref()
-        .map_or_else(|| "no driver".to_string(), |d| d.to_string());
-    match &binding.driver_override {
-        Some(o) => format!("{driver}, override {o}"),
-        None => driver,
-    }
+    binding.to_string()
 }

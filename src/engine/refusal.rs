@@ -37,6 +37,17 @@ pub enum RefusalKind {
     InUse(DeviceUse),
     /// An NVSwitch of a shared NVLink fabric: Fabric Manager keeps it.
     Fabric(StaysOnHost),
+    /// An SR-IOV PF with VFs enabled would change driver: unbinding its
+    /// driver destroys the VFs (igb, mlx5, vfio-pci disable SR-IOV in their
+    /// remove) or leaves them behind ("driver left SR-IOV enabled after
+    /// remove": nvme), and vfio-pci refuses to bind a PF with VFs enabled
+    /// (`vfio_pci_core_register_device`: "Cannot bind to PF with SR-IOV
+    /// enabled", EBUSY). Never forced: `sriov PF --numvfs 0` first.
+    PfWithVfs { num_vfs: u32, vfs: Vec<PciAddress> },
+    /// The host uses an SR-IOV PF whose VF count would change: the PF keeps
+    /// its driver, but some drivers reset it then (ixgbe reinitialises the
+    /// PF, dropping its link, when SR-IOV is enabled or disabled).
+    InterruptsPf(DeviceUse),
 }
 
 impl RefusalKind {
@@ -51,8 +62,12 @@ impl RefusalKind {
             | RefusalKind::GroupNotViable { .. }
             | RefusalKind::GroupUnreadable { .. }
             | RefusalKind::NoGroup
-            | RefusalKind::Fabric(_) => false,
+            | RefusalKind::Fabric(_)
+            | RefusalKind::PfWithVfs { .. } => false,
             RefusalKind::InUse(u) => !(u.host_critical() || matches!(u, DeviceUse::Holder { .. })),
+            // The PF is not released: an interruption is what is at stake,
+            // which the operator may accept for any use.
+            RefusalKind::InterruptsPf(_) => true,
         }
     }
 }
@@ -104,6 +119,16 @@ impl fmt::Display for Refusal {
             }
             RefusalKind::InUse(u) => write!(f, "{device} {u}; refused even with --force"),
             RefusalKind::Fabric(stays) => write!(f, "{stays}"),
+            RefusalKind::PfWithVfs { num_vfs, vfs } => {
+                let listed: Vec<String> = vfs.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "{device} is an SR-IOV PF with {num_vfs} VF(s) enabled ({}): unbinding its driver destroys them or leaves them orphaned, and vfio-pci refuses a PF with VFs enabled (EBUSY); refused even with --force: remove them first (vfioctl sriov {device} --numvfs 0)",
+                    if listed.is_empty() { "being created".to_string() } else { listed.join(", ") }
+                )
+            }
+            // `SriovError::InterruptsPf` says why and how to proceed, once.
+            RefusalKind::InterruptsPf(u) => write!(f, "{device} {u}"),
         }
     }
 }

@@ -1,8 +1,12 @@
 //! One driver change from start to finish, shared by `bind`, `restore`,
 //! `unbind`, `persist apply` and the udev hook:
-//! privilege -> variant aliases -> lock -> inventory -> plan -> module checks -> apply -> record.
+//! privilege -> variant aliases -> lock -> inventory -> plan -> module checks
+//! -> intent -> apply -> record (the intent cleared).
+//!
+//! An interrupted change recorded this boot (`host::state`) refuses every
+//! change, dry runs included, until `vfioctl recover` has put it back.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -23,6 +27,8 @@ use crate::model::{DriverName, Inventory, PciAddress, Selector};
 /// How a change was asked for.
 #[derive(Debug, Clone)]
 pub struct ChangeSpec {
+    /// The command asking (`bind`, `persist apply`, `udev-hook`...), for the intent.
+    pub caller: &'static str,
     pub goal: Goal,
     pub selectors: Vec<Selector>,
     pub with_group: bool,
@@ -146,6 +152,7 @@ pub fn run_then(
         .map(|d| d.address)
         .collect();
     let mut record = state::read_record(root)?;
+    state::refuse_interrupted(root, &record, !spec.dry_run)?;
     let release = inv.kernel_release.as_deref();
     let request = Request {
         goal: spec.goal.clone(),
@@ -176,6 +183,10 @@ pub fn run_then(
         });
     }
 
+    // The intent first: a change killed from here on is found by the next
+    // change and by `check`, and `recover` puts it back.
+    record.intent = Some(intent_for(root, spec.caller, &plan));
+    state::write_record(root, &record)?;
     let applied = apply(&plan, kernel, spec.timeout);
     let pending = pending_devices(&usage, &plan, &applied);
     if !pending.is_empty() {
@@ -195,11 +206,17 @@ pub fn run_then(
                 ),
             );
         }
-        state::write_record(root, &record)?;
     }
     if applied.succeeded() {
         update_record(&mut record, &plan, &applied);
-        state::write_record(root, &record)?;
+    }
+    // Verified, or put back (a pending unbind is recorded as such): the
+    // intent is done. A failed rollback keeps it for `check` and `recover`.
+    if !unfinished(&applied) {
+        record.intent = None;
+    }
+    state::write_record(root, &record)?;
+    if applied.succeeded() {
         if let Some(after) = after.as_mut() {
             after(&inv);
         }
@@ -211,6 +228,30 @@ pub fn run_then(
         result: Some(applied),
         pending,
     })
+}
+
+/// The intent of applying `plan`: each device it changes, before and target.
+pub fn intent_for(root: &HostRoot, caller: &str, plan: &Plan) -> state::Intent {
+    state::Intent::new(root, caller, intent_devices(plan), None)
+}
+
+/// The devices `plan` changes, as an intent records them.
+pub fn intent_devices(plan: &Plan) -> Vec<state::IntentDevice> {
+    plan.actions
+        .iter()
+        .filter(|a| a.changes())
+        .map(|a| state::IntentDevice {
+            address: a.address,
+            before: a.before.clone(),
+            target: a.after.clone(),
+        })
+        .collect()
+}
+
+/// A rollback failed on a device still present: the change stays recorded
+/// as unfinished.
+pub fn unfinished(applied: &Applied) -> bool {
+    applied.rollback_errors.iter().any(|e| !vanished(&e.error))
 }
 
 /// The VFIO variant drivers' aliases a bind to `goal` chooses from (none
@@ -238,6 +279,7 @@ pub fn host_facts<'a>(
         previous: record.previous_drivers(),
         history: record.history_notes(),
         fabric: hostfacts::fabric_of_host(root, inv),
+        recover_to: BTreeMap::new(),
     }
 }
 
@@ -327,6 +369,12 @@ pub fn failure(report: &ChangeReport) -> Option<ApplyFailed> {
         parts.push("every device changed was put back (verified on each)".to_string());
     } else if !put_back.is_empty() {
         parts.push(format!("put back (verified): {}", put_back.join(", ")));
+    }
+    if rollback_failed {
+        parts.push(
+            "the change stays recorded as unfinished: `vfioctl check` reports it and `vfioctl recover` puts the devices back once the cause is fixed"
+                .to_string(),
+        );
     }
     Some(ApplyFailed {
         message: parts.join("; "),

@@ -49,12 +49,14 @@ use crate::host::kernel::{KernelError, PciKernel};
 use crate::host::modules::{self, ModuleError};
 use crate::host::state::{self, StateError};
 use crate::host::sysfs::{
-    read_devices, read_selected, read_sriov_autoprobe, InventoryError, Names,
+    read_devices, read_selected, read_sriov_autoprobe, read_sriov_layout, InventoryError, Names,
 };
 use crate::host::usage::HostUsage;
 use crate::host::HostRoot;
 use crate::model::declaration::DeclaredDriver;
+use crate::model::driver::Binding;
 use crate::model::modalias::Alias;
+use crate::model::usage::DeviceUse;
 use crate::model::{DriverKind, DriverName, Inventory, PciAddress, Selector, SriovRole};
 
 /// How often the `virtfn` links are looked at while waiting for them.
@@ -63,6 +65,8 @@ const POLL: Duration = Duration::from_millis(10);
 /// What the operator (or a declaration) asked for.
 #[derive(Debug, Clone)]
 pub struct SriovRequest {
+    /// The command asking (`sriov`, `persist apply`, `udev-hook`), for the intent.
+    pub caller: &'static str,
     pub pf: PciAddress,
     pub numvfs: u16,
     /// The VFs' driver: `Auto` is vfio-pci or each VF's best VFIO variant.
@@ -82,6 +86,8 @@ pub struct SriovRequest {
 pub struct SriovFacts<'a> {
     /// The PF's `sriov_drivers_autoprobe` now (`None`: the kernel has none).
     pub autoprobe: Option<bool>,
+    /// The PF's `sriov_offset` and `sriov_stride`: where new VFs appear.
+    pub layout: Option<(u16, u16)>,
     /// The binding engine's facts: usage (for VFs that would be destroyed or
     /// rebound), VFIO variants, the change record, the fabric.
     pub engine: Facts<'a>,
@@ -104,6 +110,12 @@ pub enum SriovStep {
     /// Bind the new VFs through the binding engine (its plan is made once
     /// they exist: override, probe, verify for each).
     BindVfs { count: u16, driver: DeclaredDriver },
+    /// Bind recreated VFs back to the claiming driver they were on (a
+    /// rollback, `recover`), through the binding engine.
+    RebindVfs {
+        vfs: Vec<PciAddress>,
+        driver: DriverName,
+    },
 }
 
 impl fmt::Display for SriovStep {
@@ -131,6 +143,11 @@ impl fmt::Display for SriovStep {
                     virtfn_range(*count)
                 )
             }
+            SriovStep::RebindVfs { vfs, driver } => write!(
+                f,
+                "bind {} back to {driver} (per VF: driver_override, drivers_probe, verify)",
+                addresses(vfs)
+            ),
         }
     }
 }
@@ -163,6 +180,12 @@ pub struct SriovPlan {
     pub autoprobe_before: Option<bool>,
     /// The VFs now; destroyed when the count changes.
     pub vfs_before: Vec<VfBefore>,
+    /// The VFs the count creates, from `sriov_offset` and `sriov_stride`
+    /// (empty when the count stays, goes to 0, or the kernel shows no layout).
+    pub vfs_after: Vec<PciAddress>,
+    /// What the host uses the PF for, when its VF count changes: a change
+    /// can interrupt it (refused without `--force`).
+    pub pf_uses: Vec<DeviceUse>,
     /// The sysfs writes and waits, in order.
     pub steps: Vec<SriovStep>,
     /// When the count stays: the binding engine's plan for the VFs present.
@@ -231,6 +254,11 @@ pub enum SriovError {
     Held {
         pf: PciAddress,
         vfs: Vec<PciAddress>,
+        refusals: Vec<Refusal>,
+    },
+    #[error("changing the VF count of {pf} can interrupt what the host uses it for: {}; some PF drivers reset the PF when SR-IOV is enabled or disabled (ixgbe reinitialises it, dropping its link); use --force to change it anyway; nothing was written", crate::engine::refusal::joined(.refusals))]
+    InterruptsPf {
+        pf: PciAddress,
         refusals: Vec<Refusal>,
     },
     #[error("selector '{selector}' matches {count} functions ({first}, ...); name one PF by its address")]
@@ -323,6 +351,8 @@ pub fn plan(
         vf_driver: request.vf_driver.clone(),
         autoprobe_before: facts.autoprobe,
         vfs_before,
+        vfs_after: Vec::new(),
+        pf_uses: Vec::new(),
         steps: Vec::new(),
         vf_plan: None,
         keep: request.keep.clone(),
@@ -355,6 +385,32 @@ pub fn plan(
     }
     if dev.driver.is_none() {
         return Err(SriovError::NoPfDriver { pf });
+    }
+    // The PF keeps its driver, but a count change can reset it.
+    let (uses, verdict) = gate::judge_vf_count(inv, facts.engine.usage, &pf, request.force);
+    if !verdict.allowed() {
+        return Err(SriovError::InterruptsPf {
+            pf,
+            refusals: verdict.refusals,
+        });
+    }
+    out.pf_uses = uses;
+    out.notes.extend(verdict.forced);
+    if out.pf_uses.is_empty() {
+        out.checks.push(format!(
+            "{pf} not in use by the host (mounts, addresses, routes, console)"
+        ));
+    }
+    if let (Some((offset, stride)), true) = (facts.layout, request.numvfs > 0) {
+        out.vfs_after = (0..request.numvfs)
+            .filter_map(|i| pf.vf(offset, stride, i))
+            .collect();
+        if !out.vfs_after.is_empty() {
+            out.notes.push(format!(
+                "the VFs appear at {} (sriov_offset {offset}, sriov_stride {stride}); only they are bound, never {pf} itself",
+                addresses(&out.vfs_after)
+            ));
+        }
     }
     if numvfs_before > 0 {
         let destroyed: BTreeSet<PciAddress> = vfs.iter().copied().collect();
@@ -443,6 +499,8 @@ pub enum SriovStepError {
     Module { pf: PciAddress, error: ModuleError },
     #[error("binding the new VFs of {pf} was refused: {error}")]
     Refused { pf: PciAddress, error: PlanError },
+    #[error("binding the VFs of {pf} would also change {device}, which is not one of them; refused (only the VFs move)")]
+    NotAVf { pf: PciAddress, device: PciAddress },
     #[error("binding the VFs of {pf} failed: {message}")]
     Bind { pf: PciAddress, message: String },
     /// The change record could not be read or updated.
@@ -563,6 +621,20 @@ fn bind_vfs(
         Ok(plan) => plan,
         Err(error) => return (None, Err(SriovStepError::Refused { pf, error })),
     };
+    // Only the VFs move: never their PF, never another function.
+    if let Some(other) = vf_plan
+        .actions
+        .iter()
+        .find(|a| a.changes() && !vfs.contains(&a.address))
+    {
+        return (
+            Some(vf_plan.clone()),
+            Err(SriovStepError::NotAVf {
+                pf,
+                device: other.address,
+            }),
+        );
+    }
     for module in &vf_plan.load_modules {
         if let Err(error) = modules::preflight(root, release, module) {
             return (Some(vf_plan), Err(SriovStepError::Module { pf, error }));
@@ -637,6 +709,8 @@ pub fn apply(
             SriovStep::WaitVirtfns { count, .. } => {
                 wait_virtfns(kernel, pf, *count, timeout).map(|vfs| created = vfs)
             }
+            // Only put-back plans rebind (`run_put_back`).
+            SriovStep::RebindVfs { .. } => Ok(()),
             SriovStep::BindVfs { .. } if plan.unkept(&created).is_empty() => Ok(()),
             SriovStep::BindVfs { .. } => {
                 let (vf_plan, result) = bind_vfs(
@@ -720,134 +794,249 @@ fn finish(kernel: &dyn PciKernel, plan: &SriovPlan, out: &mut SriovApplied) {
 }
 
 /// After a failure: the VF count back to what it was (through 0), the VFs
-/// that were on a claiming driver bound to it again, autoprobe as it was.
-/// Each part is verified and reported.
+/// that were on a claiming driver bound to it again, autoprobe as it was
+/// (`put_back_steps`, run by `run_put_back`). Each part is verified and
+/// reported.
 fn roll_back(root: &HostRoot, kernel: &dyn PciKernel, plan: &SriovPlan, out: &mut SriovApplied) {
     let pf = plan.pf;
-    let timeout = plan.timeout;
-    let count_written = out
-        .done
-        .iter()
-        .any(|s| matches!(s, SriovStep::Numvfs { .. }));
     // A write still pending in the kernel (a VF held) cannot be undone now.
-    if out.error.as_ref().is_some_and(SriovStepError::pending) {
+    let pending = out.error.as_ref().is_some_and(SriovStepError::pending);
+    if pending {
         out.rollback_errors.push(format!(
             "{pf}: the sriov_numvfs write is still pending in the kernel; the VF count changes once the holder lets go"
         ));
-    } else if count_written {
-        let before = plan.numvfs_before;
-        let result = (|| -> Result<(), SriovStepError> {
-            if !kernel.virtfns(pf)?.is_empty() {
-                kernel.set_numvfs(pf, 0, timeout)?;
-            }
-            if before > 0 {
-                // Recreated VFs come back as the kernel would make them:
-                // autoprobe as it was first.
-                if let (Some(was), Some(now)) = (plan.autoprobe_before, out.autoprobe) {
-                    if was != now {
-                        kernel.set_sriov_autoprobe(pf, was)?;
-                        out.autoprobe = Some(was);
-                    }
-                }
-                kernel.set_numvfs(pf, before, timeout)?;
-                wait_virtfns(kernel, pf, before, timeout)?;
-            }
-            let now = kernel.virtfns(pf)?.len();
-            if now != usize::from(before) {
-                return Err(SriovStepError::NoVirtfns {
-                    pf,
-                    expected: before,
-                    found: now,
-                    seconds: timeout.as_secs(),
-                });
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => out.rolled_back.push(format!(
-                "{pf}: sriov_numvfs back to {before} (verified: {before} virtfn links)"
-            )),
-            Err(e) => out.rollback_errors.push(format!("{pf}: {e}")),
-        }
-        if result_ok(out) && before > 0 {
-            rebind_previous(root, kernel, plan, out);
-        }
     }
-    if let (Some(was), Some(now)) = (plan.autoprobe_before, out.autoprobe) {
-        if was != now {
-            match kernel.set_sriov_autoprobe(pf, was) {
-                Ok(()) => {
-                    out.autoprobe = Some(was);
-                    out.rolled_back.push(format!(
-                        "{pf}: sriov_drivers_autoprobe back to {}",
-                        u8::from(was)
-                    ));
-                }
-                Err(e) => out.rollback_errors.push(e.to_string()),
+    let count_written = !pending
+        && out
+            .done
+            .iter()
+            .any(|s| matches!(s, SriovStep::Numvfs { .. }));
+    let count_now = if count_written {
+        match kernel.virtfns(pf) {
+            Ok(vfs) => u16::try_from(vfs.len()).unwrap_or(u16::MAX),
+            Err(e) => {
+                out.rollback_errors.push(format!("{pf}: {e}"));
+                plan.numvfs_before
             }
         }
+    } else {
+        plan.numvfs_before
+    };
+    let target = PutBack {
+        pf,
+        count_now,
+        count: plan.numvfs_before,
+        autoprobe_now: out.autoprobe,
+        autoprobe: plan.autoprobe_before,
+        vfs_before: &plan.vfs_before,
+        timeout: plan.timeout,
+    };
+    let done = run_put_back(root, kernel, &target, &put_back_steps(&target));
+    out.rolled_back.extend(done.rolled_back);
+    out.rollback_errors.extend(done.errors);
+    if done.autoprobe.is_some() {
+        out.autoprobe = done.autoprobe;
     }
 }
 
-fn result_ok(out: &SriovApplied) -> bool {
-    out.rollback_errors.is_empty()
+/// A PF to put back as it was before a change: after a failed change
+/// (`apply`'s rollback) and after an interrupted one (`recover`).
+#[derive(Debug, Clone)]
+pub struct PutBack<'a> {
+    pub pf: PciAddress,
+    /// VFs now (`virtfn` links).
+    pub count_now: u16,
+    /// VFs before the change.
+    pub count: u16,
+    /// `sriov_drivers_autoprobe` now (`None`: not known or not written).
+    pub autoprobe_now: Option<bool>,
+    /// `sriov_drivers_autoprobe` before the change.
+    pub autoprobe: Option<bool>,
+    /// The VFs before, with their drivers: those on a claiming driver
+    /// (VFIO, pci-stub) are bound to it again once recreated.
+    pub vfs_before: &'a [VfBefore],
+    pub timeout: Duration,
 }
 
-/// VFs recreated by a rollback that were on a claiming driver (VFIO,
-/// pci-stub) before go back to it through the binding engine.
-fn rebind_previous(
+/// The writes putting `p.pf` back, in order: through 0 when the count
+/// differs, autoprobe as it was before the VFs are recreated (they come back
+/// as the kernel made them), the old count and its `virtfn` links, each
+/// claiming driver's VFs bound again, autoprobe as it was. Pure.
+pub fn put_back_steps(p: &PutBack) -> Vec<SriovStep> {
+    let pf = p.pf;
+    let mut steps = Vec::new();
+    let autoprobe = match (p.autoprobe, p.autoprobe_now) {
+        (Some(was), Some(now)) if was != now => Some(was),
+        _ => None,
+    };
+    let mut autoprobe_done = false;
+    if p.count_now != p.count {
+        if p.count_now > 0 {
+            steps.push(SriovStep::Numvfs { pf, count: 0 });
+        }
+        if p.count > 0 {
+            if let Some(on) = autoprobe {
+                steps.push(SriovStep::Autoprobe { pf, on });
+                autoprobe_done = true;
+            }
+            steps.push(SriovStep::Numvfs { pf, count: p.count });
+            steps.push(SriovStep::WaitVirtfns {
+                pf,
+                count: p.count,
+                seconds: p.timeout.as_secs(),
+            });
+            let drivers: BTreeSet<DriverName> = p
+                .vfs_before
+                .iter()
+                .filter_map(|v| v.driver.clone())
+                .filter(|d| d.kind() != DriverKind::Host)
+                .collect();
+            for driver in drivers {
+                let vfs: Vec<PciAddress> = p
+                    .vfs_before
+                    .iter()
+                    .filter(|v| v.driver.as_ref() == Some(&driver))
+                    .map(|v| v.address)
+                    .collect();
+                steps.push(SriovStep::RebindVfs { vfs, driver });
+            }
+        }
+    }
+    if let (Some(on), false) = (autoprobe, autoprobe_done) {
+        steps.push(SriovStep::Autoprobe { pf, on });
+    }
+    steps
+}
+
+/// What running `put_back_steps` did.
+#[derive(Debug, Default, Serialize)]
+pub struct PutBackDone {
+    /// What was put back, each verified.
+    pub rolled_back: Vec<String>,
+    /// What could not be.
+    pub errors: Vec<String>,
+    /// `sriov_drivers_autoprobe` as last written (`null`: not written).
+    pub autoprobe: Option<bool>,
+}
+
+/// Runs `steps` (from `put_back_steps` for `p`): the count is verified by its
+/// `virtfn` links; once a count step fails, the VFs are not rebound, but
+/// autoprobe is still put back.
+pub fn run_put_back(
     root: &HostRoot,
     kernel: &dyn PciKernel,
-    plan: &SriovPlan,
-    out: &mut SriovApplied,
-) {
-    let Ok(now) = kernel.virtfns(plan.pf) else {
-        return;
-    };
-    let drivers: BTreeSet<DriverName> = plan
-        .vfs_before
-        .iter()
-        .filter_map(|v| v.driver.clone())
-        .filter(|d| d.kind() != DriverKind::Host)
-        .collect();
-    for driver in drivers {
-        let vfs: Vec<PciAddress> = plan
-            .vfs_before
-            .iter()
-            .filter(|v| v.driver.as_ref() == Some(&driver) && now.contains(&v.address))
-            .map(|v| v.address)
-            .collect();
-        if vfs.is_empty() {
-            continue;
+    p: &PutBack,
+    steps: &[SriovStep],
+) -> PutBackDone {
+    let (pf, timeout) = (p.pf, p.timeout);
+    let mut done = PutBackDone::default();
+    let mut count_failed = false;
+    let verified = |kernel: &dyn PciKernel, count: u16| -> Result<(), SriovStepError> {
+        let found = kernel.virtfns(pf)?.len();
+        if found == usize::from(count) {
+            Ok(())
+        } else {
+            Err(SriovStepError::NoVirtfns {
+                pf,
+                expected: count,
+                found,
+                seconds: timeout.as_secs(),
+            })
         }
-        let (_, result) = bind_vfs(
-            root,
-            kernel,
-            plan.pf,
-            &vfs,
-            VfTarget {
-                goal: Goal::Bind(driver.clone()),
-                // A named driver: no variant to choose (`variants_for`).
-                variants: &[],
-            },
-            false,
-            plan.timeout,
-        );
+    };
+    for step in steps {
+        let result: Result<Option<String>, SriovStepError> = match step {
+            SriovStep::Autoprobe { on, .. } => kernel
+                .set_sriov_autoprobe(pf, *on)
+                .map(|()| {
+                    done.autoprobe = Some(*on);
+                    Some(format!(
+                        "{pf}: sriov_drivers_autoprobe back to {}",
+                        u8::from(*on)
+                    ))
+                })
+                .map_err(Into::into),
+            _ if count_failed => continue,
+            SriovStep::Numvfs { count, .. } => kernel
+                .set_numvfs(pf, *count, timeout)
+                .map_err(Into::into)
+                .and_then(|()| {
+                    if *count == 0 && p.count == 0 {
+                        verified(kernel, 0).map(|()| {
+                            Some(format!(
+                                "{pf}: sriov_numvfs back to 0 (verified: 0 virtfn links)"
+                            ))
+                        })
+                    } else {
+                        Ok(None)
+                    }
+                }),
+            SriovStep::WaitVirtfns { count, .. } => wait_virtfns(kernel, pf, *count, timeout)
+                .and_then(|_| verified(kernel, *count))
+                .map(|()| {
+                    Some(format!(
+                        "{pf}: sriov_numvfs back to {count} (verified: {count} virtfn links)"
+                    ))
+                }),
+            SriovStep::RebindVfs { vfs, driver } => {
+                let present: Vec<PciAddress> = kernel
+                    .virtfns(pf)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|a| vfs.contains(a))
+                    .collect();
+                if present.is_empty() {
+                    continue;
+                }
+                let (_, result) = bind_vfs(
+                    root,
+                    kernel,
+                    pf,
+                    &present,
+                    VfTarget {
+                        goal: Goal::Bind(driver.clone()),
+                        // A named driver: no variant to choose (`variants_for`).
+                        variants: &[],
+                    },
+                    false,
+                    timeout,
+                );
+                match result {
+                    Ok(applied) if applied.succeeded() => Ok(Some(format!(
+                        "{} back on {driver} (verified)",
+                        addresses(&present)
+                    ))),
+                    Ok(applied) => {
+                        done.errors.push(format!(
+                            "{} could not be put back on {driver}: {}",
+                            addresses(&present),
+                            applied.error.map(|e| e.to_string()).unwrap_or_default()
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        done.errors.push(format!(
+                            "{} could not be put back on {driver}: {e}",
+                            addresses(&present)
+                        ));
+                        continue;
+                    }
+                }
+            }
+            SriovStep::BindVfs { .. } => continue,
+        };
         match result {
-            Ok(applied) if applied.succeeded() => out
-                .rolled_back
-                .push(format!("{} back on {driver} (verified)", addresses(&vfs))),
-            Ok(applied) => out.rollback_errors.push(format!(
-                "{} could not be put back on {driver}: {}",
-                addresses(&vfs),
-                applied.error.map(|e| e.to_string()).unwrap_or_default()
-            )),
-            Err(e) => out.rollback_errors.push(format!(
-                "{} could not be put back on {driver}: {e}",
-                addresses(&vfs)
-            )),
+            Ok(Some(line)) => done.rolled_back.push(line),
+            Ok(None) => {}
+            Err(e) => {
+                if !matches!(step, SriovStep::Autoprobe { .. }) {
+                    count_failed = true;
+                }
+                done.errors.push(format!("{pf}: {e}"));
+            }
         }
     }
+    done
 }
 
 /// What was planned and what happened, as printed and as JSON.
@@ -871,11 +1060,13 @@ pub fn change(
     variants: &[Alias],
     dry_run: bool,
 ) -> anyhow::Result<SriovReport> {
-    let record = state::read_record(root)?;
+    let mut record = state::read_record(root)?;
+    state::refuse_interrupted(root, &record, !dry_run)?;
     let release = inv.kernel_release.as_deref();
     let usage = HostUsage::new(root, inv);
     let facts = SriovFacts {
         autoprobe: read_sriov_autoprobe(root, request.pf),
+        layout: read_sriov_layout(root, request.pf),
         engine: host_facts(root, inv, &usage, variants, &record),
     };
     let plan = plan(inv, &facts, request)?;
@@ -884,13 +1075,76 @@ pub fn change(
             modules::preflight(root, release, module)?;
         }
     }
-    let result = (!dry_run && plan.changes()).then(|| apply(root, kernel, &plan, variants));
+    let result = if !dry_run && plan.changes() {
+        // The intent first (see `host::state`): a change killed from here on
+        // is found by the next change and by `check`, and `recover` puts the
+        // VF count, the VFs' drivers and autoprobe back.
+        record.intent = Some(intent_for(root, request.caller, &plan));
+        state::write_record(root, &record)?;
+        let mut applied = apply(root, kernel, &plan, variants);
+        finish_intent(root, plan.pf, &mut applied);
+        Some(applied)
+    } else {
+        None
+    };
     Ok(SriovReport {
         command: "sriov",
         dry_run,
         plan,
         result,
     })
+}
+
+/// The intent of applying `plan`: the VF count and autoprobe before, the VFs
+/// before, and (when the count stays) the VFs' binding changes.
+pub fn intent_for(root: &HostRoot, caller: &str, plan: &SriovPlan) -> state::Intent {
+    let sriov = state::IntentSriov {
+        pf: plan.pf,
+        numvfs_before: plan.numvfs_before,
+        numvfs: plan.numvfs,
+        autoprobe_before: plan.autoprobe_before,
+        vfs_before: plan
+            .vfs_before
+            .iter()
+            .map(|v| state::IntentVf {
+                address: v.address,
+                binding: Binding {
+                    driver: v.driver.clone(),
+                    driver_override: v.driver_override.clone(),
+                },
+            })
+            .collect(),
+    };
+    let devices = plan
+        .vf_plan
+        .as_ref()
+        .map(crate::engine::run::intent_devices)
+        .unwrap_or_default();
+    state::Intent::new(root, caller, devices, Some(sriov))
+}
+
+/// Clears the intent once the change is verified or put back; a failed
+/// rollback (or a count write still pending in the kernel) keeps it.
+fn finish_intent(root: &HostRoot, pf: PciAddress, applied: &mut SriovApplied) {
+    let unfinished = !applied.rollback_errors.is_empty()
+        || applied
+            .vf_result
+            .as_ref()
+            .is_some_and(crate::engine::run::unfinished);
+    if unfinished {
+        return;
+    }
+    let cleared = state::read_record(root).and_then(|mut record| {
+        record.intent = None;
+        state::write_record(root, &record)
+    });
+    if let Err(error) = cleared {
+        let error = SriovStepError::Record { pf, error };
+        match applied.error {
+            None => applied.error = Some(error),
+            Some(_) => applied.rollback_errors.push(error.to_string()),
+        }
+    }
 }
 
 /// How the `sriov` command was asked.
@@ -961,6 +1215,7 @@ pub fn run_then(
     };
     let inv = read_pf(root, pf)?;
     let request = SriovRequest {
+        caller: "sriov",
         pf,
         numvfs: spec.numvfs,
         vf_driver: spec.vf_driver.clone(),

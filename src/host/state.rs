@@ -1,6 +1,15 @@
 //! /run/vfioctl: the lock that serialises changers, and the record of what
 //! vfioctl changed (so `restore`, `show` and `check` can report it).
 //! /run is a tmpfs: the record describes this boot only, as do the bindings.
+//!
+//! Every change writes its intent to the record (atomically, under the
+//! lock) before its first kernel write, and clears it once it has verified
+//! its result or put everything back: an intent found later belongs to a
+//! change that was killed (kill -9, OOM, power cut without a reboot of
+//! /run) or whose rollback failed. It names the command, each device's
+//! binding before and the plan's target, and for SR-IOV the VF count and
+//! `sriov_drivers_autoprobe` before. An intent from another boot (its
+//! `boot_id` differs) describes kernel state that is gone and is ignored.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -12,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use crate::model::driver::Binding;
 use crate::model::{DriverName, PciAddress};
 
 use super::root::HostRoot;
@@ -31,6 +41,10 @@ pub enum StateError {
     },
     #[error("{path} is not a valid change record ({detail}); move it aside to continue")]
     Corrupt { path: PathBuf, detail: String },
+    /// A change was interrupted (or its rollback failed): nothing else may
+    /// change bindings until `recover` has put it back.
+    #[error("an interrupted change is recorded in /run/vfioctl/changes.json: {summary}; nothing was written: run `vfioctl recover` first (`vfioctl recover --dry-run` shows how it puts the devices back)")]
+    Interrupted { summary: String },
 }
 
 fn io_err<'p>(
@@ -169,6 +183,174 @@ pub struct ChangeEntry {
 pub struct ChangeRecord {
     /// Keyed by address (written as `0000:25:00.0`, as before).
     pub devices: BTreeMap<PciAddress, ChangeEntry>,
+    /// The change under way, or left unfinished (see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Intent>,
+}
+
+/// A change about to be made: written before its first kernel write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// What started it: `bind`, `restore`, `unbind`, `sriov`, `persist apply`, `udev-hook`.
+    pub command: String,
+    pub pid: u32,
+    /// The process's start time (`/proc/PID/stat`, clock ticks since boot):
+    /// with the PID, tells the live changer from a PID reused since.
+    pub process_start: Option<u64>,
+    /// `/proc/sys/kernel/random/boot_id` when written.
+    pub boot_id: Option<String>,
+    /// Seconds since the epoch, UTC.
+    pub started_at: u64,
+    /// Every device the plan changes: its binding before and the plan's target.
+    pub devices: Vec<IntentDevice>,
+    /// An SR-IOV change's VF count and autoprobe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sriov: Option<IntentSriov>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentDevice {
+    pub address: PciAddress,
+    pub before: Binding,
+    pub target: Binding,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentSriov {
+    pub pf: PciAddress,
+    pub numvfs_before: u16,
+    pub numvfs: u16,
+    /// `null`: the PF has no `sriov_drivers_autoprobe`.
+    pub autoprobe_before: Option<bool>,
+    /// The VFs before, with their bindings (destroyed when the count changes).
+    pub vfs_before: Vec<IntentVf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentVf {
+    pub address: PciAddress,
+    #[serde(flatten)]
+    pub binding: Binding,
+}
+
+/// Where a recorded intent stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntentState {
+    /// Its process is gone (or left it behind): the change was interrupted.
+    Interrupted,
+    /// Its process still runs: a change is in progress.
+    InProgress,
+    /// Written in another boot: the kernel state it describes is gone.
+    OtherBoot,
+}
+
+impl Intent {
+    /// An intent of this process, now.
+    pub fn new(
+        root: &HostRoot,
+        command: &str,
+        devices: Vec<IntentDevice>,
+        sriov: Option<IntentSriov>,
+    ) -> Intent {
+        Intent {
+            command: command.to_string(),
+            pid: std::process::id(),
+            process_start: process_start(root, "self"),
+            boot_id: boot_id(root),
+            started_at: now_unix(),
+            devices,
+            sriov,
+        }
+    }
+
+    /// Every address the change touches (its devices, the PF and its VFs before).
+    pub fn addresses(&self) -> Vec<PciAddress> {
+        let mut out: Vec<PciAddress> = self.devices.iter().map(|d| d.address).collect();
+        if let Some(s) = &self.sriov {
+            out.push(s.pf);
+            out.extend(s.vfs_before.iter().map(|v| v.address));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// `vfioctl bind (PID 42, started 2026-11-24T16:28:21Z) of 0000:25:00.0, 0000:25:00.1`.
+    pub fn summary(&self) -> String {
+        let what = match &self.sriov {
+            Some(s) => format!(
+                "of SR-IOV PF {} (sriov_numvfs {} -> {})",
+                s.pf, s.numvfs_before, s.numvfs
+            ),
+            None => format!(
+                "of {}",
+                self.devices
+                    .iter()
+                    .map(|d| d.address.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        format!(
+            "vfioctl {} (PID {}, started {}) {what}",
+            self.command,
+            self.pid,
+            format_utc(self.started_at)
+        )
+    }
+
+    /// Whether its process still runs, or it comes from another boot.
+    pub fn state(&self, root: &HostRoot) -> IntentState {
+        if let (Some(then), Some(now)) = (&self.boot_id, boot_id(root)) {
+            if *then != now {
+                return IntentState::OtherBoot;
+            }
+        }
+        match (
+            self.process_start,
+            process_start(root, &self.pid.to_string()),
+        ) {
+            (Some(then), Some(now)) if then == now => IntentState::InProgress,
+            _ => IntentState::Interrupted,
+        }
+    }
+}
+
+/// The running kernel's boot id (`None` where it cannot be read).
+pub fn boot_id(root: &HostRoot) -> Option<String> {
+    let text = fs::read_to_string(root.path("/proc/sys/kernel/random/boot_id")).ok()?;
+    let id = text.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// Field 22 of `/proc/PID/stat` (`self` or a number): the process's start
+/// time. The command name (field 2) may hold spaces and parentheses, so
+/// the fields are counted after its last `)`.
+fn process_start(root: &HostRoot, pid: &str) -> Option<u64> {
+    let text = fs::read_to_string(root.path(format!("/proc/{pid}/stat"))).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Refuses a change while an interrupted one is recorded. `locked`: the
+/// caller holds the change lock, so any intent of this boot is unfinished
+/// (a dry run without the lock lets a change in progress be).
+pub fn refuse_interrupted(
+    root: &HostRoot,
+    record: &ChangeRecord,
+    locked: bool,
+) -> Result<(), StateError> {
+    let Some(intent) = &record.intent else {
+        return Ok(());
+    };
+    match intent.state(root) {
+        IntentState::OtherBoot => Ok(()),
+        IntentState::InProgress if !locked => Ok(()),
+        _ => Err(StateError::Interrupted {
+            summary: intent.summary(),
+        }),
+    }
 }
 
 impl ChangeRecord {

@@ -6,7 +6,8 @@
 //! host's functions, IOMMU group members, a PF's VFs). Device links come from
 //! one listing of the kernel's devlink directory instead of one listing per
 //! device. On hosts with many functions the reads are spread over the cores.
-//! No process is spawned.
+//! No process is spawned, except to read the `driver_override` of a device
+//! an unfinished change touched (`read_guarded`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -204,17 +205,15 @@ type ModuleCache = HashMap<String, Option<ModuleName>>;
 /// Reads one function from its directory under `devices` (the
 /// /sys/bus/pci/devices descriptor). `None` when it vanished while being read.
 /// `links` are the host's device links, or `None` to list the device's own.
-/// `pending`: its unbind is still pending in the kernel (the change record
-/// says so). Linux serves `driver_override` under the device lock that the
-/// pending unbind holds, so reading it would block until the holder lets go
-/// (found by tests/vm 75-safety-gpu: `vfioctl show` hung); it is not read
-/// then, and vfioctl's rollback puts it back anyway.
+/// `how`: how its `driver_override` is read. Linux serves it under the device
+/// lock that a pending unbind holds, so reading it would block until the
+/// holder lets go (found by tests/vm 75-safety-gpu: `vfioctl show` hung).
 fn read_device(
     devices: BorrowedFd,
     address: PciAddress,
     links: Option<&HashMap<PciAddress, Links>>,
     modules: &mut ModuleCache,
-    pending: bool,
+    how: OverrideRead,
 ) -> Option<PciDevice> {
     let name = address.to_string();
     let fd = open_path_at(devices, &name).ok()?;
@@ -260,9 +259,15 @@ fn read_device(
             .or_insert_with(|| link_basename(dir, "driver/module").map(ModuleName::new))
             .clone()
     });
-    let driver_override = (!pending)
-        .then(|| read_attr(dir, "driver_override"))
-        .flatten()
+    let (text, device_locked) = match how {
+        OverrideRead::Plain => (read_attr(dir, "driver_override"), false),
+        OverrideRead::Skip => (None, false),
+        OverrideRead::Guarded => match read_guarded(dir, "driver_override") {
+            Ok(text) => (text, false),
+            Err(Blocked) => (None, true),
+        },
+    };
+    let driver_override = text
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty() && s != "(null)")
         .map(DriverName::new);
@@ -326,7 +331,87 @@ fn read_device(
         consumers,
         suppliers,
         power_state: read_attr(dir, "power_state").map(|s| s.trim().to_string()),
+        device_locked,
     })
+}
+
+/// How `read_device` reads a device's `driver_override`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OverrideRead {
+    Plain,
+    /// The change record says its unbind is pending: not read (vfioctl's
+    /// rollback put it back).
+    Skip,
+    /// An unfinished change (its intent in the record) touched it, and may
+    /// have left an unbind pending: read by `read_guarded`.
+    Guarded,
+}
+
+/// A read that did not return by `GUARDED_WAIT`.
+#[derive(Debug)]
+struct Blocked;
+
+/// How long `read_guarded` waits.
+const GUARDED_WAIT_MS: u16 = 300;
+
+/// Reads an attribute that may block in the kernel (`driver_override` behind
+/// a pending unbind) in a short-lived child process, waiting up to
+/// `GUARDED_WAIT_MS`; a child still blocked is left to finish when the
+/// kernel lets it (as `host::kernel`'s blocking writes are).
+fn read_guarded(dir: BorrowedFd, name: &str) -> Result<Option<String>, Blocked> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::unistd::{fork, pipe, ForkResult};
+    use std::os::fd::AsRawFd;
+    // Opening does not take the device lock; reading does.
+    let Ok(file) = open_attr(dir, name) else {
+        return Ok(None);
+    };
+    let Ok((rx, tx)) = pipe() else {
+        return Ok(read_open(file));
+    };
+    // SAFETY: the child makes only async-signal-safe calls (read, write,
+    // _exit) on descriptors opened before the fork, then exits.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => unsafe {
+            // Hold nothing of the parent's while blocked (its lock, the
+            // pipes a caller reads its output from): the attribute as fd 3,
+            // the pipe as fd 4, /dev/null as 0-2, nothing else.
+            let from = libc::fcntl(file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10);
+            let to = libc::fcntl(tx.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10);
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            if from < 0 || to < 0 || null < 0 {
+                libc::_exit(1);
+            }
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+            libc::dup2(from, 3);
+            libc::dup2(to, 4);
+            libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32);
+            let mut buf = [0u8; 256];
+            let n = libc::read(3, buf.as_mut_ptr().cast(), buf.len());
+            let code = if n >= 0 && libc::write(4, buf.as_ptr().cast(), n as usize) == n {
+                0
+            } else {
+                1
+            };
+            libc::_exit(code)
+        },
+        Ok(ForkResult::Parent { child }) => {
+            drop(tx);
+            let mut fds = [PollFd::new(rx.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(GUARDED_WAIT_MS)) {
+                Ok(0) => return Err(Blocked),
+                Ok(_) => {}
+                Err(_) => return Ok(None),
+            }
+            let mut text = String::new();
+            let read = fs::File::from(rx).read_to_string(&mut text);
+            let _ = nix::sys::wait::waitpid(child, None);
+            Ok(read.ok().filter(|n| *n > 0).map(|_| text))
+        }
+        Err(_) => Ok(read_open(file)),
+    }
 }
 
 /// A PF's VFs in index order: `virtfn0`, `virtfn1`, ... until one is missing.
@@ -461,8 +546,8 @@ pub fn read_names(root: &HostRoot, devices: &[PciDevice]) -> PciNames {
 /// to find the declaration covering a device before it takes the lock.
 pub fn read_one(root: &HostRoot, address: PciAddress) -> Option<PciDevice> {
     let devices = open_dir(&root.path(PCI_DEVICES)).ok()?;
-    let pending = pending_unbinds(root).contains(&address);
-    read_device(devices.as_fd(), address, None, &mut HashMap::new(), pending)
+    let how = Unsettled::read(root).how(&address);
+    read_device(devices.as_fd(), address, None, &mut HashMap::new(), how)
 }
 
 /// A PF's `sriov_drivers_autoprobe`: whether the VFs it creates are probed
@@ -478,12 +563,52 @@ pub fn read_sriov_autoprobe(root: &HostRoot, pf: PciAddress) -> Option<bool> {
     }
 }
 
-/// The devices whose unbind the change record says is pending. A record
-/// vfioctl cannot read is reported by the commands that use it.
-fn pending_unbinds(root: &HostRoot) -> std::collections::BTreeSet<PciAddress> {
-    super::state::read_record(root)
-        .map(|r| r.pending_devices())
-        .unwrap_or_default()
+/// A PF's `sriov_offset` and `sriov_stride` (where its VFs appear), when
+/// the kernel shows them.
+pub fn read_sriov_layout(root: &HostRoot, pf: PciAddress) -> Option<(u16, u16)> {
+    let read = |name: &str| -> Option<u16> {
+        fs::read_to_string(root.path(format!("{PCI_DEVICES}/{pf}/{name}")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((read("sriov_offset")?, read("sriov_stride")?))
+}
+
+/// What the change record says about devices whose `driver_override` may
+/// block: unbinds it records as pending, and the devices of an unfinished
+/// change of this boot. A record vfioctl cannot read is reported by the
+/// commands that use it.
+struct Unsettled {
+    pending: std::collections::BTreeSet<PciAddress>,
+    guarded: std::collections::BTreeSet<PciAddress>,
+}
+
+impl Unsettled {
+    fn read(root: &HostRoot) -> Unsettled {
+        let record = super::state::read_record(root).unwrap_or_default();
+        let guarded = record
+            .intent
+            .as_ref()
+            .filter(|i| i.state(root) != super::state::IntentState::OtherBoot)
+            .map(|i| i.addresses().into_iter().collect())
+            .unwrap_or_default();
+        Unsettled {
+            pending: record.pending_devices(),
+            guarded,
+        }
+    }
+
+    fn how(&self, address: &PciAddress) -> OverrideRead {
+        if self.pending.contains(address) {
+            OverrideRead::Skip
+        } else if self.guarded.contains(address) {
+            OverrideRead::Guarded
+        } else {
+            OverrideRead::Plain
+        }
+    }
 }
 
 /// Opens /sys/bus/pci/devices; a missing one is `NoPciSysfs`.
@@ -550,7 +675,7 @@ pub fn read_devices(
         Err(e) => return Err(cannot_list(groups_path)(e).into()),
     };
     let mut modules = ModuleCache::new();
-    let pending = pending_unbinds(root);
+    let unsettled = Unsettled::read(root);
     let mut devices: BTreeMap<PciAddress, PciDevice> = BTreeMap::new();
     let mut groups = BTreeMap::new();
     // (function, whether its group and companions are read too)
@@ -571,7 +696,7 @@ pub fn read_devices(
             address,
             None,
             &mut modules,
-            pending.contains(&address),
+            unsettled.how(&address),
         ) else {
             continue;
         };
@@ -684,14 +809,14 @@ pub fn read_inventory(root: &HostRoot, names: Names) -> Result<Inventory, Invent
         .filter_map(|n| PciAddress::from_sysfs_name(n))
         .collect();
     let links = read_devlinks(root);
-    let pending = pending_unbinds(root);
+    let unsettled = Unsettled::read(root);
     let mut devices = read_all(&addresses, |&addr, modules: &mut ModuleCache| {
         read_device(
             devices_fd,
             addr,
             links.as_ref(),
             modules,
-            pending.contains(&addr),
+            unsettled.how(&addr),
         )
     });
     devices.sort_by_key(|d| d.address);

@@ -39,6 +39,22 @@ impl PciAddress {
         self.domain == other.domain && self.bus == other.bus && self.device == other.device
     }
 
+    /// VF `index` of this PF, by the SR-IOV capability's First VF Offset
+    /// and VF Stride (`sriov_offset`, `sriov_stride`): routing ID (bus,
+    /// device, function as one 16-bit number) + offset + index * stride. VFs
+    /// may spill into the next device numbers and buses (an A100's from
+    /// function .4 on). `None` past the last bus.
+    pub fn vf(&self, offset: u16, stride: u16, index: u16) -> Option<PciAddress> {
+        let rid = u32::from(self.bus) << 8 | u32::from(self.device) << 3 | u32::from(self.function);
+        let vf = rid + u32::from(offset) + u32::from(index) * u32::from(stride);
+        (vf <= 0xffff).then_some(PciAddress {
+            domain: self.domain,
+            bus: (vf >> 8) as u8,
+            device: ((vf >> 3) & 0x1f) as u8,
+            function: (vf & 7) as u8,
+        })
+    }
+
     /// Parses a name that must be exactly a full address, as sysfs writes them
     /// (`0000:25:00.0`); anything else yields `None`. Used for directory entries.
     pub fn from_sysfs_name(name: &str) -> Option<PciAddress> {
@@ -186,6 +202,21 @@ mod tests {
         assert!(PciAddress::from_sysfs_name("0000:00:01.0").is_some());
         assert!(PciAddress::from_sysfs_name("00:01.0").is_none());
         assert!(PciAddress::from_sysfs_name("module").is_none());
+    }
+
+    #[test]
+    fn vf_addresses_follow_offset_and_stride() {
+        // NVIDIA's vGPU guide: PF 41:00.0, virtfn0 -> 41:00.4, virtfn4 -> 41:01.0.
+        let pf: PciAddress = "41:00.0".parse().unwrap();
+        let at = |i| pf.vf(4, 1, i).unwrap().to_string();
+        assert_eq!(at(0), "0000:41:00.4");
+        assert_eq!(at(4), "0000:41:01.0");
+        assert_eq!(at(31), "0000:41:04.3");
+        // Into the next bus, and past the last one.
+        let high: PciAddress = "ff:1f.0".parse().unwrap();
+        assert_eq!(high.vf(8, 1, 0), None);
+        let pf: PciAddress = "3a:1f.7".parse().unwrap();
+        assert_eq!(pf.vf(1, 2, 0).unwrap().to_string(), "0000:3b:00.0");
     }
 
     #[test]

@@ -45,6 +45,20 @@ pub enum SriovRole {
     Vf { physfn: PciAddress },
 }
 
+impl SriovRole {
+    /// A PF's enabled VFs (`sriov_numvfs` above 0): the VFs found, which
+    /// may be fewer than the count while the kernel creates them. `None`
+    /// for a PF with no VF enabled and for any other function.
+    pub fn enabled_vfs(&self) -> Option<(u32, &[PciAddress])> {
+        match self {
+            SriovRole::Pf { num_vfs, vfs, .. } if *num_vfs > 0 || !vfs.is_empty() => {
+                Some((*num_vfs, vfs))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The `device_type` Nova assigns to a PCI device, which a `[pci] alias` must name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum NovaDeviceType {
@@ -100,6 +114,10 @@ pub struct PciDevice {
     pub suppliers: Vec<PciAddress>,
     /// `power_state` (D0, D3hot, D3cold...) where the kernel exposes it.
     pub power_state: Option<String>,
+    /// Reading its `driver_override` blocked past a deadline: the kernel
+    /// holds its device lock, so an unbind is still pending (one an
+    /// interrupted change left). Its override is unknown then (`None`).
+    pub device_locked: bool,
 }
 
 impl PciDevice {
@@ -156,6 +174,7 @@ pub(crate) mod tests {
             consumers: vec![],
             suppliers: vec![],
             power_state: None,
+            device_locked: false,
         }
     }
 

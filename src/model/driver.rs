@@ -7,7 +7,7 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 fn normalised(name: &str) -> impl Iterator<Item = u8> + '_ {
     name.bytes().map(|b| if b == b'-' { b'_' } else { b })
@@ -118,6 +118,36 @@ kernel_name!(
     DriverName,
     "A PCI driver's name as registered under /sys/bus/pci/drivers (e.g. `vfio-pci`)."
 );
+
+/// Read back (the change record): checked against `valid_name` like any
+/// name from outside.
+impl<'de> Deserialize<'de> for DriverName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        DriverName::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A device's driver and its `driver_override` (`None`: no driver, no override).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    pub driver: Option<DriverName>,
+    pub driver_override: Option<DriverName>,
+}
+
+/// `vfio-pci, override vfio-pci`, `no driver`, ...
+impl fmt::Display for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.driver {
+            Some(d) => write!(f, "{d}")?,
+            None => f.write_str("no driver")?,
+        }
+        match &self.driver_override {
+            Some(o) => write!(f, ", override {o}"),
+            None => Ok(()),
+        }
+    }
+}
 kernel_name!(
     ModuleName,
     "A kernel module's name (e.g. `vfio_pci`), as under /sys/module."

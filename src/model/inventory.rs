@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::address::PciAddress;
-use super::device::PciDevice;
+use super::device::{PciDevice, SriovRole};
 use super::driver::DriverName;
 use super::group::{IommuGroup, Viability};
 use super::ids::PciNames;
@@ -117,12 +117,21 @@ impl Inventory {
 
     /// Functions that must move together with `dev`: those the kernel linked to
     /// it, and for display adapters the other functions in the same slot
-    /// (GPU audio, USB, USB-C controllers). Bridges never count.
+    /// (GPU audio, USB, USB-C controllers). Bridges never count. SR-IOV
+    /// functions never travel together: a VF has no companions and is never
+    /// one (an A100's VFs sit in its PF's slot, from function .4 on), so a
+    /// VF's plan never holds its PF or its sibling VFs.
     pub fn companions(&self, dev: &PciDevice) -> Vec<Companion> {
         let mut out: Vec<Companion> = Vec::new();
+        if matches!(dev.sriov, SriovRole::Vf { .. }) {
+            return out;
+        }
         let mut push = |address: PciAddress, reason| {
             let is_new = address != dev.address && !out.iter().any(|c| c.address == address);
-            if is_new && self.device(&address).is_some_and(|d| !d.is_bridge()) {
+            let joins = self
+                .device(&address)
+                .is_some_and(|d| !d.is_bridge() && !matches!(d.sriov, SriovRole::Vf { .. }));
+            if is_new && joins {
                 out.push(Companion { address, reason });
             }
         };
@@ -218,6 +227,36 @@ mod tests {
         // A NIC's other port is not a companion: it may serve the host.
         let nic = inv.device(&"02:00.0".parse().unwrap()).unwrap();
         assert!(inv.companions(nic).is_empty());
+    }
+
+    #[test]
+    fn sr_iov_functions_are_never_companions() {
+        // An A100 PF at 25:00.0 with VFs from function .4 (sriov_offset 4):
+        // PF, VFs and a VF's siblings share the slot but never travel together.
+        let pf_addr: PciAddress = "25:00.0".parse().unwrap();
+        let mut pf = endpoint("25:00.0", 0x030200);
+        let vfs: Vec<PciAddress> = ["25:00.4", "25:00.5", "25:00.6"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        pf.sriov = SriovRole::Pf {
+            total_vfs: 16,
+            num_vfs: 3,
+            vfs: vfs.clone(),
+        };
+        let mut devices = vec![pf];
+        for vf in &vfs {
+            let mut d = endpoint(&vf.to_string(), 0x030200);
+            d.sriov = SriovRole::Vf { physfn: pf_addr };
+            devices.push(d);
+        }
+        let inv = Inventory {
+            devices,
+            ..Default::default()
+        };
+        for dev in &inv.devices {
+            assert!(inv.companions(dev).is_empty(), "{}", dev.address);
+        }
     }
 
     #[test]

@@ -4,8 +4,10 @@ use std::fmt::Write as _;
 
 use crate::engine::apply::{Applied, Status};
 use crate::engine::plan::{describe, Plan, Why};
+use crate::engine::recover::RecoverReport;
 use crate::engine::run::ChangeReport;
 use crate::engine::sriov::SriovReport;
+use crate::host::state::IntentState;
 use crate::model::declaration::DeclaredDriver;
 use crate::model::CompanionReason;
 
@@ -48,6 +50,7 @@ fn plan_lines(out: &mut String, command: &str, plan: &Plan, indent: &str) {
                 }
             ),
             Why::GroupMember { of, group } => format!("IOMMU group {group} of {of}"),
+            Why::Interrupted => "touched by the interrupted change".to_string(),
         };
         let change = if action.changes() {
             format!(
@@ -151,5 +154,101 @@ pub fn render_sriov(report: &SriovReport) -> String {
         }
         out.push_str(&table.render("  "));
     }
+    out
+}
+
+/// `vfioctl recover`: what was interrupted, the plan putting it back, and
+/// (once applied) what was put back.
+pub fn render_recover(report: &RecoverReport) -> String {
+    let mut out = String::new();
+    let Some(intent) = &report.interrupted else {
+        let _ = writeln!(out, "no interrupted change is recorded; nothing to recover");
+        return out;
+    };
+    let _ = writeln!(out, "recorded: {}", intent.summary());
+    for d in &intent.devices {
+        let _ = writeln!(
+            out,
+            "  {}  before {}; target {}",
+            d.address,
+            describe(&d.before),
+            describe(&d.target)
+        );
+    }
+    if let Some(s) = &intent.sriov {
+        let _ = writeln!(
+            out,
+            "  {}  sriov_numvfs {} -> {}; sriov_drivers_autoprobe before {}",
+            s.pf,
+            s.numvfs_before,
+            s.numvfs,
+            or_dash(s.autoprobe_before.map(u8::from))
+        );
+    }
+    match report.state {
+        Some(IntentState::InProgress) => {
+            let _ = writeln!(
+                out,
+                "its process (PID {}) still runs: the change is in progress; nothing to recover",
+                intent.pid
+            );
+            return out;
+        }
+        Some(IntentState::OtherBoot) => {
+            let _ = writeln!(
+                out,
+                "recorded in an earlier boot: the kernel state it describes is gone; {}",
+                if report.dry_run {
+                    "recover would clear it"
+                } else {
+                    "cleared"
+                }
+            );
+            return out;
+        }
+        _ => {}
+    }
+    if report.forgotten {
+        let _ = writeln!(
+            out,
+            "forgotten: the record no longer holds it; no device was touched"
+        );
+        return out;
+    }
+    let Some(plan) = &report.plan else {
+        if report.dry_run {
+            let _ = writeln!(out, "dry run: --forget would clear it; nothing written");
+        }
+        return out;
+    };
+    if !plan.sriov_steps.is_empty() {
+        let _ = writeln!(out, "recover plan: the PF back as it was");
+        for step in &plan.sriov_steps {
+            let _ = writeln!(out, "  {step}");
+        }
+    }
+    plan_lines(&mut out, "recover", &plan.devices, "");
+    list(&mut out, "checks passed", &plan.checks, "");
+    list(&mut out, "notes", &plan.notes, "");
+    let Some(result) = &report.result else {
+        let _ = writeln!(out, "dry run: nothing written");
+        return out;
+    };
+    if let Some(s) = &result.sriov {
+        list(&mut out, "put back", &s.rolled_back, "");
+        list(&mut out, "NOT PUT BACK", &s.errors, "");
+    }
+    if let Some(applied) = &result.devices {
+        result_lines(&mut out, applied, "");
+    }
+    let _ = writeln!(
+        out,
+        "{}",
+        if result.cleared {
+            "recovered: the change record no longer holds the interrupted change"
+        } else {
+            "NOT recovered: the interrupted change stays recorded"
+        }
+    );
     out
 }

@@ -13,7 +13,9 @@ use std::os::unix::fs::symlink;
 use std::path::{Component, Path, PathBuf};
 
 pub struct FakeHost {
-    dir: tempfile::TempDir,
+    /// Owned (removed on drop) unless attached to a tree another process made.
+    dir: Option<tempfile::TempDir>,
+    root: PathBuf,
     /// Device directories (relative to the root), by address.
     devices: BTreeMap<String, PathBuf>,
 }
@@ -33,6 +35,8 @@ pub struct Dev {
     pub group: Option<u32>,
     pub numa: i32,
     pub sriov_total: Option<u32>,
+    /// `sriov_offset` and `sriov_stride` of a PF (default 2 and 1).
+    pub sriov_layout: (u16, u16),
     pub physfn: Option<String>,
     pub boot_vga: Option<bool>,
     pub suppliers: Vec<String>,
@@ -55,6 +59,7 @@ impl Dev {
             group: None,
             numa: -1,
             sriov_total: None,
+            sriov_layout: (2, 1),
             physfn: None,
             boot_vga: None,
             suppliers: vec![],
@@ -102,6 +107,11 @@ impl Dev {
     }
     pub fn sriov(mut self, total_vfs: u32) -> Dev {
         self.sriov_total = Some(total_vfs);
+        self
+    }
+    /// Where the PF's VFs appear: its SR-IOV First VF Offset and VF Stride.
+    pub fn sriov_layout(mut self, offset: u16, stride: u16) -> Dev {
+        self.sriov_layout = (offset, stride);
         self
     }
     /// A virtual function of `pf` (which must already be added).
@@ -179,8 +189,10 @@ fn config_space(d: &Dev) -> Vec<u8> {
 impl FakeHost {
     /// An empty host: PCI bus, no devices, no IOMMU, kernel 6.1.0-fake.
     pub fn new() -> FakeHost {
+        let dir = tempfile::tempdir().expect("temp dir");
         let host = FakeHost {
-            dir: tempfile::tempdir().expect("temp dir"),
+            root: dir.path().to_path_buf(),
+            dir: Some(dir),
             devices: BTreeMap::new(),
         };
         for dir in [
@@ -203,13 +215,23 @@ impl FakeHost {
         host
     }
 
+    /// A tree made by another process (a test's parent), used in place and
+    /// never removed by this handle; functions are found by their bus links.
+    pub fn attach(root: &Path) -> FakeHost {
+        FakeHost {
+            dir: None,
+            root: root.to_path_buf(),
+            devices: BTreeMap::new(),
+        }
+    }
+
     pub fn root(&self) -> &Path {
-        self.dir.path()
+        &self.root
     }
 
     /// Keeps the tree on disk after the builder is dropped (for benchmarks).
     pub fn keep(self) -> PathBuf {
-        self.dir.keep()
+        self.dir.expect("an owned tree").keep()
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -368,6 +390,8 @@ impl FakeHost {
             self.write(&rel("sriov_totalvfs"), format!("{total}\n"));
             self.write(&rel("sriov_numvfs"), "0\n");
             self.write(&rel("sriov_drivers_autoprobe"), "1\n");
+            self.write(&rel("sriov_offset"), format!("{}\n", d.sriov_layout.0));
+            self.write(&rel("sriov_stride"), format!("{}\n", d.sriov_layout.1));
         }
         if let Some(pf) = &d.physfn {
             let pf_dir = self.rel_dir(pf);

@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod fakehost;
 pub mod golden;
+pub mod killpoint;
 pub mod simkernel;
 pub mod topologies;

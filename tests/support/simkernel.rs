@@ -108,13 +108,19 @@ impl<'a> SimKernel<'a> {
         )
     }
 
-    /// VF `index` of `pf`: routing ID offset 2, stride 1 (as the fake
-    /// topologies lay VFs out: 3b:00.0 -> 3b:00.2, 3b:00.3, ...).
-    fn vf_address(pf: PciAddress, index: u16) -> PciAddress {
-        let devfn = (u16::from(pf.device) << 3 | u16::from(pf.function)) + 2 + index;
+    /// VF `index` of `pf`, where the kernel puts it: the PF's routing ID
+    /// plus `sriov_offset` plus index times `sriov_stride` (the fake
+    /// topologies default to 2 and 1: 3b:00.0 -> 3b:00.2, 3b:00.3, ...; an
+    /// A100's are 4 and 1: 25:00.4 .. 25:00.7, 25:01.0, ...).
+    fn vf_address(&self, pf: PciAddress, index: u16) -> PciAddress {
+        let offset: u16 = self.attr(pf, "sriov_offset").parse().unwrap();
+        let stride: u16 = self.attr(pf, "sriov_stride").parse().unwrap();
+        let rid = u32::from(pf.bus) << 8 | u32::from(pf.device) << 3 | u32::from(pf.function);
+        let vf = rid + u32::from(offset) + u32::from(index) * u32::from(stride);
         PciAddress {
-            device: (devfn >> 3) as u8,
-            function: (devfn & 7) as u8,
+            bus: (vf >> 8) as u8,
+            device: ((vf >> 3) & 0x1f) as u8,
+            function: (vf & 7) as u8,
             ..pf
         }
     }
@@ -241,6 +247,14 @@ impl PciKernel for SimKernel<'_> {
         {
             return Ok(());
         }
+        // Like vfio_pci_core_register_device: "Cannot bind to PF with
+        // SR-IOV enabled" (EBUSY), the PF left unbound.
+        if DriverName::new(driver.as_str()).kind() == DriverKind::Vfio
+            && self.dir(device).join("virtfn0").exists()
+        {
+            self.note(format!("refused {device} {driver}: PF with SR-IOV enabled"));
+            return Ok(());
+        }
         self.host.bind(&addr, &driver, None);
         if DriverName::new(driver.as_str()).kind() == DriverKind::Vfio {
             if let Some(group) = self.group(device) {
@@ -353,7 +367,7 @@ impl PciKernel for SimKernel<'_> {
         let device = u16::from_str_radix(&self.attr(pf, "device")[2..], 16).unwrap();
         let class = u32::from_str_radix(&self.attr(pf, "class")[2..], 16).unwrap();
         for index in 0..count {
-            let vf = Self::vf_address(pf, index);
+            let vf = self.vf_address(pf, index);
             let mut dev =
                 Dev::endpoint(&vf.to_string(), vendor, device + 1, class).vf_of(&pf.to_string());
             if let Some(group) = self.next_group() {

@@ -377,3 +377,56 @@ pub fn hgx_switches(state: NvSwitches) -> FakeHost {
     }
     host
 }
+
+/// An A100 (10de:20b0) as the PF of SR-IOV vGPU: on nvidia, up to 16 VFs,
+/// `sriov_offset` 4 and `sriov_stride` 1, so VF 0 is 25:00.4 and VF 4 is
+/// 25:01.0 (NVIDIA's vGPU guide: `41:00.0`, `virtfn0 -> 41:00.4`): the VFs
+/// share the PF's slot, then spill into the next device numbers. `enabled`
+/// VFs exist already, on nvidia, each in its own IOMMU group; vfio-pci is
+/// loaded. A boot NVMe and the NIC with the default route stand beside it.
+pub fn a100_sriov(enabled: u16) -> FakeHost {
+    let mut host = FakeHost::new();
+    host.iommu_unit("dmar0").pci_ids(&pci_ids());
+    host.register_driver("vfio-pci", Some("vfio_pci"));
+    host.add(Dev::bridge("0000:00:03.0", 0x8086, 0x347a).group(1).numa(0));
+    let pf = "0000:25:00.0";
+    host.add(
+        Dev::endpoint(pf, 0x10de, 0x20b0, 0x030200)
+            .subsystem(0x10de, 0x134f)
+            .parent("0000:00:03.0")
+            .driver("nvidia", Some("nvidia"))
+            .sriov(16)
+            .sriov_layout(4, 1)
+            .group(2)
+            .numa(0),
+    );
+    host.nvidia_minor(pf, 0);
+    for i in 0..enabled {
+        // Routing ID 25:00.0 + 4 + i: functions .4 to .7, then 25:01.0 ...
+        let n = 4 + i;
+        let vf = format!("0000:25:{:02x}.{}", n / 8, n % 8);
+        host.add(
+            Dev::endpoint(&vf, 0x10de, 0x20b0, 0x030200)
+                .subsystem(0x10de, 0x1530)
+                .parent("0000:00:03.0")
+                .vf_of(pf)
+                .driver("nvidia", Some("nvidia"))
+                .group(10 + u32::from(i))
+                .numa(0),
+        );
+    }
+    host.add(
+        Dev::endpoint("0000:01:00.0", 0x144d, 0xa80a, 0x010802)
+            .driver("nvme", Some("nvme"))
+            .group(3)
+            .numa(0),
+    );
+    host.add(
+        Dev::endpoint("0000:02:00.0", 0x8086, 0x1521, 0x020000)
+            .driver("igb", Some("igb"))
+            .group(4)
+            .numa(0),
+    );
+    host.netdev("0000:02:00.0", "eno1").route("eno1", true);
+    host
+}

@@ -1,4 +1,4 @@
-//! Device checks: changes the kernel has not finished.
+//! Device checks: changes the kernel, or vfioctl, has not finished.
 
 use super::*;
 
@@ -23,4 +23,93 @@ pub(super) fn pending_unbinds(f: &Facts) -> Vec<CheckResult> {
             r
         })
         .collect()
+}
+
+/// The remedy of an interrupted change.
+const RECOVER: &str = "run vfioctl recover (vfioctl recover --dry-run shows its plan): it puts back every device the interrupted change touched, as its own rollback would have; then run the command again if the change is still wanted";
+
+/// A change recorded as under way: CRITICAL for each device it touched when
+/// its process is gone (killed mid-change, or its rollback failed), OK while
+/// it runs; nothing for a record from an earlier boot.
+pub(super) fn interrupted_change(f: &Facts) -> Vec<CheckResult> {
+    use crate::host::state::IntentState;
+    let Some(found) = &f.interrupted else {
+        return Vec::new();
+    };
+    let intent = &found.intent;
+    let evidence = vec![format!(
+        "intent of PID {} in /run/vfioctl/changes.json",
+        intent.pid
+    )];
+    match found.state {
+        IntentState::OtherBoot => return Vec::new(),
+        IntentState::InProgress => {
+            return vec![result(
+                "change.in_progress",
+                Verdict::Ok,
+                format!("{} is in progress", intent.summary()),
+                evidence,
+                None,
+            )]
+        }
+        IntentState::Interrupted => {}
+    }
+    let now = |address: &crate::model::PciAddress| match f.inv.device(address) {
+        Some(d) if d.device_locked => format!(
+            "{}, its unbind still pending in the kernel (a process holds it)",
+            d.driver
+                .as_ref()
+                .map_or("no driver".to_string(), |d| d.to_string())
+        ),
+        Some(d) => crate::model::driver::Binding {
+            driver: d.driver.clone(),
+            driver_override: d.driver_override.clone(),
+        }
+        .to_string(),
+        None => "gone".to_string(),
+    };
+    let mut out = Vec::new();
+    if let Some(s) = &intent.sriov {
+        let count_now = match f.inv.device(&s.pf).map(|d| &d.sriov) {
+            Some(SriovRole::Pf { vfs, .. }) => vfs.len().to_string(),
+            _ => "gone".to_string(),
+        };
+        let autoprobe = |v: Option<bool>| v.map_or("-".to_string(), |v| u8::from(v).to_string());
+        let mut r = result(
+            "change.interrupted",
+            Verdict::Critical,
+            format!(
+                "{}: {} did not finish: sriov_numvfs was {}, wanted {}, now {count_now}; sriov_drivers_autoprobe was {}, now {}",
+                s.pf,
+                intent.summary(),
+                s.numvfs_before,
+                s.numvfs,
+                autoprobe(s.autoprobe_before),
+                autoprobe(found.autoprobe_now)
+            ),
+            evidence.clone(),
+            Some(RECOVER),
+        );
+        r.device = Some(s.pf);
+        out.push(r);
+    }
+    for d in &intent.devices {
+        let mut r = result(
+            "change.interrupted",
+            Verdict::Critical,
+            format!(
+                "{}: {} did not finish: it was on {}, wanted {}, now {}",
+                d.address,
+                intent.summary(),
+                d.before,
+                d.target,
+                now(&d.address)
+            ),
+            evidence.clone(),
+            Some(RECOVER),
+        );
+        r.device = Some(d.address);
+        out.push(r);
+    }
+    out
 }

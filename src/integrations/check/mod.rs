@@ -13,7 +13,7 @@ mod host;
 mod sriov;
 
 use declarations::{bindings, expectations};
-use devices::pending_unbinds;
+use devices::{interrupted_change, pending_unbinds};
 use fabric::fabric;
 use host::{
     boot_files, cpu_virtualization, iommu_active, kernel_cmdline, libvirt, udev_rules, vfio_modules,
@@ -162,6 +162,17 @@ pub struct Facts<'a> {
     pub pending: Vec<(PciAddress, String)>,
     /// The host's NVLink fabric as read from it (`None`: no NVSwitch).
     pub fabric: Option<FabricReading>,
+    /// The change the record says is under way or was interrupted.
+    pub interrupted: Option<InterruptedFact>,
+}
+
+/// A change's intent found in the change record (`host::state`).
+#[derive(Debug, Clone)]
+pub struct InterruptedFact {
+    pub intent: crate::host::state::Intent,
+    pub state: crate::host::state::IntentState,
+    /// The SR-IOV PF's `sriov_drivers_autoprobe` now, when the intent has one.
+    pub autoprobe_now: Option<bool>,
 }
 
 /// Runs every check, in a stable order.
@@ -172,6 +183,7 @@ pub fn run_checks(f: &Facts) -> Vec<CheckResult> {
     out.extend(bindings(f));
     out.extend(fabric(f));
     out.extend(pending_unbinds(f));
+    out.extend(interrupted_change(f));
     out.push(boot_files(f));
     out.push(udev_rules(f));
     out.push(libvirt(f));
@@ -219,6 +231,7 @@ mod tests {
             libvirt: Err("not asked".into()),
             pending: vec![],
             fabric: None,
+            interrupted: None,
         }
     }
 

@@ -4,6 +4,10 @@
 # through 0, back to 0, refusal while a VF's /dev/vfio/N is held (holder
 # named, exit 4), a dry run that writes nothing; nvme PF (2 VFs) and, with
 # QEMU 10, igb (7 VFs, whose igbvf binds by itself under autoprobe 1).
+# A PF with VFs enabled never changes driver (refused, nothing written), and
+# the kernel facts behind it by hand: vfio-pci refuses such a PF (EBUSY),
+# nvme leaves its VFs behind when unbound, igb destroys them. A VF count
+# change on the PF carrying the default route needs --force.
 # Prints "timing:" lines (ms, measured around the vfioctl call).
 # boot: iommu=on udev=on
 # timeout: 300
@@ -127,6 +131,9 @@ timed "nvme 0->2" "$VFIOCTL" sriov "$pf" --numvfs 2 --json
 changed nvme-0-to-2 "$pf" 2
 expect nvme-json-numvfs "$(json_field 'd["result"]["numvfs"]')" 2
 expect nvme-json-steps "$(json_field '" ".join(s["step"] for s in d["plan"]["steps"])')" "autoprobe numvfs wait_virtfns bind_vfs autoprobe"
+# The VFs the plan predicted from sriov_offset and sriov_stride are the ones
+# the kernel made (QEMU's nvme puts them in the PF's own slot: offset 1).
+expect nvme-json-vfs-after "$(json_field '" ".join(d["plan"]["vfs_after"])')" "$(vfs_of "$pf")"
 
 # Again: nothing to do.
 run "$VFIOCTL" sriov "$pf" --numvfs 2 --json
@@ -159,6 +166,41 @@ changed nvme-2-to-1 "$pf" 1
 timed "nvme 1->0" "$VFIOCTL" sriov "$pf" --numvfs 0
 changed nvme-1-to-0 "$pf" 0
 
+# dmesg_since: the kernel log since log_marks.
+dmesg_since() { dmesg | tail -n +"$((DMESG_AT + 1))"; }
+
+# A PF with VFs enabled: vfioctl refuses to change its driver, even with
+# --force, and writes nothing.
+run "$VFIOCTL" sriov "$pf" --numvfs 2
+expect pf-with-vfs-setup "$RC" 0
+for args in "bind" "bind --force" "unbind --force" "bind --driver pci-stub"; do
+	# shellcheck disable=SC2086
+	run "$VFIOCTL" $args "$pf"
+	expect "pf-with-vfs-${args// /-}-refused" "$RC" 4
+	check "pf-with-vfs-${args// /-}-names-vfs" grep -q "is an SR-IOV PF with 2 VF(s) enabled" <<<"$OUT"
+done
+expect pf-with-vfs-untouched "$(driver_of "$pf") $(cat "$SYS/$pf/driver_override") $(cat "$SYS/$pf/sriov_numvfs") $(vf_drivers "$pf")" \
+	"nvme (null) 2 vfio-pci vfio-pci"
+# What the kernel does with such a PF, by hand: nvme's remove leaves the VFs
+# enabled ("driver left SR-IOV enabled after remove"), and vfio-pci refuses
+# the PF ("Cannot bind to PF with SR-IOV enabled"): the PF is left with no
+# driver at all.
+log_marks
+wr "$SYS/$pf/driver_override" vfio-pci
+wr "$SYS/$pf/driver/unbind" "$pf"
+wr /sys/bus/pci/drivers_probe "$pf"
+udevadm settle
+expect kernel-nvme-pf-left-without-driver "$(driver_of "$pf")" none
+expect kernel-nvme-vfs-left-behind "$(cat "$SYS/$pf/sriov_numvfs") $(vf_drivers "$pf")" "2 vfio-pci vfio-pci"
+check kernel-nvme-left-sriov-enabled grep -q "driver left SR-IOV enabled after remove" <<<"$(dmesg_since)"
+check kernel-vfio-refuses-pf-with-vfs grep -q "Cannot bind to PF with SR-IOV enabled" <<<"$(dmesg_since)"
+dmesg_since | grep -E "SR-IOV|$pf" | tail -n 5
+wr "$SYS/$pf/driver_override" $'\n'
+wr /sys/bus/pci/drivers_probe "$pf"
+check kernel-nvme-pf-back wait_for 20 is_driver "$pf" nvme
+run "$VFIOCTL" sriov "$pf" --numvfs 0
+expect pf-with-vfs-cleanup "$RC $(cat "$SYS/$pf/sriov_numvfs")" "0 0"
+
 # igb (QEMU 10): 7 VFs, which igbvf would bind with autoprobe 1.
 if have_igb; then
 	pf=$IGB
@@ -172,12 +214,53 @@ if have_igb; then
 	echo "timing: igb 0->7 by hand (sysfs writes only, no bind) $((t1 - t0)) ms"
 	wr "$SYS/$pf/sriov_numvfs" 0
 	wr "$SYS/$pf/sriov_drivers_autoprobe" 1
+	OUT=$("$VFIOCTL" sriov "$pf" --numvfs 7 --dry-run --json 2>/dev/null)
+	predicted=$(json_field '" ".join(d["plan"]["vfs_after"])')
 	timed "igb 0->7" "$VFIOCTL" sriov "$pf" --numvfs 7
 	changed igb-0-to-7 "$pf" 7
+	# igb's VFs: sriov_offset 128, sriov_stride 2, as the plan predicted.
+	expect igb-vfs-where-predicted "$(vfs_of "$pf")" "$predicted"
 	timed "igb 7->3" "$VFIOCTL" sriov "$pf" --numvfs 3
 	changed igb-7-to-3 "$pf" 3
 	timed "igb 3->0" "$VFIOCTL" sriov "$pf" --numvfs 0
 	changed igb-3-to-0 "$pf" 0
+
+	# igb with VFs: vfioctl refuses the PF; by hand, igb's remove destroys
+	# the VFs (igb_disable_sriov), and the PF binds again without them.
+	run "$VFIOCTL" sriov "$pf" --numvfs 2
+	expect igb-pf-with-vfs-setup "$RC" 0
+	run "$VFIOCTL" bind "$pf" --force
+	expect igb-pf-with-vfs-refused "$RC" 4
+	expect igb-pf-with-vfs-untouched "$(driver_of "$pf") $(cat "$SYS/$pf/sriov_numvfs")" "igb 2"
+	wr "$SYS/$pf/driver/unbind" "$pf"
+	check kernel-igb-unbind-destroys-vfs wait_for 20 test "$(cat "$SYS/$pf/sriov_numvfs")" = 0
+	expect kernel-igb-virtfns-gone "$(vfs_of "$pf")" ""
+	wr /sys/bus/pci/drivers_probe "$pf"
+	check kernel-igb-pf-back wait_for 20 is_driver "$pf" igb
+
+	# The PF carries the default route: a count change needs --force (some
+	# drivers reset the PF then); the plan names the use.
+	# The interface once udev has named it (igb was probed again above).
+	udevadm settle
+	check igb-netdev wait_for 20 has_netdev "$pf"
+	ifc=$(netdevs "$pf")
+	ip link set "$ifc" up
+	ip addr add 192.0.2.2/24 dev "$ifc"
+	ip route replace default via 192.0.2.1 dev "$ifc"
+	ip route show
+	run "$VFIOCTL" sriov "$pf" --numvfs 2
+	expect igb-default-route-refused "$RC" 4
+	check igb-default-route-named grep -q "carries the default route ($ifc)" <<<"$OUT"
+	check igb-default-route-says-force grep -q "use --force to change it anyway" <<<"$OUT"
+	expect igb-default-route-untouched "$(cat "$SYS/$pf/sriov_numvfs")" 0
+	OUT=$("$VFIOCTL" sriov "$pf" --numvfs 2 --force --dry-run --json 2>/dev/null)
+	expect igb-default-route-json "$(json_field '" ".join(u["kind"] for u in d["plan"]["pf_uses"])')" "default_route addresses"
+	timed "igb 0->2 --force" "$VFIOCTL" sriov "$pf" --numvfs 2 --force
+	changed igb-default-route-forced "$pf" 2
+	run "$VFIOCTL" sriov "$pf" --numvfs 0 --force
+	expect igb-default-route-back-to-0 "$RC $(cat "$SYS/$pf/sriov_numvfs")" "0 0"
+	ip route del default
+	ip addr flush dev "$ifc"
 else
 	skip igb "no igb in $VM_QEMU (QEMU 10 from bookworm-backports not in the cache)"
 fi

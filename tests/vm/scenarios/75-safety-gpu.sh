@@ -5,9 +5,12 @@
 # node blocks a bind even with --force, named by PID, nothing changed; with
 # holder detection switched off, the unbind the kernel blocks on returns by
 # the deadline as pending (exit 8) and settles once the holder lets go; an
-# SR-IOV PF whose VF is held by a VM-like process cannot be released.
+# SR-IOV PF whose VF is held by a VM-like process cannot be released; a
+# bind killed (kill -9) while the companion's unbind waits on a holder is
+# found by check and by the next change, and recover puts both back once
+# the holder lets go.
 # boot: iommu=on udev=on gpu=on
-# timeout: 240
+# timeout: 300
 
 # run COMMAND...: run it, keeping its output in $OUT and its status in $RC.
 run() {
@@ -193,3 +196,68 @@ expect vf-restore-exit "$RC" 0
 wr "$SYS/$NVME/sriov_numvfs" 0
 expect vfs-removed "$(cat "$SYS/$NVME/sriov_numvfs")" 0
 wr "$SYS/$NVME/sriov_drivers_autoprobe" 1
+
+# (f) A bind killed mid-change (kill -9 while the audio companion's unbind
+# waits in the kernel for its holder; holder detection off so the unbind is
+# tried): the display is on vfio-pci, the audio half-way. check is CRITICAL
+# for both, naming recover; the next change is refused; recover waits while
+# the kernel still holds the audio; once the holder lets go, recover puts
+# both back on their host drivers and check no longer reports it.
+
+# bind_waiting PID: the display is on vfio-pci and the bind has a helper
+# child (its blocking write: the audio's unbind).
+bind_waiting() {
+	is_driver "$GPU" vfio-pci && [[ -n $(cat "/proc/$1/task/$1/children" 2>/dev/null) ]]
+}
+
+# interrupted_ids: "ID@DEVICE" of the change.* checks in $OUT (check --json).
+interrupted_ids() {
+	python3 -c 'import json,sys
+d = json.loads(sys.argv[1])
+print(" ".join(sorted("%s@%s" % (c["id"], c["device"]) for c in d["checks"] if c["id"].startswith("change."))))' "$OUT"
+}
+
+if hold /dev/snd/controlC0 killed; then
+	pass killed-holder-opens
+	VFIOCTL_TEST_NO_HOLDERS=1 "$VFIOCTL" bind "$GPU" --force --timeout 120 >/tmp/killed-bind.txt 2>&1 &
+	binder=$!
+	if wait_for 60 bind_waiting "$binder"; then
+		pass killed-bind-reaches-the-blocked-unbind
+	else
+		fail killed-bind-reaches-the-blocked-unbind "$(cat /tmp/killed-bind.txt)"
+	fi
+	kill -9 "$binder"
+	wait "$binder" 2>/dev/null
+	expect killed-gpu-on-vfio "$(driver_of "$GPU")" vfio-pci
+	started=$(date +%s%N)
+	run "$VFIOCTL" check --json
+	echo "check with a pending unbind took $((($(date +%s%N) - started) / 1000000)) ms"
+	expect killed-check-critical "$RC" 2
+	expect killed-check-names-both "$(interrupted_ids)" "change.interrupted@$GPU change.interrupted@$GPU_AUDIO"
+	check killed-check-names-command grep -q "vfioctl bind (PID $binder" <<<"$OUT"
+	check killed-check-names-recover grep -q '"remedy": "run vfioctl recover' <<<"$OUT"
+	check killed-check-sees-pending-unbind grep -q "unbind still pending in the kernel" <<<"$OUT"
+	run "$VFIOCTL" bind "$GPU" --force
+	expect killed-next-change-refused "$RC" 4
+	check killed-next-change-names-recover grep -q "run \`vfioctl recover\` first" <<<"$OUT"
+	run "$VFIOCTL" recover
+	expect killed-recover-waits-for-the-kernel "$RC" 4
+	check killed-recover-names-audio grep -q "an unbind of $GPU_AUDIO is still pending in the kernel" <<<"$OUT"
+	expect killed-gpu-still-on-vfio "$(driver_of "$GPU")" vfio-pci
+	release "$HOLDER"
+	# The unbind the killed bind started completes: no driver.
+	check killed-audio-settles-without-driver wait_for 30 is_driver "$GPU_AUDIO" none
+	run "$VFIOCTL" recover --dry-run
+	expect killed-recover-dry-run "$RC" 0
+	run "$VFIOCTL" recover
+	expect killed-recover-exit "$RC" 0
+	check killed-gpu-back wait_for 10 is_driver "$GPU" bochs-drm
+	check killed-audio-back wait_for 10 is_driver "$GPU_AUDIO" snd_hda_intel
+	unchanged killed-recovered
+	run "$VFIOCTL" check --json
+	expect killed-check-clear "$(interrupted_ids)" ""
+	check killed-sound-node-returns wait_for 30 test -c /dev/snd/controlC0
+else
+	fail killed-holder-opens "could not open /dev/snd/controlC0"
+	release "$HOLDER"
+fi
