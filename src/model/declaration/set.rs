@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::Hash;
 use std::sync::OnceLock;
 
 use serde::Serialize;
@@ -89,6 +90,22 @@ fn binding_terms(d: &Declaration) -> impl PartialEq + '_ {
 
 fn sriov_terms(d: &SriovDeclaration) -> impl PartialEq + '_ {
     (d.vendor, d.device, d.numvfs, &d.vf_driver)
+}
+
+/// Each item declared again under a key seen before, with the first one of
+/// that key: (the first, the later one), in order.
+fn repeats<T, K: Eq + Hash>(items: &[T], key: impl Fn(&T) -> K) -> Vec<(&T, &T)> {
+    let mut first: HashMap<K, &T> = HashMap::new();
+    let mut out = Vec::new();
+    for item in items {
+        match first.get(&key(item)) {
+            Some(earlier) => out.push((*earlier, item)),
+            None => {
+                first.insert(key(item), item);
+            }
+        }
+    }
+    out
 }
 
 /// The declaration that governs one device, if any.
@@ -266,40 +283,21 @@ impl Declarations {
     /// Declarations of one key that disagree, and `[[sriov]]` tables of one
     /// PF that disagree: (the first, each later one that differs from it).
     pub fn conflicts(&self) -> Vec<Conflict> {
-        let mut out = Vec::new();
-        let mut first: HashMap<String, &Declaration> = HashMap::new();
-        for decl in &self.list {
-            match first.get(&decl.key()) {
-                Some(earlier) if binding_terms(earlier) != binding_terms(decl) => {
-                    out.push(Conflict {
-                        key: decl.key(),
-                        sriov: false,
-                        first: earlier.origin.clone(),
-                        again: decl.origin.clone(),
-                    })
-                }
-                Some(_) => {}
-                None => {
-                    first.insert(decl.key(), decl);
-                }
-            }
-        }
-        let mut first_pf: HashMap<PciAddress, &SriovDeclaration> = HashMap::new();
-        for decl in &self.sriov {
-            match first_pf.get(&decl.address) {
-                Some(earlier) if sriov_terms(earlier) != sriov_terms(decl) => out.push(Conflict {
-                    key: decl.key(),
-                    sriov: true,
-                    first: earlier.origin.clone(),
-                    again: decl.origin.clone(),
-                }),
-                Some(_) => {}
-                None => {
-                    first_pf.insert(decl.address, decl);
-                }
-            }
-        }
-        out
+        let conflict = |sriov: bool, key: String, first: &Origin, again: &Origin| Conflict {
+            key,
+            sriov,
+            first: first.clone(),
+            again: again.clone(),
+        };
+        let bindings = repeats(&self.list, Declaration::key)
+            .into_iter()
+            .filter(|(first, again)| binding_terms(first) != binding_terms(again))
+            .map(|(first, again)| conflict(false, again.key(), &first.origin, &again.origin));
+        let pfs = repeats(&self.sriov, |d| d.address)
+            .into_iter()
+            .filter(|(first, again)| sriov_terms(first) != sriov_terms(again))
+            .map(|(first, again)| conflict(true, again.key(), &first.origin, &again.origin));
+        bindings.chain(pfs).collect()
     }
 
     /// The conflict that leaves `dev` without a declaration applied: one of
@@ -421,17 +419,7 @@ impl Declarations {
     /// (the earlier one, the later one). Identical when their drivers agree,
     /// conflicting otherwise.
     pub fn duplicates(&self) -> Vec<(&Declaration, &Declaration)> {
-        let mut first: HashMap<String, &Declaration> = HashMap::new();
-        let mut out = Vec::new();
-        for decl in &self.list {
-            match first.get(&decl.key()) {
-                Some(earlier) => out.push((*earlier, decl)),
-                None => {
-                    first.insert(decl.key(), decl);
-                }
-            }
-        }
-        out
+        repeats(&self.list, Declaration::key)
     }
 
     /// Declarations whose address holds a different device now.
