@@ -25,7 +25,7 @@ PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 MANDIR ?= $(PREFIX)/share/man
 LIBEXECDIR ?= $(PREFIX)/libexec/vfioctl
-# /etc/vfioctl is a fixed path in vfioctl (src/host/config.rs), whatever PREFIX is.
+# /etc/vfioctl is a fixed path in vfioctl (src/host/config/), whatever PREFIX is.
 SYSCONFDIR ?= /etc
 # Where this system's udev and systemd read from (Debian 12: /lib/..., RHEL 9: /usr/lib/...).
 UDEVDIR ?= $(or $(shell pkg-config --variable=udevdir udev 2>/dev/null),/usr/lib/udev)

@@ -7,16 +7,17 @@
 //! - `cli`: clap definitions and the exit-status table (`build.rs` renders the man page from both).
 //! - `error`: maps typed errors to one line and one `ExitStatus`; imports no command.
 //! - `model`: the pure PCI domain: addresses, IDs, drivers, devices, IOMMU groups,
-//!   selectors, the inventory, modaliases, declarations. No I/O.
+//!   selectors, the inventory, modaliases, declarations (`model/declaration/`). No I/O.
 //! - `host`: every read and write of host state under one `HostRoot` (`--root`):
-//!   sysfs, kernel steps, modules, usage, declaration files, udev I/O, lock and
-//!   change record, the libvirt helper process.
+//!   sysfs, kernel steps, modules, usage, declaration files (`host/config/`),
+//!   udev I/O, lock and change record, the libvirt helper process.
 //! - `engine`: `plan` (pure), `apply` (verification, rollback), `run`
 //!   (privilege -> lock -> read -> plan -> apply -> record), `enforce` (declarations),
 //!   `sriov` (a PF's VF count, the VFs bound through `plan` and `apply`),
 //!   `recover` (an interrupted change put back, from its intent).
 //! - `integrations`: what other programs consume or judge: health checks, boot
-//!   files, libvirt node devices, Nova configuration, udev rule rendering.
+//!   files, libvirt node devices, Nova configuration (`integrations/nova/`), udev
+//!   rule rendering.
 //! - `output`: tables, labels, JSON records and the change report.
 //! - `commands`: one thin file per verb, gluing the stages; no command imports another.
 

@@ -3,7 +3,7 @@
 # (the package manager removes those) and never a file without vfioctl's
 # header (for a declaration: the header with the sha256 of the rest of the
 # file). The headers are the ones src/integrations/udev.rs (RULES_HEADER),
-# src/integrations/boot_files.rs (OWNED_HEADER) and src/host/config.rs
+# src/integrations/boot_files.rs (OWNED_HEADER) and src/host/config/owner.rs
 # (WRITTEN_HEADER) write; tests/package/run proves them on files vfioctl wrote.
 # $1: the root ("" for the running system). Prints one line per file removed;
 # sets vfioctl_initramfs_removed=yes when an initramfs input went.
@@ -42,7 +42,7 @@ vfioctl_remove_generated() {
 	rmdir "$vfioctl_root/usr/lib/dracut/modules.d/90vfioctl" "$vfioctl_root/usr/lib/dracut/modules.d" \
 		"$vfioctl_root/usr/lib/dracut" 2>/dev/null || true
 	# Declarations vfioctl wrote, exactly: the header carries the sha256 of
-	# the rest of the file (src/host/config.rs, `owned`). One appended to,
+	# the rest of the file (src/host/config/owner.rs, `owned`). One appended to,
 	# edited or written by hand is the operator's and stays.
 	for vfioctl_file in "$vfioctl_root"/etc/vfioctl/bindings.d/*.toml; do
 		if [ -f "$vfioctl_file" ] && [ ! -L "$vfioctl_file" ] &&

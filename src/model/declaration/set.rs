@@ -1,224 +1,24 @@
-//! Declared (persistent) bindings: which devices should live on which driver,
-//! as read from /etc/vfioctl/bindings.d, and how they match devices.
+//! Every declaration together ([`Declarations`]): the bindings and SR-IOV
+//! PFs in file order, the VF bindings a declared PF makes, which
+//! declaration governs a device (the most specific; none while the most
+//! specific ones conflict), the declarations that disagree ([`Conflict`]),
+//! and what each one covers. Matching is indexed by address and IDs, so it
+//! is linear in devices plus declarations.
+//!
+//! Takes the declaration types and [`Fit`] from `mod.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::Hash;
 use std::sync::OnceLock;
 
 use serde::Serialize;
 
-use super::address::PciAddress;
-use super::device::{PciDevice, SriovRole};
-use super::driver::{DriverKind, DriverName};
-use super::ids::{DeviceId, DeviceIds, VendorId};
-use super::inventory::Inventory;
-use super::selector::{Matcher, Selector};
-
-/// Where a declaration was read from, for messages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Origin {
-    pub file: String,
-    pub line: usize,
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file, self.line)
-    }
-}
-
-/// One declared binding. With an address it names one function, and its IDs
-/// say what must be found there; without, it names every function with the IDs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Declaration {
-    pub vendor: VendorId,
-    pub device: DeviceId,
-    pub subsystem: Option<(VendorId, DeviceId)>,
-    pub address: Option<PciAddress>,
-    pub driver: DeclaredDriver,
-    /// For a declaration by IDs: the functions it covered when declared (or
-    /// `--expect N`). Fewer present later is CRITICAL (a GPU fell off the bus).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expect: Option<usize>,
-    /// The addresses it covered when declared, to name what went missing.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub seen: Vec<PciAddress>,
-    pub origin: Origin,
-}
-
-/// The driver a declaration asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeclaredDriver {
-    /// vfio-pci, or the device's best VFIO variant driver.
-    Auto,
-    Named(DriverName),
-}
-
-impl DeclaredDriver {
-    /// `auto` (or nothing) means `Auto`; anything else names a driver.
-    pub fn parse(text: Option<&str>) -> DeclaredDriver {
-        match text {
-            None | Some("auto") => DeclaredDriver::Auto,
-            Some(name) => DeclaredDriver::Named(DriverName::new(name)),
-        }
-    }
-
-    /// The named driver, if one was declared.
-    pub fn named(&self) -> Option<&DriverName> {
-        match self {
-            DeclaredDriver::Auto => None,
-            DeclaredDriver::Named(d) => Some(d),
-        }
-    }
-
-    /// Whether a device on `driver` satisfies this declaration: the named
-    /// driver, or (for `Auto`) vfio-pci or any VFIO variant.
-    pub fn satisfied_by(&self, driver: Option<&DriverName>) -> bool {
-        match (self, driver) {
-            (DeclaredDriver::Named(want), Some(have)) => want == have,
-            (DeclaredDriver::Auto, Some(have)) => have.kind() == DriverKind::Vfio,
-            (_, None) => false,
-        }
-    }
-}
-
-impl From<Option<DriverName>> for DeclaredDriver {
-    fn from(driver: Option<DriverName>) -> Self {
-        driver.map_or(DeclaredDriver::Auto, DeclaredDriver::Named)
-    }
-}
-
-/// `auto` or the driver's name: the udev mark and the `persist list` column.
-impl std::fmt::Display for DeclaredDriver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DeclaredDriver::Auto => f.write_str("auto"),
-            DeclaredDriver::Named(d) => d.fmt(f),
-        }
-    }
-}
-
-/// JSON keeps its schema: `null` for `Auto`, the name otherwise.
-impl Serialize for DeclaredDriver {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.named().serialize(s)
-    }
-}
-
-/// How a declaration relates to one device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fit {
-    Applies,
-    NotThisDevice,
-    /// The declared address now holds a different device: the slot moved or
-    /// the card was replaced. Never applied; reported.
-    Mismatch {
-        found: DeviceIds,
-    },
-}
-
-impl Declaration {
-    /// A declaration of IDs on the default driver, read from `file:line`;
-    /// the other fields are set with struct update syntax.
-    pub fn of_ids(vendor: VendorId, device: DeviceId, file: &str, line: usize) -> Declaration {
-        Declaration {
-            vendor,
-            device,
-            subsystem: None,
-            address: None,
-            driver: DeclaredDriver::Auto,
-            expect: None,
-            seen: Vec::new(),
-            origin: Origin {
-                file: file.to_string(),
-                line,
-            },
-        }
-    }
-    /// The short key: `0000:25:00.0`, `10de:20b0` or `10de:20b0:10de:134f`.
-    pub fn key(&self) -> String {
-        match self.address {
-            Some(addr) => addr.to_string(),
-            None => self.ids_text(),
-        }
-    }
-
-    pub fn ids_text(&self) -> String {
-        match self.subsystem {
-            Some((sv, sd)) => format!("{}:{}:{sv}:{sd}", self.vendor, self.device),
-            None => format!("{}:{}", self.vendor, self.device),
-        }
-    }
-
-    fn ids_match(&self, dev: &PciDevice) -> bool {
-        Matcher::Ids {
-            vendor: self.vendor,
-            device: Some(self.device),
-            subsystem: self.subsystem,
-        }
-        .matches(&dev.into())
-    }
-
-    pub fn fit(&self, dev: &PciDevice) -> Fit {
-        match self.address {
-            Some(addr) if addr != dev.address => Fit::NotThisDevice,
-            Some(_) if self.ids_match(dev) => Fit::Applies,
-            Some(_) => Fit::Mismatch { found: dev.ids },
-            None if self.ids_match(dev) => Fit::Applies,
-            None => Fit::NotThisDevice,
-        }
-    }
-}
-
-/// One declared SR-IOV physical function (`[[sriov]]`): the number of VFs
-/// it should carry and the driver its VFs go to. Its IDs say what must be
-/// found at the address: a replaced card is reported, never configured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SriovDeclaration {
-    pub address: PciAddress,
-    pub vendor: VendorId,
-    pub device: DeviceId,
-    pub numvfs: u16,
-    /// The driver of its VFs (a `[[binding]]` naming a VF's address wins).
-    pub vf_driver: DeclaredDriver,
-    pub origin: Origin,
-}
-
-impl SriovDeclaration {
-    /// The PF's address: what `persist remove` and messages name.
-    pub fn key(&self) -> String {
-        self.address.to_string()
-    }
-
-    pub fn ids_text(&self) -> String {
-        format!("{}:{}", self.vendor, self.device)
-    }
-
-    /// Applies to the PF at its address with its IDs; a mismatch otherwise.
-    pub fn fit(&self, dev: &PciDevice) -> Fit {
-        if dev.address != self.address {
-            Fit::NotThisDevice
-        } else if dev.ids.vendor == self.vendor && dev.ids.device == self.device {
-            Fit::Applies
-        } else {
-            Fit::Mismatch { found: dev.ids }
-        }
-    }
-
-    /// The binding its `vf_driver` makes for one VF of its PF.
-    fn vf_binding(&self, vf: &PciDevice) -> Declaration {
-        Declaration {
-            address: Some(vf.address),
-            driver: self.vf_driver.clone(),
-            ..Declaration::of_ids(
-                vf.ids.vendor,
-                vf.ids.device,
-                &self.origin.file,
-                self.origin.line,
-            )
-        }
-    }
-}
+use super::{Declaration, Fit, Origin, SriovDeclaration};
+use crate::model::address::PciAddress;
+use crate::model::device::{PciDevice, SriovRole};
+use crate::model::driver::DriverKind;
+use crate::model::ids::{DeviceId, DeviceIds, VendorId};
 
 /// Every declaration, in file order.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -290,6 +90,22 @@ fn binding_terms(d: &Declaration) -> impl PartialEq + '_ {
 
 fn sriov_terms(d: &SriovDeclaration) -> impl PartialEq + '_ {
     (d.vendor, d.device, d.numvfs, &d.vf_driver)
+}
+
+/// Each item declared again under a key seen before, with the first one of
+/// that key: (the first, the later one), in order.
+fn repeats<T, K: Eq + Hash>(items: &[T], key: impl Fn(&T) -> K) -> Vec<(&T, &T)> {
+    let mut first: HashMap<K, &T> = HashMap::new();
+    let mut out = Vec::new();
+    for item in items {
+        match first.get(&key(item)) {
+            Some(earlier) => out.push((*earlier, item)),
+            None => {
+                first.insert(key(item), item);
+            }
+        }
+    }
+    out
 }
 
 /// The declaration that governs one device, if any.
@@ -467,40 +283,21 @@ impl Declarations {
     /// Declarations of one key that disagree, and `[[sriov]]` tables of one
     /// PF that disagree: (the first, each later one that differs from it).
     pub fn conflicts(&self) -> Vec<Conflict> {
-        let mut out = Vec::new();
-        let mut first: HashMap<String, &Declaration> = HashMap::new();
-        for decl in &self.list {
-            match first.get(&decl.key()) {
-                Some(earlier) if binding_terms(earlier) != binding_terms(decl) => {
-                    out.push(Conflict {
-                        key: decl.key(),
-                        sriov: false,
-                        first: earlier.origin.clone(),
-                        again: decl.origin.clone(),
-                    })
-                }
-                Some(_) => {}
-                None => {
-                    first.insert(decl.key(), decl);
-                }
-            }
-        }
-        let mut first_pf: HashMap<PciAddress, &SriovDeclaration> = HashMap::new();
-        for decl in &self.sriov {
-            match first_pf.get(&decl.address) {
-                Some(earlier) if sriov_terms(earlier) != sriov_terms(decl) => out.push(Conflict {
-                    key: decl.key(),
-                    sriov: true,
-                    first: earlier.origin.clone(),
-                    again: decl.origin.clone(),
-                }),
-                Some(_) => {}
-                None => {
-                    first_pf.insert(decl.address, decl);
-                }
-            }
-        }
-        out
+        let conflict = |sriov: bool, key: String, first: &Origin, again: &Origin| Conflict {
+            key,
+            sriov,
+            first: first.clone(),
+            again: again.clone(),
+        };
+        let bindings = repeats(&self.list, Declaration::key)
+            .into_iter()
+            .filter(|(first, again)| binding_terms(first) != binding_terms(again))
+            .map(|(first, again)| conflict(false, again.key(), &first.origin, &again.origin));
+        let pfs = repeats(&self.sriov, |d| d.address)
+            .into_iter()
+            .filter(|(first, again)| sriov_terms(first) != sriov_terms(again))
+            .map(|(first, again)| conflict(true, again.key(), &first.origin, &again.origin));
+        bindings.chain(pfs).collect()
     }
 
     /// The conflict that leaves `dev` without a declaration applied: one of
@@ -622,17 +419,7 @@ impl Declarations {
     /// (the earlier one, the later one). Identical when their drivers agree,
     /// conflicting otherwise.
     pub fn duplicates(&self) -> Vec<(&Declaration, &Declaration)> {
-        let mut first: HashMap<String, &Declaration> = HashMap::new();
-        let mut out = Vec::new();
-        for decl in &self.list {
-            match first.get(&decl.key()) {
-                Some(earlier) => out.push((*earlier, decl)),
-                None => {
-                    first.insert(decl.key(), decl);
-                }
-            }
-        }
-        out
+        repeats(&self.list, Declaration::key)
     }
 
     /// Declarations whose address holds a different device now.
@@ -651,152 +438,13 @@ impl Declarations {
     }
 }
 
-/// Why declarations could not be made from selectors.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DeclareError(pub String);
-
-fn from_device(dev: &PciDevice, by_address: bool, driver: Option<&DriverName>) -> Declaration {
-    Declaration {
-        vendor: dev.ids.vendor,
-        device: dev.ids.device,
-        // An address declaration records everything needed to notice a swap.
-        subsystem: by_address.then_some((dev.ids.subsystem_vendor, dev.ids.subsystem_device)),
-        address: by_address.then_some(dev.address),
-        driver: driver.cloned().into(),
-        expect: None,
-        seen: Vec::new(),
-        origin: Origin {
-            file: String::new(),
-            line: 0,
-        },
-    }
-}
-
-/// The declarations `persist add` makes for `selectors`: an address selector
-/// declares that function (with its IDs); an ID selector declares the IDs
-/// (present or not); any other selector declares each matched function by
-/// address. Display adapters bring their companions, declared the same way.
-pub fn declare(
-    inv: &Inventory,
-    selectors: &[Selector],
-    driver: Option<&DriverName>,
-) -> Result<Vec<Declaration>, DeclareError> {
-    let mut out: Vec<Declaration> = Vec::new();
-    let mut push = |decl: Declaration| {
-        if !out.iter().any(|d| d.key() == decl.key()) {
-            out.push(decl);
-        }
-    };
-    for selector in selectors {
-        let matched: Vec<&PciDevice> = inv.devices.iter().filter(|d| selector.matches(d)).collect();
-        if let Some(bridge) = matched.iter().find(|d| d.is_bridge()) {
-            return Err(DeclareError(format!(
-                "selector '{selector}' matches {}, a bridge or port; bridges are never bound",
-                bridge.address
-            )));
-        }
-        let by_address = match &selector.matcher {
-            Matcher::Ids {
-                vendor,
-                device: Some(device),
-                subsystem,
-            } => {
-                // The count covered now, so that fewer later is noticed.
-                push(Declaration {
-                    vendor: *vendor,
-                    device: *device,
-                    subsystem: *subsystem,
-                    address: None,
-                    driver: driver.cloned().into(),
-                    expect: (!matched.is_empty()).then_some(matched.len()),
-                    seen: matched.iter().map(|d| d.address).collect(),
-                    origin: Origin {
-                        file: String::new(),
-                        line: 0,
-                    },
-                });
-                false
-            }
-            Matcher::Ids { device: None, .. } => {
-                if matched.is_empty() {
-                    return Err(DeclareError(format!(
-                        "selector '{selector}' matched no PCI function"
-                    )));
-                }
-                for dev in &matched {
-                    push(from_device(dev, false, driver));
-                }
-                false
-            }
-            _ => {
-                if matched.is_empty() {
-                    return Err(DeclareError(format!(
-                        "selector '{selector}' matched no PCI function"
-                    )));
-                }
-                for dev in &matched {
-                    push(from_device(dev, true, driver));
-                }
-                true
-            }
-        };
-        for dev in &matched {
-            for companion in inv.companions(dev) {
-                if let Some(c) = inv.device(&companion.address) {
-                    push(from_device(c, by_address, driver));
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::tests::decl;
+    use super::super::DeclaredDriver;
     use super::*;
     use crate::model::device::tests::endpoint;
-
-    fn decl(address: Option<&str>, subsystem: Option<(u16, u16)>) -> Declaration {
-        Declaration {
-            subsystem: subsystem.map(|(v, d)| (VendorId(v), DeviceId(d))),
-            address: address.map(|a| a.parse().unwrap()),
-            ..Declaration::of_ids(
-                VendorId(0x10de),
-                DeviceId(0x20b0),
-                "/etc/vfioctl/bindings.d/a.toml",
-                1,
-            )
-        }
-    }
-
-    #[test]
-    fn ids_declarations_match_every_such_function() {
-        let gpu = endpoint("25:00.0", 0x030200);
-        assert_eq!(decl(None, None).fit(&gpu), Fit::Applies);
-        assert_eq!(decl(None, Some((0x10de, 0x134f))).fit(&gpu), Fit::Applies);
-        assert_eq!(
-            decl(None, Some((0x10de, 0x1111))).fit(&gpu),
-            Fit::NotThisDevice
-        );
-        assert_eq!(decl(None, None).key(), "10de:20b0");
-    }
-
-    #[test]
-    fn an_address_holding_another_device_is_a_mismatch() {
-        let gpu = endpoint("25:00.0", 0x030200);
-        assert_eq!(decl(Some("25:00.0"), None).fit(&gpu), Fit::Applies);
-        assert_eq!(decl(Some("26:00.0"), None).fit(&gpu), Fit::NotThisDevice);
-        let mut other = endpoint("25:00.0", 0x020000);
-        other.ids.vendor = VendorId(0x8086);
-        assert_eq!(
-            decl(Some("25:00.0"), None).fit(&other),
-            Fit::Mismatch { found: other.ids }
-        );
-        let all = Declarations::new(vec![decl(Some("25:00.0"), None)]);
-        assert_eq!(all.mismatches(std::slice::from_ref(&other)).len(), 1);
-        assert_eq!(other.ids.to_string(), "8086:20b0:10de:134f");
-    }
+    use crate::model::driver::DriverName;
 
     fn vf(addr: &str, pf: &str) -> PciDevice {
         let mut vf = endpoint(addr, 0x020000);

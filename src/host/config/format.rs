@@ -1,9 +1,7 @@
-//! /etc/vfioctl: declared bindings, one TOML drop-in file or more under
-//! bindings.d. A file is trusted only when it and every directory up to `/`
-//! are root-owned and writable by nobody else (group write only for group
-//! root), checked on the open descriptors (no symlinks followed, nothing
-//! reopened by path); under a fake `--root`, the owner trusted is the root
-//! directory's. A malformed file stops everything with its file and line.
+//! The file grammar of bindings.d: where the files are, how they are named,
+//! and the TOML read ([`parse_all`], every error with its file and line)
+//! and written ([`render`], serialized by the toml crate and checked to
+//! read back as written).
 //!
 //! ```toml
 //! [[binding]]
@@ -23,111 +21,17 @@
 //! numvfs = 7                   # required: the VFs it carries, 0 up to its sriov_totalvfs
 //! vf_driver = "vfio-pci"       # optional: its VFs' driver; default vfio-pci or the best VFIO variant
 //! ```
-
-use std::fs::{self, File};
-use std::io::{self, Read};
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-
-use nix::dir::Dir;
-use nix::errno::Errno;
-use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::Mode;
+//!
+//! Takes [`ConfigError`] from `error.rs` and [`seal`] from `owner.rs`.
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::HostRoot;
-use crate::model::declaration::{
-    Declaration, Declarations, DeclaredDriver, Origin, SriovDeclaration,
-};
+use super::error::ConfigError;
+use super::owner::seal;
+use crate::model::declaration::{Declaration, DeclaredDriver, Origin, SriovDeclaration};
 use crate::model::{DeviceId, DriverName, PciAddress, VendorId};
 
 pub const BINDINGS_DIR: &str = "/etc/vfioctl/bindings.d";
-/// First line of the declaration files vfioctl writes, followed by
-/// ` sha256=` and the digest of the rest of the file (`seal`).
-pub const WRITTEN_HEADER: &str =
-    "# Written by vfioctl persist add; remove with vfioctl persist remove.";
-
-/// `body` with the header line that makes it vfioctl's: `WRITTEN_HEADER`,
-/// then ` sha256=` and the SHA-256 of `body` in hex.
-pub fn seal(body: &str) -> String {
-    format!("{WRITTEN_HEADER} sha256={}\n{body}", sha256_hex(body))
-}
-
-fn sha256_hex(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Whether a declaration file is exactly what vfioctl wrote: its first line
-/// is the header with the digest of everything after it. A declaration
-/// appended, a comment added, a value edited, or a header copied onto a
-/// file written by hand: the digest no longer matches, and the file is the
-/// operator's, never replaced or removed by vfioctl. The package's purge
-/// (`packaging/maint/generated.sh`) applies the same rule with sha256sum.
-pub fn owned(text: &str) -> bool {
-    let Some((first, body)) = text.split_once('\n') else {
-        return false;
-    };
-    first
-        .strip_prefix(WRITTEN_HEADER)
-        .and_then(|rest| rest.strip_prefix(" sha256="))
-        .is_some_and(|digest| digest == sha256_hex(body))
-}
-
-/// Whether vfioctl wrote a file: its header (after an optional `#!` line)
-/// starts with `header`. The one test every "may vfioctl replace or remove
-/// this?" decision uses; files written by hand are never touched.
-pub fn written_by_vfioctl(text: &str, header: &str) -> bool {
-    text.lines().take(2).any(|l| l.starts_with(header))
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A declaration in a file vfioctl did not write (or that was edited
-    /// since): refused, never removed or replaced.
-    #[error("{file}:{line}: declared in a file vfioctl did not write, or that was edited by hand since (its sha256 header no longer matches); vfioctl neither replaces nor removes it: edit or delete it by hand")]
-    HandWritten { file: String, line: usize },
-    /// A key (device or PF) declared in a file vfioctl does not own: a
-    /// declaration of its own would make a second one.
-    #[error("{key} is already declared at {origin}, in a file vfioctl did not write (or that was edited by hand): nothing was written; change that declaration by hand, or delete it and run again")]
-    DeclaredByHand { key: String, origin: String },
-    #[error("{file}:{line}: {message}")]
-    Invalid {
-        file: String,
-        line: usize,
-        message: String,
-    },
-    #[error("{path} is owned by uid {uid}, not {owner}: vfioctl only trusts configuration its owner wrote (chown {owner} {path})", owner = owner_name(*.expected))]
-    NotRootOwned {
-        path: String,
-        uid: u32,
-        expected: u32,
-    },
-    #[error(
-        "{path} is writable by everyone (mode {mode:o}): vfioctl refuses it (chmod o-w {path})"
-    )]
-    WorldWritable { path: String, mode: u32 },
-    #[error("{path} is writable by group {gid} (mode {mode:o}): only root's group may write it (chmod g-w {path})")]
-    GroupWritable { path: String, gid: u32, mode: u32 },
-    #[error(
-        "{path} is a symlink or not a {kind}: vfioctl does not follow links in its configuration"
-    )]
-    NotPlain { path: String, kind: &'static str },
-    #[error("{path}: a bindings.d file name is letters, digits, '.', '_' and '-' ending in .toml; rename it")]
-    BadFileName { path: String },
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: String,
-        #[source]
-        source: io::Error,
-    },
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -178,14 +82,6 @@ struct FileOut<'a> {
     binding: [&'a BindingModel; 1],
 }
 
-/// A host path as shown in messages (`/etc/...`, whatever the root).
-fn shown(root: &HostRoot, path: &Path) -> String {
-    match path.strip_prefix(root.base()) {
-        Ok(rel) => format!("/{}", rel.display()),
-        Err(_) => path.display().to_string(),
-    }
-}
-
 /// Line numbers of byte offsets in one text: its newlines found once, then a
 /// binary search per offset (a file of 10,000 bindings is not rescanned 10,000 times).
 struct Lines(Vec<usize>);
@@ -198,138 +94,6 @@ impl Lines {
     fn line_of(&self, offset: usize) -> usize {
         self.0.partition_point(|&newline| newline < offset) + 1
     }
-}
-
-fn owner_name(uid: u32) -> String {
-    if uid == 0 {
-        "root".to_string()
-    } else {
-        format!("uid {uid}")
-    }
-}
-
-/// The trust rule, applied to what `fstat` says about an open descriptor:
-/// owned by `owner`, not writable by others, writable by the group only when
-/// the group is root's.
-fn check_trust(path: &str, meta: &fs::Metadata, owner: u32) -> Result<(), ConfigError> {
-    let mode = meta.mode() & 0o7777;
-    if meta.uid() != owner {
-        return Err(ConfigError::NotRootOwned {
-            path: path.to_string(),
-            uid: meta.uid(),
-            expected: owner,
-        });
-    }
-    if mode & 0o002 != 0 {
-        return Err(ConfigError::WorldWritable {
-            path: path.to_string(),
-            mode,
-        });
-    }
-    if mode & 0o020 != 0 && meta.gid() != 0 {
-        return Err(ConfigError::GroupWritable {
-            path: path.to_string(),
-            gid: meta.gid(),
-            mode,
-        });
-    }
-    Ok(())
-}
-
-/// Opens `name` under `dir` without following a symlink, as a directory or
-/// a regular file. `Ok(None)`: it does not exist.
-fn open_at(
-    dir: &OwnedFd,
-    name: &str,
-    shown_path: &str,
-    directory: bool,
-) -> Result<Option<File>, ConfigError> {
-    let mut flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-    if directory {
-        flags |= OFlag::O_DIRECTORY;
-    }
-    let kind = if directory {
-        "directory"
-    } else {
-        "regular file"
-    };
-    match openat(dir, name, flags, Mode::empty()) {
-        Ok(fd) => {
-            let file = File::from(fd);
-            let meta = file.metadata().map_err(|source| ConfigError::Io {
-                action: "cannot stat",
-                path: shown_path.to_string(),
-                source,
-            })?;
-            if meta.is_dir() != directory || (!directory && !meta.is_file()) {
-                return Err(ConfigError::NotPlain {
-                    path: shown_path.to_string(),
-                    kind,
-                });
-            }
-            Ok(Some(file))
-        }
-        Err(Errno::ENOENT) => Ok(None),
-        Err(Errno::ELOOP | Errno::ENOTDIR) => Err(ConfigError::NotPlain {
-            path: shown_path.to_string(),
-            kind,
-        }),
-        Err(errno) => Err(ConfigError::Io {
-            action: "cannot open",
-            path: shown_path.to_string(),
-            source: io::Error::from(errno),
-        }),
-    }
-}
-
-/// Opens a configuration directory (`/etc/vfioctl/bindings.d`) one
-/// component at a time from the top, each with `O_NOFOLLOW`, checking each
-/// on its descriptor (`check_trust`), so nothing can be swapped between the
-/// check and the read. `Ok(None)`: it does not exist.
-///
-/// The owner trusted is root. Under a `--root` other than `/` (a fake host,
-/// a copied-off snapshot), it is the owner of the `--root` directory itself,
-/// and the check starts there: so tests can build fake hosts as any user,
-/// and the directories above the snapshot are not the host's. Returns the
-/// directory and the owner trusted.
-fn open_trusted_dir(
-    root: &HostRoot,
-    host_dir: &str,
-) -> Result<Option<(OwnedFd, u32)>, ConfigError> {
-    let base = root.base();
-    let top = File::open(base).map_err(|source| ConfigError::Io {
-        action: "cannot open",
-        path: base.display().to_string(),
-        source,
-    })?;
-    let top_meta = top.metadata().map_err(|source| ConfigError::Io {
-        action: "cannot stat",
-        path: base.display().to_string(),
-        source,
-    })?;
-    let owner = if base == Path::new("/") {
-        0
-    } else {
-        top_meta.uid()
-    };
-    check_trust("/", &top_meta, owner)?;
-    let mut dir = OwnedFd::from(top);
-    let mut shown_path = String::new();
-    for component in host_dir.split('/').filter(|c| !c.is_empty()) {
-        shown_path.push('/');
-        shown_path.push_str(component);
-        let Some(next) = open_at(&dir, component, &shown_path, true)? else {
-            return Ok(None);
-        };
-        let meta = next.metadata().map_err(|source| ConfigError::Io {
-            action: "cannot stat",
-            path: shown_path.clone(),
-            source,
-        })?;
-        check_trust(&shown_path, &meta, owner)?;
-        dir = OwnedFd::from(next);
-    }
-    Ok(Some((dir, owner)))
 }
 
 /// Parses one file's text into its `[[binding]]` declarations.
@@ -469,66 +233,6 @@ pub fn valid_file_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
-/// The `*.toml` names in the open bindings.d, sorted; a `.toml` file whose
-/// name is not `valid_file_name` is refused, naming it (escaped).
-fn binding_files(dir: &OwnedFd) -> Result<Vec<String>, ConfigError> {
-    let listing_error = |errno: Errno| ConfigError::Io {
-        action: "cannot list",
-        path: BINDINGS_DIR.to_string(),
-        source: io::Error::from(errno),
-    };
-    let fd = dir
-        .try_clone()
-        .map_err(|e| listing_error(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-    let mut listing = Dir::from_fd(fd).map_err(listing_error)?;
-    let mut files = Vec::new();
-    for entry in listing.iter() {
-        let entry = entry.map_err(listing_error)?;
-        let name = String::from_utf8_lossy(entry.file_name().to_bytes()).into_owned();
-        if !name.ends_with(".toml") {
-            continue;
-        }
-        if !valid_file_name(&name) {
-            return Err(ConfigError::BadFileName {
-                path: format!("{}/{}", BINDINGS_DIR, name.escape_debug()),
-            });
-        }
-        files.push(name);
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// Reads every declaration; any bad file fails the whole read. Every file
-/// and directory is opened without following links and checked on its
-/// descriptor before it is read (`open_trusted_dir`).
-pub fn load(root: &HostRoot) -> Result<Declarations, ConfigError> {
-    let Some((dir, owner)) = open_trusted_dir(root, BINDINGS_DIR)? else {
-        return Ok(Declarations::default());
-    };
-    let (mut list, mut sriov) = (Vec::new(), Vec::new());
-    for name in binding_files(&dir)? {
-        let shown_path = format!("{BINDINGS_DIR}/{name}");
-        let Some(mut file) = open_at(&dir, &name, &shown_path, false)? else {
-            continue; // removed since the listing
-        };
-        let io_error = |action, source| ConfigError::Io {
-            action,
-            path: shown_path.clone(),
-            source,
-        };
-        let meta = file.metadata().map_err(|e| io_error("cannot stat", e))?;
-        check_trust(&shown_path, &meta, owner)?;
-        let mut text = String::new();
-        file.read_to_string(&mut text)
-            .map_err(|e| io_error("cannot read", e))?;
-        let (bindings, pfs) = parse_all(&shown_path, &text)?;
-        list.extend(bindings);
-        sriov.extend(pfs);
-    }
-    Ok(Declarations::with_sriov(list, sriov))
-}
-
 /// The file name `persist add` uses for a declaration.
 pub fn file_name(decl: &Declaration) -> String {
     match decl.address {
@@ -562,7 +266,7 @@ pub fn sriov_file_name(decl: &SriovDeclaration) -> String {
     sriov_file_name_of(decl.address)
 }
 
-fn sriov_file_name_of(pf: PciAddress) -> String {
+pub(super) fn sriov_file_name_of(pf: PciAddress) -> String {
     format!("sriov-{}.toml", pf.to_string().replace(':', "_"))
 }
 
@@ -583,7 +287,7 @@ pub fn render_sriov(decl: &SriovDeclaration) -> String {
 
 /// `render(decl)`, checked to parse back to the same declaration: nothing
 /// vfioctl writes can fail its own parser.
-fn render_checked(decl: &Declaration, file: &str) -> Result<String, ConfigError> {
+pub(super) fn render_checked(decl: &Declaration, file: &str) -> Result<String, ConfigError> {
     let text = render(decl);
     let back = parse_all(file, &text)?;
     // Everything but where it was read from.
@@ -598,22 +302,6 @@ fn render_checked(decl: &Declaration, file: &str) -> Result<String, ConfigError>
     Ok(text)
 }
 
-/// Writes `text` to `path` atomically (see `HostRoot::write_atomic`), naming
-/// the path as the host sees it on failure.
-pub fn write_atomic(
-    root: &HostRoot,
-    path: &Path,
-    text: &str,
-    mode: u32,
-) -> Result<(), ConfigError> {
-    root.write_atomic(path, text, mode)
-        .map_err(|e| ConfigError::Io {
-            action: e.action,
-            path: shown(root, &e.path),
-            source: e.source,
-        })
-}
-
 /// What vfioctl refuses to write: text its own parser reads differently.
 fn not_read_back(file: &str, key: &str) -> ConfigError {
     ConfigError::Invalid {
@@ -624,7 +312,10 @@ fn not_read_back(file: &str, key: &str) -> ConfigError {
 }
 
 /// `render_sriov(decl)`, checked to parse back to the same declaration.
-fn render_sriov_checked(decl: &SriovDeclaration, file: &str) -> Result<String, ConfigError> {
+pub(super) fn render_sriov_checked(
+    decl: &SriovDeclaration,
+    file: &str,
+) -> Result<String, ConfigError> {
     let text = render_sriov(decl);
     let (bindings, back) = parse_all(file, &text)?;
     let same = bindings.is_empty()
@@ -639,128 +330,10 @@ fn render_sriov_checked(decl: &SriovDeclaration, file: &str) -> Result<String, C
     Ok(text)
 }
 
-/// Whether the file at host path `file` (`/etc/vfioctl/bindings.d/x.toml`)
-/// is one vfioctl owns (`owned`). A file that cannot be read is not.
-pub fn file_owned(root: &HostRoot, file: &str) -> bool {
-    fs::read_to_string(root.path(file)).is_ok_and(|text| owned(&text))
-}
-
-/// Refuses a declaration of `key` that would sit beside one the operator
-/// owns: every declaration of the same key in `existing` must be the one
-/// in `own_file` (the file vfioctl would replace), and that file vfioctl's.
-fn may_replace<'a>(
-    root: &HostRoot,
-    key: &str,
-    own_file: &str,
-    existing: impl Iterator<Item = (String, &'a Origin)>,
-) -> Result<(), ConfigError> {
-    for (other_key, origin) in existing {
-        if other_key == key && (origin.file != own_file || !file_owned(root, &origin.file)) {
-            return Err(ConfigError::DeclaredByHand {
-                key: key.to_string(),
-                origin: origin.to_string(),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Checks that `add` may write `decl` beside `existing`: see `may_replace`,
-/// and the target file, if there, must be vfioctl's.
-pub fn may_add(
-    root: &HostRoot,
-    existing: &Declarations,
-    decl: &Declaration,
-) -> Result<(), ConfigError> {
-    let file = format!("{BINDINGS_DIR}/{}", file_name(decl));
-    may_replace(
-        root,
-        &decl.key(),
-        &file,
-        existing.list.iter().map(|d| (d.key(), &d.origin)),
-    )?;
-    may_write(root, &file)
-}
-
-/// Checks that `add_sriov` may write a declaration of the PF at `pf`
-/// beside `existing`.
-pub fn may_add_sriov(
-    root: &HostRoot,
-    existing: &Declarations,
-    pf: PciAddress,
-) -> Result<(), ConfigError> {
-    let file = format!("{BINDINGS_DIR}/{}", sriov_file_name_of(pf));
-    may_replace(
-        root,
-        &pf.to_string(),
-        &file,
-        existing.sriov.iter().map(|d| (d.key(), &d.origin)),
-    )?;
-    may_write(root, &file)
-}
-
-/// A file vfioctl would replace must be absent or its own.
-fn may_write(root: &HostRoot, file: &str) -> Result<(), ConfigError> {
-    if root.path(file).exists() && !file_owned(root, file) {
-        return Err(ConfigError::HandWritten {
-            file: file.to_string(),
-            line: 1,
-        });
-    }
-    Ok(())
-}
-
-/// Writes a declaration to its own file (replacing an earlier one for the
-/// same key that vfioctl wrote; never one written or edited by hand).
-pub fn add(root: &HostRoot, decl: &Declaration) -> Result<PathBuf, ConfigError> {
-    let path = root.path(BINDINGS_DIR).join(file_name(decl));
-    let text = render_checked(decl, &shown(root, &path))?;
-    may_write(root, &shown(root, &path))?;
-    write_atomic(root, &path, &text, 0o644)?;
-    Ok(path)
-}
-
-/// Writes an `[[sriov]]` declaration to its own file (replacing an earlier
-/// one for the same PF that vfioctl wrote; never one written or edited by hand).
-pub fn add_sriov(root: &HostRoot, decl: &SriovDeclaration) -> Result<PathBuf, ConfigError> {
-    let path = root.path(BINDINGS_DIR).join(sriov_file_name(decl));
-    let text = render_sriov_checked(decl, &shown(root, &path))?;
-    may_write(root, &shown(root, &path))?;
-    write_atomic(root, &path, &text, 0o644)?;
-    Ok(path)
-}
-
-/// Removes the file vfioctl wrote for `decl`; refuses files written by hand.
-pub fn remove(root: &HostRoot, decl: &Declaration) -> Result<(), ConfigError> {
-    remove_origin(root, &decl.origin)
-}
-
-/// Refuses, naming it, a declaration whose file vfioctl does not own.
-pub fn may_remove(root: &HostRoot, origin: &Origin) -> Result<(), ConfigError> {
-    if file_owned(root, &origin.file) {
-        Ok(())
-    } else {
-        Err(ConfigError::HandWritten {
-            file: origin.file.clone(),
-            line: origin.line,
-        })
-    }
-}
-
-/// Removes the file vfioctl wrote that declared at `origin`; refuses files
-/// written or edited by hand (`owned`).
-pub fn remove_origin(root: &HostRoot, origin: &Origin) -> Result<(), ConfigError> {
-    may_remove(root, origin)?;
-    fs::remove_file(root.path(&origin.file)).map_err(|source| ConfigError::Io {
-        action: "cannot remove",
-        path: origin.file.clone(),
-        source,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::config::WRITTEN_HEADER;
 
     #[test]
     fn parses_declarations_with_lines() {
@@ -919,30 +492,6 @@ mod tests {
             "x.toml.bak",
         ] {
             assert!(!valid_file_name(bad), "{bad}");
-        }
-    }
-
-    /// #24 class 5: vfioctl owns a declaration file exactly as it wrote it.
-    #[test]
-    fn a_file_is_owned_only_exactly_as_written() {
-        let body = "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n";
-        let text = seal(body);
-        assert!(owned(&text));
-        // The digest is sha256sum's of everything after the first line.
-        assert_eq!(
-            text.lines().next().unwrap(),
-            format!("{WRITTEN_HEADER} sha256=1bf1f1e3e2e64713d6e76ac4842529236bd6de72ae9a1047171d67aa5eb07f0c")
-        );
-        for edited in [
-            format!("{text}\n[[binding]]\nvendor = \"8086\"\ndevice = \"1521\"\n"),
-            format!("{text}# mine\n"),
-            text.replace("20b0", "20b1"),
-            format!("{WRITTEN_HEADER}\n{body}"),
-            text.replace("sha256=", "sha256= "),
-            body.to_string(),
-            String::new(),
-        ] {
-            assert!(!owned(&edited), "{edited}");
         }
     }
 
