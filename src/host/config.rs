@@ -493,6 +493,41 @@ pub fn load(root: &HostRoot) -> Result<Declarations, ConfigError> {
     Ok(Declarations::with_sriov(list, sriov))
 }
 
+/// Reads one file vfioctl trusts (`/etc/vfioctl/check.toml`, a state file
+/// under /var/lib/vfioctl) by the rules `load` applies to bindings.d: every
+/// directory from `/` and the file itself owned by root (the `--root`
+/// owner under a fake root), writable by no one else, no symlink followed,
+/// each checked on its open descriptor. `Ok(None)`: it does not exist.
+pub fn read_trusted(
+    root: &HostRoot,
+    host_dir: &str,
+    name: &str,
+) -> Result<Option<String>, ConfigError> {
+    let Some((dir, owner)) = open_trusted_dir(root, host_dir)? else {
+        return Ok(None);
+    };
+    let shown_path = format!("{}/{name}", host_dir.trim_end_matches('/'));
+    let Some(mut file) = open_at(&dir, name, &shown_path, false)? else {
+        return Ok(None);
+    };
+    let io_error = |action, source| ConfigError::Io {
+        action,
+        path: shown_path.clone(),
+        source,
+    };
+    let meta = file.metadata().map_err(|e| io_error("cannot stat", e))?;
+    check_trust(&shown_path, &meta, owner)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| io_error("cannot read", e))?;
+    Ok(Some(text))
+}
+
+/// The line of a byte offset in `text` (1-based), for errors naming file:line.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    Lines::new(text).line_of(offset)
+}
+
 /// The file name `persist add` uses for a declaration.
 pub fn file_name(decl: &Declaration) -> String {
     match decl.address {

@@ -8,8 +8,13 @@ use serde::{Serialize, Serializer};
 
 mod declarations;
 mod devices;
+mod health;
+mod health_aer;
 mod host;
 mod sriov;
+
+pub use health::{judged, HealthInput};
+pub use health_aer::{plan as aer_plan, updates as aer_updates, Decision as AerDecision};
 
 use declarations::{bindings, expectations};
 use devices::pending_unbinds;
@@ -160,6 +165,8 @@ pub struct Facts<'a> {
     pub pending: Vec<(PciAddress, String)>,
     /// The host's NVLink fabric mode (shared: Fabric Manager keeps the NVSwitches).
     pub fabric: Option<Fabric>,
+    /// The devices judged fit for the next VM, and what was read of them.
+    pub health: HealthInput<'a>,
 }
 
 /// Runs every check, in a stable order.
@@ -173,6 +180,7 @@ pub fn run_checks(f: &Facts) -> Vec<CheckResult> {
     out.push(udev_rules(f));
     out.push(libvirt(f));
     out.extend(expectations(f));
+    out.extend(health::health(f));
     out
 }
 
@@ -216,6 +224,7 @@ mod tests {
             libvirt: Err("not asked".into()),
             pending: vec![],
             fabric: None,
+            health: HealthInput::default(),
         }
     }
 
