@@ -141,6 +141,7 @@ fn health_input<'a>(
         now: crate::host::state::now_unix(),
         new_baseline: args.new_aer_baseline,
         saved: None,
+        keeps_baseline: true,
     };
     let updates = aer_updates(&aer_plan(&input));
     if !updates.is_empty() {

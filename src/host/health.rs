@@ -183,12 +183,17 @@ fn read_function(
         Some(d) => d.power_state.clone(),
         None => read_attr(dir, "power_state").map(|s| s.trim().to_string()),
     };
+    // The same text from the attributes when the inventory did not read it
+    // (`show` reads only a device's neighbourhood).
     h.identity = match dev {
         Some(d) => Some(identity(d)),
         None => Some(format!(
-            "{:04x}:{:04x}",
+            "{:04x}:{:04x}:{:04x}:{:04x} rev {:02x}",
             read_hex(dir, "vendor")?,
-            read_hex(dir, "device")?
+            read_hex(dir, "device")?,
+            read_hex(dir, "subsystem_vendor").unwrap_or(0),
+            read_hex(dir, "subsystem_device").unwrap_or(0),
+            read_hex(dir, "revision").unwrap_or(0)
         )),
     };
     let is_vf = dev.is_some_and(|d| matches!(d.sriov, SriovRole::Vf { .. }));

@@ -8,6 +8,9 @@ use crate::integrations::check::HealthInput;
 use crate::model::health::{gts_text, FunctionHealth, HealthFacts, ResetMethods};
 use crate::model::{PciAddress, SriovRole};
 
+/// The width and speed a path allows (`HealthFacts::expected`).
+type Expected = (Option<u32>, Option<f64>);
+
 /// A label value escaped for the text format (backslash, quote, newline).
 pub fn label(value: &str) -> String {
     value
@@ -79,12 +82,12 @@ pub fn prometheus(h: &HealthInput) -> String {
             _ => d.address,
         })
         .collect();
-    let expected: Vec<(PciAddress, (Option<u32>, Option<f64>))> = subjects
+    let expected: Vec<(PciAddress, Expected)> = subjects
         .iter()
         .filter(|a| facts.functions.get(a).and_then(link).is_some())
         .map(|a| (*a, facts.expected(*a)))
         .collect();
-    let samples = |pick: &dyn Fn(&(Option<u32>, Option<f64>)) -> Option<String>| {
+    let samples = |pick: &dyn Fn(&Expected) -> Option<String>| {
         expected
             .iter()
             .filter_map(|(a, e)| Some((addr(a), pick(e)?)))
@@ -177,12 +180,18 @@ pub fn prometheus(h: &HealthInput) -> String {
 }
 
 /// The rows of `show`'s health section: (name, raw value) for the device
-/// and each port above it.
-pub fn facts_rows(facts: &HealthFacts, at: PciAddress) -> Vec<(String, String)> {
+/// at `at` (a VF's PF: `device` is the VF) and each port above it.
+pub fn facts_rows(
+    facts: &HealthFacts,
+    device: PciAddress,
+    at: PciAddress,
+) -> Vec<(String, String)> {
     let mut rows = Vec::new();
     for f in facts.path(at) {
-        let who = if f.address == at {
+        let who = if f.address == device {
             "device".to_string()
+        } else if f.address == at {
+            format!("PF {}", f.address)
         } else {
             format!("port {}", f.address)
         };
@@ -210,7 +219,7 @@ pub fn facts_rows(facts: &HealthFacts, at: PciAddress) -> Vec<(String, String)> 
             None => "no AER counters".to_string(),
         };
         rows.push((
-            format!("{who}"),
+            who,
             format!(
                 "link {link}; AER {aer}; {}",
                 f.power_state.as_deref().unwrap_or("power state ?")

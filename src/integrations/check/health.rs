@@ -32,6 +32,8 @@ pub struct HealthInput<'a> {
     pub new_baseline: bool,
     /// Whether the baseline entries taken this run were saved (`None`: none to save).
     pub saved: Option<Result<(), String>>,
+    /// Whether this run keeps a baseline (`check`), or only reads one (`show`).
+    pub keeps_baseline: bool,
 }
 
 impl Default for HealthInput<'_> {
@@ -47,6 +49,7 @@ impl Default for HealthInput<'_> {
             now: 0,
             new_baseline: false,
             saved: None,
+            keeps_baseline: false,
         }
     }
 }
@@ -78,9 +81,13 @@ pub fn judged<'a>(
     (judged, passthrough)
 }
 
-/// Every health result: the thresholds' source, then each device's families.
 pub(super) fn health(f: &Facts) -> Vec<CheckResult> {
-    let h = &f.health;
+    judge(f.inv, &f.health)
+}
+
+/// Every health result: the thresholds' source, then each judged device's
+/// families (`inv` supplies the PFs of judged VFs), then the baseline's.
+pub fn judge(inv: &Inventory, h: &HealthInput) -> Vec<CheckResult> {
     let mut out = Vec::new();
     match &h.thresholds_from {
         Ok(None) => {}
@@ -117,7 +124,7 @@ pub(super) fn health(f: &Facts) -> Vec<CheckResult> {
         if h.judged.iter().any(|d| d.address == pf) {
             continue;
         }
-        if let Some(dev) = f.inv.device(&pf) {
+        if let Some(dev) = inv.device(&pf) {
             out.extend(sriov(dev));
         }
     }
@@ -305,14 +312,20 @@ fn link(h: &HealthInput, dev: &PciDevice) -> CheckResult {
         dev.address,
         problems,
         format!(
-            "{prefix}x{} at {} on {} function(s) up to root port {} ({expected_width}, {expected_speed} expected{})",
+            "{prefix}x{} at {} {} ({expected_width}, {expected_speed} expected{})",
             own_link
                 .current_width
                 .map_or("?".to_string(), |w| w.to_string()),
             own_link.current_speed.as_deref().unwrap_or("?"),
-            path.len(),
-            h.facts.root_port(at).map_or("-".to_string(), |a| a.to_string()),
-            if judge_speed { "" } else { "; speed judged when idle" }
+            match h.facts.root_port(at) {
+                Some(rp) => format!("on {} function(s) up to root port {rp}", path.len()),
+                None => "on a root bus".to_string(),
+            },
+            if judge_speed {
+                ""
+            } else {
+                "; speed judged when idle"
+            }
         ),
         evidence,
     )

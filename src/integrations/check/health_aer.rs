@@ -201,8 +201,18 @@ pub(super) fn verdict(
         )
     } else {
         format!(
-            "{prefix}baseline taken ({}) on {} function(s) up to root port {root_port}: {} fatal, {} nonfatal, {} correctable since enumeration",
+            "{prefix}{} ({}{}) on {} function(s) up to root port {root_port}: {} fatal, {} nonfatal, {} correctable since enumeration",
+            if h.keeps_baseline {
+                "baseline taken"
+            } else {
+                "no baseline to judge against"
+            },
             reasons.join(", "),
+            if h.keeps_baseline {
+                ""
+            } else {
+                "; vfioctl check takes one"
+            },
             counted.len(),
             sum.fatal,
             sum.nonfatal,

@@ -13,7 +13,7 @@ mod health_aer;
 mod host;
 mod sriov;
 
-pub use health::{judged, HealthInput};
+pub use health::{judge as judge_health, judged, HealthInput};
 pub use health_aer::{plan as aer_plan, updates as aer_updates, Decision as AerDecision};
 
 use declarations::{bindings, expectations};
