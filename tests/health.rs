@@ -129,7 +129,7 @@ fn link_speed_is_judged_while_idle_in_every_kernel_format() {
     let (_, out) = check(&host, &[]);
     let l = health(&out, "link", GPU);
     assert!(
-        l.starts_with("OK") && l.contains("speed judged when idle"),
+        l.starts_with("OK") && l.contains("slower while in use, judged when idle"),
         "{l}"
     );
     // "Unknown speed" (older kernels' dead link) parses as no speed.

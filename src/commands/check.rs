@@ -130,7 +130,11 @@ fn health_input<'a>(
         Ok((t, from)) => (t, Ok(from)),
         Err(e) => (Default::default(), Err(e.to_string())),
     };
-    let facts = crate::host::health::read_health(root, inv, &judged);
+    let reading = crate::host::health::Reading {
+        rootport_totals: args.prometheus.is_some(),
+        enable: false,
+    };
+    let facts = crate::host::health::read_health(root, inv, &judged, reading);
     let mut input = HealthInput {
         judged,
         passthrough,

@@ -82,7 +82,15 @@ fn health_of<'a>(root: &HostRoot, inv: &'a Inventory, dev: &'a PciDevice) -> Hea
             .then_some(dev.address)
             .into_iter()
             .collect(),
-        facts: crate::host::health::read_health(root, inv, &[dev]),
+        facts: crate::host::health::read_health(
+            root,
+            inv,
+            &[dev],
+            crate::host::health::Reading {
+                rootport_totals: true,
+                enable: true,
+            },
+        ),
         thresholds,
         thresholds_from,
         baseline: baseline::load_baseline(root),

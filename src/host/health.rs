@@ -15,14 +15,24 @@ use crate::model::health::{
 use crate::model::{Inventory, PciAddress, PciDevice, SriovRole};
 
 use super::sysfs::{
-    link_target, open_attr, open_dir, open_dir_at, open_path_at, read_all, read_attr,
-    read_config_header, read_hex, PCI_DEVICES,
+    link_target, open_attr, open_dir, open_dir_at, open_path_at, read_all, read_attr, read_hex,
+    PCI_DEVICES,
 };
 use super::HostRoot;
 
 /// The PCIe port services; `<root port>:pcie002` is its AER service.
 pub const PORT_SERVICES: &str = "/sys/bus/pci_express/devices";
 pub const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// What the caller needs beyond what the checks judge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reading {
+    /// Root ports' `aer_rootport_total_err_*` (metrics and `show`; not judged).
+    pub rootport_totals: bool,
+    /// Every judged device's enable count (`show`); else it is read only
+    /// where a verdict depends on it (D3cold, a hop slower than its path allows).
+    pub enable: bool,
+}
 
 /// What to read of one function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,11 +99,13 @@ fn read_rootport_aer(dir: BorrowedFd) -> Option<AerTotals> {
     })
 }
 
-fn read_reset(dir: BorrowedFd) -> ResetMethods {
-    match open_attr(dir, "reset_method") {
+/// `reset_method` (and `reset` when it is absent) of the function whose
+/// directory `dir` is, or under it at `prefix` (`ADDRESS/`).
+fn read_reset(dir: BorrowedFd, prefix: &str) -> ResetMethods {
+    match open_attr(dir, &format!("{prefix}reset_method")) {
         Ok(file) => super::sysfs::read_open(file)
             .map_or(ResetMethods::Unreadable, |t| ResetMethods::parse(&t)),
-        Err(rustix::io::Errno::NOENT) => match open_attr(dir, "reset") {
+        Err(rustix::io::Errno::NOENT) => match open_attr(dir, &format!("{prefix}reset")) {
             Err(rustix::io::Errno::NOENT) => ResetMethods::None,
             _ => ResetMethods::Unlisted,
         },
@@ -101,31 +113,42 @@ fn read_reset(dir: BorrowedFd) -> ResetMethods {
     }
 }
 
-/// The PCIe Device Serial Number capability's value, from extended config
-/// space: only root reads past the first 64 bytes (a short read otherwise).
-fn read_serial(dir: BorrowedFd) -> Option<String> {
-    let file = open_attr(dir, "config").ok()?;
+/// BAR0 from the config header, and the PCIe Device Serial Number from
+/// extended config space (root only: others read the first 64 bytes), both
+/// through one descriptor.
+fn read_config(dir: BorrowedFd) -> (Option<Bar0>, Option<String>) {
+    let Ok(file) = open_attr(dir, "config") else {
+        return (None, None);
+    };
+    let mut header = [0u8; 64];
+    let bar0 = file
+        .read_exact_at(&mut header, 0)
+        .ok()
+        .map(|()| Bar0::from_header(&header));
     let dword = |at: u64| {
         let mut buf = [0u8; 4];
         file.read_exact_at(&mut buf, at).ok()?;
         Some(u32::from_le_bytes(buf))
     };
-    let mut at = 0x100u64;
-    for _ in 0..64 {
-        let header = dword(at)?;
-        if header == 0 || header == u32::MAX {
-            return None;
+    let serial = (|| {
+        let mut at = 0x100u64;
+        for _ in 0..64 {
+            let cap = dword(at)?;
+            if cap == 0 || cap == u32::MAX {
+                return None;
+            }
+            if cap & 0xffff == 0x0003 {
+                let (low, high) = (dword(at + 4)?, dword(at + 8)?);
+                return Some(format!("{:016x}", (u64::from(high) << 32) | u64::from(low)));
+            }
+            at = u64::from((cap >> 20) & 0xffc);
+            if at < 0x100 {
+                return None;
+            }
         }
-        if header & 0xffff == 0x0003 {
-            let (low, high) = (dword(at + 4)?, dword(at + 8)?);
-            return Some(format!("{:016x}", (u64::from(high) << 32) | u64::from(low)));
-        }
-        at = u64::from((header >> 20) & 0xffc);
-        if at < 0x100 {
-            return None;
-        }
-    }
-    None
+        None
+    })();
+    (bar0, serial)
 }
 
 /// Whether the kernel assigned BAR0 an address: the first `resource` line
@@ -139,9 +162,26 @@ fn bar0_assigned(dir: BorrowedFd) -> Option<bool> {
     Some(start != 0 || end != 0)
 }
 
-/// The ports above a function, nearest first, from its directory's place
+/// The ports above a function, nearest first: from the inventory's parent
+/// links when it read them all (`check`), else from the function's place
 /// under /sys/devices (`.../pci0000:00/0000:00:01.0/0000:01:00.0/X`).
-fn upstream_of(devices: BorrowedFd, address: PciAddress) -> Vec<PciAddress> {
+fn upstream_of(devices: BorrowedFd, inv: &Inventory, address: PciAddress) -> Vec<PciAddress> {
+    let mut chain = Vec::new();
+    let mut at = inv.device(&address);
+    while let Some(dev) = at {
+        match dev.parent {
+            None => return chain,
+            Some(parent) => {
+                chain.push(parent);
+                at = inv.device(&parent);
+            }
+        }
+    }
+    // A parent the inventory did not read: ask sysfs for the whole path.
+    upstream_from_sysfs(devices, address)
+}
+
+fn upstream_from_sysfs(devices: BorrowedFd, address: PciAddress) -> Vec<PciAddress> {
     let Some(target) = link_target(devices, &address.to_string()) else {
         return Vec::new();
     };
@@ -171,13 +211,28 @@ fn bus_siblings(devices: BorrowedFd, address: PciAddress) -> Vec<PciAddress> {
 /// Reads one function; `dev` is the inventory's view when it has one.
 fn read_function(
     devices: BorrowedFd,
+    inv: &Inventory,
     address: PciAddress,
-    dev: Option<&PciDevice>,
     want: Want,
+    reading: Reading,
 ) -> Option<(FunctionHealth, Option<Vec<PciAddress>>)> {
+    let dev = inv.device(&address);
+    let mut h = FunctionHealth::new(address);
+    let is_vf = dev.is_some_and(|d| matches!(d.sriov, SriovRole::Vf { .. }));
+    if let (Some(d), true, false) = (dev, is_vf, want.full) {
+        // A VF judged by its PF: its own reset and power only, read by
+        // name from the devices directory (no descriptor of its own).
+        let prefix = format!("{address}/");
+        h.power_state = d.power_state.clone();
+        h.identity = Some(identity(d));
+        h.reset = Some(read_reset(devices, &prefix));
+        if reading.enable || h.power_state.as_deref() == Some("D3cold") {
+            h.enable = read_u32(devices, &format!("{prefix}enable"));
+        }
+        return Some((h, None));
+    }
     let fd = open_path_at(devices, &address.to_string()).ok()?;
     let dir = fd.as_fd();
-    let mut h = FunctionHealth::new(address);
     // The power state first: reading the others may wake the device.
     h.power_state = match dev {
         Some(d) => d.power_state.clone(),
@@ -196,40 +251,40 @@ fn read_function(
             read_hex(dir, "revision").unwrap_or(0)
         )),
     };
-    let is_vf = dev.is_some_and(|d| matches!(d.sriov, SriovRole::Vf { .. }));
     if want.judged {
-        h.reset = Some(read_reset(dir));
+        h.reset = Some(read_reset(dir, ""));
         if h.reset == Some(ResetMethods::Listed(vec!["bus".to_string()])) {
             h.bus_siblings = bus_siblings(devices, address);
         }
-        let endpoint = dev.is_some_and(|d| !d.is_bridge());
-        if endpoint && !is_vf {
-            h.bar0 = read_config_header(dir).map(|c| Bar0::from_header(&c));
+        if dev.is_some_and(|d| !d.is_bridge()) && !is_vf {
+            (h.bar0, h.serial) = read_config(dir);
             if let Some(bar) = &mut h.bar0 {
                 if bar.address() == 0 {
                     bar.assigned = bar0_assigned(dir);
                 }
             }
-            h.serial = read_serial(dir);
         }
     }
-    let mut upstream = None;
-    if want.full || h.power_state.as_deref() == Some("D3cold") {
+    let judged_here = want.judged || want.full;
+    if judged_here && (reading.enable || h.power_state.as_deref() == Some("D3cold")) {
         h.enable = read_u32(dir, "enable");
     }
     if want.full || !want.judged {
         h.link = read_link(dir);
         h.aer = read_aer(dir);
     }
-    if want.full {
-        upstream = Some(upstream_of(devices, address));
-    }
+    let upstream = want.full.then(|| upstream_of(devices, inv, address));
     Some((h, upstream))
 }
 
 /// Reads the health of `judged` (a VF is judged by its PF, whose link and
 /// AER counters are read instead of its own) and of every port above them.
-pub fn read_health(root: &HostRoot, inv: &Inventory, judged: &[&PciDevice]) -> HealthFacts {
+pub fn read_health(
+    root: &HostRoot,
+    inv: &Inventory,
+    judged: &[&PciDevice],
+    reading: Reading,
+) -> HealthFacts {
     let mut facts = HealthFacts {
         boot_id: fs::read_to_string(root.path(BOOT_ID))
             .ok()
@@ -265,7 +320,7 @@ pub fn read_health(root: &HostRoot, inv: &Inventory, judged: &[&PciDevice]) -> H
     }
     let first: Vec<(PciAddress, Want)> = wanted.into_iter().collect();
     let read = read_all(&first, |&(address, want), (): &mut ()| {
-        read_function(devices, address, inv.device(&address), want)
+        read_function(devices, inv, address, want, reading)
     });
     let mut ports = BTreeSet::new();
     let mut roots = BTreeSet::new();
@@ -287,19 +342,44 @@ pub fn read_health(root: &HostRoot, inv: &Inventory, judged: &[&PciDevice]) -> H
         full: false,
     };
     let read = read_all(&ports, |&address, (): &mut ()| {
-        read_function(devices, address, inv.device(&address), port_want)
+        read_function(devices, inv, address, port_want, reading)
     });
     for (h, _) in read {
         facts.functions.insert(h.address, h);
     }
     for root_port in roots {
-        if let Ok(fd) = open_path_at(devices, &root_port.to_string()) {
-            if let Some(h) = facts.functions.get_mut(&root_port) {
-                h.rootport_aer = read_rootport_aer(fd.as_fd());
+        if reading.rootport_totals {
+            if let Ok(fd) = open_path_at(devices, &root_port.to_string()) {
+                if let Some(h) = facts.functions.get_mut(&root_port) {
+                    h.rootport_aer = read_rootport_aer(fd.as_fd());
+                }
             }
         }
         let service = root.path(format!("{PORT_SERVICES}/{root_port}:pcie002"));
         facts.aer_service.insert(root_port, service.exists());
+    }
+    // The enable count decides a slow hop's verdict (slow while idle):
+    // read where a hop of the path runs below the path's speed.
+    if !reading.enable {
+        let slow: Vec<PciAddress> = facts
+            .upstream
+            .keys()
+            .copied()
+            .filter(|a| {
+                let (_, speed) = facts.expected(*a);
+                facts
+                    .linked_path(*a)
+                    .iter()
+                    .filter_map(|f| f.link.as_ref()?.current_gts())
+                    .any(|now| speed.is_some_and(|s| now < s))
+            })
+            .collect();
+        for address in slow {
+            let enable = read_u32(devices, &format!("{address}/enable"));
+            if let Some(h) = facts.functions.get_mut(&address) {
+                h.enable = enable;
+            }
+        }
     }
     facts
 }

@@ -101,16 +101,18 @@ pub(super) fn open_attr(dir: BorrowedFd, name: &str) -> rustix::io::Result<fs::F
     openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map(fs::File::from)
 }
 
-/// Reads an opened attribute (see `read_attr`).
+/// Reads an opened attribute (see `read_attr`) into an uninitialized page
+/// (no 4 KiB memset per attribute: tens of thousands are read per host).
 pub(super) fn read_open(mut file: fs::File) -> Option<String> {
-    let mut buf = [0u8; 4096];
-    let mut len = file.read(&mut buf).ok()?;
-    if len == buf.len() {
+    let mut page = [MaybeUninit::<u8>::uninit(); 4096];
+    let (buf, rest) = rustix::io::read(&file, &mut page).ok()?;
+    if rest.is_empty() {
         // Longer than a page: not a sysfs attribute; read the rest the slow way.
-        let mut rest = Vec::from(&buf[..]);
-        file.read_to_end(&mut rest).ok()?;
-        return String::from_utf8(rest).ok();
+        let mut all = buf.to_vec();
+        file.read_to_end(&mut all).ok()?;
+        return String::from_utf8(all).ok();
     }
+    let mut len = buf.len();
     while len > 0 && buf[len - 1] == 0 {
         len -= 1;
     }

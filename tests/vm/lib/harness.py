@@ -50,8 +50,8 @@ BOOT_KEYS = {
     # a GPU-like card (display + HD-audio functions in one slot) on a root
     # port of its own; only these boots have it, so no other topology moves
     "gpu": ({"on", "off"}, "off"),
-    # a root port with QEMU's x-speed/x-width link properties and an e1000e
-    # behind it, for the health checks' link reading; only these boots
+    # a root port with QEMU's x-speed/x-width link properties and a
+    # virtio-net with AER behind it, for the health checks; only these boots
     "health": ({"on", "off"}, "off"),
 }
 BUILD_SCRIPT = VM_DIR / "guest/initrd/build"
@@ -213,10 +213,12 @@ def topology(has_igb, nvme_disk, second_e1000e=False, gpu=False, health=False):
               "-device", "hda-duplex,bus=gpuhda.0,audiodev=gpuaudio"]
     if health:
         # A root port whose link capability QEMU sets to 8 GT/s x4 (its
-        # defaults are 16 GT/s x32), with a third e1000e behind it.
+        # defaults are 16 GT/s x32), with a virtio-net behind it that has an
+        # AER capability and writable error reporting enables (QEMU's e1000e
+        # has AER, but its Device Control reporting bits are read-only 0).
         d += ["-device", "pcie-root-port,id=rp8,bus=pcie.0,addr=0x17,chassis=8,slot=8,"
                          "x-speed=8,x-width=4",
-              "-device", "e1000e,id=e1000e3,bus=rp8,romfile="]
+              "-device", "virtio-net-pci,id=virtioaer,bus=rp8,aer=on,disable-legacy=on,romfile="]
     return d
 
 

@@ -83,11 +83,11 @@ expect x-speed-sets-the-port-max-speed "$(attr "$RP_LINK" max_link_speed)" "8.0 
 expect x-width-sets-the-port-max-width "$(attr "$RP_LINK" max_link_width)" "4"
 expect default-port-max-speed "$(attr "$RP_E1000E" max_link_speed)" "16.0 GT/s PCIe"
 expect default-port-max-width "$(attr "$RP_E1000E" max_link_width)" "32"
-check e1000e-behind-the-port [ -n "$E1000E_3" ]
+check device-behind-the-port [ -n "$VIRTIO_AER" ]
 
 check vfio-pci-loads modprobe vfio-pci
 reporting_on_e1000e=$(reporting "$E1000E")
-run "$VFIOCTL" bind "$E1000E_3" "$E1000E" "$NVME" "$E1000_A" "$E1000_B"
+run "$VFIOCTL" bind "$VIRTIO_AER" "$E1000E" "$NVME" "$E1000_A" "$E1000_B"
 expect bind-five "$RC" 0
 reporting_on_vfio=$(reporting "$E1000E")
 echo "Device Control error reporting of $E1000E: $reporting_on_e1000e on e1000e, $reporting_on_vfio on vfio-pci"
@@ -101,14 +101,14 @@ path_min() {
 }
 check_json
 grep -o '"health\.[a-z]*\.[^"]*"' "$JSON" | sort -u
-expect_verdict link-behind-x-width-port "health.link.$E1000E_3" OK \
-	"x$(attr "$E1000E_3" current_link_width) at $(attr "$E1000E_3" current_link_speed) on 2 function(s) up to root port $RP_LINK ($(path_min "$E1000E_3" "$RP_LINK"))"
+expect_verdict link-behind-x-width-port "health.link.$VIRTIO_AER" OK \
+	"x$(attr "$VIRTIO_AER" current_link_width) at $(attr "$VIRTIO_AER" current_link_speed) on 2 function(s) up to root port $RP_LINK ($(path_min "$VIRTIO_AER" "$RP_LINK"))"
 expect_verdict link-behind-default-port "health.link.$E1000E" OK "($(path_min "$E1000E" "$RP_E1000E"))"
 
 # --- Reset: what the kernel lists, and check's verdict ---
 # The two e1000 share the bus behind the PCIe-to-PCI bridge: the first
 # enumerated got "bus" (probed while alone on the bus), the second nothing.
-for dev in "$E1000E" "$E1000E_3" "$NVME" "$E1000_A" "$E1000_B"; do
+for dev in "$E1000E" "$VIRTIO_AER" "$NVME" "$E1000_A" "$E1000_B"; do
 	methods=$(attr "$dev" reset_method)
 	echo "reset_method of $dev: [$methods]; check: $(verdict "health.reset.$dev")"
 	if [[ $methods == - ]]; then
@@ -130,14 +130,45 @@ fi
 pass aer-service
 expect_verdict aer-first-baseline "health.aer.$E1000E" OK "baseline taken (first seen)"
 
-# An error the root port above the e1000e detects (its link partner):
+# The device itself (the virtio-net behind the x-width port, on vfio-pci):
+# Debian's 6.1 leaves a device's error reporting to its driver (the PCI
+# core enables it from 6.4), so an error it detects is recorded in its AER
+# registers but not reported, and no counter moves. With reporting turned
+# on (setpci), its own counters move; a correctable rate above 0 per hour
+# (check.toml) warns. (QEMU's e1000e cannot: its enables are read-only 0.)
+echo on >"$SYS/$VIRTIO_AER/power/control"
+echo "$VIRTIO_AER: power $(attr "$VIRTIO_AER" power_state), error reporting $(reporting "$VIRTIO_AER")"
+mkdir -p /etc/vfioctl
+printf '[aer]\ncorrectable_per_hour = 0\n' >/etc/vfioctl/check.toml
+check_json
+expect_verdict device-baseline "health.aer.$VIRTIO_AER" OK "up to root port $RP_LINK"
+if [[ $(reporting "$VIRTIO_AER") == 0 ]]; then
+	before=$(total "$VIRTIO_AER" aer_dev_correctable)
+	check inject-with-reporting-off inject virtioaer BAD_TLP
+	sleep 5
+	expect silent-with-reporting-off "$(total "$VIRTIO_AER" aer_dev_correctable)" "$before"
+fi
+check enable-reporting setpci -s "$VIRTIO_AER" CAP_EXP+8.w=000f:000f
+expect reporting-on "$(reporting "$VIRTIO_AER")" f
+before=$(total "$VIRTIO_AER" aer_dev_correctable)
+check inject-correctable inject virtioaer RCVR
+check correctable-counted wait_for 30 moved "$VIRTIO_AER" aer_dev_correctable "$before"
+echo "aer_dev_correctable of $VIRTIO_AER:"; grep -v ' 0$' "$SYS/$VIRTIO_AER/aer_dev_correctable"
+check_json
+expect_verdict correctable-rate-is-warning "health.aer.$VIRTIO_AER" WARNING "correctable error(s) per hour at $VIRTIO_AER"
+check_json --new-aer-baseline
+check_json
+expect_verdict device-ok-after-new-baseline "health.aer.$VIRTIO_AER" OK "no new errors"
+rm -f /etc/vfioctl/check.toml
+
+# An error the root port above the other e1000e detects (its link partner):
 # counted in the port's aer_dev_* and judged for the device below it.
 target=$RP_E1000E qemu_id=rp1
 before=$(total "$target" aer_dev_fatal)
 check inject-fatal-at-port inject "$qemu_id" DLP
 check fatal-counted-at-port wait_for 30 moved "$target" aer_dev_fatal "$before"
 echo "aer_dev_fatal of $target:"; grep -v ' 0$' "$SYS/$target/aer_dev_fatal"
-dmesg | grep -i 'aer' | tail -n 8
+dmesg | grep -i 'aer' | tail -n 12
 check_json
 expect_verdict fatal-rise-is-critical "health.aer.$E1000E" CRITICAL "1 new fatal error(s) at $target"
 check_json
@@ -147,6 +178,12 @@ expect_verdict new-baseline-asked "health.aer.$E1000E" OK "baseline taken (asked
 check_json
 expect_verdict ok-after-new-baseline "health.aer.$E1000E" OK "no new errors"
 
+# The recovery of that fatal error (a link reset at the root port) failed
+# in QEMU ("Data Link Layer Link Active not set"), and the reset left the
+# e1000e's BARs unprogrammed: check sees BAR0 read 0 where the kernel
+# assigned an address.
+expect_verdict bars-after-failed-recovery "health.bars.$E1000E" CRITICAL "BAR0 reads 0 although the kernel assigned it an address"
+
 # Nonfatal: a poisoned TLP is nonfatal by default (Uncorrectable Error Severity).
 before=$(total "$target" aer_dev_nonfatal)
 check inject-nonfatal-at-port inject "$qemu_id" POISON_TLP
@@ -154,36 +191,16 @@ check nonfatal-counted-at-port wait_for 30 moved "$target" aer_dev_nonfatal "$be
 check_json
 expect_verdict nonfatal-rise-is-warning "health.aer.$E1000E" WARNING "new nonfatal error(s) at $target"
 check_json --new-aer-baseline
-
-# The device itself: Linux 6.1 enables a device's error reporting through
-# its driver, and e1000e's remove turns it off, so on vfio-pci the e1000e
-# reports nothing (kernels from 6.4 enable it in the PCI core). Turned on
-# by hand, its own counters move. Correctable errors above a rate of 0 per
-# hour (check.toml) warn.
-if [[ $reporting_on_vfio == 0 ]]; then
-	before=$(total "$E1000E" aer_dev_correctable)
-	check inject-with-reporting-off inject e1000e RCVR
-	sleep 3
-	expect silent-with-reporting-off "$(total "$E1000E" aer_dev_correctable)" "$before"
-fi
-check enable-reporting setpci -s "$E1000E" CAP_EXP+8.w=000f:000f
-mkdir -p /etc/vfioctl
-printf '[aer]\ncorrectable_per_hour = 0\n' >/etc/vfioctl/check.toml
-before=$(total "$E1000E" aer_dev_correctable)
-check inject-correctable inject e1000e RCVR
-check correctable-counted wait_for 30 moved "$E1000E" aer_dev_correctable "$before"
-echo "aer_dev_correctable of $E1000E:"; grep -v ' 0$' "$SYS/$E1000E/aer_dev_correctable"
-check_json
-expect_verdict correctable-rate-is-warning "health.aer.$E1000E" WARNING "correctable error(s) per hour at $E1000E"
-check_json --new-aer-baseline
 check_json
 expect_verdict ok-at-the-end "health.aer.$E1000E" OK "no new errors"
-rm -f /etc/vfioctl/check.toml
 
 # The root port counted everything below it.
 echo "root port $RP_E1000E totals: cor=$(attr "$RP_E1000E" aer_rootport_total_err_cor) nonfatal=$(attr "$RP_E1000E" aer_rootport_total_err_nonfatal) fatal=$(attr "$RP_E1000E" aer_rootport_total_err_fatal)"
 run "$VFIOCTL" check --prometheus -
-grep -E '^vfioctl_pcie_(aer|link)' <<<"$OUT" | grep -E "$E1000E|$RP_E1000E|$RP_LINK|$E1000E_3"
+grep -E '^vfioctl_pcie_(aer|link)' <<<"$OUT" | grep -E "$E1000E|$RP_E1000E|$RP_LINK|$VIRTIO_AER"
 run "$VFIOCTL" show "$E1000E"
-run "$VFIOCTL" restore "$E1000E_3" "$E1000E" "$NVME" "$E1000_A" "$E1000_B"
-expect restore-five "$RC" 0
+run "$VFIOCTL" restore "$VIRTIO_AER" "$NVME" "$E1000_A" "$E1000_B"
+expect restore-four "$RC" 0
+# After the failed recovery e1000e's probe fails: the first e1000e stays on
+# vfio-pci; check says what it sees of it.
+run "$VFIOCTL" check
