@@ -100,6 +100,20 @@ fn a_link_downtrained_at_one_hop_of_two_switch_levels_is_a_warning() {
         health(&out, "link", GPU).contains("width 0 (no link trained) at 0000:04:00.0"),
         "{out}"
     );
+
+    // Attributes the kernel cannot read (EINVAL once it gave up on a port
+    // after a failed recovery; here a read that fails): CRITICAL, not skipped.
+    host.set_link("0000:04:00.0", "16.0 GT/s PCIe", 16);
+    let width = host.device_dir("0000:02:00.0").join("current_link_width");
+    std::fs::remove_file(&width).unwrap();
+    std::fs::create_dir(&width).unwrap();
+    let (_, out) = check(&host, &[]);
+    let l = health(&out, "link", GPU);
+    assert!(l.starts_with("CRITICAL"), "{l}");
+    assert!(
+        l.contains("link down: link status unreadable (the kernel cannot reach its config space: disconnected, or given up after a failed error recovery) at 0000:02:00.0"),
+        "{l}"
+    );
 }
 
 #[test]

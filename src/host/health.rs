@@ -59,15 +59,34 @@ fn read_u32(dir: BorrowedFd, name: &str) -> Option<u32> {
     read_attr(dir, name)?.trim().parse().ok()
 }
 
+/// The link attributes; `None` when the function has none (conventional
+/// PCI). One that exists but cannot be read (the kernel answers EINVAL when
+/// it cannot reach the function's config space: disconnected, or given up
+/// after a failed error recovery) marks the link unreadable.
 fn read_link(dir: BorrowedFd) -> Option<Link> {
-    let speed = |name| read_attr(dir, name).map(|s| s.trim().to_string());
-    let link = Link {
-        current_speed: speed("current_link_speed"),
-        max_speed: speed("max_link_speed"),
-        current_width: read_u32(dir, "current_link_width"),
-        max_width: read_u32(dir, "max_link_width"),
+    let mut present = false;
+    let mut unreadable = false;
+    let mut attr = |name| match open_attr(dir, name) {
+        Err(_) => None,
+        Ok(file) => {
+            present = true;
+            let text = super::sysfs::read_open(file).map(|s| s.trim().to_string());
+            unreadable |= text.is_none();
+            text
+        }
     };
-    (link != Link::default()).then_some(link)
+    let current_speed = attr("current_link_speed");
+    let max_speed = attr("max_link_speed");
+    let current_width = attr("current_link_width");
+    let max_width = attr("max_link_width");
+    let width = |t: Option<String>| t.and_then(|t| t.parse().ok());
+    present.then(|| Link {
+        current_speed,
+        max_speed,
+        current_width: width(current_width),
+        max_width: width(max_width),
+        unreadable,
+    })
 }
 
 fn read_aer(dir: BorrowedFd) -> Option<AerCounters> {

@@ -32,6 +32,10 @@ pub struct Link {
     pub max_speed: Option<String>,
     pub current_width: Option<u32>,
     pub max_width: Option<u32>,
+    /// An attribute exists but could not be read: the kernel cannot reach the
+    /// function's config space (disconnected, or given up after a failed
+    /// error recovery).
+    pub unreadable: bool,
 }
 
 /// What a dead link's status register reads: all ones in the width field.
@@ -45,9 +49,10 @@ impl Link {
         self.max_speed.as_deref().and_then(parse_gts)
     }
     /// Whether the function has a link at all: a root-complex integrated
-    /// endpoint shows the attributes with a maximum width of 0.
+    /// endpoint shows the attributes with a maximum width of 0. An
+    /// unreadable one counts (and is judged dead).
     pub fn has_link(&self) -> bool {
-        self.max_width.is_some_and(|w| w != 0)
+        self.unreadable || self.max_width.is_some_and(|w| w != 0)
     }
 }
 

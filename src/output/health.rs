@@ -196,6 +196,7 @@ pub fn facts_rows(
             format!("port {}", f.address)
         };
         let link = match f.link.as_ref().filter(|l| l.has_link()) {
+            Some(l) if l.unreadable => "unreadable".to_string(),
             Some(l) => format!(
                 "x{} of x{}, {} of {}",
                 l.current_width.map_or("?".into(), |w| w.to_string()),

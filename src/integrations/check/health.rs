@@ -240,6 +240,13 @@ fn link(h: &HealthInput, dev: &PciDevice) -> CheckResult {
     };
     let (mut dead, mut narrow, mut slow, mut unread) = (vec![], vec![], vec![], vec![]);
     for (address, l) in links() {
+        if l.unreadable {
+            dead.push((
+                "link status unreadable (the kernel cannot reach its config space: disconnected, or given up after a failed error recovery)".to_string(),
+                address,
+            ));
+            continue;
+        }
         match l.current_width {
             Some(DEAD_WIDTH) => {
                 dead.push(("width 63 (status reads all ones)".to_string(), address))
