@@ -114,6 +114,19 @@ fn a_link_downtrained_at_one_hop_of_two_switch_levels_is_a_warning() {
         l.contains("link down: link status unreadable (the kernel cannot reach its config space: disconnected, or given up after a failed error recovery) at 0000:02:00.0"),
         "{l}"
     );
+
+    // A port whose link capability reads 0 (a root port after a failed
+    // recovery, tests/vm 88-health): the path cannot be judged.
+    std::fs::remove_dir(&width).unwrap();
+    host.set_link("0000:02:00.0", "16.0 GT/s PCIe", 16);
+    write_attr(&host, "0000:00:01.0", "max_link_width", "0\n");
+    let (_, out) = check(&host, &[]);
+    let l = health(&out, "link", GPU);
+    assert!(l.starts_with("UNKNOWN"), "{l}");
+    assert!(
+        l.contains("link capability unreadable: max_link_width reads 0 at 0000:00:01.0"),
+        "{l}"
+    );
 }
 
 #[test]

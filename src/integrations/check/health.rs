@@ -220,7 +220,24 @@ fn link(h: &HealthInput, dev: &PciDevice) -> CheckResult {
             "in D3cold, its link is down by design; judged once it is powered".into(),
         );
     }
-    if !own.link.as_ref().is_some_and(|l| l.has_link()) {
+    // Below a port every PCIe function has a link capability; one reading
+    // 0 there cannot be judged (seen on a root port after a failed error
+    // recovery). On a root bus it is an integrated endpoint: no link.
+    let below_a_port = h.facts.root_port(at).is_some();
+    let capless: Vec<(String, PciAddress)> = h
+        .facts
+        .path(at)
+        .into_iter()
+        .filter(|f| f.power_state.as_deref() != Some("D3cold"))
+        .filter(|f| {
+            f.link
+                .as_ref()
+                .is_some_and(|l| !l.unreadable && l.max_width == Some(0))
+        })
+        .filter(|_| below_a_port)
+        .map(|f| ("max_link_width reads 0".to_string(), f.address))
+        .collect();
+    if !own.link.as_ref().is_some_and(|l| l.has_link()) && capless.is_empty() {
         return none(
             Verdict::Ok,
             "no PCIe link to judge (a conventional PCI function or an integrated endpoint)".into(),
@@ -307,7 +324,19 @@ fn link(h: &HealthInput, dev: &PciDevice) -> CheckResult {
             "",
         ));
     }
-    let own_link = own.link.as_ref().expect("checked above");
+    if !capless.is_empty() {
+        problems.push((
+            Verdict::Unknown,
+            format!(
+                "{prefix}link capability unreadable: {}",
+                hops(&capless).join("; ")
+            ),
+            "check dmesg for a failed AER recovery on that port; the path cannot be judged until it reads again",
+        ));
+    }
+    let Some(own_link) = own.link.as_ref().filter(|l| l.has_link()) else {
+        return device_result(id, dev.address, problems, String::new(), vec![]);
+    };
     let evidence = links()
         .map(|(a, l)| {
             format!(
