@@ -1,7 +1,7 @@
 # vfioctl: build, test and install.
 #   make run    install build dependencies, build, run `vfioctl list` (read-only)
-#   make test   install test dependencies, run every test (unit, golden, Nova oracle, Ansible collection,
-#               packages, real-kernel VM suite)
+#   make test   install test dependencies, run every test (unit, golden, alert rules, Nova oracle,
+#               Ansible collection, packages, real-kernel VM suite)
 #   make bench  side-by-side benchmarks on fake hosts -> docs/benchmarks.md (not part of test)
 #   make bench-vm  binding and boot-storm benchmarks in the QEMU test bed -> docs/benchmarks.md (not part of test)
 #   make deb    dist/vfioctl_VERSION-1_ARCH.deb;  make rpm: dist/vfioctl-VERSION-1.ARCH.rpm
@@ -16,6 +16,8 @@ PACKAGE_DEPS := dpkg-dev rpm lintian rpmlint busybox-static
 # Debian packages the Ansible collection's tests need besides ansible-core,
 # which comes from PyPI into target/ansible/venv (ansible/tests/ci/run).
 ANSIBLE_TEST_DEPS := python3-venv git
+# promtool (in Debian's prometheus package) judges the alert rules and the metrics.
+ALERT_TEST_DEPS := prometheus
 # The peers and tools `make bench` runs.
 BENCH_DEPS := pciutils driverctl dpdk strace gcc python3
 # BENCH_ARGS="--baseline OLD_VFIOCTL" adds an older binary's rows (before/after).
@@ -24,6 +26,7 @@ BENCH_ARGS ?=
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 MANDIR ?= $(PREFIX)/share/man
+DATADIR ?= $(PREFIX)/share
 LIBEXECDIR ?= $(PREFIX)/libexec/vfioctl
 # /etc/vfioctl is a fixed path in vfioctl (src/host/config/), whatever PREFIX is.
 SYSCONFDIR ?= /etc
@@ -37,7 +40,7 @@ ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 GEN := target/generated
 
-.PHONY: all deps build run test test-unit test-nova test-ansible test-fuzz test-package test-vm lint ci bench bench-vm install install-files uninstall deb rpm
+.PHONY: all deps build run test test-unit test-alerts test-nova test-ansible test-fuzz test-package test-vm lint ci bench bench-vm install install-files uninstall deb rpm
 
 all: build
 
@@ -57,6 +60,14 @@ run: build
 
 test-unit: deps
 	$(CARGO) test --locked
+
+# The shipped alert rules: promtool checks them and runs their unit tests
+# (tests/alerts), and judges the series `check --prometheus` writes.
+test-alerts:
+	$(MAKE) deps EXTRA_DEPS="$(ALERT_TEST_DEPS)"
+	promtool check rules packaging/prometheus/vfioctl.rules.yml
+	promtool test rules tests/alerts/vfioctl.rules.test.yml
+	VFIOCTL_REQUIRE_PROMTOOL=1 $(CARGO) test --locked --test health prometheus
 
 # Nova 34 from PyPI judges `vfioctl nova` (venv under target/, reused); SKIP
 # with the reason when PyPI or Python 3.11 is missing.
@@ -93,7 +104,7 @@ test-package:
 	$(MAKE) deb rpm
 	tests/package/run
 
-test: test-unit test-fuzz test-nova test-ansible test-package test-vm
+test: test-unit test-alerts test-fuzz test-nova test-ansible test-package test-vm
 
 lint: deps
 	$(CARGO) fmt --all -- --check
@@ -118,7 +129,7 @@ bench-vm: deps
 
 # Installs the binaries, the udev rule (pointing at the installed binary), the
 # systemd unit and its preset, /etc/vfioctl/bindings.d with a commented
-# example, the man page and shell completions. DESTDIR stages into a package
+# example, the man page, shell completions and the Prometheus alert rules. DESTDIR stages into a package
 # root; install-files installs what is already built (packages use it).
 # Nothing here binds a device, and the unit is neither enabled nor started.
 # /etc/vfioctl keeps its mode and an example the operator edited is kept.
@@ -146,6 +157,7 @@ install-files:
 	install -D -m 0644 $(GEN)/vfioctl.bash $(DESTDIR)$(BASHCOMPDIR)/vfioctl
 	install -D -m 0644 $(GEN)/_vfioctl $(DESTDIR)$(ZSHCOMPDIR)/_vfioctl
 	install -D -m 0644 $(GEN)/vfioctl.fish $(DESTDIR)$(FISHCOMPDIR)/vfioctl.fish
+	install -D -m 0644 packaging/prometheus/vfioctl.rules.yml $(DESTDIR)$(DATADIR)/vfioctl/prometheus/vfioctl.rules.yml
 
 # Removes what install put there. /etc/vfioctl goes only while it holds nothing
 # but the untouched example: declarations are the operator's.
@@ -153,8 +165,9 @@ uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/vfioctl $(DESTDIR)$(LIBEXECDIR)/vfioctl-libvirt \
 		$(DESTDIR)$(UDEVRULESDIR)/70-vfioctl.rules $(DESTDIR)$(UNITDIR)/vfioctl-apply.service \
 		$(DESTDIR)$(PRESETDIR)/50-vfioctl.preset $(DESTDIR)$(MANDIR)/man8/vfioctl.8 \
-		$(DESTDIR)$(BASHCOMPDIR)/vfioctl $(DESTDIR)$(ZSHCOMPDIR)/_vfioctl $(DESTDIR)$(FISHCOMPDIR)/vfioctl.fish
-	-rmdir $(DESTDIR)$(LIBEXECDIR) 2>/dev/null
+		$(DESTDIR)$(BASHCOMPDIR)/vfioctl $(DESTDIR)$(ZSHCOMPDIR)/_vfioctl $(DESTDIR)$(FISHCOMPDIR)/vfioctl.fish \
+		$(DESTDIR)$(DATADIR)/vfioctl/prometheus/vfioctl.rules.yml
+	-rmdir $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(DATADIR)/vfioctl/prometheus $(DESTDIR)$(DATADIR)/vfioctl 2>/dev/null
 	@if cmp -s packaging/example.toml $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d/example.toml; then \
 		rm -f $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d/example.toml; \
 		rmdir $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d $(DESTDIR)$(SYSCONFDIR)/vfioctl 2>/dev/null || true; \

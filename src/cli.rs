@@ -148,8 +148,12 @@ pub enum Command {
     /// Checks CPU virtualization, the kernel command line, the IOMMU (firmware
     /// table, units and groups, interrupt remapping), the vfio modules, every
     /// declared binding (present, on its driver, override set, /dev/vfio node,
-    /// group viable, powered, config space readable), the boot files and udev
-    /// rules, libvirt's view when reachable, and optional expected counts.
+    /// group viable), the boot files and udev rules, libvirt's view when
+    /// reachable, and optional expected counts. Then whether each device is
+    /// fit for the next VM (every declared device and every device on a VFIO
+    /// driver; --all adds every GPU and NVSwitch): PCIe link width and speed
+    /// to the root port, AER errors since a baseline, reset method, power
+    /// state, BAR0 and config space, and SR-IOV PFs (see DEVICE HEALTH).
     /// Runs without privileges; what it cannot read is UNKNOWN, never OK.
     Check(CheckArgs),
     /// Show libvirt's PCI node devices with the device_type Nova derives, cross-checked with sysfs.
@@ -320,6 +324,17 @@ pub struct CheckArgs {
     /// Expected counts, as TOML: [[expect]] ids = "10de:20b0", driver = "vfio-pci", count = 8.
     #[arg(long, value_name = "FILE")]
     pub expect: Option<std::path::PathBuf>,
+
+    /// Judge the health of every GPU and NVSwitch too, not only declared
+    /// devices and devices on a VFIO driver.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Take the AER error counts read now as the new baseline of every
+    /// device judged and the ports above it (once the errors were looked
+    /// into): a rise is reported on every run until then.
+    #[arg(long)]
+    pub new_aer_baseline: bool,
 }
 
 #[derive(Debug, Args)]

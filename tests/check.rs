@@ -154,7 +154,7 @@ fn a_declared_device_restored_by_hand_is_critical() {
         !l.contains("not viable"),
         "its own driver is not repeated as a blocker: {l}"
     );
-    assert!(out.ends_with("CRITICAL: 13 checks\n"), "{out}");
+    assert!(out.ends_with("CRITICAL: 25 checks\n"), "{out}");
 }
 
 #[test]
@@ -187,8 +187,15 @@ fn each_declared_device_fault_is_reported() {
         line(&out, "binding.0000:2b:00.0").contains("/dev/vfio/23 is missing"),
         "{out}"
     );
-    let l = line(&out, "binding.0000:25:00.0");
-    assert!(l.starts_with("WARNING") && l.contains("in D3cold"), "{l}");
+    let l = line(&out, "health.power.0000:25:00.0");
+    assert!(
+        l.starts_with("WARNING") && l.contains("idle in D3cold") && l.contains("d3cold_allowed"),
+        "{l}"
+    );
+    assert!(
+        line(&out, "binding.0000:25:00.0").starts_with("OK"),
+        "power is the health check's: {out}"
+    );
 
     // A slot that now holds another card.
     let host = healthy();

@@ -16,8 +16,8 @@ use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
 use crate::integrations::boot_files::{generate, OWNED_HEADER};
 use crate::integrations::check::{
-    overall, run_checks, CheckResult, Expectation, Facts, FileState, LibvirtView, ModuleState,
-    Verdict,
+    aer_plan, aer_updates, judged, overall, run_checks, CheckResult, Expectation, Facts, FileState,
+    HealthInput, LibvirtView, ModuleState, Verdict,
 };
 use crate::integrations::udev;
 use crate::model::declaration::Declarations;
@@ -115,6 +115,45 @@ fn prometheus(results: &[CheckResult], status: Verdict) -> String {
     text
 }
 
+/// The health checks' input: the devices judged and what was read of them
+/// and their ports, the thresholds, and the AER baseline, with the entries
+/// this run takes or renews saved (see host::baseline).
+fn health_input<'a>(
+    root: &HostRoot,
+    inv: &'a Inventory,
+    declarations: Option<&Declarations>,
+    args: &CheckArgs,
+) -> HealthInput<'a> {
+    use crate::host::baseline;
+    let (judged, passthrough) = judged(inv, declarations, args.all);
+    let (thresholds, thresholds_from) = match baseline::load_thresholds(root) {
+        Ok((t, from)) => (t, Ok(from)),
+        Err(e) => (Default::default(), Err(e.to_string())),
+    };
+    let reading = crate::host::health::Reading {
+        rootport_totals: args.prometheus.is_some(),
+        enable: false,
+    };
+    let facts = crate::host::health::read_health(root, inv, &judged, reading);
+    let mut input = HealthInput {
+        judged,
+        passthrough,
+        facts,
+        thresholds,
+        thresholds_from,
+        baseline: baseline::load_baseline(root),
+        now: crate::host::state::now_unix(),
+        new_baseline: args.new_aer_baseline,
+        saved: None,
+        keeps_baseline: true,
+    };
+    let updates = aer_updates(&aer_plan(&input));
+    if !updates.is_empty() {
+        input.saved = Some(baseline::save_baseline(root, &updates));
+    }
+    input
+}
+
 /// What libvirt reports for each declared device, or why it was not asked.
 fn libvirt_views(
     options: &LibvirtOptions,
@@ -205,6 +244,7 @@ pub fn run(
             .as_ref()
             .unwrap_or(&Declarations::default()),
     );
+    let health = health_input(root, &inv, declarations.as_ref().ok(), args);
     let record = crate::host::state::read_record(root).ok();
     let facts = Facts {
         inv: &inv,
@@ -296,12 +336,14 @@ pub fn run(
                 autoprobe_now,
             })
         }),
+        health,
     };
     let results = run_checks(&facts);
     let status = overall(&results);
 
     if let Some(path) = &args.prometheus {
-        let text = prometheus(&results, status);
+        let mut text = prometheus(&results, status);
+        text.push_str(&crate::output::health::prometheus(&facts.health));
         if path.as_os_str() == "-" {
             write!(out, "{text}")?;
         } else {

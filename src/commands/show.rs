@@ -8,7 +8,9 @@ use crate::cli::ShowArgs;
 use crate::host::state::{self, ChangeEntry};
 use crate::host::sysfs::{read_selected, Names};
 use crate::host::HostRoot;
+use crate::integrations::check::{judge_health, CheckResult, HealthInput};
 use crate::model::group::MemberState;
+use crate::model::health::FunctionHealth;
 use crate::model::{
     CompanionReason, DriverName, Inventory, PciAddress, PciDevice, Selector, SriovRole,
 };
@@ -45,6 +47,58 @@ struct ShowRecord<'a> {
     /// A PF's VFs present, in `virtfnN` order (absent for other functions).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     vfs: Vec<VfRecord<'a>>,
+    health: HealthRecord<'a>,
+}
+
+/// What `check` would judge of this device: the raw values of it (a VF:
+/// then its PF, whose link and AER count for it) and of every port above
+/// it, and the verdicts.
+#[derive(Serialize)]
+struct HealthRecord<'a> {
+    functions: Vec<&'a FunctionHealth>,
+    checks: &'a [CheckResult],
+}
+
+/// The device's health as `check` judges it; the baseline is read, never
+/// written, and a bad check.toml is reported among the results.
+fn health_of<'a>(root: &HostRoot, inv: &'a Inventory, dev: &'a PciDevice) -> HealthInput<'a> {
+    use crate::host::baseline;
+    use crate::model::DriverKind;
+    let declared = crate::host::config::load(root)
+        .ok()
+        .map(|d| d.with_vfs(&inv.devices))
+        .is_some_and(|d| d.governing(dev).is_some());
+    let on_vfio = dev
+        .driver
+        .as_ref()
+        .is_some_and(|d| d.kind() == DriverKind::Vfio);
+    let (thresholds, thresholds_from) = match baseline::load_thresholds(root) {
+        Ok((t, from)) => (t, Ok(from)),
+        Err(e) => (Default::default(), Err(e.to_string())),
+    };
+    HealthInput {
+        judged: vec![dev],
+        passthrough: (declared || on_vfio)
+            .then_some(dev.address)
+            .into_iter()
+            .collect(),
+        facts: crate::host::health::read_health(
+            root,
+            inv,
+            &[dev],
+            crate::host::health::Reading {
+                rootport_totals: true,
+                enable: true,
+            },
+        ),
+        thresholds,
+        thresholds_from,
+        baseline: baseline::load_baseline(root),
+        now: state::now_unix(),
+        new_baseline: false,
+        saved: None,
+        keeps_baseline: false,
+    }
 }
 
 /// One VF of the PF shown.
@@ -88,6 +142,12 @@ pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Res
         Default::default()
     });
     let change = record.entry(&dev.address);
+    let health = health_of(root, &inv, dev);
+    let checks = judge_health(&inv, &health);
+    let subject = match dev.sriov {
+        SriovRole::Vf { physfn } => physfn,
+        _ => dev.address,
+    };
 
     if args.json {
         write_json(
@@ -98,6 +158,18 @@ pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Res
                 iommu: IommuRecord::new(&inv),
                 iommu_group: group.map(|g| GroupRecord::new(&inv, g)),
                 vfs: vf_records(&inv, dev),
+                health: HealthRecord {
+                    // A VF's own facts, then its PF's path.
+                    functions: health
+                        .facts
+                        .functions
+                        .get(&dev.address)
+                        .filter(|_| subject != dev.address)
+                        .into_iter()
+                        .chain(health.facts.path(subject))
+                        .collect(),
+                    checks: &checks,
+                },
             },
         )?;
         return Ok(crate::cli::exit::OK);
@@ -248,6 +320,7 @@ pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Res
         }
         write!(out, "{}", table.render("  "))?;
     }
+    write_health(out, dev, &health, &checks, subject)?;
 
     writeln!(out)?;
     let Some(group) = group else {
@@ -311,4 +384,78 @@ pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Res
         )?;
     }
     Ok(crate::cli::exit::OK)
+}
+
+/// The health section: each family's verdict, then the raw values.
+fn write_health(
+    out: &mut dyn Write,
+    dev: &PciDevice,
+    health: &HealthInput,
+    checks: &[CheckResult],
+    subject: PciAddress,
+) -> anyhow::Result<()> {
+    use crate::model::health::ResetMethods;
+    writeln!(out)?;
+    writeln!(out, "Health:")?;
+    let mut verdicts = Table::new(["STATUS", "CHECK", "MESSAGE"]);
+    let prefix = format!("{}: ", dev.address);
+    for r in checks {
+        let family =
+            r.id.strip_prefix("health.")
+                .and_then(|rest| rest.split_once('.'))
+                .map_or(r.id.as_str(), |(family, _)| family);
+        let mut message = r
+            .message
+            .strip_prefix(&prefix)
+            .unwrap_or(&r.message)
+            .to_string();
+        if let Some(remedy) = &r.remedy {
+            message.push_str(&format!(" -> {remedy}"));
+        }
+        verdicts.row(vec![
+            r.status.label().to_string(),
+            family.to_string(),
+            message,
+        ]);
+    }
+    write!(out, "{}", verdicts.render("  "))?;
+    let mut facts = Table::default();
+    for (who, text) in crate::output::health::facts_rows(&health.facts, dev.address, subject) {
+        facts.row(vec![who, text]);
+    }
+    if let Some(own) = health.facts.functions.get(&dev.address) {
+        let reset = match &own.reset {
+            Some(ResetMethods::Listed(m)) if m.is_empty() => "(empty: all disabled)".to_string(),
+            Some(ResetMethods::Listed(m)) => m.join(" "),
+            Some(ResetMethods::None) => "none (no reset_method, no reset)".to_string(),
+            Some(ResetMethods::Unlisted) => "not listed (kernel before 5.15)".to_string(),
+            Some(ResetMethods::Unreadable) | None => "unreadable".to_string(),
+        };
+        facts.row(vec!["reset_method".to_string(), reset]);
+        if let Some(enable) = own.enable {
+            facts.row(vec![
+                "enable".to_string(),
+                format!("{enable} (0: no user has it open)"),
+            ]);
+        }
+        if let Some(bar) = own.bar0 {
+            facts.row(vec![
+                "BAR0".to_string(),
+                format!(
+                    "{:#x}{}",
+                    bar.address(),
+                    match bar.assigned {
+                        Some(true) => " (the kernel assigned it an address)",
+                        Some(false) => " (unassigned)",
+                        None => "",
+                    }
+                ),
+            ]);
+        }
+        if let Some(serial) = &own.serial {
+            facts.row(vec!["serial".to_string(), serial.clone()]);
+        }
+    }
+    write!(out, "{}", facts.render("  "))?;
+    Ok(())
 }

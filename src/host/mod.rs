@@ -1,7 +1,9 @@
 //! The side-effecting edge: every read and write of host state,
 //! all under one `HostRoot`.
 
+pub mod baseline;
 pub mod config;
+pub mod health;
 pub mod hostfacts;
 pub mod kernel;
 pub mod libvirt;

@@ -8,6 +8,7 @@ pub mod device;
 pub mod driver;
 pub mod fabric;
 pub mod group;
+pub mod health;
 pub mod ids;
 pub mod inventory;
 pub mod modalias;

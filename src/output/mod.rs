@@ -1,5 +1,6 @@
 //! Rendering for people (tables, text) and for scripts (JSON records).
 
+pub mod health;
 pub mod labels;
 pub mod records;
 pub mod report;

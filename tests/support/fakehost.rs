@@ -42,6 +42,24 @@ pub struct Dev {
     pub suppliers: Vec<String>,
     pub override_: Option<String>,
     pub dead_config: bool,
+    /// (current speed, current width, max speed, max width); `None`: a
+    /// conventional PCI function (no link attributes).
+    pub link: Option<(String, u32, String, u32)>,
+    /// AER counters (aer_dev_*), all 0; root ports also get
+    /// aer_rootport_total_err_* and the AER service (pcie002).
+    pub aer: bool,
+    /// `reset_method`'s text; `None`: neither reset_method nor reset.
+    pub reset_method: Option<String>,
+}
+
+/// A Gen4 x16 link trained as it should.
+pub fn gen4_x16() -> Option<(String, u32, String, u32)> {
+    Some((
+        "16.0 GT/s PCIe".to_string(),
+        16,
+        "16.0 GT/s PCIe".to_string(),
+        16,
+    ))
 }
 
 impl Dev {
@@ -65,6 +83,9 @@ impl Dev {
             suppliers: vec![],
             override_: None,
             dead_config: false,
+            link: gen4_x16(),
+            aer: true,
+            reset_method: Some("flr bus".to_string()),
         }
     }
 
@@ -73,6 +94,7 @@ impl Dev {
         let mut dev = Dev::endpoint(address, vendor, device, 0x060400);
         dev.header_type = 0x01;
         dev.driver = Some(("pcieport".into(), None));
+        dev.reset_method = Some("pm bus".to_string());
         dev
     }
 
@@ -137,6 +159,73 @@ impl Dev {
         self.dead_config = true;
         self
     }
+    /// Link attributes as the kernel prints them.
+    pub fn link(mut self, speed: &str, width: u32, max_speed: &str, max_width: u32) -> Dev {
+        self.link = Some((speed.into(), width, max_speed.into(), max_width));
+        self
+    }
+    /// A conventional PCI function: no link attributes.
+    pub fn no_link(mut self) -> Dev {
+        self.link = None;
+        self
+    }
+    /// No AER capability (no aer_dev_* files; no AER service on a root port).
+    pub fn no_aer(mut self) -> Dev {
+        self.aer = false;
+        self
+    }
+    /// `reset_method`'s text, or `None` for a device the kernel cannot reset.
+    pub fn reset_method(mut self, methods: Option<&str>) -> Dev {
+        self.reset_method = methods.map(str::to_string);
+        self
+    }
+}
+
+/// An AER counter file as the kernel prints it: the named types, then the total.
+pub fn aer_file(kind: &str, counts: &[(&str, u64)]) -> String {
+    let total: u64 = counts.iter().map(|(_, c)| c).sum();
+    let names: &[&str] = match kind {
+        "COR" => &[
+            "RxErr",
+            "BadTLP",
+            "BadDLLP",
+            "Rollover",
+            "Timeout",
+            "NonFatalErr",
+            "CorrIntErr",
+            "HeaderOF",
+        ],
+        _ => &[
+            "Undefined",
+            "DLP",
+            "SDES",
+            "TLP",
+            "FCP",
+            "CmpltTO",
+            "CmpltAbrt",
+            "UnxCmplt",
+            "RxOF",
+            "MalfTLP",
+            "ECRC",
+            "UnsupReq",
+            "ACSViol",
+            "UncorrIntErr",
+            "BlockedTLP",
+            "AtomicOpBlocked",
+            "TLPBlockedErr",
+            "PoisonTLPBlocked",
+        ],
+    };
+    let mut text = String::new();
+    for name in names {
+        let count = counts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, c)| *c);
+        text.push_str(&format!("{name} {count}\n"));
+    }
+    text.push_str(&format!("TOTAL_ERR_{kind} {total}\n"));
+    text
 }
 
 /// The relative path from directory `from` to `to` (both relative to the root).
@@ -183,7 +272,23 @@ fn config_space(d: &Dev) -> Vec<u8> {
         c[0x2c..0x2e].copy_from_slice(&d.subsystem.0.to_le_bytes());
         c[0x2e..0x30].copy_from_slice(&d.subsystem.1.to_le_bytes());
     }
+    if let Some(bar) = bar0(d) {
+        c[0x10..0x14].copy_from_slice(&bar.to_le_bytes());
+    }
     c
+}
+
+/// A 32-bit memory BAR0 the firmware assigned an endpoint (a VF's BARs read
+/// 0: they are set in its PF).
+fn bar0(d: &Dev) -> Option<u32> {
+    if d.header_type != 0 || d.physfn.is_some() {
+        return None;
+    }
+    let (_, rest) = d.address.split_once(':')?;
+    let bus = u32::from_str_radix(&rest[..2], 16).ok()?;
+    let slot = u32::from_str_radix(&rest[3..5], 16).ok()?;
+    let function = u32::from_str_radix(&rest[6..7], 16).ok()?;
+    Some(0x8000_0000 | (bus << 20) | (slot << 15) | (function << 12))
 }
 
 impl FakeHost {
@@ -376,7 +481,10 @@ impl FakeHost {
             &rel("power_state"),
             if d.dead_config { "D3cold\n" } else { "D0\n" },
         );
-        self.write(&rel("enable"), "1\n");
+        // vfio-pci enables a device only while a user (a VM) has it open.
+        let idle = d.driver.as_ref().is_none_or(|(name, _)| name == "vfio-pci");
+        self.write(&rel("enable"), if idle { "0\n" } else { "1\n" });
+        self.write_health(d, dir);
         self.write(&rel("modalias"), format!("{}\n", modalias(d)));
         self.write(&rel("remove"), "");
         self.write(&rel("rescan"), "");
@@ -441,6 +549,100 @@ impl FakeHost {
         if let Some((driver, module)) = &d.driver {
             self.bind(addr, driver, module.as_deref());
         }
+    }
+
+    /// The health attributes: link, AER counters (and a root port's AER
+    /// service), reset method, BAR0's resource.
+    fn write_health(&self, d: &Dev, dir: &Path) {
+        let rel = |name: &str| format!("{}/{name}", dir.display());
+        if let Some((speed, width, max_speed, max_width)) = &d.link {
+            let (speed, width) = if d.dead_config {
+                ("Unknown", 63)
+            } else {
+                (speed.as_str(), *width)
+            };
+            self.write(&rel("current_link_speed"), format!("{speed}\n"));
+            self.write(&rel("current_link_width"), format!("{width}\n"));
+            self.write(&rel("max_link_speed"), format!("{max_speed}\n"));
+            self.write(&rel("max_link_width"), format!("{max_width}\n"));
+        }
+        if d.aer {
+            self.write(&rel("aer_dev_correctable"), aer_file("COR", &[]));
+            self.write(&rel("aer_dev_nonfatal"), aer_file("NONFATAL", &[]));
+            self.write(&rel("aer_dev_fatal"), aer_file("FATAL", &[]));
+        }
+        let root_port = d.header_type == 1 && d.parent.is_none();
+        if root_port && d.aer {
+            for severity in ["cor", "fatal", "nonfatal"] {
+                self.write(&rel(&format!("aer_rootport_total_err_{severity}")), "0\n");
+            }
+            let service = dir.join(format!("{}:pcie002", d.address));
+            self.write(&format!("{}/uevent", service.display()), "");
+            self.link(
+                &Path::new("sys/bus/pci_express/devices").join(format!("{}:pcie002", d.address)),
+                &service,
+            );
+        }
+        let methods = match (&d.reset_method, &d.physfn) {
+            (Some(_), Some(_)) => Some("flr"),
+            (m, _) => m.as_deref(),
+        };
+        if let Some(methods) = methods {
+            self.write(&rel("reset_method"), format!("{methods}\n"));
+            self.write(&rel("reset"), "");
+        }
+        let resource = match bar0(d) {
+            Some(start) => format!(
+                "0x{start:016x} 0x{:016x} 0x0000000000040200\n",
+                start + 0xfff
+            ),
+            None => "0x0000000000000000 0x0000000000000000 0x0000000000000000\n".to_string(),
+        };
+        self.write(&rel("resource"), resource);
+    }
+
+    /// Sets a function's link as the kernel would show it now.
+    pub fn set_link(&self, addr: &str, speed: &str, width: u32) -> &Self {
+        let dir = self.rel_dir(addr);
+        self.write(
+            &format!("{}/current_link_speed", dir.display()),
+            format!("{speed}\n"),
+        );
+        self.write(
+            &format!("{}/current_link_width", dir.display()),
+            format!("{width}\n"),
+        );
+        self
+    }
+
+    /// Sets a function's AER counters: (error type, count) per file.
+    pub fn aer_counts(
+        &self,
+        addr: &str,
+        cor: &[(&str, u64)],
+        nonfatal: &[(&str, u64)],
+        fatal: &[(&str, u64)],
+    ) -> &Self {
+        let dir = self.rel_dir(addr);
+        self.write(
+            &format!("{}/aer_dev_correctable", dir.display()),
+            aer_file("COR", cor),
+        );
+        self.write(
+            &format!("{}/aer_dev_nonfatal", dir.display()),
+            aer_file("NONFATAL", nonfatal),
+        );
+        self.write(
+            &format!("{}/aer_dev_fatal", dir.display()),
+            aer_file("FATAL", fatal),
+        );
+        self
+    }
+
+    /// The boot id (/proc/sys/kernel/random/boot_id): a new one is a reboot.
+    pub fn boot_id(&self, id: &str) -> &Self {
+        self.write("proc/sys/kernel/random/boot_id", format!("{id}\n"));
+        self
     }
 
     /// Registers a PCI driver (and its module) with no devices yet, like a

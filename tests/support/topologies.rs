@@ -430,3 +430,47 @@ pub fn a100_sriov(enabled: u16) -> FakeHost {
     host.netdev("0000:02:00.0", "eno1").route("eno1", true);
     host
 }
+
+/// An A100 (10de:20b0, on vfio-pci, idle) behind two levels of PCIe
+/// switches, Gen4 x16 everywhere: root port 00:01.0 -> upstream 01:00.0 ->
+/// downstream 02:00.0 -> upstream 03:00.0 -> downstream 04:00.0 -> GPU
+/// 05:00.0; a second A100 on nvidia behind downstream 04:01.0 (06:00.0).
+pub fn a100_two_switch_levels() -> FakeHost {
+    let mut host = FakeHost::new();
+    host.iommu_unit("dmar0").pci_ids(&pci_ids());
+    host.register_driver("vfio-pci", Some("vfio_pci"));
+    host.boot_id("6a1f0e4c-8d2b-4f0e-9c3a-1b2c3d4e5f60");
+    host.add(Dev::bridge("0000:00:01.0", 0x8086, 0x347a).group(1));
+    let chain = [
+        ("0000:01:00.0", "0000:00:01.0"),
+        ("0000:02:00.0", "0000:01:00.0"),
+        ("0000:03:00.0", "0000:02:00.0"),
+        ("0000:04:00.0", "0000:03:00.0"),
+        ("0000:04:01.0", "0000:03:00.0"),
+    ];
+    for (group, (port, parent)) in (2..).zip(chain) {
+        host.add(
+            Dev::bridge(port, 0x1000, 0xc010)
+                .parent(parent)
+                .group(group),
+        );
+    }
+    host.add(
+        Dev::endpoint("0000:05:00.0", 0x10de, 0x20b0, 0x030200)
+            .subsystem(0x10de, 0x134f)
+            .parent("0000:04:00.0")
+            .sriov(16)
+            .driver("vfio-pci", Some("vfio_pci"))
+            .driver_override("vfio-pci")
+            .group(10),
+    );
+    host.add(
+        Dev::endpoint("0000:06:00.0", 0x10de, 0x20b0, 0x030200)
+            .subsystem(0x10de, 0x134f)
+            .parent("0000:04:01.0")
+            .sriov(16)
+            .driver("nvidia", Some("nvidia"))
+            .group(11),
+    );
+    host
+}

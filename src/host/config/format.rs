@@ -233,6 +233,11 @@ pub fn valid_file_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
+/// The line of a byte offset in `text` (1-based), for errors naming file:line.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    Lines::new(text).line_of(offset)
+}
+
 /// The file name `persist add` uses for a declaration.
 pub fn file_name(decl: &Declaration) -> String {
     match decl.address {

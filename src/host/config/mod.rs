@@ -23,11 +23,11 @@ mod write;
 
 pub use error::ConfigError;
 pub use format::{
-    file_name, parse, parse_all, render, render_sriov, sriov_file_name, valid_file_name,
+    file_name, line_of, parse, parse_all, render, render_sriov, sriov_file_name, valid_file_name,
     BINDINGS_DIR,
 };
 pub use owner::{file_owned, owned, seal, written_by_vfioctl, WRITTEN_HEADER};
-pub use read::load;
+pub use read::{load, read_trusted};
 pub use write::{
     add, add_sriov, may_add, may_add_sriov, may_remove, remove, remove_origin, write_atomic,
 };

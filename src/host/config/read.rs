@@ -186,22 +186,54 @@ pub fn load(root: &HostRoot) -> Result<Declarations, ConfigError> {
     let (mut list, mut sriov) = (Vec::new(), Vec::new());
     for name in binding_files(&dir)? {
         let shown_path = format!("{BINDINGS_DIR}/{name}");
-        let Some(mut file) = open_at(&dir, &name, &shown_path, false)? else {
+        let Some(text) = read_at(&dir, owner, &name, &shown_path)? else {
             continue; // removed since the listing
         };
-        let io_error = |action, source| ConfigError::Io {
-            action,
-            path: shown_path.clone(),
-            source,
-        };
-        let meta = file.metadata().map_err(|e| io_error("cannot stat", e))?;
-        check_trust(&shown_path, &meta, owner)?;
-        let mut text = String::new();
-        file.read_to_string(&mut text)
-            .map_err(|e| io_error("cannot read", e))?;
         let (bindings, pfs) = parse_all(&shown_path, &text)?;
         list.extend(bindings);
         sriov.extend(pfs);
     }
     Ok(Declarations::with_sriov(list, sriov))
+}
+
+/// Reads one file vfioctl trusts (`/etc/vfioctl/check.toml`, a state file
+/// under /var/lib/vfioctl) by the rules `load` applies to bindings.d: every
+/// directory from `/` and the file itself owned by root (the `--root`
+/// owner under a fake root), writable by no one else, no symlink followed,
+/// each checked on its open descriptor. `Ok(None)`: it does not exist.
+pub fn read_trusted(
+    root: &HostRoot,
+    host_dir: &str,
+    name: &str,
+) -> Result<Option<String>, ConfigError> {
+    let Some((dir, owner)) = open_trusted_dir(root, host_dir)? else {
+        return Ok(None);
+    };
+    let shown_path = format!("{}/{name}", host_dir.trim_end_matches('/'));
+    read_at(&dir, owner, name, &shown_path)
+}
+
+/// The text of `name` in the trusted directory `dir`, opened without
+/// following a link and checked on its descriptor (`check_trust`) before it
+/// is read. `Ok(None)`: it does not exist.
+fn read_at(
+    dir: &OwnedFd,
+    owner: u32,
+    name: &str,
+    shown_path: &str,
+) -> Result<Option<String>, ConfigError> {
+    let Some(mut file) = open_at(dir, name, shown_path, false)? else {
+        return Ok(None);
+    };
+    let io_error = |action, source| ConfigError::Io {
+        action,
+        path: shown_path.to_string(),
+        source,
+    };
+    let meta = file.metadata().map_err(|e| io_error("cannot stat", e))?;
+    check_trust(shown_path, &meta, owner)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| io_error("cannot read", e))?;
+    Ok(Some(text))
 }

@@ -83,7 +83,7 @@ pub(super) fn bindings(f: &Facts) -> Vec<CheckResult> {
 }
 
 /// One declared device present: on its driver, override set, /dev/vfio
-/// node, group viable, alive.
+/// node, group viable.
 pub(super) fn declared_device(f: &Facts, decl: &Declaration, dev: &PciDevice) -> CheckResult {
     debug_assert_eq!(decl.fit(dev), Fit::Applies);
     let mut problems: Vec<(Verdict, String, &str)> = Vec::new();
@@ -168,20 +168,7 @@ pub(super) fn declared_device(f: &Facts, decl: &Declaration, dev: &PciDevice) ->
             "remove the declaration (vfioctl persist remove), or disable Fabric Manager for full passthrough",
         ));
     }
-    if dev.config_dead {
-        problems.push((
-            Verdict::Critical,
-            "config space reads all ones: device gone or stuck".into(),
-            "reset or reseat the device; check for hardware errors",
-        ));
-    }
-    if dev.power_state.as_deref() == Some("D3cold") {
-        problems.push((
-            Verdict::Warning,
-            "in D3cold".into(),
-            "normal while idle on some hosts; if a VM fails to start, disable d3cold_allowed",
-        ));
-    }
+    // Config space, power state and reset are the health checks' (health.rs).
     let id = format!("binding.{}", dev.address);
     let mut r = if problems.is_empty() {
         result(

@@ -9,8 +9,13 @@ use serde::{Serialize, Serializer};
 mod declarations;
 mod devices;
 mod fabric;
+mod health;
+mod health_aer;
 mod host;
 mod sriov;
+
+pub use health::{judge as judge_health, judged, HealthInput};
+pub use health_aer::{plan as aer_plan, updates as aer_updates, Decision as AerDecision};
 
 use declarations::{bindings, expectations};
 use devices::{interrupted_change, pending_unbinds};
@@ -164,6 +169,8 @@ pub struct Facts<'a> {
     pub fabric: Option<FabricReading>,
     /// The change the record says is under way or was interrupted.
     pub interrupted: Option<InterruptedFact>,
+    /// The devices judged fit for the next VM, and what was read of them.
+    pub health: HealthInput<'a>,
 }
 
 /// A change's intent found in the change record (`host::state`).
@@ -188,6 +195,7 @@ pub fn run_checks(f: &Facts) -> Vec<CheckResult> {
     out.push(udev_rules(f));
     out.push(libvirt(f));
     out.extend(expectations(f));
+    out.extend(health::health(f));
     out
 }
 
@@ -232,6 +240,7 @@ mod tests {
             pending: vec![],
             fabric: None,
             interrupted: None,
+            health: HealthInput::default(),
         }
     }
 

@@ -50,6 +50,9 @@ BOOT_KEYS = {
     # a GPU-like card (display + HD-audio functions in one slot) on a root
     # port of its own; only these boots have it, so no other topology moves
     "gpu": ({"on", "off"}, "off"),
+    # a root port with QEMU's x-speed/x-width link properties and a
+    # virtio-net with AER behind it, for the health checks; only these boots
+    "health": ({"on", "off"}, "off"),
 }
 BUILD_SCRIPT = VM_DIR / "guest/initrd/build"
 BUILD_TIMEOUT = 60  # seconds for the builder guest's one scenario
@@ -168,7 +171,7 @@ class Qemu:
         self.has_igb = probe.returncode == 0 and probe.stdout.startswith("igb options")
 
 
-def topology(has_igb, nvme_disk, second_e1000e=False, gpu=False):
+def topology(has_igb, nvme_disk, second_e1000e=False, gpu=False, health=False):
     """The fixed PCI layout (see tests/vm/README.md)."""
     d = []
     for n in range(1, 6):
@@ -208,6 +211,14 @@ def topology(has_igb, nvme_disk, second_e1000e=False, gpu=False):
               "-device", "bochs-display,id=gpu,bus=rp7,addr=0.0,multifunction=on,romfile=",
               "-device", "ich9-intel-hda,id=gpuhda,bus=rp7,addr=0.1,romfile=",
               "-device", "hda-duplex,bus=gpuhda.0,audiodev=gpuaudio"]
+    if health:
+        # A root port whose link capability QEMU sets to 8 GT/s x4 (its
+        # defaults are 16 GT/s x32), with a virtio-net behind it that has an
+        # AER capability and writable error reporting enables (QEMU's e1000e
+        # has AER, but its Device Control reporting bits are read-only 0).
+        d += ["-device", "pcie-root-port,id=rp8,bus=pcie.0,addr=0x17,chassis=8,slot=8,"
+                         "x-speed=8,x-width=4",
+              "-device", "virtio-net-pci,id=virtioaer,bus=rp8,aer=on,disable-legacy=on,romfile="]
     return d
 
 
@@ -301,7 +312,7 @@ class Boot:
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
             "-virtfs", f"local,path={self.share},mount_tag=vmshare,security_model=none,multidevs=remap",
             *topology(cfg["qemu"].has_igb, self.dir / "nvme.img", self.boot["initrd"] != "test-bed",
-                     self.boot["gpu"] == "on"),
+                     self.boot["gpu"] == "on", self.boot["health"] == "on"),
         ]
 
     def prepare(self):
