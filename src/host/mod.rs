@@ -12,5 +12,6 @@ pub mod sysfs;
 pub mod udev;
 pub mod usage;
 pub mod usage_net;
+pub mod vms;
 
 pub use root::{HostIoError, HostRoot};
