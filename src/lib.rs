@@ -39,15 +39,16 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
     let libvirt = commands::LibvirtOptions {
         target: host::libvirt::Target::resolve(cli.connect.as_deref(), &cli.root),
         timeout: std::time::Duration::from_secs(cli.connect_timeout),
+        no_libvirt: cli.no_libvirt,
     };
     match &cli.command {
-        Command::List(args) => commands::list::run(&root, args, out),
-        Command::Show(args) => commands::show::run(&root, args, out),
-        Command::Bind(args) => commands::bind::run(&root, args, out),
-        Command::Sriov(args) => commands::sriov::run(&root, args, out),
-        Command::Restore(args) => commands::restore::run(&root, args, out),
-        Command::Unbind(args) => commands::unbind::run(&root, args, out),
-        Command::Persist { action } => commands::persist::run(&root, action, out),
+        Command::List(args) => commands::list::run(&root, &libvirt, args, out),
+        Command::Show(args) => commands::show::run(&root, &libvirt, args, out),
+        Command::Bind(args) => commands::bind::run(&root, &libvirt, args, out),
+        Command::Sriov(args) => commands::sriov::run(&root, &libvirt, args, out),
+        Command::Restore(args) => commands::restore::run(&root, &libvirt, args, out),
+        Command::Unbind(args) => commands::unbind::run(&root, &libvirt, args, out),
+        Command::Persist { action } => commands::persist::run(&root, &libvirt, action, out),
         Command::HostConfig(args) => commands::host_config::run(&root, args, out),
         Command::Check(args) => commands::check::run(&root, &libvirt, args, out),
         Command::Nodedev(args) => commands::nodedev::run(&root, &libvirt, args, out),

@@ -258,6 +258,7 @@ pub fn enforce(
         force: false,
         dry_run,
         timeout,
+        vms: crate::host::vms::VmSource::Never(crate::host::vms::NEVER_AT_BOOT),
     };
     run::run(root, &spec, kernel)
 }
@@ -331,6 +332,7 @@ pub fn apply_sriov(
         force: false,
         timeout,
         keep: decls.list.iter().filter_map(|d| d.address).collect(),
+        vms: crate::host::vms::VmSource::Never(crate::host::vms::NEVER_AT_BOOT),
     };
     Ok(SriovOutcome::Changed(Box::new(sriov::change(
         root, kernel, &inv, &request, &variants, dry_run,

@@ -13,10 +13,11 @@ use std::collections::BTreeSet;
 
 use crate::model::declaration::Declarations;
 use crate::model::device::SriovRole;
+use crate::model::domain::{Domain, DomainUse, HostDeviceKind, Named, VmFacts};
 use crate::model::usage::{DeviceUse, UsageFacts};
 use crate::model::{Inventory, ModuleName, PciAddress};
 
-use super::refusal::{Refusal, RefusalKind};
+use super::refusal::{Refusal, RefusalKind, Via, VmUse};
 
 /// When the change takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +123,115 @@ pub fn judge(
     verdict
 }
 
+/// Where a change the VM rules judge sends the devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmChange {
+    /// Away from VFIO: `restore`, `unbind`, `bind --driver` to a non-VFIO
+    /// driver, `persist remove` (at the next boot), VFs destroyed by `sriov`.
+    /// Running domains using the device, a member of its IOMMU group, a VF
+    /// of it or an mdev on it refuse it (never forced); defined domains
+    /// whose config names it (or such a VF or mdev) refuse it unless `--force`.
+    ToHost,
+    /// Released from one VFIO driver to another: only running domains
+    /// using the device, and domains using its VFs or mdevs, refuse it.
+    ToVfio,
+}
+
+/// One domain's stand on `addr`, seen through `via` (another function).
+fn vm_use(domain: &Domain, found: &DomainUse, via: Via) -> VmUse {
+    VmUse {
+        domain: domain.name.clone(),
+        nova: domain.nova().cloned(),
+        running: matches!(found.named, Named::Live | Named::Both),
+        state: domain.state_label(),
+        persistent: domain.persistent,
+        autostart: domain.autostart,
+        kind: found.device.kind,
+        managed: found.device.managed,
+        via,
+    }
+}
+
+/// The VM rules for `devices`: which libvirt domains use them (or name them
+/// in their config), from `vms`. `Failed` facts (libvirt there but silent)
+/// refuse every device, never overridden by `--force`; facts not asked for
+/// refuse nothing (the caller notes why).
+pub fn judge_vms(
+    inv: &Inventory,
+    vms: &VmFacts,
+    devices: &BTreeSet<PciAddress>,
+    change: VmChange,
+    force: bool,
+) -> Verdict {
+    let mut verdict = Verdict::default();
+    for addr in devices {
+        let mut uses: Vec<VmUse> = Vec::new();
+        if let VmFacts::Failed(error) = vms {
+            verdict.refusals.push(Refusal {
+                device: *addr,
+                kind: RefusalKind::VmUnknown {
+                    error: error.clone(),
+                },
+            });
+            continue;
+        }
+        let dev = inv.device(addr);
+        let group = dev
+            .and_then(|d| inv.group_of(d))
+            .map(|g| (g.number, g.pci_members.clone()));
+        let vfs: Vec<PciAddress> = match dev.map(|d| &d.sriov) {
+            Some(SriovRole::Pf { vfs, .. }) => vfs.clone(),
+            _ => Vec::new(),
+        };
+        for domain in vms.domains() {
+            if let Some(found) = domain.uses(addr) {
+                let mdev = found.device.kind == HostDeviceKind::Mdev;
+                let via = match &found.device.mdev {
+                    Some(uuid) if mdev => Via::Mdev(uuid.clone()),
+                    _ => Via::Itself,
+                };
+                let u = vm_use(domain, &found, via);
+                if u.running || change == VmChange::ToHost || mdev {
+                    uses.push(u);
+                }
+            }
+            if let (Some((number, members)), VmChange::ToHost) = (&group, change) {
+                for member in members.iter().filter(|m| *m != addr) {
+                    if let Some(found) = domain.uses(member).filter(|f| f.named != Named::Config) {
+                        uses.push(vm_use(
+                            domain,
+                            &found,
+                            Via::GroupMember {
+                                member: *member,
+                                group: *number,
+                            },
+                        ));
+                    }
+                }
+            }
+            for vf in &vfs {
+                if let Some(found) = domain.uses(vf) {
+                    uses.push(vm_use(domain, &found, Via::Vf(*vf)));
+                }
+            }
+        }
+        uses.dedup();
+        for u in uses {
+            let refusal = Refusal {
+                device: *addr,
+                kind: RefusalKind::Vm(Box::new(u)),
+            };
+            match &refusal.kind {
+                RefusalKind::Vm(u) if force && refusal.force_overrides() => verdict
+                    .forced
+                    .push(format!("{addr} {u}; released anyway (--force)")),
+                _ => verdict.refusals.push(refusal),
+            }
+        }
+    }
+    verdict
+}
+
 /// Fail closed on a device's IOMMU group: refuse when the IOMMU is on and
 /// the device has no group, or when a listed member could not be read.
 pub fn group_refusal(inv: &Inventory, addr: &PciAddress) -> Option<Refusal> {
@@ -200,6 +310,44 @@ pub struct BootRefused {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The VM rules' rows in the SAFETY RULES table say what the gate does.
+    #[test]
+    fn the_man_page_table_matches_the_vm_rules() {
+        let vm = |running: bool| {
+            RefusalKind::Vm(Box::new(VmUse {
+                domain: "d".into(),
+                nova: None,
+                running,
+                state: "running",
+                persistent: true,
+                autostart: false,
+                kind: HostDeviceKind::Hostdev,
+                managed: Some(true),
+                via: Via::Itself,
+            }))
+        };
+        let cases = [
+            (vm(true), "A running libvirt domain", false),
+            (vm(false), "A defined libvirt domain", true),
+            (
+                RefusalKind::VmUnknown {
+                    error: String::new(),
+                },
+                "does not answer",
+                false,
+            ),
+        ];
+        for (kind, words, force) in cases {
+            assert_eq!(kind.force_overrides(), force, "{kind:?}");
+            assert!(
+                crate::cli::SAFETY
+                    .iter()
+                    .any(|(rule, f, _)| rule.contains(words) && *f == force),
+                "no SAFETY row with '{words}' and force {force}"
+            );
+        }
+    }
 
     /// The man page's SAFETY RULES table (cli::SAFETY) says for each use
     /// what the gate does: whether --force overrides it.

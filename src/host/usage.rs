@@ -527,6 +527,42 @@ fn holders(root: &HostRoot, nodes: &[Node]) -> Vec<(String, u32, String)> {
     found
 }
 
+/// The VFIO group node of mdev `uuid` (`/dev/vfio/N`, from its iommu_group).
+fn mdev_nodes(root: &HostRoot, uuid: &str) -> Vec<Node> {
+    if !crate::model::domain::valid_uuid(uuid) {
+        return Vec::new();
+    }
+    fs::read_link(root.path(format!("/sys/bus/mdev/devices/{uuid}/iommu_group")))
+        .ok()
+        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        .map(|n| vec![named(format!("/dev/vfio/{n}"))])
+        .unwrap_or_default()
+}
+
+/// Whether process `pid` holds one of the nodes through which `addr` (or,
+/// with `mdev`, that mdev on it) is used: a running VM's QEMU holds its
+/// VFIO group or cdev. `None` when the process's descriptors cannot be read
+/// (it is gone, or vfioctl runs without root).
+pub fn pid_holds(
+    root: &HostRoot,
+    inv: &Inventory,
+    pid: u32,
+    addr: &PciAddress,
+    mdev: Option<&str>,
+) -> Option<bool> {
+    let nodes = match mdev {
+        Some(uuid) => mdev_nodes(root, uuid),
+        None => device_nodes(root, inv, addr),
+    };
+    let entries = fs::read_dir(root.path(format!("/proc/{pid}/fd"))).ok()?;
+    Some(entries.flatten().any(|e| {
+        fs::read_link(e.path())
+            .ok()
+            .is_some_and(|t| matching(root, &nodes, &t.to_string_lossy()).is_some())
+    }))
+}
+
 fn proc_path(root: &HostRoot, pid: i32, file: &str) -> PathBuf {
     root.path(format!("/proc/{pid}/{file}"))
 }
@@ -614,6 +650,10 @@ pub struct HostUsage<'a> {
     root: &'a HostRoot,
     inv: &'a Inventory,
     base: UsageMap,
+    /// The libvirt read, started (or deferred) by the caller, collected
+    /// when the gate first asks about VMs.
+    vms_pending: std::cell::RefCell<Option<super::vms::Pending>>,
+    vms: std::cell::OnceCell<Option<crate::model::domain::VmFacts>>,
 }
 
 impl<'a> HostUsage<'a> {
@@ -622,7 +662,16 @@ impl<'a> HostUsage<'a> {
             root,
             inv,
             base: read_host_wide(root),
+            vms_pending: std::cell::RefCell::new(None),
+            vms: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Makes the domains known to the gate: `pending` is collected the first
+    /// time the gate asks (never, when nothing would be given away).
+    pub fn with_vms(self, pending: super::vms::Pending) -> HostUsage<'a> {
+        *self.vms_pending.borrow_mut() = Some(pending);
+        self
     }
 }
 
@@ -641,6 +690,15 @@ impl UsageFacts for HostUsage<'_> {
         }
         add_holders(self.root, self.inv, &candidates, &mut map);
         map
+    }
+
+    fn vms(&self) -> Option<&crate::model::domain::VmFacts> {
+        self.vms
+            .get_or_init(|| {
+                let pending = self.vms_pending.borrow_mut().take();
+                pending.map(|p| p.finish(self.root))
+            })
+            .as_ref()
     }
 }
 

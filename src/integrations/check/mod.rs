@@ -10,6 +10,9 @@ mod declarations;
 mod devices;
 mod host;
 mod sriov;
+mod vms;
+
+pub use vms::VmHold;
 
 use declarations::{bindings, expectations};
 use devices::pending_unbinds;
@@ -160,6 +163,10 @@ pub struct Facts<'a> {
     pub pending: Vec<(PciAddress, String)>,
     /// The host's NVLink fabric mode (shared: Fabric Manager keeps the NVSwitches).
     pub fabric: Option<Fabric>,
+    /// The host's libvirt domains, or why they are unknown.
+    pub vms: crate::model::domain::VmFacts,
+    /// Each running domain's functions, held by its QEMU or not.
+    pub vm_holds: Vec<VmHold>,
 }
 
 /// Runs every check, in a stable order.
@@ -172,6 +179,7 @@ pub fn run_checks(f: &Facts) -> Vec<CheckResult> {
     out.push(boot_files(f));
     out.push(udev_rules(f));
     out.push(libvirt(f));
+    out.extend(vms::vm_checks(f));
     out.extend(expectations(f));
     out
 }
@@ -216,6 +224,8 @@ mod tests {
             libvirt: Err("not asked".into()),
             pending: vec![],
             fabric: None,
+            vms: crate::model::domain::VmFacts::NotAsked("tests".into()),
+            vm_holds: vec![],
         }
     }
 
