@@ -6,6 +6,7 @@ pub mod hostfacts;
 pub mod kernel;
 pub mod libvirt;
 pub mod modules;
+mod proc_walk;
 pub mod root;
 pub mod state;
 pub mod sysfs;

@@ -431,6 +431,15 @@ fn device_nodes(root: &HostRoot, inv: &Inventory, addr: &PciAddress) -> Vec<Node
     {
         nodes.push(named(format!("/dev/vfio/{group}")));
     }
+    // mdevs created on the function (vGPUs): each has its own VFIO group.
+    if let Ok(entries) = fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if crate::model::domain::valid_uuid(&name) && entry.path().join("mdev_type").exists() {
+                nodes.extend(mdev_nodes(root, &name));
+            }
+        }
+    }
     // The per-device cdev of newer kernels (iommufd), also found by the walk.
     if let Ok(entries) = fs::read_dir(dir.join("vfio-dev")) {
         for entry in entries.flatten() {
@@ -459,70 +468,26 @@ fn device_nodes(root: &HostRoot, inv: &Inventory, addr: &PciAddress) -> Vec<Node
     nodes
 }
 
-/// The node a descriptor or mapping names, if it is one of `nodes`: by path,
-/// or by device number (a node renamed, or reached by another path),
-/// resolved inside the host root.
-fn matching<'n>(root: &HostRoot, nodes: &'n [Node], target: &str) -> Option<&'n Node> {
-    if let Some(node) = nodes.iter().find(|n| n.path == target) {
-        return Some(node);
-    }
-    if !target.starts_with('/') {
-        return None;
-    }
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let meta = fs::metadata(root.path(target)).ok()?;
-    let kind = meta.file_type();
-    let block = if kind.is_block_device() {
-        true
-    } else if kind.is_char_device() {
-        false
-    } else {
-        return None;
-    };
+/// What the walk looks for: each node with its identity under the root.
+fn wanted(root: &HostRoot, nodes: &[Node]) -> Vec<super::proc_walk::Wanted> {
     nodes
         .iter()
-        .find(|n| n.number == Some((meta.rdev(), block)))
+        .map(|n| super::proc_walk::Wanted::new(root, &n.path, n.number))
+        .collect()
 }
 
 /// Processes holding any of `nodes` open, or mapping them: (node path, pid, command).
 fn holders(root: &HostRoot, nodes: &[Node]) -> Vec<(String, u32, String)> {
     let mut found: Vec<(String, u32, String)> = Vec::new();
-    if nodes.is_empty() {
-        return found;
-    }
-    let Ok(procs) = procfs::process::all_processes_with_root(root.path("/proc")) else {
-        return found;
-    };
-    for proc in procs.flatten() {
-        let mut targets: Vec<String> = Vec::new();
-        if let Ok(fds) = proc.fd() {
-            for fd in fds.flatten() {
-                if let procfs::process::FDTarget::Path(path) = &fd.target {
-                    targets.push(path.to_string_lossy().into_owned());
-                }
-            }
+    for (i, pid) in super::proc_walk::holders(root, &wanted(root, nodes)) {
+        let path = nodes[i].path.clone();
+        if found.iter().any(|(p, q, _)| *p == path && *q == pid) {
+            continue;
         }
-        if let Ok(maps) = fs::read_to_string(proc_path(root, proc.pid(), "maps")) {
-            targets.extend(
-                maps.lines()
-                    .filter_map(|l| l.split_whitespace().nth(5))
-                    .filter(|p| p.starts_with("/dev/"))
-                    .map(str::to_string),
-            );
-        }
-        for target in targets {
-            let Some(node) = matching(root, nodes, &target) else {
-                continue;
-            };
-            let pid = proc.pid() as u32;
-            if found.iter().any(|(p, q, _)| *p == node.path && *q == pid) {
-                continue;
-            }
-            let command = fs::read_to_string(proc_path(root, proc.pid(), "comm"))
-                .map(|c| c.trim().to_string())
-                .unwrap_or_else(|_| "?".to_string());
-            found.push((node.path.clone(), pid, command));
-        }
+        let command = fs::read_to_string(proc_path(root, pid as i32, "comm"))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_else(|_| "?".to_string());
+        found.push((path, pid, command));
     }
     found
 }
@@ -535,7 +500,7 @@ fn mdev_nodes(root: &HostRoot, uuid: &str) -> Vec<Node> {
     fs::read_link(root.path(format!("/sys/bus/mdev/devices/{uuid}/iommu_group")))
         .ok()
         .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         .map(|n| vec![named(format!("/dev/vfio/{n}"))])
         .unwrap_or_default()
 }
@@ -555,12 +520,7 @@ pub fn pid_holds(
         Some(uuid) => mdev_nodes(root, uuid),
         None => device_nodes(root, inv, addr),
     };
-    let entries = fs::read_dir(root.path(format!("/proc/{pid}/fd"))).ok()?;
-    Some(entries.flatten().any(|e| {
-        fs::read_link(e.path())
-            .ok()
-            .is_some_and(|t| matching(root, &nodes, &t.to_string_lossy()).is_some())
-    }))
+    super::proc_walk::pid_holds(root, pid, &wanted(root, &nodes))
 }
 
 fn proc_path(root: &HostRoot, pid: i32, file: &str) -> PathBuf {

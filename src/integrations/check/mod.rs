@@ -246,6 +246,74 @@ mod tests {
     }
 
     #[test]
+    fn domains_that_start_together_share_a_device_critically() {
+        use crate::model::domain::{
+            Domain, DomainDefinition, DomainState, HostDevice, HostDeviceKind, VmFacts,
+        };
+        let dom = |name: &str, active: bool, autostart: bool| {
+            let def = DomainDefinition {
+                name: name.into(),
+                uuid: None,
+                devices: vec![HostDevice {
+                    kind: HostDeviceKind::Hostdev,
+                    address: Some("41:00.0".parse().unwrap()),
+                    mdev: None,
+                    managed: Some(true),
+                }],
+                nova: None,
+            };
+            Domain {
+                name: name.into(),
+                uuid: "u".into(),
+                id: None,
+                active,
+                state: if active {
+                    DomainState::Running
+                } else {
+                    DomainState::ShutOff
+                },
+                persistent: true,
+                autostart,
+                live: active.then(|| def.clone()),
+                config: Some(def),
+                qemu_pid: None,
+            }
+        };
+        let inv = Inventory::default();
+        let shared = |domains: Vec<Domain>| {
+            let mut f = facts(&inv, vec![]);
+            f.vms = VmFacts::Known {
+                uri: "test:///x".into(),
+                domains,
+            };
+            run_checks(&f)
+                .into_iter()
+                .filter(|r| r.id == "vm.shared_device")
+                .count()
+        };
+        // Alternatives: two stopped domains that do not autostart.
+        assert_eq!(
+            shared(vec![dom("a", false, false), dom("b", false, false)]),
+            0
+        );
+        // One runs, the other starts with libvirt at boot.
+        assert_eq!(
+            shared(vec![dom("a", true, false), dom("b", false, true)]),
+            1
+        );
+        // Both autostart.
+        assert_eq!(
+            shared(vec![dom("a", false, true), dom("b", false, true)]),
+            1
+        );
+        // One running, one stopped and not autostarting: the stopped one's start fails cleanly.
+        assert_eq!(
+            shared(vec![dom("a", true, false), dom("b", false, false)]),
+            0
+        );
+    }
+
+    #[test]
     fn the_overall_verdict_is_the_most_severe() {
         let inv = Inventory::default();
         let f = facts(&inv, vec![]);
