@@ -8,10 +8,10 @@
 //! one syscall per descriptor, and no path walk for the regular files,
 //! sockets and pipes that make up most of them. Only when a node to find
 //! does not exist under the host root (a fake root's tests) are links read
-//! and compared by path. A process's `maps` is read unless it is a kernel
-//! thread (no descriptors and no `exe`): a device mapped and then closed is
-//! still held. Mappings are matched by the node's filesystem device and
-//! inode as `maps` prints them, then by path.
+//! and compared by path. Kernel threads (no `exe`) are skipped with one
+//! readlink. Every other process's `maps` is read too: a device mapped and
+//! then closed is still held. Mappings are matched by the node's filesystem
+//! device and inode as `maps` prints them, then by path.
 
 use std::fs;
 use std::io::Read;
@@ -101,7 +101,15 @@ fn descriptor_matches(
     out: &mut Vec<usize>,
 ) {
     let by_path_only = wanted.iter().any(|w| w.rdev.is_none());
-    if let Ok(st) = statat(fd_dir, name, AtFlags::empty()) {
+    let stat = statat(fd_dir, name, AtFlags::empty());
+    // Denied (another user namespace's process): its link cannot be read either.
+    if stat
+        .as_ref()
+        .is_err_and(|e| *e == rustix::io::Errno::ACCESS)
+    {
+        return;
+    }
+    if let Ok(st) = stat {
         let block = match FileType::from_raw_mode(st.st_mode) {
             FileType::BlockDevice => Some(true),
             FileType::CharacterDevice => Some(false),
@@ -158,11 +166,15 @@ fn maps_dev(text: &str) -> Option<u64> {
 
 /// The indexes into `wanted` a process maps (from its `maps` text).
 fn mapping_matches(root: &HostRoot, maps: &str, wanted: &[Wanted], out: &mut Vec<usize>) {
-    for line in maps.lines() {
+    // Only lines naming a path under /dev matter: jump from one to the next.
+    let mut from = 0;
+    while let Some(hit) = maps[from..].find(" /dev/").map(|i| from + i) {
+        let start = maps[..hit].rfind('\n').map_or(0, |i| i + 1);
+        let end = maps[hit..].find('\n').map_or(maps.len(), |i| hit + i);
+        from = end;
         // address perms offset dev inode pathname
-        let Some(at) = line.find(" /dev/") else {
-            continue;
-        };
+        let line = &maps[start..end];
+        let at = hit - start;
         let path = line[at + 1..].trim_end();
         let mut fields = line.split_whitespace();
         let dev = fields.nth(3).and_then(maps_dev);
@@ -195,36 +207,61 @@ fn mapping_matches(root: &HostRoot, maps: &str, wanted: &[Wanted], out: &mut Vec
 
 /// The indexes into `wanted` process `pid` holds or maps (`None`: its
 /// descriptors cannot be read: it is gone, or this is not root).
+/// Reads all of `fd` into `buf` with large reads (a seq_file such as `maps`
+/// fills as much of the buffer as it can per read), without the size probe
+/// of `read_to_end` (an fstat and lseeks per file). `buf` is reused across
+/// files: it only grows, and is zeroed only when it does. Returns the bytes
+/// read, `None` on an error.
+fn read_all(fd: OwnedFd, buf: &mut Vec<u8>) -> Option<usize> {
+    let mut file = fs::File::from(fd);
+    let mut len = 0;
+    loop {
+        if buf.len() - len < 64 * 1024 {
+            buf.resize(buf.len() + 256 * 1024, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => return Some(len),
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 fn scan_process(
     root: &HostRoot,
     proc_dir: BorrowedFd,
     pid: &str,
     wanted: &[Wanted],
+    buf: &mut Vec<u8>,
 ) -> Option<Vec<usize>> {
     let mut found = Vec::new();
-    let fd_dir: OwnedFd = openat(proc_dir, format!("{pid}/fd"), LISTING, Mode::empty()).ok()?;
-    let mut descriptors = 0usize;
-    for_each_entry(fd_dir.as_fd(), |name| {
-        descriptors += 1;
-        descriptor_matches(root, fd_dir.as_fd(), name, wanted, &mut found);
-    });
-    drop(fd_dir);
-    // A kernel thread has no descriptors, no memory map and no executable.
-    if descriptors == 0
-        && readlinkat(proc_dir, format!("{pid}/exe"), Vec::new())
-            .is_err_and(|e| e == rustix::io::Errno::NOENT)
+    // A kernel thread (or a zombie) has no executable, and no descriptors
+    // or memory map either: one readlink tells, where listing its fd
+    // directory and reading its maps would take five calls.
+    if readlinkat(proc_dir, format!("{pid}/exe"), Vec::new())
+        .is_err_and(|e| e == rustix::io::Errno::NOENT)
     {
         return Some(found);
     }
+    let fd_dir: OwnedFd = openat(proc_dir, format!("{pid}/fd"), LISTING, Mode::empty()).ok()?;
+    for_each_entry(fd_dir.as_fd(), |name| {
+        descriptor_matches(root, fd_dir.as_fd(), name, wanted, &mut found);
+    });
+    drop(fd_dir);
     if let Ok(maps) = openat(
         proc_dir,
         format!("{pid}/maps"),
         OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
     ) {
-        let mut text = String::new();
-        if fs::File::from(maps).read_to_string(&mut text).is_ok() {
-            mapping_matches(root, &text, wanted, &mut found);
+        if let Some(len) = read_all(maps, buf) {
+            mapping_matches(
+                root,
+                &String::from_utf8_lossy(&buf[..len]),
+                wanted,
+                &mut found,
+            );
         }
     }
     found.sort_unstable();
@@ -241,6 +278,8 @@ pub(super) fn holders(root: &HostRoot, wanted: &[Wanted]) -> Vec<(usize, u32)> {
     let Ok(proc_dir) = rustix::fs::open(root.path("/proc"), LISTING, Mode::empty()) else {
         return out;
     };
+    // One buffer for every process's maps.
+    let mut buf = Vec::new();
     let mut pids: Vec<u32> = Vec::new();
     for_each_entry(proc_dir.as_fd(), |name| {
         if let Some(pid) = name.to_str().ok().and_then(|n| n.parse::<u32>().ok()) {
@@ -248,7 +287,9 @@ pub(super) fn holders(root: &HostRoot, wanted: &[Wanted]) -> Vec<(usize, u32)> {
         }
     });
     for pid in pids {
-        if let Some(found) = scan_process(root, proc_dir.as_fd(), &pid.to_string(), wanted) {
+        if let Some(found) =
+            scan_process(root, proc_dir.as_fd(), &pid.to_string(), wanted, &mut buf)
+        {
             out.extend(found.into_iter().map(|i| (i, pid)));
         }
     }
@@ -258,7 +299,14 @@ pub(super) fn holders(root: &HostRoot, wanted: &[Wanted]) -> Vec<(usize, u32)> {
 /// Whether process `pid` holds or maps one of `wanted` (`None`: cannot tell).
 pub(super) fn pid_holds(root: &HostRoot, pid: u32, wanted: &[Wanted]) -> Option<bool> {
     let proc_dir = rustix::fs::open(root.path("/proc"), LISTING, Mode::empty()).ok()?;
-    scan_process(root, proc_dir.as_fd(), &pid.to_string(), wanted).map(|f| !f.is_empty())
+    scan_process(
+        root,
+        proc_dir.as_fd(),
+        &pid.to_string(),
+        wanted,
+        &mut Vec::new(),
+    )
+    .map(|f| !f.is_empty())
 }
 
 #[cfg(test)]
