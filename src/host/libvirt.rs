@@ -150,17 +150,7 @@ pub const SYSTEM_SOCKETS: &[&str] = &[
 /// when libvirt is there or cannot be judged from here (test driver, remote
 /// URIs): then it must be asked.
 pub fn absent(uri: &str) -> Option<String> {
-    let rest = uri
-        .strip_prefix("qemu:///system")
-        .or_else(|| uri.strip_prefix("qemu+unix:///system"))?;
-    let sockets: Vec<String> = match rest.strip_prefix('?') {
-        None if rest.is_empty() => SYSTEM_SOCKETS.iter().map(|s| s.to_string()).collect(),
-        Some(query) => match query.split('&').find_map(|kv| kv.strip_prefix("socket=")) {
-            Some(socket) => vec![socket.to_string()],
-            None => SYSTEM_SOCKETS.iter().map(|s| s.to_string()).collect(),
-        },
-        None => return None,
-    };
+    let sockets = sockets_for(uri)?;
     let present = sockets.iter().any(|s| {
         use std::os::unix::fs::FileTypeExt;
         std::fs::symlink_metadata(s).is_ok_and(|m| m.file_type().is_socket())
@@ -171,6 +161,26 @@ pub fn absent(uri: &str) -> Option<String> {
             sockets.join(", ")
         )
     })
+}
+
+/// The sockets libvirt's client may use for `uri`: `SYSTEM_SOCKETS` for a
+/// local `qemu:///system` (`qemu+unix` too), the one `?socket=` names;
+/// `None` for other URIs (test driver, remote hosts, session daemons).
+pub fn sockets_for(uri: &str) -> Option<Vec<String>> {
+    let rest = uri
+        .strip_prefix("qemu:///system")
+        .or_else(|| uri.strip_prefix("qemu+unix:///system"))?;
+    let defaults = || SYSTEM_SOCKETS.iter().map(|s| s.to_string()).collect();
+    if rest.is_empty() {
+        return Some(defaults());
+    }
+    let query = rest.strip_prefix('?')?;
+    Some(
+        match query.split('&').find_map(|kv| kv.strip_prefix("socket=")) {
+            Some(socket) => vec![socket.to_string()],
+            None => defaults(),
+        },
+    )
 }
 
 /// The helper, started and not yet waited for: its pipes are read on
@@ -324,6 +334,30 @@ pub const HELPER_UNREACHABLE: i32 = 2;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_uri_is_judged_by_both_daemons_sockets() {
+        let system = sockets_for("qemu:///system").unwrap();
+        assert_eq!(system[0], "/run/libvirt/virtqemud-sock-ro", "modular first");
+        assert!(system.contains(&"/run/libvirt/libvirt-sock-ro".to_string()));
+        assert_eq!(sockets_for("qemu+unix:///system").unwrap(), system);
+        assert_eq!(
+            sockets_for("qemu+unix:///system?socket=/x/virtqemud-sock-ro").unwrap(),
+            vec!["/x/virtqemud-sock-ro".to_string()]
+        );
+        assert_eq!(sockets_for("qemu:///system?mode=direct").unwrap(), system);
+        for other in [
+            "test:///default",
+            "qemu+ssh://h/system",
+            "qemu:///session",
+            "qemu:///systemX",
+        ] {
+            assert_eq!(sockets_for(other), None, "{other}");
+            assert_eq!(absent(other), None, "{other}: asked, never judged absent");
+        }
+        let why = absent("qemu:///system?socket=/nonexistent/sock").unwrap();
+        assert!(why.contains("no libvirt on this host"), "{why}");
+    }
 
     #[test]
     fn default_uri_only_for_the_real_root() {

@@ -87,11 +87,12 @@ devices:
       nova_device_type: type-PF
 vms:
   description:
-    - The libvirt domain whose XML names each selected function, by address (the C(vm) of C(list --json) in vfioctl(8):
-      C(domain), C(uuid), C(state), C(active), C(persistent), C(autostart), C(named_in), C(kind), C(managed),
-      C(qemu_pid), and C(nova) with the instance's C(name), C(flavor), C(project), C(user) and C(creation_time)).
-      Functions no domain names are left out; an empty dict with O(connect) unreachable or absent means unknown, see
-      RV(vms_known).
+    - The libvirt domain whose XML names each selected function, by address, as C(vm) of C(list --json) in vfioctl(8)
+      has it, with C(domain), C(uuid), C(state), C(active), C(persistent), C(autostart), C(named_in), C(kind),
+      C(managed), C(qemu_pid), and C(nova) with the instance's C(name), C(flavor), C(project), C(user) and
+      C(creation_time).
+    - Functions no domain names are left out. When libvirt could not be asked the dict is empty and RV(vms_known) is
+      false.
   returned: when devices is gathered
   type: dict
   sample:

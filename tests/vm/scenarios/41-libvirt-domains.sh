@@ -52,7 +52,6 @@ domain_xml() { # NAME MANAGED
     <hostdev mode='subsystem' type='pci' managed='$2'>
       <source><address domain='0x0000' bus='$bus' slot='$slot' function='$fn'/></source>
     </hostdev>
-    <graphics type='none'/>
     <memballoon model='none'/>
   </devices>
 </domain>
