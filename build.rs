@@ -100,7 +100,7 @@ fn render_exit_status() -> String {
 
 fn render_safety_rules() -> String {
     let mut out = String::from(
-        ".SH \"SAFETY RULES\"\nEvery path that changes bindings now or at a later boot asks one gate: \\fBbind\\fR, \\fBunbind\\fR, \\fBrestore\\fR, \\fBsriov\\fR, \\fBrecover\\fR, \\fBpersist add\\fR, \\fBpersist apply\\fR, \\fBhost\\-config \\-\\-write\\fR and \\fBudev\\-hook\\fR (which re\\-checks at run time).\n",
+        ".SH \"SAFETY RULES\"\nEvery path that changes bindings now or at a later boot asks one gate: \\fBbind\\fR, \\fBunbind\\fR, \\fBrestore\\fR, \\fBsriov\\fR, \\fBrecover\\fR, \\fBpersist add\\fR, \\fBpersist remove\\fR, \\fBpersist apply\\fR, \\fBhost\\-config \\-\\-write\\fR and \\fBudev\\-hook\\fR (which re\\-checks at run time).\n",
     );
     for (rule, force, status) in cli::SAFETY {
         out.push_str(&format!(

@@ -62,6 +62,42 @@ def build_tree(fakehost, base, size):
     return tree
 
 
+DOMAINS = 200  # libvirt domains served by the test driver for the VM rows
+
+
+def domains_file(tree, count=DOMAINS):
+    """A libvirt test-driver file (test:///PATH) with `count` domains shaped
+    like Nova's: half running, half shut off, each with Nova 1.1 metadata and
+    one PCI hostdev naming a function of the tree on vfio-pci (cycling)."""
+    path = os.path.join(tree, "vms.xml")
+    bound = os.path.join(tree, "sys/bus/pci/drivers/vfio-pci")
+    addresses = sorted(n for n in os.listdir(bound) if n.count(":") == 2) if os.path.isdir(bound) else []
+    addresses = addresses or ["0000:03:00.0"]
+    out = ["<node xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"]
+    for i in range(count):
+        dom, rest = addresses[i % len(addresses)].split(":", 1)
+        bus, rest = rest.split(":")
+        slot, fn = rest.split(".")
+        shut_off = "<test:runstate>5</test:runstate>" if i % 2 else ""
+        out.append(
+            f"""<domain type='kvm'><name>instance-{i:08x}</name>
+<uuid>00000000-0000-4000-8000-{i:012x}</uuid>
+<metadata><nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">
+<nova:package version="29.0.0"/><nova:name>vm-{i}</nova:name><nova:creationTime>2026-12-01 00:00:00</nova:creationTime>
+<nova:flavor name="g1.gpu"><nova:memory>8192</nova:memory><nova:vcpus>8</nova:vcpus></nova:flavor>
+<nova:owner><nova:user uuid="{i:032x}">user-{i}</nova:user><nova:project uuid="{i:032x}">project-{i % 10}</nova:project></nova:owner>
+</nova:instance></metadata>
+<memory>1048576</memory><os><type arch='x86_64' machine='q35'>hvm</type></os>
+<devices><hostdev mode='subsystem' type='pci' managed='yes'>
+<source><address domain='0x{dom}' bus='0x{bus}' slot='0x{slot}' function='0x{fn}'/></source></hostdev></devices>
+{shut_off}</domain>"""
+        )
+    out.append("</node>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+    return path
+
+
 def commands(tree, vfioctl, floor, baseline):
     """(label, argv, env) for every command measured on one tree."""
     env = {"ACTION": "add"}
@@ -86,6 +122,15 @@ def commands(tree, vfioctl, floor, baseline):
             (f"{name} check", root + ["check"], {}),
             (f"{name} udev-hook {DEVICE}", root + ["udev-hook", DEVICE], env),
         ]
+    # The VM column: the same list with libvirt's test driver serving
+    # DOMAINS domains (the helper runs while sysfs is read).
+    uri = "test://" + domains_file(tree)
+    root = [vfioctl, "--root", tree, "--connect", uri]
+    out += [
+        (f"vfioctl list, {DOMAINS} libvirt domains", root + ["list"], {}),
+        (f"vfioctl list --json, {DOMAINS} libvirt domains", root + ["list", "--json"], {}),
+        (f"vfioctl show {DEVICE}, {DOMAINS} libvirt domains", root + ["show", DEVICE], {}),
+    ]
     return out
 
 

@@ -31,7 +31,7 @@ pub struct Cli {
     )]
     pub root: PathBuf,
 
-    /// libvirt URI for the commands that ask libvirt (nodedev, nova, check), like `virsh -c`.
+    /// libvirt URI for the commands that ask libvirt (nodedev, nova, check, list, show, and changes that give devices away), like `virsh -c`.
     ///
     /// Default: qemu:///system, but only with --root /: a host tree under
     /// another --root has no libvirt of its own unless a URI names one (e.g.
@@ -49,6 +49,17 @@ pub struct Cli {
     /// Seconds to wait for libvirt before giving up on it.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
+
+    /// Do not ask libvirt which VMs use the devices (see VIRTUAL MACHINES).
+    ///
+    /// restore, unbind, bind --driver to a non-VFIO driver, persist remove
+    /// and an sriov change that destroys VFs ask libvirt for every domain
+    /// first, and refuse while libvirt is there but does not answer within
+    /// --connect-timeout. With --no-libvirt they proceed without the VM rules
+    /// (the holder search still runs); list, show and check report the VMs
+    /// as unknown. nodedev, nova and check's libvirt view are not affected.
+    #[arg(long, global = true)]
+    pub no_libvirt: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -103,7 +114,8 @@ pub enum Command {
     ///
     /// Clears the override, unbinds from vfio-pci and reprobes; companions bound
     /// with the device come back too. Refused while a process (a VM) holds the
-    /// device's VFIO group.
+    /// device's VFIO group or a running libvirt domain uses it, and unless
+    /// --force while a defined domain's config names it (see VIRTUAL MACHINES).
     Restore(ChangeArgs),
     /// Put back a change that was interrupted (killed, out of memory) or whose rollback failed.
     ///
@@ -259,6 +271,10 @@ pub struct PersistRemoveArgs {
     /// refusals and exit statuses as without it.
     #[arg(long)]
     pub dry_run: bool,
+    /// Remove declarations of devices a defined (not running) VM's config
+    /// names; never those of devices a running VM uses (see VIRTUAL MACHINES).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -712,6 +728,9 @@ pub const SAFETY: &[(&str, bool, exit::ExitStatus)] = &[
     ("The device is an SR-IOV PF with VFs enabled (bind, unbind, a companion or group member): unbinding its driver destroys the VFs (igb, mlx5 and vfio-pci disable SR-IOV when they let go) or leaves them orphaned (nvme), and vfio-pci refuses such a PF (EBUSY). Run sriov PF --numvfs 0 first. A VF never has companions and is never one.", false, exit::ExitStatus::Refused),
     ("sriov (and [[sriov]] in persist apply and the udev hook) changes the VF count of a PF the host uses (addresses, routes, the default route, mounts, the root filesystem, swap, a network root, an enslaved or other-namespace interface, the console) only with --force: some drivers reset the PF when SR-IOV is enabled or disabled (ixgbe drops its link). Open handles on the PF do not count (it keeps its driver). The plan names each use (pf_uses in its JSON).", true, exit::ExitStatus::Refused),
     ("While an interrupted change is recorded this boot (its intent in /run/vfioctl/changes.json, its process gone), bind, restore, unbind, sriov, persist apply and the udev hook refuse, dry runs too, naming it, until vfioctl recover has put it back; check is CRITICAL meanwhile. A record from another boot is ignored.", false, exit::ExitStatus::Refused),
+    ("A running libvirt domain uses the device, another member of its IOMMU group, a VF of it or an mdev on it, and the change gives the device away (restore, unbind, bind --driver to a non-VFIO driver, persist remove, an sriov change that destroys VFs): the domain and its Nova instance are named (see VIRTUAL MACHINES).", false, exit::ExitStatus::Refused),
+    ("A defined libvirt domain's config names the device (or a VF of it, or an mdev on it) and the change gives it away: the message says what the domain's next start does (managed='yes' takes the device back from the host, managed='no' fails) and whether it autostarts.", true, exit::ExitStatus::Refused),
+    ("libvirt is there but does not answer within --connect-timeout (or answers what cannot be read) and the change gives a device away: whether a VM uses it is unknown; --no-libvirt changes it without the VM rules.", false, exit::ExitStatus::Refused),
     ("sriov destroys VFs (a lower count, or any change of a non-zero count) only when the gate clears every one of them: a process holding a VF (its /dev/vfio/N open) is named and never overridden; the uses --force overrides, only with --force.", false, exit::ExitStatus::Refused),
     ("persist add (and bind --persist) judge every device a declaration covers now, ID and class declarations included, as claimed at every boot (open handles aside).", false, exit::ExitStatus::Refused),
     ("host-config --write judges every device its boot files would take from its driver now (each declared device, with --ids every present device with a declared ID, with --blacklist every device the module drives) by the rules persist apply follows, without --force: a device the host uses is refused (bind it first, with --force where allowed); it has no --force.", false, exit::ExitStatus::Refused),

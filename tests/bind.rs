@@ -29,6 +29,7 @@ fn spec(goal: Goal, selectors: &[&str]) -> ChangeSpec {
         force: false,
         dry_run: false,
         timeout: Duration::from_millis(300),
+        vms: vfioctl::host::vms::VmSource::Never("tests"),
     }
 }
 

@@ -154,7 +154,7 @@ fn a_declared_device_restored_by_hand_is_critical() {
         !l.contains("not viable"),
         "its own driver is not repeated as a blocker: {l}"
     );
-    assert!(out.ends_with("CRITICAL: 25 checks\n"), "{out}");
+    assert!(out.ends_with("CRITICAL: 26 checks\n"), "{out}");
 }
 
 #[test]

@@ -244,6 +244,7 @@ fn bind_change(root: &Path, kernel: &dyn PciKernel) {
         force: false,
         dry_run: false,
         timeout: TIMEOUT,
+        vms: vfioctl::host::vms::VmSource::Never("tests"),
     };
     let report = run::run(&HostRoot::new(root), &spec, kernel).unwrap();
     assert!(run::failure(&report).is_none());
@@ -294,6 +295,7 @@ fn sriov_to(numvfs: u16) -> impl Fn(&Path, &dyn PciKernel) {
             force: false,
             dry_run: false,
             timeout: TIMEOUT,
+            vms: vfioctl::host::vms::VmSource::Never("tests"),
         };
         let report = sriov::run(&HostRoot::new(root), &spec, kernel).unwrap();
         assert!(sriov::failure(&report).is_none());
@@ -385,6 +387,7 @@ fn a_later_sriov_never_takes_the_killed_ones_autoprobe_0_as_the_value_to_restore
         force: false,
         dry_run: false,
         timeout: TIMEOUT,
+        vms: vfioctl::host::vms::VmSource::Never("tests"),
     };
     let err = sriov::run(&root, &later, &kernel).unwrap_err();
     assert!(format!("{err:#}").contains("vfioctl recover"), "{err:#}");
@@ -547,6 +550,7 @@ fn a_failed_rollback_stays_recorded_until_recover() {
         force: false,
         dry_run: false,
         timeout: TIMEOUT,
+        vms: vfioctl::host::vms::VmSource::Never("tests"),
     };
     let root = HostRoot::new(host.root());
     let report = run::run(&root, &spec, &kernel).unwrap();

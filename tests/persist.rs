@@ -938,6 +938,7 @@ fn sriov_persist_declares_the_verified_count() {
         force: false,
         dry_run: false,
         timeout: Duration::from_millis(300),
+        vms: vfioctl::host::vms::VmSource::Never("tests"),
     };
     let mut lines = Vec::new();
     let mut declare = |inv: &vfioctl::model::Inventory,

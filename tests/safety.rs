@@ -26,6 +26,7 @@ fn spec(goal: Goal, selectors: &[&str], force: bool) -> ChangeSpec {
         force,
         dry_run: false,
         timeout: Duration::from_millis(300),
+        vms: vfioctl::host::vms::VmSource::Never("tests"),
     }
 }
 

@@ -36,6 +36,7 @@ fn spec(numvfs: u16) -> SriovSpec {
         force: false,
         dry_run: false,
         timeout: Duration::from_millis(300),
+        vms: vfioctl::host::vms::VmSource::Never("tests"),
     }
 }
 

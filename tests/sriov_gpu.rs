@@ -35,6 +35,7 @@ fn spec(numvfs: u16) -> SriovSpec {
         force: false,
         dry_run: false,
         timeout: Duration::from_millis(300),
+        vms: vfioctl::host::vms::VmSource::Never("tests"),
     }
 }
 
@@ -215,6 +216,7 @@ fn binding_a_vf_moves_that_vf_alone() {
         force: false,
         dry_run: false,
         timeout: Duration::from_millis(300),
+        vms: vfioctl::host::vms::VmSource::Never("tests"),
     };
     let report = run::run(&HostRoot::new(host.root()), &spec, &kernel).unwrap();
     assert!(run::failure(&report).is_none());

@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("bindings_file", targets::bindings_file),
     ("udev_env", targets::udev_env),
     ("nodedev_xml", targets::nodedev_xml),
+    ("domain_xml", targets::domain_xml),
     ("pci_ids", targets::pci_ids),
     ("cmdline", targets::cmdline),
     ("mountinfo", targets::mountinfo),

@@ -7,6 +7,7 @@ use vfioctl::host::{config, hostfacts, modules, sysfs, usage};
 use vfioctl::integrations::nodedev::NodeDevice;
 use vfioctl::integrations::nova::Release;
 use vfioctl::model::declaration::{Declaration, Declarations};
+use vfioctl::model::domain::{parse_domain_xml, valid_uuid, Domain, DomainState};
 use vfioctl::model::ids::{parse_sysfs_hex, NamesWanted};
 use vfioctl::model::modalias::{best_match, glob_match, parse_aliases, variant_aliases};
 use vfioctl::model::selector::Candidate;
@@ -223,6 +224,46 @@ pub fn nodedev_xml(data: &[u8]) {
     ] {
         let _ = dev.matched_by(&sel.parse().expect("valid selector"));
     }
+}
+
+/// libvirt's domain XML (`virsh dumpxml`): parse, then what `list`, `show`
+/// and the gate derive from it. Every host address read prints and parses
+/// back, every mdev UUID is one, and a domain's description escaped for a
+/// terminal holds no control character.
+pub fn domain_xml(data: &[u8]) {
+    let Some(s) = text(data) else { return };
+    let Ok(def) = parse_domain_xml("fuzz", s) else {
+        return;
+    };
+    for dev in &def.devices {
+        if let Some(uuid) = &dev.mdev {
+            assert!(valid_uuid(uuid), "{uuid:?}");
+        }
+        if let Some(addr) = dev.address {
+            assert_eq!(addr.to_string().parse::<PciAddress>().ok(), Some(addr));
+        }
+    }
+    let domain = Domain {
+        name: def.name.clone(),
+        uuid: def.uuid.clone().unwrap_or_default(),
+        id: Some(1),
+        active: true,
+        state: DomainState::Running,
+        persistent: true,
+        autostart: true,
+        live: Some(def.clone()),
+        config: Some(def),
+        qemu_pid: None,
+    };
+    for found in domain.all_devices() {
+        let addr = found.device.address.expect("all_devices has addresses");
+        assert!(domain.uses(&addr).is_some());
+    }
+    let shown = vfioctl::output::escape_controls(&domain.describe()).into_owned();
+    assert!(
+        !shown.chars().any(|c| c.is_control() && c != '\t'),
+        "{shown:?}"
+    );
 }
 
 /// A device with the given IDs and class, for lookups and alias matching.

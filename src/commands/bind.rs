@@ -9,9 +9,14 @@ use crate::engine::plan::Goal;
 use crate::host::HostRoot;
 use crate::model::{DriverName, Inventory};
 
-use super::{parse_selectors, run_change};
+use super::{parse_selectors, run_change, LibvirtOptions};
 
-pub fn run(root: &HostRoot, args: &BindArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+pub fn run(
+    root: &HostRoot,
+    libvirt: &LibvirtOptions,
+    args: &BindArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
     let driver = args.driver.as_deref().map(DriverName::parse).transpose()?;
     let goal = Goal::bind_to(&driver.clone().into());
     let selectors = parse_selectors(&args.change.selectors)?;
@@ -41,7 +46,15 @@ pub fn run(root: &HostRoot, args: &BindArgs, out: &mut dyn Write) -> anyhow::Res
         } else {
             None
         };
-        run_change(root, goal, &args.change, args.with_group, after, out)?
+        run_change(
+            root,
+            libvirt,
+            goal,
+            &args.change,
+            args.with_group,
+            after,
+            out,
+        )?
     };
     // With --json, stdout carries one JSON document: report declarations on stderr.
     if args.change.json {

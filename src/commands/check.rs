@@ -10,17 +10,21 @@ use serde::Serialize;
 use crate::cli::CheckArgs;
 use crate::host::config;
 use crate::host::hostfacts::{fabric, read_cpu, read_facts};
-use crate::host::libvirt::Target;
+use crate::host::libvirt::{self, Target};
 use crate::host::modules;
 use crate::host::sysfs::{read_inventory, Names};
+use crate::host::vms;
 use crate::host::HostRoot;
 use crate::integrations::boot_files::{generate, OWNED_HEADER};
+use crate::integrations::check::VmHold;
 use crate::integrations::check::{
     aer_plan, aer_updates, judged, overall, run_checks, CheckResult, Expectation, Facts, FileState,
     HealthInput, LibvirtView, ModuleState, Verdict,
 };
+use crate::integrations::nodedev::NodeDevice;
 use crate::integrations::udev;
 use crate::model::declaration::Declarations;
+use crate::model::domain::VmFacts;
 use crate::model::{Inventory, ModuleName, PciDevice};
 use crate::output::table::Table;
 use crate::output::write_json;
@@ -81,6 +85,40 @@ struct Report<'a> {
     status: Verdict,
     exit_code: i32,
     checks: &'a [CheckResult],
+}
+
+/// A label value in the exposition format: backslash, double quote and
+/// line feed escaped (`\\`, `\"`, `\n`); anything else is kept.
+fn label_value(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `vfioctl_device_vm_info{address,domain,instance_uuid,state} 1`: one
+/// series per function and domain whose XML names it.
+fn vm_info(vms: &VmFacts) -> String {
+    let mut text = String::from(
+        "# HELP vfioctl_device_vm_info A libvirt domain names this PCI function (instance_uuid: the domain uuid, Nova's instance uuid).\n# TYPE vfioctl_device_vm_info gauge\n",
+    );
+    let mut lines = Vec::new();
+    for d in vms.domains() {
+        for u in d.all_devices() {
+            let Some(addr) = u.device.address else {
+                continue;
+            };
+            lines.push(format!(
+                "vfioctl_device_vm_info{{address=\"{addr}\",domain=\"{}\",instance_uuid=\"{}\",state=\"{}\"}} 1\n",
+                label_value(&d.name),
+                label_value(&d.uuid),
+                label_value(d.state_label())
+            ));
+        }
+    }
+    lines.sort();
+    lines.dedup();
+    text.extend(lines);
+    text
 }
 
 fn prometheus(results: &[CheckResult], status: Verdict) -> String {
@@ -154,16 +192,117 @@ fn health_input<'a>(
     input
 }
 
+/// libvirt asked once for node devices and domains, started before the
+/// host is read.
+enum LibvirtRead {
+    NotAsked(String),
+    Asked {
+        uri: String,
+        /// Node devices and domains, in one helper run.
+        both: Option<libvirt::Query>,
+        /// Why the domains are not asked (no libvirt socket, --no-libvirt).
+        vms_skipped: Option<VmFacts>,
+    },
+}
+
+fn start_libvirt(options: &LibvirtOptions) -> Result<LibvirtRead, String> {
+    let uri = match &options.target {
+        Target::Uri(uri) => uri.clone(),
+        other => return Ok(LibvirtRead::NotAsked(other.why_not().unwrap_or_default())),
+    };
+    let vms_skipped = if options.no_libvirt {
+        Some(VmFacts::NotAsked(vms::SKIPPED.to_string()))
+    } else {
+        libvirt::absent(&uri).map(VmFacts::Absent)
+    };
+    let both = match vms_skipped {
+        None => Some(libvirt::start(&uri, libvirt::Want::Both).map_err(|e| e.to_string())?),
+        Some(_) => None,
+    };
+    Ok(LibvirtRead::Asked {
+        uri,
+        both,
+        vms_skipped,
+    })
+}
+
+/// The node devices (asked only when `needed`) and the domains.
+fn finish_libvirt(
+    root: &HostRoot,
+    read: Result<LibvirtRead, String>,
+    timeout: std::time::Duration,
+    needed: bool,
+) -> (Result<Vec<NodeDevice>, String>, VmFacts) {
+    let (uri, both, vms_skipped) = match read {
+        Err(e) => return (Err(e.clone()), VmFacts::Failed(e)),
+        Ok(LibvirtRead::NotAsked(why)) => return (Err(why.clone()), VmFacts::NotAsked(why)),
+        Ok(LibvirtRead::Asked {
+            uri,
+            both,
+            vms_skipped,
+        }) => (uri, both, vms_skipped),
+    };
+    match (both, vms_skipped) {
+        (Some(query), _) => match query.finish(timeout) {
+            Ok(snapshot) => {
+                let nodedevs = snapshot
+                    .node_devices
+                    .iter()
+                    .flatten()
+                    .map(|listed| NodeDevice::parse(&listed.name, &listed.xml))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string());
+                (nodedevs, vms::from_snapshot(root, &uri, &snapshot))
+            }
+            Err(e) => (Err(e.to_string()), VmFacts::Failed(e.to_string())),
+        },
+        (None, vms_skipped) => {
+            let vms = vms_skipped.unwrap_or_else(|| VmFacts::NotAsked(String::new()));
+            if !needed {
+                return (Ok(Vec::new()), vms);
+            }
+            (
+                node_devices(&uri, timeout).map_err(|e| format!("{e:#}")),
+                vms,
+            )
+        }
+    }
+}
+
+/// For each running domain, each function its live XML names: whether its
+/// QEMU holds it.
+fn vm_holds(root: &HostRoot, inv: &Inventory, vms: &VmFacts) -> Vec<VmHold> {
+    let mut out = Vec::new();
+    for d in vms.domains().iter().filter(|d| d.active) {
+        let Some(live) = &d.live else { continue };
+        for dev in &live.devices {
+            let Some(address) = dev.address else { continue };
+            if inv.device(&address).is_none() {
+                continue;
+            }
+            out.push(VmHold {
+                domain: d.name.clone(),
+                address,
+                pid: d.qemu_pid,
+                held: d.qemu_pid.and_then(|pid| {
+                    crate::host::usage::pid_holds(root, inv, pid, &address, dev.mdev.as_deref())
+                }),
+            });
+        }
+    }
+    out
+}
+
 /// What libvirt reports for each declared device, or why it was not asked.
 fn libvirt_views(
-    options: &LibvirtOptions,
+    target: &Target,
+    nodedevs: Result<Vec<NodeDevice>, String>,
     inv: &Inventory,
     declarations: &Result<Declarations, String>,
 ) -> Result<Vec<LibvirtView>, String> {
-    let uri = match &options.target {
-        Target::Uri(uri) => uri,
-        other => return Err(other.why_not().unwrap_or_default()),
-    };
+    if let Some(why) = target.why_not() {
+        return Err(why);
+    }
     let Ok(decls) = declarations else {
         return Err("the declarations cannot be read".to_string());
     };
@@ -171,7 +310,7 @@ fn libvirt_views(
     if declared.is_empty() {
         return Ok(Vec::new());
     }
-    let nodedevs = node_devices(uri, options.timeout).map_err(|e| format!("{e:#}"))?;
+    let nodedevs = nodedevs?;
     Ok(declared
         .iter()
         .map(|dev| {
@@ -200,6 +339,8 @@ pub fn run(
     {
         return Err(StdoutConflict("--json and --prometheus -").into());
     }
+    // libvirt's helper runs while the host is read.
+    let libvirt_read = start_libvirt(libvirt);
     // A monitoring check never fails with another status: no inventory is UNKNOWN
     // (with --json, the error document says so).
     let inv = match read_inventory(root, Names::Skip) {
@@ -235,7 +376,12 @@ pub fn run(
     // Boot files and rules above leave VFs out (they exist only once their
     // PF's hook creates them); the checks of declared devices cover them.
     let declarations = declarations.map(|d| d.with_vfs(&inv.devices));
-    let libvirt = libvirt_views(libvirt, &inv, &declarations);
+    let needed = declarations
+        .as_ref()
+        .is_ok_and(|d| d.declared(&inv.devices).next().is_some());
+    let (nodedevs, vms) = finish_libvirt(root, libvirt_read, libvirt.timeout, needed);
+    let libvirt = libvirt_views(&libvirt.target, nodedevs, &inv, &declarations);
+    let vm_holds = vm_holds(root, &inv, &vms);
     let declarations_for_marks = declarations.as_ref().ok().cloned();
     let fabric = fabric(
         root,
@@ -337,6 +483,8 @@ pub fn run(
             })
         }),
         health,
+        vms,
+        vm_holds,
     };
     let results = run_checks(&facts);
     let status = overall(&results);
@@ -344,6 +492,7 @@ pub fn run(
     if let Some(path) = &args.prometheus {
         let mut text = prometheus(&results, status);
         text.push_str(&crate::output::health::prometheus(&facts.health));
+        text.push_str(&vm_info(&facts.vms));
         if path.as_os_str() == "-" {
             write!(out, "{text}")?;
         } else {

@@ -24,8 +24,10 @@ use crate::engine::plan::Goal;
 use crate::engine::run::{self, ChangeSpec};
 use crate::host::kernel::SysfsKernel;
 use crate::host::libvirt::{self, Target};
+use crate::host::vms::VmSource;
 use crate::host::HostRoot;
 use crate::integrations::nodedev::NodeDevice;
+use crate::model::domain::VmFacts;
 use crate::model::{Selector, SelectorError};
 use crate::output::{report::render, write_json};
 
@@ -35,6 +37,22 @@ use crate::output::{report::render, write_json};
 pub struct LibvirtOptions {
     pub target: Target,
     pub timeout: Duration,
+    /// `--no-libvirt`: VM facts are not asked for.
+    pub no_libvirt: bool,
+}
+
+impl LibvirtOptions {
+    /// Where VM facts come from for a command run by an operator.
+    pub fn vm_source(&self) -> VmSource {
+        if self.no_libvirt {
+            VmSource::Skipped
+        } else {
+            VmSource::Libvirt {
+                target: self.target.clone(),
+                timeout: self.timeout,
+            }
+        }
+    }
 }
 
 /// libvirt's PCI node devices at `uri`, parsed; malformed XML fails naming the device.
@@ -43,6 +61,22 @@ pub fn node_devices(uri: &str, timeout: Duration) -> anyhow::Result<Vec<NodeDevi
         .iter()
         .map(|listed| NodeDevice::parse(&listed.name, &listed.xml).map_err(Into::into))
         .collect()
+}
+
+/// The note `list` and `show` print about VMs they could not learn of:
+/// libvirt there but silent, or no libvirt on this host. Nothing when the
+/// operator chose (`--no-libvirt`) or `--root` names another host.
+pub fn vm_note(vms: &VmFacts) -> Option<String> {
+    match vms {
+        VmFacts::Known { .. } => None,
+        VmFacts::Failed(error) => Some(format!(
+            "VMs unknown (VM column ?): {error}; the holder search still names processes that hold a device"
+        )),
+        VmFacts::Absent(why) => Some(format!(
+            "VMs unknown (VM column ?): {why}; the holder search still names processes that hold a device"
+        )),
+        VmFacts::NotAsked(_) => None,
+    }
 }
 
 /// Parses every selector, failing on the first malformed one.
@@ -54,6 +88,7 @@ pub fn parse_selectors(texts: &[String]) -> Result<Vec<Selector>, SelectorError>
 /// report, turn a failed apply into the error line and exit status.
 pub fn run_change(
     root: &HostRoot,
+    libvirt: &LibvirtOptions,
     goal: Goal,
     args: &ChangeArgs,
     with_group: bool,
@@ -68,6 +103,7 @@ pub fn run_change(
         force: args.force,
         dry_run: args.dry_run,
         timeout: Duration::from_secs(args.timeout),
+        vms: libvirt.vm_source(),
     };
     let report = run::run_then(root, &spec, &SysfsKernel::new(root.clone()), after)?;
     if args.json {

@@ -12,28 +12,38 @@ use crate::cli::{
 use crate::engine::enforce::{
     apply_declarations, declare_and_write, print_rules_status, DeclareOptions,
 };
+use crate::engine::gate;
+use crate::engine::plan::PlanError;
 use crate::engine::run::{self, ChangeReport, NotPrivileged};
 use crate::engine::sriov::SriovReport;
 use crate::host::kernel::SysfsKernel;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::udev::{self as udev_io};
+use crate::host::vms;
 use crate::host::HostRoot;
 use crate::host::{config, state};
 use crate::integrations::udev;
 use crate::model::declaration::{Declaration, Declarations, Origin, SriovDeclaration};
+use crate::model::domain::VmFacts;
 use crate::model::selector::Matcher;
 use crate::model::{DriverName, Inventory, PciAddress, PciDevice, Selector, SriovRole};
 use crate::output::report::{render, render_sriov};
 use crate::output::table::Table;
 use crate::output::write_json;
+use std::collections::BTreeSet;
 
 use super::parse_selectors;
 use crate::error::NotDeclared;
 
-pub fn run(root: &HostRoot, action: &PersistAction, out: &mut dyn Write) -> anyhow::Result<i32> {
+pub fn run(
+    root: &HostRoot,
+    libvirt: &super::LibvirtOptions,
+    action: &PersistAction,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
     match action {
         PersistAction::Add(args) => add(root, args, out),
-        PersistAction::Remove(args) => remove(root, args, out),
+        PersistAction::Remove(args) => remove(root, libvirt, args, out),
         PersistAction::List(args) => list(root, args, out),
         PersistAction::Apply(args) => apply(root, args, out),
         PersistAction::Rules(args) => rules(root, args, out),
@@ -142,12 +152,22 @@ fn sriov_named_by<'a>(
         .collect()
 }
 
-fn remove(root: &HostRoot, args: &PersistRemoveArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+fn remove(
+    root: &HostRoot,
+    libvirt: &super::LibvirtOptions,
+    args: &PersistRemoveArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
     let selectors = parse_selectors(&args.selectors)?;
+    if !args.dry_run {
+        require_privilege("persist remove")?;
+    }
+    // Which VMs use the devices the declarations keep on VFIO at boot: the
+    // helper runs while the lock is taken and the host read.
+    let vm_read = vms::start(&libvirt.vm_source());
     let _lock = if args.dry_run {
         None
     } else {
-        require_privilege("persist remove")?;
         Some(state::lock(root, state::CONFIG_LOCK_WAIT)?)
     };
     let inv = read_inventory(root, Names::Skip)?;
@@ -178,6 +198,48 @@ fn remove(root: &HostRoot, args: &PersistRemoveArgs, out: &mut dyn Write) -> any
         .chain(doomed_pfs.iter().map(|p| &p.origin))
     {
         config::may_remove(root, origin)?;
+    }
+    // Devices no declaration will keep on VFIO at the next boot, and the VFs
+    // a removed [[sriov]] declaration will no longer create: the VM rules
+    // judge them as given back to the host.
+    let remaining = Declarations::with_sriov(
+        decls
+            .list
+            .iter()
+            .filter(|d| !doomed.contains(d))
+            .cloned()
+            .collect(),
+        decls
+            .sriov
+            .iter()
+            .filter(|s| !doomed_pfs.contains(s))
+            .cloned()
+            .collect(),
+    )
+    .with_vfs(&inv.devices);
+    let mut released: BTreeSet<PciAddress> = inv
+        .devices
+        .iter()
+        .filter(|d| decls.governing(d).is_some() && remaining.governing(d).is_none())
+        .map(|d| d.address)
+        .collect();
+    for pf in &doomed_pfs {
+        if let Some(SriovRole::Pf { vfs, .. }) = inv.device(&pf.address).map(|d| &d.sriov) {
+            released.extend(vfs.iter().copied());
+        }
+    }
+    if !released.is_empty() {
+        let vms = vm_read.finish(root);
+        let verdict = gate::judge_vms(&inv, &vms, &released, gate::VmChange::ToHost, args.force);
+        if !verdict.allowed() {
+            return Err(PlanError::Refused(verdict.refusals).into());
+        }
+        for note in verdict.forced {
+            crate::output::note(&note);
+        }
+        if let VmFacts::NotAsked(why) | VmFacts::Absent(why) = &vms {
+            crate::output::note(&format!("VMs not checked: {why}"));
+        }
     }
     let removed = if args.dry_run {
         "would remove"

@@ -14,7 +14,15 @@ use crate::model::health::FunctionHealth;
 use crate::model::{
     CompanionReason, DriverName, Inventory, PciAddress, PciDevice, Selector, SriovRole,
 };
-use crate::output::records::{DeviceRecord, GroupRecord, IommuRecord};
+use std::collections::BTreeSet;
+
+use crate::host::usage::add_holders;
+use crate::host::vms;
+use crate::model::domain::{DomainUse, Named, VmFacts};
+use crate::model::usage::{DeviceUse, UsageMap};
+use crate::output::records::{DeviceRecord, GroupRecord, IommuRecord, VmRecord};
+
+use super::LibvirtOptions;
 use crate::output::table::{or_dash, Table};
 use crate::output::write_json;
 
@@ -47,6 +55,11 @@ struct ShowRecord<'a> {
     /// A PF's VFs present, in `virtfnN` order (absent for other functions).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     vfs: Vec<VfRecord<'a>>,
+    /// The libvirt domains whose XML names the device.
+    vms: VmsRecord<'a>,
+    /// Processes holding the device's nodes, each checked against the QEMU
+    /// of the domains using it.
+    holders: Vec<HolderRecord<'a>>,
     health: HealthRecord<'a>,
 }
 
@@ -101,6 +114,78 @@ fn health_of<'a>(root: &HostRoot, inv: &'a Inventory, dev: &'a PciDevice) -> Hea
     }
 }
 
+#[derive(Serialize)]
+struct VmsRecord<'a> {
+    /// Whether libvirt answered (false: `domains` is empty because unknown).
+    known: bool,
+    /// Why the VMs are unknown, when they are.
+    note: Option<&'a str>,
+    domains: Vec<VmRecord<'a>>,
+}
+
+/// A process holding one of the device's nodes.
+#[derive(Serialize)]
+struct HolderRecord<'a> {
+    pid: u32,
+    command: &'a str,
+    path: &'a str,
+    /// The running domain whose QEMU this process is (libvirt's pid file),
+    /// or null: a process no domain using the device accounts for.
+    domain: Option<&'a str>,
+}
+
+/// What the holders and the domains using the device say of each other:
+/// each holder matched to the QEMU of a running domain, and each running
+/// domain whose QEMU does not hold the device.
+fn holder_findings<'a>(
+    holders: &'a [DeviceUse],
+    users: &[DomainUse<'a>],
+) -> (Vec<HolderRecord<'a>>, Vec<String>) {
+    let running: Vec<&DomainUse> = users
+        .iter()
+        .filter(|u| u.domain.active && u.named != Named::Config)
+        .collect();
+    let records: Vec<HolderRecord> = holders
+        .iter()
+        .filter_map(|h| match h {
+            DeviceUse::Holder { pid, command, path } => Some(HolderRecord {
+                pid: *pid,
+                command,
+                path,
+                domain: running
+                    .iter()
+                    .find(|u| u.domain.qemu_pid == Some(*pid))
+                    .map(|u| u.domain.name.as_str()),
+            }),
+            _ => None,
+        })
+        .collect();
+    let mut findings = Vec::new();
+    for u in &running {
+        match u.domain.qemu_pid {
+            Some(pid) if records.iter().any(|r| r.pid == pid) => {}
+            Some(pid) => findings.push(format!(
+                "domain {} is running but its QEMU (PID {pid}) holds none of this device's nodes",
+                u.domain.name
+            )),
+            None => findings.push(format!(
+                "domain {} is running but its QEMU process is not known (no /run/libvirt/qemu/{}.pid naming it)",
+                u.domain.name, u.domain.name
+            )),
+        }
+    }
+    for r in records
+        .iter()
+        .filter(|r| r.domain.is_none() && !running.is_empty())
+    {
+        findings.push(format!(
+            "PID {} ({}) holds {} and is not the QEMU of a running domain using this device",
+            r.pid, r.command, r.path
+        ));
+    }
+    (records, findings)
+}
+
 /// One VF of the PF shown.
 #[derive(Serialize)]
 struct VfRecord<'a> {
@@ -131,10 +216,27 @@ fn vf_records<'a>(inv: &'a Inventory, dev: &PciDevice) -> Vec<VfRecord<'a>> {
         .collect()
 }
 
-pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+pub fn run(
+    root: &HostRoot,
+    libvirt: &LibvirtOptions,
+    args: &ShowArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let selector = args.selector.parse()?;
+    // libvirt's helper runs while sysfs is read.
+    let vm_read = vms::start(&libvirt.vm_source());
     // An address reads only that function's neighbourhood, not the host.
-    let inv = read_selected(root, &[args.selector.parse()?], Names::Lookup)?;
+    let inv = read_selected(root, &[selector], Names::Lookup)?;
     let dev = select_one(&inv, &args.selector)?;
+    let vms = vm_read.finish(root);
+    let users = vms.users_of(&dev.address);
+    let mut held = UsageMap::new();
+    add_holders(root, &inv, &BTreeSet::from([dev.address]), &mut held);
+    let holders = held.remove(&dev.address).unwrap_or_default();
+    let (holder_records, findings) = holder_findings(&holders, &users);
+    if let Some(why) = super::vm_note(&vms) {
+        crate::output::note(&why);
+    }
     let group = inv.group_of(dev);
     // The record is informative here: an unreadable one is reported, not fatal.
     let record = state::read_record(root).unwrap_or_else(|e| {
@@ -170,6 +272,12 @@ pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Res
                         .collect(),
                     checks: &checks,
                 },
+                vms: VmsRecord {
+                    known: vms.unknown().is_none(),
+                    note: vms.unknown(),
+                    domains: users.iter().map(VmRecord::new).collect(),
+                },
+                holders: holder_records,
             },
         )?;
         return Ok(crate::cli::exit::OK);
@@ -304,6 +412,7 @@ pub fn run(root: &HostRoot, args: &ShowArgs, out: &mut dyn Write) -> anyhow::Res
         );
     }
     write!(out, "{}", facts.render("  "))?;
+    write_vms(out, &vms, &users, &holder_records, &findings)?;
     let vfs = vf_records(&inv, dev);
     if !vfs.is_empty() {
         writeln!(out)?;
@@ -457,5 +566,110 @@ fn write_health(
         }
     }
     write!(out, "{}", facts.render("  "))?;
+    Ok(())
+}
+
+/// The "Virtual machines" section: each domain naming the device, its Nova
+/// instance, and the holders checked against the domains' QEMU.
+fn write_vms(
+    out: &mut dyn Write,
+    vms: &VmFacts,
+    users: &[DomainUse],
+    holders: &[HolderRecord],
+    findings: &[String],
+) -> anyhow::Result<()> {
+    writeln!(out)?;
+    let mut table = Table::default();
+    let mut fact = |name: &str, value: String| table.row(vec![name.to_string(), value]);
+    match vms.unknown() {
+        Some(why) => fact("unknown", why.to_string()),
+        None if users.is_empty() => fact("none", "no libvirt domain names this device".to_string()),
+        None => {}
+    }
+    for u in users {
+        let d = u.domain;
+        let managed = match u.device.managed {
+            Some(true) => " managed='yes'",
+            Some(false) => " managed='no'",
+            None => "",
+        };
+        let mdev = u
+            .device
+            .mdev
+            .as_deref()
+            .map(|m| format!(" (mdev {m})"))
+            .unwrap_or_default();
+        fact(
+            "domain",
+            format!(
+                "{} ({}{}, {}, {})",
+                d.name,
+                d.state_label(),
+                d.id.map(|i| format!(" as id {i}")).unwrap_or_default(),
+                if d.persistent {
+                    "persistent"
+                } else {
+                    "transient"
+                },
+                if d.autostart {
+                    "autostarts"
+                } else {
+                    "no autostart"
+                },
+            ),
+        );
+        fact(
+            "  names it",
+            format!(
+                "{}{managed}{mdev} in its {}",
+                u.device.kind.label(),
+                u.named.label()
+            ),
+        );
+        fact("  uuid", d.uuid.clone());
+        if let Some(pid) = d.qemu_pid {
+            fact("  qemu pid", pid.to_string());
+        }
+        if let Some(nova) = d.nova() {
+            let owner = |o: &crate::model::domain::NovaOwner| match (&o.name, &o.uuid) {
+                (Some(n), Some(u)) => format!("{n} ({u})"),
+                (Some(n), None) => n.clone(),
+                (None, Some(u)) => u.clone(),
+                (None, None) => "-".to_string(),
+            };
+            fact(
+                "  nova instance",
+                format!(
+                    "{} ({})",
+                    nova.name.as_deref().unwrap_or("-"),
+                    nova.uuid.as_deref().unwrap_or("-")
+                ),
+            );
+            fact("  flavor", or_dash(nova.flavor.as_ref()));
+            fact("  project", owner(&nova.project));
+            fact("  user", owner(&nova.user));
+            fact("  created", or_dash(nova.creation_time.as_ref()));
+            fact("  nova metadata", format!("version {}", nova.version));
+        }
+    }
+    for h in holders {
+        fact(
+            "holder",
+            format!(
+                "PID {} ({}) through {}{}",
+                h.pid,
+                h.command,
+                h.path,
+                h.domain
+                    .map(|d| format!(": the QEMU of domain {d}"))
+                    .unwrap_or_default()
+            ),
+        );
+    }
+    for f in findings {
+        fact("mismatch", f.clone());
+    }
+    writeln!(out, "Virtual machines:")?;
+    write!(out, "{}", table.render("  "))?;
     Ok(())
 }

@@ -15,7 +15,12 @@ use crate::integrations::udev;
 use crate::model::{DriverName, Inventory};
 use crate::output::{report::render_sriov, write_json};
 
-pub fn run(root: &HostRoot, args: &SriovArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+pub fn run(
+    root: &HostRoot,
+    libvirt: &super::LibvirtOptions,
+    args: &SriovArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
     let driver = args.driver.as_deref().map(DriverName::parse).transpose()?;
     let spec = SriovSpec {
         selector: args.selector.parse()?,
@@ -24,6 +29,7 @@ pub fn run(root: &HostRoot, args: &SriovArgs, out: &mut dyn Write) -> anyhow::Re
         force: args.force,
         dry_run: args.dry_run,
         timeout: Duration::from_secs(args.timeout),
+        vms: libvirt.vm_source(),
     };
     if args.persist && !args.dry_run {
         may_declare(root, &spec)?;

@@ -6,8 +6,13 @@ use crate::cli::ChangeArgs;
 use crate::engine::plan::Goal;
 use crate::host::HostRoot;
 
-use super::run_change;
+use super::{run_change, LibvirtOptions};
 
-pub fn run(root: &HostRoot, args: &ChangeArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    run_change(root, Goal::Unbind, args, false, None, out)
+pub fn run(
+    root: &HostRoot,
+    libvirt: &LibvirtOptions,
+    args: &ChangeArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    run_change(root, libvirt, Goal::Unbind, args, false, None, out)
 }

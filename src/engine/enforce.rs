@@ -285,6 +285,7 @@ pub fn enforce(
         force: false,
         dry_run,
         timeout,
+        vms: crate::host::vms::VmSource::Never(crate::host::vms::NEVER_AT_BOOT),
     };
     run::run(root, &spec, kernel)
 }
@@ -360,6 +361,7 @@ pub fn apply_sriov(
         force: false,
         timeout,
         keep: decls.list.iter().filter_map(|d| d.address).collect(),
+        vms: crate::host::vms::VmSource::Never(crate::host::vms::NEVER_AT_BOOT),
     };
     Ok(SriovOutcome::Changed(Box::new(sriov::change(
         root, kernel, &inv, &request, &variants, dry_run,

@@ -13,10 +13,11 @@ use std::collections::BTreeSet;
 
 use crate::model::declaration::Declarations;
 use crate::model::device::SriovRole;
+use crate::model::domain::{Domain, DomainUse, HostDeviceKind, Named, VmFacts};
 use crate::model::usage::{DeviceUse, UsageFacts};
 use crate::model::{DriverKind, Inventory, ModuleName, PciAddress};
 
-use super::refusal::{Refusal, RefusalKind};
+use super::refusal::{Refusal, RefusalKind, Via, VmUse};
 
 /// When the change takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +191,115 @@ pub fn sriov_pf_refusal(inv: &Inventory, addr: &PciAddress) -> Option<Refusal> {
     })
 }
 
+/// Where a change the VM rules judge sends the devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmChange {
+    /// Away from VFIO: `restore`, `unbind`, `bind --driver` to a non-VFIO
+    /// driver, `persist remove` (at the next boot), VFs destroyed by `sriov`.
+    /// Running domains using the device, a member of its IOMMU group, a VF
+    /// of it or an mdev on it refuse it (never forced); defined domains
+    /// whose config names it (or such a VF or mdev) refuse it unless `--force`.
+    ToHost,
+    /// Released from one VFIO driver to another: only running domains
+    /// using the device, and domains using its VFs or mdevs, refuse it.
+    ToVfio,
+}
+
+/// One domain's stand on `addr`, seen through `via` (another function).
+fn vm_use(domain: &Domain, found: &DomainUse, via: Via) -> VmUse {
+    VmUse {
+        domain: domain.name.clone(),
+        nova: domain.nova().cloned(),
+        running: matches!(found.named, Named::Live | Named::Both),
+        state: domain.state_label(),
+        persistent: domain.persistent,
+        autostart: domain.autostart,
+        kind: found.device.kind,
+        managed: found.device.managed,
+        via,
+    }
+}
+
+/// The VM rules for `devices`: which libvirt domains use them (or name them
+/// in their config), from `vms`. `Failed` facts (libvirt there but silent)
+/// refuse every device, never overridden by `--force`; facts not asked for
+/// refuse nothing (the caller notes why).
+pub fn judge_vms(
+    inv: &Inventory,
+    vms: &VmFacts,
+    devices: &BTreeSet<PciAddress>,
+    change: VmChange,
+    force: bool,
+) -> Verdict {
+    let mut verdict = Verdict::default();
+    for addr in devices {
+        let mut uses: Vec<VmUse> = Vec::new();
+        if let VmFacts::Failed(error) = vms {
+            verdict.refusals.push(Refusal {
+                device: *addr,
+                kind: RefusalKind::VmUnknown {
+                    error: error.clone(),
+                },
+            });
+            continue;
+        }
+        let dev = inv.device(addr);
+        let group = dev
+            .and_then(|d| inv.group_of(d))
+            .map(|g| (g.number, g.pci_members.clone()));
+        let vfs: Vec<PciAddress> = match dev.map(|d| &d.sriov) {
+            Some(SriovRole::Pf { vfs, .. }) => vfs.clone(),
+            _ => Vec::new(),
+        };
+        for domain in vms.domains() {
+            if let Some(found) = domain.uses(addr) {
+                let mdev = found.device.kind == HostDeviceKind::Mdev;
+                let via = match &found.device.mdev {
+                    Some(uuid) if mdev => Via::Mdev(uuid.clone()),
+                    _ => Via::Itself,
+                };
+                let u = vm_use(domain, &found, via);
+                if u.running || change == VmChange::ToHost || mdev {
+                    uses.push(u);
+                }
+            }
+            if let (Some((number, members)), VmChange::ToHost) = (&group, change) {
+                for member in members.iter().filter(|m| *m != addr) {
+                    if let Some(found) = domain.uses(member).filter(|f| f.named != Named::Config) {
+                        uses.push(vm_use(
+                            domain,
+                            &found,
+                            Via::GroupMember {
+                                member: *member,
+                                group: *number,
+                            },
+                        ));
+                    }
+                }
+            }
+            for vf in &vfs {
+                if let Some(found) = domain.uses(vf) {
+                    uses.push(vm_use(domain, &found, Via::Vf(*vf)));
+                }
+            }
+        }
+        uses.dedup();
+        for u in uses {
+            let refusal = Refusal {
+                device: *addr,
+                kind: RefusalKind::Vm(Box::new(u)),
+            };
+            match &refusal.kind {
+                RefusalKind::Vm(u) if force && refusal.force_overrides() => verdict
+                    .forced
+                    .push(format!("{addr} {u}; released anyway (--force)")),
+                _ => verdict.refusals.push(refusal),
+            }
+        }
+    }
+    verdict
+}
+
 /// Fail closed on a device's IOMMU group: refuse when the IOMMU is on and
 /// the device has no group, or when a listed member could not be read.
 pub fn group_refusal(inv: &Inventory, addr: &PciAddress) -> Option<Refusal> {
@@ -288,6 +398,224 @@ fn boot_reasons(refusals: &[Refusal]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The VM rules' rows in the SAFETY RULES table say what the gate does.
+    #[test]
+    fn the_man_page_table_matches_the_vm_rules() {
+        let vm = |running: bool| {
+            RefusalKind::Vm(Box::new(VmUse {
+                domain: "d".into(),
+                nova: None,
+                running,
+                state: "running",
+                persistent: true,
+                autostart: false,
+                kind: HostDeviceKind::Hostdev,
+                managed: Some(true),
+                via: Via::Itself,
+            }))
+        };
+        let cases = [
+            (vm(true), "A running libvirt domain", false),
+            (vm(false), "A defined libvirt domain", true),
+            (
+                RefusalKind::VmUnknown {
+                    error: String::new(),
+                },
+                "does not answer",
+                false,
+            ),
+        ];
+        for (kind, words, force) in cases {
+            assert_eq!(kind.force_overrides(), force, "{kind:?}");
+            assert!(
+                crate::cli::SAFETY
+                    .iter()
+                    .any(|(rule, f, _)| rule.contains(words) && *f == force),
+                "no SAFETY row with '{words}' and force {force}"
+            );
+        }
+    }
+
+    use crate::model::device::tests::endpoint;
+    use crate::model::domain::{
+        Domain, DomainDefinition, DomainState, HostDevice, HostDeviceKind, VmFacts,
+    };
+    use crate::model::IommuGroup;
+
+    /// A GPU PF (25:00.0) with a VF (25:00.4), and a GPU with its audio
+    /// function in one group (41:00.0, 41:00.1).
+    fn vm_inventory() -> Inventory {
+        let mut pf = endpoint("25:00.0", 0x030200);
+        pf.iommu_group = Some(1);
+        pf.sriov = SriovRole::Pf {
+            total_vfs: 4,
+            num_vfs: 1,
+            vfs: vec!["25:00.4".parse().unwrap()],
+        };
+        let mut vf = endpoint("25:00.4", 0x030200);
+        vf.iommu_group = Some(2);
+        let mut gpu = endpoint("41:00.0", 0x030200);
+        gpu.iommu_group = Some(3);
+        let mut audio = endpoint("41:00.1", 0x040300);
+        audio.iommu_group = Some(3);
+        let group = |n: u32, members: &[&str]| {
+            (
+                n,
+                IommuGroup {
+                    number: n,
+                    domain_type: None,
+                    pci_members: members.iter().map(|m| m.parse().unwrap()).collect(),
+                    other_members: vec![],
+                },
+            )
+        };
+        Inventory {
+            devices: vec![pf, vf, gpu, audio],
+            groups: [
+                group(1, &["25:00.0"]),
+                group(2, &["25:00.4"]),
+                group(3, &["41:00.0", "41:00.1"]),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn domain(name: &str, active: bool, autostart: bool, devices: Vec<HostDevice>) -> Domain {
+        let def = DomainDefinition {
+            name: name.into(),
+            uuid: None,
+            devices,
+            nova: None,
+        };
+        Domain {
+            name: name.into(),
+            uuid: "u".into(),
+            id: active.then_some(1),
+            active,
+            state: if active {
+                DomainState::Running
+            } else {
+                DomainState::ShutOff
+            },
+            persistent: true,
+            autostart,
+            live: active.then(|| def.clone()),
+            config: Some(def),
+            qemu_pid: None,
+        }
+    }
+
+    fn pci(addr: &str, managed: bool) -> HostDevice {
+        HostDevice {
+            kind: HostDeviceKind::Hostdev,
+            address: Some(addr.parse().unwrap()),
+            mdev: None,
+            managed: Some(managed),
+        }
+    }
+
+    fn known(domains: Vec<Domain>) -> VmFacts {
+        VmFacts::Known {
+            uri: "test:///x".into(),
+            domains,
+        }
+    }
+
+    fn judged(vms: &VmFacts, addr: &str, change: VmChange, force: bool) -> Verdict {
+        judge_vms(
+            &vm_inventory(),
+            vms,
+            &BTreeSet::from([addr.parse().unwrap()]),
+            change,
+            force,
+        )
+    }
+
+    #[test]
+    fn a_defined_domain_refuses_unless_forced_and_says_what_its_start_does() {
+        let vms = known(vec![domain("d", false, true, vec![pci("41:00.0", false)])]);
+        let v = judged(&vms, "41:00.0", VmChange::ToHost, false);
+        assert_eq!(v.refusals.len(), 1);
+        let text = v.refusals[0].to_string();
+        assert!(text.contains("its next start fails"), "{text}");
+        assert!(
+            text.contains("it autostarts with libvirt (at boot)"),
+            "{text}"
+        );
+        assert!(text.contains("use --force"), "{text}");
+        let v = judged(&vms, "41:00.0", VmChange::ToHost, true);
+        assert!(v.allowed());
+        assert!(v.forced[0].contains("released anyway (--force)"));
+        // Another member of its group is not the domain's concern while it is stopped.
+        assert!(judged(&vms, "41:00.1", VmChange::ToHost, false).allowed());
+        // Moving it between VFIO drivers does not matter to a stopped domain.
+        assert!(judged(&vms, "41:00.0", VmChange::ToVfio, false).allowed());
+    }
+
+    #[test]
+    fn a_running_domain_refuses_through_the_group_and_the_vfs_never_forced() {
+        let vms = known(vec![domain(
+            "r",
+            true,
+            false,
+            vec![pci("41:00.0", true), pci("25:00.4", true)],
+        )]);
+        for (addr, words) in [
+            ("41:00.0", "is used by domain r (running) (hostdev"),
+            (
+                "41:00.1",
+                "through 0000:41:00.0, a member of its IOMMU group 3",
+            ),
+            ("25:00.0", "through its VF 0000:25:00.4"),
+            ("25:00.4", "is used by domain r"),
+        ] {
+            let v = judged(&vms, addr, VmChange::ToHost, true);
+            assert_eq!(v.refusals.len(), 1, "{addr}");
+            let text = v.refusals[0].to_string();
+            assert!(text.contains(words), "{addr}: {text}");
+            assert!(text.contains("refused even with --force"), "{text}");
+        }
+        // Rebinding a running domain's function between VFIO drivers is refused too.
+        assert!(!judged(&vms, "41:00.0", VmChange::ToVfio, false).allowed());
+        // Its group member joining VFIO is what the VM needs.
+        assert!(judged(&vms, "41:00.1", VmChange::ToVfio, false).allowed());
+    }
+
+    #[test]
+    fn an_mdev_parent_is_refused_whichever_way_it_goes() {
+        let mdev = HostDevice {
+            kind: HostDeviceKind::Mdev,
+            address: Some("41:00.0".parse().unwrap()),
+            mdev: Some("c2177883-f1bb-47f0-914d-32a22e3a8804".into()),
+            managed: None,
+        };
+        let vms = known(vec![domain("vgpu", false, false, vec![mdev])]);
+        let v = judged(&vms, "41:00.0", VmChange::ToVfio, false);
+        let text = v.refusals[0].to_string();
+        assert!(
+            text.contains("through mdev c2177883-f1bb-47f0-914d-32a22e3a8804"),
+            "{text}"
+        );
+        assert!(text.contains("the mdev is destroyed"), "{text}");
+    }
+
+    #[test]
+    fn silent_libvirt_refuses_and_not_asked_refuses_nothing() {
+        let v = judged(
+            &VmFacts::Failed("timeout".into()),
+            "41:00.0",
+            VmChange::ToHost,
+            true,
+        );
+        assert!(matches!(v.refusals[0].kind, RefusalKind::VmUnknown { .. }));
+        assert!(v.refusals[0].to_string().contains("--no-libvirt"));
+        for facts in [VmFacts::NotAsked("x".into()), VmFacts::Absent("y".into())] {
+            assert!(judged(&facts, "41:00.0", VmChange::ToHost, false).allowed());
+        }
+    }
 
     /// The man page's SAFETY RULES table (cli::SAFETY) says for each use
     /// what the gate does: whether --force overrides it.

@@ -16,6 +16,7 @@ use crate::model::group::{GroupMember, MemberState, Viability};
 
 use super::gate;
 use super::refusal::{Refusal, RefusalKind};
+use crate::model::domain::VmFacts;
 use crate::model::inventory::{CompanionReason, Inventory, IommuState};
 use crate::model::modalias::{best_match, Alias};
 use crate::model::usage::UsageFacts;
@@ -38,6 +39,16 @@ pub enum Goal {
 }
 
 impl Goal {
+    /// The devices end on a VFIO driver (what a VM wants).
+    pub fn to_vfio(&self) -> bool {
+        match self {
+            Goal::BindVfio => true,
+            Goal::Bind(d) => d.kind() == DriverKind::Vfio,
+            // Recover may give a device back to its host driver.
+            Goal::Restore | Goal::Unbind | Goal::Recover => false,
+        }
+    }
+
     pub fn verb(&self) -> &'static str {
         match self {
             Goal::BindVfio | Goal::Bind(_) => "bind",
@@ -305,6 +316,7 @@ impl Planner<'_> {
             .map(|(a, why)| self.action(*a, why.clone()))
             .collect();
         self.check_safety(&actions);
+        self.check_vms(&actions);
         if !self.refusals.is_empty() {
             return Err(PlanError::Refused(std::mem::take(&mut self.refusals)));
         }
@@ -597,6 +609,49 @@ impl Planner<'_> {
             driver_override: None,
         };
         (after, steps)
+    }
+
+    /// Devices whose driver changes must pass the gate's VM rules, when
+    /// this change asks libvirt (`Facts::usage.vms()`).
+    fn check_vms(&mut self, actions: &[Action]) {
+        let changing: BTreeSet<PciAddress> = actions
+            .iter()
+            .filter(|a| {
+                a.steps
+                    .iter()
+                    .any(|s| matches!(s, Step::Unbind { .. } | Step::Probe))
+            })
+            .map(|a| a.address)
+            .collect();
+        if changing.is_empty() {
+            return;
+        }
+        let Some(vms) = self.facts.usage.vms() else {
+            return;
+        };
+        let change = if self.request.goal.to_vfio() {
+            gate::VmChange::ToVfio
+        } else {
+            gate::VmChange::ToHost
+        };
+        let verdict = gate::judge_vms(self.inv, vms, &changing, change, self.request.force);
+        let refused = !verdict.refusals.is_empty() || !verdict.forced.is_empty();
+        self.refusals.extend(verdict.refusals);
+        self.notes.extend(verdict.forced);
+        match vms {
+            VmFacts::Known { uri, domains } if !refused => {
+                let list: Vec<String> = changing.iter().map(ToString::to_string).collect();
+                self.checks.push(format!(
+                    "no running libvirt domain uses, and no domain config names, {} ({} domains at {uri})",
+                    list.join(", "),
+                    domains.len()
+                ));
+            }
+            VmFacts::NotAsked(why) | VmFacts::Absent(why) => {
+                self.notes.push(format!("VMs not checked: {why}"))
+            }
+            _ => {}
+        }
     }
 
     /// Devices about to be released from their driver must pass the gate;

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::model::domain::{HostDeviceKind, NovaInstance};
 use crate::model::fabric::StaysOnHost;
 use crate::model::group::Blocker;
 use crate::model::usage::DeviceUse;
@@ -48,6 +49,92 @@ pub enum RefusalKind {
     /// its driver, but some drivers reset it then (ixgbe reinitialises the
     /// PF, dropping its link, when SR-IOV is enabled or disabled).
     InterruptsPf(DeviceUse),
+    /// A libvirt domain uses the device now, or its config names it.
+    Vm(Box<VmUse>),
+    /// libvirt is there but did not answer: whether a VM uses the device is
+    /// unknown (`--no-libvirt` proceeds without asking).
+    VmUnknown { error: String },
+}
+
+/// How a libvirt domain stands on a device a change would give away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmUse {
+    pub domain: String,
+    pub nova: Option<NovaInstance>,
+    /// The domain is active and its live XML names the function: it has it now.
+    pub running: bool,
+    /// libvirt's state label (`running`, `paused`, `shut off`...).
+    pub state: &'static str,
+    pub persistent: bool,
+    pub autostart: bool,
+    /// How the XML names the function.
+    pub kind: HostDeviceKind,
+    /// `managed='yes'` (`None` for an mdev).
+    pub managed: Option<bool>,
+    /// The function the domain names, when it is not the device itself.
+    pub via: Via,
+}
+
+/// The function through which a domain depends on the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// The device itself.
+    Itself,
+    /// Another member of the device's IOMMU group.
+    GroupMember { member: PciAddress, group: u32 },
+    /// A VF of the device (a PF): releasing the PF destroys its VFs.
+    Vf(PciAddress),
+    /// An mdev created on the device (its parent).
+    Mdev(String),
+}
+
+impl fmt::Display for VmUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nova = self
+            .nova
+            .as_ref()
+            .map(|n| format!(", {n}"))
+            .unwrap_or_default();
+        let via = match &self.via {
+            Via::Itself => String::new(),
+            Via::GroupMember { member, group } => {
+                format!(" through {member}, a member of its IOMMU group {group}")
+            }
+            Via::Vf(vf) => format!(" through its VF {vf}"),
+            Via::Mdev(uuid) => format!(" through mdev {uuid} created on it"),
+        };
+        let managed = match self.managed {
+            Some(true) => " managed='yes'",
+            Some(false) => " managed='no'",
+            None => "",
+        };
+        let how = format!("({}{managed})", self.kind.label());
+        if self.running {
+            return write!(
+                f,
+                "is used by domain {} ({}{nova}){via} {how}",
+                self.domain, self.state
+            );
+        }
+        let next = match (&self.via, self.managed) {
+            (Via::Vf(_), _) => "fails (the VF is destroyed with the change)",
+            (Via::Mdev(_), _) => "fails (the mdev is destroyed with the change)",
+            (_, Some(true)) => {
+                "takes the device back from the host (libvirt detaches it to vfio-pci)"
+            }
+            _ => "fails (libvirt expects it on a VFIO driver and does not detach it)",
+        };
+        let autostart = if self.autostart {
+            "it autostarts with libvirt (at boot)"
+        } else {
+            "it does not autostart"
+        };
+        write!(
+            f,
+            "is named by the config of domain {} ({}{nova}){via} {how}: its next start {next}; {autostart}",
+            self.domain, self.state
+        )
+    }
 }
 
 impl RefusalKind {
@@ -63,11 +150,15 @@ impl RefusalKind {
             | RefusalKind::GroupUnreadable { .. }
             | RefusalKind::NoGroup
             | RefusalKind::Fabric(_)
-            | RefusalKind::PfWithVfs { .. } => false,
+            | RefusalKind::PfWithVfs { .. }
+            | RefusalKind::VmUnknown { .. } => false,
             RefusalKind::InUse(u) => !(u.host_critical() || matches!(u, DeviceUse::Holder { .. })),
             // The PF is not released: an interruption is what is at stake,
             // which the operator may accept for any use.
             RefusalKind::InterruptsPf(_) => true,
+            // A running VM has the device; a defined one only would take it
+            // (or fail) at its next start.
+            RefusalKind::Vm(u) => !u.running,
         }
     }
 }
@@ -129,6 +220,15 @@ impl fmt::Display for Refusal {
             }
             // `SriovError::InterruptsPf` says why and how to proceed, once.
             RefusalKind::InterruptsPf(u) => write!(f, "{device} {u}"),
+            RefusalKind::Vm(u) if u.running => write!(
+                f,
+                "{device} {u}; refused even with --force (shut the domain down or detach the device from it first)"
+            ),
+            RefusalKind::Vm(u) => write!(f, "{device} {u}; use --force to release it anyway"),
+            RefusalKind::VmUnknown { error } => write!(
+                f,
+                "{device}: whether a VM uses it is unknown, as libvirt did not answer ({error}); refused even with --force (--no-libvirt changes it without asking libvirt)"
+            ),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::host::modules;
 use crate::host::state::{self, ChangeRecord};
 use crate::host::sysfs::{read_selected, Names};
 use crate::host::usage::HostUsage;
+use crate::host::vms::{self, VmSource};
 use crate::host::HostRoot;
 use crate::model::modalias::Alias;
 use crate::model::usage::{DeviceUse, UsageFacts};
@@ -35,6 +36,9 @@ pub struct ChangeSpec {
     pub force: bool,
     pub dry_run: bool,
     pub timeout: Duration,
+    /// Where the VM rules' facts come from (libvirt, or never: the udev hook
+    /// and `persist apply`). Asked only when the goal is not a VFIO driver.
+    pub vms: VmSource,
 }
 
 /// What was planned and what happened, as printed and as JSON.
@@ -136,6 +140,10 @@ pub fn run_then(
     // not on the devices' state: parsed (modules.alias, over a megabyte)
     // before the lock, so a udev hook does not hold it through that.
     let variants = variants_for(root, &spec.goal);
+    // Giving devices to the host asks libvirt which VMs use them: the helper
+    // starts now, before the lock, and is waited for only when the gate
+    // judges a device whose driver changes.
+    let vm_read = (!spec.goal.to_vfio()).then(|| vms::start(&spec.vms));
     // The lock is taken before reading the devices, so the plan describes
     // the state it will be applied to.
     let _lock = if spec.dry_run {
@@ -164,7 +172,10 @@ pub fn run_then(
     // need a walk of every process's descriptors, done only when the planner
     // asks about devices it would release (none, when all is as wanted: the
     // udev hook's usual case).
-    let usage = HostUsage::new(root, &inv);
+    let mut usage = HostUsage::new(root, &inv);
+    if let Some(pending) = vm_read {
+        usage = usage.with_vms(pending);
+    }
     let facts = host_facts(root, &inv, &usage, &variants, &record);
     let plan = make_plan(&inv, &facts, &request)?;
     for module in &plan.load_modules {

@@ -52,6 +52,7 @@ use crate::host::sysfs::{
     read_devices, read_selected, read_sriov_autoprobe, read_sriov_layout, InventoryError, Names,
 };
 use crate::host::usage::HostUsage;
+use crate::host::vms::{Pending, VmSource};
 use crate::host::HostRoot;
 use crate::model::declaration::DeclaredDriver;
 use crate::model::driver::Binding;
@@ -80,6 +81,10 @@ pub struct SriovRequest {
     /// declaration (created with the others, never bound to `vf_driver`
     /// first). Empty for the `sriov` command, which binds every VF.
     pub keep: BTreeSet<PciAddress>,
+    /// Where the VM rules' facts come from: libvirt for the `sriov` command
+    /// (asked only when VFs would be destroyed or rebound away from VFIO),
+    /// never for `persist apply` and the udev hook.
+    pub vms: VmSource,
 }
 
 /// What the planner needs besides the inventory.
@@ -421,14 +426,23 @@ pub fn plan(
             gate::Change::ReleaseNow,
             request.force,
         );
-        if !verdict.allowed() {
-            return Err(SriovError::Held {
-                pf,
-                vfs,
-                refusals: verdict.refusals,
-            });
+        let mut refusals = verdict.refusals;
+        let mut forced = verdict.forced;
+        if let Some(vms) = facts.engine.usage.vms() {
+            let vm_verdict =
+                gate::judge_vms(inv, vms, &destroyed, gate::VmChange::ToHost, request.force);
+            refusals.extend(vm_verdict.refusals);
+            forced.extend(vm_verdict.forced);
+            if let crate::model::domain::VmFacts::NotAsked(why)
+            | crate::model::domain::VmFacts::Absent(why) = vms
+            {
+                out.notes.push(format!("VMs not checked: {why}"));
+            }
         }
-        out.notes.extend(verdict.forced);
+        if !refusals.is_empty() {
+            return Err(SriovError::Held { pf, vfs, refusals });
+        }
+        out.notes.extend(forced);
         out.checks.push(format!(
             "VFs to destroy not in use (open handles, mounts, addresses, routes): {}",
             addresses(&vfs)
@@ -1063,7 +1077,7 @@ pub fn change(
     let mut record = state::read_record(root)?;
     state::refuse_interrupted(root, &record, !dry_run)?;
     let release = inv.kernel_release.as_deref();
-    let usage = HostUsage::new(root, inv);
+    let usage = HostUsage::new(root, inv).with_vms(Pending::Deferred(request.vms.clone()));
     let facts = SriovFacts {
         autoprobe: read_sriov_autoprobe(root, request.pf),
         layout: read_sriov_layout(root, request.pf),
@@ -1157,6 +1171,8 @@ pub struct SriovSpec {
     pub force: bool,
     pub dry_run: bool,
     pub timeout: Duration,
+    /// Where the VM rules' facts come from (see `SriovRequest::vms`).
+    pub vms: VmSource,
 }
 
 /// Work after a verified change, under the same lock and with the inventory
@@ -1222,6 +1238,7 @@ pub fn run_then(
         force: spec.force,
         timeout: spec.timeout,
         keep: BTreeSet::new(),
+        vms: spec.vms.clone(),
     };
     let report = change(root, kernel, &inv, &request, &variants, spec.dry_run)?;
     if let Some(after) = after {

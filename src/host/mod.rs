@@ -8,11 +8,13 @@ pub mod hostfacts;
 pub mod kernel;
 pub mod libvirt;
 pub mod modules;
+mod proc_walk;
 pub mod root;
 pub mod state;
 pub mod sysfs;
 pub mod udev;
 pub mod usage;
 pub mod usage_net;
+pub mod vms;
 
 pub use root::{HostIoError, HostRoot};

@@ -431,6 +431,15 @@ fn device_nodes(root: &HostRoot, inv: &Inventory, addr: &PciAddress) -> Vec<Node
     {
         nodes.push(named(format!("/dev/vfio/{group}")));
     }
+    // mdevs created on the function (vGPUs): each has its own VFIO group.
+    if let Ok(entries) = fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if crate::model::domain::valid_uuid(&name) && entry.path().join("mdev_type").exists() {
+                nodes.extend(mdev_nodes(root, &name));
+            }
+        }
+    }
     // The per-device cdev of newer kernels (iommufd), also found by the walk.
     if let Ok(entries) = fs::read_dir(dir.join("vfio-dev")) {
         for entry in entries.flatten() {
@@ -459,72 +468,59 @@ fn device_nodes(root: &HostRoot, inv: &Inventory, addr: &PciAddress) -> Vec<Node
     nodes
 }
 
-/// The node a descriptor or mapping names, if it is one of `nodes`: by path,
-/// or by device number (a node renamed, or reached by another path),
-/// resolved inside the host root.
-fn matching<'n>(root: &HostRoot, nodes: &'n [Node], target: &str) -> Option<&'n Node> {
-    if let Some(node) = nodes.iter().find(|n| n.path == target) {
-        return Some(node);
-    }
-    if !target.starts_with('/') {
-        return None;
-    }
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let meta = fs::metadata(root.path(target)).ok()?;
-    let kind = meta.file_type();
-    let block = if kind.is_block_device() {
-        true
-    } else if kind.is_char_device() {
-        false
-    } else {
-        return None;
-    };
+/// What the walk looks for: each node with its identity under the root.
+fn wanted(root: &HostRoot, nodes: &[Node]) -> Vec<super::proc_walk::Wanted> {
     nodes
         .iter()
-        .find(|n| n.number == Some((meta.rdev(), block)))
+        .map(|n| super::proc_walk::Wanted::new(root, &n.path, n.number))
+        .collect()
 }
 
 /// Processes holding any of `nodes` open, or mapping them: (node path, pid, command).
 fn holders(root: &HostRoot, nodes: &[Node]) -> Vec<(String, u32, String)> {
     let mut found: Vec<(String, u32, String)> = Vec::new();
-    if nodes.is_empty() {
-        return found;
-    }
-    let Ok(procs) = procfs::process::all_processes_with_root(root.path("/proc")) else {
-        return found;
-    };
-    for proc in procs.flatten() {
-        let mut targets: Vec<String> = Vec::new();
-        if let Ok(fds) = proc.fd() {
-            for fd in fds.flatten() {
-                if let procfs::process::FDTarget::Path(path) = &fd.target {
-                    targets.push(path.to_string_lossy().into_owned());
-                }
-            }
+    for (i, pid) in super::proc_walk::holders(root, &wanted(root, nodes)) {
+        let path = nodes[i].path.clone();
+        if found.iter().any(|(p, q, _)| *p == path && *q == pid) {
+            continue;
         }
-        if let Ok(maps) = fs::read_to_string(proc_path(root, proc.pid(), "maps")) {
-            targets.extend(
-                maps.lines()
-                    .filter_map(|l| l.split_whitespace().nth(5))
-                    .filter(|p| p.starts_with("/dev/"))
-                    .map(str::to_string),
-            );
-        }
-        for target in targets {
-            let Some(node) = matching(root, nodes, &target) else {
-                continue;
-            };
-            let pid = proc.pid() as u32;
-            if found.iter().any(|(p, q, _)| *p == node.path && *q == pid) {
-                continue;
-            }
-            let command = fs::read_to_string(proc_path(root, proc.pid(), "comm"))
-                .map(|c| c.trim().to_string())
-                .unwrap_or_else(|_| "?".to_string());
-            found.push((node.path.clone(), pid, command));
-        }
+        let command = fs::read_to_string(proc_path(root, pid as i32, "comm"))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_else(|_| "?".to_string());
+        found.push((path, pid, command));
     }
     found
+}
+
+/// The VFIO group node of mdev `uuid` (`/dev/vfio/N`, from its iommu_group).
+fn mdev_nodes(root: &HostRoot, uuid: &str) -> Vec<Node> {
+    if !crate::model::domain::valid_uuid(uuid) {
+        return Vec::new();
+    }
+    fs::read_link(root.path(format!("/sys/bus/mdev/devices/{uuid}/iommu_group")))
+        .ok()
+        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .map(|n| vec![named(format!("/dev/vfio/{n}"))])
+        .unwrap_or_default()
+}
+
+/// Whether process `pid` holds one of the nodes through which `addr` (or,
+/// with `mdev`, that mdev on it) is used: a running VM's QEMU holds its
+/// VFIO group or cdev. `None` when the process's descriptors cannot be read
+/// (it is gone, or vfioctl runs without root).
+pub fn pid_holds(
+    root: &HostRoot,
+    inv: &Inventory,
+    pid: u32,
+    addr: &PciAddress,
+    mdev: Option<&str>,
+) -> Option<bool> {
+    let nodes = match mdev {
+        Some(uuid) => mdev_nodes(root, uuid),
+        None => device_nodes(root, inv, addr),
+    };
+    super::proc_walk::pid_holds(root, pid, &wanted(root, &nodes))
 }
 
 fn proc_path(root: &HostRoot, pid: i32, file: &str) -> PathBuf {
@@ -614,6 +610,10 @@ pub struct HostUsage<'a> {
     root: &'a HostRoot,
     inv: &'a Inventory,
     base: UsageMap,
+    /// The libvirt read, started (or deferred) by the caller, collected
+    /// when the gate first asks about VMs.
+    vms_pending: std::cell::RefCell<Option<super::vms::Pending>>,
+    vms: std::cell::OnceCell<Option<crate::model::domain::VmFacts>>,
 }
 
 impl<'a> HostUsage<'a> {
@@ -622,7 +622,16 @@ impl<'a> HostUsage<'a> {
             root,
             inv,
             base: read_host_wide(root),
+            vms_pending: std::cell::RefCell::new(None),
+            vms: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Makes the domains known to the gate: `pending` is collected the first
+    /// time the gate asks (never, when nothing would be given away).
+    pub fn with_vms(self, pending: super::vms::Pending) -> HostUsage<'a> {
+        *self.vms_pending.borrow_mut() = Some(pending);
+        self
     }
 }
 
@@ -641,6 +650,15 @@ impl UsageFacts for HostUsage<'_> {
         }
         add_holders(self.root, self.inv, &candidates, &mut map);
         map
+    }
+
+    fn vms(&self) -> Option<&crate::model::domain::VmFacts> {
+        self.vms
+            .get_or_init(|| {
+                let pending = self.vms_pending.borrow_mut().take();
+                pending.map(|p| p.finish(self.root))
+            })
+            .as_ref()
     }
 }
 

@@ -5,6 +5,7 @@ pub mod address;
 pub mod boot_facts;
 pub mod declaration;
 pub mod device;
+pub mod domain;
 pub mod driver;
 pub mod fabric;
 pub mod group;

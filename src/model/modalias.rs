@@ -121,20 +121,35 @@ pub fn variant_aliases(text: &str) -> Vec<Alias> {
 }
 
 /// Parses modules.alias text, keeping aliases whose pattern starts with `prefix:`.
+///
+/// The file is over a megabyte (about 30,000 lines for a distribution
+/// kernel) and a handful of lines matter, so it is searched for `prefix:`
+/// and only the lines holding it are split into words: the udev hook and
+/// every bind pay this, and under emulation (the test bed) splitting every
+/// line cost tens of milliseconds.
 pub fn parse_aliases(text: &str, prefix: &str) -> Vec<Alias> {
     let want = format!("{prefix}:");
-    text.lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            (words.next()? == "alias").then_some(())?;
-            let pattern = words.next()?;
-            let module = words.next()?;
-            pattern.starts_with(&want).then(|| Alias {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(hit) = text[from..].find(&want).map(|i| from + i) {
+        let start = text[..hit].rfind('\n').map_or(0, |i| i + 1);
+        let end = text[hit..].find('\n').map_or(text.len(), |i| hit + i);
+        from = end.max(hit + want.len());
+        let mut words = text[start..end].split_whitespace();
+        if words.next() != Some("alias") {
+            continue;
+        }
+        let (Some(pattern), Some(module)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if pattern.starts_with(&want) {
+            out.push(Alias {
                 pattern: pattern.to_string(),
                 module: ModuleName::new(module),
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    out
 }
 
 /// The variant driver chosen for a device, and why.
@@ -167,6 +182,41 @@ pub fn best_match(aliases: &[Alias], prefix: &str, dev: &PciDevice) -> Option<Va
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The search finds exactly what reading every line finds.
+    #[test]
+    fn the_search_reads_what_every_line_reads() {
+        let by_lines = |text: &str, prefix: &str| -> Vec<Alias> {
+            let want = format!("{prefix}:");
+            text.lines()
+                .filter_map(|line| {
+                    let mut words = line.split_whitespace();
+                    (words.next()? == "alias").then_some(())?;
+                    let pattern = words.next()?;
+                    let module = words.next()?;
+                    pattern.starts_with(&want).then(|| Alias {
+                        pattern: pattern.to_string(),
+                        module: ModuleName::new(module),
+                    })
+                })
+                .collect()
+        };
+        let text = "alias pci:v000010DEd*sv*sd*bc03sc*i* nouveau\r\n\
+alias vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_vfio_pci\n\
+# alias vfio_pci:v*d*sv*sd*bc*sc*i* commented\n\
+alias vfio_pci:v00008086d*sv*sd*bc*sc*i*\n\
+alias pci:v*d*sv*sd*bc*sc*i* vfio_pci: vfio_pci:x\n\
+alias vfio_pci:v00001AF4d*sv*sd*bc*sc*i* virtio_vfio_pci vfio_pci:v00001AF4d*sv*sd*bc*sc*i* x\n\
+alias vfio_pci:v000010DEd*sv*sd*bc03sc*i* nvgrace_gpu_vfio_pci";
+        for prefix in ["vfio_pci", "pci", "x"] {
+            assert_eq!(
+                parse_aliases(text, prefix),
+                by_lines(text, prefix),
+                "{prefix}"
+            );
+        }
+        assert_eq!(parse_aliases(text, "vfio_pci").len(), 3);
+    }
     use crate::model::device::tests::endpoint;
     use crate::model::ids::{DeviceId, VendorId};
 

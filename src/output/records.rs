@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::model::domain::{DomainUse, HostDeviceKind, Named, NovaInstance, VmFacts};
 use crate::model::group::{MemberState, OtherMember};
 use crate::model::{
     ClassCode, Companion, DeviceId, DriverName, Inventory, IommuGroup, ModuleName, NovaDeviceType,
@@ -130,6 +131,71 @@ impl<'a> IommuRecord<'a> {
             enabled: inv.iommu.enabled(),
             units: &inv.iommu.units,
             groups: inv.iommu.groups,
+        }
+    }
+}
+
+/// One libvirt domain's use of a device: `vm` in `list --json`, and each of
+/// `vms.domains` in `show --json`.
+#[derive(Debug, Serialize)]
+pub struct VmRecord<'a> {
+    pub domain: &'a str,
+    /// The domain uuid (Nova's instance uuid, for Nova's domains).
+    pub uuid: &'a str,
+    pub id: Option<u32>,
+    /// `running`, `paused`, `shut off`...
+    pub state: &'static str,
+    pub active: bool,
+    pub persistent: bool,
+    pub autostart: bool,
+    /// Which XML names the device: `live`, `config` or `both`.
+    pub named_in: Named,
+    pub kind: HostDeviceKind,
+    pub managed: Option<bool>,
+    /// The mdev's UUID, for an mdev on this function.
+    pub mdev: Option<&'a str>,
+    /// The domain's QEMU process (libvirt's pid file, checked against the
+    /// process's command line).
+    pub qemu_pid: Option<u32>,
+    pub nova: Option<&'a NovaInstance>,
+}
+
+impl<'a> VmRecord<'a> {
+    pub fn new(found: &DomainUse<'a>) -> VmRecord<'a> {
+        let d = found.domain;
+        VmRecord {
+            domain: &d.name,
+            uuid: &d.uuid,
+            id: d.id,
+            state: d.state_label(),
+            active: d.active,
+            persistent: d.persistent,
+            autostart: d.autostart,
+            named_in: found.named,
+            kind: found.device.kind,
+            managed: found.device.managed,
+            mdev: found.device.mdev.as_deref(),
+            qemu_pid: d.qemu_pid,
+            nova: d.nova(),
+        }
+    }
+}
+
+/// The VM column: `NAME (state)`, `+N` more when several domains name the
+/// device, `-` when none does, `?` when the VMs are unknown.
+pub fn vm_cell(vms: &VmFacts, addr: &PciAddress) -> String {
+    if vms.unknown().is_some() {
+        return "?".to_string();
+    }
+    let users = vms.users_of(addr);
+    match users.split_first() {
+        None => "-".to_string(),
+        Some((first, rest)) => {
+            let mut cell = format!("{} ({})", first.domain.name, first.domain.state_label());
+            if !rest.is_empty() {
+                cell.push_str(&format!(" +{}", rest.len()));
+            }
+            cell
         }
     }
 }

@@ -73,8 +73,9 @@ fn plan_lines(out: &mut String, command: &str, plan: &Plan, indent: &str) {
 fn list(out: &mut String, title: &str, items: &[String], indent: &str) {
     if !items.is_empty() {
         let _ = writeln!(out, "{indent}{title}:");
+        // Notes carry outside strings (domain and Nova instance names).
         for item in items {
-            let _ = writeln!(out, "{indent}  {item}");
+            let _ = writeln!(out, "{indent}  {}", super::escape_controls(item));
         }
     }
 }

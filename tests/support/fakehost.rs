@@ -820,6 +820,11 @@ impl FakeHost {
     /// A process with open files (`/dev/vfio/12`, ...).
     pub fn process(&self, pid: u32, comm: &str, open: &[&str]) -> &Self {
         self.write(&format!("proc/{pid}/comm"), format!("{comm}\n"));
+        // Every process but a kernel thread has its executable's link.
+        let _ = symlink(
+            format!("/usr/bin/{comm}"),
+            self.path(&format!("proc/{pid}/exe")),
+        );
         fs::create_dir_all(self.path(&format!("proc/{pid}/fd"))).unwrap();
         for (fd, target) in open.iter().enumerate() {
             symlink(target, self.path(&format!("proc/{pid}/fd/{}", fd + 3))).unwrap();

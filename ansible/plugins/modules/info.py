@@ -11,8 +11,8 @@ DOCUMENTATION = r'''
 module: info
 short_description: PCI passthrough facts of a host from vfioctl
 description:
-  - Gathers what vfioctl knows about a host, read-only. Its PCI functions with driver, IOMMU group, SR-IOV role and the
-    Nova C(device_type). The IOMMU groups of the selected functions and whether each can be handed to a VM; the declared
+  - Gathers what vfioctl knows about a host, read-only. Its PCI functions with driver, IOMMU group, SR-IOV role, the
+    Nova C(device_type) and the libvirt domain (VM) whose XML names each, with its Nova instance. The IOMMU groups of the selected functions and whether each can be handed to a VM; the declared
     bindings; the node health check verdicts; and the boot files and kernel arguments still missing.
 version_added: 0.1.0
 options:
@@ -32,7 +32,8 @@ options:
     default: [devices, groups, declarations, check]
   connect:
     description:
-      - libvirt URI for the check's view of libvirt (read-only). Default C(qemu:///system) when O(root) is C(/).
+      - libvirt URI (read-only) for the VM of each device and the check's view of libvirt. Default C(qemu:///system)
+        when O(root) is C(/); with another O(root) and no O(connect), the VMs are unknown.
     type: str
 extends_documentation_fragment:
   - vfioctl.vfioctl.common
@@ -64,6 +65,11 @@ EXAMPLES = r'''
 - name: The Nova device_type of each GPU
   ansible.builtin.debug:
     msg: "{{ gpus.devices | items2dict(key_name='address', value_name='nova_device_type') }}"
+
+- name: Which instance has each GPU (a tenant reports a broken one)
+  ansible.builtin.debug:
+    msg: "{{ item.key }}: {{ item.value.domain }} ({{ item.value.state }}), Nova instance {{ item.value.nova.name | default('-') }}"
+  loop: "{{ gpus.vms | dict2items }}"
 '''
 
 RETURN = r'''
@@ -79,6 +85,23 @@ devices:
       driver: nvidia
       iommu_group: 21
       nova_device_type: type-PF
+vms:
+  description:
+    - The libvirt domain whose XML names each selected function, by address, as C(vm) of C(list --json) in vfioctl(8)
+      has it, with C(domain), C(uuid), C(state), C(active), C(persistent), C(autostart), C(named_in), C(kind),
+      C(managed), C(qemu_pid), and C(nova) with the instance's C(name), C(flavor), C(project), C(user) and
+      C(creation_time).
+    - Functions no domain names are left out. When libvirt could not be asked the dict is empty and RV(vms_known) is
+      false.
+  returned: when devices is gathered
+  type: dict
+  sample:
+    "0000:25:00.0": {domain: instance-0000002a, state: running, active: true, named_in: both, kind: hostdev,
+                     managed: true, nova: {name: gpu-trainer-1, flavor: g1.a100, project: {name: ml-team}}}
+vms_known:
+  description: Whether libvirt answered, so that a function missing from RV(vms) is in no VM.
+  returned: when devices is gathered
+  type: bool
 groups:
   description:
     - One entry per IOMMU group of the selected endpoints (C(show --json) C(iommu_group) schema), with C(viable) true when
@@ -145,6 +168,8 @@ def main():
             devices = v.run(module, ['list'], operands=module.params['selector'])[1]
             if 'devices' in gather:
                 out['devices'] = devices
+                out['vms'] = dict((d['address'], d['vm']) for d in devices if d.get('vm'))
+                out['vms_known'] = all(d.get('vms_known', False) for d in devices)
             if 'groups' in gather:
                 out['groups'], out['iommu'] = groups_of(module, devices)
         if 'declarations' in gather:

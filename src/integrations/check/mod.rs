@@ -13,6 +13,9 @@ mod health;
 mod health_aer;
 mod host;
 mod sriov;
+mod vms;
+
+pub use vms::VmHold;
 
 pub use health::{judge as judge_health, judged, HealthInput};
 pub use health_aer::{plan as aer_plan, updates as aer_updates, Decision as AerDecision};
@@ -171,6 +174,10 @@ pub struct Facts<'a> {
     pub interrupted: Option<InterruptedFact>,
     /// The devices judged fit for the next VM, and what was read of them.
     pub health: HealthInput<'a>,
+    /// The host's libvirt domains, or why they are unknown.
+    pub vms: crate::model::domain::VmFacts,
+    /// Each running domain's functions, held by its QEMU or not.
+    pub vm_holds: Vec<VmHold>,
 }
 
 /// A change's intent found in the change record (`host::state`).
@@ -194,6 +201,7 @@ pub fn run_checks(f: &Facts) -> Vec<CheckResult> {
     out.push(boot_files(f));
     out.push(udev_rules(f));
     out.push(libvirt(f));
+    out.extend(vms::vm_checks(f));
     out.extend(expectations(f));
     out.extend(health::health(f));
     out
@@ -241,6 +249,8 @@ mod tests {
             fabric: None,
             interrupted: None,
             health: HealthInput::default(),
+            vms: crate::model::domain::VmFacts::NotAsked("tests".into()),
+            vm_holds: vec![],
         }
     }
 
@@ -258,6 +268,74 @@ mod tests {
         assert!(unmarked.message.contains("does not mark 0000:01:00.0"));
         let unknown = udev_rules(&facts(&inv, vec![(addr, None)]));
         assert_eq!(unknown.status, Verdict::Ok, "a fake root cannot ask udev");
+    }
+
+    #[test]
+    fn domains_that_start_together_share_a_device_critically() {
+        use crate::model::domain::{
+            Domain, DomainDefinition, DomainState, HostDevice, HostDeviceKind, VmFacts,
+        };
+        let dom = |name: &str, active: bool, autostart: bool| {
+            let def = DomainDefinition {
+                name: name.into(),
+                uuid: None,
+                devices: vec![HostDevice {
+                    kind: HostDeviceKind::Hostdev,
+                    address: Some("41:00.0".parse().unwrap()),
+                    mdev: None,
+                    managed: Some(true),
+                }],
+                nova: None,
+            };
+            Domain {
+                name: name.into(),
+                uuid: "u".into(),
+                id: None,
+                active,
+                state: if active {
+                    DomainState::Running
+                } else {
+                    DomainState::ShutOff
+                },
+                persistent: true,
+                autostart,
+                live: active.then(|| def.clone()),
+                config: Some(def),
+                qemu_pid: None,
+            }
+        };
+        let inv = Inventory::default();
+        let shared = |domains: Vec<Domain>| {
+            let mut f = facts(&inv, vec![]);
+            f.vms = VmFacts::Known {
+                uri: "test:///x".into(),
+                domains,
+            };
+            run_checks(&f)
+                .into_iter()
+                .filter(|r| r.id == "vm.shared_device")
+                .count()
+        };
+        // Alternatives: two stopped domains that do not autostart.
+        assert_eq!(
+            shared(vec![dom("a", false, false), dom("b", false, false)]),
+            0
+        );
+        // One runs, the other starts with libvirt at boot.
+        assert_eq!(
+            shared(vec![dom("a", true, false), dom("b", false, true)]),
+            1
+        );
+        // Both autostart.
+        assert_eq!(
+            shared(vec![dom("a", false, true), dom("b", false, true)]),
+            1
+        );
+        // One running, one stopped and not autostarting: the stopped one's start fails cleanly.
+        assert_eq!(
+            shared(vec![dom("a", true, false), dom("b", false, false)]),
+            0
+        );
     }
 
     #[test]

@@ -1,0 +1,247 @@
+//! The host's virtual machines: every libvirt domain (through the helper
+//! process, read-only, under the `--connect-timeout` deadline), its XML
+//! parsed, mdev parents resolved in sysfs and each running domain's QEMU
+//! process found from libvirt's pid file.
+//!
+//! When libvirt is not asked: the udev hook and `persist apply` never ask it
+//! (at boot it may not be up yet, and udev must not start a socket-activated
+//! daemon); `--no-libvirt` skips it; a local `qemu:///system` with no socket
+//! at all means no libvirt on this host. A libvirt that is there but does not
+//! answer makes the facts `Failed`: the gate refuses what it covers.
+
+use std::fs;
+use std::time::Duration;
+
+use crate::model::domain::{parse_domain_xml, Domain, DomainState, VmFacts};
+use crate::model::PciAddress;
+
+use super::libvirt::{self, DomainListing, Snapshot, Target, Want};
+use super::root::HostRoot;
+
+/// Where the VM facts of a change come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmSource {
+    /// Never ask libvirt: the udev hook and `persist apply` (the boot unit).
+    Never(&'static str),
+    /// `--no-libvirt`: the operator chose not to ask.
+    Skipped,
+    /// Ask libvirt at `target`, giving up after `timeout`.
+    Libvirt { target: Target, timeout: Duration },
+}
+
+/// Why the udev hook and `persist apply` never ask libvirt.
+pub const NEVER_AT_BOOT: &str =
+    "the udev hook and persist apply never ask libvirt (at boot it may not be up, and udev must not start it)";
+
+/// What `--no-libvirt` leaves unknown.
+pub const SKIPPED: &str = "--no-libvirt: libvirt was not asked, so no VM was checked";
+
+/// A read started and not yet collected (`start`, then `finish`).
+pub enum Pending {
+    Ready(VmFacts),
+    Asking {
+        uri: String,
+        query: libvirt::Query,
+        timeout: Duration,
+    },
+    /// Not started: read when collected (`HostUsage` asks only when the gate
+    /// judges a device a VM rule covers).
+    Deferred(VmSource),
+}
+
+/// Starts reading the domains: the helper runs while the caller reads sysfs.
+pub fn start(source: &VmSource) -> Pending {
+    let (uri, timeout) = match source {
+        VmSource::Never(why) => return Pending::Ready(VmFacts::NotAsked(why.to_string())),
+        VmSource::Skipped => return Pending::Ready(VmFacts::NotAsked(SKIPPED.to_string())),
+        VmSource::Libvirt {
+            target: Target::NotThisHost,
+            ..
+        } => {
+            let why = Target::NotThisHost.why_not().unwrap_or_default();
+            return Pending::Ready(VmFacts::NotAsked(why));
+        }
+        VmSource::Libvirt {
+            target: Target::Uri(uri),
+            timeout,
+        } => (uri.clone(), *timeout),
+    };
+    if let Some(why) = libvirt::absent(&uri) {
+        return Pending::Ready(VmFacts::Absent(why));
+    }
+    match libvirt::start(&uri, Want::Domains) {
+        Ok(query) => Pending::Asking {
+            uri,
+            query,
+            timeout,
+        },
+        Err(e) => Pending::Ready(VmFacts::Failed(e.to_string())),
+    }
+}
+
+impl Pending {
+    /// The facts, once the helper answered (or the deadline passed).
+    pub fn finish(self, root: &HostRoot) -> VmFacts {
+        match self {
+            Pending::Ready(facts) => facts,
+            Pending::Deferred(source) => read(root, &source),
+            Pending::Asking {
+                uri,
+                query,
+                timeout,
+            } => match query.finish(timeout) {
+                Ok(snapshot) => from_snapshot(root, &uri, &snapshot),
+                Err(e) => VmFacts::Failed(e.to_string()),
+            },
+        }
+    }
+}
+
+/// Reads the domains now (`start` then `finish`).
+pub fn read(root: &HostRoot, source: &VmSource) -> VmFacts {
+    start(source).finish(root)
+}
+
+/// The facts in a helper's answer that listed the domains.
+pub fn from_snapshot(root: &HostRoot, uri: &str, snapshot: &Snapshot) -> VmFacts {
+    let Some(listed) = &snapshot.domains else {
+        return VmFacts::Failed(format!("libvirt at {uri}: the domains were not listed"));
+    };
+    match domains(root, uri, listed) {
+        Ok(domains) => VmFacts::Known {
+            uri: uri.to_string(),
+            domains,
+        },
+        Err(e) => VmFacts::Failed(format!("libvirt at {uri}: {e}")),
+    }
+}
+
+/// Whether `uri` names a hypervisor on this machine (no host part), whose
+/// pid files and sysfs are the ones under the host root.
+fn local(uri: &str) -> bool {
+    uri.split_once("://")
+        .is_some_and(|(_, rest)| rest.starts_with('/'))
+}
+
+fn domains(root: &HostRoot, uri: &str, listed: &[DomainListing]) -> Result<Vec<Domain>, String> {
+    let local = local(uri);
+    let mut out = Vec::with_capacity(listed.len());
+    for l in listed {
+        let parse = |xml: &Option<String>| {
+            xml.as_deref()
+                .map(|x| parse_domain_xml(&l.name, x))
+                .transpose()
+                .map_err(|e| e.to_string())
+        };
+        let mut live = parse(&l.live_xml)?;
+        let mut config = parse(&l.config_xml)?;
+        if local {
+            for def in [&mut live, &mut config].into_iter().flatten() {
+                for dev in &mut def.devices {
+                    if let Some(uuid) = &dev.mdev {
+                        dev.address = mdev_parent(root, uuid);
+                    }
+                }
+            }
+        }
+        out.push(Domain {
+            qemu_pid: if l.active && local {
+                qemu_pid(root, &l.name)
+            } else {
+                None
+            },
+            name: l.name.clone(),
+            uuid: l.uuid.clone(),
+            id: l.id,
+            active: l.active,
+            state: DomainState::from_libvirt(l.state),
+            persistent: l.persistent,
+            autostart: l.autostart,
+            live,
+            config,
+        });
+    }
+    Ok(out)
+}
+
+/// The PCI function an mdev was created on: `/sys/bus/mdev/devices/UUID`
+/// links into its parent's directory. `None` when the mdev does not exist.
+pub fn mdev_parent(root: &HostRoot, uuid: &str) -> Option<PciAddress> {
+    if !crate::model::domain::valid_uuid(uuid) {
+        return None;
+    }
+    let real = fs::canonicalize(root.path(format!("/sys/bus/mdev/devices/{uuid}"))).ok()?;
+    real.parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| PciAddress::from_sysfs_name(&n.to_string_lossy()))
+}
+
+/// A domain name that is safe as one path component.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
+/// The QEMU process of running domain `name`: the pid in libvirt's
+/// `/run/libvirt/qemu/NAME.pid`, kept only when that process's command line
+/// names the guest (`-name guest=NAME,...`), so a stale file never points at
+/// an unrelated process.
+pub fn qemu_pid(root: &HostRoot, name: &str) -> Option<u32> {
+    if !plain_name(name) {
+        return None;
+    }
+    let text = fs::read_to_string(root.path(format!("/run/libvirt/qemu/{name}.pid"))).ok()?;
+    let pid: u32 = text.trim().parse().ok()?;
+    let cmdline = fs::read(root.path(format!("/proc/{pid}/cmdline"))).ok()?;
+    let wanted = format!("guest={name}");
+    let names_guest = cmdline.split(|b| *b == 0).any(|arg| {
+        let arg = String::from_utf8_lossy(arg);
+        arg == wanted || arg.starts_with(&format!("{wanted},"))
+    });
+    names_guest.then_some(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_uris_have_no_host() {
+        assert!(local("qemu:///system"));
+        assert!(local("test:///abs/vms.xml"));
+        assert!(!local("qemu+ssh://host/system"));
+        assert!(!local("garbage"));
+    }
+
+    #[test]
+    fn names_that_are_not_one_path_component_are_never_read() {
+        for bad in ["", ".", "..", "a/b", "../x", "a\0b"] {
+            assert!(!plain_name(bad), "{bad:?}");
+        }
+        assert!(plain_name("instance-0000002a"));
+    }
+
+    #[test]
+    fn qemu_pid_needs_the_guest_named_on_its_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(dir.path());
+        let w = |p: &str, t: &[u8]| {
+            let path = root.path(p);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, t).unwrap();
+        };
+        w("/run/libvirt/qemu/vm1.pid", b"4242\n");
+        assert_eq!(qemu_pid(&root, "vm1"), None, "no such process");
+        w(
+            "/proc/4242/cmdline",
+            b"/usr/bin/qemu\0-name\0guest=other,debug-threads=on\0",
+        );
+        assert_eq!(qemu_pid(&root, "vm1"), None, "another guest's QEMU");
+        w(
+            "/proc/4242/cmdline",
+            b"/usr/bin/qemu\0-name\0guest=vm1,debug-threads=on\0",
+        );
+        assert_eq!(qemu_pid(&root, "vm1"), Some(4242));
+        w("/run/libvirt/qemu/vm2.pid", b"not a pid");
+        assert_eq!(qemu_pid(&root, "vm2"), None);
+    }
+}
