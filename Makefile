@@ -19,6 +19,9 @@ BUILD_DEPS := gcc libc6-dev pkg-config libvirt-dev libudev-dev pci.ids ca-certif
 # Debian packages the package tests need: the builders and their judges
 # (systemd for systemd-analyze).
 PACKAGE_DEPS := dpkg-dev rpm lintian rpmlint busybox-static systemd
+# Debian packages the unit tests run: python3's configparser judges the
+# nova.conf text vfioctl writes (tests/libvirt.rs).
+UNIT_TEST_DEPS := python3
 # Debian packages the Nova oracle needs besides nova itself, which comes from
 # PyPI into a venv under target/ (tests/nova/run).
 NOVA_TEST_DEPS := python3 python3-venv
@@ -72,7 +75,8 @@ build: deps
 run: build
 	./$(BIN) list
 
-test-unit: deps
+test-unit:
+	$(MAKE) deps EXTRA_DEPS="$(UNIT_TEST_DEPS)"
 	$(CARGO) test --locked
 
 # Nova 34 from PyPI judges `vfioctl nova` (venv under target/, reused); SKIP
