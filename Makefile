@@ -26,8 +26,9 @@ UNIT_TEST_DEPS := python3
 # PyPI into a venv under target/ (tests/nova/run).
 NOVA_TEST_DEPS := python3 python3-venv
 # Debian packages the Ansible collection's tests need besides ansible-core,
-# which comes from PyPI into target/ansible/venv (ansible/tests/ci/run).
-ANSIBLE_TEST_DEPS := python3-venv git
+# which comes from PyPI into target/ansible/venv (ansible/tests/ci/run); ansible-test
+# integration runs ssh-keygen.
+ANSIBLE_TEST_DEPS := python3-venv git openssh-client
 # The peers and tools `make bench` runs.
 BENCH_DEPS := pciutils driverctl dpdk strace gcc python3
 # BENCH_ARGS="--baseline OLD_VFIOCTL" adds an older binary's rows (before/after).
