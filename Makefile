@@ -1,21 +1,34 @@
 # vfioctl: build, test and install.
 #   make run    install build dependencies, build, run `vfioctl list` (read-only)
-#   make test   install test dependencies, run every test (unit, golden, alert rules, Nova oracle,
-#               Ansible collection, packages, real-kernel VM suite)
+#   make test   install test dependencies, run every test (unit, golden, alert rules, fuzz corpus
+#               replay, Nova oracle, Ansible collection, packages, real-kernel VM suite);
+#               deterministic: no random campaign, no timed assertion decides it
+#   make fuzz   random AFL++ campaigns, FUZZ_SECONDS per target (FUZZ_TARGETS: some), not part of test
 #   make bench  side-by-side benchmarks on fake hosts -> docs/benchmarks.md (not part of test)
 #   make bench-vm  binding and boot-storm benchmarks in the QEMU test bed -> docs/benchmarks.md (not part of test)
 #   make deb    dist/vfioctl_VERSION-1_ARCH.deb;  make rpm: dist/vfioctl-VERSION-1.ARCH.rpm
 #   make lint   cargo fmt --check and clippy with warnings as errors
+#   make ci-fresh  `make run` and `make test` of the committed HEAD in a fresh minimal Debian 12
+#               root (.ci/fresh; cached base under target/ci-fresh, CI_FRESH_REBUILD=1 rebuilds it)
 
 CARGO ?= cargo
 BIN := target/release/vfioctl
-# Debian packages needed to build (libvirt and libudev for the virt and udev crates).
-BUILD_DEPS := pkg-config libvirt-dev libudev-dev pci.ids
-# Debian packages the package tests need: the builders and their judges.
-PACKAGE_DEPS := dpkg-dev rpm lintian rpmlint busybox-static
+# Debian packages needed to build: rustc's linker, libvirt and libudev for the
+# virt and udev crates, CA certificates for cargo's downloads from crates.io.
+BUILD_DEPS := gcc libc6-dev pkg-config libvirt-dev libudev-dev pci.ids ca-certificates
+# Debian packages the package tests need: the builders and their judges
+# (systemd for systemd-analyze).
+PACKAGE_DEPS := dpkg-dev rpm lintian rpmlint busybox-static systemd
+# Debian packages the unit tests run: python3's configparser judges the
+# nova.conf text vfioctl writes (tests/libvirt.rs).
+UNIT_TEST_DEPS := python3
+# Debian packages the Nova oracle needs besides nova itself, which comes from
+# PyPI into a venv under target/ (tests/nova/run).
+NOVA_TEST_DEPS := python3 python3-venv
 # Debian packages the Ansible collection's tests need besides ansible-core,
-# which comes from PyPI into target/ansible/venv (ansible/tests/ci/run).
-ANSIBLE_TEST_DEPS := python3-venv git
+# which comes from PyPI into target/ansible/venv (ansible/tests/ci/run); ansible-test
+# integration runs ssh-keygen.
+ANSIBLE_TEST_DEPS := python3-venv git openssh-client
 # promtool (in Debian's prometheus package) judges the alert rules and the metrics.
 ALERT_TEST_DEPS := prometheus
 # The peers and tools `make bench` runs.
@@ -30,7 +43,9 @@ DATADIR ?= $(PREFIX)/share
 LIBEXECDIR ?= $(PREFIX)/libexec/vfioctl
 # /etc/vfioctl is a fixed path in vfioctl (src/host/config/), whatever PREFIX is.
 SYSCONFDIR ?= /etc
-# Where this system's udev and systemd read from (Debian 12: /lib/..., RHEL 9: /usr/lib/...).
+# Where this system's udev and systemd read from (Debian 12: /lib/..., RHEL 9:
+# /usr/lib/...), for `make install` here. The packages do not use these
+# defaults: packaging/deb/build and the spec name their distribution's paths.
 UDEVDIR ?= $(or $(shell pkg-config --variable=udevdir udev 2>/dev/null),/usr/lib/udev)
 UDEVRULESDIR ?= $(UDEVDIR)/rules.d
 UNITDIR ?= $(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),/usr/lib/systemd/system)
@@ -40,16 +55,22 @@ ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 GEN := target/generated
 
-.PHONY: all deps build run test test-unit test-alerts test-nova test-ansible test-fuzz test-package test-vm lint ci bench bench-vm install install-files uninstall deb rpm
+.PHONY: all deps build run test test-unit test-alerts test-nova test-ansible test-fuzz test-package test-vm lint ci ci-fresh fuzz bench bench-vm install install-files uninstall deb rpm
 
 all: build
 
+# Installs what is missing of BUILD_DEPS and EXTRA_DEPS with apt, saying once
+# which; apt's own output goes to target/apt.log, shown (its tail) only when
+# apt fails.
+APT_LOG := target/apt.log
 deps:
 	@command -v dpkg-query >/dev/null || { echo "deps: not a Debian system; install the equivalents of $(BUILD_DEPS) $(EXTRA_DEPS) yourself"; exit 0; }; \
 	missing=$$(for p in $(BUILD_DEPS) $(EXTRA_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-		echo "installing build dependencies: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		echo "deps: installing" $$missing "(apt log: $(APT_LOG))"; \
+		mkdir -p $(dir $(APT_LOG)); \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; } >>$(APT_LOG) 2>&1 || \
+			{ echo "deps: apt-get failed; the end of $(APT_LOG):" >&2; tail -n 25 $(APT_LOG) >&2; exit 1; }; \
 	fi
 
 build: deps
@@ -58,7 +79,8 @@ build: deps
 run: build
 	./$(BIN) list
 
-test-unit: deps
+test-unit:
+	$(MAKE) deps EXTRA_DEPS="$(UNIT_TEST_DEPS)"
 	$(CARGO) test --locked
 
 # The shipped alert rules: promtool checks them and runs their unit tests
@@ -70,8 +92,9 @@ test-alerts:
 	VFIOCTL_REQUIRE_PROMTOOL=1 $(CARGO) test --locked --test health prometheus
 
 # Nova 34 from PyPI judges `vfioctl nova` (venv under target/, reused); SKIP
-# with the reason when PyPI or Python 3.11 is missing.
-test-nova: deps
+# with the reason when PyPI cannot be reached.
+test-nova:
+	$(MAKE) deps EXTRA_DEPS="$(NOVA_TEST_DEPS)"
 	CARGO=$(CARGO) tests/nova/run
 
 # ansible-test sanity, units and integration (fake hosts) for ansible/; the
@@ -81,17 +104,23 @@ test-ansible:
 	$(MAKE) deps EXTRA_DEPS="$(ANSIBLE_TEST_DEPS)"
 	ansible/tests/ci/run
 
-# Fuzz targets (docs/fuzzing.md): the corpus replayed through every target
-# as a plain test, then each target fuzzed FUZZ_SECONDS with AFL++ (cargo-afl,
-# built from crates.io on first use: about 5 min of CPU for install and build,
-# then 12 targets x FUZZ_SECONDS). FUZZ_SECONDS=0 skips AFL++.
-FUZZ_SECONDS ?= 20
+# The fuzz targets (docs/fuzzing.md) over their corpus and every input that
+# ever crashed or hung one (fuzz/regressions), as a plain test: the same
+# inputs in the same order on every run.
 test-fuzz: deps
-	$(CARGO) test --locked -p vfioctl-fuzz
-	@if [ "$(FUZZ_SECONDS)" != 0 ]; then \
-		$(CARGO) afl --version >/dev/null 2>&1 || $(CARGO) install cargo-afl --locked; \
-		fuzz/smoke $(FUZZ_SECONDS); \
-	fi
+	$(CARGO) test --locked -p vfioctl-fuzz -- --nocapture
+
+# Random AFL++ campaigns (cargo-afl, built from crates.io on first use: about
+# 5 min of CPU), FUZZ_SECONDS per target, one after the other, for every
+# target or the ones FUZZ_TARGETS names; findings in fuzz/out/TARGET/default/
+# {crashes,hangs}. Each finding becomes an input in fuzz/regressions/TARGET
+# with its fix. Not part of `make test`: what a random campaign finds differs
+# from run to run.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz: deps
+	@$(CARGO) afl --version >/dev/null 2>&1 || $(CARGO) install cargo-afl --locked
+	fuzz/campaign $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 test-vm: deps deb
 	tests/vm/setup
@@ -111,6 +140,13 @@ lint: deps
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 ci: lint test
+
+# `make run` and `make test` of the committed HEAD, as a new user runs them, in
+# a fresh minimal Debian 12 root (mmdebstrap, cached under target/ci-fresh;
+# CI_FRESH_REBUILD=1 rebuilds it) with this machine's Rust toolchain; prints
+# each command's time and each test stage's summary (.ci/fresh).
+ci-fresh:
+	.ci/fresh
 
 # Fake hosts of 64 to 16,384 functions, each tool in a private mount namespace
 # with the tree over /sys (bench/run.py); writes docs/benchmarks.md.

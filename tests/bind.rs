@@ -729,8 +729,11 @@ fn dry_run_writes_nothing_and_prints_the_plan() {
 fn concurrent_changes_serialise_and_end_correct() {
     let host = topologies::hgx_a100();
     let kernel = SimKernel::new(&host);
+    // The timeout is also how long the second waits for the first's lock:
+    // a hang guard far beyond the first's few milliseconds (on a loaded
+    // machine a short one would decide the test by chance).
     let mut slow = spec(Goal::BindVfio, &["10de:20b0"]);
-    slow.timeout = Duration::from_secs(5);
+    slow.timeout = Duration::from_secs(60);
     std::thread::scope(|s| {
         let a = s.spawn(|| run(&host, &kernel, &slow).map(|r| r.result.map(|x| x.succeeded())));
         let b = s.spawn(|| run(&host, &kernel, &slow).map(|r| r.result.map(|x| x.succeeded())));

@@ -207,27 +207,139 @@ fn blocking_unbind_host() -> FakeHost {
     host
 }
 
-/// Lets the blocked helper finish: a reader opens the FIFO.
-fn let_go(host: &FakeHost) {
+/// How long a test waits for something that must happen at once before it
+/// calls it a hang. A guard against a test that never ends, not a timing
+/// check: no correct run comes near it on any machine, and no check below
+/// depends on how long anything took.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// What a helper blocked on writing the FIFO at `path` was waiting to write:
+/// a reader opens the FIFO, the helper's open and write complete, and this
+/// reads until the helper has closed it. The write was still pending when
+/// this was called: a FIFO's writer waits in open() until a reader comes.
+fn take_pending_write(path: &std::path::Path) -> String {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
-    let _reader = std::fs::OpenOptions::new()
+    let mut fifo = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
-        .open(host.path("sys/bus/pci/drivers/snd_hda_intel/unbind"))
+        .open(path)
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let mut got = Vec::new();
+    loop {
+        let mut poll = libc::pollfd {
+            fd: fifo.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut poll, 1, HANG_GUARD.as_millis() as i32) };
+        if ready < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        assert!(ready > 0, "no pending write came to {}", path.display());
+        let mut buf = [0u8; 256];
+        match fifo.read(&mut buf) {
+            // Every writer has written and closed.
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read {}: {e}", path.display()),
+        }
+    }
+    String::from_utf8(got).unwrap()
+}
+
+/// Lets the blocked unbind finish; returns what it wrote.
+fn let_go(host: &FakeHost) -> String {
+    take_pending_write(&host.path("sys/bus/pci/drivers/snd_hda_intel/unbind"))
+}
+
+/// Runs vfioctl like `vfioctl()`, failing (and killing it) when it is still
+/// running after HANG_GUARD: for a command that would block for ever if it
+/// read what it must not.
+fn vfioctl_guarded(root: &std::path::Path, args: &[&str]) -> support::cli::Run {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vfioctl"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("VFIOCTL_ROOT")
+        .env_remove("VFIOCTL_CONNECT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(output) = rx.recv_timeout(HANG_GUARD) else {
+        // SAFETY: a plain kill(2) of the child this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        panic!("vfioctl {args:?} did not return: it blocked on a file it must not read");
+    };
+    let output = output.unwrap();
+    support::cli::Run {
+        status: output.status.code().expect("exit status"),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+/// A file lease that holds every other process's open of `path` for writing
+/// (as the device lock a pending unbind holds holds a write of
+/// `driver_override`), while reads go on. Linux breaks a lease by force after
+/// /proc/sys/fs/lease-break-time (45 s by default), far beyond any deadline
+/// tested here; `release` lets the held write go at once.
+struct WriteHold {
+    file: std::fs::File,
+}
+
+/// F_SETSIG from Linux's <fcntl.h> (asm-generic; the libc crate lacks it).
+const F_SETSIG: libc::c_int = 10;
+
+impl WriteHold {
+    fn new(path: &std::path::Path) -> WriteHold {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(path).unwrap();
+        // SAFETY: fcntl on a descriptor this owns. The lease-break signal is
+        // SIGURG, which is ignored by default (SIGIO would end the test).
+        unsafe {
+            assert_eq!(libc::fcntl(file.as_raw_fd(), F_SETSIG, libc::SIGURG), 0);
+            assert_eq!(
+                libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK),
+                0,
+                "a read lease on {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        WriteHold { file }
+    }
+
+    fn release(self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: as above.
+        unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+    }
 }
 
 #[test]
 fn a_blocked_unbind_returns_by_the_deadline_and_is_reported_pending() {
     let host = blocking_unbind_host();
-    let start = std::time::Instant::now();
     let run = vfioctl(host.root(), &["unbind", "08:00.0", "--timeout", "1"]);
-    let took = start.elapsed();
-    let_go(&host);
+    // The deadline contract without a clock: the unbind write blocks until
+    // the FIFO gets a reader, which comes only now that vfioctl has exited,
+    // so vfioctl returned by its deadline, not by the write's end. (How long
+    // it took is not asserted: on a loaded machine a bound decides by chance.)
+    assert_eq!(
+        let_go(&host).trim(),
+        "0000:08:00.0",
+        "the unbind write vfioctl left pending"
+    );
     assert_eq!(run.status, 8, "{}{}", run.stdout, run.stderr);
-    // The contract: vfioctl exits by the deadline plus a second.
-    assert!(took < Duration::from_secs(2), "took {took:?}");
     assert!(
         run.stderr.contains("0000:08:00.0: unbind from snd_hda_intel did not finish within 1s and is still pending in the kernel"),
         "{}",
@@ -260,7 +372,7 @@ fn a_blocked_unbind_returns_by_the_deadline_and_is_reported_pending() {
         host.root(),
         &["unbind", "08:00.0", "--timeout", "1", "--json"],
     );
-    let_go(&host);
+    assert_eq!(let_go(&host).trim(), "0000:08:00.0");
     assert_eq!(json.status, 8, "{}{}", json.stdout, json.stderr);
     let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(
@@ -288,56 +400,65 @@ fn a_blocked_unbind_returns_by_the_deadline_and_is_reported_pending() {
 }
 
 /// Linux takes the device lock for `driver_override` too, which the pending
-/// unbind holds (found by tests/vm 75-safety-gpu): here the override is a
-/// FIFO as well, which serves every read but blocks every write until a
-/// reader comes. The rollback's override write must not keep vfioctl past
-/// its deadline.
+/// unbind holds (found by tests/vm 75-safety-gpu): here a file lease holds
+/// every write of the override (reads go on) until the test releases it.
+/// The rollback's override write must not keep vfioctl past its deadline:
+/// vfioctl returns while that write is still held. Then `show` and `check`
+/// must not read the override of a device the record says is pending: it
+/// becomes a FIFO no one writes, where a read would block for ever.
 #[test]
 fn a_pending_unbind_whose_override_is_locked_still_returns_by_the_deadline() {
-    use std::os::unix::fs::OpenOptionsExt;
-    use std::sync::atomic::{AtomicBool, Ordering};
     let host = blocking_unbind_host();
     let over = host.device_dir("0000:08:00.0").join("driver_override");
-    std::fs::remove_file(&over).unwrap();
-    nix::unistd::mkfifo(&over, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let done = AtomicBool::new(false);
-    let (run, took) = std::thread::scope(|s| {
-        // Serves "(null)" to every read of the override.
-        s.spawn(|| {
-            while !done.load(Ordering::SeqCst) {
-                if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&over) {
-                    let _ = std::io::Write::write_all(&mut f, b"(null)\n");
-                }
-                // Lets the read see its end before the next writer comes.
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        });
-        let start = std::time::Instant::now();
-        let run = vfioctl(host.root(), &["unbind", "08:00.0", "--timeout", "1"]);
-        let took = start.elapsed();
-        done.store(true, Ordering::SeqCst);
-        // Lets the server's last open and the queued override write finish.
-        let reader = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&over)
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        drop(reader);
-        (run, took)
-    });
-    // show and check do not read the override of a device the record says
-    // is pending (here a FIFO with no writer: a read would block).
-    let show = ok(host.root(), &["show", "08:00.0"]);
-    assert!(
-        show.contains("unbind from snd_hda_intel did not finish"),
-        "{show}"
-    );
-    let_go(&host);
+    let before = std::fs::read_to_string(&over).unwrap();
+    let hold = WriteHold::new(&over);
+    let run = vfioctl(host.root(), &["unbind", "08:00.0", "--timeout", "1"]);
     assert_eq!(run.status, 8, "{}{}", run.stdout, run.stderr);
-    // Without the helper the override write waits for the reader forever;
-    // the FIFO's reads above cost up to 0.3 s each.
-    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(
+        run.stderr.contains("its override was put back"),
+        "{}",
+        run.stderr
+    );
+    // vfioctl has exited; its override write is still held by the lease.
+    assert_eq!(
+        std::fs::read_to_string(&over).unwrap(),
+        before,
+        "the override write vfioctl left waiting"
+    );
+    hold.release();
+    assert_eq!(let_go(&host).trim(), "0000:08:00.0");
+
+    // The record says the unbind is pending: the override is not read.
+    let fifo = host.device_dir("0000:08:00.0").join("driver_override.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let written = over.with_extension("written");
+    // The held write goes on to the file it opened, renamed away here: the
+    // override put back (none: an empty line).
+    std::fs::rename(&over, &written).unwrap();
+    std::fs::rename(&fifo, &over).unwrap();
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&written).unwrap() != "\n" {
+        assert!(
+            start.elapsed() < HANG_GUARD,
+            "the held override write never came: {:?}",
+            std::fs::read_to_string(&written)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let show = vfioctl_guarded(host.root(), &["show", "08:00.0"]);
+    assert_eq!(show.status, 0, "{}", show.stderr);
+    assert!(
+        show.stdout
+            .contains("unbind from snd_hda_intel did not finish"),
+        "{}",
+        show.stdout
+    );
+    let check = vfioctl_guarded(host.root(), &["check", "--json"]);
+    assert!(
+        check.stdout.contains("device.pending_unbind"),
+        "{}",
+        check.stdout
+    );
 }
 
 #[test]
@@ -353,8 +474,9 @@ fn a_blocking_write_runs_in_a_helper_process_the_parent_stops_waiting_for() {
         )
         .unwrap_err();
     assert!(matches!(err, KernelError::Timeout { .. }), "{err}");
-    let_go(&host);
-    // Once the holder lets go the write completes (the FIFO reader got it).
+    // The parent stopped waiting; the helper still holds the write, which
+    // completes once the holder lets go (a reader opens the FIFO).
+    assert_eq!(let_go(&host), "0000:08:00.0");
 }
 
 /// A display function with a DRM driver and its HD-audio companion, each

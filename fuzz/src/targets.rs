@@ -16,7 +16,11 @@ use vfioctl::model::{
     Selector, SriovRole, VendorId,
 };
 
+use crate::fakeroot::{valid_name, Unrepresentable};
 use crate::{fields, FakeRoot};
+
+/// The fake root holds every fixed path the targets write.
+const FIXED: &str = "a fixed path fits the fake root";
 
 fn text(data: &[u8]) -> Option<&str> {
     std::str::from_utf8(data).ok()
@@ -157,17 +161,14 @@ pub fn bindings_file(data: &[u8]) {
         None => (data, &[][..]),
     };
     let Some(name) = text(name) else { return };
-    if name.is_empty()
-        || name == "."
-        || name == ".."
-        || name.len() > 255
-        || name.contains(['/', '\0'])
+    let root = FakeRoot::new();
+    root.dir("/etc/vfioctl/bindings.d").expect(FIXED);
+    if root
+        .write(&format!("/etc/vfioctl/bindings.d/{name}"), contents)
+        .is_err()
     {
         return;
     }
-    let root = FakeRoot::new();
-    root.dir("/etc/vfioctl/bindings.d");
-    root.write(&format!("/etc/vfioctl/bindings.d/{name}"), contents);
     let _ = config::load(&root.host_root());
     root.run(&["persist", "list"]);
     root.run(&["persist", "list", "--json"]);
@@ -189,7 +190,8 @@ pub fn udev_env(data: &[u8]) {
     root.write(
         "/etc/vfioctl/bindings.d/id-10de_20b0.toml",
         "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n",
-    );
+    )
+    .expect(FIXED);
     for (var, value) in vars.iter().zip(&f) {
         // The kernel's uevent values are bytes; std keeps them as OsStr.
         use std::os::unix::ffi::OsStrExt;
@@ -331,17 +333,20 @@ pub fn pci_ids(data: &[u8]) {
 /// /proc/cmdline as `check`, `host-config` and module loading read it.
 pub fn cmdline(data: &[u8]) {
     let root = FakeRoot::new();
-    root.write("/proc/cmdline", data);
+    root.write("/proc/cmdline", data).expect(FIXED);
     root.write(
         "/proc/cpuinfo",
         "vendor_id\t: GenuineIntel\nflags\t\t: fpu vmx\n",
-    );
-    root.write("/proc/sys/kernel/osrelease", "6.1.0-fuzz\n");
-    root.write("/etc/os-release", "ID=debian\n");
+    )
+    .expect(FIXED);
+    root.write("/proc/sys/kernel/osrelease", "6.1.0-fuzz\n")
+        .expect(FIXED);
+    root.write("/etc/os-release", "ID=debian\n").expect(FIXED);
     root.write(
         "/etc/vfioctl/bindings.d/id-10de_20b0.toml",
         "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n",
-    );
+    )
+    .expect(FIXED);
     let host = root.host_root();
     for module in ["vfio_pci", "vfio-pci", "nouveau"] {
         let _ = modules::hard_block(&host, &ModuleName::new(module));
@@ -354,9 +359,9 @@ pub fn cmdline(data: &[u8]) {
 /// checks read them: which PCI device holds a mounted filesystem.
 pub fn mountinfo(data: &[u8]) {
     let root = FakeRoot::new();
-    root.write("/proc/self/mountinfo", data);
-    root.write("/proc/mounts", data);
-    root.write("/proc/swaps", data);
+    root.write("/proc/self/mountinfo", data).expect(FIXED);
+    root.write("/proc/mounts", data).expect(FIXED);
+    root.write("/proc/swaps", data).expect(FIXED);
     let _ = usage::read_usage(&root.host_root());
 }
 
@@ -378,8 +383,10 @@ pub fn modules_alias(data: &[u8]) {
         }
     }
     let root = FakeRoot::new();
-    root.write("/proc/sys/kernel/osrelease", "6.1.0-fuzz\n");
-    root.write("/lib/modules/6.1.0-fuzz/modules.alias", data);
+    root.write("/proc/sys/kernel/osrelease", "6.1.0-fuzz\n")
+        .expect(FIXED);
+    root.write("/lib/modules/6.1.0-fuzz/modules.alias", data)
+        .expect(FIXED);
     let _ = modules::vfio_variant_aliases(&root.host_root(), Some("6.1.0-fuzz"));
 }
 
@@ -409,48 +416,11 @@ const SYSFS_FIELDS: &[&str] = &[
 ];
 
 pub fn sysfs_attrs(data: &[u8]) {
-    use std::os::unix::ffi::OsStrExt;
-    let f = fields(data, SYSFS_FIELDS.len());
     let root = FakeRoot::new();
-    let dev = "/sys/bus/pci/devices/0000:25:00.0";
-    root.dir(dev);
-    let mut group = "21".to_string();
-    for (name, value) in SYSFS_FIELDS.iter().zip(&f) {
-        if let Some(link) = name.strip_prefix('@') {
-            // A link target is any path; empty means no link.
-            if value.is_empty() {
-                continue;
-            }
-            let target = std::ffi::OsStr::from_bytes(value);
-            root.link(&format!("{dev}/{link}"), target);
-            if link == "iommu_group" {
-                group = std::path::Path::new(target)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-            }
-        } else if *name == "#group_member" {
-            let member = String::from_utf8_lossy(value);
-            if !group.is_empty()
-                && !group.contains(['/', '\0'])
-                && group != "."
-                && group != ".."
-                && !member.is_empty()
-                && !member.contains(['/', '\0'])
-                && member != "."
-                && member != ".."
-            {
-                root.dir(&format!(
-                    "/sys/kernel/iommu_groups/{group}/devices/{member}"
-                ));
-            }
-        } else if *name == "#group_type" {
-            if !group.is_empty() && !group.contains(['/', '\0']) && group != "." && group != ".." {
-                root.write(&format!("/sys/kernel/iommu_groups/{group}/type"), value);
-            }
-        } else if !value.is_empty() {
-            root.write(&format!("{dev}/{name}"), value);
-        }
+    // An input naming what no file system holds (a group name over
+    // NAME_MAX, a link leading out of the root) is skipped.
+    if sysfs_tree(&root, data).is_err() {
+        return;
     }
     let _ = sysfs::read_one(&root.host_root(), PciAddress::new(0, 0x25, 0, 0));
     let _ = hostfacts::read_cpu(&root.host_root());
@@ -458,4 +428,48 @@ pub fn sysfs_attrs(data: &[u8]) {
     root.run(&["list", "--json"]);
     root.run(&["show", "25:00.0"]);
     root.run(&["show", "25:00.0", "--json"]);
+}
+
+/// Writes `sysfs_attrs`'s fields into the fake root.
+fn sysfs_tree(root: &FakeRoot, data: &[u8]) -> Result<(), Unrepresentable> {
+    use std::os::unix::ffi::OsStrExt;
+    let f = fields(data, SYSFS_FIELDS.len());
+    let dev = "/sys/bus/pci/devices/0000:25:00.0";
+    root.dir(dev)?;
+    let mut group = Some("21".to_string());
+    for (name, value) in SYSFS_FIELDS.iter().zip(&f) {
+        if let Some(link) = name.strip_prefix('@') {
+            // A link target is any path; empty means no link.
+            if value.is_empty() {
+                continue;
+            }
+            let target = std::ffi::OsStr::from_bytes(value);
+            root.link(&format!("{dev}/{link}"), target)?;
+            if link == "iommu_group" {
+                // The group vfioctl reads is the target's last component
+                // (none for `..`: no group directory then).
+                group = std::path::Path::new(target)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned());
+            }
+        } else if *name == "#group_member" {
+            if let (Some(group), false) = (&group, value.is_empty()) {
+                // One directory entry, a device's name.
+                if !valid_name(value) {
+                    return Err(Unrepresentable(format!("group member {value:?}")));
+                }
+                let member = String::from_utf8_lossy(value);
+                root.dir(&format!(
+                    "/sys/kernel/iommu_groups/{group}/devices/{member}"
+                ))?;
+            }
+        } else if *name == "#group_type" {
+            if let Some(group) = &group {
+                root.write(&format!("/sys/kernel/iommu_groups/{group}/type"), value)?;
+            }
+        } else if !value.is_empty() {
+            root.write(&format!("{dev}/{name}"), value)?;
+        }
+    }
+    Ok(())
 }
