@@ -24,7 +24,6 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
         if cause.is::<SelectorError>()
             || cause.is::<AddressError>()
             || cause.is::<Ambiguous>()
-            || cause.is::<DeclareError>()
             || cause.is::<NovaError>()
             || cause.is::<NeedsConnect>()
             || cause.is::<MissingAddress>()
@@ -33,7 +32,9 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
         {
             return ExitStatus::Usage;
         }
-        if cause.is::<NoMatch>() || cause.is::<NotDeclared>() || cause.is::<NothingToConfigure>() {
+        if cause.is::<NoMatch>()
+            || matches!(cause.downcast_ref::<DeclareError>(), Some(DeclareError::NoMatch(_)))
+            || cause.is::<NotDeclared>() || cause.is::<NothingToConfigure>() {
             return ExitStatus::NotFound;
         }
         if let Some(InventoryError::NoPciSysfs(_)) = cause.downcast_ref::<InventoryError>() {
@@ -56,6 +57,9 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
                 | SriovError::InterruptsPf { .. }
                 | SriovError::Plan(PlanError::Refused(_)) => ExitStatus::Refused,
             };
+        }
+        if matches!(cause.downcast_ref::<DeclareError>(), Some(DeclareError::Bridge { .. })) {
+            return ExitStatus::Refused;
         }
         if cause.is::<crate::model::declaration::Conflict>() {
             return ExitStatus::Config;

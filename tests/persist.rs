@@ -126,7 +126,7 @@ fn gpu_companions_are_declared_with_it() {
         );
     }
     let run = vfioctl(host.root(), &["persist", "add", "00:01.0"]);
-    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert_eq!(run.status, 4, "{}", run.stderr);
     assert!(run.stderr.contains("a bridge or port"), "{}", run.stderr);
 }
 
@@ -1458,7 +1458,7 @@ fn dry_runs_refuse_exactly_where_the_real_run_would() {
             4,
             "/etc/modprobe.d/vfioctl.conf",
         ),
-        (&["persist", "add", "99:00.0"], 2, "matched no PCI function"),
+        (&["persist", "add", "99:00.0"], 3, "matched no PCI function"),
     ] {
         let dry: Vec<&str> = args.iter().copied().chain(["--dry-run"]).collect();
         let real = vfioctl(host.root(), args);

@@ -8,13 +8,23 @@
 use super::Declaration;
 use crate::model::device::PciDevice;
 use crate::model::driver::DriverName;
-use crate::model::inventory::Inventory;
+use crate::model::inventory::{Inventory, NoMatch};
 use crate::model::selector::{Matcher, Selector};
 
 /// Why declarations could not be made from selectors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DeclareError(pub String);
+pub enum DeclareError {
+    /// A selector matches a bridge or port: refused (exit 4), as `bind` refuses one.
+    #[error("selector '{selector}' matches {bridge}, a bridge or port; bridges are never bound")]
+    Bridge {
+        selector: String,
+        bridge: crate::model::PciAddress,
+    },
+    /// A selector other than full IDs matches nothing (exit 3, as for every
+    /// command's selectors).
+    #[error(transparent)]
+    NoMatch(#[from] NoMatch),
+}
 
 /// The declaration of one matched function: by address with every ID (an
 /// address declaration records everything needed to notice a swap), or
@@ -46,10 +56,10 @@ pub fn declare(
     for selector in selectors {
         let matched: Vec<&PciDevice> = inv.devices.iter().filter(|d| selector.matches(d)).collect();
         if let Some(bridge) = matched.iter().find(|d| d.is_bridge()) {
-            return Err(DeclareError(format!(
-                "selector '{selector}' matches {}, a bridge or port; bridges are never bound",
-                bridge.address
-            )));
+            return Err(DeclareError::Bridge {
+                selector: selector.to_string(),
+                bridge: bridge.address,
+            });
         }
         let by_address = match &selector.matcher {
             Matcher::Ids {
@@ -72,9 +82,7 @@ pub fn declare(
                 // matches; any other selector, each function by address.
                 let by_address = !matches!(matcher, Matcher::Ids { .. });
                 if matched.is_empty() {
-                    return Err(DeclareError(format!(
-                        "selector '{selector}' matched no PCI function"
-                    )));
+                    return Err(NoMatch(selector.to_string()).into());
                 }
                 for dev in &matched {
                     push(from_device(dev, by_address, driver));
