@@ -33,8 +33,13 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
             return ExitStatus::Usage;
         }
         if cause.is::<NoMatch>()
-            || matches!(cause.downcast_ref::<DeclareError>(), Some(DeclareError::NoMatch(_)))
-            || cause.is::<NotDeclared>() || cause.is::<NothingToConfigure>() {
+            || matches!(
+                cause.downcast_ref::<DeclareError>(),
+                Some(DeclareError::NoMatch(_))
+            )
+            || cause.is::<NotDeclared>()
+            || cause.is::<NothingToConfigure>()
+        {
             return ExitStatus::NotFound;
         }
         if let Some(InventoryError::NoPciSysfs(_)) = cause.downcast_ref::<InventoryError>() {
@@ -58,7 +63,10 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
                 | SriovError::Plan(PlanError::Refused(_)) => ExitStatus::Refused,
             };
         }
-        if matches!(cause.downcast_ref::<DeclareError>(), Some(DeclareError::Bridge { .. })) {
+        if matches!(
+            cause.downcast_ref::<DeclareError>(),
+            Some(DeclareError::Bridge { .. })
+        ) {
             return ExitStatus::Refused;
         }
         if cause.is::<crate::model::declaration::Conflict>() {

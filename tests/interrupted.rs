@@ -630,7 +630,8 @@ fn a_change_in_progress_is_not_an_interrupted_one() {
     host.write(
         &format!("proc/{}/stat", intent.pid),
         format!(
-            "{} (vfioctl bind) S 1 1 1 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 4711 0 0\n",
+            "{} (vfioctl bind) S 1 1 1 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 4711 0 0 \
+             18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
             intent.pid
         ),
     );

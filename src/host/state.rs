@@ -324,13 +324,13 @@ pub fn boot_id(root: &HostRoot) -> Option<String> {
     (!id.is_empty()).then(|| id.to_string())
 }
 
-/// Field 22 of `/proc/PID/stat` (`self` or a number): the process's start
-/// time. The command name (field 2) may hold spaces and parentheses, so
-/// the fields are counted after its last `)`.
+/// The start time in `/proc/PID/stat` (`self` or a number; clock ticks
+/// since boot), read by the procfs crate, which copes with a command name
+/// holding spaces and parentheses.
 fn process_start(root: &HostRoot, pid: &str) -> Option<u64> {
-    let text = fs::read_to_string(root.path(format!("/proc/{pid}/stat"))).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let process =
+        procfs::process::Process::new_with_root(root.path(format!("/proc/{pid}"))).ok()?;
+    process.stat().ok().map(|stat| stat.starttime)
 }
 
 /// Refuses a change while an interrupted one is recorded. `locked`: the

@@ -191,12 +191,14 @@ pub fn qemu_pid(root: &HostRoot, name: &str) -> Option<u32> {
     }
     let text = fs::read_to_string(root.path(format!("/run/libvirt/qemu/{name}.pid"))).ok()?;
     let pid: u32 = text.trim().parse().ok()?;
-    let cmdline = fs::read(root.path(format!("/proc/{pid}/cmdline"))).ok()?;
+    let process =
+        procfs::process::Process::new_with_root(root.path(format!("/proc/{pid}"))).ok()?;
     let wanted = format!("guest={name}");
-    let names_guest = cmdline.split(|b| *b == 0).any(|arg| {
-        let arg = String::from_utf8_lossy(arg);
-        arg == wanted || arg.starts_with(&format!("{wanted},"))
-    });
+    let names_guest = process
+        .cmdline()
+        .ok()?
+        .iter()
+        .any(|arg| *arg == wanted || arg.starts_with(&format!("{wanted},")));
     names_guest.then_some(pid)
 }
 
