@@ -13,16 +13,13 @@
 //! keep both their updates; readers never wait.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
-use std::time::{Duration, Instant};
-
-use nix::fcntl::{Flock, FlockArg};
+use std::time::Duration;
 
 use crate::model::health::{AerBaseline, BaselineEntry, Thresholds};
 use crate::model::PciAddress;
 
 use super::config::{self, ConfigError};
+use super::state::LockFailure;
 use super::HostRoot;
 
 pub const CONFIG_DIR: &str = "/etc/vfioctl";
@@ -99,29 +96,16 @@ pub fn save_baseline(
         return Ok(());
     }
     let dir = root.path(STATE_DIR);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {STATE_DIR}: {e}"))?;
-    let lock_path = dir.join(LOCK_NAME);
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&lock_path)
-        .map_err(|e| format!("cannot open {STATE_DIR}/{LOCK_NAME}: {e}"))?;
-    let start = Instant::now();
-    let _lock = loop {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => break lock,
-            Err((returned, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < LOCK_WAIT => {
-                file = returned;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err((_, errno)) => {
-                return Err(format!("cannot lock {STATE_DIR}/{LOCK_NAME}: {errno}"));
-            }
-        }
-    };
+    root.create_dirs(&dir, super::root::DIR_MODE)
+        .map_err(|e| format!("cannot create {STATE_DIR}: {}", e.source))?;
+    let _lock = super::state::flock(&dir.join(LOCK_NAME), LOCK_WAIT).map_err(|failure| {
+        let why = match failure {
+            LockFailure::Busy => format!("held by another run for {LOCK_WAIT:?}"),
+            LockFailure::Open(e) => e.to_string(),
+            LockFailure::Lock(errno) => errno.to_string(),
+        };
+        format!("cannot lock {STATE_DIR}/{LOCK_NAME}: {why}")
+    })?;
     // A baseline another run left unreadable is replaced, not merged.
     let mut baseline = load_baseline(root).unwrap_or_default();
     for (address, entry) in updates {

@@ -113,7 +113,6 @@ pub fn lock(root: &HostRoot, wait: Duration) -> Result<ChangeLock, StateError> {
     root.create_dirs(&dir, super::root::DIR_MODE)
         .map_err(|e| io_err(e.action, &e.path)(e.source))?;
     let path = dir.join("lock");
-    let start = Instant::now();
     let span = {
         let mut spans = lock_spans();
         spans.push(LockSpan {
@@ -123,41 +122,61 @@ pub fn lock(root: &HostRoot, wait: Duration) -> Result<ChangeLock, StateError> {
         });
         spans.len() - 1
     };
+    match flock(&path, wait) {
+        Ok(lock) => {
+            if let Some(entry) = lock_spans().get_mut(span) {
+                entry.got = Some(since_boot());
+            }
+            Ok(ChangeLock { _lock: lock, span })
+        }
+        Err(LockFailure::Busy) => Err(StateError::Busy {
+            path,
+            seconds: wait.as_secs(),
+        }),
+        Err(LockFailure::Open(source)) => Err(io_err("cannot open", &path)(source)),
+        Err(LockFailure::Lock(errno)) => Err(StateError::Io {
+            action: "cannot lock",
+            path,
+            source: errno.into(),
+        }),
+    }
+}
+
+/// Why [`flock`] did not lock its file.
+#[derive(Debug)]
+pub enum LockFailure {
+    /// Another process held it for the whole wait.
+    Busy,
+    Open(io::Error),
+    Lock(nix::errno::Errno),
+}
+
+/// Opens `path` (created 0600, never through a symlink) and takes its
+/// exclusive `flock`, polling every `LOCK_POLL` for up to `wait`: the one
+/// lock primitive (the change lock, the AER baseline's lock).
+pub fn flock(path: &std::path::Path, wait: Duration) -> Result<Flock<File>, LockFailure> {
+    let start = Instant::now();
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(io_err("cannot open", &path))?;
+        .open(path)
+        .map_err(LockFailure::Open)?;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => {
-                if let Some(entry) = lock_spans().get_mut(span) {
-                    entry.got = Some(since_boot());
-                }
-                return Ok(ChangeLock { _lock: lock, span });
-            }
-            Err((returned, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+            Ok(lock) => return Ok(lock),
+            Err((returned, nix::errno::Errno::EWOULDBLOCK)) => {
                 if start.elapsed() >= wait {
-                    return Err(StateError::Busy {
-                        path,
-                        seconds: wait.as_secs(),
-                    });
+                    return Err(LockFailure::Busy);
                 }
                 file = returned;
                 // Short: in a boot storm each hand-over to the next queued
                 // hook costs half of this on average (the wait is a poll).
                 std::thread::sleep(LOCK_POLL);
             }
-            Err((_, errno)) => {
-                return Err(StateError::Io {
-                    action: "cannot lock",
-                    path,
-                    source: errno.into(),
-                })
-            }
+            Err((_, errno)) => return Err(LockFailure::Lock(errno)),
         }
     }
 }
