@@ -12,8 +12,9 @@ module: info
 short_description: PCI passthrough facts of a host from vfioctl
 description:
   - Gathers what vfioctl knows about a host, read-only. Its PCI functions with driver, IOMMU group, SR-IOV role, the
-    Nova C(device_type) and the libvirt domain (VM) whose XML names each, with its Nova instance. The IOMMU groups of the selected functions and whether each can be handed to a VM; the declared
-    bindings; the node health check verdicts; and the boot files and kernel arguments still missing.
+    Nova C(device_type) and the libvirt domain (VM) whose XML names each, with its Nova instance. The IOMMU groups of
+    the selected functions and whether each can be handed to a VM; the declared bindings; the node health check
+    verdicts; and the boot files and kernel arguments still missing.
 version_added: 0.1.0
 options:
   selector:
