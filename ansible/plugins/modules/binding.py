@@ -53,13 +53,6 @@ options:
       - Also bind every other endpoint of the devices' IOMMU groups (bridges are never touched). Only with O(state=bound).
     type: bool
     default: false
-  fabric:
-    description:
-      - HGX NVLink fabric mode, passed as C(--fabric) to C(vfioctl bind). V(shared) keeps NVSwitches on the host for Fabric Manager;
-        V(full) gives GPUs and NVSwitches to VMs together.
-      - Needs a vfioctl whose C(bind) takes C(--fabric); with an older one the task fails with vfioctl's usage message. Only with O(state=bound).
-    type: str
-    choices: [shared, full]
   timeout:
     description:
       - Seconds to wait for each unbind, for each bind to verify, and for vfioctl's lock.
@@ -74,6 +67,9 @@ notes:
   - Every selector reaches vfioctl after C(--), and option values as C(--name=value), so no value from an inventory, a fact or a loop
     (V(--force), V(--persist)) can become an option; vfioctl refuses it as a malformed selector or driver name.
   - Declarations are compared with C(vfioctl persist list --json) before and after, and C(changed) says whether they differ.
+  - On HGX boards the NVLink fabric mode is not an option here. C(vfioctl bind) and C(vfioctl persist add) read it from the host
+    (the NVSwitches' driver, Fabric Manager enabled or running) and refuse an NVSwitch while Fabric Manager is enabled or running,
+    even with O(force). The mode Nova's settings are derived for is O(vfioctl.vfioctl.nova#module:fabric).
 seealso:
   - module: vfioctl.vfioctl.info
   - module: vfioctl.vfioctl.host_config
@@ -90,10 +86,9 @@ EXAMPLES = r'''
     selector: "10de:20b0"
     state: present
 
-- name: HGX in shared fabric mode, NVSwitches stay with Fabric Manager
+- name: HGX in shared fabric mode, only the GPUs (vfioctl refuses NVSwitches while Fabric Manager is enabled or running)
   vfioctl.vfioctl.binding:
-    selector: ["10de:20b0", "10de:1af1"]
-    fabric: shared
+    selector: "10de:20b0"
 
 - name: Give one GPU back to the host driver, without reboot
   vfioctl.vfioctl.binding:
@@ -164,8 +159,6 @@ def runtime(module):
             args.append(v.option('driver', params['driver']))
         if params['with_group']:
             args.append('--with-group')
-        if params['fabric']:
-            args.append(v.option('fabric', params['fabric']))
     if params['force']:
         args.append('--force')
     args.append(v.option('timeout', params['timeout']))
@@ -174,8 +167,6 @@ def runtime(module):
     try:
         dummy, document = v.run(module, args, operands=params['selector'])
     except v.VfioctlError as err:
-        if err.rc == 2 and params['fabric']:
-            err.message += ' (this vfioctl may not take --fabric: it needs the release with HGX fabric modes)'
         v.fail(module, err)
     changing = v.plan_changes(document)
     if module.check_mode:
@@ -293,7 +284,6 @@ def main():
         driver=dict(type='str'),
         force=dict(type='bool', default=False),
         with_group=dict(type='bool', default=False),
-        fabric=dict(type='str', choices=['shared', 'full']),
         timeout=dict(type='int', default=10),
     )
     argument_spec.update(v.COMMON_ARGS)
@@ -303,8 +293,8 @@ def main():
         module.fail_json(msg='selector: give at least one device selector')
     if module.params['driver'] and state in ('restored', 'absent'):
         module.fail_json(msg='driver applies to state=bound or state=present, not %s' % state)
-    if (module.params['with_group'] or module.params['fabric']) and state != 'bound':
-        module.fail_json(msg='with_group and fabric apply to state=bound only')
+    if module.params['with_group'] and state != 'bound':
+        module.fail_json(msg='with_group applies to state=bound only')
     if state in ('bound', 'restored'):
         runtime(module)
     else:

@@ -45,10 +45,21 @@ options:
     choices: [legacy, preferred, required, socket]
   fabric:
     description:
-      - HGX NVLink fabric mode, passed as C(--fabric) to C(vfioctl nova). Needs a vfioctl whose C(nova) takes it; with an older one the
-        task fails with vfioctl's usage message.
+      - HGX NVLink fabric mode the settings are derived for, passed as C(--fabric) to C(vfioctl nova). V(shared) keeps the NVSwitches on
+        the host for Fabric Manager and offers only GPUs; V(full) offers every GPU and NVSwitch of the board to one VM.
+      - Unset, vfioctl reads the mode from the host (the NVSwitches' driver, Fabric Manager enabled or running) and fails the task with
+        status 2 when the host says neither. Given, it wins over the host, with a note in RV(notes) when they disagree.
     type: str
     choices: [shared, full]
+  az_prefilter:
+    description:
+      - Up to Wallaby, have Placement filter hosts by availability zone (C([scheduler] query_placement_for_availability_zone = True))
+        and leave C(AvailabilityZoneFilter) out of C(enabled_filters), as Xena does by default; passed as C(--az-prefilter).
+      - Placement needs the host aggregates synced first with C(nova-manage placement sync_aggregates), which vfioctl prints first
+        among RV(commands).
+      - From Xena on Placement does this already and nothing is added.
+    type: bool
+    default: false
   connect:
     description:
       - libvirt URI vfioctl asks for the device_type Nova will derive (read-only). Default C(qemu:///system) when O(root) is C(/).
@@ -85,7 +96,7 @@ options:
   document:
     description:
       - The RV(vfioctl) result of an earlier run of this module (on the compute node). When given, vfioctl is not run and
-        O(selector), O(release), O(alias), O(numa_policy), O(fabric) and O(connect) are ignored.
+        O(selector), O(release), O(alias), O(numa_policy), O(fabric), O(az_prefilter) and O(connect) are ignored.
     type: dict
   documents:
     description:
@@ -149,11 +160,14 @@ osa_overrides:
   returned: always
   type: dict
 commands:
-  description: The openstack client commands vfioctl suggests (flavor and image properties).
+  description:
+    - The commands vfioctl suggests, in its order (C(nova-manage placement sync_aggregates) first with O(az_prefilter), then the
+      flavor and image properties); with O(documents), each once.
   returned: always
   type: list
   elements: str
-  sample: ["openstack flavor set FLAVOR --property pci_passthrough:alias=nvidia-a100:1"]
+  sample: ["openstack flavor set FLAVOR --property pci_passthrough:alias=nvidia-a100:1",
+           "openstack image set IMAGE --property img_hide_hypervisor_id=true"]
 notes:
   description: vfioctl's notes (where the device_type came from, deprecated options).
   returned: always
@@ -186,11 +200,11 @@ def ask_vfioctl(module):
     for option in ('release', 'alias', 'numa_policy', 'fabric'):
         if params[option]:
             args.append(v.option(option.replace('_', '-'), params[option]))
+    if params['az_prefilter']:
+        args.append('--az-prefilter')
     try:
         return v.run(module, args, operands=params['selector'])[1]
     except v.VfioctlError as err:
-        if err.rc == 2 and params['fabric']:
-            err.message += ' (this vfioctl may not take --fabric: it needs the release with HGX fabric modes)'
         v.fail(module, err)
 
 
@@ -202,6 +216,15 @@ def fragments(documents, part):
         if part in ('all', 'compute'):
             texts.append(document.get('compute_conf') or '')
     return nova_ini.combine(*texts)
+
+
+def once(items):
+    """The items in their order, each once (the same command from two hosts' documents)."""
+    kept = []
+    for item in items:
+        if item not in kept:
+            kept.append(item)
+    return kept
 
 
 def osa_text(variable, overrides):
@@ -242,6 +265,7 @@ def main():
         alias=dict(type='str'),
         numa_policy=dict(type='str', choices=['legacy', 'preferred', 'required', 'socket']),
         fabric=dict(type='str', choices=['shared', 'full']),
+        az_prefilter=dict(type='bool', default=False),
         connect=dict(type='str'),
         part=dict(type='str', choices=['all', 'controller', 'compute'], default='all'),
         dest=dict(type='path'),
@@ -272,7 +296,7 @@ def main():
         fragment=nova_ini.render(sections),
         config=nova_ini.as_dict(sections),
         osa_overrides=overrides,
-        commands=sorted(set(c for d in documents for c in d.get('commands') or [])),
+        commands=once(c for d in documents for c in d.get('commands') or []),
         notes=[n for d in documents for n in d.get('notes') or []],
     )
     dest = params['dest']

@@ -6,6 +6,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
+
 import pytest
 
 from ansible_collections.vfioctl.vfioctl.plugins.modules import binding
@@ -91,3 +93,49 @@ def test_changed_devices_compares_coverage_and_driver():
     after = [{'key': '10de:2204', 'driver': 'pci-stub', 'devices': DECLARED[0]['devices']}]
     assert binding.changed_devices(DECLARED, after) == ['0000:33:00.0', '0000:34:00.0']
     assert binding.changed_devices(DECLARED, DECLARED) == []
+
+
+class RuntimeModule(FakeModule):
+    def __init__(self, check_mode=False, **params):
+        super(RuntimeModule, self).__init__(['0000:34:00.0'])
+        self.params.update(state='bound', driver=None, force=False, with_group=False, timeout=10)
+        self.params.update(params)
+        self.check_mode = check_mode
+        self._diff = False
+
+    def exit_json(self, **kwargs):
+        self.exited = kwargs
+
+
+def run_runtime(monkeypatch, module):
+    calls = []
+
+    def run(module, args, ok=(0,), json_output=True, operands=None):
+        calls.append((args, operands))
+        return 0, {'plan': {'actions': []}, 'result': None}
+    monkeypatch.setattr(v, 'run', run)
+    binding.runtime(module)
+    return calls
+
+
+def test_bind_passes_its_options_joined_and_never_a_fabric(monkeypatch):
+    module = RuntimeModule(check_mode=True, driver='pci-stub', with_group=True, force=True)
+    calls = run_runtime(monkeypatch, module)
+    # vfioctl bind reads the HGX fabric mode from the host; it has no --fabric.
+    assert calls == [(['bind', '--driver=pci-stub', '--with-group', '--force', '--timeout=10', '--dry-run'], ['0000:34:00.0'])]
+    assert module.exited['changed'] is False
+
+
+def test_restore_takes_no_bind_options(monkeypatch):
+    calls = run_runtime(monkeypatch, RuntimeModule(state='restored'))
+    assert calls == [(['restore', '--timeout=10'], ['0000:34:00.0'])]
+
+
+def test_fabric_is_not_an_option_of_binding(capsys):
+    testing = pytest.importorskip('ansible.module_utils.testing')
+    with testing.patch_module_args({'selector': ['0000:34:00.0'], 'fabric': 'shared'}):
+        with pytest.raises(SystemExit):
+            binding.main()
+    out = json.loads(capsys.readouterr().out)
+    assert out['failed']
+    assert 'Unsupported parameters' in out['msg'] and 'fabric' in out['msg']
