@@ -38,18 +38,8 @@ impl Wanted {
     /// `path`, with its identity read from the node under `root` (and its
     /// number from sysfs when known).
     pub fn new(root: &HostRoot, path: &str, number: Option<(u64, bool)>) -> Wanted {
-        use std::os::unix::fs::FileTypeExt;
         let meta = fs::metadata(root.path(path)).ok();
-        let from_node = meta.as_ref().and_then(|m| {
-            let t = m.file_type();
-            if t.is_block_device() {
-                Some((m.rdev(), true))
-            } else if t.is_char_device() {
-                Some((m.rdev(), false))
-            } else {
-                None
-            }
-        });
+        let from_node = meta.as_ref().and_then(device_number);
         Wanted {
             path: path.to_string(),
             rdev: number.or(from_node),
@@ -77,8 +67,13 @@ fn for_each_entry(dir: BorrowedFd, mut each: impl FnMut(&std::ffi::CStr)) {
 /// The device number of the node at `path` under the root, if it is one.
 fn node_number(root: &HostRoot, path: &[u8]) -> Option<(u64, bool)> {
     use std::os::unix::ffi::OsStrExt;
+    device_number(&fs::metadata(root.path(std::ffi::OsStr::from_bytes(path))).ok()?)
+}
+
+/// A node's device number, and whether it is a block device (`None`: not
+/// a device node).
+fn device_number(meta: &fs::Metadata) -> Option<(u64, bool)> {
     use std::os::unix::fs::FileTypeExt;
-    let meta = fs::metadata(root.path(std::ffi::OsStr::from_bytes(path))).ok()?;
     let t = meta.file_type();
     if t.is_block_device() {
         Some((meta.rdev(), true))

@@ -19,6 +19,7 @@ use crate::model::driver::DriverName;
 use crate::model::ids::{parse_sysfs_hex as hex, ClassCode, DeviceId, VendorId};
 use crate::model::inventory::{Inventory, NoMatch};
 use crate::model::selector::{Candidate, Selector};
+use crate::model::xml::{child, children, text_of};
 
 /// A `<capability>` child of the `pci` capability (`virt_functions`,
 /// `phys_function`, `mdev_types`, `vpd`, `pci-bridge`...), in document order.
@@ -75,25 +76,6 @@ fn decimal(text: &str) -> Option<u32> {
 fn checked_address(domain: u32, bus: u32, slot: u32, function: u32) -> Option<PciAddress> {
     (bus <= 0xff && slot <= 0x1f && function <= 7)
         .then(|| PciAddress::new(domain, bus as u8, slot as u8, function as u8))
-}
-
-fn children<'a, 'i>(
-    node: roxmltree::Node<'a, 'i>,
-    tag: &'a str,
-) -> impl Iterator<Item = roxmltree::Node<'a, 'i>> + 'a {
-    node.children()
-        .filter(move |c| c.is_element() && c.tag_name().name() == tag)
-}
-
-fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, tag: &'a str) -> Option<roxmltree::Node<'a, 'i>> {
-    children(node, tag).next()
-}
-
-fn text_of(node: roxmltree::Node) -> Option<String> {
-    node.text()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
 }
 
 impl NodeDevice {

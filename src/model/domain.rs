@@ -12,6 +12,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::address::PciAddress;
+use super::xml::{child, text_of};
 
 /// How a domain's XML names a host PCI function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -131,25 +132,6 @@ pub fn libvirt_number(text: &str) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(digits, radix).ok()
-}
-
-fn children<'a, 'i>(
-    node: roxmltree::Node<'a, 'i>,
-    tag: &'a str,
-) -> impl Iterator<Item = roxmltree::Node<'a, 'i>> + 'a {
-    node.children()
-        .filter(move |c| c.is_element() && c.tag_name().name() == tag)
-}
-
-fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, tag: &'a str) -> Option<roxmltree::Node<'a, 'i>> {
-    children(node, tag).next()
-}
-
-fn text_of(node: roxmltree::Node) -> Option<String> {
-    node.text()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
 }
 
 /// `yes`/`no` as libvirt writes booleans; absent is `default`.

@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod modalias;
 pub mod selector;
 pub mod usage;
+pub mod xml;
 
 pub use address::PciAddress;
 pub use device::{HeaderType, NovaDeviceType, PciDevice, SriovRole};
