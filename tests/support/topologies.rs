@@ -474,3 +474,48 @@ pub fn a100_two_switch_levels() -> FakeHost {
     );
     host
 }
+
+/// A GPU (02:00.0, on nvidia) that shares IOMMU group 8 with an unrelated
+/// igb NIC (03:00.0) and their root port 00:1c.0: a board without ACS.
+/// vfio-pci is loaded.
+pub fn shared_group() -> FakeHost {
+    let mut host = FakeHost::new();
+    host.iommu_unit("dmar0");
+    host.register_driver("vfio-pci", Some("vfio_pci"));
+    host.add(Dev::bridge("0000:00:1c.0", 0x8086, 0xa338).group(8));
+    host.add(
+        Dev::endpoint("0000:02:00.0", 0x10de, 0x20b0, 0x030200)
+            .parent("0000:00:1c.0")
+            .driver("nvidia", Some("nvidia"))
+            .group(8),
+    );
+    host.add(
+        Dev::endpoint("0000:03:00.0", 0x8086, 0x1533, 0x020000)
+            .parent("0000:00:1c.0")
+            .driver("igb", Some("igb"))
+            .group(8),
+    );
+    host
+}
+
+/// The disks and NIC a host runs on: two NVMe disks of one model, 01:00.0
+/// (nvme0n1, 259:0, the root filesystem) and 02:00.0 (nvme1n1, 259:1, not
+/// mounted), and an igb NIC, 03:00.0 (eno1, no routes), each bound and
+/// alone in an IOMMU group (1 to 3); vfio-pci is loaded. Tests add what
+/// else the host uses them for, and more functions with
+/// `add_bound_endpoints` (groups 4 on).
+pub fn disks_and_nic() -> FakeHost {
+    let mut host = FakeHost::new();
+    host.iommu_unit("dmar0");
+    host.register_driver("vfio-pci", Some("vfio_pci"));
+    host.add_bound_endpoints(&[
+        ("0000:01:00.0", 0x144d, 0xa80a, 0x010802, "nvme"),
+        ("0000:02:00.0", 0x144d, 0xa80a, 0x010802, "nvme"),
+        ("0000:03:00.0", 0x8086, 0x1521, 0x020000, "igb"),
+    ]);
+    host.block_device("0000:01:00.0", "nvme0n1", "259:0")
+        .block_device("0000:02:00.0", "nvme1n1", "259:1")
+        .mount("259:0", "/", "/dev/nvme0n1")
+        .netdev("0000:03:00.0", "eno1");
+    host
+}
