@@ -676,9 +676,7 @@ fn an_interface_in_another_namespace_is_named_and_needs_force() {
 /// A two-port NIC (8086:1521, igb): eno1 on 03:00.0 carries the default
 /// route, eno2 on 03:00.1 carries nothing; a data disk elsewhere.
 fn two_port_nic_host() -> FakeHost {
-    let mut host = FakeHost::new();
-    host.iommu_unit("dmar0");
-    host.register_driver("vfio-pci", Some("vfio_pci"));
+    let mut host = FakeHost::with_vfio();
     host.add_bound_endpoints(&[
         ("0000:03:00.0", 0x8086, 0x1521, 0x020000, "igb"),
         ("0000:03:00.1", 0x8086, 0x1521, 0x020000, "igb"),

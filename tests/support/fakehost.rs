@@ -320,6 +320,14 @@ impl FakeHost {
         host
     }
 
+    /// An empty host with the IOMMU on (one unit, dmar0) and vfio-pci loaded.
+    pub fn with_vfio() -> FakeHost {
+        let mut host = FakeHost::new();
+        host.iommu_unit("dmar0");
+        host.register_driver("vfio-pci", Some("vfio_pci"));
+        host
+    }
+
     /// A tree made by another process (a test's parent), used in place and
     /// never removed by this handle; functions are found by their bus links.
     pub fn attach(root: &Path) -> FakeHost {
