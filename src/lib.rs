@@ -8,6 +8,8 @@
 //! - `error`: maps typed errors to one line and one `ExitStatus`; imports no command.
 //! - `model`: the pure PCI domain: addresses, IDs, drivers, devices, IOMMU groups,
 //!   selectors, the inventory, modaliases, declarations (`model/declaration/`). No I/O.
+//!   `model::test_support` (test fixtures) is built only for tests and with
+//!   the `test-support` feature, which the fuzz crate turns on.
 //! - `host`: every read and write of host state under one `HostRoot` (`--root`):
 //!   sysfs, kernel steps, modules, usage, declaration files (`host/config/`),
 //!   udev I/O, lock and change record, the libvirt helper process.

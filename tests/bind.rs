@@ -211,30 +211,9 @@ fn gpu_companions_come_along_and_the_root_port_is_ignored() {
     );
 }
 
-/// A GPU that shares its group with an unrelated NIC (a board without ACS).
-fn shared_group_host() -> FakeHost {
-    let mut host = FakeHost::new();
-    host.iommu_unit("dmar0");
-    host.register_driver("vfio-pci", Some("vfio_pci"));
-    host.add(Dev::bridge("0000:00:1c.0", 0x8086, 0xa338).group(8));
-    host.add(
-        Dev::endpoint("0000:02:00.0", 0x10de, 0x20b0, 0x030200)
-            .parent("0000:00:1c.0")
-            .driver("nvidia", Some("nvidia"))
-            .group(8),
-    );
-    host.add(
-        Dev::endpoint("0000:03:00.0", 0x8086, 0x1533, 0x020000)
-            .parent("0000:00:1c.0")
-            .driver("igb", Some("igb"))
-            .group(8),
-    );
-    host
-}
-
 #[test]
 fn a_group_left_non_viable_is_refused_unless_with_group() {
-    let host = shared_group_host();
+    let host = topologies::shared_group();
     let kernel = SimKernel::new(&host);
     let reason = refusal(run(&host, &kernel, &spec(Goal::BindVfio, &["02:00.0"])));
     assert_eq!(
@@ -261,7 +240,7 @@ fn a_group_left_non_viable_is_refused_unless_with_group() {
 
 #[test]
 fn bridges_are_refused() {
-    let host = shared_group_host();
+    let host = topologies::shared_group();
     let kernel = SimKernel::new(&host);
     let reason = refusal(run(&host, &kernel, &spec(Goal::Unbind, &["00:1c.0"])));
     assert!(
@@ -270,28 +249,20 @@ fn bridges_are_refused() {
     );
 }
 
-/// A host whose NVMe disks and NIC serve the host.
+/// A host whose NVMe disks and NIC serve the host: root on nvme0n1, a
+/// volume on nvme1n1, swap on a third NVMe, the default route through a
+/// bridge over eno1, addresses on eno2, the console on a BMC's VGA.
 fn busy_host() -> FakeHost {
-    let mut host = FakeHost::new();
-    host.iommu_unit("dmar0");
-    host.register_driver("vfio-pci", Some("vfio_pci"));
-    let devices = [
-        ("0000:01:00.0", 0x144d, 0xa80a, 0x010802, "nvme"),
-        ("0000:02:00.0", 0x144d, 0xa80a, 0x010802, "nvme"),
-        ("0000:03:00.0", 0x8086, 0x1521, 0x020000, "igb"),
+    let mut host = topologies::disks_and_nic();
+    host.add_bound_endpoints(&[
         ("0000:04:00.0", 0x8086, 0x1521, 0x020000, "igb"),
         ("0000:05:00.0", 0x1a03, 0x2000, 0x030000, "ast"),
         ("0000:06:00.0", 0x144d, 0xa80a, 0x010802, "nvme"),
-    ];
-    host.add_bound_endpoints(&devices);
-    host.block_device("0000:01:00.0", "nvme0n1", "259:0")
-        .block_device("0000:02:00.0", "nvme1n1", "259:1")
-        .block_device("0000:06:00.0", "nvme2n1", "259:2")
-        .mount("259:0", "/", "/dev/nvme0n1")
+    ]);
+    host.block_device("0000:06:00.0", "nvme2n1", "259:2")
         .virtual_block_device("dm-0", "253:0", &["nvme1n1"])
         .mount("253:0", "/srv/data", "/dev/mapper/vg-data")
         .swap("/dev/nvme2n1")
-        .netdev("0000:03:00.0", "eno1")
         .netdev("0000:04:00.0", "eno2")
         .virtual_netdev("br0", &["eno1"])
         .route("br0", false)
@@ -565,7 +536,7 @@ fn modules_are_loaded_first_and_blocks_are_reported() {
 
 #[test]
 fn a_failure_rolls_every_device_back() {
-    let host = shared_group_host();
+    let host = topologies::shared_group();
     let mut kernel = SimKernel::new(&host);
     // vfio-pci refuses the NIC: the GPU, bound first, must go back to nvidia.
     kernel
@@ -619,7 +590,7 @@ fn a_failure_rolls_every_device_back() {
 
 #[test]
 fn a_failed_rollback_is_reported_as_inconsistent() {
-    let host = shared_group_host();
+    let host = topologies::shared_group();
     let mut kernel = SimKernel::new(&host);
     kernel
         .faults

@@ -508,30 +508,9 @@ fn persist_apply_killed_at_every_step_is_reported_and_recovered() {
 
 // --- records that are not interrupted changes -----------------------------
 
-/// A GPU that shares its group with a NIC (no ACS), as in tests/bind.rs.
-fn shared_group_host() -> FakeHost {
-    let mut host = FakeHost::new();
-    host.iommu_unit("dmar0");
-    host.register_driver("vfio-pci", Some("vfio_pci"));
-    host.add(Dev::bridge("0000:00:1c.0", 0x8086, 0xa338).group(8));
-    host.add(
-        Dev::endpoint("0000:02:00.0", 0x10de, 0x20b0, 0x030200)
-            .parent("0000:00:1c.0")
-            .driver("nvidia", Some("nvidia"))
-            .group(8),
-    );
-    host.add(
-        Dev::endpoint("0000:03:00.0", 0x8086, 0x1533, 0x020000)
-            .parent("0000:00:1c.0")
-            .driver("igb", Some("igb"))
-            .group(8),
-    );
-    host
-}
-
 #[test]
 fn a_failed_rollback_stays_recorded_until_recover() {
-    let host = shared_group_host();
+    let host = topologies::shared_group();
     let before = snapshot(host.root());
     let mut kernel = SimKernel::new(&host);
     kernel

@@ -43,25 +43,14 @@ fn refusal(result: anyhow::Result<ChangeReport>) -> String {
     }
 }
 
-/// Root and swap on NVMe disks (one model, one driver), a data disk, a NIC.
+/// Root and /srv on NVMe disks (one model, one driver), swap on a SATA
+/// disk (06:00.0, sda), eno1 on 192.168.0.0/24.
 fn disks_host() -> FakeHost {
-    let mut host = FakeHost::new();
-    host.iommu_unit("dmar0");
-    host.register_driver("vfio-pci", Some("vfio_pci"));
-    let devices = [
-        ("0000:01:00.0", 0x144d, 0xa80a, 0x010802, "nvme"),
-        ("0000:02:00.0", 0x144d, 0xa80a, 0x010802, "nvme"),
-        ("0000:03:00.0", 0x8086, 0x1521, 0x020000, "igb"),
-        ("0000:06:00.0", 0x1b4b, 0x9230, 0x010601, "ahci"),
-    ];
-    host.add_bound_endpoints(&devices);
-    host.block_device("0000:01:00.0", "nvme0n1", "259:0")
-        .block_device("0000:02:00.0", "nvme1n1", "259:1")
-        .block_device("0000:06:00.0", "sda", "8:0")
-        .mount("259:0", "/", "/dev/nvme0n1")
+    let mut host = support::topologies::disks_and_nic();
+    host.add_bound_endpoints(&[("0000:06:00.0", 0x1b4b, 0x9230, 0x010601, "ahci")]);
+    host.block_device("0000:06:00.0", "sda", "8:0")
         .mount("259:1", "/srv", "/dev/nvme1n1")
         .swap("/dev/sda")
-        .netdev("0000:03:00.0", "eno1")
         .route("eno1", false);
     host
 }
@@ -687,9 +676,7 @@ fn an_interface_in_another_namespace_is_named_and_needs_force() {
 /// A two-port NIC (8086:1521, igb): eno1 on 03:00.0 carries the default
 /// route, eno2 on 03:00.1 carries nothing; a data disk elsewhere.
 fn two_port_nic_host() -> FakeHost {
-    let mut host = FakeHost::new();
-    host.iommu_unit("dmar0");
-    host.register_driver("vfio-pci", Some("vfio_pci"));
+    let mut host = FakeHost::with_vfio();
     host.add_bound_endpoints(&[
         ("0000:03:00.0", 0x8086, 0x1521, 0x020000, "igb"),
         ("0000:03:00.1", 0x8086, 0x1521, 0x020000, "igb"),

@@ -627,9 +627,7 @@ fn a_declared_vf_count_on_the_pf_with_the_default_route_is_not_applied() {
 
 #[test]
 fn a_vf_count_change_on_the_root_disk_needs_force_and_the_disk_is_never_released() {
-    let mut host = FakeHost::new();
-    host.iommu_unit("dmar0");
-    host.register_driver("vfio-pci", Some("vfio_pci"));
+    let mut host = FakeHost::with_vfio();
     host.add(
         support::fakehost::Dev::endpoint("0000:02:00.0", 0x144d, 0xa824, 0x010802)
             .driver("nvme", Some("nvme"))

@@ -11,9 +11,10 @@ use vfioctl::model::domain::{parse_domain_xml, valid_uuid, Domain, DomainState};
 use vfioctl::model::ids::{parse_sysfs_hex, NamesWanted};
 use vfioctl::model::modalias::{best_match, glob_match, parse_aliases, variant_aliases};
 use vfioctl::model::selector::Candidate;
+use vfioctl::model::test_support::endpoint;
 use vfioctl::model::{
     ClassCode, DeviceId, DeviceIds, DriverName, ModuleName, PciAddress, PciDevice, PciNames,
-    Selector, SriovRole, VendorId,
+    Selector, VendorId,
 };
 
 use crate::fakeroot::{valid_name, Unrepresentable};
@@ -270,26 +271,11 @@ pub fn domain_xml(data: &[u8]) {
 
 /// A device with the given IDs and class, for lookups and alias matching.
 fn device(ids: DeviceIds, class: u32) -> PciDevice {
-    PciDevice {
-        address: PciAddress::new(0, 0x25, 0, 0),
-        ids,
-        class: ClassCode(class),
-        revision: 0xa1,
-        header_type: None,
-        config_dead: false,
-        driver: None,
-        driver_module: None,
-        driver_override: None,
-        iommu_group: Some(21),
-        sriov: SriovRole::None,
-        numa_node: None,
-        boot_vga: false,
-        parent: None,
-        consumers: vec![],
-        suppliers: vec![],
-        power_state: None,
-        device_locked: false,
-    }
+    let mut dev = endpoint("0000:25:00.0", class);
+    dev.ids = ids;
+    dev.header_type = None;
+    dev.iommu_group = Some(21);
+    dev
 }
 
 fn sample_devices() -> Vec<PciDevice> {

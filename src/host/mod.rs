@@ -15,6 +15,7 @@ pub mod sysfs;
 pub mod udev;
 pub mod usage;
 pub mod usage_net;
+mod usage_walk;
 pub mod vms;
 
 pub use root::{HostIoError, HostRoot};

@@ -14,7 +14,9 @@ use crate::model::usage::{DeviceUse, UsageMap};
 use crate::model::PciAddress;
 
 use super::root::HostRoot;
-use super::usage::{add, block_to_pci, netdev_to_pci, parse_mountinfo, pci_ancestor, MountLine};
+use super::usage_walk::{
+    add, block_to_pci, netdev_to_pci, parse_mountinfo, pci_ancestor, MountLine,
+};
 
 /// One IPv4 route: destination, prefix length, interface, table.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -147,36 +147,10 @@ impl PciDevice {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::ids::{DeviceId, VendorId};
 
-    /// A minimal endpoint for pure tests.
-    pub(crate) fn endpoint(addr: &str, class: u32) -> PciDevice {
-        PciDevice {
-            address: addr.parse().unwrap(),
-            ids: DeviceIds {
-                vendor: VendorId(0x10de),
-                device: DeviceId(0x20b0),
-                subsystem_vendor: VendorId(0x10de),
-                subsystem_device: DeviceId(0x134f),
-            },
-            class: ClassCode(class),
-            revision: 0xa1,
-            header_type: Some(HeaderType::Endpoint),
-            config_dead: false,
-            driver: None,
-            driver_module: None,
-            driver_override: None,
-            iommu_group: None,
-            sriov: SriovRole::None,
-            numa_node: None,
-            boot_vga: false,
-            parent: None,
-            consumers: vec![],
-            suppliers: vec![],
-            power_state: None,
-            device_locked: false,
-        }
-    }
+    /// A minimal endpoint for pure tests (one definition, shared with the
+    /// fuzz crate through the `test-support` feature).
+    pub(crate) use crate::model::test_support::endpoint;
 
     #[test]
     fn bridge_is_decided_by_header_type_not_class() {

@@ -14,6 +14,8 @@ pub mod ids;
 pub mod inventory;
 pub mod modalias;
 pub mod selector;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod usage;
 pub mod xml;
 

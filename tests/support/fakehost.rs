@@ -320,6 +320,14 @@ impl FakeHost {
         host
     }
 
+    /// An empty host with the IOMMU on (one unit, dmar0) and vfio-pci loaded.
+    pub fn with_vfio() -> FakeHost {
+        let mut host = FakeHost::new();
+        host.iommu_unit("dmar0");
+        host.register_driver("vfio-pci", Some("vfio_pci"));
+        host
+    }
+
     /// A tree made by another process (a test's parent), used in place and
     /// never removed by this handle; functions are found by their bus links.
     pub fn attach(root: &Path) -> FakeHost {
@@ -398,12 +406,19 @@ impl FakeHost {
             })
     }
 
-    /// Adds one function with all its attributes and links.
     /// Endpoints `(address, vendor, device, class, driver)`, each bound to
     /// its driver (from the module of the same name) and alone in an IOMMU
-    /// group, numbered from 1 in order.
+    /// group, numbered in order on from the highest group the tree has (from
+    /// 1 on a host without groups).
     pub fn add_bound_endpoints(&mut self, devices: &[(&str, u16, u16, u32, &str)]) -> &mut Self {
-        for (group, &(addr, vendor, device, class, driver)) in (1..).zip(devices) {
+        let first = fs::read_dir(self.path("sys/kernel/iommu_groups"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .max()
+            .map_or(1, |highest| highest + 1);
+        for (group, &(addr, vendor, device, class, driver)) in (first..).zip(devices) {
             self.add(
                 Dev::endpoint(addr, vendor, device, class)
                     .driver(driver, Some(driver))
@@ -413,6 +428,7 @@ impl FakeHost {
         self
     }
 
+    /// Adds one function with all its attributes and links.
     pub fn add(&mut self, d: Dev) -> &mut Self {
         let dir = match &d.parent {
             Some(parent) => self.devices[parent].join(&d.address),

@@ -173,9 +173,8 @@ pub fn hgx_a100() -> FakeHost {
 /// slot and its IOMMU group with the root port above it (no ACS), and the
 /// integrated GPU that drives the console.
 pub fn workstation_gpu() -> FakeHost {
-    let mut host = FakeHost::new();
-    host.iommu_unit("dmar0").pci_ids(&pci_ids());
-    host.register_driver("vfio-pci", Some("vfio_pci"));
+    let mut host = FakeHost::with_vfio();
+    host.pci_ids(&pci_ids());
     host.add(
         Dev::endpoint("0000:00:02.0", 0x8086, 0x3e92, 0x030000)
             .revision(0x02)
@@ -385,9 +384,8 @@ pub fn hgx_switches(state: NvSwitches) -> FakeHost {
 /// VFs exist already, on nvidia, each in its own IOMMU group; vfio-pci is
 /// loaded. A boot NVMe and the NIC with the default route stand beside it.
 pub fn a100_sriov(enabled: u16) -> FakeHost {
-    let mut host = FakeHost::new();
-    host.iommu_unit("dmar0").pci_ids(&pci_ids());
-    host.register_driver("vfio-pci", Some("vfio_pci"));
+    let mut host = FakeHost::with_vfio();
+    host.pci_ids(&pci_ids());
     host.add(Dev::bridge("0000:00:03.0", 0x8086, 0x347a).group(1).numa(0));
     let pf = "0000:25:00.0";
     host.add(
@@ -436,9 +434,8 @@ pub fn a100_sriov(enabled: u16) -> FakeHost {
 /// downstream 02:00.0 -> upstream 03:00.0 -> downstream 04:00.0 -> GPU
 /// 05:00.0; a second A100 on nvidia behind downstream 04:01.0 (06:00.0).
 pub fn a100_two_switch_levels() -> FakeHost {
-    let mut host = FakeHost::new();
-    host.iommu_unit("dmar0").pci_ids(&pci_ids());
-    host.register_driver("vfio-pci", Some("vfio_pci"));
+    let mut host = FakeHost::with_vfio();
+    host.pci_ids(&pci_ids());
     host.boot_id("6a1f0e4c-8d2b-4f0e-9c3a-1b2c3d4e5f60");
     host.add(Dev::bridge("0000:00:01.0", 0x8086, 0x347a).group(1));
     let chain = [
@@ -472,5 +469,46 @@ pub fn a100_two_switch_levels() -> FakeHost {
             .driver("nvidia", Some("nvidia"))
             .group(11),
     );
+    host
+}
+
+/// A GPU (02:00.0, on nvidia) that shares IOMMU group 8 with an unrelated
+/// igb NIC (03:00.0) and their root port 00:1c.0: a board without ACS.
+/// vfio-pci is loaded.
+pub fn shared_group() -> FakeHost {
+    let mut host = FakeHost::with_vfio();
+    host.add(Dev::bridge("0000:00:1c.0", 0x8086, 0xa338).group(8));
+    host.add(
+        Dev::endpoint("0000:02:00.0", 0x10de, 0x20b0, 0x030200)
+            .parent("0000:00:1c.0")
+            .driver("nvidia", Some("nvidia"))
+            .group(8),
+    );
+    host.add(
+        Dev::endpoint("0000:03:00.0", 0x8086, 0x1533, 0x020000)
+            .parent("0000:00:1c.0")
+            .driver("igb", Some("igb"))
+            .group(8),
+    );
+    host
+}
+
+/// The disks and NIC a host runs on: two NVMe disks of one model, 01:00.0
+/// (nvme0n1, 259:0, the root filesystem) and 02:00.0 (nvme1n1, 259:1, not
+/// mounted), and an igb NIC, 03:00.0 (eno1, no routes), each bound and
+/// alone in an IOMMU group (1 to 3); vfio-pci is loaded. Tests add what
+/// else the host uses them for, and more functions with
+/// `add_bound_endpoints` (groups 4 on).
+pub fn disks_and_nic() -> FakeHost {
+    let mut host = FakeHost::with_vfio();
+    host.add_bound_endpoints(&[
+        ("0000:01:00.0", 0x144d, 0xa80a, 0x010802, "nvme"),
+        ("0000:02:00.0", 0x144d, 0xa80a, 0x010802, "nvme"),
+        ("0000:03:00.0", 0x8086, 0x1521, 0x020000, "igb"),
+    ]);
+    host.block_device("0000:01:00.0", "nvme0n1", "259:0")
+        .block_device("0000:02:00.0", "nvme1n1", "259:1")
+        .mount("259:0", "/", "/dev/nvme0n1")
+        .netdev("0000:03:00.0", "eno1");
     host
 }
