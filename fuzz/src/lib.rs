@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("mountinfo", targets::mountinfo),
     ("modules_alias", targets::modules_alias),
     ("sysfs_attrs", targets::sysfs_attrs),
+    ("health_attrs", targets::health_attrs),
 ];
 
 /// The target called `name`.

@@ -459,3 +459,118 @@ fn sysfs_tree(root: &FakeRoot, data: &[u8]) -> Result<(), Unrepresentable> {
     }
     Ok(())
 }
+
+/// The attributes and files the health checks read (NUL-separated): the
+/// GPU's link, AER counters, reset method, `enable`, `resource`, power
+/// state; its root port's link and root-port totals; `check.toml`; the AER
+/// baseline; last, the GPU's config space (binary).
+const HEALTH_FIELDS: &[&str] = &[
+    "current_link_speed",
+    "max_link_speed",
+    "current_link_width",
+    "max_link_width",
+    "aer_dev_correctable",
+    "aer_dev_nonfatal",
+    "aer_dev_fatal",
+    "reset_method",
+    "enable",
+    "resource",
+    "power_state",
+    "port:current_link_speed",
+    "port:max_link_speed",
+    "port:current_link_width",
+    "port:max_link_width",
+    "port:aer_dev_fatal",
+    "port:aer_rootport_total_err_cor",
+    "port:aer_rootport_total_err_fatal",
+    "#check.toml",
+    "#aer-baseline.json",
+    "config",
+];
+
+/// The GPU 25:00.0 on vfio-pci (so judged) below root port 00:01.0, whose
+/// AER service is the OS's: everything `check` and `show` read for health
+/// comes from the input.
+pub fn health_attrs(data: &[u8]) {
+    let root = FakeRoot::new();
+    if health_tree(&root, data).is_err() {
+        return;
+    }
+    root.run(&["check", "--json"]);
+    root.run(&["check", "--all", "--json"]);
+    root.run(&["check"]);
+    root.run(&["show", "25:00.0", "--json"]);
+    root.run(&["show", "25:00.0"]);
+}
+
+fn health_tree(root: &FakeRoot, data: &[u8]) -> Result<(), Unrepresentable> {
+    use std::ffi::OsStr;
+    let f = fields(data, HEALTH_FIELDS.len());
+    let port = "/sys/devices/pci0000:00/0000:00:01.0";
+    let gpu = format!("{port}/0000:25:00.0");
+    for (dir, address, ids, class, header, group) in [
+        (
+            port,
+            "0000:00:01.0",
+            ("0x8086", "0x347a"),
+            "0x060400",
+            0x01u8,
+            "1",
+        ),
+        (
+            gpu.as_str(),
+            "0000:25:00.0",
+            ("0x10de", "0x20b0"),
+            "0x030200",
+            0x00,
+            "2",
+        ),
+    ] {
+        root.dir(dir)?;
+        root.write(&format!("{dir}/vendor"), format!("{}\n", ids.0))?;
+        root.write(&format!("{dir}/device"), format!("{}\n", ids.1))?;
+        root.write(&format!("{dir}/class"), format!("{class}\n"))?;
+        let mut config = vec![0u8; 64];
+        config[0x0e] = header;
+        root.write(&format!("{dir}/config"), config)?;
+        let bus_link = format!("/sys/bus/pci/devices/{address}");
+        let up = "../../..";
+        root.link(
+            &bus_link,
+            OsStr::new(&format!("{up}{}", dir.trim_start_matches("/sys"))),
+        )?;
+        root.dir(&format!(
+            "/sys/kernel/iommu_groups/{group}/devices/{address}"
+        ))?;
+        root.link(
+            &format!("{dir}/iommu_group"),
+            OsStr::new(&format!("../../../kernel/iommu_groups/{group}")),
+        )?;
+    }
+    root.link(
+        &format!("{gpu}/driver"),
+        OsStr::new("../../../../bus/pci/drivers/vfio-pci"),
+    )?;
+    root.dir("/sys/bus/pci/drivers/vfio-pci")?;
+    root.dir("/sys/class/iommu/dmar0")?;
+    root.dir("/sys/bus/pci_express/devices/0000:00:01.0:pcie002")?;
+    for (name, value) in HEALTH_FIELDS.iter().zip(&f) {
+        match *name {
+            "#check.toml" if !value.is_empty() => {
+                root.write("/etc/vfioctl/check.toml", value)?;
+            }
+            "#aer-baseline.json" if !value.is_empty() => {
+                root.write("/var/lib/vfioctl/aer-baseline.json", value)?;
+            }
+            "config" if !value.is_empty() => {
+                root.write(&format!("{gpu}/config"), value)?;
+            }
+            _ if value.is_empty() || name.starts_with('#') || *name == "config" => {}
+            _ => match name.strip_prefix("port:") {
+                Some(attr) => root.write(&format!("{port}/{attr}"), value).map(drop)?,
+                None => root.write(&format!("{gpu}/{name}"), value).map(drop)?,
+            },
+        }
+    }
+    Ok(())
+}
