@@ -31,25 +31,36 @@
 //! 1, so no native VF driver ever probes them) -> numvfs 0 (when changing a
 //! non-zero count: the kernel refuses N -> M) -> numvfs N -> wait for the
 //! `virtfn` links -> bind the VFs -> autoprobe back to 1.
+//!
+//! The files, read in this order: this one (the types, the flow `change`
+//! and `run`, the intent), `plan` (pure: the steps and the refusals, the
+//! put-back steps), `apply` (one small function per kernel step,
+//! verification, newest-first rollback), `read` (the PF and its VFs from
+//! the host). `apply` uses `plan`; `plan` and `read` use no other file.
+
+mod apply;
+mod plan;
+mod read;
+
+pub use apply::{apply, run_put_back};
+pub use plan::{plan, put_back_steps};
+pub use read::read_pf;
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::engine::apply::{apply as apply_plan, as_message, Applied};
-use crate::engine::gate;
-use crate::engine::plan::{plan as make_plan, Facts, Goal, Plan, PlanError, Request};
+use crate::engine::apply::{as_message, Applied};
+use crate::engine::plan::{Facts, Goal, Plan, PlanError};
 use crate::engine::refusal::Refusal;
-use crate::engine::run::{
-    host_facts, privileged, update_record, variants_for, ApplyFailed, NotPrivileged,
-};
+use crate::engine::run::{host_facts, privileged, variants_for, ApplyFailed, NotPrivileged};
 use crate::host::kernel::{KernelError, PciKernel};
 use crate::host::modules::{self, ModuleError};
 use crate::host::state::{self, StateError};
 use crate::host::sysfs::{
-    read_devices, read_selected, read_sriov_autoprobe, read_sriov_layout, InventoryError, Names,
+    read_selected, read_sriov_autoprobe, read_sriov_layout, InventoryError, Names,
 };
 use crate::host::usage::HostUsage;
 use crate::host::vms::{Pending, VmSource};
@@ -58,10 +69,7 @@ use crate::model::declaration::DeclaredDriver;
 use crate::model::driver::Binding;
 use crate::model::modalias::Alias;
 use crate::model::usage::DeviceUse;
-use crate::model::{DriverKind, DriverName, Inventory, PciAddress, Selector, SriovRole};
-
-/// How often the `virtfn` links are looked at while waiting for them.
-const POLL: Duration = Duration::from_millis(10);
+use crate::model::{DriverName, Inventory, PciAddress, Selector};
 
 /// What the operator (or a declaration) asked for.
 #[derive(Debug, Clone)]
@@ -284,214 +292,6 @@ fn addresses(list: &[PciAddress]) -> String {
         .join(", ")
 }
 
-/// The kind of driver `driver` asks for (`Auto` is a VFIO driver).
-fn driver_kind(driver: &DeclaredDriver) -> DriverKind {
-    match driver {
-        DeclaredDriver::Auto => DriverKind::Vfio,
-        DeclaredDriver::Named(d) => d.kind(),
-    }
-}
-
-/// Plans setting `request.pf`'s VF count; see the module docs.
-pub fn plan(
-    inv: &Inventory,
-    facts: &SriovFacts,
-    request: &SriovRequest,
-) -> Result<SriovPlan, SriovError> {
-    let pf = request.pf;
-    let Some(dev) = inv.device(&pf) else {
-        return Err(SriovError::NotPf {
-            device: pf,
-            what: "it is not present".to_string(),
-        });
-    };
-    let (total_vfs, num_vfs, vfs) = match &dev.sriov {
-        SriovRole::Pf {
-            total_vfs,
-            num_vfs,
-            vfs,
-        } => (*total_vfs, *num_vfs, vfs.clone()),
-        SriovRole::Vf { physfn } => {
-            return Err(SriovError::NotPf {
-                device: pf,
-                what: format!("it is a VF of {physfn}"),
-            })
-        }
-        SriovRole::None => {
-            return Err(SriovError::NotPf {
-                device: pf,
-                what: "it has no SR-IOV capability (no sriov_totalvfs)".to_string(),
-            })
-        }
-    };
-    if u32::from(request.numvfs) > total_vfs {
-        return Err(SriovError::TooMany {
-            pf,
-            asked: request.numvfs,
-            total: total_vfs,
-        });
-    }
-    let numvfs_before = u16::try_from(num_vfs).unwrap_or(u16::MAX);
-    let goal = Goal::bind_to(&request.vf_driver);
-    let kind = driver_kind(&request.vf_driver);
-    if request.numvfs > 0 && kind == DriverKind::Vfio && !inv.iommu.enabled() {
-        return Err(PlanError::IommuOff(pf).into());
-    }
-    let vfs_before: Vec<VfBefore> = vfs
-        .iter()
-        .map(|a| {
-            let vf = inv.device(a);
-            VfBefore {
-                address: *a,
-                driver: vf.and_then(|v| v.driver.clone()),
-                driver_override: vf.and_then(|v| v.driver_override.clone()),
-            }
-        })
-        .collect();
-    let mut out = SriovPlan {
-        pf,
-        total_vfs,
-        numvfs_before,
-        numvfs: request.numvfs,
-        vf_driver: request.vf_driver.clone(),
-        autoprobe_before: facts.autoprobe,
-        vfs_before,
-        vfs_after: Vec::new(),
-        pf_uses: Vec::new(),
-        steps: Vec::new(),
-        vf_plan: None,
-        keep: request.keep.clone(),
-        checks: Vec::new(),
-        notes: Vec::new(),
-        force: request.force,
-        timeout: request.timeout,
-    };
-    if request.numvfs == numvfs_before {
-        if request.numvfs == 0 {
-            out.notes
-                .push(format!("{pf} has no VFs enabled; left untouched"));
-        } else {
-            out.notes.push(format!(
-                "{pf} already has {numvfs_before} VFs; only their drivers are checked"
-            ));
-            let targets = out.unkept(&vfs);
-            if !targets.is_empty() {
-                let vf_request = Request {
-                    goal,
-                    targets,
-                    with_group: false,
-                    force: request.force,
-                };
-                out.vf_plan = Some(make_plan(inv, &facts.engine, &vf_request)?);
-            }
-        }
-        out.note_kept(&vfs);
-        return Ok(out);
-    }
-    if dev.driver.is_none() {
-        return Err(SriovError::NoPfDriver { pf });
-    }
-    // The PF keeps its driver, but a count change can reset it.
-    let (uses, verdict) = gate::judge_vf_count(inv, facts.engine.usage, &pf, request.force);
-    if !verdict.allowed() {
-        return Err(SriovError::InterruptsPf {
-            pf,
-            refusals: verdict.refusals,
-        });
-    }
-    out.pf_uses = uses;
-    out.notes.extend(verdict.forced);
-    if out.pf_uses.is_empty() {
-        out.checks.push(format!(
-            "{pf} not in use by the host (mounts, addresses, routes, console)"
-        ));
-    }
-    if let (Some((offset, stride)), true) = (facts.layout, request.numvfs > 0) {
-        out.vfs_after = (0..request.numvfs)
-            .filter_map(|i| pf.vf(offset, stride, i))
-            .collect();
-        if !out.vfs_after.is_empty() {
-            out.notes.push(format!(
-                "the VFs appear at {} (sriov_offset {offset}, sriov_stride {stride}); only they are bound, never {pf} itself",
-                addresses(&out.vfs_after)
-            ));
-        }
-    }
-    if numvfs_before > 0 {
-        let destroyed: BTreeSet<PciAddress> = vfs.iter().copied().collect();
-        let verdict = gate::judge(
-            inv,
-            facts.engine.usage,
-            &destroyed,
-            gate::Change::ReleaseNow,
-            request.force,
-        );
-        let mut refusals = verdict.refusals;
-        let mut forced = verdict.forced;
-        if let Some(vms) = facts.engine.usage.vms() {
-            let vm_verdict =
-                gate::judge_vms(inv, vms, &destroyed, gate::VmChange::ToHost, request.force);
-            refusals.extend(vm_verdict.refusals);
-            forced.extend(vm_verdict.forced);
-            if let crate::model::domain::VmFacts::NotAsked(why)
-            | crate::model::domain::VmFacts::Absent(why) = vms
-            {
-                out.notes.push(format!("VMs not checked: {why}"));
-            }
-        }
-        if !refusals.is_empty() {
-            return Err(SriovError::Held { pf, vfs, refusals });
-        }
-        out.notes.extend(forced);
-        out.checks.push(format!(
-            "VFs to destroy not in use (open handles, mounts, addresses, routes): {}",
-            addresses(&vfs)
-        ));
-        if request.numvfs > 0 {
-            out.notes.push(format!(
-                "the kernel changes a non-zero VF count only through 0: {numvfs_before} -> 0 -> {}",
-                request.numvfs
-            ));
-        }
-    }
-    let autoprobe_off =
-        request.numvfs > 0 && kind != DriverKind::Host && facts.autoprobe == Some(true);
-    if autoprobe_off {
-        out.steps.push(SriovStep::Autoprobe { pf, on: false });
-    }
-    if numvfs_before > 0 {
-        out.steps.push(SriovStep::Numvfs { pf, count: 0 });
-    }
-    if request.numvfs > 0 {
-        out.steps.push(SriovStep::Numvfs {
-            pf,
-            count: request.numvfs,
-        });
-        out.steps.push(SriovStep::WaitVirtfns {
-            pf,
-            count: request.numvfs,
-            seconds: request.timeout.as_secs(),
-        });
-        out.steps.push(SriovStep::BindVfs {
-            count: request.numvfs,
-            driver: request.vf_driver.clone(),
-        });
-    }
-    if autoprobe_off {
-        out.steps.push(SriovStep::Autoprobe { pf, on: true });
-        out.notes.push(
-            "sriov_drivers_autoprobe is 0 while the VFs are created, so no native VF driver probes them; then 1 again, as it was"
-                .to_string(),
-        );
-    }
-    if request.numvfs > 0 && facts.autoprobe.is_none() && kind != DriverKind::Host {
-        out.notes.push(format!(
-            "{pf} has no sriov_drivers_autoprobe: a native VF driver may probe the VFs before they are bound"
-        ));
-    }
-    Ok(out)
-}
-
 /// A step of the change that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SriovStepError {
@@ -568,291 +368,6 @@ impl SriovApplied {
     }
 }
 
-/// Polls until the PF has at least `count` VFs; returns them (the first `count`).
-fn wait_virtfns(
-    kernel: &dyn PciKernel,
-    pf: PciAddress,
-    count: u16,
-    deadline: Duration,
-) -> Result<Vec<PciAddress>, SriovStepError> {
-    let start = Instant::now();
-    loop {
-        let found = kernel.virtfns(pf)?;
-        if found.len() >= usize::from(count) {
-            return Ok(found.into_iter().take(usize::from(count)).collect());
-        }
-        if start.elapsed() >= deadline {
-            return Err(SriovStepError::NoVirtfns {
-                pf,
-                expected: count,
-                found: found.len(),
-                seconds: deadline.as_secs(),
-            });
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-/// The driver VFs are bound to, and the VFIO variants' aliases it chooses
-/// from (`engine::run::variants_for` of the goal, parsed once).
-struct VfTarget<'a> {
-    goal: Goal,
-    variants: &'a [Alias],
-}
-
-/// Plans (from a fresh read of the PF and `vfs`) and applies binding `vfs`
-/// to `to.goal` through the binding engine; records the change on success.
-/// Returns the plan (when one was made) and what applying it did.
-fn bind_vfs(
-    root: &HostRoot,
-    kernel: &dyn PciKernel,
-    pf: PciAddress,
-    vfs: &[PciAddress],
-    to: VfTarget,
-    force: bool,
-    timeout: Duration,
-) -> (Option<Plan>, Result<Applied, SriovStepError>) {
-    let mut seeds = vec![pf];
-    seeds.extend_from_slice(vfs);
-    let inv = match read_devices(root, &seeds, Names::Skip) {
-        Ok(inv) => inv,
-        Err(error) => return (None, Err(SriovStepError::Read { pf, error })),
-    };
-    let mut record = match state::read_record(root) {
-        Ok(record) => record,
-        Err(error) => return (None, Err(SriovStepError::Record { pf, error })),
-    };
-    let release = inv.kernel_release.as_deref();
-    let usage = HostUsage::new(root, &inv);
-    let facts = host_facts(root, &inv, &usage, to.variants, &record);
-    let request = Request {
-        goal: to.goal,
-        targets: vfs.to_vec(),
-        with_group: false,
-        force,
-    };
-    let vf_plan = match make_plan(&inv, &facts, &request) {
-        Ok(plan) => plan,
-        Err(error) => return (None, Err(SriovStepError::Refused { pf, error })),
-    };
-    // Only the VFs move: never their PF, never another function.
-    if let Some(other) = vf_plan
-        .actions
-        .iter()
-        .find(|a| a.changes() && !vfs.contains(&a.address))
-    {
-        return (
-            Some(vf_plan.clone()),
-            Err(SriovStepError::NotAVf {
-                pf,
-                device: other.address,
-            }),
-        );
-    }
-    for module in &vf_plan.load_modules {
-        if let Err(error) = modules::preflight(root, release, module) {
-            return (Some(vf_plan), Err(SriovStepError::Module { pf, error }));
-        }
-    }
-    let applied = apply_plan(&vf_plan, kernel, timeout);
-    if applied.succeeded() {
-        update_record(&mut record, &vf_plan, &applied);
-        if let Err(error) = state::write_record(root, &record) {
-            return (Some(vf_plan), Err(SriovStepError::Record { pf, error }));
-        }
-    }
-    (Some(vf_plan), Ok(applied))
-}
-
-/// Runs `plan`'s steps; see the module docs. The caller holds the change lock.
-/// `variants`: the VFIO variant drivers' aliases for `plan.vf_driver`
-/// (`engine::run::variants_for`), parsed once by the caller.
-pub fn apply(
-    root: &HostRoot,
-    kernel: &dyn PciKernel,
-    plan: &SriovPlan,
-    variants: &[Alias],
-) -> SriovApplied {
-    let pf = plan.pf;
-    let timeout = plan.timeout;
-    let goal = Goal::bind_to(&plan.vf_driver);
-    let mut out = SriovApplied {
-        done: Vec::new(),
-        vf_plan: None,
-        vf_result: None,
-        error: None,
-        rolled_back: Vec::new(),
-        rollback_errors: Vec::new(),
-        numvfs: 0,
-        autoprobe: None,
-        vfs: Vec::new(),
-    };
-    // The count stays: only the VFs' drivers change, as `bind` changes them.
-    if let Some(vf_plan) = &plan.vf_plan {
-        let applied = apply_plan(vf_plan, kernel, timeout);
-        if applied.succeeded() {
-            let recorded = state::read_record(root).and_then(|mut record| {
-                update_record(&mut record, vf_plan, &applied);
-                state::write_record(root, &record)
-            });
-            if let Err(error) = recorded {
-                out.error = Some(SriovStepError::Record { pf, error });
-            }
-        } else if let Some(e) = &applied.error {
-            out.error = Some(SriovStepError::Bind {
-                pf,
-                message: e.to_string(),
-            });
-        }
-        out.vf_plan = Some(vf_plan.clone());
-        out.vf_result = Some(applied);
-        finish(kernel, plan, &mut out);
-        return out;
-    }
-
-    let mut created: Vec<PciAddress> = Vec::new();
-    for step in &plan.steps {
-        let result: Result<(), SriovStepError> = match step {
-            SriovStep::Autoprobe { on, .. } => kernel
-                .set_sriov_autoprobe(pf, *on)
-                .map(|()| out.autoprobe = Some(*on))
-                .map_err(Into::into),
-            SriovStep::Numvfs { count, .. } => {
-                kernel.set_numvfs(pf, *count, timeout).map_err(Into::into)
-            }
-            SriovStep::WaitVirtfns { count, .. } => {
-                wait_virtfns(kernel, pf, *count, timeout).map(|vfs| created = vfs)
-            }
-            // Only put-back plans rebind (`run_put_back`).
-            SriovStep::RebindVfs { .. } => Ok(()),
-            SriovStep::BindVfs { .. } if plan.unkept(&created).is_empty() => Ok(()),
-            SriovStep::BindVfs { .. } => {
-                let (vf_plan, result) = bind_vfs(
-                    root,
-                    kernel,
-                    pf,
-                    &plan.unkept(&created),
-                    VfTarget {
-                        goal: goal.clone(),
-                        variants,
-                    },
-                    plan.force,
-                    timeout,
-                );
-                out.vf_plan = vf_plan;
-                result.and_then(|applied| {
-                    let error = applied.error.as_ref().map(|e| SriovStepError::Bind {
-                        pf,
-                        message: e.to_string(),
-                    });
-                    out.vf_result = Some(applied);
-                    error.map_or(Ok(()), Err)
-                })
-            }
-        };
-        match result {
-            Ok(()) => out.done.push(step.clone()),
-            Err(error) => {
-                out.error = Some(error);
-                break;
-            }
-        }
-    }
-    if out.error.is_some() {
-        roll_back(root, kernel, plan, &mut out);
-    } else if plan.destroys_vfs() {
-        forget_destroyed(root, plan, &created, &mut out);
-    }
-    finish(kernel, plan, &mut out);
-    out
-}
-
-/// The change record forgets VFs that no longer exist at their address.
-fn forget_destroyed(
-    root: &HostRoot,
-    plan: &SriovPlan,
-    created: &[PciAddress],
-    out: &mut SriovApplied,
-) {
-    let gone: Vec<PciAddress> = plan
-        .vfs_before
-        .iter()
-        .map(|v| v.address)
-        .filter(|a| !created.contains(a))
-        .collect();
-    if gone.is_empty() {
-        return;
-    }
-    let result = state::read_record(root).and_then(|mut record| {
-        for a in &gone {
-            record.forget(*a);
-        }
-        state::write_record(root, &record)
-    });
-    if let Err(error) = result {
-        out.error = Some(SriovStepError::Record { pf: plan.pf, error });
-    }
-}
-
-/// Reads the end state: the VF count, and each VF's driver.
-fn finish(kernel: &dyn PciKernel, plan: &SriovPlan, out: &mut SriovApplied) {
-    let vfs = kernel.virtfns(plan.pf).unwrap_or_default();
-    out.numvfs = vfs.len();
-    out.vfs = vfs
-        .into_iter()
-        .map(|address| VfNow {
-            address,
-            driver: kernel.driver(address).ok().flatten(),
-        })
-        .collect();
-}
-
-/// After a failure: the VF count back to what it was (through 0), the VFs
-/// that were on a claiming driver bound to it again, autoprobe as it was
-/// (`put_back_steps`, run by `run_put_back`). Each part is verified and
-/// reported.
-fn roll_back(root: &HostRoot, kernel: &dyn PciKernel, plan: &SriovPlan, out: &mut SriovApplied) {
-    let pf = plan.pf;
-    // A write still pending in the kernel (a VF held) cannot be undone now.
-    let pending = out.error.as_ref().is_some_and(SriovStepError::pending);
-    if pending {
-        out.rollback_errors.push(format!(
-            "{pf}: the sriov_numvfs write is still pending in the kernel; the VF count changes once the holder lets go"
-        ));
-    }
-    let count_written = !pending
-        && out
-            .done
-            .iter()
-            .any(|s| matches!(s, SriovStep::Numvfs { .. }));
-    let count_now = if count_written {
-        match kernel.virtfns(pf) {
-            Ok(vfs) => u16::try_from(vfs.len()).unwrap_or(u16::MAX),
-            Err(e) => {
-                out.rollback_errors.push(format!("{pf}: {e}"));
-                plan.numvfs_before
-            }
-        }
-    } else {
-        plan.numvfs_before
-    };
-    let target = PutBack {
-        pf,
-        count_now,
-        count: plan.numvfs_before,
-        autoprobe_now: out.autoprobe,
-        autoprobe: plan.autoprobe_before,
-        vfs_before: &plan.vfs_before,
-        timeout: plan.timeout,
-    };
-    let done = run_put_back(root, kernel, &target, &put_back_steps(&target));
-    out.rolled_back.extend(done.rolled_back);
-    out.rollback_errors.extend(done.errors);
-    if done.autoprobe.is_some() {
-        out.autoprobe = done.autoprobe;
-    }
-}
-
 /// A PF to put back as it was before a change: after a failed change
 /// (`apply`'s rollback) and after an interrupted one (`recover`).
 #[derive(Debug, Clone)]
@@ -872,56 +387,6 @@ pub struct PutBack<'a> {
     pub timeout: Duration,
 }
 
-/// The writes putting `p.pf` back, in order: through 0 when the count
-/// differs, autoprobe as it was before the VFs are recreated (they come back
-/// as the kernel made them), the old count and its `virtfn` links, each
-/// claiming driver's VFs bound again, autoprobe as it was. Pure.
-pub fn put_back_steps(p: &PutBack) -> Vec<SriovStep> {
-    let pf = p.pf;
-    let mut steps = Vec::new();
-    let autoprobe = match (p.autoprobe, p.autoprobe_now) {
-        (Some(was), Some(now)) if was != now => Some(was),
-        _ => None,
-    };
-    let mut autoprobe_done = false;
-    if p.count_now != p.count {
-        if p.count_now > 0 {
-            steps.push(SriovStep::Numvfs { pf, count: 0 });
-        }
-        if p.count > 0 {
-            if let Some(on) = autoprobe {
-                steps.push(SriovStep::Autoprobe { pf, on });
-                autoprobe_done = true;
-            }
-            steps.push(SriovStep::Numvfs { pf, count: p.count });
-            steps.push(SriovStep::WaitVirtfns {
-                pf,
-                count: p.count,
-                seconds: p.timeout.as_secs(),
-            });
-            let drivers: BTreeSet<DriverName> = p
-                .vfs_before
-                .iter()
-                .filter_map(|v| v.driver.clone())
-                .filter(|d| d.kind() != DriverKind::Host)
-                .collect();
-            for driver in drivers {
-                let vfs: Vec<PciAddress> = p
-                    .vfs_before
-                    .iter()
-                    .filter(|v| v.driver.as_ref() == Some(&driver))
-                    .map(|v| v.address)
-                    .collect();
-                steps.push(SriovStep::RebindVfs { vfs, driver });
-            }
-        }
-    }
-    if let (Some(on), false) = (autoprobe, autoprobe_done) {
-        steps.push(SriovStep::Autoprobe { pf, on });
-    }
-    steps
-}
-
 /// What running `put_back_steps` did.
 #[derive(Debug, Default, Serialize)]
 pub struct PutBackDone {
@@ -931,126 +396,6 @@ pub struct PutBackDone {
     pub errors: Vec<String>,
     /// `sriov_drivers_autoprobe` as last written (`null`: not written).
     pub autoprobe: Option<bool>,
-}
-
-/// Runs `steps` (from `put_back_steps` for `p`): the count is verified by its
-/// `virtfn` links; once a count step fails, the VFs are not rebound, but
-/// autoprobe is still put back.
-pub fn run_put_back(
-    root: &HostRoot,
-    kernel: &dyn PciKernel,
-    p: &PutBack,
-    steps: &[SriovStep],
-) -> PutBackDone {
-    let (pf, timeout) = (p.pf, p.timeout);
-    let mut done = PutBackDone::default();
-    let mut count_failed = false;
-    let verified = |kernel: &dyn PciKernel, count: u16| -> Result<(), SriovStepError> {
-        let found = kernel.virtfns(pf)?.len();
-        if found == usize::from(count) {
-            Ok(())
-        } else {
-            Err(SriovStepError::NoVirtfns {
-                pf,
-                expected: count,
-                found,
-                seconds: timeout.as_secs(),
-            })
-        }
-    };
-    for step in steps {
-        let result: Result<Option<String>, SriovStepError> = match step {
-            SriovStep::Autoprobe { on, .. } => kernel
-                .set_sriov_autoprobe(pf, *on)
-                .map(|()| {
-                    done.autoprobe = Some(*on);
-                    Some(format!(
-                        "{pf}: sriov_drivers_autoprobe back to {}",
-                        u8::from(*on)
-                    ))
-                })
-                .map_err(Into::into),
-            _ if count_failed => continue,
-            SriovStep::Numvfs { count, .. } => kernel
-                .set_numvfs(pf, *count, timeout)
-                .map_err(Into::into)
-                .and_then(|()| {
-                    if *count == 0 && p.count == 0 {
-                        verified(kernel, 0).map(|()| {
-                            Some(format!(
-                                "{pf}: sriov_numvfs back to 0 (verified: 0 virtfn links)"
-                            ))
-                        })
-                    } else {
-                        Ok(None)
-                    }
-                }),
-            SriovStep::WaitVirtfns { count, .. } => wait_virtfns(kernel, pf, *count, timeout)
-                .and_then(|_| verified(kernel, *count))
-                .map(|()| {
-                    Some(format!(
-                        "{pf}: sriov_numvfs back to {count} (verified: {count} virtfn links)"
-                    ))
-                }),
-            SriovStep::RebindVfs { vfs, driver } => {
-                let present: Vec<PciAddress> = kernel
-                    .virtfns(pf)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|a| vfs.contains(a))
-                    .collect();
-                if present.is_empty() {
-                    continue;
-                }
-                let (_, result) = bind_vfs(
-                    root,
-                    kernel,
-                    pf,
-                    &present,
-                    VfTarget {
-                        goal: Goal::Bind(driver.clone()),
-                        // A named driver: no variant to choose (`variants_for`).
-                        variants: &[],
-                    },
-                    false,
-                    timeout,
-                );
-                match result {
-                    Ok(applied) if applied.succeeded() => Ok(Some(format!(
-                        "{} back on {driver} (verified)",
-                        addresses(&present)
-                    ))),
-                    Ok(applied) => {
-                        done.errors.push(format!(
-                            "{} could not be put back on {driver}: {}",
-                            addresses(&present),
-                            applied.error.map(|e| e.to_string()).unwrap_or_default()
-                        ));
-                        continue;
-                    }
-                    Err(e) => {
-                        done.errors.push(format!(
-                            "{} could not be put back on {driver}: {e}",
-                            addresses(&present)
-                        ));
-                        continue;
-                    }
-                }
-            }
-            SriovStep::BindVfs { .. } => continue,
-        };
-        match result {
-            Ok(Some(line)) => done.rolled_back.push(line),
-            Ok(None) => {}
-            Err(e) => {
-                if !matches!(step, SriovStep::Autoprobe { .. }) {
-                    count_failed = true;
-                }
-                done.errors.push(format!("{pf}: {e}"));
-            }
-        }
-    }
-    done
 }
 
 /// What was planned and what happened, as printed and as JSON.
@@ -1178,17 +523,6 @@ pub struct SriovSpec {
 /// Work after a verified change, under the same lock and with the inventory
 /// read before it (`sriov --persist` declaring the count it set).
 pub type AfterSriov<'a> = &'a mut dyn FnMut(&Inventory, &SriovReport) -> anyhow::Result<()>;
-
-/// The PF and its VFs with their IOMMU groups and neighbours (a VF rebound
-/// needs its group), not the whole host.
-pub fn read_pf(root: &HostRoot, pf: PciAddress) -> anyhow::Result<Inventory> {
-    let inv = read_devices(root, &[pf], Names::Skip)?;
-    let mut seeds = vec![pf];
-    if let Some(SriovRole::Pf { vfs, .. }) = inv.device(&pf).map(|d| &d.sriov) {
-        seeds.extend(vfs);
-    }
-    Ok(read_devices(root, &seeds, Names::Skip)?)
-}
 
 /// privilege -> lock -> read the PF and its VFs -> [`change`].
 pub fn run(
