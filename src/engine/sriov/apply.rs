@@ -2,10 +2,16 @@
 //! binding engine, the end state read back) and, after a failure, the
 //! rollback newest first through [`run_put_back`] (also what `recover` runs).
 //! The caller holds the change lock.
+//!
+//! One small function per kernel step, as the two runners share them:
+//! [`set_autoprobe`], [`set_numvfs`], [`wait_virtfns`], [`count_verified`],
+//! [`bind_new_vfs`] (and [`rebind_vfs`] for a put-back), each through
+//! [`bind_vfs`] and the binding engine.
 
 use std::time::{Duration, Instant};
 
 use super::plan::put_back_steps;
+use super::read::read_with_vfs;
 use super::{
     addresses, PutBack, PutBackDone, SriovApplied, SriovPlan, SriovStep, SriovStepError, VfNow,
 };
@@ -15,14 +21,124 @@ use crate::engine::run::{host_facts, update_record};
 use crate::host::kernel::PciKernel;
 use crate::host::modules;
 use crate::host::state;
-use crate::host::sysfs::{read_devices, Names};
 use crate::host::usage::HostUsage;
 use crate::host::HostRoot;
 use crate::model::modalias::Alias;
-use crate::model::PciAddress;
+use crate::model::{DriverName, PciAddress};
 
 /// How often the `virtfn` links are looked at while waiting for them.
 const POLL: Duration = Duration::from_millis(10);
+
+/// Runs `plan`'s steps; see the module docs. The caller holds the change lock.
+/// `variants`: the VFIO variant drivers' aliases for `plan.vf_driver`
+/// (`engine::run::variants_for`), parsed once by the caller.
+pub fn apply(
+    root: &HostRoot,
+    kernel: &dyn PciKernel,
+    plan: &SriovPlan,
+    variants: &[Alias],
+) -> SriovApplied {
+    let pf = plan.pf;
+    let timeout = plan.timeout;
+    let mut out = SriovApplied {
+        done: Vec::new(),
+        vf_plan: None,
+        vf_result: None,
+        error: None,
+        rolled_back: Vec::new(),
+        rollback_errors: Vec::new(),
+        numvfs: 0,
+        autoprobe: None,
+        vfs: Vec::new(),
+    };
+    if let Some(vf_plan) = &plan.vf_plan {
+        rebind_present(root, kernel, pf, vf_plan, timeout, &mut out);
+        finish(kernel, plan, &mut out);
+        return out;
+    }
+
+    let mut created: Vec<PciAddress> = Vec::new();
+    for step in &plan.steps {
+        let result: Result<(), SriovStepError> = match step {
+            SriovStep::Autoprobe { on, .. } => set_autoprobe(kernel, pf, *on, &mut out.autoprobe),
+            SriovStep::Numvfs { count, .. } => set_numvfs(kernel, pf, *count, timeout),
+            SriovStep::WaitVirtfns { count, .. } => {
+                wait_virtfns(kernel, pf, *count, timeout).map(|vfs| created = vfs)
+            }
+            // Only put-back plans rebind (`run_put_back`).
+            SriovStep::RebindVfs { .. } => Ok(()),
+            SriovStep::BindVfs { .. } => {
+                bind_new_vfs(root, kernel, plan, &created, variants, &mut out)
+            }
+        };
+        match result {
+            Ok(()) => out.done.push(step.clone()),
+            Err(error) => {
+                out.error = Some(error);
+                break;
+            }
+        }
+    }
+    if out.error.is_some() {
+        roll_back(root, kernel, plan, &mut out);
+    } else if plan.destroys_vfs() {
+        forget_destroyed(root, plan, &created, &mut out);
+    }
+    finish(kernel, plan, &mut out);
+    out
+}
+
+/// The count stays: only the VFs' drivers change, as `bind` changes them
+/// (`vf_plan`, made from the VFs present), and the change is recorded.
+fn rebind_present(
+    root: &HostRoot,
+    kernel: &dyn PciKernel,
+    pf: PciAddress,
+    vf_plan: &Plan,
+    timeout: Duration,
+    out: &mut SriovApplied,
+) {
+    let applied = apply_plan(vf_plan, kernel, timeout);
+    if applied.succeeded() {
+        let recorded = state::read_record(root).and_then(|mut record| {
+            update_record(&mut record, vf_plan, &applied);
+            state::write_record(root, &record)
+        });
+        if let Err(error) = recorded {
+            out.error = Some(SriovStepError::Record { pf, error });
+        }
+    } else if let Some(e) = &applied.error {
+        out.error = Some(SriovStepError::Bind {
+            pf,
+            message: e.to_string(),
+        });
+    }
+    out.vf_plan = Some(vf_plan.clone());
+    out.vf_result = Some(applied);
+}
+
+/// Writes `sriov_drivers_autoprobe`; `written` keeps the value on success.
+fn set_autoprobe(
+    kernel: &dyn PciKernel,
+    pf: PciAddress,
+    on: bool,
+    written: &mut Option<bool>,
+) -> Result<(), SriovStepError> {
+    kernel
+        .set_sriov_autoprobe(pf, on)
+        .map(|()| *written = Some(on))
+        .map_err(Into::into)
+}
+
+/// Writes `sriov_numvfs` (the kernel may block until the VFs are released).
+fn set_numvfs(
+    kernel: &dyn PciKernel,
+    pf: PciAddress,
+    count: u16,
+    timeout: Duration,
+) -> Result<(), SriovStepError> {
+    kernel.set_numvfs(pf, count, timeout).map_err(Into::into)
+}
 
 /// Polls until the PF has at least `count` VFs; returns them (the first `count`).
 fn wait_virtfns(
@@ -49,6 +165,64 @@ fn wait_virtfns(
     }
 }
 
+/// Verifies the VF count: exactly `count` `virtfn` links.
+fn count_verified(
+    kernel: &dyn PciKernel,
+    pf: PciAddress,
+    count: u16,
+    timeout: Duration,
+) -> Result<(), SriovStepError> {
+    let found = kernel.virtfns(pf)?.len();
+    if found == usize::from(count) {
+        Ok(())
+    } else {
+        Err(SriovStepError::NoVirtfns {
+            pf,
+            expected: count,
+            found,
+            seconds: timeout.as_secs(),
+        })
+    }
+}
+
+/// Binds the `created` VFs (less those left to their own `[[binding]]`) to
+/// `plan.vf_driver`; keeps the VF plan and its result in `out`.
+fn bind_new_vfs(
+    root: &HostRoot,
+    kernel: &dyn PciKernel,
+    plan: &SriovPlan,
+    created: &[PciAddress],
+    variants: &[Alias],
+    out: &mut SriovApplied,
+) -> Result<(), SriovStepError> {
+    let pf = plan.pf;
+    let vfs = plan.unkept(created);
+    if vfs.is_empty() {
+        return Ok(());
+    }
+    let (vf_plan, result) = bind_vfs(
+        root,
+        kernel,
+        pf,
+        &vfs,
+        VfTarget {
+            goal: Goal::bind_to(&plan.vf_driver),
+            variants,
+        },
+        plan.force,
+        plan.timeout,
+    );
+    out.vf_plan = vf_plan;
+    result.and_then(|applied| {
+        let error = applied.error.as_ref().map(|e| SriovStepError::Bind {
+            pf,
+            message: e.to_string(),
+        });
+        out.vf_result = Some(applied);
+        error.map_or(Ok(()), Err)
+    })
+}
+
 /// The driver VFs are bound to, and the VFIO variants' aliases it chooses
 /// from (`engine::run::variants_for` of the goal, parsed once).
 struct VfTarget<'a> {
@@ -68,9 +242,7 @@ fn bind_vfs(
     force: bool,
     timeout: Duration,
 ) -> (Option<Plan>, Result<Applied, SriovStepError>) {
-    let mut seeds = vec![pf];
-    seeds.extend_from_slice(vfs);
-    let inv = match read_devices(root, &seeds, Names::Skip) {
+    let inv = match read_with_vfs(root, pf, vfs) {
         Ok(inv) => inv,
         Err(error) => return (None, Err(SriovStepError::Read { pf, error })),
     };
@@ -118,109 +290,6 @@ fn bind_vfs(
         }
     }
     (Some(vf_plan), Ok(applied))
-}
-
-/// Runs `plan`'s steps; see the module docs. The caller holds the change lock.
-/// `variants`: the VFIO variant drivers' aliases for `plan.vf_driver`
-/// (`engine::run::variants_for`), parsed once by the caller.
-pub fn apply(
-    root: &HostRoot,
-    kernel: &dyn PciKernel,
-    plan: &SriovPlan,
-    variants: &[Alias],
-) -> SriovApplied {
-    let pf = plan.pf;
-    let timeout = plan.timeout;
-    let goal = Goal::bind_to(&plan.vf_driver);
-    let mut out = SriovApplied {
-        done: Vec::new(),
-        vf_plan: None,
-        vf_result: None,
-        error: None,
-        rolled_back: Vec::new(),
-        rollback_errors: Vec::new(),
-        numvfs: 0,
-        autoprobe: None,
-        vfs: Vec::new(),
-    };
-    // The count stays: only the VFs' drivers change, as `bind` changes them.
-    if let Some(vf_plan) = &plan.vf_plan {
-        let applied = apply_plan(vf_plan, kernel, timeout);
-        if applied.succeeded() {
-            let recorded = state::read_record(root).and_then(|mut record| {
-                update_record(&mut record, vf_plan, &applied);
-                state::write_record(root, &record)
-            });
-            if let Err(error) = recorded {
-                out.error = Some(SriovStepError::Record { pf, error });
-            }
-        } else if let Some(e) = &applied.error {
-            out.error = Some(SriovStepError::Bind {
-                pf,
-                message: e.to_string(),
-            });
-        }
-        out.vf_plan = Some(vf_plan.clone());
-        out.vf_result = Some(applied);
-        finish(kernel, plan, &mut out);
-        return out;
-    }
-
-    let mut created: Vec<PciAddress> = Vec::new();
-    for step in &plan.steps {
-        let result: Result<(), SriovStepError> = match step {
-            SriovStep::Autoprobe { on, .. } => kernel
-                .set_sriov_autoprobe(pf, *on)
-                .map(|()| out.autoprobe = Some(*on))
-                .map_err(Into::into),
-            SriovStep::Numvfs { count, .. } => {
-                kernel.set_numvfs(pf, *count, timeout).map_err(Into::into)
-            }
-            SriovStep::WaitVirtfns { count, .. } => {
-                wait_virtfns(kernel, pf, *count, timeout).map(|vfs| created = vfs)
-            }
-            // Only put-back plans rebind (`run_put_back`).
-            SriovStep::RebindVfs { .. } => Ok(()),
-            SriovStep::BindVfs { .. } if plan.unkept(&created).is_empty() => Ok(()),
-            SriovStep::BindVfs { .. } => {
-                let (vf_plan, result) = bind_vfs(
-                    root,
-                    kernel,
-                    pf,
-                    &plan.unkept(&created),
-                    VfTarget {
-                        goal: goal.clone(),
-                        variants,
-                    },
-                    plan.force,
-                    timeout,
-                );
-                out.vf_plan = vf_plan;
-                result.and_then(|applied| {
-                    let error = applied.error.as_ref().map(|e| SriovStepError::Bind {
-                        pf,
-                        message: e.to_string(),
-                    });
-                    out.vf_result = Some(applied);
-                    error.map_or(Ok(()), Err)
-                })
-            }
-        };
-        match result {
-            Ok(()) => out.done.push(step.clone()),
-            Err(error) => {
-                out.error = Some(error);
-                break;
-            }
-        }
-    }
-    if out.error.is_some() {
-        roll_back(root, kernel, plan, &mut out);
-    } else if plan.destroys_vfs() {
-        forget_destroyed(root, plan, &created, &mut out);
-    }
-    finish(kernel, plan, &mut out);
-    out
 }
 
 /// The change record forgets VFs that no longer exist at their address.
@@ -321,38 +390,20 @@ pub fn run_put_back(
     let (pf, timeout) = (p.pf, p.timeout);
     let mut done = PutBackDone::default();
     let mut count_failed = false;
-    let verified = |kernel: &dyn PciKernel, count: u16| -> Result<(), SriovStepError> {
-        let found = kernel.virtfns(pf)?.len();
-        if found == usize::from(count) {
-            Ok(())
-        } else {
-            Err(SriovStepError::NoVirtfns {
-                pf,
-                expected: count,
-                found,
-                seconds: timeout.as_secs(),
-            })
-        }
-    };
     for step in steps {
         let result: Result<Option<String>, SriovStepError> = match step {
-            SriovStep::Autoprobe { on, .. } => kernel
-                .set_sriov_autoprobe(pf, *on)
+            SriovStep::Autoprobe { on, .. } => set_autoprobe(kernel, pf, *on, &mut done.autoprobe)
                 .map(|()| {
-                    done.autoprobe = Some(*on);
                     Some(format!(
                         "{pf}: sriov_drivers_autoprobe back to {}",
                         u8::from(*on)
                     ))
-                })
-                .map_err(Into::into),
+                }),
             _ if count_failed => continue,
-            SriovStep::Numvfs { count, .. } => kernel
-                .set_numvfs(pf, *count, timeout)
-                .map_err(Into::into)
-                .and_then(|()| {
+            SriovStep::Numvfs { count, .. } => {
+                set_numvfs(kernel, pf, *count, timeout).and_then(|()| {
                     if *count == 0 && p.count == 0 {
-                        verified(kernel, 0).map(|()| {
+                        count_verified(kernel, pf, 0, timeout).map(|()| {
                             Some(format!(
                                 "{pf}: sriov_numvfs back to 0 (verified: 0 virtfn links)"
                             ))
@@ -360,55 +411,21 @@ pub fn run_put_back(
                     } else {
                         Ok(None)
                     }
-                }),
+                })
+            }
             SriovStep::WaitVirtfns { count, .. } => wait_virtfns(kernel, pf, *count, timeout)
-                .and_then(|_| verified(kernel, *count))
+                .and_then(|_| count_verified(kernel, pf, *count, timeout))
                 .map(|()| {
                     Some(format!(
                         "{pf}: sriov_numvfs back to {count} (verified: {count} virtfn links)"
                     ))
                 }),
             SriovStep::RebindVfs { vfs, driver } => {
-                let present: Vec<PciAddress> = kernel
-                    .virtfns(pf)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|a| vfs.contains(a))
-                    .collect();
-                if present.is_empty() {
-                    continue;
-                }
-                let (_, result) = bind_vfs(
-                    root,
-                    kernel,
-                    pf,
-                    &present,
-                    VfTarget {
-                        goal: Goal::Bind(driver.clone()),
-                        // A named driver: no variant to choose (`variants_for`).
-                        variants: &[],
-                    },
-                    false,
-                    timeout,
-                );
-                match result {
-                    Ok(applied) if applied.succeeded() => Ok(Some(format!(
-                        "{} back on {driver} (verified)",
-                        addresses(&present)
-                    ))),
-                    Ok(applied) => {
-                        done.errors.push(format!(
-                            "{} could not be put back on {driver}: {}",
-                            addresses(&present),
-                            applied.error.map(|e| e.to_string()).unwrap_or_default()
-                        ));
-                        continue;
-                    }
-                    Err(e) => {
-                        done.errors.push(format!(
-                            "{} could not be put back on {driver}: {e}",
-                            addresses(&present)
-                        ));
+                match rebind_vfs(root, kernel, pf, vfs, driver, timeout) {
+                    Ok(line) => Ok(line),
+                    // The count is back: the other drivers' VFs are still rebound.
+                    Err(error) => {
+                        done.errors.push(error);
                         continue;
                     }
                 }
@@ -427,4 +444,53 @@ pub fn run_put_back(
         }
     }
     done
+}
+
+/// Binds those of `vfs` the kernel shows again back to `driver`, the
+/// claiming driver they were on (a put-back step): the line to report once
+/// verified (`None`: none of them is back), or what could not be put back.
+fn rebind_vfs(
+    root: &HostRoot,
+    kernel: &dyn PciKernel,
+    pf: PciAddress,
+    vfs: &[PciAddress],
+    driver: &DriverName,
+    timeout: Duration,
+) -> Result<Option<String>, String> {
+    let present: Vec<PciAddress> = kernel
+        .virtfns(pf)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| vfs.contains(a))
+        .collect();
+    if present.is_empty() {
+        return Ok(None);
+    }
+    let (_, result) = bind_vfs(
+        root,
+        kernel,
+        pf,
+        &present,
+        VfTarget {
+            goal: Goal::Bind(driver.clone()),
+            // A named driver: no variant to choose (`variants_for`).
+            variants: &[],
+        },
+        false,
+        timeout,
+    );
+    let error = match result {
+        Ok(applied) if applied.succeeded() => {
+            return Ok(Some(format!(
+                "{} back on {driver} (verified)",
+                addresses(&present)
+            )))
+        }
+        Ok(applied) => applied.error.map(|e| e.to_string()).unwrap_or_default(),
+        Err(e) => e.to_string(),
+    };
+    Err(format!(
+        "{} could not be put back on {driver}: {error}",
+        addresses(&present)
+    ))
 }

@@ -36,7 +36,7 @@
 //! and `run`, the intent), `plan` (pure: the steps and the refusals, the
 //! put-back steps), `apply` (one small function per kernel step,
 //! verification, newest-first rollback), `read` (the PF and its VFs from
-//! the host). `apply` uses `plan`; `plan` and `read` use no other file.
+//! the host). `apply` uses `plan` and `read`; neither of those uses another.
 
 mod apply;
 mod plan;
@@ -59,9 +59,7 @@ use crate::engine::run::{host_facts, privileged, variants_for, ApplyFailed, NotP
 use crate::host::kernel::{KernelError, PciKernel};
 use crate::host::modules::{self, ModuleError};
 use crate::host::state::{self, StateError};
-use crate::host::sysfs::{
-    read_selected, read_sriov_autoprobe, read_sriov_layout, InventoryError, Names,
-};
+use crate::host::sysfs::{read_sriov_autoprobe, read_sriov_layout, InventoryError};
 use crate::host::usage::HostUsage;
 use crate::host::vms::{Pending, VmSource};
 use crate::host::HostRoot;
@@ -549,20 +547,7 @@ pub fn run_then(
     } else {
         Some(state::lock(root, spec.timeout)?)
     };
-    let selectors = std::slice::from_ref(&spec.selector);
-    let inv = read_selected(root, selectors, Names::Skip)?;
-    let matched = inv.select(selectors)?;
-    let pf = match matched.as_slice() {
-        [one] => one.address,
-        many => {
-            return Err(SriovError::Ambiguous {
-                selector: spec.selector.text.clone(),
-                count: many.len(),
-                first: many[0].address,
-            }
-            .into())
-        }
-    };
+    let pf = read::find_pf(root, &spec.selector)?;
     let inv = read_pf(root, pf)?;
     let request = SriovRequest {
         caller: "sriov",
