@@ -29,7 +29,8 @@ use crate::model::{DriverName, PciAddress};
 /// How often the `virtfn` links are looked at while waiting for them.
 const POLL: Duration = Duration::from_millis(10);
 
-/// Runs `plan`'s steps; see the module docs. The caller holds the change lock.
+/// Runs `plan`'s steps in order (see the `engine::sriov` docs); the caller
+/// holds the change lock.
 /// `variants`: the VFIO variant drivers' aliases for `plan.vf_driver`
 /// (`engine::run::variants_for`), parsed once by the caller.
 pub fn apply(

@@ -20,7 +20,7 @@ fn driver_kind(driver: &DeclaredDriver) -> DriverKind {
     }
 }
 
-/// Plans setting `request.pf`'s VF count; see the module docs.
+/// Plans setting `request.pf`'s VF count; see the `engine::sriov` docs.
 pub fn plan(
     inv: &Inventory,
     facts: &SriovFacts,
@@ -33,25 +33,7 @@ pub fn plan(
             what: "it is not present".to_string(),
         });
     };
-    let (total_vfs, num_vfs, vfs) = match &dev.sriov {
-        SriovRole::Pf {
-            total_vfs,
-            num_vfs,
-            vfs,
-        } => (*total_vfs, *num_vfs, vfs.clone()),
-        SriovRole::Vf { physfn } => {
-            return Err(SriovError::NotPf {
-                device: pf,
-                what: format!("it is a VF of {physfn}"),
-            })
-        }
-        SriovRole::None => {
-            return Err(SriovError::NotPf {
-                device: pf,
-                what: "it has no SR-IOV capability (no sriov_totalvfs)".to_string(),
-            })
-        }
-    };
+    let (total_vfs, num_vfs, vfs) = pf_counts(pf, &dev.sriov)?;
     if u32::from(request.numvfs) > total_vfs {
         return Err(SriovError::TooMany {
             pf,
@@ -60,7 +42,6 @@ pub fn plan(
         });
     }
     let numvfs_before = u16::try_from(num_vfs).unwrap_or(u16::MAX);
-    let goal = Goal::bind_to(&request.vf_driver);
     let kind = driver_kind(&request.vf_driver);
     if request.numvfs > 0 && kind == DriverKind::Vfio && !inv.iommu.enabled() {
         return Err(PlanError::IommuOff(pf).into());
@@ -95,25 +76,7 @@ pub fn plan(
         timeout: request.timeout,
     };
     if request.numvfs == numvfs_before {
-        if request.numvfs == 0 {
-            out.notes
-                .push(format!("{pf} has no VFs enabled; left untouched"));
-        } else {
-            out.notes.push(format!(
-                "{pf} already has {numvfs_before} VFs; only their drivers are checked"
-            ));
-            let targets = out.unkept(&vfs);
-            if !targets.is_empty() {
-                let vf_request = Request {
-                    goal,
-                    targets,
-                    with_group: false,
-                    force: request.force,
-                };
-                out.vf_plan = Some(make_plan(inv, &facts.engine, &vf_request)?);
-            }
-        }
-        out.note_kept(&vfs);
+        count_stays(inv, facts, request, &vfs, &mut out)?;
         return Ok(out);
     }
     if dev.driver.is_none() {
@@ -146,42 +109,118 @@ pub fn plan(
         }
     }
     if numvfs_before > 0 {
-        let destroyed: BTreeSet<PciAddress> = vfs.iter().copied().collect();
-        let verdict = gate::judge(
-            inv,
-            facts.engine.usage,
-            &destroyed,
-            gate::Change::ReleaseNow,
-            request.force,
-        );
-        let mut refusals = verdict.refusals;
-        let mut forced = verdict.forced;
-        if let Some(vms) = facts.engine.usage.vms() {
-            let vm_verdict =
-                gate::judge_vms(inv, vms, &destroyed, gate::VmChange::ToHost, request.force);
-            refusals.extend(vm_verdict.refusals);
-            forced.extend(vm_verdict.forced);
-            if let crate::model::domain::VmFacts::NotAsked(why)
-            | crate::model::domain::VmFacts::Absent(why) = vms
-            {
-                out.notes.push(format!("VMs not checked: {why}"));
-            }
-        }
-        if !refusals.is_empty() {
-            return Err(SriovError::Held { pf, vfs, refusals });
-        }
-        out.notes.extend(forced);
-        out.checks.push(format!(
-            "VFs to destroy not in use (open handles, mounts, addresses, routes): {}",
-            addresses(&vfs)
+        judge_destroyed(inv, facts, request, vfs, &mut out)?;
+    }
+    push_steps(facts, request, kind, &mut out);
+    Ok(out)
+}
+
+/// The PF's `sriov_totalvfs`, `sriov_numvfs` and VFs; refused when `pf` is
+/// not a PF.
+fn pf_counts(pf: PciAddress, role: &SriovRole) -> Result<(u32, u32, Vec<PciAddress>), SriovError> {
+    match role {
+        SriovRole::Pf {
+            total_vfs,
+            num_vfs,
+            vfs,
+        } => Ok((*total_vfs, *num_vfs, vfs.clone())),
+        SriovRole::Vf { physfn } => Err(SriovError::NotPf {
+            device: pf,
+            what: format!("it is a VF of {physfn}"),
+        }),
+        SriovRole::None => Err(SriovError::NotPf {
+            device: pf,
+            what: "it has no SR-IOV capability (no sriov_totalvfs)".to_string(),
+        }),
+    }
+}
+
+/// The count stays: no step; the VFs present (less those left to their
+/// own `[[binding]]`) are planned onto the VF driver by the binding engine.
+fn count_stays(
+    inv: &Inventory,
+    facts: &SriovFacts,
+    request: &SriovRequest,
+    vfs: &[PciAddress],
+    out: &mut SriovPlan,
+) -> Result<(), SriovError> {
+    let pf = request.pf;
+    if request.numvfs == 0 {
+        out.notes
+            .push(format!("{pf} has no VFs enabled; left untouched"));
+    } else {
+        out.notes.push(format!(
+            "{pf} already has {} VFs; only their drivers are checked",
+            out.numvfs_before
         ));
-        if request.numvfs > 0 {
-            out.notes.push(format!(
-                "the kernel changes a non-zero VF count only through 0: {numvfs_before} -> 0 -> {}",
-                request.numvfs
-            ));
+        let targets = out.unkept(vfs);
+        if !targets.is_empty() {
+            let vf_request = Request {
+                goal: Goal::bind_to(&request.vf_driver),
+                targets,
+                with_group: false,
+                force: request.force,
+            };
+            out.vf_plan = Some(make_plan(inv, &facts.engine, &vf_request)?);
         }
     }
+    out.note_kept(vfs);
+    Ok(())
+}
+
+/// Changing a non-zero count destroys the VFs `vfs`: refused when the gate
+/// or the VM rules refuse releasing them (a holder: never overridable).
+fn judge_destroyed(
+    inv: &Inventory,
+    facts: &SriovFacts,
+    request: &SriovRequest,
+    vfs: Vec<PciAddress>,
+    out: &mut SriovPlan,
+) -> Result<(), SriovError> {
+    let (pf, numvfs_before) = (request.pf, out.numvfs_before);
+    let destroyed: BTreeSet<PciAddress> = vfs.iter().copied().collect();
+    let verdict = gate::judge(
+        inv,
+        facts.engine.usage,
+        &destroyed,
+        gate::Change::ReleaseNow,
+        request.force,
+    );
+    let mut refusals = verdict.refusals;
+    let mut forced = verdict.forced;
+    if let Some(vms) = facts.engine.usage.vms() {
+        let vm_verdict =
+            gate::judge_vms(inv, vms, &destroyed, gate::VmChange::ToHost, request.force);
+        refusals.extend(vm_verdict.refusals);
+        forced.extend(vm_verdict.forced);
+        if let crate::model::domain::VmFacts::NotAsked(why)
+        | crate::model::domain::VmFacts::Absent(why) = vms
+        {
+            out.notes.push(format!("VMs not checked: {why}"));
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(SriovError::Held { pf, vfs, refusals });
+    }
+    out.notes.extend(forced);
+    out.checks.push(format!(
+        "VFs to destroy not in use (open handles, mounts, addresses, routes): {}",
+        addresses(&vfs)
+    ));
+    if request.numvfs > 0 {
+        out.notes.push(format!(
+            "the kernel changes a non-zero VF count only through 0: {numvfs_before} -> 0 -> {}",
+            request.numvfs
+        ));
+    }
+    Ok(())
+}
+
+/// The sysfs writes, in the order the kernel needs them: autoprobe 0, the
+/// count through 0, the new count, its `virtfn` links, the VFs bound,
+/// autoprobe 1 again.
+fn push_steps(facts: &SriovFacts, request: &SriovRequest, kind: DriverKind, out: &mut SriovPlan) {
+    let (pf, numvfs_before) = (request.pf, out.numvfs_before);
     let autoprobe_off =
         request.numvfs > 0 && kind != DriverKind::Host && facts.autoprobe == Some(true);
     if autoprobe_off {
@@ -217,7 +256,6 @@ pub fn plan(
             "{pf} has no sriov_drivers_autoprobe: a native VF driver may probe the VFs before they are bound"
         ));
     }
-    Ok(out)
 }
 
 /// The writes putting `p.pf` back, in order: through 0 when the count
