@@ -4,11 +4,11 @@
 //! The public API (kept stable: `sriov`, `persist apply`, the udev hook and
 //! `sriov --persist` call it):
 //!
-//! - [`plan`]`(inv, facts, request) -> Result<SriovPlan, SriovError>`: pure.
+//! - [`plan`](fn@plan)`(inv, facts, request) -> Result<SriovPlan, SriovError>`: pure.
 //!   Refuses a device that is not a PF, a count above `sriov_totalvfs`, a PF
 //!   without a driver, and destroying VFs the gate refuses (a process holds
 //!   one: never overridable). Its [`SriovStep`]s print as the sysfs writes.
-//! - [`apply`]`(root, kernel, plan, variants) -> SriovApplied`: runs the steps; binds
+//! - [`apply`](fn@apply)`(root, kernel, plan, variants) -> SriovApplied`: runs the steps; binds
 //!   the VFs once their `virtfnN` links appear, through the binding engine
 //!   (`engine::plan` and `engine::apply`: gate, refusals, verification,
 //!   newest-first rollback); on failure puts the VF count and autoprobe
