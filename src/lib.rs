@@ -14,8 +14,9 @@
 //!   sysfs, kernel steps, modules, usage, declaration files (`host/config/`),
 //!   udev I/O, lock and change record, the libvirt helper process.
 //! - `engine`: `plan` (pure), `apply` (verification, rollback), `run`
-//!   (privilege -> lock -> read -> plan -> apply -> record), `enforce` (declarations),
-//!   `sriov` (a PF's VF count, the VFs bound through `plan` and `apply`),
+//!   (privilege -> lock -> read -> plan -> apply -> record), `enforce` (declarations;
+//!   returns its notes for the command to print), `sriov/` (a PF's VF count, the VFs
+//!   bound through `plan` and `apply`; in `sriov/plan.rs` (pure), `apply.rs`, `read.rs`),
 //!   `recover` (an interrupted change put back, from its intent).
 //! - `integrations`: what other programs consume or judge: health checks, boot
 //!   files, libvirt node devices, Nova configuration (`integrations/nova/`), udev

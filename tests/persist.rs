@@ -949,7 +949,8 @@ fn sriov_persist_declares_the_verified_count() {
             inv,
             report,
             vfioctl::integrations::udev::render_rules,
-        )?;
+        )?
+        .lines;
         Ok(())
     };
     let report =

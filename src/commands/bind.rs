@@ -4,12 +4,11 @@
 use std::io::Write;
 
 use crate::cli::BindArgs;
-use crate::engine::enforce::declare_and_write;
 use crate::engine::plan::Goal;
 use crate::host::HostRoot;
 use crate::model::{DriverName, Inventory};
 
-use super::{parse_selectors, run_change, LibvirtOptions};
+use super::{declare, parse_selectors, run_change, LibvirtOptions};
 
 pub fn run(
     root: &HostRoot,
@@ -28,7 +27,7 @@ pub fn run(
     let mut persisted: anyhow::Result<()> = Ok(());
     let status = {
         let mut declare = |inv: &Inventory| {
-            persisted = declare_and_write(
+            persisted = declare(
                 root,
                 inv,
                 &selectors,
@@ -37,7 +36,6 @@ pub fn run(
                     force: args.change.force,
                     ..Default::default()
                 },
-                crate::integrations::udev::render_rules,
                 &mut declared,
             );
         };

@@ -20,6 +20,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::cli::ChangeArgs;
+use crate::engine::enforce::{self, DeclareOptions};
 use crate::engine::plan::Goal;
 use crate::engine::run::{self, ChangeSpec};
 use crate::host::kernel::SysfsKernel;
@@ -28,7 +29,7 @@ use crate::host::vms::VmSource;
 use crate::host::HostRoot;
 use crate::integrations::nodedev::NodeDevice;
 use crate::model::domain::VmFacts;
-use crate::model::{Selector, SelectorError};
+use crate::model::{DriverName, Inventory, Selector, SelectorError};
 use crate::output::{report::render, write_json};
 
 /// How to reach libvirt, from the global options; only the commands that
@@ -77,6 +78,38 @@ pub fn vm_note(vms: &VmFacts) -> Option<String> {
         )),
         VmFacts::NotAsked(_) => None,
     }
+}
+
+/// Prints notes an engine step returned, in order, through the note policy.
+pub fn print_notes(notes: &[String]) {
+    for text in notes {
+        crate::output::note(text);
+    }
+}
+
+/// Declares `selectors` (`bind --persist`, `persist add`): the refusals
+/// first, what `--force` overrode printed before anything is written, then
+/// the declarations and udev rules written and the rules' notes printed.
+pub fn declare(
+    root: &HostRoot,
+    inv: &Inventory,
+    selectors: &[Selector],
+    driver: Option<&DriverName>,
+    options: DeclareOptions,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let judged = enforce::judge_declarations(root, inv, selectors, driver, options)?;
+    print_notes(&judged.notes);
+    let notes = enforce::write_declarations(
+        root,
+        inv,
+        &judged.decls,
+        options,
+        crate::integrations::udev::render_rules,
+        out,
+    )?;
+    print_notes(&notes);
+    Ok(())
 }
 
 /// Parses every selector, failing on the first malformed one.

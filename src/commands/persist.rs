@@ -9,9 +9,7 @@ use crate::cli::{
     PersistAction, PersistAddArgs, PersistApplyArgs, PersistListArgs, PersistRemoveArgs,
     PersistRulesArgs,
 };
-use crate::engine::enforce::{
-    apply_declarations, declare_and_write, print_rules_status, DeclareOptions,
-};
+use crate::engine::enforce::{apply_declarations, write_rules_status, DeclareOptions};
 use crate::engine::gate;
 use crate::engine::plan::PlanError;
 use crate::engine::run::{self, ChangeReport, NotPrivileged};
@@ -76,15 +74,7 @@ fn add(root: &HostRoot, args: &PersistAddArgs, out: &mut dyn Write) -> anyhow::R
         force: args.force,
         dry_run: args.dry_run,
     };
-    declare_and_write(
-        root,
-        &inv,
-        &selectors,
-        driver.as_ref(),
-        options,
-        udev::render_rules,
-        out,
-    )?;
+    super::declare(root, &inv, &selectors, driver.as_ref(), options, out)?;
     if !args.dry_run {
         writeln!(
             out,
@@ -272,10 +262,9 @@ fn remove(
         writeln!(out, "dry run: nothing written")?;
         return Ok(crate::cli::exit::OK);
     }
-    print_rules_status(
-        out,
-        &udev_io::install_rules(root, &udev::render_rules(&config::load(root)?))?,
-    )?;
+    let status = udev_io::install_rules(root, &udev::render_rules(&config::load(root)?))?;
+    write_rules_status(out, &status)?;
+    super::print_notes(&status.notes);
     writeln!(
         out,
         "devices stay on their current driver; `vfioctl restore` gives them back to the host"
@@ -563,7 +552,8 @@ fn rules(root: &HostRoot, args: &PersistRulesArgs, out: &mut dyn Write) -> anyho
         if !status.written {
             writeln!(out, "{} is current", udev_io::GENERATED_RULES)?;
         }
-        print_rules_status(out, &status)?;
+        write_rules_status(out, &status)?;
+        super::print_notes(&status.notes);
     } else {
         write!(out, "{}", udev::render_rules(&config::load(root)?))?;
     }

@@ -36,7 +36,9 @@ pub fn run(
     }
     let mut declared = Vec::new();
     let mut declare = |inv: &Inventory, report: &SriovReport| -> anyhow::Result<()> {
-        declared = declare_sriov(root, inv, report, udev::render_rules)?;
+        let done = declare_sriov(root, inv, report, udev::render_rules)?;
+        super::print_notes(&done.notes);
+        declared = done.lines;
         Ok(())
     };
     let after: Option<AfterSriov> = if args.persist {

@@ -19,12 +19,14 @@ use crate::host::udev::{self as udev_io, RulesStatus};
 use crate::host::usage::read_usage;
 use crate::host::HostRoot;
 use crate::model::declaration::{
-    declare, Declarations, DeclaredDriver, Fit, Origin, SriovDeclaration,
+    declare, Declaration, Declarations, DeclaredDriver, Fit, Origin, SriovDeclaration,
 };
 use crate::model::fabric::device_may_leave_host;
 use crate::model::{DriverName, Inventory, PciAddress, Selector};
 
-pub fn print_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io::Result<()> {
+/// Writes what installing the udev rules did ("rewrote ..."); its notes
+/// (`status.notes`) are the caller's to print, through the note policy.
+pub fn write_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io::Result<()> {
     if status.written {
         writeln!(
             out,
@@ -36,9 +38,6 @@ pub fn print_rules_status(out: &mut dyn Write, status: &RulesStatus) -> std::io:
                 ""
             }
         )?;
-    }
-    for text in &status.notes {
-        crate::output::note(text);
     }
     Ok(())
 }
@@ -78,18 +77,27 @@ pub struct AlreadyDeclared {
     pub detail: String,
 }
 
-/// Declares the devices, then bind --persist and persist add share this.
-/// Every device a new declaration covers now (an ID or class declaration
-/// may cover many) passes the gate as claimed at every boot first.
-pub fn declare_and_write(
+/// Declarations `judge_declarations` let through, not written yet.
+pub struct Judged {
+    pub decls: Vec<Declaration>,
+    /// What `--force` overrode, for the caller to print before anything
+    /// is written.
+    pub notes: Vec<String>,
+}
+
+/// The first half of declaring (`bind --persist`, `persist add`): the
+/// declarations for the devices, refused when one is declared already
+/// (with `refuse_existing`) or in a file vfioctl does not own, or when the
+/// gate refuses a device a new declaration covers now (an ID or class
+/// declaration may cover many) as claimed at every boot. Writes nothing;
+/// [`write_declarations`] is the second half.
+pub fn judge_declarations(
     root: &HostRoot,
     inv: &Inventory,
     selectors: &[Selector],
     driver: Option<&DriverName>,
     options: DeclareOptions,
-    render_rules: RenderRules,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Judged> {
     let mut decls = declare(inv, selectors, driver)?;
     for decl in decls.iter_mut().filter(|d| d.address.is_none()) {
         if options.expect.is_some() {
@@ -139,18 +147,34 @@ pub fn declare_and_write(
     if !verdict.allowed() {
         return Err(PlanError::Refused(verdict.refusals).into());
     }
-    for note in &verdict.forced {
-        crate::output::note(note);
-    }
+    Ok(Judged {
+        decls,
+        notes: verdict.forced,
+    })
+}
+
+/// The second half of declaring: refused, with nothing written, when one
+/// of `decls` (from [`judge_declarations`]) would take an NVSwitch from
+/// Fabric Manager; else each written to its bindings.d file and said on
+/// `out`, then the udev rules regenerated. Returns the notes of installing
+/// the rules, for the caller to print. A dry run writes nothing.
+pub fn write_declarations(
+    root: &HostRoot,
+    inv: &Inventory,
+    decls: &[Declaration],
+    options: DeclareOptions,
+    render_rules: RenderRules,
+    out: &mut dyn Write,
+) -> anyhow::Result<Vec<String>> {
     // Nothing is written when a declaration would take an NVSwitch from
     // Fabric Manager.
     let fabric = hostfacts::fabric_of_host(root, inv);
-    for decl in &decls {
+    for decl in decls {
         for dev in inv.devices.iter().filter(|d| decl.fit(d) == Fit::Applies) {
             device_may_leave_host(fabric.as_ref(), dev)?;
         }
     }
-    for decl in &decls {
+    for decl in decls {
         let path = if options.dry_run {
             root.path(config::BINDINGS_DIR)
                 .join(config::file_name(decl))
@@ -183,23 +207,31 @@ pub fn declare_and_write(
     }
     if options.dry_run {
         writeln!(out, "dry run: nothing written")?;
-        return Ok(());
+        return Ok(Vec::new());
     }
     let all = config::load(root)?;
-    print_rules_status(out, &udev_io::install_rules(root, &render_rules(&all))?)?;
-    Ok(())
+    let status = udev_io::install_rules(root, &render_rules(&all))?;
+    write_rules_status(out, &status)?;
+    Ok(status.notes)
+}
+
+/// What `sriov --persist` declared: the lines to print after the change
+/// report, and the notes of installing the rules, for the caller to print.
+pub struct SriovDeclared {
+    pub lines: Vec<String>,
+    pub notes: Vec<String>,
 }
 
 /// `sriov --persist`: declares the PF's count and VF driver just set and
 /// verified (`[[sriov]]` in its own bindings.d file, replacing an earlier
 /// one for the PF) and regenerates the udev rules; run under the change's
-/// lock with the inventory read before it. Returns the lines to print.
+/// lock with the inventory read before it.
 pub fn declare_sriov(
     root: &HostRoot,
     inv: &Inventory,
     report: &SriovReport,
     render_rules: RenderRules,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<SriovDeclared> {
     let pf = report.plan.pf;
     let dev = inv
         .device(&pf)
@@ -223,13 +255,18 @@ pub fn declare_sriov(
         driver_label(&decl.vf_driver),
         path.strip_prefix(root.base()).unwrap_or(&path).display()
     )];
-    let mut status = Vec::new();
-    print_rules_status(
-        &mut status,
-        &udev_io::install_rules(root, &render_rules(&config::load(root)?))?,
-    )?;
-    lines.extend(String::from_utf8_lossy(&status).lines().map(str::to_string));
-    Ok(lines)
+    let status = udev_io::install_rules(root, &render_rules(&config::load(root)?))?;
+    let mut written = Vec::new();
+    write_rules_status(&mut written, &status)?;
+    lines.extend(
+        String::from_utf8_lossy(&written)
+            .lines()
+            .map(str::to_string),
+    );
+    Ok(SriovDeclared {
+        lines,
+        notes: status.notes,
+    })
 }
 
 /// Devices to bind per declared driver (keyed by its label), with the goal.
