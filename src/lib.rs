@@ -1,27 +1,32 @@
 //! vfioctl: safe, repeatable and checkable PCI passthrough (VFIO) for KVM hosts.
 //!
 //! Data flows one way: host root -> inventory -> plan (pure) -> apply ->
-//! verify -> report. The modules name those stages, and imports point down
-//! this list only:
+//! verify -> report. The modules name those stages; each imports only
+//! modules listed above it:
 //!
 //! - `cli`: clap definitions and the exit-status table (`build.rs` renders the man page from both).
-//! - `error`: maps typed errors to one line and one `ExitStatus`; imports no command.
 //! - `model`: the pure PCI domain: addresses, IDs, drivers, devices, IOMMU groups,
-//!   selectors, the inventory, modaliases, declarations (`model/declaration/`). No I/O.
+//!   selectors, the inventory, modaliases, declarations (`model/declaration/`), libvirt
+//!   domains and Nova metadata, PCIe health facts and thresholds, the HGX fabric, the
+//!   XML walks libvirt's readers share. No I/O.
 //!   `model::test_support` (test fixtures) is built only for tests and with
 //!   the `test-support` feature, which the fuzz crate turns on.
 //! - `host`: every read and write of host state under one `HostRoot` (`--root`):
-//!   sysfs, kernel steps, modules, usage, declaration files (`host/config/`),
-//!   udev I/O, lock and change record, the libvirt helper process.
+//!   sysfs, kernel steps, modules, usage (`usage`, `usage_net` over `usage_walk`),
+//!   the /proc walk for holders, declaration files (`host/config/`), udev I/O, lock
+//!   and change record, PCIe health reads and the AER baseline, the libvirt helper
+//!   process and the VMs it reports.
+//! - `integrations`: what other programs consume or judge: node health checks
+//!   (`integrations/check/`, one file per family), boot files, libvirt node devices,
+//!   Nova configuration (`integrations/nova/`), udev rule rendering.
 //! - `engine`: `plan` (pure), `apply` (verification, rollback), `run`
-//!   (privilege -> lock -> read -> plan -> apply -> record), `enforce` (declarations;
-//!   returns its notes for the command to print), `sriov/` (a PF's VF count, the VFs
-//!   bound through `plan` and `apply`; in `sriov/plan.rs` (pure), `apply.rs`, `read.rs`),
-//!   `recover` (an interrupted change put back, from its intent).
-//! - `integrations`: what other programs consume or judge: health checks, boot
-//!   files, libvirt node devices, Nova configuration (`integrations/nova/`), udev
-//!   rule rendering.
+//!   (privilege -> lock -> read -> plan -> apply -> record), `gate` (the one safety
+//!   gate), `enforce` (declarations; returns its notes for the command to print),
+//!   `sriov/` (a PF's VF count, the VFs bound through `plan` and `apply`; in
+//!   `sriov/plan.rs` (pure), `apply.rs`, `read.rs`), `recover` (an interrupted change
+//!   put back, from its intent). (`gate`'s tests read `cli`'s safety table.)
 //! - `output`: tables, labels, JSON records and the change report.
+//! - `error`: maps typed errors to one line and one `ExitStatus`; imports no command.
 //! - `commands`: one thin file per verb, gluing the stages; no command imports another.
 
 pub mod cli;

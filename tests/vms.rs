@@ -482,11 +482,21 @@ fn force_gives_the_device_back_on_the_simulated_kernel() {
 fn a_silent_libvirt_refuses_changes_unless_no_libvirt() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("virtqemud-sock-ro");
-    // Accepts connections and never answers, like a wedged daemon.
+    // Accepts connections and never answers, like a wedged daemon, until
+    // the test ends: however many connections arrive (a helper killed at
+    // the deadline before it connected makes one fewer), the thread ends.
     let listener = UnixListener::bind(&socket).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
     let held = std::thread::spawn(move || {
-        let conns: Vec<_> = (0..3).filter_map(|_| listener.accept().ok()).collect();
-        std::thread::sleep(Duration::from_secs(2));
+        let mut conns = Vec::new();
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((conn, _)) => conns.push(conn),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
         drop(conns);
     });
     let host = vm_lab();
@@ -545,6 +555,7 @@ fn a_silent_libvirt_refuses_changes_unless_no_libvirt() {
         "{}",
         r.stderr
     );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     held.join().unwrap();
 }
 
