@@ -438,9 +438,7 @@ mod tests {
     }
 
     use crate::model::device::tests::endpoint;
-    use crate::model::domain::{
-        Domain, DomainDefinition, DomainState, HostDevice, HostDeviceKind, VmFacts,
-    };
+    use crate::model::domain::{Domain, DomainDefinition, HostDevice, HostDeviceKind, VmFacts};
     use crate::model::IommuGroup;
 
     /// A GPU PF (25:00.0) with a VF (25:00.4), and a GPU with its audio
@@ -490,22 +488,14 @@ mod tests {
             devices,
             nova: None,
         };
-        Domain {
-            name: name.into(),
-            uuid: "u".into(),
-            id: active.then_some(1),
+        crate::model::test_support::domain(
+            name,
             active,
-            state: if active {
-                DomainState::Running
-            } else {
-                DomainState::ShutOff
-            },
-            persistent: true,
+            true,
             autostart,
-            live: active.then(|| def.clone()),
-            config: Some(def),
-            qemu_pid: None,
-        }
+            active.then(|| def.clone()),
+            Some(def),
+        )
     }
 
     fn pci(addr: &str, managed: bool) -> HostDevice {

@@ -749,22 +749,14 @@ mod tests {
                 .collect(),
             nova: None,
         };
-        Domain {
-            name: "d".into(),
-            uuid: "u".into(),
-            id: active.then_some(1),
+        crate::model::test_support::domain(
+            "d",
             active,
-            state: if active {
-                DomainState::Running
-            } else {
-                DomainState::ShutOff
-            },
             persistent,
-            autostart: false,
-            live: active.then(|| def(live)),
-            config: persistent.then(|| def(config)),
-            qemu_pid: None,
-        }
+            false,
+            active.then(|| def(live)),
+            persistent.then(|| def(config)),
+        )
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the default build nor the released binary contains this module.
 
 use super::device::{HeaderType, PciDevice, SriovRole};
+use super::domain::{Domain, DomainDefinition, DomainState};
 use super::ids::{ClassCode, DeviceId, DeviceIds, VendorId};
 
 /// A minimal endpoint at `addr` (any form `PciAddress` parses) of `class`:
@@ -33,5 +34,33 @@ pub fn endpoint(addr: &str, class: u32) -> PciDevice {
         suppliers: vec![],
         power_state: None,
         device_locked: false,
+    }
+}
+
+/// A libvirt domain `name` for the VM rules' tests: running (id 1) or shut
+/// off, with its live and inactive definitions as given.
+pub fn domain(
+    name: &str,
+    active: bool,
+    persistent: bool,
+    autostart: bool,
+    live: Option<DomainDefinition>,
+    config: Option<DomainDefinition>,
+) -> Domain {
+    Domain {
+        name: name.into(),
+        uuid: "u".into(),
+        id: active.then_some(1),
+        active,
+        state: if active {
+            DomainState::Running
+        } else {
+            DomainState::ShutOff
+        },
+        persistent,
+        autostart,
+        live,
+        config,
+        qemu_pid: None,
     }
 }

@@ -272,9 +272,7 @@ mod tests {
 
     #[test]
     fn domains_that_start_together_share_a_device_critically() {
-        use crate::model::domain::{
-            Domain, DomainDefinition, DomainState, HostDevice, HostDeviceKind, VmFacts,
-        };
+        use crate::model::domain::{Domain, DomainDefinition, HostDevice, HostDeviceKind, VmFacts};
         let dom = |name: &str, active: bool, autostart: bool| {
             let def = DomainDefinition {
                 name: name.into(),
@@ -287,22 +285,14 @@ mod tests {
                 }],
                 nova: None,
             };
-            Domain {
-                name: name.into(),
-                uuid: "u".into(),
-                id: None,
+            crate::model::test_support::domain(
+                name,
                 active,
-                state: if active {
-                    DomainState::Running
-                } else {
-                    DomainState::ShutOff
-                },
-                persistent: true,
+                true,
                 autostart,
-                live: active.then(|| def.clone()),
-                config: Some(def),
-                qemu_pid: None,
-            }
+                active.then(|| def.clone()),
+                Some(def),
+            )
         };
         let inv = Inventory::default();
         let shared = |domains: Vec<Domain>| {
