@@ -72,7 +72,9 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
         if cause.is::<crate::model::declaration::Conflict>() {
             return ExitStatus::Config;
         }
-        if cause.is::<crate::engine::recover::RecoverError>() {
+        if cause.is::<crate::engine::recover::RecoverError>()
+            || cause.is::<crate::engine::enforce::SriovNotDeclared>()
+        {
             return ExitStatus::Refused;
         }
         if let Some(e) = cause.downcast_ref::<ConfigError>() {
@@ -87,7 +89,7 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
         if cause.is::<NotOwned>()
             || cause.is::<AlreadyDeclared>()
             || cause.is::<StaysOnHost>()
-            || cause.is::<crate::engine::gate::BootRefused>()
+            || cause.is::<crate::gate::BootRefused>()
         {
             return ExitStatus::Refused;
         }

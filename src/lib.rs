@@ -33,6 +33,7 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod error;
+pub mod gate;
 pub mod host;
 pub mod integrations;
 pub mod model;
@@ -94,7 +95,7 @@ fn run_command(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         Command::Sriov(args) => commands::sriov::run(&root, &libvirt, args, out),
         Command::Restore(args) => commands::restore::run(&root, &libvirt, args, out),
         Command::Unbind(args) => commands::unbind::run(&root, &libvirt, args, out),
-        Command::Recover(args) => commands::recover::run(&root, args, out),
+        Command::Recover(args) => commands::recover::run(&root, &libvirt, args, out),
         Command::Persist { action } => commands::persist::run(&root, &libvirt, action, out),
         Command::HostConfig(args) => commands::host_config::run(&root, args, out),
         Command::Check(args) => commands::check::run(&root, &libvirt, args, out),

@@ -11,7 +11,6 @@ use support::topologies;
 use vfioctl::engine::apply::Status;
 use vfioctl::engine::plan::{Goal, PlanError, Step};
 use vfioctl::engine::run::{self, ChangeReport, ChangeSpec};
-use vfioctl::host::kernel::PciKernel;
 use vfioctl::host::state;
 use vfioctl::host::sysfs::{read_inventory, Names};
 use vfioctl::host::HostRoot;
@@ -19,7 +18,7 @@ use vfioctl::model::{DriverName, Inventory, PciAddress, Selector};
 
 fn spec(goal: Goal, selectors: &[&str]) -> ChangeSpec {
     ChangeSpec {
-        caller: goal.verb(),
+        path: vfioctl::gate::path_of(&goal),
         goal,
         selectors: selectors
             .iter()
@@ -29,7 +28,7 @@ fn spec(goal: Goal, selectors: &[&str]) -> ChangeSpec {
         force: false,
         dry_run: false,
         timeout: Duration::from_millis(300),
-        vms: vfioctl::host::vms::VmSource::Never("tests"),
+        vms: vfioctl::host::vms::VmSource::Skipped,
     }
 }
 
@@ -62,7 +61,7 @@ fn override_of(host: &FakeHost, addr: &str) -> Option<String> {
 fn refusal(result: anyhow::Result<ChangeReport>) -> String {
     let err = result.expect_err("refused");
     match err.downcast_ref::<PlanError>() {
-        Some(PlanError::Refused(reasons)) => vfioctl::engine::refusal::joined(reasons),
+        Some(PlanError::Refused(reasons)) => vfioctl::gate::joined(reasons),
         other => panic!("expected a refusal, got {other:?}: {err:#}"),
     }
 }
@@ -477,10 +476,18 @@ fn variant_driver_is_chosen_by_modules_alias() {
         "{err}"
     );
     // Without VFs it has no variant: plain vfio-pci, loaded first since it
-    // is not registered.
-    kernel
-        .set_numvfs(addr("3b:00.0"), 0, Duration::from_secs(1))
-        .unwrap();
+    // is not registered. (The VFs go through the engine: no kernel write is
+    // made without the gate's permit.)
+    let no_vfs = vfioctl::engine::sriov::SriovSpec {
+        selector: "3b:00.0".parse().unwrap(),
+        numvfs: 0,
+        vf_driver: vfioctl::model::declaration::DeclaredDriver::Auto,
+        force: false,
+        dry_run: false,
+        timeout: Duration::from_secs(1),
+        vms: vfioctl::host::vms::VmSource::Skipped,
+    };
+    vfioctl::engine::sriov::run(&HostRoot::new(host.root()), &no_vfs, &kernel).unwrap();
     let err = run(&host, &kernel, &pf).err().unwrap();
     assert!(
         format!("{err}").contains("module vfio_pci is not installed for kernel 6.1.0-fake"),

@@ -95,6 +95,7 @@ fn recover_spec() -> RecoverSpec {
         force: false,
         forget: false,
         timeout: TIMEOUT,
+        vms: vfioctl::host::vms::VmSource::Skipped,
     }
 }
 
@@ -237,14 +238,14 @@ impl Scenario {
 
 fn bind_change(root: &Path, kernel: &dyn PciKernel) {
     let spec = ChangeSpec {
-        caller: "bind",
+        path: vfioctl::gate::Path::Bind,
         goal: Goal::BindVfio,
         selectors: selectors(&["01:00.0"]),
         with_group: false,
         force: false,
         dry_run: false,
         timeout: TIMEOUT,
-        vms: vfioctl::host::vms::VmSource::Never("tests"),
+        vms: vfioctl::host::vms::VmSource::Skipped,
     };
     let report = run::run(&HostRoot::new(root), &spec, kernel).unwrap();
     assert!(run::failure(&report).is_none());
@@ -295,7 +296,7 @@ fn sriov_to(numvfs: u16) -> impl Fn(&Path, &dyn PciKernel) {
             force: false,
             dry_run: false,
             timeout: TIMEOUT,
-            vms: vfioctl::host::vms::VmSource::Never("tests"),
+            vms: vfioctl::host::vms::VmSource::Skipped,
         };
         let report = sriov::run(&HostRoot::new(root), &spec, kernel).unwrap();
         assert!(sriov::failure(&report).is_none());
@@ -387,7 +388,7 @@ fn a_later_sriov_never_takes_the_killed_ones_autoprobe_0_as_the_value_to_restore
         force: false,
         dry_run: false,
         timeout: TIMEOUT,
-        vms: vfioctl::host::vms::VmSource::Never("tests"),
+        vms: vfioctl::host::vms::VmSource::Skipped,
     };
     let err = sriov::run(&root, &later, &kernel).unwrap_err();
     assert!(format!("{err:#}").contains("vfioctl recover"), "{err:#}");
@@ -464,7 +465,7 @@ fn persist_apply_killed_at_every_step_is_reported_and_recovered() {
         vfioctl::engine::enforce::apply_sriov(
             &HostRoot::new(host.root()),
             &kernel,
-            "persist apply",
+            vfioctl::gate::Path::PersistApply,
             &decls,
             &decls.sriov[0],
             false,
@@ -522,14 +523,14 @@ fn a_failed_rollback_stays_recorded_until_recover() {
         .rejects
         .insert(("0000:02:00.0".into(), "nvidia".into()));
     let spec = ChangeSpec {
-        caller: "bind",
+        path: vfioctl::gate::Path::Bind,
         goal: Goal::BindVfio,
         selectors: selectors(&["02:00.0"]),
         with_group: true,
         force: false,
         dry_run: false,
         timeout: TIMEOUT,
-        vms: vfioctl::host::vms::VmSource::Never("tests"),
+        vms: vfioctl::host::vms::VmSource::Skipped,
     };
     let root = HostRoot::new(host.root());
     let report = run::run(&root, &spec, &kernel).unwrap();
@@ -758,7 +759,7 @@ fn the_udev_hook_is_refused_by_an_interrupted_change_of_this_boot_only() {
         vfioctl::engine::enforce::enforce(
             &root,
             kernel,
-            "udev-hook",
+            vfioctl::gate::Path::UdevHook,
             Goal::BindVfio,
             &["0000:03:00.0".parse().unwrap()],
             false,

@@ -12,7 +12,6 @@ use support::fakehost::FakeHost;
 use support::simkernel::SimKernel;
 use support::{golden, topologies};
 use vfioctl::engine::enforce::apply_declarations;
-use vfioctl::host::kernel::PciKernel;
 use vfioctl::host::HostRoot;
 
 fn read(host: &FakeHost, rel: &str) -> String {
@@ -905,9 +904,7 @@ fn persist_apply_creates_the_declared_vfs_with_no_native_bind() {
                 .any(|l| l.starts_with("OK") && l.contains("sriov.0000:01:00.0.numvfs")),
         "{out}"
     );
-    kernel
-        .set_numvfs(IGB_PF.parse().unwrap(), 0, Duration::from_secs(1))
-        .unwrap();
+    kernel.by_hand_numvfs(IGB_PF.parse().unwrap(), 0).unwrap();
     let out = vfioctl(host.root(), &["check"]).stdout;
     let count = out
         .lines()
@@ -938,7 +935,7 @@ fn sriov_persist_declares_the_verified_count() {
         force: false,
         dry_run: false,
         timeout: Duration::from_millis(300),
-        vms: vfioctl::host::vms::VmSource::Never("tests"),
+        vms: vfioctl::host::vms::VmSource::Skipped,
     };
     let mut lines = Vec::new();
     let mut declare = |inv: &vfioctl::model::Inventory,
@@ -971,9 +968,7 @@ fn sriov_persist_declares_the_verified_count() {
     assert!(read(&host, "etc/udev/rules.d/69-vfioctl-bindings.rules")
         .contains("KERNEL==\"0000:01:00.0\", ATTR{vendor}==\"0x8086\", ATTR{device}==\"0x10c9\", ENV{VFIOCTL_NUMVFS}=\"3\""));
     // The count went back to 0 by hand: persist apply restores the declared 3.
-    kernel
-        .set_numvfs(IGB_PF.parse().unwrap(), 0, Duration::from_secs(1))
-        .unwrap();
+    kernel.by_hand_numvfs(IGB_PF.parse().unwrap(), 0).unwrap();
     let done = apply_declarations(&root, &kernel, false, Duration::from_millis(300)).unwrap();
     assert!(done.errors.is_empty(), "{:?}", done.errors);
     assert_eq!(igb_vf_drivers(&host), vec!["vfio-pci"; 3]);

@@ -16,7 +16,7 @@ use vfioctl::model::Selector;
 
 fn spec(goal: Goal, selectors: &[&str], force: bool) -> ChangeSpec {
     ChangeSpec {
-        caller: goal.verb(),
+        path: vfioctl::gate::path_of(&goal),
         goal,
         selectors: selectors
             .iter()
@@ -26,7 +26,7 @@ fn spec(goal: Goal, selectors: &[&str], force: bool) -> ChangeSpec {
         force,
         dry_run: false,
         timeout: Duration::from_millis(300),
-        vms: vfioctl::host::vms::VmSource::Never("tests"),
+        vms: vfioctl::host::vms::VmSource::Skipped,
     }
 }
 
@@ -38,7 +38,7 @@ fn run(host: &FakeHost, spec: &ChangeSpec) -> anyhow::Result<ChangeReport> {
 fn refusal(result: anyhow::Result<ChangeReport>) -> String {
     let err = result.expect_err("refused");
     match err.downcast_ref::<PlanError>() {
-        Some(PlanError::Refused(reasons)) => vfioctl::engine::refusal::joined(reasons),
+        Some(PlanError::Refused(reasons)) => vfioctl::gate::joined(reasons),
         other => panic!("expected a refusal, got {other:?}: {err:#}"),
     }
 }
@@ -448,24 +448,6 @@ fn a_pending_unbind_whose_override_is_locked_still_returns_by_the_deadline() {
         "{}",
         check.stdout
     );
-}
-
-#[test]
-fn a_blocking_write_runs_in_a_helper_process_the_parent_stops_waiting_for() {
-    use vfioctl::host::kernel::{KernelError, PciKernel, SysfsKernel};
-    let host = blocking_unbind_host();
-    let kernel = SysfsKernel::new(HostRoot::new(host.root()));
-    let err = kernel
-        .unbind(
-            "0000:08:00.0".parse().unwrap(),
-            &vfioctl::model::DriverName::new("snd_hda_intel"),
-            Duration::from_millis(200),
-        )
-        .unwrap_err();
-    assert!(matches!(err, KernelError::Timeout { .. }), "{err}");
-    // The parent stopped waiting; the helper still holds the write, which
-    // completes once the holder lets go (a reader opens the FIFO).
-    assert_eq!(let_go(&host), "0000:08:00.0");
 }
 
 /// A display function with a DRM driver and its HD-audio companion, each

@@ -14,7 +14,6 @@ use support::simkernel::SimKernel;
 use support::topologies;
 use vfioctl::engine::apply::Status;
 use vfioctl::engine::sriov::{self, SriovError, SriovReport, SriovSpec};
-use vfioctl::host::kernel::PciKernel;
 use vfioctl::host::sysfs::{read_inventory, Names};
 use vfioctl::host::HostRoot;
 use vfioctl::model::declaration::DeclaredDriver;
@@ -36,7 +35,7 @@ fn spec(numvfs: u16) -> SriovSpec {
         force: false,
         dry_run: false,
         timeout: Duration::from_millis(300),
-        vms: vfioctl::host::vms::VmSource::Never("tests"),
+        vms: vfioctl::host::vms::VmSource::Skipped,
     }
 }
 
@@ -79,9 +78,7 @@ fn the_simulated_kernel_binds_new_vfs_natively_while_autoprobe_is_1() {
     // The control for the test below: without autoprobe 0, igbvf binds.
     let host = topologies::igb_pf();
     let kernel = kernel(&host);
-    kernel
-        .set_numvfs(pf(), 2, Duration::from_secs(1))
-        .expect("0 -> 2");
+    kernel.by_hand_numvfs(pf(), 2).expect("0 -> 2");
     assert_eq!(
         vfs(&host),
         [
@@ -90,9 +87,7 @@ fn the_simulated_kernel_binds_new_vfs_natively_while_autoprobe_is_1() {
         ]
     );
     // N -> M with both non-zero is EBUSY, as in the kernel.
-    let err = kernel
-        .set_numvfs(pf(), 3, Duration::from_secs(1))
-        .unwrap_err();
+    let err = kernel.by_hand_numvfs(pf(), 3).unwrap_err();
     assert!(err.to_string().contains("busy"), "{err}");
 }
 

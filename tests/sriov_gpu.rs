@@ -35,7 +35,7 @@ fn spec(numvfs: u16) -> SriovSpec {
         force: false,
         dry_run: false,
         timeout: Duration::from_millis(300),
-        vms: vfioctl::host::vms::VmSource::Never("tests"),
+        vms: vfioctl::host::vms::VmSource::Skipped,
     }
 }
 
@@ -209,14 +209,14 @@ fn binding_a_vf_moves_that_vf_alone() {
     // Applied: only 25:00.4 moves.
     let kernel = kernel(&host);
     let spec = ChangeSpec {
-        caller: "bind",
+        path: vfioctl::gate::Path::Bind,
         goal: Goal::BindVfio,
         selectors: vec!["25:00.4".parse().unwrap()],
         with_group: false,
         force: false,
         dry_run: false,
         timeout: Duration::from_millis(300),
-        vms: vfioctl::host::vms::VmSource::Never("tests"),
+        vms: vfioctl::host::vms::VmSource::Skipped,
     };
     let report = run::run(&HostRoot::new(host.root()), &spec, &kernel).unwrap();
     assert!(run::failure(&report).is_none());

@@ -430,8 +430,8 @@ fn persist_remove_is_refused_while_a_defined_vm_needs_the_device() {
 #[test]
 fn force_gives_the_device_back_on_the_simulated_kernel() {
     use vfioctl::engine::plan::{Goal, PlanError};
-    use vfioctl::engine::refusal::RefusalKind;
     use vfioctl::engine::run::{self, ChangeSpec};
+    use vfioctl::gate::RefusalKind;
     use vfioctl::host::libvirt::Target;
     use vfioctl::host::vms::VmSource;
     use vfioctl::host::HostRoot;
@@ -446,7 +446,7 @@ fn force_gives_the_device_back_on_the_simulated_kernel() {
     host.register_driver("nvidia", Some("nvidia"));
     let kernel = support::simkernel::SimKernel::new(&host);
     let spec = |force: bool| ChangeSpec {
-        caller: "restore",
+        path: vfioctl::gate::Path::Restore,
         goal: Goal::Restore,
         selectors: vec!["25:00.0".parse().unwrap()],
         with_group: false,

@@ -8,9 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use serde::Serialize;
 
 use crate::cli::HostConfigArgs;
-use crate::engine::gate::{self, BootRefused};
 use crate::engine::run::{privileged, NotPrivileged};
 use crate::error::NotOwned;
+use crate::gate::{self, BootRefused, ClaimKey, Path};
 use crate::host::config::{self, ConfigError};
 use crate::host::hostfacts::{read_cpu, read_facts};
 use crate::host::sysfs::{read_inventory, Names};
@@ -65,11 +65,13 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
     // The rules `persist apply` follows, without --force: the files claim
     // at every boot, where nobody is asked.
     let affected = gate::boot_affected(&inv, &facts.declarations, &blacklisted, facts.ids_option);
-    let verdict = gate::judge(
+    let verdict = gate::clear_claims(
         &inv,
         &read_usage(root),
+        crate::host::hostfacts::fabric_of_host(root, &inv).as_ref(),
+        vec![ClaimKey::BootFiles],
         &affected,
-        gate::Change::ClaimAtBoot,
+        Path::HostConfig,
         false,
     );
     // Declarations that conflict are left out of the files; --write
@@ -78,15 +80,21 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
     if let (Some(conflict), true) = (conflicts.first(), args.write) {
         return Err(conflict.clone().into());
     }
-    let refused = (!verdict.allowed()).then_some(BootRefused {
-        what: "the boot files",
-        hint: if facts.blacklist || facts.ids_option {
-            ", or drop --blacklist/--ids"
-        } else {
-            ""
-        },
-        refusals: verdict.refusals,
-    });
+    let (claims, refused) = match verdict {
+        Ok(claims) => (Some(claims), None),
+        Err(refusals) => (
+            None,
+            Some(BootRefused {
+                what: "the boot files",
+                hint: if facts.blacklist || facts.ids_option {
+                    ", or drop --blacklist/--ids"
+                } else {
+                    ""
+                },
+                refusals,
+            }),
+        ),
+    };
     if let (Some(refused), false) = (&refused, args.remove) {
         if args.write {
             return Err(refused.clone().into());
@@ -132,8 +140,13 @@ pub fn run(root: &HostRoot, args: &HostConfigArgs, out: &mut dyn Write) -> anyho
             };
             let mode_differs =
                 fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o777 != file.mode);
-            if args.write && changing && (status != "unchanged" || mode_differs) {
-                config::write_atomic(root, &path, &file.content, file.mode)?;
+            if let (true, true, true, Some(claims)) = (
+                args.write,
+                changing,
+                status != "unchanged" || mode_differs,
+                &claims,
+            ) {
+                config::write_boot_file(root, claims, &path, &file.content, file.mode)?;
             }
             status
         };

@@ -23,6 +23,7 @@ use crate::cli::ChangeArgs;
 use crate::engine::enforce::{self, DeclareOptions};
 use crate::engine::plan::Goal;
 use crate::engine::run::{self, ChangeSpec};
+use crate::gate::Path;
 use crate::host::kernel::SysfsKernel;
 use crate::host::libvirt::{self, Target};
 use crate::host::vms::VmSource;
@@ -43,7 +44,7 @@ pub struct LibvirtOptions {
 }
 
 impl LibvirtOptions {
-    /// Where VM facts come from for a command run by an operator.
+    /// Where VM facts come from for a command that only reads.
     pub fn vm_source(&self) -> VmSource {
         if self.no_libvirt {
             VmSource::Skipped
@@ -53,6 +54,12 @@ impl LibvirtOptions {
                 timeout: self.timeout,
             }
         }
+    }
+
+    /// Where VM facts come from for a change an operator asks for on `path`
+    /// (`gate::policy` says whether it asks libvirt).
+    pub fn change_source(&self, path: Path) -> VmSource {
+        VmSource::for_path(path, || self.vm_source())
     }
 }
 
@@ -103,7 +110,7 @@ pub fn declare(
     let notes = enforce::write_declarations(
         root,
         inv,
-        &judged.decls,
+        &judged,
         options,
         crate::integrations::udev::render_rules,
         out,
@@ -128,15 +135,16 @@ pub fn run_change(
     after: Option<run::AfterChange>,
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
+    let path = crate::gate::path_of(&goal);
     let spec = ChangeSpec {
-        caller: goal.verb(),
+        path,
         goal,
         selectors: parse_selectors(&args.selectors)?,
         with_group,
         force: args.force,
         dry_run: args.dry_run,
         timeout: Duration::from_secs(args.timeout),
-        vms: libvirt.vm_source(),
+        vms: libvirt.change_source(path),
     };
     let report = run::run_then(root, &spec, &SysfsKernel::new(root.clone()), after)?;
     if args.json {

@@ -10,10 +10,10 @@ use crate::cli::{
     PersistRulesArgs,
 };
 use crate::engine::enforce::{apply_declarations, write_rules_status, DeclareOptions};
-use crate::engine::gate;
 use crate::engine::plan::PlanError;
 use crate::engine::run::{self, ChangeReport, NotPrivileged};
 use crate::engine::sriov::SriovReport;
+use crate::gate::{self, ClaimKey};
 use crate::host::kernel::SysfsKernel;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::udev::{self as udev_io};
@@ -154,7 +154,7 @@ fn remove(
     }
     // Which VMs use the devices the declarations keep on VFIO at boot: the
     // helper runs while the lock is taken and the host read.
-    let vm_read = vms::start(&libvirt.vm_source());
+    let vm_read = vms::start(&libvirt.change_source(crate::gate::Path::PersistRemove));
     let _lock = if args.dry_run {
         None
     } else {
@@ -218,18 +218,20 @@ fn remove(
             released.extend(vfs.iter().copied());
         }
     }
-    if !released.is_empty() {
-        let vms = vm_read.finish(root);
-        let verdict = gate::judge_vms(&inv, &vms, &released, gate::VmChange::ToHost, args.force);
-        if !verdict.allowed() {
-            return Err(PlanError::Refused(verdict.refusals).into());
-        }
-        for note in verdict.forced {
-            crate::output::note(&note);
-        }
-        if let VmFacts::NotAsked(why) | VmFacts::Absent(why) = &vms {
-            crate::output::note(&format!("VMs not checked: {why}"));
-        }
+    let vms = if released.is_empty() {
+        VmFacts::NotAsked("no device is given back to the host".to_string())
+    } else {
+        vm_read.finish(root)
+    };
+    let keys: Vec<ClaimKey> = doomed
+        .iter()
+        .map(|d| ClaimKey::Binding(d.key()))
+        .chain(doomed_pfs.iter().map(|p| ClaimKey::Sriov(p.address)))
+        .collect();
+    let release = gate::clear_release_at_boot(&inv, &vms, keys, &released, args.force)
+        .map_err(PlanError::Refused)?;
+    for note in release.notes() {
+        crate::output::note(note);
     }
     let removed = if args.dry_run {
         "would remove"
@@ -238,7 +240,7 @@ fn remove(
     };
     for decl in &doomed {
         if !args.dry_run {
-            config::remove(root, decl)?;
+            config::remove(root, &release, decl)?;
         }
         writeln!(
             out,
@@ -249,7 +251,7 @@ fn remove(
     }
     for pf in &doomed_pfs {
         if !args.dry_run {
-            config::remove_origin(root, &pf.origin)?;
+            config::remove_sriov(root, &release, pf)?;
         }
         writeln!(
             out,

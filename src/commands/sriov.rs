@@ -29,7 +29,7 @@ pub fn run(
         force: args.force,
         dry_run: args.dry_run,
         timeout: Duration::from_secs(args.timeout),
-        vms: libvirt.vm_source(),
+        vms: libvirt.change_source(crate::gate::Path::Sriov),
     };
     if args.persist && !args.dry_run {
         may_declare(root, &spec)?;

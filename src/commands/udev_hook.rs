@@ -130,7 +130,7 @@ fn enforce_one(
         let message = match apply_sriov(
             root,
             &SysfsKernel::new(root.clone()),
-            "udev-hook",
+            crate::gate::Path::UdevHook,
             &decls,
             pf,
             false,
@@ -173,7 +173,7 @@ fn enforce_one(
     let report = enforce(
         root,
         &SysfsKernel::new(root.clone()),
-        "udev-hook",
+        crate::gate::Path::UdevHook,
         goal,
         &[address],
         false,

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::engine::plan::{Action, Binding, Expect, Plan, Step};
+use crate::engine::plan::{Binding, Expect, Step};
+use crate::gate::{Cleared, DeviceWrite};
 use crate::host::kernel::{KernelError, PciKernel};
 use crate::model::{DriverKind, DriverName, PciAddress};
 
@@ -166,19 +167,20 @@ fn wait_for(
 
 fn run_step(
     kernel: &dyn PciKernel,
-    device: PciAddress,
+    w: DeviceWrite<'_>,
     step: &Step,
     deadline: Duration,
 ) -> Result<(), StepError> {
+    let device = w.device();
     match step {
-        Step::SetOverride { driver } => kernel.set_override(device, driver.as_ref())?,
+        Step::SetOverride { driver } => kernel.set_override(w, driver.as_ref())?,
         Step::Unbind { driver } => {
             // Skip when the driver already let go (e.g. hot-unplug raced us).
             if kernel.driver(device)?.is_some() {
-                kernel.unbind(device, driver, deadline)?;
+                kernel.unbind(w, driver, deadline)?;
             }
         }
-        Step::Probe => kernel.probe(device)?,
+        Step::Probe => kernel.probe(w)?,
         Step::Verify { expect, vfio_group } => {
             wait_for(kernel, device, expect, *vfio_group, deadline)?;
         }
@@ -187,24 +189,26 @@ fn run_step(
 }
 
 /// Puts a device back to `before`: override first (so the next probe picks
-/// the old driver), then unbind and probe if the driver differs.
+/// the old driver), then unbind and probe if the driver differs. The
+/// change's own permit covers it (`gate::policy::ROLLBACK`).
 fn roll_back(
     kernel: &dyn PciKernel,
-    device: PciAddress,
+    w: DeviceWrite<'_>,
     before: &Binding,
     deadline: Duration,
 ) -> Result<Option<DriverName>, StepError> {
-    kernel.set_override(device, before.driver_override.as_ref())?;
+    let device = w.device();
+    kernel.set_override(w, before.driver_override.as_ref())?;
     let now = kernel.driver(device)?;
     if now == before.driver {
         return Ok(now);
     }
     if let Some(current) = &now {
-        kernel.unbind(device, current, deadline)?;
+        kernel.unbind(w, current, deadline)?;
     }
     match &before.driver {
         Some(previous) => {
-            kernel.probe(device)?;
+            kernel.probe(w)?;
             wait_for(
                 kernel,
                 device,
@@ -218,9 +222,11 @@ fn roll_back(
 }
 
 /// Loads the plan's modules, then changes each device; see the module docs.
-pub fn apply(plan: &Plan, kernel: &dyn PciKernel, deadline: Duration) -> Applied {
+/// Only a plan the gate cleared can be applied.
+pub fn apply(cleared: &Cleared, kernel: &dyn PciKernel, deadline: Duration) -> Applied {
+    let plan = cleared.plan();
     let mut results: Vec<DeviceResult> = Vec::new();
-    for module in &plan.load_modules {
+    for module in cleared.module_loads() {
         if let Err(e) = kernel.load_module(module, deadline) {
             return Applied {
                 devices: plan
@@ -238,9 +244,10 @@ pub fn apply(plan: &Plan, kernel: &dyn PciKernel, deadline: Duration) -> Applied
         }
     }
 
-    let mut touched: Vec<&Action> = Vec::new();
+    let mut touched: Vec<DeviceWrite<'_>> = Vec::new();
     let mut failure: Option<(PciAddress, StepError)> = None;
-    for action in &plan.actions {
+    for w in cleared.writes() {
+        let action = w.action();
         if !action.changes() {
             results.push(DeviceResult {
                 address: action.address,
@@ -249,11 +256,11 @@ pub fn apply(plan: &Plan, kernel: &dyn PciKernel, deadline: Duration) -> Applied
             });
             continue;
         }
-        touched.push(action);
+        touched.push(w);
         let outcome = action
             .steps
             .iter()
-            .try_for_each(|step| run_step(kernel, action.address, step, deadline));
+            .try_for_each(|step| run_step(kernel, w, step, deadline));
         match outcome {
             Ok(()) => results.push(DeviceResult {
                 address: action.address,
@@ -282,11 +289,10 @@ pub fn apply(plan: &Plan, kernel: &dyn PciKernel, deadline: Duration) -> Applied
     // probe after the holder lets go picks its old driver.
     let mut rollback_errors = Vec::new();
     let mut undone: Vec<DeviceResult> = Vec::new();
-    for action in touched.iter().rev() {
+    for w in touched.iter().rev() {
+        let action = w.action();
         let status = if action.address == failed && error.is_pending() {
-            match kernel
-                .set_override_after_unbind(action.address, action.before.driver_override.as_ref())
-            {
+            match kernel.set_override_after_unbind(*w, action.before.driver_override.as_ref()) {
                 Ok(()) => Status::Pending,
                 Err(e) => {
                     rollback_errors.push(RollbackError {
@@ -297,7 +303,7 @@ pub fn apply(plan: &Plan, kernel: &dyn PciKernel, deadline: Duration) -> Applied
                 }
             }
         } else {
-            match roll_back(kernel, action.address, &action.before, deadline) {
+            match roll_back(kernel, *w, &action.before, deadline) {
                 Ok(_) if action.address == failed => Status::Failed,
                 Ok(_) => Status::RolledBack,
                 Err(e) => {

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::time::Duration;
 
-use crate::engine::gate;
 use crate::engine::plan::{Goal, PlanError};
 use crate::engine::run::{self, ChangeReport, ChangeSpec};
 use crate::engine::sriov::{self, read_pf, SriovReport, SriovRequest};
+use crate::gate::{self, ClaimKey, ClearedClaims, Path};
 use crate::host::config;
 use crate::host::hostfacts;
 use crate::host::kernel::PciKernel;
@@ -17,11 +17,11 @@ use crate::host::state;
 use crate::host::sysfs::{read_devices, read_inventory, Names};
 use crate::host::udev::{self as udev_io, RulesStatus};
 use crate::host::usage::read_usage;
+use crate::host::vms::VmSource;
 use crate::host::HostRoot;
 use crate::model::declaration::{
     declare, Declaration, Declarations, DeclaredDriver, Fit, Origin, SriovDeclaration,
 };
-use crate::model::fabric::device_may_leave_host;
 use crate::model::{DriverName, Inventory, PciAddress, Selector};
 
 /// Writes what installing the udev rules did ("rewrote ..."); its notes
@@ -83,14 +83,17 @@ pub struct Judged {
     /// What `--force` overrode, for the caller to print before anything
     /// is written.
     pub notes: Vec<String>,
+    /// The gate's permit to write them.
+    pub claims: ClearedClaims,
 }
 
 /// The first half of declaring (`bind --persist`, `persist add`): the
 /// declarations for the devices, refused when one is declared already
 /// (with `refuse_existing`) or in a file vfioctl does not own, or when the
 /// gate refuses a device a new declaration covers now (an ID or class
-/// declaration may cover many) as claimed at every boot. Writes nothing;
-/// [`write_declarations`] is the second half.
+/// declaration may cover many) as claimed at every boot, or an NVSwitch
+/// Fabric Manager keeps. Writes nothing; [`write_declarations`] is the
+/// second half, with the gate's permit.
 pub fn judge_declarations(
     root: &HostRoot,
     inv: &Inventory,
@@ -137,49 +140,42 @@ pub fn judge_declarations(
         .filter(|d| decls.iter().any(|decl| decl.fit(d) == Fit::Applies))
         .map(|d| d.address)
         .collect();
-    let verdict = gate::judge(
+    let claims = gate::clear_claims(
         inv,
         &read_usage(root),
+        hostfacts::fabric_of_host(root, inv).as_ref(),
+        decls.iter().map(|d| ClaimKey::Binding(d.key())).collect(),
         &covered,
-        gate::Change::ClaimAtBoot,
+        Path::PersistAdd,
         options.force,
-    );
-    if !verdict.allowed() {
-        return Err(PlanError::Refused(verdict.refusals).into());
-    }
+    )
+    .map_err(PlanError::Refused)?;
     Ok(Judged {
         decls,
-        notes: verdict.forced,
+        notes: claims.notes().to_vec(),
+        claims,
     })
 }
 
-/// The second half of declaring: refused, with nothing written, when one
-/// of `decls` (from [`judge_declarations`]) would take an NVSwitch from
-/// Fabric Manager; else each written to its bindings.d file and said on
-/// `out`, then the udev rules regenerated. Returns the notes of installing
-/// the rules, for the caller to print. A dry run writes nothing.
+/// The second half of declaring: each declaration [`judge_declarations`]
+/// let through written to its bindings.d file (with the gate's permit) and
+/// said on `out`, then the udev rules regenerated. Returns the notes of
+/// installing the rules, for the caller to print. A dry run writes nothing.
 pub fn write_declarations(
     root: &HostRoot,
     inv: &Inventory,
-    decls: &[Declaration],
+    judged: &Judged,
     options: DeclareOptions,
     render_rules: RenderRules,
     out: &mut dyn Write,
 ) -> anyhow::Result<Vec<String>> {
-    // Nothing is written when a declaration would take an NVSwitch from
-    // Fabric Manager.
-    let fabric = hostfacts::fabric_of_host(root, inv);
-    for decl in decls {
-        for dev in inv.devices.iter().filter(|d| decl.fit(d) == Fit::Applies) {
-            device_may_leave_host(fabric.as_ref(), dev)?;
-        }
-    }
+    let decls = &judged.decls;
     for decl in decls {
         let path = if options.dry_run {
             root.path(config::BINDINGS_DIR)
                 .join(config::file_name(decl))
         } else {
-            config::add(root, decl)?
+            config::add(root, &judged.claims, decl)?
         };
         let present = inv
             .devices
@@ -215,6 +211,16 @@ pub fn write_declarations(
     Ok(status.notes)
 }
 
+/// `sriov --persist` on a PF the host uses: at boot the udev hook and
+/// `persist apply` change its VF count without `--force`, so they would
+/// refuse the declaration; it is not written.
+#[derive(Debug, thiserror::Error)]
+#[error("the VF count of {pf} was changed but not declared: at every boot the udev hook and persist apply change it without --force, and {reasons}; nothing was declared (declare it once the host no longer uses the PF, or set the count at boot another way)")]
+pub struct SriovNotDeclared {
+    pub pf: PciAddress,
+    pub reasons: String,
+}
+
 /// What `sriov --persist` declared: the lines to print after the change
 /// report, and the notes of installing the rules, for the caller to print.
 pub struct SriovDeclared {
@@ -248,7 +254,13 @@ pub fn declare_sriov(
         },
     };
     config::may_add_sriov(root, &config::load(root)?, pf)?;
-    let path = config::add_sriov(root, &decl)?;
+    let claims = gate::clear_sriov_claim(inv, &read_usage(root), pf).map_err(|refusals| {
+        SriovNotDeclared {
+            pf,
+            reasons: gate::joined(&refusals),
+        }
+    })?;
+    let path = config::add_sriov(root, &claims, &decl)?;
     let mut lines = vec![format!(
         "declared {} VF(s) of {pf} on {} in /{}",
         decl.numvfs,
@@ -301,18 +313,19 @@ fn enforcement(inv: &Inventory, decls: &Declarations) -> (GoalSets, Vec<String>)
 }
 
 /// Enforces every declaration now; also what udev-hook does for one device.
-/// `caller` (`persist apply`, `udev-hook`) is recorded in the change's intent.
+/// `path` (`persist apply`, `udev-hook`) is how the gate judges it, and the
+/// command recorded in the change's intent.
 pub fn enforce(
     root: &HostRoot,
     kernel: &dyn PciKernel,
-    caller: &'static str,
+    path: Path,
     goal: Goal,
     devices: &[PciAddress],
     dry_run: bool,
     timeout: Duration,
 ) -> anyhow::Result<ChangeReport> {
     let spec = ChangeSpec {
-        caller,
+        path,
         goal,
         selectors: devices
             .iter()
@@ -322,7 +335,9 @@ pub fn enforce(
         force: false,
         dry_run,
         timeout,
-        vms: crate::host::vms::VmSource::Never(crate::host::vms::NEVER_AT_BOOT),
+        // The boot paths never ask libvirt; any other path is refused by the
+        // gate for want of VM facts if it gives a device away.
+        vms: VmSource::AtBoot,
     };
     run::run(root, &spec, kernel)
 }
@@ -355,7 +370,7 @@ pub enum SriovOutcome {
 pub fn apply_sriov(
     root: &HostRoot,
     kernel: &dyn PciKernel,
-    caller: &'static str,
+    path: Path,
     decls: &Declarations,
     decl: &SriovDeclaration,
     dry_run: bool,
@@ -391,22 +406,21 @@ pub fn apply_sriov(
         )));
     }
     let request = SriovRequest {
-        caller,
+        path,
         pf: decl.address,
         numvfs: decl.numvfs,
         vf_driver: decl.vf_driver.clone(),
         force: false,
         timeout,
         keep: decls.list.iter().filter_map(|d| d.address).collect(),
-        vms: crate::host::vms::VmSource::Never(crate::host::vms::NEVER_AT_BOOT),
+        // The boot paths never ask libvirt; any other path is refused by the
+        // gate for want of VM facts if it gives a device away.
+        vms: VmSource::AtBoot,
     };
     Ok(SriovOutcome::Changed(Box::new(sriov::change(
         root, kernel, &inv, &request, &variants, dry_run,
     )?)))
 }
-
-/// The caller `persist apply` records in its changes' intents.
-const PERSIST_APPLY: &str = "persist apply";
 
 /// Enforces every declaration now: each declared PF's VF count first (so
 /// its VFs exist), then one change per declared driver. An interrupted
@@ -426,7 +440,15 @@ pub fn apply_declarations(
     // it (`Declarations::governing` and `sriov_in_force` leave it out).
     errors.extend(decls.conflicts().into_iter().map(anyhow::Error::from));
     for decl in decls.sriov_in_force() {
-        match apply_sriov(root, kernel, PERSIST_APPLY, &decls, decl, dry_run, timeout) {
+        match apply_sriov(
+            root,
+            kernel,
+            Path::PersistApply,
+            &decls,
+            decl,
+            dry_run,
+            timeout,
+        ) {
             Ok(SriovOutcome::Changed(report)) => {
                 if let Some(failed) = sriov::failure(&report) {
                     errors.push(failed.into());
@@ -462,7 +484,7 @@ pub fn apply_declarations(
         match enforce(
             root,
             kernel,
-            PERSIST_APPLY,
+            Path::PersistApply,
             goal,
             &devices,
             dry_run,

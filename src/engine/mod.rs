@@ -4,9 +4,7 @@
 
 pub mod apply;
 pub mod enforce;
-pub mod gate;
 pub mod plan;
 pub mod recover;
-pub mod refusal;
 pub mod run;
 pub mod sriov;

@@ -12,16 +12,23 @@
 //! back; the operator runs the command again if it is still wanted.
 //!
 //! The plan is made from the intent and the devices as they are now, under
-//! the lock, through the same gate as every change (a process holding a
-//! device refuses it, `--force` never overrides that; VFs to destroy are
-//! judged like `sriov`'s; a VF count change on a PF the host uses needs
-//! `--force`), and applied with verification and newest-first rollback. Only
-//! a verified recovery clears the intent. `--forget` clears it without
-//! touching a device, for an operator who has put the devices right by hand.
+//! the lock, and judged by the gate as a change of its own
+//! (`gate::Path::Recover`): each device by where it goes, so putting back a
+//! bind is judged as `restore` (host uses, open handles, running and defined
+//! domains; libvirt silent refuses), putting back a restore as `bind` (the
+//! IOMMU group, the fabric), a VF count as `sriov` (the VFs destroyed, the
+//! PF's uses); `--force` where those commands take it. A claiming
+//! driver_override on a device that goes back to a host driver is not
+//! written back (the next probe would take the device from the host): the
+//! device is left on its host driver without it, and a note says so. It is
+//! applied with verification and newest-first rollback. Only a verified
+//! recovery clears the intent. `--forget` clears it without touching a
+//! device, for an operator who has put the devices right by hand.
 //!
 //! - [`plan`]`(inv, facts, intent, now) -> Result<RecoverPlan, RecoverError>`: pure.
+//! - [`judge`]`(root, inv, usage, plan, force) -> Result<ClearedRecover, RecoverError>`.
 //! - [`run`]`(root, spec, kernel) -> anyhow::Result<RecoverReport>`: privilege
-//!   -> lock -> record -> read -> plan -> apply -> record.
+//!   -> lock -> record -> read -> plan -> judge -> apply -> record.
 //! - [`failure`]`(report) -> Option<ApplyFailed>`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,19 +37,23 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::engine::apply::{apply as apply_plan, Applied};
-use crate::engine::gate;
-use crate::engine::plan::{plan as make_plan, Facts, Goal, Plan, PlanError, Request};
-use crate::engine::run::{host_facts, privileged, unfinished, ApplyFailed, NotPrivileged};
-use crate::engine::sriov::{
-    put_back_steps, run_put_back, PutBack, PutBackDone, SriovError, SriovStep, VfBefore,
+use crate::engine::plan::{plan as make_plan, Binding, Facts, Goal, Plan, PlanError, Request};
+use crate::engine::run::{
+    host_facts, judge as judge_plan, privileged, unfinished, ApplyFailed, NotPrivileged,
 };
+use crate::engine::sriov::{
+    put_back_steps, run_put_back, PutBack, PutBackDone, Rebinding, SriovError, SriovStep, VfBefore,
+};
+use crate::gate::{self, Cleared, ClearedVfCount, Path, VfCount, VfCountRefused};
+use crate::host::hostfacts;
 use crate::host::kernel::PciKernel;
 use crate::host::modules;
 use crate::host::state::{self, Intent, IntentState};
 use crate::host::sysfs::{read_devices, read_sriov_autoprobe, Names};
 use crate::host::usage::HostUsage;
+use crate::host::vms::{Pending, VmSource};
 use crate::host::HostRoot;
-use crate::model::{Inventory, PciAddress, SriovRole};
+use crate::model::{DriverKind, Inventory, PciAddress, SriovRole};
 
 /// How `recover` was asked.
 #[derive(Debug, Clone)]
@@ -53,6 +64,9 @@ pub struct RecoverSpec {
     /// Clear the record of the interrupted change without touching a device.
     pub forget: bool,
     pub timeout: Duration,
+    /// Where the VM rules' facts come from (libvirt, asked only when a
+    /// device would be given away from VFIO; `--no-libvirt`).
+    pub vms: VmSource,
 }
 
 /// What the SR-IOV part of an intent finds now.
@@ -138,12 +152,12 @@ pub enum RefusedBy {
 
 /// Plans putting `intent` back on the devices as they are now (`inv` holds
 /// them; `now` the SR-IOV PF's count and autoprobe, when it has a part).
+/// Pure; judges nothing (see [`judge`]).
 pub fn plan(
     inv: &Inventory,
     facts: &Facts,
     intent: &Intent,
     now: Option<SriovNow>,
-    force: bool,
     timeout: Duration,
 ) -> Result<RecoverPlan, RecoverError> {
     let mut notes = Vec::new();
@@ -174,48 +188,10 @@ pub fn plan(
                     timeout,
                 };
                 if target.count_now != target.count {
-                    let current: Vec<PciAddress> = match &pf.sriov {
-                        SriovRole::Pf { vfs, .. } => vfs.clone(),
-                        _ => Vec::new(),
-                    };
-                    recreated.extend(&current);
+                    if let SriovRole::Pf { vfs, .. } = &pf.sriov {
+                        recreated.extend(vfs);
+                    }
                     recreated.extend(target.vfs_before.iter().map(|v| v.address));
-                    let destroyed: BTreeSet<PciAddress> = current.iter().copied().collect();
-                    let verdict = gate::judge(
-                        inv,
-                        facts.usage,
-                        &destroyed,
-                        gate::Change::ReleaseNow,
-                        force,
-                    );
-                    if !verdict.allowed() {
-                        return Err(RecoverError::Refused {
-                            what: "destroy the VFs the interrupted change created",
-                            error: SriovError::Held {
-                                pf: s.pf,
-                                vfs: current,
-                                refusals: verdict.refusals,
-                            }
-                            .into(),
-                        });
-                    }
-                    notes.extend(verdict.forced);
-                    let (_, verdict) = gate::judge_vf_count(inv, facts.usage, &s.pf, force);
-                    if !verdict.allowed() {
-                        return Err(RecoverError::Refused {
-                            what: "change the VF count back",
-                            error: SriovError::InterruptsPf {
-                                pf: s.pf,
-                                refusals: verdict.refusals,
-                            }
-                            .into(),
-                        });
-                    }
-                    notes.extend(verdict.forced);
-                    checks.push(format!(
-                        "{}: VFs to destroy not in use, PF not in use by the host",
-                        s.pf
-                    ));
                 }
                 sriov_steps = put_back_steps(&target.put_back());
                 if sriov_steps.is_empty() {
@@ -251,21 +227,26 @@ pub fn plan(
             continue;
         }
         targets.push(d.address);
-        recover_to.insert(d.address, d.before.clone());
+        let (target, dropped) = without_stale_override(&d.before);
+        if let Some(driver) = dropped {
+            notes.push(format!(
+                "{}: its driver_override {driver} is not written back: the device goes back to {} without it (a claiming override on a host driver hands the device to {driver} at its next probe; vfioctl restore clears such overrides)",
+                d.address,
+                target.driver.as_ref().map_or_else(|| "no driver".to_string(), ToString::to_string),
+            ));
+        }
+        recover_to.insert(d.address, target);
     }
     let facts = Facts {
-        usage: facts.usage,
         vfio_variants: facts.vfio_variants,
         previous: facts.previous.clone(),
         history: BTreeMap::new(),
-        fabric: facts.fabric.clone(),
         recover_to,
     };
     let request = Request {
         goal: Goal::Recover,
         targets,
         with_group: false,
-        force,
     };
     let devices = make_plan(inv, &facts, &request).map_err(|e| RecoverError::Refused {
         what: "put the devices back",
@@ -295,6 +276,111 @@ pub fn plan(
         notes,
         sriov_target,
     })
+}
+
+/// A binding to put back, less a claiming driver_override on a host driver
+/// (`gate::policy`, recover's row): `before` as it was, or with that
+/// override dropped (returned, for the note).
+fn without_stale_override(before: &Binding) -> (Binding, Option<crate::model::DriverName>) {
+    let on_host = before
+        .driver
+        .as_ref()
+        .is_some_and(|d| d.kind() == DriverKind::Host);
+    match &before.driver_override {
+        Some(o)
+            if on_host && o.kind() != DriverKind::Host && Path::Recover.drops_stale_overrides() =>
+        {
+            (
+                Binding {
+                    driver: before.driver.clone(),
+                    driver_override: None,
+                },
+                Some(o.clone()),
+            )
+        }
+        _ => (before.clone(), None),
+    }
+}
+
+/// A recovery the gate cleared: its VF count (when the intent has an SR-IOV
+/// part) and its devices. What [`apply`] takes.
+pub struct ClearedRecover {
+    /// The plan with the gate's checks and notes, for reports.
+    pub plan: RecoverPlan,
+    count: Option<ClearedVfCount>,
+    devices: Cleared,
+    /// Where recreated VFs' rebind gets its VM facts.
+    vms: VmSource,
+}
+
+/// Has the gate judge `plan` as a change of its own (see the module docs).
+pub fn judge(
+    root: &HostRoot,
+    inv: &Inventory,
+    usage: &HostUsage,
+    mut plan: RecoverPlan,
+    force: bool,
+    vms: VmSource,
+) -> Result<ClearedRecover, RecoverError> {
+    let count = match &plan.sriov_target {
+        Some(t) if !plan.sriov_steps.is_empty() => {
+            let facts = gate::Facts {
+                inventory: inv,
+                host: usage,
+                fabric: hostfacts::fabric_of_host(root, inv),
+            };
+            let count = VfCount {
+                pf: t.pf,
+                from: t.count_now,
+                to: t.count,
+            };
+            let judged = gate::clear_vf_count(&facts, Path::Recover, count, force);
+            let cleared = judged.verdict.map_err(|refused| match refused {
+                VfCountRefused::Destroys { vfs, refusals } => RecoverError::Refused {
+                    what: "destroy the VFs the interrupted change created",
+                    error: SriovError::Held {
+                        pf: t.pf,
+                        vfs,
+                        refusals,
+                    }
+                    .into(),
+                },
+                VfCountRefused::InterruptsPf(refusals) => RecoverError::Refused {
+                    what: "change the VF count back",
+                    error: SriovError::InterruptsPf { pf: t.pf, refusals }.into(),
+                },
+            })?;
+            plan.checks.extend(cleared.checks().iter().cloned());
+            plan.notes.extend(cleared.notes().iter().cloned());
+            Some(cleared)
+        }
+        _ => None,
+    };
+    let devices = std::mem::replace(&mut plan.devices, empty_plan());
+    let devices = judge_plan(root, inv, usage, devices, Path::Recover, force).map_err(|e| {
+        RecoverError::Refused {
+            what: "put the devices back",
+            error: e.into(),
+        }
+    })?;
+    plan.devices = devices.plan().clone();
+    Ok(ClearedRecover {
+        plan,
+        count,
+        devices,
+        vms,
+    })
+}
+
+fn empty_plan() -> Plan {
+    Plan {
+        goal: Goal::Recover,
+        load_modules: Vec::new(),
+        actions: Vec::new(),
+        notes: Vec::new(),
+        checks: Vec::new(),
+        with_group: false,
+    }
 }
 
 /// What applying a recovery did.
@@ -404,18 +490,19 @@ pub fn run(
             autoprobe: read_sriov_autoprobe(root, pf),
         })
     });
-    let usage = HostUsage::new(root, &inv);
-    let facts = host_facts(root, &inv, &usage, &[], &record);
-    let planned = plan(&inv, &facts, &intent, now, spec.force, spec.timeout)?;
-    for module in &planned.devices.load_modules {
+    let usage = HostUsage::new(root, &inv, Pending::Deferred(spec.vms.clone()));
+    let facts = host_facts(&[], &record);
+    let planned = plan(&inv, &facts, &intent, now, spec.timeout)?;
+    let cleared = judge(root, &inv, &usage, planned, spec.force, spec.vms.clone())?;
+    for module in &cleared.plan.devices.load_modules {
         modules::preflight(root, inv.kernel_release.as_deref(), module)?;
     }
     if spec.dry_run {
-        report.plan = Some(planned);
+        report.plan = Some(cleared.plan);
         return Ok(report);
     }
-    let result = apply(root, kernel, &planned, spec.timeout, &mut record);
-    report.plan = Some(planned);
+    let result = apply(root, kernel, &cleared, spec.timeout, &mut record);
+    report.plan = Some(cleared.plan);
     report.result = Some(result);
     Ok(report)
 }
@@ -426,18 +513,30 @@ pub fn run(
 pub fn apply(
     root: &HostRoot,
     kernel: &dyn PciKernel,
-    plan: &RecoverPlan,
+    cleared: &ClearedRecover,
     timeout: Duration,
     record: &mut state::ChangeRecord,
 ) -> RecoverResult {
-    let sriov = plan
-        .sriov_target
-        .as_ref()
-        .filter(|_| !plan.sriov_steps.is_empty())
-        .map(|target| run_put_back(root, kernel, &target.put_back(), &plan.sriov_steps));
+    let plan = &cleared.plan;
+    let sriov = match (&plan.sriov_target, &cleared.count) {
+        (Some(target), Some(count)) if !plan.sriov_steps.is_empty() => Some(run_put_back(
+            root,
+            kernel,
+            count.pf_write(),
+            &target.put_back(),
+            &plan.sriov_steps,
+            // Recreated VFs are new devices: their bind is judged.
+            Rebinding::Judged {
+                path: Path::Recover,
+                vms: cleared.vms.clone(),
+                force: false,
+            },
+        )),
+        _ => None,
+    };
     let sriov_ok = sriov.as_ref().is_none_or(|s| s.errors.is_empty());
-    let devices =
-        (sriov_ok && plan.devices.changes()).then(|| apply_plan(&plan.devices, kernel, timeout));
+    let devices = (sriov_ok && cleared.devices.plan().changes())
+        .then(|| apply_plan(&cleared.devices, kernel, timeout));
     let mut result = RecoverResult {
         sriov,
         devices,

@@ -12,14 +12,15 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::engine::apply::{apply, Applied, Status};
-use crate::engine::plan::{plan as make_plan, Facts, Goal, Plan, Request};
+use crate::engine::plan::{plan as make_plan, Facts, Goal, Plan, PlanError, Request};
+use crate::gate::{self, Cleared, Path};
 use crate::host::hostfacts;
 use crate::host::kernel::PciKernel;
 use crate::host::modules;
 use crate::host::state::{self, ChangeRecord};
 use crate::host::sysfs::{read_selected, Names};
 use crate::host::usage::HostUsage;
-use crate::host::vms::{self, VmSource};
+use crate::host::vms::{self, Pending as VmsPending, VmSource};
 use crate::host::HostRoot;
 use crate::model::modalias::Alias;
 use crate::model::usage::{DeviceUse, UsageFacts};
@@ -28,8 +29,9 @@ use crate::model::{DriverName, Inventory, PciAddress, Selector};
 /// How a change was asked for.
 #[derive(Debug, Clone)]
 pub struct ChangeSpec {
-    /// The command asking (`bind`, `persist apply`, `udev-hook`...), for the intent.
-    pub caller: &'static str,
+    /// The path asking (`bind`, `persist apply`, `udev-hook`...): how the
+    /// gate judges it, and the command its intent names.
+    pub path: Path,
     pub goal: Goal,
     pub selectors: Vec<Selector>,
     pub with_group: bool,
@@ -37,7 +39,8 @@ pub struct ChangeSpec {
     pub dry_run: bool,
     pub timeout: Duration,
     /// Where the VM rules' facts come from (libvirt, or never: the udev hook
-    /// and `persist apply`). Asked only when the goal is not a VFIO driver.
+    /// and `persist apply`, `VmSource::for_path`). Asked only when the gate
+    /// judges a device given away from VFIO.
     pub vms: VmSource,
 }
 
@@ -142,8 +145,12 @@ pub fn run_then(
     let variants = variants_for(root, &spec.goal);
     // Giving devices to the host asks libvirt which VMs use them: the helper
     // starts now, before the lock, and is waited for only when the gate
-    // judges a device whose driver changes.
-    let vm_read = (!spec.goal.to_vfio()).then(|| vms::start(&spec.vms));
+    // judges a device given away. A bind to VFIO reads them only if asked.
+    let vm_read = if spec.goal.to_vfio() {
+        VmsPending::Deferred(spec.vms.clone())
+    } else {
+        vms::start(&spec.vms)
+    };
     // The lock is taken before reading the devices, so the plan describes
     // the state it will be applied to.
     let _lock = if spec.dry_run {
@@ -166,18 +173,16 @@ pub fn run_then(
         goal: spec.goal.clone(),
         targets,
         with_group: spec.with_group,
-        force: spec.force,
     };
     // Mounts, routes and the console are cheap to read up front; open handles
-    // need a walk of every process's descriptors, done only when the planner
-    // asks about devices it would release (none, when all is as wanted: the
-    // udev hook's usual case).
-    let mut usage = HostUsage::new(root, &inv);
-    if let Some(pending) = vm_read {
-        usage = usage.with_vms(pending);
-    }
-    let facts = host_facts(root, &inv, &usage, &variants, &record);
-    let plan = make_plan(&inv, &facts, &request)?;
+    // need a walk of every process's descriptors, done only when the gate
+    // asks about devices the plan would release (none, when all is as
+    // wanted: the udev hook's usual case).
+    let usage = HostUsage::new(root, &inv, vm_read);
+    let facts = host_facts(&variants, &record);
+    let planned = make_plan(&inv, &facts, &request)?;
+    let cleared = judge(root, &inv, &usage, planned, spec.path, spec.force)?;
+    let plan = cleared.plan();
     for module in &plan.load_modules {
         modules::preflight(root, release, module)?;
     }
@@ -188,7 +193,7 @@ pub fn run_then(
         return Ok(ChangeReport {
             command,
             dry_run: spec.dry_run,
-            plan,
+            plan: cleared.into_plan(),
             result: None,
             pending: Vec::new(),
         });
@@ -196,10 +201,10 @@ pub fn run_then(
 
     // The intent first: a change killed from here on is found by the next
     // change and by `check`, and `recover` puts it back.
-    record.intent = Some(intent_for(root, spec.caller, &plan));
+    record.intent = Some(intent_for(root, spec.path.verb(), plan));
     state::write_record(root, &record)?;
-    let applied = apply(&plan, kernel, spec.timeout);
-    let pending = pending_devices(&usage, &plan, &applied);
+    let applied = apply(&cleared, kernel, spec.timeout);
+    let pending = pending_devices(&usage, plan, &applied);
     if !pending.is_empty() {
         for p in &pending {
             let before = plan.actions.iter().find(|a| a.address == p.address);
@@ -219,7 +224,7 @@ pub fn run_then(
         }
     }
     if applied.succeeded() {
-        update_record(&mut record, &plan, &applied);
+        update_record(&mut record, plan, &applied);
     }
     // Verified, or put back (a pending unbind is recorded as such): the
     // intent is done. A failed rollback keeps it for `check` and `recover`.
@@ -235,10 +240,29 @@ pub fn run_then(
     Ok(ChangeReport {
         command,
         dry_run: false,
-        plan,
+        plan: cleared.into_plan(),
         result: Some(applied),
         pending,
     })
+}
+
+/// Asks the gate to clear `plan` with the host's facts (`usage` for host
+/// uses, open handles and VMs; the fabric read here): the one way to a
+/// plan that can be applied.
+pub fn judge(
+    root: &HostRoot,
+    inv: &Inventory,
+    usage: &HostUsage,
+    plan: Plan,
+    path: Path,
+    force: bool,
+) -> Result<Cleared, PlanError> {
+    let facts = gate::Facts {
+        inventory: inv,
+        host: usage,
+        fabric: hostfacts::fabric_of_host(root, inv),
+    };
+    gate::clear(plan, &facts, path, force).map_err(PlanError::Refused)
 }
 
 /// The intent of applying `plan`: each device it changes, before and target.
@@ -276,20 +300,13 @@ pub fn variants_for(root: &HostRoot, goal: &Goal) -> Vec<Alias> {
     }
 }
 
-/// What the planner needs to know about this host besides `inv`.
-pub fn host_facts<'a>(
-    root: &HostRoot,
-    inv: &Inventory,
-    usage: &'a dyn UsageFacts,
-    variants: &'a [Alias],
-    record: &ChangeRecord,
-) -> Facts<'a> {
+/// What the planner needs to know besides the inventory: the VFIO variants
+/// and the change record's previous drivers and history.
+pub fn host_facts<'a>(variants: &'a [Alias], record: &ChangeRecord) -> Facts<'a> {
     Facts {
-        usage,
         vfio_variants: variants,
         previous: record.previous_drivers(),
         history: record.history_notes(),
-        fabric: hostfacts::fabric_of_host(root, inv),
         recover_to: BTreeMap::new(),
     }
 }

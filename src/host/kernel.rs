@@ -1,8 +1,11 @@
 //! The kernel's PCI driver-binding interface, one small function per step.
 //!
-//! Every failure names the device, the file and the OS error. The trait lets
-//! the apply engine run against a simulated kernel in tests; `SysfsKernel`
-//! is the real thing.
+//! Every write takes a permit from the safety gate (`gate::DeviceWrite`,
+//! `gate::PfWrite`, `gate::ModuleLoad`): the device it writes to comes from
+//! the permit, and the value is one the permit covers, so no write reaches
+//! the kernel without the gate's verdict. Every failure names the device,
+//! the file and the OS error. The trait lets the apply engine run against a
+//! simulated kernel in tests; `SysfsKernel` is the real thing.
 
 use std::ffi::CString;
 use std::fs::{self, OpenOptions};
@@ -14,7 +17,8 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 
-use crate::model::{DriverName, ModuleName, PciAddress};
+use crate::gate::{DeviceWrite, ModuleLoad, NotCleared, PfWrite};
+use crate::model::{DriverName, PciAddress};
 
 use super::modules;
 use super::root::HostRoot;
@@ -47,14 +51,18 @@ pub enum KernelError {
     },
     #[error(transparent)]
     Module(#[from] modules::ModuleError),
+    /// A write the gate's permit does not cover (a bug), refused.
+    #[error(transparent)]
+    NotCleared(#[from] NotCleared),
 }
 
-/// The steps the apply engine needs from the kernel.
+/// The steps the apply engine needs from the kernel. Each write takes the
+/// gate's permit for its device (see the module docs); reads take an address.
 pub trait PciKernel {
     /// Writes `driver` to the device's `driver_override`, or clears it (`None`).
     fn set_override(
         &self,
-        device: PciAddress,
+        w: DeviceWrite<'_>,
         driver: Option<&DriverName>,
     ) -> Result<(), KernelError>;
     /// Puts back the override of a device whose unbind is still pending.
@@ -65,33 +73,33 @@ pub trait PciKernel {
     /// unbind, once the holder lets go.
     fn set_override_after_unbind(
         &self,
-        device: PciAddress,
+        w: DeviceWrite<'_>,
         driver: Option<&DriverName>,
     ) -> Result<(), KernelError> {
-        self.set_override(device, driver)
+        self.set_override(w, driver)
     }
     /// Writes the address to the driver's `unbind`, abandoning the wait after `deadline`.
     fn unbind(
         &self,
-        device: PciAddress,
+        w: DeviceWrite<'_>,
         driver: &DriverName,
         deadline: Duration,
     ) -> Result<(), KernelError>;
     /// Writes the address to `/sys/bus/pci/drivers_probe`.
-    fn probe(&self, device: PciAddress) -> Result<(), KernelError>;
+    fn probe(&self, w: DeviceWrite<'_>) -> Result<(), KernelError>;
     /// The bound driver now; `Vanished` when the device is gone.
     fn driver(&self, device: PciAddress) -> Result<Option<DriverName>, KernelError>;
     /// Whether `/dev/vfio/<group>` exists.
     fn vfio_group_node(&self, group: u32) -> bool;
-    fn load_module(&self, module: &ModuleName, deadline: Duration) -> Result<(), KernelError>;
+    fn load_module(&self, m: ModuleLoad<'_>, deadline: Duration) -> Result<(), KernelError>;
     /// Writes `1` or `0` to the PF's `sriov_drivers_autoprobe`: whether VFs
     /// it creates are probed by a driver on their own (a VF with a
     /// `driver_override` is probed either way).
-    fn set_sriov_autoprobe(&self, pf: PciAddress, on: bool) -> Result<(), KernelError>;
+    fn set_sriov_autoprobe(&self, w: PfWrite<'_>, on: bool) -> Result<(), KernelError>;
     /// Writes `count` to the PF's `sriov_numvfs`, abandoning the wait after
     /// `deadline`: destroying VFs blocks while a process holds one. The
     /// kernel refuses a change between two non-zero counts (EBUSY).
-    fn set_numvfs(&self, pf: PciAddress, count: u16, deadline: Duration)
+    fn set_numvfs(&self, w: PfWrite<'_>, count: u16, deadline: Duration)
         -> Result<(), KernelError>;
     /// The PF's VFs now, by its `virtfn0`, `virtfn1`, ... links (until one is missing).
     fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError>;
@@ -251,9 +259,11 @@ fn write_error(device: PciAddress, path: PathBuf, value: &str, source: io::Error
 impl PciKernel for SysfsKernel {
     fn set_override(
         &self,
-        device: PciAddress,
+        w: DeviceWrite<'_>,
         driver: Option<&DriverName>,
     ) -> Result<(), KernelError> {
+        w.check_override(driver)?;
+        let device = w.device();
         let value = self.override_value(device, driver)?;
         write_attr(
             device,
@@ -264,9 +274,11 @@ impl PciKernel for SysfsKernel {
 
     fn set_override_after_unbind(
         &self,
-        device: PciAddress,
+        w: DeviceWrite<'_>,
         driver: Option<&DriverName>,
     ) -> Result<(), KernelError> {
+        w.check_override(driver)?;
+        let device = w.device();
         let value = self.override_value(device, driver)?;
         match blocking_write(
             device,
@@ -283,10 +295,12 @@ impl PciKernel for SysfsKernel {
 
     fn unbind(
         &self,
-        device: PciAddress,
+        w: DeviceWrite<'_>,
         driver: &DriverName,
         deadline: Duration,
     ) -> Result<(), KernelError> {
+        w.check_driver_change("unbind")?;
+        let device = w.device();
         let path = self.device_dir(device).join("driver/unbind");
         if !self.device_dir(device).exists() {
             return Err(KernelError::Vanished { device });
@@ -300,7 +314,9 @@ impl PciKernel for SysfsKernel {
         )
     }
 
-    fn probe(&self, device: PciAddress) -> Result<(), KernelError> {
+    fn probe(&self, w: DeviceWrite<'_>) -> Result<(), KernelError> {
+        w.check_driver_change("drivers_probe")?;
+        let device = w.device();
         if !self.device_dir(device).exists() {
             return Err(KernelError::Vanished { device });
         }
@@ -326,11 +342,12 @@ impl PciKernel for SysfsKernel {
         self.root.path(format!("/dev/vfio/{group}")).exists()
     }
 
-    fn load_module(&self, module: &ModuleName, deadline: Duration) -> Result<(), KernelError> {
-        Ok(modules::load(&self.root, module, deadline)?)
+    fn load_module(&self, m: ModuleLoad<'_>, deadline: Duration) -> Result<(), KernelError> {
+        Ok(modules::load(&self.root, m.module(), deadline)?)
     }
 
-    fn set_sriov_autoprobe(&self, pf: PciAddress, on: bool) -> Result<(), KernelError> {
+    fn set_sriov_autoprobe(&self, w: PfWrite<'_>, on: bool) -> Result<(), KernelError> {
+        let pf = w.pf();
         if !self.device_dir(pf).exists() {
             return Err(KernelError::Vanished { device: pf });
         }
@@ -343,10 +360,12 @@ impl PciKernel for SysfsKernel {
 
     fn set_numvfs(
         &self,
-        pf: PciAddress,
+        w: PfWrite<'_>,
         count: u16,
         deadline: Duration,
     ) -> Result<(), KernelError> {
+        w.check_numvfs(count)?;
+        let pf = w.pf();
         if !self.device_dir(pf).exists() {
             return Err(KernelError::Vanished { device: pf });
         }
@@ -370,5 +389,41 @@ impl PciKernel for SysfsKernel {
                 PciAddress::from_sysfs_name(&target.file_name()?.to_string_lossy())
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A blocking write runs in a helper process the parent stops waiting
+    /// for at the deadline; the helper still holds the write, which lands
+    /// once the kernel lets go (here: a reader opens the FIFO standing in
+    /// for a driver's `unbind`). No timing is asserted: only that the parent
+    /// returned while the write was still pending.
+    #[test]
+    fn a_blocking_write_runs_in_a_helper_process_the_parent_stops_waiting_for() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let unbind = dir.path().join("unbind");
+        nix::unistd::mkfifo(&unbind, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let device: PciAddress = "0000:08:00.0".parse().unwrap();
+        let err = blocking_write(
+            device,
+            unbind.clone(),
+            &device.to_string(),
+            Duration::from_millis(200),
+            "unbind from snd_hda_intel".to_string(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, KernelError::Timeout { .. }), "{err}");
+        // The parent stopped waiting with the write still pending: the
+        // helper's open returns only now that a reader comes.
+        let mut written = String::new();
+        std::fs::File::open(&unbind)
+            .unwrap()
+            .read_to_string(&mut written)
+            .unwrap();
+        assert_eq!(written, "0000:08:00.0");
     }
 }

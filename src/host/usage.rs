@@ -465,9 +465,10 @@ fn candidates(inv: &Inventory, targets: &BTreeSet<PciAddress>) -> BTreeSet<PciAd
     set
 }
 
-/// The host's usage facts for the planner: mounts, swap, network and console
-/// read once; open handles and other namespaces looked up only for what the
-/// planner asks about.
+/// The host's facts for the gate (`gate::HostFacts`): mounts, swap, network
+/// and console read once; open handles and other namespaces looked up only
+/// for the devices a rule asks about; the libvirt domains collected the
+/// first time a rule asks.
 pub struct HostUsage<'a> {
     root: &'a HostRoot,
     inv: &'a Inventory,
@@ -475,25 +476,20 @@ pub struct HostUsage<'a> {
     /// The libvirt read, started (or deferred) by the caller, collected
     /// when the gate first asks about VMs.
     vms_pending: std::cell::RefCell<Option<super::vms::Pending>>,
-    vms: std::cell::OnceCell<Option<crate::model::domain::VmFacts>>,
+    vms: std::cell::OnceCell<crate::model::domain::VmFacts>,
 }
 
 impl<'a> HostUsage<'a> {
-    pub fn new(root: &'a HostRoot, inv: &'a Inventory) -> HostUsage<'a> {
+    /// `vms`: where the domains come from (`vms::start`, or
+    /// `Pending::Deferred` to read them only if a rule asks).
+    pub fn new(root: &'a HostRoot, inv: &'a Inventory, vms: super::vms::Pending) -> HostUsage<'a> {
         HostUsage {
             root,
             inv,
             base: read_host_wide(root),
-            vms_pending: std::cell::RefCell::new(None),
+            vms_pending: std::cell::RefCell::new(Some(vms)),
             vms: std::cell::OnceCell::new(),
         }
-    }
-
-    /// Makes the domains known to the gate: `pending` is collected the first
-    /// time the gate asks (never, when nothing would be given away).
-    pub fn with_vms(self, pending: super::vms::Pending) -> HostUsage<'a> {
-        *self.vms_pending.borrow_mut() = Some(pending);
-        self
     }
 }
 
@@ -513,13 +509,19 @@ impl UsageFacts for HostUsage<'_> {
         add_holders(self.root, self.inv, &candidates, &mut map);
         map
     }
+}
 
-    fn vms(&self) -> Option<&crate::model::domain::VmFacts> {
-        self.vms
-            .get_or_init(|| {
-                let pending = self.vms_pending.borrow_mut().take();
-                pending.map(|p| p.finish(self.root))
-            })
-            .as_ref()
+impl crate::gate::HostFacts for HostUsage<'_> {
+    fn vms(&self) -> &crate::model::domain::VmFacts {
+        self.vms.get_or_init(|| {
+            let pending = self.vms_pending.borrow_mut().take();
+            match pending {
+                Some(p) => p.finish(self.root),
+                // Only reachable if `get_or_init` re-entered: fail closed.
+                None => crate::model::domain::VmFacts::Failed(
+                    "the libvirt read was already collected".to_string(),
+                ),
+            }
+        })
     }
 }

@@ -21,17 +21,27 @@ use super::root::HostRoot;
 /// Where the VM facts of a change come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmSource {
-    /// Never ask libvirt: the udev hook and `persist apply` (the boot unit).
-    Never(&'static str),
+    /// Never ask libvirt: the udev hook and `persist apply` (the boot unit;
+    /// `gate::policy`, `VmSource::for_path`).
+    AtBoot,
     /// `--no-libvirt`: the operator chose not to ask.
     Skipped,
     /// Ask libvirt at `target`, giving up after `timeout`.
     Libvirt { target: Target, timeout: Duration },
 }
 
-/// Why the udev hook and `persist apply` never ask libvirt.
-pub const NEVER_AT_BOOT: &str =
-    "the udev hook and persist apply never ask libvirt (at boot it may not be up, and udev must not start it)";
+impl VmSource {
+    /// Where `path` gets its VM facts: `asked` (libvirt, or `--no-libvirt`)
+    /// when the gate's policy has it ask libvirt, else never (the udev hook
+    /// and `persist apply`: `gate::policy`).
+    pub fn for_path(path: crate::gate::Path, asked: impl FnOnce() -> VmSource) -> VmSource {
+        if path.asks_libvirt() {
+            asked()
+        } else {
+            VmSource::AtBoot
+        }
+    }
+}
 
 /// What `--no-libvirt` leaves unknown.
 pub const SKIPPED: &str = "--no-libvirt: libvirt was not asked, so no VM was checked";
@@ -52,7 +62,11 @@ pub enum Pending {
 /// Starts reading the domains: the helper runs while the caller reads sysfs.
 pub fn start(source: &VmSource) -> Pending {
     let (uri, timeout) = match source {
-        VmSource::Never(why) => return Pending::Ready(VmFacts::NotAsked(why.to_string())),
+        VmSource::AtBoot => {
+            return Pending::Ready(VmFacts::NotAsked(
+                crate::gate::NOT_ASKED_AT_BOOT.to_string(),
+            ))
+        }
         VmSource::Skipped => return Pending::Ready(VmFacts::NotAsked(SKIPPED.to_string())),
         VmSource::Libvirt {
             target: Target::NotThisHost,

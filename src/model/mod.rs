@@ -13,6 +13,7 @@ pub mod health;
 pub mod ids;
 pub mod inventory;
 pub mod modalias;
+pub mod plan;
 pub mod selector;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;

@@ -11,7 +11,7 @@ use super::address::PciAddress;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DeviceUse {
-    /// Backs the root filesystem (never released: see `engine::refusal`).
+    /// Backs the root filesystem (never released: see `gate::refusal`).
     RootFilesystem {
         block: String,
     },
@@ -116,13 +116,6 @@ pub type UsageMap = BTreeMap<PciAddress, Vec<DeviceUse>>;
 /// process) are gathered only when something would be released.
 pub trait UsageFacts {
     fn usage_of(&self, releasing: &BTreeSet<PciAddress>) -> UsageMap;
-
-    /// The host's libvirt domains, read when first asked (a helper process,
-    /// under the libvirt deadline); `None` when this change does not ask
-    /// libvirt at all (moves to VFIO, tests without VMs).
-    fn vms(&self) -> Option<&super::domain::VmFacts> {
-        None
-    }
 }
 
 /// A map already complete (tests, or facts gathered up front).

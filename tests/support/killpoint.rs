@@ -16,8 +16,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use vfioctl::gate::{DeviceWrite, ModuleLoad, PfWrite};
 use vfioctl::host::kernel::{KernelError, PciKernel};
-use vfioctl::model::{DriverName, ModuleName, PciAddress};
+use vfioctl::model::{DriverName, PciAddress};
 
 /// The fake root the child changes.
 pub const KILL_ROOT: &str = "VFIOCTL_TEST_KILL_ROOT";
@@ -71,32 +72,32 @@ impl<'a> KillAt<'a> {
 impl PciKernel for KillAt<'_> {
     fn set_override(
         &self,
-        device: PciAddress,
+        w: DeviceWrite<'_>,
         driver: Option<&DriverName>,
     ) -> Result<(), KernelError> {
-        self.call(true, format!("override {device}"));
-        self.inner.set_override(device, driver)
+        self.call(true, format!("override {}", w.device()));
+        self.inner.set_override(w, driver)
     }
     fn set_override_after_unbind(
         &self,
-        device: PciAddress,
+        w: DeviceWrite<'_>,
         driver: Option<&DriverName>,
     ) -> Result<(), KernelError> {
-        self.call(true, format!("override (after unbind) {device}"));
-        self.inner.set_override_after_unbind(device, driver)
+        self.call(true, format!("override (after unbind) {}", w.device()));
+        self.inner.set_override_after_unbind(w, driver)
     }
     fn unbind(
         &self,
-        device: PciAddress,
+        w: DeviceWrite<'_>,
         driver: &DriverName,
         deadline: Duration,
     ) -> Result<(), KernelError> {
-        self.call(true, format!("unbind {device}"));
-        self.inner.unbind(device, driver, deadline)
+        self.call(true, format!("unbind {}", w.device()));
+        self.inner.unbind(w, driver, deadline)
     }
-    fn probe(&self, device: PciAddress) -> Result<(), KernelError> {
-        self.call(true, format!("probe {device}"));
-        self.inner.probe(device)
+    fn probe(&self, w: DeviceWrite<'_>) -> Result<(), KernelError> {
+        self.call(true, format!("probe {}", w.device()));
+        self.inner.probe(w)
     }
     fn driver(&self, device: PciAddress) -> Result<Option<DriverName>, KernelError> {
         self.call(false, format!("driver {device}"));
@@ -106,22 +107,22 @@ impl PciKernel for KillAt<'_> {
         self.call(false, format!("vfio node {group}"));
         self.inner.vfio_group_node(group)
     }
-    fn load_module(&self, module: &ModuleName, deadline: Duration) -> Result<(), KernelError> {
-        self.call(true, format!("load {module}"));
-        self.inner.load_module(module, deadline)
+    fn load_module(&self, m: ModuleLoad<'_>, deadline: Duration) -> Result<(), KernelError> {
+        self.call(true, format!("load {}", m.module()));
+        self.inner.load_module(m, deadline)
     }
-    fn set_sriov_autoprobe(&self, pf: PciAddress, on: bool) -> Result<(), KernelError> {
-        self.call(true, format!("autoprobe {pf} {}", u8::from(on)));
-        self.inner.set_sriov_autoprobe(pf, on)
+    fn set_sriov_autoprobe(&self, w: PfWrite<'_>, on: bool) -> Result<(), KernelError> {
+        self.call(true, format!("autoprobe {} {}", w.pf(), u8::from(on)));
+        self.inner.set_sriov_autoprobe(w, on)
     }
     fn set_numvfs(
         &self,
-        pf: PciAddress,
+        w: PfWrite<'_>,
         count: u16,
         deadline: Duration,
     ) -> Result<(), KernelError> {
-        self.call(true, format!("numvfs {pf} {count}"));
-        self.inner.set_numvfs(pf, count, deadline)
+        self.call(true, format!("numvfs {} {count}", w.pf()));
+        self.inner.set_numvfs(w, count, deadline)
     }
     fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError> {
         self.call(false, format!("virtfns {pf}"));

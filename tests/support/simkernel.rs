@@ -8,6 +8,7 @@ use std::fs;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use vfioctl::gate::{DeviceWrite, ModuleLoad, PfWrite};
 use vfioctl::host::kernel::{KernelError, PciKernel};
 use vfioctl::model::{DriverKind, DriverName, ModuleName, PciAddress};
 
@@ -164,9 +165,12 @@ impl<'a> SimKernel<'a> {
 impl PciKernel for SimKernel<'_> {
     fn set_override(
         &self,
-        device: PciAddress,
+        w: DeviceWrite<'_>,
         driver: Option<&DriverName>,
     ) -> Result<(), KernelError> {
+        // The permit bounds the value, as in the real kernel's writer.
+        w.check_override(driver)?;
+        let device = w.device();
         if !self.dir(device).exists() {
             return Err(KernelError::Vanished { device });
         }
@@ -182,10 +186,12 @@ impl PciKernel for SimKernel<'_> {
 
     fn unbind(
         &self,
-        device: PciAddress,
+        w: DeviceWrite<'_>,
         driver: &DriverName,
         deadline: Duration,
     ) -> Result<(), KernelError> {
+        w.check_driver_change("unbind")?;
+        let device = w.device();
         if !self.dir(device).exists() {
             return Err(KernelError::Vanished { device });
         }
@@ -211,7 +217,9 @@ impl PciKernel for SimKernel<'_> {
         Ok(())
     }
 
-    fn probe(&self, device: PciAddress) -> Result<(), KernelError> {
+    fn probe(&self, w: DeviceWrite<'_>) -> Result<(), KernelError> {
+        w.check_driver_change("drivers_probe")?;
+        let device = w.device();
         let addr = device.to_string();
         if !self.dir(device).exists() {
             return Err(KernelError::Vanished { device });
@@ -278,7 +286,8 @@ impl PciKernel for SimKernel<'_> {
         self.host.path(&format!("dev/vfio/{group}")).exists()
     }
 
-    fn load_module(&self, module: &ModuleName, _deadline: Duration) -> Result<(), KernelError> {
+    fn load_module(&self, m: ModuleLoad<'_>, _deadline: Duration) -> Result<(), KernelError> {
+        let module = m.module();
         self.note(format!("load {module}"));
         if !self
             .faults
@@ -304,7 +313,8 @@ impl PciKernel for SimKernel<'_> {
         Ok(())
     }
 
-    fn set_sriov_autoprobe(&self, pf: PciAddress, on: bool) -> Result<(), KernelError> {
+    fn set_sriov_autoprobe(&self, w: PfWrite<'_>, on: bool) -> Result<(), KernelError> {
+        let pf = w.pf();
         if !self.dir(pf).exists() {
             return Err(KernelError::Vanished { device: pf });
         }
@@ -324,10 +334,33 @@ impl PciKernel for SimKernel<'_> {
     /// own, probed by the PF's native VF driver when autoprobe is 1.
     fn set_numvfs(
         &self,
-        pf: PciAddress,
+        w: PfWrite<'_>,
         count: u16,
         _deadline: Duration,
     ) -> Result<(), KernelError> {
+        w.check_numvfs(count)?;
+        self.write_numvfs(w.pf(), count)
+    }
+
+    fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError> {
+        if !self.dir(pf).exists() {
+            return Err(KernelError::Vanished { device: pf });
+        }
+        Ok((0..)
+            .map_while(|i| fs::read_link(self.dir(pf).join(format!("virtfn{i}"))).ok())
+            .map(|t| t.file_name().unwrap().to_string_lossy().parse().unwrap())
+            .collect())
+    }
+}
+
+impl SimKernel<'_> {
+    /// An operator writing `count` to `pf`'s sriov_numvfs by hand (no
+    /// vfioctl, so no permit): what the kernel does with it.
+    pub fn by_hand_numvfs(&self, pf: PciAddress, count: u16) -> Result<(), KernelError> {
+        self.write_numvfs(pf, count)
+    }
+
+    fn write_numvfs(&self, pf: PciAddress, count: u16) -> Result<(), KernelError> {
         if !self.dir(pf).exists() {
             return Err(KernelError::Vanished { device: pf });
         }
@@ -383,15 +416,5 @@ impl PciKernel for SimKernel<'_> {
         }
         fs::write(&path, format!("{count}\n")).unwrap();
         Ok(())
-    }
-
-    fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError> {
-        if !self.dir(pf).exists() {
-            return Err(KernelError::Vanished { device: pf });
-        }
-        Ok((0..)
-            .map_while(|i| fs::read_link(self.dir(pf).join(format!("virtfn{i}"))).ok())
-            .map(|t| t.file_name().unwrap().to_string_lossy().parse().unwrap())
-            .collect())
     }
 }

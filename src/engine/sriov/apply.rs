@@ -13,15 +13,18 @@ use std::time::{Duration, Instant};
 use super::plan::put_back_steps;
 use super::read::read_with_vfs;
 use super::{
-    addresses, PutBack, PutBackDone, SriovApplied, SriovPlan, SriovStep, SriovStepError, VfNow,
+    addresses, ClearedSriov, PutBack, PutBackDone, SriovApplied, SriovPlan, SriovStep,
+    SriovStepError, VfNow,
 };
 use crate::engine::apply::{apply as apply_plan, Applied};
 use crate::engine::plan::{plan as make_plan, Goal, Plan, Request};
-use crate::engine::run::{host_facts, update_record};
+use crate::engine::run::{host_facts, judge, update_record};
+use crate::gate::{ClearedVfCount, Path, PfWrite};
 use crate::host::kernel::PciKernel;
 use crate::host::modules;
 use crate::host::state;
 use crate::host::usage::HostUsage;
+use crate::host::vms::{Pending, VmSource};
 use crate::host::HostRoot;
 use crate::model::modalias::Alias;
 use crate::model::{DriverName, PciAddress};
@@ -36,10 +39,12 @@ const POLL: Duration = Duration::from_millis(10);
 pub fn apply(
     root: &HostRoot,
     kernel: &dyn PciKernel,
-    plan: &SriovPlan,
+    cleared: &ClearedSriov,
     variants: &[Alias],
 ) -> SriovApplied {
+    let plan = &cleared.plan;
     let pf = plan.pf;
+    let w = cleared.count().pf_write();
     let timeout = plan.timeout;
     let mut out = SriovApplied {
         done: Vec::new(),
@@ -52,8 +57,8 @@ pub fn apply(
         autoprobe: None,
         vfs: Vec::new(),
     };
-    if let Some(vf_plan) = &plan.vf_plan {
-        rebind_present(root, kernel, pf, vf_plan, timeout, &mut out);
+    if let Some(vfs) = cleared.vfs() {
+        rebind_present(root, kernel, pf, vfs, timeout, &mut out);
         finish(kernel, plan, &mut out);
         return out;
     }
@@ -61,15 +66,15 @@ pub fn apply(
     let mut created: Vec<PciAddress> = Vec::new();
     for step in &plan.steps {
         let result: Result<(), SriovStepError> = match step {
-            SriovStep::Autoprobe { on, .. } => set_autoprobe(kernel, pf, *on, &mut out.autoprobe),
-            SriovStep::Numvfs { count, .. } => set_numvfs(kernel, pf, *count, timeout),
+            SriovStep::Autoprobe { on, .. } => set_autoprobe(kernel, w, *on, &mut out.autoprobe),
+            SriovStep::Numvfs { count, .. } => set_numvfs(kernel, w, *count, timeout),
             SriovStep::WaitVirtfns { count, .. } => {
                 wait_virtfns(kernel, pf, *count, timeout).map(|vfs| created = vfs)
             }
             // Only put-back plans rebind (`run_put_back`).
             SriovStep::RebindVfs { .. } => Ok(()),
             SriovStep::BindVfs { .. } => {
-                bind_new_vfs(root, kernel, plan, &created, variants, &mut out)
+                bind_new_vfs(root, kernel, cleared, &created, variants, &mut out)
             }
         };
         match result {
@@ -81,7 +86,7 @@ pub fn apply(
         }
     }
     if out.error.is_some() {
-        roll_back(root, kernel, plan, &mut out);
+        roll_back(root, kernel, cleared.count(), plan, &mut out);
     } else if plan.destroys_vfs() {
         forget_destroyed(root, plan, &created, &mut out);
     }
@@ -95,11 +100,12 @@ fn rebind_present(
     root: &HostRoot,
     kernel: &dyn PciKernel,
     pf: PciAddress,
-    vf_plan: &Plan,
+    vfs: &crate::gate::Cleared,
     timeout: Duration,
     out: &mut SriovApplied,
 ) {
-    let applied = apply_plan(vf_plan, kernel, timeout);
+    let vf_plan = vfs.plan();
+    let applied = apply_plan(vfs, kernel, timeout);
     if applied.succeeded() {
         let recorded = state::read_record(root).and_then(|mut record| {
             update_record(&mut record, vf_plan, &applied);
@@ -121,12 +127,12 @@ fn rebind_present(
 /// Writes `sriov_drivers_autoprobe`; `written` keeps the value on success.
 fn set_autoprobe(
     kernel: &dyn PciKernel,
-    pf: PciAddress,
+    w: PfWrite<'_>,
     on: bool,
     written: &mut Option<bool>,
 ) -> Result<(), SriovStepError> {
     kernel
-        .set_sriov_autoprobe(pf, on)
+        .set_sriov_autoprobe(w, on)
         .map(|()| *written = Some(on))
         .map_err(Into::into)
 }
@@ -134,11 +140,11 @@ fn set_autoprobe(
 /// Writes `sriov_numvfs` (the kernel may block until the VFs are released).
 fn set_numvfs(
     kernel: &dyn PciKernel,
-    pf: PciAddress,
+    w: PfWrite<'_>,
     count: u16,
     timeout: Duration,
 ) -> Result<(), SriovStepError> {
-    kernel.set_numvfs(pf, count, timeout).map_err(Into::into)
+    kernel.set_numvfs(w, count, timeout).map_err(Into::into)
 }
 
 /// Polls until the PF has at least `count` VFs; returns them (the first `count`).
@@ -191,11 +197,12 @@ fn count_verified(
 fn bind_new_vfs(
     root: &HostRoot,
     kernel: &dyn PciKernel,
-    plan: &SriovPlan,
+    cleared: &ClearedSriov,
     created: &[PciAddress],
     variants: &[Alias],
     out: &mut SriovApplied,
 ) -> Result<(), SriovStepError> {
+    let plan = &cleared.plan;
     let pf = plan.pf;
     let vfs = plan.unkept(created);
     if vfs.is_empty() {
@@ -210,7 +217,11 @@ fn bind_new_vfs(
             goal: Goal::bind_to(&plan.vf_driver),
             variants,
         },
-        plan.force,
+        Rebinding::Judged {
+            path: cleared.count().path(),
+            vms: cleared.vms().clone(),
+            force: plan.force,
+        },
         plan.timeout,
     );
     out.vf_plan = vf_plan;
@@ -231,6 +242,19 @@ struct VfTarget<'a> {
     variants: &'a [Alias],
 }
 
+/// How binding VFs is cleared: judged by the gate as `path` (new VFs, and
+/// `recover`, a change of its own), or as the rollback of the VF count
+/// change `ClearedVfCount` (VFs recreated go back to the claiming drivers
+/// they had: `gate::policy::ROLLBACK`).
+pub enum Rebinding<'a> {
+    Judged {
+        path: Path,
+        vms: VmSource,
+        force: bool,
+    },
+    Rollback(&'a ClearedVfCount, &'a [super::VfBefore]),
+}
+
 /// Plans (from a fresh read of the PF and `vfs`) and applies binding `vfs`
 /// to `to.goal` through the binding engine; records the change on success.
 /// Returns the plan (when one was made) and what applying it did.
@@ -240,7 +264,7 @@ fn bind_vfs(
     pf: PciAddress,
     vfs: &[PciAddress],
     to: VfTarget,
-    force: bool,
+    rebinding: Rebinding,
     timeout: Duration,
 ) -> (Option<Plan>, Result<Applied, SriovStepError>) {
     let inv = match read_with_vfs(root, pf, vfs) {
@@ -252,18 +276,37 @@ fn bind_vfs(
         Err(error) => return (None, Err(SriovStepError::Record { pf, error })),
     };
     let release = inv.kernel_release.as_deref();
-    let usage = HostUsage::new(root, &inv);
-    let facts = host_facts(root, &inv, &usage, to.variants, &record);
+    let facts = host_facts(to.variants, &record);
     let request = Request {
         goal: to.goal,
         targets: vfs.to_vec(),
         with_group: false,
-        force,
     };
-    let vf_plan = match make_plan(&inv, &facts, &request) {
+    let planned = match make_plan(&inv, &facts, &request) {
         Ok(plan) => plan,
         Err(error) => return (None, Err(SriovStepError::Refused { pf, error })),
     };
+    let cleared = match rebinding {
+        Rebinding::Judged { path, vms, force } => {
+            let usage = HostUsage::new(root, &inv, Pending::Deferred(vms));
+            judge(root, &inv, &usage, planned, path, force)
+                .map_err(|error| SriovStepError::Refused { pf, error })
+        }
+        Rebinding::Rollback(count, before) => {
+            let back: Vec<(PciAddress, DriverName)> = before
+                .iter()
+                .filter_map(|v| Some((v.address, v.driver.clone()?)))
+                .collect();
+            count
+                .put_back(planned, &back)
+                .ok_or(SriovStepError::NotPutBack { pf })
+        }
+    };
+    let cleared = match cleared {
+        Ok(cleared) => cleared,
+        Err(error) => return (None, Err(error)),
+    };
+    let vf_plan = cleared.plan().clone();
     // Only the VFs move: never their PF, never another function.
     if let Some(other) = vf_plan
         .actions
@@ -283,7 +326,7 @@ fn bind_vfs(
             return (Some(vf_plan), Err(SriovStepError::Module { pf, error }));
         }
     }
-    let applied = apply_plan(&vf_plan, kernel, timeout);
+    let applied = apply_plan(&cleared, kernel, timeout);
     if applied.succeeded() {
         update_record(&mut record, &vf_plan, &applied);
         if let Err(error) = state::write_record(root, &record) {
@@ -337,7 +380,13 @@ fn finish(kernel: &dyn PciKernel, plan: &SriovPlan, out: &mut SriovApplied) {
 /// that were on a claiming driver bound to it again, autoprobe as it was
 /// (`put_back_steps`, run by `run_put_back`). Each part is verified and
 /// reported.
-fn roll_back(root: &HostRoot, kernel: &dyn PciKernel, plan: &SriovPlan, out: &mut SriovApplied) {
+fn roll_back(
+    root: &HostRoot,
+    kernel: &dyn PciKernel,
+    count: &ClearedVfCount,
+    plan: &SriovPlan,
+    out: &mut SriovApplied,
+) {
     let pf = plan.pf;
     // A write still pending in the kernel (a VF held) cannot be undone now.
     let pending = out.error.as_ref().is_some_and(SriovStepError::pending);
@@ -371,7 +420,14 @@ fn roll_back(root: &HostRoot, kernel: &dyn PciKernel, plan: &SriovPlan, out: &mu
         vfs_before: &plan.vfs_before,
         timeout: plan.timeout,
     };
-    let done = run_put_back(root, kernel, &target, &put_back_steps(&target));
+    let done = run_put_back(
+        root,
+        kernel,
+        count.pf_write(),
+        &target,
+        &put_back_steps(&target),
+        Rebinding::Rollback(count, &plan.vfs_before),
+    );
     out.rolled_back.extend(done.rolled_back);
     out.rollback_errors.extend(done.errors);
     if done.autoprobe.is_some() {
@@ -385,15 +441,17 @@ fn roll_back(root: &HostRoot, kernel: &dyn PciKernel, plan: &SriovPlan, out: &mu
 pub fn run_put_back(
     root: &HostRoot,
     kernel: &dyn PciKernel,
+    w: PfWrite<'_>,
     p: &PutBack,
     steps: &[SriovStep],
+    rebinding: Rebinding,
 ) -> PutBackDone {
     let (pf, timeout) = (p.pf, p.timeout);
     let mut done = PutBackDone::default();
     let mut count_failed = false;
     for step in steps {
         let result: Result<Option<String>, SriovStepError> = match step {
-            SriovStep::Autoprobe { on, .. } => set_autoprobe(kernel, pf, *on, &mut done.autoprobe)
+            SriovStep::Autoprobe { on, .. } => set_autoprobe(kernel, w, *on, &mut done.autoprobe)
                 .map(|()| {
                     Some(format!(
                         "{pf}: sriov_drivers_autoprobe back to {}",
@@ -402,7 +460,7 @@ pub fn run_put_back(
                 }),
             _ if count_failed => continue,
             SriovStep::Numvfs { count, .. } => {
-                set_numvfs(kernel, pf, *count, timeout).and_then(|()| {
+                set_numvfs(kernel, w, *count, timeout).and_then(|()| {
                     if *count == 0 && p.count == 0 {
                         count_verified(kernel, pf, 0, timeout).map(|()| {
                             Some(format!(
@@ -422,7 +480,7 @@ pub fn run_put_back(
                     ))
                 }),
             SriovStep::RebindVfs { vfs, driver } => {
-                match rebind_vfs(root, kernel, pf, vfs, driver, timeout) {
+                match rebind_vfs(root, kernel, pf, vfs, driver, &rebinding, timeout) {
                     Ok(line) => Ok(line),
                     // The count is back: the other drivers' VFs are still rebound.
                     Err(error) => {
@@ -456,6 +514,7 @@ fn rebind_vfs(
     pf: PciAddress,
     vfs: &[PciAddress],
     driver: &DriverName,
+    rebinding: &Rebinding,
     timeout: Duration,
 ) -> Result<Option<String>, String> {
     let present: Vec<PciAddress> = kernel
@@ -477,7 +536,14 @@ fn rebind_vfs(
             // A named driver: no variant to choose (`variants_for`).
             variants: &[],
         },
-        false,
+        match rebinding {
+            Rebinding::Judged { path, vms, .. } => Rebinding::Judged {
+                path: *path,
+                vms: vms.clone(),
+                force: false,
+            },
+            Rebinding::Rollback(count, before) => Rebinding::Rollback(count, before),
+        },
         timeout,
     );
     let error = match result {

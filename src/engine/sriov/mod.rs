@@ -42,7 +42,7 @@ mod apply;
 mod plan;
 mod read;
 
-pub use apply::{apply, run_put_back};
+pub use apply::{apply, run_put_back, Rebinding};
 pub use plan::{plan, put_back_steps};
 pub use read::read_pf;
 
@@ -54,8 +54,9 @@ use serde::Serialize;
 
 use crate::engine::apply::{as_message, Applied};
 use crate::engine::plan::{Facts, Goal, Plan, PlanError};
-use crate::engine::refusal::Refusal;
 use crate::engine::run::{host_facts, privileged, variants_for, ApplyFailed, NotPrivileged};
+use crate::gate::{self, Cleared, ClearedVfCount, Path, Refusal, VfCount, VfCountRefused};
+use crate::host::hostfacts;
 use crate::host::kernel::{KernelError, PciKernel};
 use crate::host::modules::{self, ModuleError};
 use crate::host::state::{self, StateError};
@@ -72,8 +73,9 @@ use crate::model::{DriverName, Inventory, PciAddress, Selector};
 /// What the operator (or a declaration) asked for.
 #[derive(Debug, Clone)]
 pub struct SriovRequest {
-    /// The command asking (`sriov`, `persist apply`, `udev-hook`), for the intent.
-    pub caller: &'static str,
+    /// The path asking (`sriov`, `persist apply`, `udev-hook`): how the gate
+    /// judges it, and the command its intent names.
+    pub path: Path,
     pub pf: PciAddress,
     pub numvfs: u16,
     /// The VFs' driver: `Auto` is vfio-pci or each VF's best VFIO variant.
@@ -99,8 +101,7 @@ pub struct SriovFacts<'a> {
     pub autoprobe: Option<bool>,
     /// The PF's `sriov_offset` and `sriov_stride`: where new VFs appear.
     pub layout: Option<(u16, u16)>,
-    /// The binding engine's facts: usage (for VFs that would be destroyed or
-    /// rebound), VFIO variants, the change record, the fabric.
+    /// The binding engine's facts: VFIO variants, the change record.
     pub engine: Facts<'a>,
 }
 
@@ -261,13 +262,13 @@ pub enum SriovError {
     },
     #[error("{pf} has no driver, and the PF's driver creates the VFs; bind it to its host driver first (vfioctl restore {pf})")]
     NoPfDriver { pf: PciAddress },
-    #[error("changing the VF count of {pf} destroys its VFs {}: {}; stop what holds them first", addresses(.vfs), crate::engine::refusal::joined(.refusals))]
+    #[error("changing the VF count of {pf} destroys its VFs {}: {}; stop what holds them first", addresses(.vfs), crate::gate::joined(.refusals))]
     Held {
         pf: PciAddress,
         vfs: Vec<PciAddress>,
         refusals: Vec<Refusal>,
     },
-    #[error("changing the VF count of {pf} can interrupt what the host uses it for: {}; some PF drivers reset the PF when SR-IOV is enabled or disabled (ixgbe reinitialises it, dropping its link); use --force to change it anyway; nothing was written", crate::engine::refusal::joined(.refusals))]
+    #[error("changing the VF count of {pf} can interrupt what the host uses it for: {}; some PF drivers reset the PF when SR-IOV is enabled or disabled (ixgbe reinitialises it, dropping its link); use --force to change it anyway; nothing was written", crate::gate::joined(.refusals))]
     InterruptsPf {
         pf: PciAddress,
         refusals: Vec<Refusal>,
@@ -313,6 +314,10 @@ pub enum SriovStepError {
     Refused { pf: PciAddress, error: PlanError },
     #[error("binding the VFs of {pf} would also change {device}, which is not one of them; refused (only the VFs move)")]
     NotAVf { pf: PciAddress, device: PciAddress },
+    /// Rebinding recreated VFs would do more than put back the drivers they
+    /// had before the change (a rollback is cleared for nothing else).
+    #[error("putting the VFs of {pf} back would do more than give them back the drivers they had; refused")]
+    NotPutBack { pf: PciAddress },
     #[error("binding the VFs of {pf} failed: {message}")]
     Bind { pf: PciAddress, message: String },
     /// The change record could not be read or updated.
@@ -406,9 +411,81 @@ pub struct SriovReport {
     pub result: Option<SriovApplied>,
 }
 
-/// Reads the facts, plans and (unless `dry_run` or nothing changes) applies.
-/// The caller holds the change lock when not a dry run; `inv` must hold the
-/// PF, its VFs and their IOMMU groups (`read_devices` of the PF and its VFs).
+/// An SR-IOV plan the gate cleared: the PF's VF count (and autoprobe) and,
+/// when the count stays, the VFs present rebound. What [`apply`] takes.
+pub struct ClearedSriov {
+    /// The plan, with the gate's checks and notes (and the VFs' cleared plan
+    /// as `vf_plan`), for reports.
+    pub plan: SriovPlan,
+    count: ClearedVfCount,
+    vfs: Option<Cleared>,
+    /// Where the new VFs' bind gets its VM facts (asked only if it gives
+    /// them to a host driver).
+    vms: VmSource,
+}
+
+impl ClearedSriov {
+    pub(crate) fn count(&self) -> &ClearedVfCount {
+        &self.count
+    }
+    pub(crate) fn vfs(&self) -> Option<&Cleared> {
+        self.vfs.as_ref()
+    }
+    pub(crate) fn vms(&self) -> &VmSource {
+        &self.vms
+    }
+}
+
+/// Asks the gate to clear `plan` (made for `request`): the VF count change
+/// (the PF's uses, the VFs it destroys) and, when the count stays, the VFs'
+/// bind. Refused: a `SriovError`, nothing written.
+pub fn judge(
+    root: &HostRoot,
+    inv: &Inventory,
+    usage: &HostUsage,
+    mut plan: SriovPlan,
+    request: &SriovRequest,
+) -> Result<ClearedSriov, SriovError> {
+    let pf = plan.pf;
+    let facts = gate::Facts {
+        inventory: inv,
+        host: usage,
+        fabric: hostfacts::fabric_of_host(root, inv),
+    };
+    let count = VfCount {
+        pf,
+        from: plan.numvfs_before,
+        to: plan.numvfs,
+    };
+    let judged = gate::clear_vf_count(&facts, request.path, count, request.force);
+    plan.pf_uses = judged.pf_uses;
+    let count = judged.verdict.map_err(|refused| match refused {
+        VfCountRefused::InterruptsPf(refusals) => SriovError::InterruptsPf { pf, refusals },
+        VfCountRefused::Destroys { vfs, refusals } => SriovError::Held { pf, vfs, refusals },
+    })?;
+    plan.checks.extend(count.checks().iter().cloned());
+    plan.notes.extend(count.notes().iter().cloned());
+    let vfs = match plan.vf_plan.take() {
+        Some(vf_plan) => {
+            let cleared = gate::clear(vf_plan, &facts, request.path, request.force)
+                .map_err(|r| SriovError::Plan(PlanError::Refused(r)))?;
+            plan.vf_plan = Some(cleared.plan().clone());
+            Some(cleared)
+        }
+        None => None,
+    };
+    Ok(ClearedSriov {
+        plan,
+        count,
+        vfs,
+        vms: request.vms.clone(),
+    })
+}
+
+/// Reads the facts, plans, has the gate judge and (unless `dry_run` or
+/// nothing changes) applies. The caller holds the change lock when not a
+/// dry run; `inv` must hold the PF, its VFs and their IOMMU groups
+/// (`read_devices` of the PF and its VFs).
 pub fn change(
     root: &HostRoot,
     kernel: &dyn PciKernel,
@@ -420,26 +497,27 @@ pub fn change(
     let mut record = state::read_record(root)?;
     state::refuse_interrupted(root, &record, !dry_run)?;
     let release = inv.kernel_release.as_deref();
-    let usage = HostUsage::new(root, inv).with_vms(Pending::Deferred(request.vms.clone()));
+    let usage = HostUsage::new(root, inv, Pending::Deferred(request.vms.clone()));
     let facts = SriovFacts {
         autoprobe: read_sriov_autoprobe(root, request.pf),
         layout: read_sriov_layout(root, request.pf),
-        engine: host_facts(root, inv, &usage, variants, &record),
+        engine: host_facts(variants, &record),
     };
-    let plan = plan(inv, &facts, request)?;
-    if let Some(vf_plan) = &plan.vf_plan {
+    let planned = plan(inv, &facts, request)?;
+    let cleared = judge(root, inv, &usage, planned, request)?;
+    if let Some(vf_plan) = &cleared.plan.vf_plan {
         for module in &vf_plan.load_modules {
             modules::preflight(root, release, module)?;
         }
     }
-    let result = if !dry_run && plan.changes() {
+    let result = if !dry_run && cleared.plan.changes() {
         // The intent first (see `host::state`): a change killed from here on
         // is found by the next change and by `check`, and `recover` puts the
         // VF count, the VFs' drivers and autoprobe back.
-        record.intent = Some(intent_for(root, request.caller, &plan));
+        record.intent = Some(intent_for(root, request.path.verb(), &cleared.plan));
         state::write_record(root, &record)?;
-        let mut applied = apply(root, kernel, &plan, variants);
-        finish_intent(root, plan.pf, &mut applied);
+        let mut applied = apply(root, kernel, &cleared, variants);
+        finish_intent(root, cleared.plan.pf, &mut applied);
         Some(applied)
     } else {
         None
@@ -447,7 +525,7 @@ pub fn change(
     Ok(SriovReport {
         command: "sriov",
         dry_run,
-        plan,
+        plan: cleared.plan,
         result,
     })
 }
@@ -550,7 +628,7 @@ pub fn run_then(
     let pf = read::find_pf(root, &spec.selector)?;
     let inv = read_pf(root, pf)?;
     let request = SriovRequest {
-        caller: "sriov",
+        path: Path::Sriov,
         pf,
         numvfs: spec.numvfs,
         vf_driver: spec.vf_driver.clone(),

@@ -1,13 +1,13 @@
-//! The pure part of an SR-IOV change: [`plan`] (the refusals, then the
-//! sysfs writes in order) and [`put_back_steps`] (the writes undoing a
-//! change). No I/O: everything comes from the inventory and the facts.
+//! The pure part of an SR-IOV change: [`plan`] (what cannot be asked, then
+//! the sysfs writes in order) and [`put_back_steps`] (the writes undoing a
+//! change). No I/O: everything comes from the inventory and the facts. The
+//! gate judges the plan afterwards (`engine::sriov::change`).
 
 use std::collections::BTreeSet;
 
 use super::{
     addresses, PutBack, SriovError, SriovFacts, SriovPlan, SriovRequest, SriovStep, VfBefore,
 };
-use crate::engine::gate;
 use crate::engine::plan::{plan as make_plan, Goal, PlanError, Request};
 use crate::model::declaration::DeclaredDriver;
 use crate::model::{DriverKind, DriverName, Inventory, PciAddress, SriovRole};
@@ -82,21 +82,6 @@ pub fn plan(
     if dev.driver.is_none() {
         return Err(SriovError::NoPfDriver { pf });
     }
-    // The PF keeps its driver, but a count change can reset it.
-    let (uses, verdict) = gate::judge_vf_count(inv, facts.engine.usage, &pf, request.force);
-    if !verdict.allowed() {
-        return Err(SriovError::InterruptsPf {
-            pf,
-            refusals: verdict.refusals,
-        });
-    }
-    out.pf_uses = uses;
-    out.notes.extend(verdict.forced);
-    if out.pf_uses.is_empty() {
-        out.checks.push(format!(
-            "{pf} not in use by the host (mounts, addresses, routes, console)"
-        ));
-    }
     if let (Some((offset, stride)), true) = (facts.layout, request.numvfs > 0) {
         out.vfs_after = (0..request.numvfs)
             .filter_map(|i| pf.vf(offset, stride, i))
@@ -108,8 +93,11 @@ pub fn plan(
             ));
         }
     }
-    if numvfs_before > 0 {
-        judge_destroyed(inv, facts, request, vfs, &mut out)?;
+    if numvfs_before > 0 && request.numvfs > 0 {
+        out.notes.push(format!(
+            "the kernel changes a non-zero VF count only through 0: {numvfs_before} -> 0 -> {}",
+            request.numvfs
+        ));
     }
     push_steps(facts, request, kind, &mut out);
     Ok(out)
@@ -159,60 +147,11 @@ fn count_stays(
                 goal: Goal::bind_to(&request.vf_driver),
                 targets,
                 with_group: false,
-                force: request.force,
             };
             out.vf_plan = Some(make_plan(inv, &facts.engine, &vf_request)?);
         }
     }
     out.note_kept(vfs);
-    Ok(())
-}
-
-/// Changing a non-zero count destroys the VFs `vfs`: refused when the gate
-/// or the VM rules refuse releasing them (a holder: never overridable).
-fn judge_destroyed(
-    inv: &Inventory,
-    facts: &SriovFacts,
-    request: &SriovRequest,
-    vfs: Vec<PciAddress>,
-    out: &mut SriovPlan,
-) -> Result<(), SriovError> {
-    let (pf, numvfs_before) = (request.pf, out.numvfs_before);
-    let destroyed: BTreeSet<PciAddress> = vfs.iter().copied().collect();
-    let verdict = gate::judge(
-        inv,
-        facts.engine.usage,
-        &destroyed,
-        gate::Change::ReleaseNow,
-        request.force,
-    );
-    let mut refusals = verdict.refusals;
-    let mut forced = verdict.forced;
-    if let Some(vms) = facts.engine.usage.vms() {
-        let vm_verdict =
-            gate::judge_vms(inv, vms, &destroyed, gate::VmChange::ToHost, request.force);
-        refusals.extend(vm_verdict.refusals);
-        forced.extend(vm_verdict.forced);
-        if let crate::model::domain::VmFacts::NotAsked(why)
-        | crate::model::domain::VmFacts::Absent(why) = vms
-        {
-            out.notes.push(format!("VMs not checked: {why}"));
-        }
-    }
-    if !refusals.is_empty() {
-        return Err(SriovError::Held { pf, vfs, refusals });
-    }
-    out.notes.extend(forced);
-    out.checks.push(format!(
-        "VFs to destroy not in use (open handles, mounts, addresses, routes): {}",
-        addresses(&vfs)
-    ));
-    if request.numvfs > 0 {
-        out.notes.push(format!(
-            "the kernel changes a non-zero VF count only through 0: {numvfs_before} -> 0 -> {}",
-            request.numvfs
-        ));
-    }
     Ok(())
 }
 

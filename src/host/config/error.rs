@@ -38,6 +38,9 @@ pub enum ConfigError {
     NotPlain { path: String, kind: &'static str },
     #[error("{path}: a bindings.d file name is letters, digits, '.', '_' and '-' ending in .toml; rename it")]
     BadFileName { path: String },
+    /// A write the gate did not clear (a bug): refused.
+    #[error(transparent)]
+    NotCleared(#[from] crate::gate::NotClearedKey),
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,

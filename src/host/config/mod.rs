@@ -29,5 +29,6 @@ pub use format::{
 pub use owner::{file_owned, owned, seal, written_by_vfioctl, WRITTEN_HEADER};
 pub use read::{load, read_trusted};
 pub use write::{
-    add, add_sriov, may_add, may_add_sriov, may_remove, remove, remove_origin, write_atomic,
+    add, add_sriov, may_add, may_add_sriov, may_remove, remove, remove_sriov, write_atomic,
+    write_boot_file,
 };

@@ -15,6 +15,7 @@ use super::format::{
     BINDINGS_DIR,
 };
 use super::owner::file_owned;
+use crate::gate::{ClaimKey, ClearedClaims, ClearedRelease};
 use crate::host::HostRoot;
 use crate::model::declaration::{Declaration, Declarations, Origin, SriovDeclaration};
 use crate::model::PciAddress;
@@ -109,8 +110,14 @@ pub(super) fn may_write(root: &HostRoot, file: &str) -> Result<(), ConfigError> 
 }
 
 /// Writes a declaration to its own file (replacing an earlier one for the
-/// same key that vfioctl wrote; never one written or edited by hand).
-pub fn add(root: &HostRoot, decl: &Declaration) -> Result<PathBuf, ConfigError> {
+/// same key that vfioctl wrote; never one written or edited by hand). Only
+/// a declaration the gate cleared (`gate::clear_claims`).
+pub fn add(
+    root: &HostRoot,
+    claims: &ClearedClaims,
+    decl: &Declaration,
+) -> Result<PathBuf, ConfigError> {
+    claims.check_key(&ClaimKey::Binding(decl.key()))?;
     let path = root.path(BINDINGS_DIR).join(file_name(decl));
     let text = render_checked(decl, &shown(root, &path))?;
     may_write(root, &shown(root, &path))?;
@@ -119,8 +126,14 @@ pub fn add(root: &HostRoot, decl: &Declaration) -> Result<PathBuf, ConfigError> 
 }
 
 /// Writes an `[[sriov]]` declaration to its own file (replacing an earlier
-/// one for the same PF that vfioctl wrote; never one written or edited by hand).
-pub fn add_sriov(root: &HostRoot, decl: &SriovDeclaration) -> Result<PathBuf, ConfigError> {
+/// one for the same PF that vfioctl wrote; never one written or edited by
+/// hand). Only one the gate cleared (`gate::clear_sriov_claim`).
+pub fn add_sriov(
+    root: &HostRoot,
+    claims: &ClearedClaims,
+    decl: &SriovDeclaration,
+) -> Result<PathBuf, ConfigError> {
+    claims.check_key(&ClaimKey::Sriov(decl.address))?;
     let path = root.path(BINDINGS_DIR).join(sriov_file_name(decl));
     let text = render_sriov_checked(decl, &shown(root, &path))?;
     may_write(root, &shown(root, &path))?;
@@ -128,9 +141,39 @@ pub fn add_sriov(root: &HostRoot, decl: &SriovDeclaration) -> Result<PathBuf, Co
     Ok(path)
 }
 
-/// Removes the file vfioctl wrote for `decl`; refuses files written by hand.
-pub fn remove(root: &HostRoot, decl: &Declaration) -> Result<(), ConfigError> {
+/// Removes the file vfioctl wrote for `decl`; refuses files written by
+/// hand. Only a removal the gate cleared (`gate::clear_release_at_boot`).
+pub fn remove(
+    root: &HostRoot,
+    release: &ClearedRelease,
+    decl: &Declaration,
+) -> Result<(), ConfigError> {
+    release.check_key(&ClaimKey::Binding(decl.key()))?;
     remove_origin(root, &decl.origin)
+}
+
+/// Removes the file vfioctl wrote for `decl`, an `[[sriov]]` declaration;
+/// refuses files written by hand. Only a removal the gate cleared.
+pub fn remove_sriov(
+    root: &HostRoot,
+    release: &ClearedRelease,
+    decl: &SriovDeclaration,
+) -> Result<(), ConfigError> {
+    release.check_key(&ClaimKey::Sriov(decl.address))?;
+    remove_origin(root, &decl.origin)
+}
+
+/// Writes one boot file (`host-config --write`) the gate cleared
+/// (`gate::clear_claims` with `ClaimKey::BootFiles`), atomically.
+pub fn write_boot_file(
+    root: &HostRoot,
+    claims: &ClearedClaims,
+    path: &Path,
+    text: &str,
+    mode: u32,
+) -> Result<(), ConfigError> {
+    claims.check_key(&ClaimKey::BootFiles)?;
+    write_atomic(root, path, text, mode)
 }
 
 /// Refuses, naming it, a declaration whose file vfioctl does not own.
@@ -147,7 +190,7 @@ pub fn may_remove(root: &HostRoot, origin: &Origin) -> Result<(), ConfigError> {
 
 /// Removes the file vfioctl wrote that declared at `origin`; refuses files
 /// written or edited by hand (`owned`).
-pub fn remove_origin(root: &HostRoot, origin: &Origin) -> Result<(), ConfigError> {
+fn remove_origin(root: &HostRoot, origin: &Origin) -> Result<(), ConfigError> {
     may_remove(root, origin)?;
     fs::remove_file(root.path(&origin.file)).map_err(|source| ConfigError::Io {
         action: "cannot remove",

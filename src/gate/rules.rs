@@ -1,13 +1,10 @@
-//! The one safety gate. Every path that can change a device's binding, now
-//! or at a later boot, asks it: the planner (`bind`, `unbind`, `restore`,
-//! `persist apply`, the udev hook at run time), `persist add` for every
-//! device a declaration covers now, and `host-config --write` for every
-//! device its boot files would claim or strip of a driver. Pure: it judges
-//! facts gathered by `host::usage`.
-//!
-//! The rules, and whether `--force` overrides them, live in
-//! `RefusalKind::force_overrides`; the man page's safety table is
-//! `crate::cli::SAFETY`.
+//! The gate's rules, one function each, pure: what the host uses a device
+//! for (`judge`, by `Change`), a PF with VFs (`sriov_pf_refusal`), the VM
+//! rules (`judge_vms`), an IOMMU group that cannot be read
+//! (`group_refusal`), the devices boot files take (`boot_affected`). Only
+//! the gate (`gate::clear` and its siblings) calls them; whether `--force`
+//! overrides each refusal lives in `RefusalKind::force_overrides`; the man
+//! page's safety table is `crate::cli::SAFETY`.
 
 use std::collections::BTreeSet;
 
@@ -191,20 +188,6 @@ pub fn sriov_pf_refusal(inv: &Inventory, addr: &PciAddress) -> Option<Refusal> {
     })
 }
 
-/// Where a change the VM rules judge sends the devices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VmChange {
-    /// Away from VFIO: `restore`, `unbind`, `bind --driver` to a non-VFIO
-    /// driver, `persist remove` (at the next boot), VFs destroyed by `sriov`.
-    /// Running domains using the device, a member of its IOMMU group, a VF
-    /// of it or an mdev on it refuse it (never forced); defined domains
-    /// whose config names it (or such a VF or mdev) refuse it unless `--force`.
-    ToHost,
-    /// Released from one VFIO driver to another: only running domains
-    /// using the device, and domains using its VFs or mdevs, refuse it.
-    ToVfio,
-}
-
 /// One domain's stand on `addr`, seen through `via` (another function).
 fn vm_use(domain: &Domain, found: &DomainUse, via: Via) -> VmUse {
     VmUse {
@@ -228,7 +211,6 @@ pub fn judge_vms(
     inv: &Inventory,
     vms: &VmFacts,
     devices: &BTreeSet<PciAddress>,
-    change: VmChange,
     force: bool,
 ) -> Verdict {
     let mut verdict = Verdict::default();
@@ -258,12 +240,9 @@ pub fn judge_vms(
                     Some(uuid) if mdev => Via::Mdev(uuid.clone()),
                     _ => Via::Itself,
                 };
-                let u = vm_use(domain, &found, via);
-                if u.running || change == VmChange::ToHost || mdev {
-                    uses.push(u);
-                }
+                uses.push(vm_use(domain, &found, via));
             }
-            if let (Some((number, members)), VmChange::ToHost) = (&group, change) {
+            if let Some((number, members)) = &group {
                 for member in members.iter().filter(|m| *m != addr) {
                     if let Some(found) = domain.uses(member).filter(|f| f.named != Named::Config) {
                         uses.push(vm_use(
@@ -514,12 +493,11 @@ mod tests {
         }
     }
 
-    fn judged(vms: &VmFacts, addr: &str, change: VmChange, force: bool) -> Verdict {
+    fn judged(vms: &VmFacts, addr: &str, force: bool) -> Verdict {
         judge_vms(
             &vm_inventory(),
             vms,
             &BTreeSet::from([addr.parse().unwrap()]),
-            change,
             force,
         )
     }
@@ -527,7 +505,7 @@ mod tests {
     #[test]
     fn a_defined_domain_refuses_unless_forced_and_says_what_its_start_does() {
         let vms = known(vec![domain("d", false, true, vec![pci("41:00.0", false)])]);
-        let v = judged(&vms, "41:00.0", VmChange::ToHost, false);
+        let v = judged(&vms, "41:00.0", false);
         assert_eq!(v.refusals.len(), 1);
         let text = v.refusals[0].to_string();
         assert!(text.contains("its next start fails"), "{text}");
@@ -536,13 +514,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("use --force"), "{text}");
-        let v = judged(&vms, "41:00.0", VmChange::ToHost, true);
+        let v = judged(&vms, "41:00.0", true);
         assert!(v.allowed());
         assert!(v.forced[0].contains("released anyway (--force)"));
         // Another member of its group is not the domain's concern while it is stopped.
-        assert!(judged(&vms, "41:00.1", VmChange::ToHost, false).allowed());
-        // Moving it between VFIO drivers does not matter to a stopped domain.
-        assert!(judged(&vms, "41:00.0", VmChange::ToVfio, false).allowed());
+        assert!(judged(&vms, "41:00.1", false).allowed());
     }
 
     #[test]
@@ -562,20 +538,16 @@ mod tests {
             ("25:00.0", "through its VF 0000:25:00.4"),
             ("25:00.4", "is used by domain r"),
         ] {
-            let v = judged(&vms, addr, VmChange::ToHost, true);
+            let v = judged(&vms, addr, true);
             assert_eq!(v.refusals.len(), 1, "{addr}");
             let text = v.refusals[0].to_string();
             assert!(text.contains(words), "{addr}: {text}");
             assert!(text.contains("refused even with --force"), "{text}");
         }
-        // Rebinding a running domain's function between VFIO drivers is refused too.
-        assert!(!judged(&vms, "41:00.0", VmChange::ToVfio, false).allowed());
-        // Its group member joining VFIO is what the VM needs.
-        assert!(judged(&vms, "41:00.1", VmChange::ToVfio, false).allowed());
     }
 
     #[test]
-    fn an_mdev_parent_is_refused_whichever_way_it_goes() {
+    fn an_mdev_parent_given_away_is_refused() {
         let mdev = HostDevice {
             kind: HostDeviceKind::Mdev,
             address: Some("41:00.0".parse().unwrap()),
@@ -583,7 +555,7 @@ mod tests {
             managed: None,
         };
         let vms = known(vec![domain("vgpu", false, false, vec![mdev])]);
-        let v = judged(&vms, "41:00.0", VmChange::ToVfio, false);
+        let v = judged(&vms, "41:00.0", false);
         let text = v.refusals[0].to_string();
         assert!(
             text.contains("through mdev c2177883-f1bb-47f0-914d-32a22e3a8804"),
@@ -594,16 +566,11 @@ mod tests {
 
     #[test]
     fn silent_libvirt_refuses_and_not_asked_refuses_nothing() {
-        let v = judged(
-            &VmFacts::Failed("timeout".into()),
-            "41:00.0",
-            VmChange::ToHost,
-            true,
-        );
+        let v = judged(&VmFacts::Failed("timeout".into()), "41:00.0", true);
         assert!(matches!(v.refusals[0].kind, RefusalKind::VmUnknown { .. }));
         assert!(v.refusals[0].to_string().contains("--no-libvirt"));
         for facts in [VmFacts::NotAsked("x".into()), VmFacts::Absent("y".into())] {
-            assert!(judged(&facts, "41:00.0", VmChange::ToHost, false).allowed());
+            assert!(judged(&facts, "41:00.0", false).allowed());
         }
     }
 

@@ -8,7 +8,7 @@ use crate::model::domain::{HostDeviceKind, NovaInstance};
 use crate::model::fabric::StaysOnHost;
 use crate::model::group::Blocker;
 use crate::model::usage::DeviceUse;
-use crate::model::PciAddress;
+use crate::model::{DriverName, PciAddress};
 
 /// One refusal: the device it concerns and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +54,10 @@ pub enum RefusalKind {
     /// libvirt is there but did not answer: whether a VM uses the device is
     /// unknown (`--no-libvirt` proceeds without asking).
     VmUnknown { error: String },
+    /// A claiming driver_override would be left on a device the host uses
+    /// while it is on another driver: its next probe (a rebind, a hot-plug,
+    /// `drivers_probe`) hands it to `driver` and takes it from the host.
+    NextProbe { driver: DriverName, used: DeviceUse },
 }
 
 /// How a libvirt domain stands on a device a change would give away.
@@ -151,7 +155,8 @@ impl RefusalKind {
             | RefusalKind::NoGroup
             | RefusalKind::Fabric(_)
             | RefusalKind::PfWithVfs { .. }
-            | RefusalKind::VmUnknown { .. } => false,
+            | RefusalKind::VmUnknown { .. }
+            | RefusalKind::NextProbe { .. } => false,
             RefusalKind::InUse(u) => !(u.host_critical() || matches!(u, DeviceUse::Holder { .. })),
             // The PF is not released: an interruption is what is at stake,
             // which the operator may accept for any use.
@@ -228,6 +233,10 @@ impl fmt::Display for Refusal {
             RefusalKind::VmUnknown { error } => write!(
                 f,
                 "{device}: whether a VM uses it is unknown, as libvirt did not answer ({error}); refused even with --force (--no-libvirt changes it without asking libvirt)"
+            ),
+            RefusalKind::NextProbe { driver, used } => write!(
+                f,
+                "{device} {used}, and a driver_override of {driver} would hand it to {driver} at its next probe (a rebind, a hot-plug, drivers_probe); refused even with --force"
             ),
         }
     }
