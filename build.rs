@@ -14,6 +14,12 @@ use clap::CommandFactory;
 #[allow(dead_code)]
 mod cli;
 
+// The gate's table of paths: how each path that changes bindings is judged,
+// and where one differs (it imports nothing, so it builds here too).
+#[path = "src/gate/policy.rs"]
+#[allow(dead_code)]
+mod policy;
+
 /// Escapes text for roff: backslashes, hyphens, and control characters at line start.
 fn roff(text: &str) -> String {
     text.lines()
@@ -100,7 +106,7 @@ fn render_exit_status() -> String {
 
 fn render_safety_rules() -> String {
     let mut out = String::from(
-        ".SH \"SAFETY RULES\"\nEvery path that changes bindings now or at a later boot asks one gate: \\fBbind\\fR, \\fBunbind\\fR, \\fBrestore\\fR, \\fBsriov\\fR, \\fBrecover\\fR, \\fBpersist add\\fR, \\fBpersist remove\\fR, \\fBpersist apply\\fR, \\fBhost\\-config \\-\\-write\\fR and \\fBudev\\-hook\\fR (which re\\-checks at run time).\n",
+        ".SH \"SAFETY RULES\"\nEvery path that changes bindings now or at a later boot goes through one gate, by construction: each kernel write (driver_override, unbind, drivers_probe, sriov_numvfs, sriov_drivers_autoprobe, reset, a module load) and each file that claims devices at a later boot (a declaration, the boot files) takes a permit only the gate makes, after judging the change against the host's facts. The rules, whether \\fB\\-\\-force\\fR overrides each and the exit status when one refuses:\n",
     );
     for (rule, force, status) in cli::SAFETY {
         out.push_str(&format!(
@@ -114,6 +120,29 @@ fn render_safety_rules() -> String {
             roff(rule)
         ));
     }
+    out.push_str(".SS \"Paths\"\nEach path, what the gate judges on it, whether it asks libvirt and has \\fB\\-\\-force\\fR, and where it differs from the others:\n");
+    for p in policy::PATHS {
+        out.push_str(&format!(
+            ".TP\n\\fB{}\\fR (libvirt: {}; \\-\\-force: {})\n{}.{}\n",
+            roff(p.command),
+            if p.asks_libvirt {
+                "asked"
+            } else {
+                "never asked"
+            },
+            if p.force { "yes" } else { "no" },
+            roff(p.judged),
+            if p.differs.is_empty() {
+                String::new()
+            } else {
+                format!(" Differs: {}.", roff(p.differs))
+            }
+        ));
+    }
+    out.push_str(&format!(
+        ".TP\n\\fBrollback\\fR\n{}\n",
+        roff(policy::ROLLBACK)
+    ));
     out
 }
 
@@ -138,6 +167,7 @@ fn man_page(manual_sections: &str) -> std::io::Result<Vec<u8>> {
 
 fn main() -> std::io::Result<()> {
     println!("cargo:rerun-if-changed=src/cli.rs");
+    println!("cargo:rerun-if-changed=src/gate/policy.rs");
     println!("cargo:rerun-if-changed=man/sections.roff");
     println!("cargo:rerun-if-env-changed=VFIOCTL_GEN_DIR");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

@@ -711,8 +711,8 @@ pub mod exit {
 
 /// The safety gate's rules for the man page's SAFETY RULES table: (rule,
 /// whether `--force` overrides it, exit status when it refuses). The gate
-/// (`engine::gate`, `RefusalKind::force_overrides`) is what enforces them;
-/// a test keeps the two in step.
+/// (`gate`, `RefusalKind::force_overrides`) is what enforces them; a test
+/// keeps the two in step. How each path is judged is `gate::policy`.
 pub const SAFETY: &[(&str, bool, exit::ExitStatus)] = &[
     ("The device backs the root filesystem (through dm, md, NVMe multipath, ZFS, 9p, overlay layers).", false, exit::ExitStatus::Refused),
     ("The device backs swap.", false, exit::ExitStatus::Refused),
@@ -725,6 +725,8 @@ pub const SAFETY: &[(&str, bool, exit::ExitStatus)] = &[
     ("The device carries addresses, routes or the default route (also through a bridge, bond, team, VLAN, macvlan or Open vSwitch), or has an interface enslaved to one.", true, exit::ExitStatus::Refused),
     ("The device has an interface in another network namespace.", true, exit::ExitStatus::Refused),
     ("The device is the boot display or the framebuffer console.", true, exit::ExitStatus::Refused),
+    ("The device is an NVSwitch of a shared NVLink fabric (Fabric Manager enabled or running): Fabric Manager keeps it on the host; only GPUs go to VMs.", false, exit::ExitStatus::Refused),
+    ("A claiming driver_override (VFIO, pci-stub) would be left on a device the host uses (root filesystem, swap, mounts, addresses, routes, the console) while it is on another driver: its next probe (a rebind, a hot-plug, drivers_probe) would hand it over. Never written (recover leaves such an override out and says so); check is CRITICAL for one found, whoever wrote it.", false, exit::ExitStatus::Refused),
     ("The device is an SR-IOV PF with VFs enabled (bind, unbind, a companion or group member): unbinding its driver destroys the VFs (igb, mlx5 and vfio-pci disable SR-IOV when they let go) or leaves them orphaned (nvme), and vfio-pci refuses such a PF (EBUSY). Run sriov PF --numvfs 0 first. A VF never has companions and is never one.", false, exit::ExitStatus::Refused),
     ("sriov (and [[sriov]] in persist apply and the udev hook) changes the VF count of a PF the host uses (addresses, routes, the default route, mounts, the root filesystem, swap, a network root, an enslaved or other-namespace interface, the console) only with --force: some drivers reset the PF when SR-IOV is enabled or disabled (ixgbe drops its link). Open handles on the PF do not count (it keeps its driver). The plan names each use (pf_uses in its JSON).", true, exit::ExitStatus::Refused),
     ("While an interrupted change is recorded this boot (its intent in /run/vfioctl/changes.json, its process gone), bind, restore, unbind, sriov, persist apply and the udev hook refuse, dry runs too, naming it, until vfioctl recover has put it back; check is CRITICAL meanwhile. A record from another boot is ignored.", false, exit::ExitStatus::Refused),

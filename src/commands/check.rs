@@ -454,6 +454,7 @@ pub fn run(
             None => Vec::new(),
         },
         expectations: args.expect.as_deref().map(expectations),
+        override_threats: crate::gate::override_threats(&inv, &HostWideUse(root)),
         pending: record
             .as_ref()
             .map(|r| {
@@ -525,4 +526,18 @@ pub fn run(
         writeln!(out, "{}: {} checks", status.label(), results.len())?;
     }
     Ok(status.exit_code())
+}
+
+/// What the host uses its devices for (mounts, swap, routes, the console),
+/// read only when the gate asks: only when some device carries a claiming
+/// driver_override it is not on.
+struct HostWideUse<'a>(&'a HostRoot);
+
+impl crate::model::usage::UsageFacts for HostWideUse<'_> {
+    fn usage_of(
+        &self,
+        _devices: &BTreeSet<crate::model::PciAddress>,
+    ) -> crate::model::usage::UsageMap {
+        crate::host::usage::read_usage(self.0)
+    }
 }

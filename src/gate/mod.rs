@@ -609,3 +609,387 @@ impl HostFacts for KnownFacts {
         &self.vms
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::plan::{Expect, Goal, Step, Why};
+    use crate::model::test_support::endpoint;
+    use crate::model::{IommuGroup, SriovRole};
+
+    fn vfio() -> DriverName {
+        DriverName::vfio_pci()
+    }
+
+    /// The root NVMe 01:00.0 on nvme (group 1), an idle GPU 02:00.0 on
+    /// nvidia (group 2).
+    fn host() -> Inventory {
+        let mut nvme = endpoint("01:00.0", 0x010802);
+        nvme.driver = Some(DriverName::new("nvme"));
+        nvme.iommu_group = Some(1);
+        let mut gpu = endpoint("02:00.0", 0x030200);
+        gpu.driver = Some(DriverName::new("nvidia"));
+        gpu.iommu_group = Some(2);
+        let group = |n: u32, m: &str| {
+            (
+                n,
+                IommuGroup {
+                    number: n,
+                    domain_type: None,
+                    pci_members: vec![m.parse().unwrap()],
+                    other_members: vec![],
+                },
+            )
+        };
+        Inventory {
+            devices: vec![nvme, gpu],
+            groups: [group(1, "01:00.0"), group(2, "02:00.0")]
+                .into_iter()
+                .collect(),
+            drivers: vec![vfio(), DriverName::new("nvme"), DriverName::new("nvidia")],
+            ..Default::default()
+        }
+    }
+
+    fn root_disk() -> KnownFacts {
+        KnownFacts {
+            usage: UsageMap::from([(
+                "01:00.0".parse().unwrap(),
+                vec![DeviceUse::RootFilesystem {
+                    block: "/dev/nvme0n1".into(),
+                }],
+            )]),
+            vms: VmFacts::NotAsked("tests".into()),
+        }
+    }
+
+    fn plan(goal: Goal, actions: Vec<Action>) -> Plan {
+        Plan {
+            goal,
+            load_modules: vec![],
+            actions,
+            notes: vec![],
+            checks: vec![],
+            with_group: false,
+        }
+    }
+
+    fn override_only(addr: &str, driver: &str, to: Option<DriverName>) -> Action {
+        Action {
+            address: addr.parse().unwrap(),
+            why: Why::Interrupted,
+            before: Binding {
+                driver: Some(DriverName::new(driver)),
+                driver_override: None,
+            },
+            after: Binding {
+                driver: Some(DriverName::new(driver)),
+                driver_override: to.clone(),
+            },
+            steps: vec![Step::SetOverride { driver: to }],
+        }
+    }
+
+    use crate::model::driver::Binding;
+
+    #[test]
+    fn an_override_that_would_hand_the_root_disk_over_is_refused_even_forced() {
+        let inv = host();
+        let uses = root_disk();
+        let facts = Facts {
+            inventory: &inv,
+            host: &uses,
+            fabric: None,
+        };
+        let p = plan(
+            Goal::Recover,
+            vec![override_only("01:00.0", "nvme", Some(vfio()))],
+        );
+        let refusals = clear(p, &facts, Path::Recover, true).unwrap_err();
+        assert!(
+            matches!(&refusals[0].kind, RefusalKind::NextProbe { driver, used: DeviceUse::RootFilesystem { .. } } if *driver == vfio()),
+            "{refusals:?}"
+        );
+        let text = refusals[0].to_string();
+        assert!(
+            text.contains("would hand it to vfio-pci at its next probe"),
+            "{text}"
+        );
+        assert!(!refusals[0].force_overrides());
+        // The same override on a device the host does not use is no threat.
+        let p = plan(
+            Goal::Recover,
+            vec![override_only("02:00.0", "nvidia", Some(vfio()))],
+        );
+        assert!(clear(p, &facts, Path::Recover, false).is_ok());
+        // check's view of the same: the override already written.
+        let mut armed = host();
+        armed.devices[0].driver_override = Some(vfio());
+        let found = override_threats(&armed, &uses.usage);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].device, "01:00.0".parse().unwrap());
+    }
+
+    #[test]
+    fn recover_judges_an_override_write_to_a_held_device_other_paths_do_not() {
+        let inv = host();
+        let held = KnownFacts {
+            usage: UsageMap::from([(
+                "02:00.0".parse().unwrap(),
+                vec![DeviceUse::Holder {
+                    pid: 42,
+                    command: "cuda".into(),
+                    path: "/dev/nvidia0".into(),
+                }],
+            )]),
+            vms: VmFacts::NotAsked("tests".into()),
+        };
+        let facts = Facts {
+            inventory: &inv,
+            host: &held,
+            fabric: None,
+        };
+        let action = override_only("02:00.0", "nvidia", None);
+        let refused = clear(
+            plan(Goal::Recover, vec![action.clone()]),
+            &facts,
+            Path::Recover,
+            true,
+        )
+        .unwrap_err();
+        assert!(
+            refused[0].to_string().contains("held open by PID 42"),
+            "{refused:?}"
+        );
+        assert!(Path::Recover.judges_writes_to_held());
+        for path in [Path::Bind, Path::Restore, Path::PersistApply] {
+            assert!(!path.judges_writes_to_held());
+            assert!(clear(
+                plan(Goal::Restore, vec![action.clone()]),
+                &facts,
+                path,
+                false
+            )
+            .is_ok());
+        }
+    }
+
+    #[test]
+    fn a_path_that_asks_libvirt_never_goes_on_without_its_answer() {
+        let inv = host();
+        let at_boot = KnownFacts {
+            usage: UsageMap::new(),
+            vms: VmFacts::NotAsked(NOT_ASKED_AT_BOOT.into()),
+        };
+        let facts = Facts {
+            inventory: &inv,
+            host: &at_boot,
+            fabric: None,
+        };
+        let give_away = Action {
+            address: "02:00.0".parse().unwrap(),
+            why: Why::Requested,
+            before: Binding {
+                driver: Some(vfio()),
+                driver_override: Some(vfio()),
+            },
+            after: Binding {
+                driver: Some(DriverName::new("nvidia")),
+                driver_override: None,
+            },
+            steps: vec![
+                Step::SetOverride { driver: None },
+                Step::Unbind { driver: vfio() },
+                Step::Probe,
+                Step::Verify {
+                    expect: Expect::HostDriverOrNone,
+                    vfio_group: None,
+                },
+            ],
+        };
+        let mut inv2 = inv.clone();
+        inv2.devices[1].driver = Some(vfio());
+        let facts2 = Facts {
+            inventory: &inv2,
+            ..facts
+        };
+        let refused = clear(
+            plan(Goal::Restore, vec![give_away.clone()]),
+            &facts2,
+            Path::Restore,
+            true,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(refused[0].kind, RefusalKind::VmUnknown { .. }),
+            "{refused:?}"
+        );
+        // The boot paths never ask: they go on, noting it.
+        let cleared = clear(
+            plan(Goal::Restore, vec![give_away]),
+            &facts2,
+            Path::UdevHook,
+            false,
+        )
+        .unwrap();
+        assert!(cleared
+            .plan()
+            .notes
+            .iter()
+            .any(|n| n.starts_with("VMs not checked")));
+    }
+
+    #[test]
+    fn permits_bound_the_values_written() {
+        let inv = host();
+        let none = KnownFacts {
+            usage: UsageMap::new(),
+            vms: VmFacts::NotAsked("tests".into()),
+        };
+        let facts = Facts {
+            inventory: &inv,
+            host: &none,
+            fabric: None,
+        };
+        let cleared = clear(
+            plan(
+                Goal::Recover,
+                vec![override_only("02:00.0", "nvidia", None)],
+            ),
+            &facts,
+            Path::Recover,
+            false,
+        )
+        .unwrap();
+        let w = cleared.writes().next().unwrap();
+        assert!(w.check_override(None).is_ok());
+        assert!(
+            w.check_override(Some(&vfio())).is_err(),
+            "not the target, not the value before"
+        );
+        assert!(
+            w.check_driver_change("unbind").is_err(),
+            "an override-only action"
+        );
+        // A VF count permit covers the judged count, 0 on the way, and the count before.
+        let mut pf = endpoint("3b:00.0", 0x020000);
+        pf.driver = Some(DriverName::new("igb"));
+        pf.sriov = SriovRole::Pf {
+            total_vfs: 7,
+            num_vfs: 0,
+            vfs: vec![],
+        };
+        let inv = Inventory {
+            devices: vec![pf],
+            ..Default::default()
+        };
+        let facts = Facts {
+            inventory: &inv,
+            host: &none,
+            fabric: None,
+        };
+        let count = VfCount {
+            pf: "3b:00.0".parse().unwrap(),
+            from: 2,
+            to: 4,
+        };
+        let cleared = clear_vf_count(&facts, Path::Sriov, count, false)
+            .verdict
+            .unwrap();
+        let w = cleared.pf_write();
+        for n in [0, 2, 4] {
+            assert!(w.check_numvfs(n).is_ok(), "{n}");
+        }
+        assert!(w.check_numvfs(7).is_err());
+    }
+
+    #[test]
+    fn a_rollback_clears_only_the_drivers_the_vfs_had() {
+        let vf = "3b:00.2".parse::<PciAddress>().unwrap();
+        let mut pf = endpoint("3b:00.0", 0x020000);
+        pf.driver = Some(DriverName::new("igb"));
+        pf.sriov = SriovRole::Pf {
+            total_vfs: 7,
+            num_vfs: 0,
+            vfs: vec![],
+        };
+        let inv = Inventory {
+            devices: vec![pf],
+            ..Default::default()
+        };
+        let none = KnownFacts {
+            usage: UsageMap::new(),
+            vms: VmFacts::NotAsked("tests".into()),
+        };
+        let facts = Facts {
+            inventory: &inv,
+            host: &none,
+            fabric: None,
+        };
+        let count = VfCount {
+            pf: "3b:00.0".parse().unwrap(),
+            from: 0,
+            to: 1,
+        };
+        let cleared = clear_vf_count(&facts, Path::Sriov, count, false)
+            .verdict
+            .unwrap();
+        let bind_to = |driver: &str| {
+            plan(
+                Goal::Bind(DriverName::new(driver)),
+                vec![Action {
+                    address: vf,
+                    why: Why::Requested,
+                    before: Binding {
+                        driver: None,
+                        driver_override: None,
+                    },
+                    after: Binding {
+                        driver: Some(DriverName::new(driver)),
+                        driver_override: Some(DriverName::new(driver)),
+                    },
+                    steps: vec![Step::Probe],
+                }],
+            )
+        };
+        let before = [(vf, vfio())];
+        assert!(cleared.put_back(bind_to("vfio-pci"), &before).is_some());
+        assert!(cleared.put_back(bind_to("igbvf"), &before).is_none());
+    }
+
+    /// The man page's SAFETY RULES rows for the rules this module adds.
+    #[test]
+    fn the_man_page_table_has_the_fabric_and_next_probe_rules() {
+        for (words, kind) in [
+            (
+                "NVSwitch of a shared NVLink fabric",
+                RefusalKind::Fabric(crate::model::fabric::StaysOnHost {
+                    address: "b7:00.0".parse().unwrap(),
+                    vendor: crate::model::VendorId(0x10de),
+                    device: crate::model::DeviceId(0x1af1),
+                    fabric_manager: None,
+                }),
+            ),
+            (
+                "A claiming driver_override",
+                RefusalKind::NextProbe {
+                    driver: vfio(),
+                    used: DeviceUse::Swap { block: "x".into() },
+                },
+            ),
+        ] {
+            assert!(!kind.force_overrides());
+            assert!(
+                crate::cli::SAFETY
+                    .iter()
+                    .any(|(rule, force, _)| rule.contains(words) && !*force),
+                "no SAFETY row with '{words}'"
+            );
+        }
+        // Every path has one policy row, and its verb is unique.
+        let mut verbs: Vec<&str> = policy::PATHS.iter().map(|p| p.path.verb()).collect();
+        verbs.sort();
+        verbs.dedup();
+        assert_eq!(verbs.len(), policy::PATHS.len());
+    }
+}

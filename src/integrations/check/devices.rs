@@ -2,6 +2,38 @@
 
 use super::*;
 
+/// A claiming driver_override on a device the host uses, which is not on
+/// that driver: its next probe (a rebind, a hot-plug, `drivers_probe`)
+/// hands the device to it. CRITICAL, whoever wrote it (the gate's rule,
+/// `gate::override_threats`).
+pub(super) fn override_threats(f: &Facts) -> Vec<CheckResult> {
+    f.override_threats
+        .iter()
+        .filter_map(|r| {
+            let crate::gate::RefusalKind::NextProbe { driver, used } = &r.kind else {
+                return None;
+            };
+            let address = r.device;
+            let mut out = result(
+                &format!("binding.{address}.override"),
+                Verdict::Critical,
+                format!(
+                    "{address} {used}, and its driver_override {driver} would hand it to {driver} at its next probe (a rebind, a hot-plug, drivers_probe)"
+                ),
+                vec![format!(
+                    "/sys/bus/pci/devices/{address}/driver_override = {driver}"
+                )],
+                None,
+            );
+            out.remedy = Some(format!(
+                "clear it: vfioctl restore {address} (it clears a stale override and changes nothing else)"
+            ));
+            out.device = Some(address);
+            Some(out)
+        })
+        .collect()
+}
+
 /// Every unbind still pending (or completed since, leaving no driver).
 pub(super) fn pending_unbinds(f: &Facts) -> Vec<CheckResult> {
     f.pending

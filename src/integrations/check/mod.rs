@@ -21,7 +21,7 @@ pub use health::{judge as judge_health, judged, HealthInput};
 pub use health_aer::{plan as aer_plan, updates as aer_updates, Decision as AerDecision};
 
 use declarations::{bindings, expectations};
-use devices::{interrupted_change, pending_unbinds};
+use devices::{interrupted_change, override_threats, pending_unbinds};
 use fabric::fabric;
 use host::{
     boot_files, cpu_virtualization, iommu_active, kernel_cmdline, libvirt, udev_rules, vfio_modules,
@@ -178,6 +178,9 @@ pub struct Facts<'a> {
     pub vms: crate::model::domain::VmFacts,
     /// Each running domain's functions, held by its QEMU or not.
     pub vm_holds: Vec<VmHold>,
+    /// Claiming driver_overrides that the next probe would turn against the
+    /// host (`gate::override_threats`).
+    pub override_threats: Vec<crate::gate::Refusal>,
 }
 
 /// A change's intent found in the change record (`host::state`).
@@ -196,6 +199,7 @@ pub fn run_checks(f: &Facts) -> Vec<CheckResult> {
     out.push(vfio_modules(f));
     out.extend(bindings(f));
     out.extend(fabric(f));
+    out.extend(override_threats(f));
     out.extend(pending_unbinds(f));
     out.extend(interrupted_change(f));
     out.push(boot_files(f));
@@ -251,6 +255,7 @@ mod tests {
             health: HealthInput::default(),
             vms: crate::model::domain::VmFacts::NotAsked("tests".into()),
             vm_holds: vec![],
+            override_threats: vec![],
         }
     }
 
