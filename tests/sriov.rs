@@ -523,6 +523,30 @@ fn igb_with_default_route() -> FakeHost {
 }
 
 #[test]
+fn a_vf_count_on_the_pf_with_the_default_route_is_never_declared() {
+    // At boot the hook changes a declared count without --force, and would
+    // refuse it there: `sriov --persist` refuses before changing anything.
+    let host = igb_with_default_route();
+    let out = vfioctl(
+        host.root(),
+        &["sriov", "01:00.0", "--numvfs", "2", "--force", "--persist"],
+    );
+    assert_eq!(out.status, 4, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("the VF count of 0000:01:00.0 cannot be declared")
+            && out.stderr.contains("carries the default route (eno1)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(vfs(&host), vec![], "no VF created");
+    assert!(!host
+        .path("etc/vfioctl/bindings.d")
+        .join("sriov-0000_01_00.0.toml")
+        .exists());
+}
+
+#[test]
 fn a_vf_count_change_on_the_pf_with_the_default_route_needs_force() {
     let host = igb_with_default_route();
     let kernel = kernel(&host);

@@ -70,6 +70,7 @@ fn may_declare(root: &HostRoot, spec: &SriovSpec) -> anyhow::Result<()> {
     let inv = read_selected(root, selectors, Names::Skip)?;
     if let [pf] = inv.select(selectors)?.as_slice() {
         config::may_add_sriov(root, &config::load(root)?, pf.address)?;
+        crate::engine::enforce::may_declare_sriov(root, &inv, pf.address)?;
     }
     Ok(())
 }

@@ -215,10 +215,32 @@ pub fn write_declarations(
 /// `persist apply` change its VF count without `--force`, so they would
 /// refuse the declaration; it is not written.
 #[derive(Debug, thiserror::Error)]
-#[error("the VF count of {pf} was changed but not declared: at every boot the udev hook and persist apply change it without --force, and {reasons}; nothing was declared (declare it once the host no longer uses the PF, or set the count at boot another way)")]
+#[error("the VF count of {pf} cannot be declared: at every boot the udev hook and persist apply change it without --force, and {reasons}; nothing was declared (declare it once the host no longer uses the PF, or set the count at boot another way)")]
 pub struct SriovNotDeclared {
     pub pf: PciAddress,
     pub reasons: String,
+}
+
+/// The gate's permit to declare `pf`'s VF count (`gate::clear_sriov_claim`).
+fn sriov_claim(
+    root: &HostRoot,
+    inv: &Inventory,
+    pf: PciAddress,
+) -> Result<ClearedClaims, SriovNotDeclared> {
+    gate::clear_sriov_claim(inv, &read_usage(root), pf).map_err(|refusals| SriovNotDeclared {
+        pf,
+        reasons: gate::joined(&refusals),
+    })
+}
+
+/// Before `sriov --persist` changes anything: whether its declaration would
+/// be cleared, so a count is never changed and then left undeclared.
+pub fn may_declare_sriov(
+    root: &HostRoot,
+    inv: &Inventory,
+    pf: PciAddress,
+) -> Result<(), SriovNotDeclared> {
+    sriov_claim(root, inv, pf).map(|_| ())
 }
 
 /// What `sriov --persist` declared: the lines to print after the change
@@ -254,12 +276,7 @@ pub fn declare_sriov(
         },
     };
     config::may_add_sriov(root, &config::load(root)?, pf)?;
-    let claims = gate::clear_sriov_claim(inv, &read_usage(root), pf).map_err(|refusals| {
-        SriovNotDeclared {
-            pf,
-            reasons: gate::joined(&refusals),
-        }
-    })?;
+    let claims = sriov_claim(root, inv, pf)?;
     let path = config::add_sriov(root, &claims, &decl)?;
     let mut lines = vec![format!(
         "declared {} VF(s) of {pf} on {} in /{}",

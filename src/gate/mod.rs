@@ -45,8 +45,8 @@ use crate::model::usage::{DeviceUse, UsageFacts, UsageMap};
 use crate::model::{DriverKind, DriverName, Inventory, PciAddress};
 
 pub use permit::{
-    ClaimKey, Cleared, ClearedClaims, ClearedRelease, ClearedVfCount, DeviceWrite, ModuleLoad,
-    NotCleared, NotClearedKey, PfWrite,
+    ClaimKey, Cleared, ClearedClaims, ClearedRelease, ClearedReset, ClearedVfCount, DeviceWrite,
+    ModuleLoad, NotCleared, NotClearedKey, PfWrite, ResetWrite,
 };
 pub use policy::Path;
 pub use refusal::{joined, Refusal, RefusalKind, Via, VmUse};
@@ -583,6 +583,64 @@ pub fn clear_release_at_boot(
     Ok(ClearedRelease::new(keys, notes))
 }
 
+/// One device to reset, as asked: the method (`None`: the kernel's order in
+/// `reset_method`), the `reset_method` list to put back afterwards, and
+/// every function the reset also resets (a bus reset: every function below
+/// the bridge above it), which the planner found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetRequest {
+    pub device: PciAddress,
+    pub method: Option<crate::model::reset::ResetMethod>,
+    /// `reset_method` before (what `--method` puts back).
+    pub methods_before: Option<String>,
+    /// Functions the reset resets besides `device`.
+    pub also: Vec<PciAddress>,
+}
+
+/// Judges resetting each of `requests` (`vfioctl reset`): the device and
+/// every function the reset also resets must be on a VFIO driver or none,
+/// held by no process, used by no running domain and not used by the host
+/// (root filesystem, routes, the console...). Never forced: a reset under a
+/// user corrupts what it is doing. libvirt silent: refused.
+pub fn clear_reset(
+    facts: &Facts,
+    requests: Vec<ResetRequest>,
+) -> Result<ClearedReset, Vec<Refusal>> {
+    let inv = facts.inventory;
+    let mut refusals = Vec::new();
+    let mut affected: BTreeSet<PciAddress> = BTreeSet::new();
+    for r in &requests {
+        for addr in std::iter::once(&r.device).chain(&r.also) {
+            affected.insert(*addr);
+            let Some(driver) = inv.device(addr).and_then(|d| d.driver.clone()) else {
+                continue;
+            };
+            if driver.kind() != DriverKind::Host {
+                continue;
+            }
+            refusals.push(Refusal {
+                device: r.device,
+                kind: RefusalKind::ResetOnHostDriver {
+                    function: *addr,
+                    driver,
+                },
+            });
+        }
+    }
+    let released = rules::judge(inv, facts.host, &affected, rules::Change::ReleaseNow, false);
+    refusals.extend(released.refusals);
+    let vms = rules::judge_vms(inv, facts.host.vms(), &affected, false);
+    refusals.extend(vms.refusals.into_iter().filter(|r| match &r.kind {
+        // A stopped domain keeps its config; a reset changes no binding.
+        RefusalKind::Vm(u) => u.running,
+        _ => true,
+    }));
+    if !refusals.is_empty() {
+        return Err(refusals);
+    }
+    Ok(ClearedReset::new(requests))
+}
+
 /// `0000:01:00.0, 0000:01:00.1`.
 fn listed<'a>(addresses: impl IntoIterator<Item = &'a PciAddress>) -> String {
     addresses
@@ -955,6 +1013,113 @@ mod tests {
         let before = [(vf, vfio())];
         assert!(cleared.put_back(bind_to("vfio-pci"), &before).is_some());
         assert!(cleared.put_back(bind_to("igbvf"), &before).is_none());
+    }
+
+    #[test]
+    fn a_reset_is_refused_for_a_host_driver_a_holder_or_a_running_domain_never_forced() {
+        use crate::model::domain::{DomainDefinition, HostDevice, HostDeviceKind};
+        let mut inv = host();
+        // The GPU on vfio-pci with its audio function on snd_hda_intel.
+        inv.devices[1].driver = Some(vfio());
+        let mut audio = endpoint("02:00.1", 0x040300);
+        audio.driver = Some(DriverName::new("snd_hda_intel"));
+        inv.devices.push(audio);
+        let none = KnownFacts {
+            usage: UsageMap::new(),
+            vms: VmFacts::NotAsked("tests".into()),
+        };
+        let request = |addr: &str, also: &[&str]| ResetRequest {
+            device: addr.parse().unwrap(),
+            method: None,
+            methods_before: Some("flr bus".into()),
+            also: also.iter().map(|a| a.parse().unwrap()).collect(),
+        };
+        let facts = |host: &'_ dyn HostFacts| -> Vec<Refusal> {
+            let f = Facts {
+                inventory: &inv,
+                host,
+                fabric: None,
+            };
+            clear_reset(&f, vec![request("02:00.0", &["02:00.1"])]).unwrap_err()
+        };
+        let r = facts(&none);
+        assert!(r[0].to_string().contains("also resets 0000:02:00.1 (below the same bridge), which is on the host driver snd_hda_intel"), "{r:?}");
+        // The root disk: on a host driver, and used by the host.
+        let f = Facts {
+            inventory: &inv,
+            host: &root_disk(),
+            fabric: None,
+        };
+        let r = clear_reset(&f, vec![request("01:00.0", &[])]).unwrap_err();
+        assert!(r
+            .iter()
+            .any(|r| r.to_string().contains("is on the host driver nvme")));
+        assert!(r.iter().any(|r| matches!(
+            &r.kind,
+            RefusalKind::InUse(DeviceUse::RootFilesystem { .. })
+        )));
+        // A function alone on VFIO: a running domain refuses, a stopped one does not.
+        let def = DomainDefinition {
+            name: "vm".into(),
+            uuid: None,
+            devices: vec![HostDevice {
+                kind: HostDeviceKind::Hostdev,
+                address: Some("02:00.0".parse().unwrap()),
+                mdev: None,
+                managed: Some(true),
+            }],
+            nova: None,
+        };
+        for (running, allowed) in [(true, false), (false, true)] {
+            let vms = KnownFacts {
+                usage: UsageMap::new(),
+                vms: VmFacts::Known {
+                    uri: "test:///x".into(),
+                    domains: vec![crate::model::test_support::domain(
+                        "vm",
+                        running,
+                        true,
+                        false,
+                        running.then(|| def.clone()),
+                        Some(def.clone()),
+                    )],
+                },
+            };
+            let f = Facts {
+                inventory: &inv,
+                host: &vms,
+                fabric: None,
+            };
+            assert_eq!(
+                clear_reset(&f, vec![request("02:00.0", &[])]).is_ok(),
+                allowed,
+                "running {running}"
+            );
+        }
+        // The permit bounds reset_method: the chosen method, default, the list before.
+        let f = Facts {
+            inventory: &inv,
+            host: &none,
+            fabric: None,
+        };
+        let mut chosen = request("02:00.0", &[]);
+        chosen.method = Some(crate::model::reset::ResetMethod::Flr);
+        let cleared = clear_reset(&f, vec![chosen]).unwrap();
+        let w = cleared.writes().next().unwrap();
+        for ok in ["flr", "default", "flr bus"] {
+            assert!(w.check_methods(ok).is_ok(), "{ok}");
+        }
+        assert!(w.check_methods("bus").is_err());
+        let cleared = clear_reset(&f, vec![request("02:00.0", &[])]).unwrap();
+        assert!(
+            cleared
+                .writes()
+                .next()
+                .unwrap()
+                .check_methods("flr bus")
+                .is_err(),
+            "no method chosen: nothing to write"
+        );
     }
 
     /// The man page's SAFETY RULES rows for the rules this module adds.

@@ -32,7 +32,7 @@ use crate::model::plan::{Action, Plan};
 use crate::model::{DriverName, ModuleName, PciAddress};
 
 use super::policy::Path;
-use super::VfCount;
+use super::{ResetRequest, VfCount};
 
 /// A write the permit does not cover: a bug in the caller, refused before
 /// the kernel sees it.
@@ -324,5 +324,55 @@ impl ClearedRelease {
 
     pub fn notes(&self) -> &[String] {
         &self.notes
+    }
+}
+
+/// Resets the gate cleared (`gate::clear_reset`).
+#[derive(Debug)]
+pub struct ClearedReset {
+    requests: Vec<ResetRequest>,
+}
+
+impl ClearedReset {
+    pub(super) fn new(requests: Vec<ResetRequest>) -> ClearedReset {
+        ClearedReset { requests }
+    }
+
+    /// One permit per device, in the order asked.
+    pub fn writes(&self) -> impl Iterator<Item = ResetWrite<'_>> {
+        self.requests.iter().map(|request| ResetWrite { request })
+    }
+}
+
+/// The permit to reset one device: write its `reset` (and, for a chosen
+/// method, its `reset_method`: that method, then the list before or the
+/// kernel's `default` back).
+#[derive(Debug, Clone, Copy)]
+pub struct ResetWrite<'a> {
+    request: &'a ResetRequest,
+}
+
+impl<'a> ResetWrite<'a> {
+    pub fn device(self) -> PciAddress {
+        self.request.device
+    }
+
+    pub fn request(self) -> &'a ResetRequest {
+        self.request
+    }
+
+    /// Whether `value` may be written to `reset_method`.
+    pub fn check_methods(self, value: &str) -> Result<(), NotCleared> {
+        let r = self.request;
+        let ok = value == "default"
+            || r.method.is_some_and(|m| m.name() == value)
+            || r.methods_before.as_deref().map(str::trim) == Some(value.trim());
+        if ok && (r.method.is_some() || value == "default") {
+            return Ok(());
+        }
+        Err(NotCleared {
+            device: r.device,
+            what: format!("reset_method = {value}"),
+        })
     }
 }

@@ -54,6 +54,12 @@ pub enum RefusalKind {
     /// libvirt is there but did not answer: whether a VM uses the device is
     /// unknown (`--no-libvirt` proceeds without asking).
     VmUnknown { error: String },
+    /// A reset of the device would reset `function`, which a host driver
+    /// has (the device itself, or a function a bus reset also resets).
+    ResetOnHostDriver {
+        function: PciAddress,
+        driver: DriverName,
+    },
     /// A claiming driver_override would be left on a device the host uses
     /// while it is on another driver: its next probe (a rebind, a hot-plug,
     /// `drivers_probe`) hands it to `driver` and takes it from the host.
@@ -156,6 +162,7 @@ impl RefusalKind {
             | RefusalKind::Fabric(_)
             | RefusalKind::PfWithVfs { .. }
             | RefusalKind::VmUnknown { .. }
+            | RefusalKind::ResetOnHostDriver { .. }
             | RefusalKind::NextProbe { .. } => false,
             RefusalKind::InUse(u) => !(u.host_critical() || matches!(u, DeviceUse::Holder { .. })),
             // The PF is not released: an interruption is what is at stake,
@@ -233,6 +240,14 @@ impl fmt::Display for Refusal {
             RefusalKind::VmUnknown { error } => write!(
                 f,
                 "{device}: whether a VM uses it is unknown, as libvirt did not answer ({error}); refused even with --force (--no-libvirt changes it without asking libvirt)"
+            ),
+            RefusalKind::ResetOnHostDriver { function, driver } if *function == device => write!(
+                f,
+                "{device} is on the host driver {driver}, which does not expect a reset under it; reset only resets devices on a VFIO driver or none (vfioctl bind {device} first)"
+            ),
+            RefusalKind::ResetOnHostDriver { function, driver } => write!(
+                f,
+                "resetting {device} also resets {function} (below the same bridge), which is on the host driver {driver}; refused"
             ),
             RefusalKind::NextProbe { driver, used } => write!(
                 f,

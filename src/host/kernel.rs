@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 
-use crate::gate::{DeviceWrite, ModuleLoad, NotCleared, PfWrite};
+use crate::gate::{DeviceWrite, ModuleLoad, NotCleared, PfWrite, ResetWrite};
 use crate::model::{DriverName, PciAddress};
 
 use super::modules;
@@ -103,6 +103,12 @@ pub trait PciKernel {
         -> Result<(), KernelError>;
     /// The PF's VFs now, by its `virtfn0`, `virtfn1`, ... links (until one is missing).
     fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError>;
+    /// Writes `value` to the device's `reset_method` (a method's name to use
+    /// only it, `default` for the kernel's order, or the list before).
+    fn set_reset_method(&self, w: ResetWrite<'_>, value: &str) -> Result<(), KernelError>;
+    /// Writes `1` to the device's `reset`, abandoning the wait after
+    /// `deadline` (a reset waits for the device's lock).
+    fn reset(&self, w: ResetWrite<'_>, deadline: Duration) -> Result<(), KernelError>;
 }
 
 pub struct SysfsKernel {
@@ -375,6 +381,29 @@ impl PciKernel for SysfsKernel {
             &count.to_string(),
             deadline,
             format!("writing {count} to sriov_numvfs"),
+        )
+    }
+
+    fn set_reset_method(&self, w: ResetWrite<'_>, value: &str) -> Result<(), KernelError> {
+        w.check_methods(value)?;
+        let device = w.device();
+        if !self.device_dir(device).exists() {
+            return Err(KernelError::Vanished { device });
+        }
+        write_attr(device, self.device_dir(device).join("reset_method"), value)
+    }
+
+    fn reset(&self, w: ResetWrite<'_>, deadline: Duration) -> Result<(), KernelError> {
+        let device = w.device();
+        if !self.device_dir(device).exists() {
+            return Err(KernelError::Vanished { device });
+        }
+        blocking_write(
+            device,
+            self.device_dir(device).join("reset"),
+            "1",
+            deadline,
+            "reset".to_string(),
         )
     }
 

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod inventory;
 pub mod modalias;
 pub mod plan;
+pub mod reset;
 pub mod selector;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;

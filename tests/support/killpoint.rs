@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use vfioctl::gate::{DeviceWrite, ModuleLoad, PfWrite};
+use vfioctl::gate::{DeviceWrite, ModuleLoad, PfWrite, ResetWrite};
 use vfioctl::host::kernel::{KernelError, PciKernel};
 use vfioctl::model::{DriverName, PciAddress};
 
@@ -127,6 +127,14 @@ impl PciKernel for KillAt<'_> {
     fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError> {
         self.call(false, format!("virtfns {pf}"));
         self.inner.virtfns(pf)
+    }
+    fn set_reset_method(&self, w: ResetWrite<'_>, value: &str) -> Result<(), KernelError> {
+        self.call(true, format!("reset_method {} {value}", w.device()));
+        self.inner.set_reset_method(w, value)
+    }
+    fn reset(&self, w: ResetWrite<'_>, deadline: Duration) -> Result<(), KernelError> {
+        self.call(true, format!("reset {}", w.device()));
+        self.inner.reset(w, deadline)
     }
 }
 

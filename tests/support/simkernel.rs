@@ -8,7 +8,7 @@ use std::fs;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use vfioctl::gate::{DeviceWrite, ModuleLoad, PfWrite};
+use vfioctl::gate::{DeviceWrite, ModuleLoad, PfWrite, ResetWrite};
 use vfioctl::host::kernel::{KernelError, PciKernel};
 use vfioctl::model::{DriverKind, DriverName, ModuleName, PciAddress};
 
@@ -26,6 +26,8 @@ pub struct Faults {
     pub loadable: BTreeSet<String>,
     /// PFs whose `sriov_numvfs` write fails (ENOMEM, as a PF short of resources).
     pub numvfs_fails: BTreeSet<String>,
+    /// Devices whose reset never returns (their lock held).
+    pub hung_reset: BTreeSet<String>,
 }
 
 pub struct SimKernel<'a> {
@@ -340,6 +342,36 @@ impl PciKernel for SimKernel<'_> {
     ) -> Result<(), KernelError> {
         w.check_numvfs(count)?;
         self.write_numvfs(w.pf(), count)
+    }
+
+    fn set_reset_method(&self, w: ResetWrite<'_>, value: &str) -> Result<(), KernelError> {
+        w.check_methods(value)?;
+        let device = w.device();
+        if !self.dir(device).exists() {
+            return Err(KernelError::Vanished { device });
+        }
+        self.note(format!("reset_method {device} {value}"));
+        fs::write(self.dir(device).join("reset_method"), format!("{value}\n")).unwrap();
+        Ok(())
+    }
+
+    /// Like pci_reset_function: the device is reset (counted in `resets`);
+    /// a device in `hung_reset` never returns (its lock held).
+    fn reset(&self, w: ResetWrite<'_>, deadline: Duration) -> Result<(), KernelError> {
+        let device = w.device();
+        if !self.dir(device).exists() {
+            return Err(KernelError::Vanished { device });
+        }
+        self.note(format!("reset {device}"));
+        if self.faults.hung_reset.contains(&device.to_string()) {
+            std::thread::sleep(deadline);
+            return Err(KernelError::Timeout {
+                device,
+                step: "reset".to_string(),
+                seconds: deadline.as_secs(),
+            });
+        }
+        Ok(())
     }
 
     fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError> {
