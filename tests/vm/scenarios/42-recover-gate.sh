@@ -149,6 +149,8 @@ else
 	expect igb-one-vf "$RC" 0
 	vf=$(basename "$(readlink "$SYS/$pf/virtfn0")")
 	interrupt sriov "[]" "{\"pf\": \"$pf\", \"numvfs_before\": 0, \"numvfs\": 1, \"autoprobe_before\": true, \"vfs_before\": []}"
+	# libvirt sets the VF's MAC through its PF: the PF's link must be up.
+	for dev in $(netdevs "$pf"); do ip link set "$dev" up; done
 	interface_xml vf-vm "$vf" >/run/vmtest/recover-vf.xml
 	check define-vf-vm virsh -q -c qemu:///system define /run/vmtest/recover-vf.xml
 	run timeout 240 virsh -q -c qemu:///system start --paused vf-vm
