@@ -694,7 +694,7 @@ pub mod exit {
         ),
         (
             Usage,
-            "Bad usage: unknown option, or a malformed selector or address.",
+            "Bad usage: unknown option, or a malformed selector or address; for nova, an option the release or the selected devices cannot take (--placement before 2023.1, --one-time-use before 2025.2, without --placement or for a VF, an unusable hypervisor hostname...): the message says why and what to change.",
         ),
         (NotFound, "A selector matched no PCI function, or a device vanished."),
         (
