@@ -641,12 +641,18 @@ def check_one_time_use(case, name, otu, tree, nodename, tracker, r):
     # Nova itself refuses these specs without [pci] report_in_placement.
     without = "\n".join(l for l in case["compute"].splitlines()
                         if not l.startswith("report_in_placement")) + "\n"
-    load(without)
+    refused_without_report_in_placement(without, name, r)
+
+
+def refused_without_report_in_placement(compute, what, r):
+    """Nova's device spec parser refuses the tagged specs of `compute`,
+    which has no [pci] report_in_placement, for that reason."""
+    load(compute)
     try:
         whitelist.Whitelist(CONF.pci.device_spec)
-        r.check(False, f"{name}: Nova takes one_time_use without report_in_placement")
+        r.check(False, f"{what}: Nova takes one_time_use without report_in_placement")
     except exception.PciConfigInvalidSpec as e:
-        r.check("report_in_placement" in str(e), f"{name}: refused for another reason: {e}")
+        r.check("report_in_placement" in str(e), f"{what}: refused for another reason: {e}")
 
 
 def add_one_time_use(compute):
@@ -696,12 +702,7 @@ def check_refusals(doc, r):
                 r.check("Only type-PCI and type-PF devices may set one_time_use" in str(e),
                         f"{what}: Nova refuses for another reason: {e}")
         elif kind == "no_placement":
-            load(compute)
-            try:
-                whitelist.Whitelist(CONF.pci.device_spec)
-                r.check(False, f"{what}: Nova takes one_time_use without report_in_placement")
-            except exception.PciConfigInvalidSpec as e:
-                r.check("report_in_placement" in str(e), f"{what}: refused for another reason: {e}")
+            refused_without_report_in_placement(compute, what, r)
         else:
             r.check(False, f"{what}: unknown refusal kind {kind}")
     r.check(kinds == {"vf", "no_placement"}, f"refusals judged: {sorted(kinds)}")
@@ -749,6 +750,16 @@ def check_facts(cases, r):
         r.check(key in schema_keys, f"alias key {key} unknown to Nova 34")
 
 
+def caught(what, base, mutate, expect, hosts, known, r, sources):
+    """A negative control: `base` mutated must fail with `expect`."""
+    case = copy.deepcopy(base)
+    mutate(case)
+    probe = Results(quiet=True)
+    run_case(case, hosts, known, probe, sources)
+    r.check(any(expect in m for m in probe.messages),
+            f"negative control '{what}' not caught: {probe.messages}")
+
+
 def negative_controls(cases, hosts, known, r, sources):
     """The oracle must catch the mistakes it exists for: each mutation of a
     good case has to fail with the expected complaint."""
@@ -783,12 +794,7 @@ def negative_controls(cases, hosts, known, r, sources):
         ("two flavor commands", two_commands, "more than one pci_passthrough"),
         ("a device spec offering an undeclared NIC", spec_too_wide, "device specs match"),
     ]:
-        case = copy.deepcopy(base)
-        mutate(case)
-        probe = Results(quiet=True)
-        run_case(case, hosts, known, probe, sources)
-        r.check(any(expect in m for m in probe.messages),
-                f"negative control '{what}' not caught: {probe.messages}")
+        caught(what, base, mutate, expect, hosts, known, r, sources)
 
     zone_controls(cases, hosts, known, r, sources)
     one_time_use_controls(cases, hosts, known, r, sources)
@@ -858,12 +864,7 @@ def one_time_use_controls(cases, hosts, known, r, sources):
         ("a trait filter below microversion 1.18", old_microversion, "requires at least version 1.18"),
         ("a spec without the tag", tag_lost, "device specs without one_time_use"),
     ]:
-        case = copy.deepcopy(base)
-        mutate(case)
-        probe = Results(quiet=True)
-        run_case(case, hosts, known, probe, sources)
-        r.check(any(expect in m for m in probe.messages),
-                f"negative control '{what}' not caught: {probe.messages}")
+        caught(what, base, mutate, expect, hosts, known, r, sources)
 
 
 def zone_controls(cases, hosts, known, r, sources):
@@ -913,12 +914,7 @@ def zone_controls(cases, hosts, known, r, sources):
         ("AvailabilityZoneFilter named on 2023.2", bobcat, name_az,
          "scheduler refuses to start"),
     ]:
-        case = copy.deepcopy(base)
-        mutate(case)
-        probe = Results(quiet=True)
-        run_case(case, hosts, known, probe, sources)
-        r.check(any(expect in m for m in probe.messages),
-                f"negative control '{what}' not caught: {probe.messages}")
+        caught(what, base, mutate, expect, hosts, known, r, sources)
 
 
 def main():

@@ -498,6 +498,11 @@ fn train_keeps_its_zone_filter_unless_placement_takes_over() {
         .any(|n| n.contains("filters hosts by availability zone in Placement already")));
 }
 
+/// An A100 (type-PF) declared with vfioctl persist.
+fn declared_a100(addr: &str) -> NovaDevice {
+    dev(addr, 0x20b0, NovaDeviceType::Pf, Binding::Declared)
+}
+
 fn one_time_use(hostname: Option<&str>, source: HostnameSource) -> Option<OneTimeUseRequest> {
     Some(OneTimeUseRequest {
         hostname: hostname.map(str::to_string),
@@ -508,7 +513,7 @@ fn one_time_use(hostname: Option<&str>, source: HostnameSource) -> Option<OneTim
 #[test]
 fn one_time_use_marks_the_specs_and_names_each_provider() {
     let devices = vec![
-        dev("25:00.0", 0x20b0, NovaDeviceType::Pf, Binding::Declared),
+        declared_a100("25:00.0"),
         dev("8c:00.0", 0x20b0, NovaDeviceType::Pci, Binding::Declared),
     ];
     let inv = Inventory {
@@ -551,15 +556,7 @@ fn one_time_use_marks_the_specs_and_names_each_provider() {
     // Given with the option: no note about where the name came from.
     assert!(!cfg.notes.iter().any(|n| n.contains("this host's name")));
     // Without --one-time-use nothing changes.
-    let mut plain = request(
-        "2025.2",
-        vec![dev(
-            "25:00.0",
-            0x20b0,
-            NovaDeviceType::Pf,
-            Binding::Declared,
-        )],
-    );
+    let mut plain = request("2025.2", vec![declared_a100("25:00.0")]);
     plain.placement = Some(PlacementRequest::default());
     let cfg = NovaConfig::build(&inv, plain).unwrap();
     assert!(cfg.one_time_use.is_none());
@@ -569,14 +566,7 @@ fn one_time_use_marks_the_specs_and_names_each_provider() {
 
 #[test]
 fn one_time_use_refusals() {
-    let gpu = || {
-        vec![dev(
-            "25:00.0",
-            0x20b0,
-            NovaDeviceType::Pf,
-            Binding::Declared,
-        )]
-    };
+    let gpu = || vec![declared_a100("25:00.0")];
     let with = |release: &str,
                 devices: Vec<NovaDevice>,
                 placement: bool,
@@ -644,15 +634,7 @@ fn one_time_use_refusals() {
 #[test]
 fn a_short_host_name_comes_with_the_fqdn_warning() {
     let notes = |name: &str| {
-        let mut req = request(
-            "2025.2",
-            vec![dev(
-                "25:00.0",
-                0x20b0,
-                NovaDeviceType::Pf,
-                Binding::Declared,
-            )],
-        );
+        let mut req = request("2025.2", vec![declared_a100("25:00.0")]);
         req.placement = Some(PlacementRequest::default());
         req.one_time_use = one_time_use(Some(name), HostnameSource::Host);
         NovaConfig::build(&host(1), req).unwrap().notes
