@@ -434,6 +434,25 @@ pub struct NovaArgs {
     #[arg(long)]
     pub live_migratable: bool,
 
+    /// Mark the devices one-time-use (`"one_time_use": "true"` in their
+    /// device specs; 2025.2 on, with --placement; type-PCI and type-PF
+    /// devices only, a VF is refused). After a VM used such a device, Nova
+    /// keeps it reserved in Placement until it is un-reserved: the commands
+    /// part names each device's resource provider and prints the commands
+    /// that list the waiting devices and return one to service once
+    /// `vfioctl reset` has verified it (see BETWEEN TENANTS).
+    #[arg(long)]
+    pub one_time_use: bool,
+
+    /// The hypervisor hostname Nova names the devices' Placement resource
+    /// providers after (HOSTNAME_ADDRESS), with --one-time-use: the name
+    /// libvirt reports on the compute node (`virsh hostname`). Default: this
+    /// host's name (/proc/sys/kernel/hostname under --root); libvirt reports a
+    /// name without a dot as the resolver's canonical name (often the FQDN),
+    /// so compare. Letters, digits, '.', '-' and '_'.
+    #[arg(long, value_name = "NAME", requires = "one_time_use")]
+    pub hypervisor_hostname: Option<String>,
+
     /// Device specs for VFs name their PF's address (Nova matches a VF by its
     /// parent) when every VF of that PF with the IDs is offered, instead of
     /// one spec per VF address.
@@ -675,7 +694,7 @@ pub mod exit {
         ),
         (
             Usage,
-            "Bad usage: unknown option, or a malformed selector or address.",
+            "Bad usage: unknown option, or a malformed selector or address; for nova, an option the release or the selected devices cannot take (--placement before 2023.1, --one-time-use before 2025.2, without --placement or for a VF, an unusable hypervisor hostname...): the message says why and what to change.",
         ),
         (NotFound, "A selector matched no PCI function, or a device vanished."),
         (

@@ -938,6 +938,239 @@ fn nova_placement_and_live_migratable() {
     assert_eq!(compute["pci"]["alias"][0]["live_migratable"], "yes");
 }
 
+/// `--one-time-use` on the runbook's A100s (2025.2, Placement): the specs
+/// carry the tag, the commands part names each device's resource provider
+/// after this host's name and returns it to service between tenants.
+#[test]
+fn nova_one_time_use_between_tenants() {
+    let host = topologies::hgx_a100();
+    host.write("proc/sys/kernel/hostname", "compute-7\n");
+    let args = [
+        "nova",
+        "10de:20b0",
+        "--fabric",
+        "shared",
+        "--placement",
+        "--one-time-use",
+        "--release",
+        "2025.2",
+    ];
+    let text = ok(host.root(), &args);
+    golden::check("nova_hgx_one_time_use.txt", &portable(&text, host.root()));
+    let raw = ok(host.root(), &[&args[..], &["--json"]].concat());
+    golden::check("nova_hgx_one_time_use.json", &portable(&raw, host.root()));
+    let value: Value = serde_json::from_str(&raw).unwrap();
+
+    let compute = ini_part(&host, &args, "compute");
+    assert_eq!(compute["pci"]["report_in_placement"][0], "True");
+    for spec in compute["pci"]["device_spec"].as_array().unwrap() {
+        assert_eq!(spec["one_time_use"], "true", "{spec}");
+    }
+    assert!(value["device_specs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["one_time_use"] == true));
+    // Every offered device has its provider, named as Nova names it.
+    let otu = &value["one_time_use"];
+    assert_eq!(otu["hypervisor_hostname"], "compute-7");
+    assert_eq!(otu["hypervisor_hostname_source"], "host");
+    assert_eq!(otu["trait"], "HW_PCI_ONE_TIME_USE");
+    let offered: Vec<&str> = devices_by_address(&value).iter().map(|(a, _)| *a).collect();
+    let providers = otu["providers"].as_array().unwrap();
+    assert_eq!(providers.len(), offered.len());
+    for (p, address) in providers.iter().zip(&offered) {
+        assert_eq!(p["address"], *address);
+        assert_eq!(
+            p["name"],
+            format!("compute-7_{}", address.to_ascii_uppercase())
+        );
+        assert_eq!(p["resource_class"], "CUSTOM_PCI_10DE_20B0");
+    }
+    // The commands part: the setup commands, then the between-tenants lines,
+    // the same as the JSON's.
+    let commands = ok(host.root(), &[&args[..], &["--part", "commands"]].concat());
+    let lines: Vec<&str> = commands.lines().collect();
+    let setup: Vec<&str> = value["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let between: Vec<&str> = otu["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(lines, [setup, between.clone()].concat());
+    assert!(between.contains(
+        &"openstack --os-placement-api-version 1.18 resource provider list --required HW_PCI_ONE_TIME_USE"
+    ));
+    assert!(between.contains(&"openstack resource provider inventory set --amend --resource CUSTOM_PCI_10DE_20B0:reserved=0 RP_UUID"));
+    // The commands part is a shell script: every line is a comment or a command sh parses.
+    let run = Command::new("sh")
+        .args(["-n", "-c", &commands])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    // --hypervisor-hostname wins over this host's name, without the note.
+    let named = json(
+        host.root(),
+        &[
+            &args[..],
+            &["--hypervisor-hostname", "gpu-7.example.org", "--json"],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        named["one_time_use"]["hypervisor_hostname_source"],
+        "option"
+    );
+    assert_eq!(
+        named["one_time_use"]["providers"][0]["name"],
+        "gpu-7.example.org_0000:25:00.0"
+    );
+    assert!(!named["notes"].to_string().contains("this host's name"));
+    // Without --one-time-use: no tag, no providers.
+    let plain = json(
+        host.root(),
+        &[
+            "nova",
+            "10de:20b0",
+            "--fabric",
+            "shared",
+            "--placement",
+            "--release",
+            "2025.2",
+            "--json",
+        ],
+    );
+    assert_eq!(plain["one_time_use"], Value::Null);
+    assert!(!plain["compute_conf"]
+        .as_str()
+        .unwrap()
+        .contains("one_time_use"));
+}
+
+/// Every `--one-time-use` refusal: one line naming the fix, exit 2, one
+/// JSON document with --json, nothing on stdout otherwise.
+#[test]
+fn nova_one_time_use_refusals() {
+    let host = topologies::hgx_a100();
+    host.write("proc/sys/kernel/hostname", "compute-7\n");
+    let a100 = ["nova", "10de:20b0", "--fabric", "shared"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = a100.to_vec();
+        v.extend_from_slice(extra);
+        v
+    };
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            with(&["--placement", "--one-time-use", "--release", "2025.1"]),
+            2,
+            "--one-time-use needs 2025.2 or later: 2025.1 Epoxy (Nova 31) has no one_time_use device spec tag",
+        ),
+        (
+            with(&["--placement", "--one-time-use", "--release", "train"]),
+            2,
+            "--one-time-use needs 2025.2 or later: Train (Nova 20)",
+        ),
+        (
+            with(&["--one-time-use"]),
+            2,
+            "--one-time-use needs --placement: Nova refuses a one_time_use device spec unless [pci] report_in_placement = True",
+        ),
+        (
+            with(&["--placement", "--one-time-use", "--hypervisor-hostname=-rf"]),
+            2,
+            "--hypervisor-hostname '-rf' is not usable as a hypervisor hostname",
+        ),
+        (
+            with(&["--placement", "--one-time-use", "--hypervisor-hostname", "a$(reboot)"]),
+            2,
+            "--hypervisor-hostname 'a$(reboot)' is not usable",
+        ),
+        (
+            with(&["--placement", "--hypervisor-hostname", "c1"]),
+            2,
+            "the following required arguments were not provided",
+        ),
+    ];
+    for (args, status, message) in &cases {
+        for json in [false, true] {
+            let args: Vec<&str> = if json {
+                [&args[..], &["--json"]].concat()
+            } else {
+                args.clone()
+            };
+            assert_refusals(&host, &[(&args[..], *status, message)]);
+            let run = vfioctl(host.root(), &args);
+            // clap's own usage errors (an option that needs another) add its usage lines.
+            if json || !run.stderr.starts_with("error:") {
+                assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+            }
+        }
+    }
+
+    // A VF: the lab's mlx5 VF on its vfio variant driver.
+    let lab = topologies::libvirt_lab();
+    lab.write("proc/sys/kernel/hostname", "compute-7\n");
+    assert_refusals(
+        &lab,
+        &[
+            (
+                &["nova", "3b:00.3", "--placement", "--one-time-use"],
+                2,
+                "--one-time-use: 0000:3b:00.3 is a VF (type-VF), and Nova takes one_time_use only on type-PCI and type-PF devices",
+            ),
+            (
+                &["nova", "3b:00.3", "--placement", "--one-time-use", "--json"],
+                2,
+                "is a VF (type-VF)",
+            ),
+        ],
+    );
+    // This host's name: unreadable, or hostile (a planted name).
+    let nameless = topologies::hgx_a100();
+    let args = with(&["--placement", "--one-time-use"]);
+    assert_refusals(
+        &nameless,
+        &[(
+            &args[..],
+            2,
+            "this host's name cannot be read from /proc/sys/kernel/hostname; pass --hypervisor-hostname NAME",
+        )],
+    );
+    for planted in ["gpu\u{1b}[2J;reboot\n", "a b\n", "\n", "x'\n"] {
+        let host = topologies::hgx_a100();
+        host.write("proc/sys/kernel/hostname", planted);
+        let run = vfioctl(host.root(), &[&args[..], &["--json"]].concat());
+        assert_eq!(run.status, 2, "{planted:?}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("this host's name (/proc/sys/kernel/hostname)")
+                || run.stderr.contains("cannot be read"),
+            "{planted:?}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains('\u{1b}'), "{}", run.stderr);
+        let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(doc["exit_status"], 2);
+        // --hypervisor-hostname gets past it.
+        let run = vfioctl(
+            host.root(),
+            &[&args[..], &["--hypervisor-hostname", "compute-7"]].concat(),
+        );
+        assert_eq!(run.status, 0, "{}", run.stderr);
+    }
+}
+
 #[test]
 fn a_group_is_offered_whole_or_left_out_with_the_reason() {
     let host = topologies::workstation_gpu();
@@ -978,6 +1211,9 @@ fn expected_refusal(args: &[&str], release: &str, run: &support::cli::Run) -> bo
         || (args.contains(&"--live-migratable")
             && before("2025.1")
             && run.stderr.contains("--live-migratable needs 2025.1"))
+        || (args.contains(&"--one-time-use")
+            && before("2025.2")
+            && run.stderr.contains("--one-time-use needs 2025.2"))
 }
 
 /// vfioctl's output for one host, variant and release, as the oracle takes
@@ -1023,6 +1259,7 @@ fn oracle_case(host_name: &str, host: &FakeHost, args: &[&str], release: &str) -
         "aliases": field("aliases", "name"),
         "alias_records": value["aliases"],
         "placement": value["placement"],
+        "one_time_use": value["one_time_use"],
         "spec_option": value["spec_option"],
         "facts": {
             "default_filters": value["scheduler_filters"]["default"],
@@ -1074,7 +1311,62 @@ fn nova_oracle() {
         ("workstation", &["group=1"]),
         ("sriov_two_pfs", &["3b:00.2", "3b:00.3", "--vf-parent"]),
         ("sriov_two_pfs", &["3b:00.3", "--vf-parent"]),
+        // One-time-use devices (2025.2 on), named after this host's name or
+        // the one given; a VF in Placement, where --one-time-use is refused.
+        (
+            "hgx",
+            &[A100_PLACEMENT, &["--fabric", "shared", "--one-time-use"]].concat(),
+        ),
+        (
+            "hgx_paired",
+            &["--fabric", "full", "--placement", "--one-time-use"],
+        ),
+        ("lab", &["25:00.0", "--placement", "--one-time-use"]),
+        ("lab", &["3b:00.3", "--placement"]),
+        (
+            "workstation",
+            &[
+                "group=1",
+                "--placement",
+                "--one-time-use",
+                "--hypervisor-hostname",
+                "gpu-ws.example.org",
+            ],
+        ),
     ];
+    for (_, host) in &hosts {
+        host.write("proc/sys/kernel/hostname", "compute-7\n");
+    }
+    // Where vfioctl refuses --one-time-use, and the case without it whose
+    // configuration Nova must refuse once the tag is added.
+    let refusals: Vec<Value> = [
+        (
+            "vf",
+            "lab",
+            &["3b:00.3", "--placement"][..],
+            "0000:3b:00.3 is a VF (type-VF)",
+        ),
+        (
+            "no_placement",
+            "hgx",
+            &["10de:20b0", "--fabric", "shared"][..],
+            "--one-time-use needs --placement",
+        ),
+    ]
+    .iter()
+    .map(|(kind, host_name, base, expect)| {
+        let host = &hosts.iter().find(|(n, _)| n == host_name).unwrap().1;
+        let args: Vec<&str> = [base, &["--one-time-use"][..]].concat();
+        let run = vfioctl(
+            host.root(),
+            &[&["nova", "--release", "2025.2"][..], &args].concat(),
+        );
+        serde_json::json!({
+            "kind": kind, "host": host_name, "args": args, "base_args": base,
+            "release": "2025.2", "status": run.status, "stderr": run.stderr, "expect": expect,
+        })
+    })
+    .collect();
     let mut host_devices = serde_json::Map::new();
     for (name, host) in &hosts {
         host_devices.insert(name.to_string(), json(host.root(), &["list", "--json"]));
@@ -1098,7 +1390,7 @@ fn nova_oracle() {
             .flat_map(|w| w.join().unwrap())
             .collect()
     });
-    let doc = serde_json::json!({"hosts": host_devices, "cases": cases});
+    let doc = serde_json::json!({"hosts": host_devices, "cases": cases, "refusals": refusals});
     let mut child = Command::new(&python)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nova/oracle.py"))
         .stdin(Stdio::piped())

@@ -13,9 +13,10 @@ use crate::host::libvirt::Target;
 use crate::host::sysfs::{read_inventory, Names};
 use crate::host::HostRoot;
 use crate::integrations::nova::{
-    decide_fabric, derive_alias_name, Alias, Binding, DeviceSpec, FabricSource, FactRecord,
-    LeftOut, NovaConfig, NovaDevice, NumaPolicy, PlacementRequest, Release, Request,
-    SchedulerFilters, TypeSource,
+    decide_fabric, derive_alias_name, list_command, Alias, Binding, DeviceSpec, FabricSource,
+    FactRecord, HostnameSource, LeftOut, NovaConfig, NovaDevice, NumaPolicy, OneTimeUse,
+    OneTimeUseRequest, PlacementRequest, Provider, Release, Request, SchedulerFilters, TypeSource,
+    ONE_TIME_USE_TRAIT, RP_UUID,
 };
 use crate::model::declaration::Declarations;
 use crate::model::fabric::{full_fabric, is_nvswitch, Fabric, FabricReading};
@@ -111,6 +112,50 @@ struct DeviceRecord<'a> {
 }
 
 #[derive(Serialize)]
+struct ProviderRecord<'a> {
+    #[serde(flatten)]
+    provider: &'a Provider,
+    find_command: String,
+    unreserve_command: String,
+}
+
+#[derive(Serialize)]
+struct OneTimeUseRecord<'a> {
+    hypervisor_hostname: &'a str,
+    hypervisor_hostname_source: HostnameSource,
+    #[serde(rename = "trait")]
+    trait_name: &'static str,
+    list_command: String,
+    /// Stands for a provider's UUID in the commands.
+    uuid_placeholder: &'static str,
+    providers: Vec<ProviderRecord<'a>>,
+    /// The lines the commands part adds, comments included.
+    commands: Vec<String>,
+}
+
+impl<'a> OneTimeUseRecord<'a> {
+    fn new(otu: &'a OneTimeUse) -> OneTimeUseRecord<'a> {
+        OneTimeUseRecord {
+            hypervisor_hostname: &otu.hypervisor_hostname,
+            hypervisor_hostname_source: otu.hostname_source,
+            trait_name: ONE_TIME_USE_TRAIT,
+            list_command: list_command(),
+            uuid_placeholder: RP_UUID,
+            providers: otu
+                .providers
+                .iter()
+                .map(|provider| ProviderRecord {
+                    provider,
+                    find_command: provider.find_command(),
+                    unreserve_command: provider.unreserve_command(),
+                })
+                .collect(),
+            commands: otu.lines(),
+        }
+    }
+}
+
+#[derive(Serialize)]
 struct NovaRecord<'a> {
     release: ReleaseRecord,
     libvirt: LibvirtRecord<'a>,
@@ -121,6 +166,8 @@ struct NovaRecord<'a> {
     /// What the host shows; null on a host without NVSwitches.
     host_fabric: Option<&'a FabricReading>,
     placement: bool,
+    /// With --one-time-use; null otherwise.
+    one_time_use: Option<OneTimeUseRecord<'a>>,
     devices: Vec<DeviceRecord<'a>>,
     left_out: &'a [LeftOut],
     aliases: &'a [Alias],
@@ -298,6 +345,16 @@ pub fn run(
                 traits: args.traits.clone(),
             }),
             live_migratable: args.live_migratable,
+            one_time_use: args.one_time_use.then(|| match &args.hypervisor_hostname {
+                Some(name) => OneTimeUseRequest {
+                    hostname: Some(name.clone()),
+                    source: HostnameSource::Option,
+                },
+                None => OneTimeUseRequest {
+                    hostname: root.hostname(),
+                    source: HostnameSource::Host,
+                },
+            }),
             vf_parent: args.vf_parent,
             az_prefilter: args.az_prefilter,
             devices,
@@ -335,6 +392,7 @@ pub fn run(
                 fabric_source: decision.source,
                 host_fabric: host_fabric.as_ref(),
                 placement: cfg.placement,
+                one_time_use: cfg.one_time_use.as_ref().map(OneTimeUseRecord::new),
                 devices: cfg
                     .devices
                     .iter()
@@ -369,8 +427,8 @@ pub fn run(
         Some(NovaPart::Controller) => write!(out, "{}", cfg.controller_ini())?,
         Some(NovaPart::Compute) => write!(out, "{}", cfg.compute_ini())?,
         Some(NovaPart::Commands) => {
-            for command in cfg.commands() {
-                writeln!(out, "{command}")?;
+            for line in cfg.commands_part() {
+                writeln!(out, "{line}")?;
             }
         }
         None => {
@@ -398,6 +456,12 @@ pub fn run(
             )?;
             for command in cfg.commands() {
                 writeln!(out, "{command}")?;
+            }
+            if let Some(otu) = &cfg.one_time_use {
+                writeln!(out)?;
+                for line in otu.lines() {
+                    writeln!(out, "{line}")?;
+                }
             }
             writeln!(out, "\n# Notes:")?;
             for note in &notes {

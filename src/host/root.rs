@@ -139,6 +139,14 @@ impl HostRoot {
         let release = text.trim();
         (!release.is_empty()).then(|| release.to_string())
     }
+
+    /// This host's name as the kernel holds it (`gethostname`), read inside
+    /// the root so that a fake root names itself; unchecked.
+    pub fn hostname(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.path("/proc/sys/kernel/hostname")).ok()?;
+        let name = text.strip_suffix('\n').unwrap_or(&text);
+        (!name.is_empty()).then(|| name.to_string())
+    }
 }
 
 #[cfg(test)]

@@ -60,6 +60,28 @@ options:
       - From Xena on Placement does this already and nothing is added.
     type: bool
     default: false
+  placement:
+    description:
+      - Track and schedule the devices in Placement (2023.1 on), passed as C(--placement) - C([pci] report_in_placement) on compute
+        nodes (it cannot be switched off again), C([filter_scheduler] pci_in_placement) on controllers, and a resource class in every
+        device spec and alias.
+    type: bool
+    default: false
+  one_time_use:
+    description:
+      - Mark the devices one-time-use (C(one_time_use) set to C(true) in their device specs; 2025.2 on, with O(placement); type-PCI
+        and type-PF devices only), passed as C(--one-time-use). After a VM used such a device, Nova keeps it reserved in Placement
+        until it is un-reserved, which RV(one_time_use) tells how to do once C(vfioctl reset) has verified the device.
+      - vfioctl refuses it (the task fails with status 2 and the reason) before 2025.2, without O(placement), and for a VF.
+    type: bool
+    default: false
+  hypervisor_hostname:
+    description:
+      - With O(one_time_use), the hypervisor hostname Nova names the devices' Placement resource providers after, the name libvirt
+        reports on the compute node (C(virsh hostname)); passed as C(--hypervisor-hostname). Default the host's own name, which
+        libvirt may report as its FQDN.
+      - Letters, digits, C(.), C(-) and C(_), beginning with a letter or digit; vfioctl refuses anything else (status 2).
+    type: str
   connect:
     description:
       - libvirt URI vfioctl asks for the device_type Nova will derive (read-only). Default C(qemu:///system) when O(root) is C(/).
@@ -96,7 +118,8 @@ options:
   document:
     description:
       - The RV(vfioctl) result of an earlier run of this module (on the compute node). When given, vfioctl is not run and
-        O(selector), O(release), O(alias), O(numa_policy), O(fabric), O(az_prefilter) and O(connect) are ignored.
+        O(selector), O(release), O(alias), O(numa_policy), O(fabric), O(az_prefilter), O(placement), O(one_time_use),
+        O(hypervisor_hostname) and O(connect) are ignored.
     type: dict
   documents:
     description:
@@ -128,6 +151,14 @@ EXAMPLES = r'''
     part: compute
     dest: "/etc/kolla/config/nova/{{ inventory_hostname }}/nova.conf"
   delegate_to: localhost
+
+- name: One-time-use GPUs (2025.2), each device's Placement provider returned
+  vfioctl.vfioctl.nova:
+    release: "2025.2"
+    placement: true
+    one_time_use: true
+    part: compute
+  register: nova_otu
 
 - name: OpenStack-Ansible, per host
   vfioctl.vfioctl.nova:
@@ -168,6 +199,20 @@ commands:
   elements: str
   sample: ["openstack flavor set FLAVOR --property pci_passthrough:alias=nvidia-a100:1",
            "openstack image set IMAGE --property img_hide_hypervisor_id=true"]
+one_time_use:
+  description:
+    - With O(one_time_use), how the devices return to service between tenants (man vfioctl(8), BETWEEN TENANTS); null otherwise.
+    - C(list_command) lists every one-time-use resource provider; each of C(providers) has the device's C(address), its
+      provider's C(name) in Placement (C(hypervisor_hostname)_ADDRESS), C(resource_class), C(find_command) (prints the provider's
+      uuid) and C(unreserve_command), where C(uuid_placeholder) (C(RP_UUID)) stands for that uuid. With O(documents), the
+      providers of every document.
+  returned: always
+  type: dict
+  sample: {hypervisor_hostname: compute-7, list_command: "openstack --os-placement-api-version 1.18 resource provider list
+           --required HW_PCI_ONE_TIME_USE", uuid_placeholder: RP_UUID, providers: [{address: "0000:25:00.0",
+           name: "compute-7_0000:25:00.0", resource_class: CUSTOM_PCI_10DE_20B0,
+           find_command: "openstack resource provider list --name compute-7_0000:25:00.0",
+           unreserve_command: "openstack resource provider inventory set --amend --resource CUSTOM_PCI_10DE_20B0:reserved=0 RP_UUID"}]}
 notes:
   description: vfioctl's notes (where the device_type came from, deprecated options).
   returned: always
@@ -200,8 +245,11 @@ def ask_vfioctl(module):
     for option in ('release', 'alias', 'numa_policy', 'fabric'):
         if params[option]:
             args.append(v.option(option.replace('_', '-'), params[option]))
-    if params['az_prefilter']:
-        args.append('--az-prefilter')
+    for flag in ('az_prefilter', 'placement', 'one_time_use'):
+        if params[flag]:
+            args.append('--' + flag.replace('_', '-'))
+    if params['hypervisor_hostname'] is not None:
+        args.append(v.option('hypervisor-hostname', params['hypervisor_hostname']))
     try:
         return v.run(module, args, operands=params['selector'])[1]
     except v.VfioctlError as err:
@@ -225,6 +273,24 @@ def once(items):
         if item not in kept:
             kept.append(item)
     return kept
+
+
+def one_time_use(documents):
+    """The one-time-use record of the documents: one document's as it is, the
+    providers of several joined (each keeps its own hypervisor_hostname)."""
+    records = [d.get('one_time_use') for d in documents if d.get('one_time_use')]
+    if not records:
+        return None
+    if len(records) == 1:
+        return records[0]
+    providers = []
+    for record in records:
+        for provider in record.get('providers') or []:
+            provider = dict(provider, hypervisor_hostname=record.get('hypervisor_hostname'))
+            if provider not in providers:
+                providers.append(provider)
+    return dict(records[0], hypervisor_hostname=None, providers=providers,
+                commands=once(c for r in records for c in r.get('commands') or []))
 
 
 def osa_text(variable, overrides):
@@ -266,6 +332,9 @@ def main():
         numa_policy=dict(type='str', choices=['legacy', 'preferred', 'required', 'socket']),
         fabric=dict(type='str', choices=['shared', 'full']),
         az_prefilter=dict(type='bool', default=False),
+        placement=dict(type='bool', default=False),
+        one_time_use=dict(type='bool', default=False),
+        hypervisor_hostname=dict(type='str'),
         connect=dict(type='str'),
         part=dict(type='str', choices=['all', 'controller', 'compute'], default='all'),
         dest=dict(type='path'),
@@ -297,6 +366,7 @@ def main():
         config=nova_ini.as_dict(sections),
         osa_overrides=overrides,
         commands=once(c for d in documents for c in d.get('commands') or []),
+        one_time_use=one_time_use(documents),
         notes=[n for d in documents for n in d.get('notes') or []],
     )
     dest = params['dest']

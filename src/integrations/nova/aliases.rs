@@ -59,6 +59,8 @@ pub struct DeviceSpec {
     pub managed: Option<&'static str>,
     pub placement: Option<PlacementTags>,
     pub live_migratable: bool,
+    /// `"one_time_use": "true"` (`--one-time-use`, 2025.2 on).
+    pub one_time_use: bool,
     pub devices: Vec<PciAddress>,
 }
 
@@ -348,6 +350,7 @@ pub(super) fn make_specs(
                 managed: managed.then_some("no"),
                 placement: placement.map(|p| placement_tags(p, *vendor, *product)),
                 live_migratable: request.live_migratable,
+                one_time_use: request.one_time_use.is_some(),
                 devices,
             };
         if members.len() >= on_host && uniform {

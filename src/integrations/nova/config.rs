@@ -5,8 +5,9 @@
 //!
 //! Takes every step from its siblings: `request.rs` (checks), `select.rs`
 //! (which devices are offered), `aliases.rs` (aliases, counts, device
-//! specs), `release.rs` (the scheduler filters), `facts.rs` (the `managed`
-//! tag and the zone filter's name), and the error from `error.rs`. The text
+//! specs), `tenants.rs` (one-time-use devices' resource providers),
+//! `release.rs` (the scheduler filters), `facts.rs` (the `managed` tag and
+//! the zone filter's name), and the error from `error.rs`. The text
 //! made from a [`NovaConfig`] is `render.rs`.
 
 use std::collections::BTreeMap;
@@ -17,7 +18,9 @@ use super::facts::{AZ_FILTER_NAME, MANAGED_TAG};
 use super::release::{Release, SchedulerFilters};
 use super::request::{check_request, Binding, NovaDevice, Request};
 use super::select::{apply_fabric, keep_nova_domains, list, whole_groups, LeftOut};
+use super::tenants::OneTimeUse;
 use crate::model::address::PciAddress;
+use crate::model::device::NovaDeviceType;
 use crate::model::inventory::Inventory;
 
 /// Everything to print: configuration, commands and the notes explaining them.
@@ -28,6 +31,9 @@ pub struct NovaConfig {
     pub specs: Vec<DeviceSpec>,
     pub filters: SchedulerFilters,
     pub placement: bool,
+    /// `--one-time-use`: the devices' resource providers and the commands
+    /// that return them to service between tenants.
+    pub one_time_use: Option<OneTimeUse>,
     /// The devices offered.
     pub devices: Vec<NovaDevice>,
     pub left_out: Vec<LeftOut>,
@@ -42,7 +48,8 @@ impl NovaConfig {
     /// offer them too) and IOMMU group.
     pub fn build(inv: &Inventory, request: Request) -> Result<NovaConfig, NovaError> {
         let release = request.release;
-        let placement = check_request(&request)?;
+        let checked = check_request(&request)?;
+        let placement = checked.placement;
         let mut notes = Vec::new();
         let mut left_out = Vec::new();
         let devices = keep_nova_domains(request.devices.clone(), &mut left_out);
@@ -51,6 +58,11 @@ impl NovaConfig {
         if request.live_migratable {
             if let Some(gpu) = devices.iter().find(|d| d.is_gpu_like()) {
                 return Err(NovaError::LiveMigratableGpu(gpu.address));
+            }
+        }
+        if request.one_time_use.is_some() {
+            if let Some(vf) = devices.iter().find(|d| d.device_type == NovaDeviceType::Vf) {
+                return Err(NovaError::OneTimeUseVf(vf.address));
             }
         }
         let (mut aliases, alias_of) =
@@ -66,6 +78,10 @@ impl NovaConfig {
         binding_notes(release, &devices, &specs, &mut notes);
         let filters = SchedulerFilters::for_release(release, request.az_prefilter);
         scheduler_notes(release, &filters, &request, &mut notes);
+        let one_time_use = checked
+            .hypervisor
+            .map(|hypervisor| OneTimeUse::build(hypervisor, &specs));
+        notes.extend(one_time_use.iter().flat_map(OneTimeUse::notes));
         let mut by_reason: BTreeMap<&str, Vec<PciAddress>> = BTreeMap::new();
         for l in &left_out {
             by_reason.entry(&l.reason).or_default().push(l.address);
@@ -81,6 +97,7 @@ impl NovaConfig {
             specs,
             filters,
             placement: placement.is_some(),
+            one_time_use,
             devices,
             left_out,
             alias_of,

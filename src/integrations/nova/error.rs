@@ -34,6 +34,21 @@ pub enum NovaError {
     LiveMigratableTooOld(String),
     #[error("--live-migratable: {0} is a GPU or NVSwitch, whose state cannot move with a live migration; leave it out or leave out --live-migratable")]
     LiveMigratableGpu(PciAddress),
+    #[error("--one-time-use needs 2025.2 or later: {0} has no one_time_use device spec tag (Nova 32 added it); leave out --one-time-use")]
+    OneTimeUseTooOld(String),
+    #[error("--one-time-use needs --placement: Nova refuses a one_time_use device spec unless [pci] report_in_placement = True, and it is Placement that holds a used device reserved; add --placement")]
+    OneTimeUseNeedsPlacement,
+    #[error("--one-time-use: {0} is a VF (type-VF), and Nova takes one_time_use only on type-PCI and type-PF devices (its Placement translator refuses a VF's spec that carries it); leave the VF out, or leave out --one-time-use")]
+    OneTimeUseVf(PciAddress),
+    #[error("--one-time-use names each device's Placement resource provider after the hypervisor hostname, but this host's name cannot be read from {0}; pass --hypervisor-hostname NAME (on the compute node: virsh hostname)")]
+    HostnameUnknown(&'static str),
+    #[error("{from} '{name}' is not usable as a hypervisor hostname: use 1 to {max} letters, digits, '.', '-' or '_', beginning with a letter or digit (Nova names each device's resource provider HOSTNAME_ADDRESS, which Placement holds to 200 characters); pass --hypervisor-hostname NAME (on the compute node: virsh hostname)")]
+    BadHypervisorHostname {
+        /// `--hypervisor-hostname`, or where this host's name was read.
+        from: &'static str,
+        name: String,
+        max: usize,
+    },
     #[error("{address} is {} and {}: choose how the NVLink fabric runs: --fabric shared (NVSwitches stay on the host for Fabric Manager, only GPUs are offered) or --fabric full (every GPU and NVSwitch to one VM); or set the host up so that it says: Fabric Manager enabled for shared, every NVSwitch declared for VFIO (vfioctl persist add) for full", if *.switch { "an NVSwitch" } else { "a GPU of an HGX board" }, .host.as_deref().map_or_else(|| "no fabric mode is given".to_string(), |why| format!("the host does not say how its NVLink fabric runs ({why})")))]
     FabricNeeded {
         address: PciAddress,

@@ -82,6 +82,16 @@ pub const LIVE_MIGRATABLE: Fact = Fact {
     until: None,
     source: "nova/pci/devspec.py at 31.0.0: _normalize_device_spec_tag('live_migratable'); nova/pci/request.py _ALIAS_SCHEMA live_migratable",
 };
+/// The `one_time_use` device spec tag: after a VM used a type-PCI or
+/// type-PF device whose spec carries it, Nova keeps its Placement inventory
+/// reserved (`reserved = total`, trait `HW_PCI_ONE_TIME_USE`) until someone
+/// else un-reserves it. Refused without `[pci] report_in_placement`, and on
+/// a VF's spec by the Placement translator.
+pub const ONE_TIME_USE: Fact = Fact {
+    since: 32,
+    until: None,
+    source: "nova/pci/devspec.py at 32.0.0: _normalize_device_spec_tag('one_time_use'), PciConfigInvalidSpec without pci.report_in_placement; nova/compute/pci_placement_translator.py: HW_PCI_ONE_TIME_USE, reserved = total once allocated, refused on a VF (add_child)",
+};
 /// AvailabilityZoneFilter exists (deprecated from Xena on, logging a warning).
 pub const AZ_FILTER: Fact = Fact {
     since: 0,
@@ -113,6 +123,7 @@ pub const FACTS: &[(&str, Fact)] = &[
     ("pci_in_placement", PCI_IN_PLACEMENT),
     ("managed_tag", MANAGED_TAG),
     ("live_migratable", LIVE_MIGRATABLE),
+    ("one_time_use", ONE_TIME_USE),
     ("availability_zone_filter", AZ_FILTER),
     ("availability_zone_prefilter_option", AZ_PREFILTER_OPTION),
     ("availability_zone_prefilter_default", AZ_PREFILTER_DEFAULT),
@@ -177,11 +188,13 @@ mod tests {
         }
         let epoxy = Release::EPOXY.facts();
         // 2023.2 removed the filter and the option switching Placement's
-        // zone filtering on (always on since).
+        // zone filtering on (always on since); one_time_use came with 2025.2.
         assert!(epoxy.iter().all(|f| f.known
             != matches!(
                 f.name,
-                "availability_zone_filter" | "availability_zone_prefilter_option"
+                "availability_zone_filter" | "availability_zone_prefilter_option" | "one_time_use"
             )));
+        let flamingo = Release::parse("2025.2").unwrap();
+        assert!(flamingo.knows(ONE_TIME_USE) && !Release::EPOXY.knows(ONE_TIME_USE));
     }
 }

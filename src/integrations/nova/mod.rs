@@ -20,6 +20,8 @@
 //! - `request.rs`: what is asked for, and the checks against the release;
 //! - `select.rs`: which devices are offered, and why others are left out;
 //! - `aliases.rs`: alias names, aliases with their counts, device specs;
+//! - `tenants.rs`: one-time-use devices' Placement resource providers, and
+//!   the commands that return them to service between tenants;
 //! - `config.rs`: the result, the steps that build it, and its notes;
 //! - `render.rs`: the JSON values, nova.conf sections and commands.
 
@@ -31,6 +33,7 @@ mod release;
 mod render;
 mod request;
 mod select;
+mod tenants;
 #[cfg(test)]
 mod tests;
 
@@ -39,12 +42,17 @@ pub use config::{NovaConfig, SYNC_AGGREGATES};
 pub use error::NovaError;
 pub use facts::{
     Fact, AZ_FILTER, AZ_PREFILTER_DEFAULT, AZ_PREFILTER_OPTION, DEFAULT_FILTERS,
-    DEVICE_SPEC_OPTION, FACTS, LIVE_MIGRATABLE, MANAGED_TAG, PCI_FILTER, PCI_IN_PLACEMENT,
-    REPORT_IN_PLACEMENT, SOCKET_POLICY,
+    DEVICE_SPEC_OPTION, FACTS, LIVE_MIGRATABLE, MANAGED_TAG, ONE_TIME_USE, PCI_FILTER,
+    PCI_IN_PLACEMENT, REPORT_IN_PLACEMENT, SOCKET_POLICY,
 };
 pub use release::{FactRecord, Release, SchedulerFilters};
 pub use request::{
-    check_alias_name, custom_name, Binding, NovaDevice, NumaPolicy, PlacementRequest, Request,
-    TypeSource,
+    check_alias_name, check_hypervisor_hostname, custom_name, Binding, HostnameSource, NovaDevice,
+    NumaPolicy, OneTimeUseRequest, PlacementRequest, Request, TypeSource, HOSTNAME_FILE,
+    MAX_HYPERVISOR_HOSTNAME,
 };
 pub use select::{decide_fabric, FabricDecision, FabricSource, LeftOut};
+pub use tenants::{
+    inventory_command, list_command, resource_provider_name, usage_command, OneTimeUse, Provider,
+    ONE_TIME_USE_TRAIT, RP_UUID,
+};

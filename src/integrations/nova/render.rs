@@ -73,6 +73,9 @@ impl DeviceSpec {
             pairs.push(("managed", managed.to_string()));
         }
         push_tags(&mut pairs, &self.placement, self.live_migratable);
+        if self.one_time_use {
+            pairs.push(("one_time_use", "true".to_string()));
+        }
         json_object(&pairs)
     }
 }
@@ -164,5 +167,12 @@ impl NovaConfig {
                 "openstack image set IMAGE --property img_hide_hypervisor_id=true".to_string(),
             ])
             .collect()
+    }
+
+    /// The commands part: [`NovaConfig::commands`], then for one-time-use
+    /// devices the lines that find and un-reserve them between tenants.
+    pub fn commands_part(&self) -> Vec<String> {
+        let between = self.one_time_use.iter().flat_map(|otu| otu.lines());
+        self.commands().into_iter().chain(between).collect()
     }
 }

@@ -9,7 +9,9 @@
 use serde::Serialize;
 
 use super::error::NovaError;
-use super::facts::{LIVE_MIGRATABLE, PCI_IN_PLACEMENT, REPORT_IN_PLACEMENT, SOCKET_POLICY};
+use super::facts::{
+    LIVE_MIGRATABLE, ONE_TIME_USE, PCI_IN_PLACEMENT, REPORT_IN_PLACEMENT, SOCKET_POLICY,
+};
 use super::release::Release;
 use crate::model::address::PciAddress;
 use crate::model::device::NovaDeviceType;
@@ -27,6 +29,8 @@ pub struct Request {
     pub fabric: Option<Fabric>,
     pub placement: Option<PlacementRequest>,
     pub live_migratable: bool,
+    /// `--one-time-use`: the device specs carry `"one_time_use": "true"`.
+    pub one_time_use: Option<OneTimeUseRequest>,
     /// `--vf-parent`: a device spec names a PF's address for its VFs when
     /// every VF of that PF with the IDs is offered (Nova matches a VF by its
     /// parent's address).
@@ -111,6 +115,57 @@ pub struct PlacementRequest {
     pub traits: Vec<String>,
 }
 
+/// `--one-time-use`, and the hypervisor hostname Nova names the devices'
+/// Placement resource providers after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTimeUseRequest {
+    /// As given or read, unchecked; `None` when this host's name cannot be read.
+    pub hostname: Option<String>,
+    pub source: HostnameSource,
+}
+
+/// Where the hypervisor hostname came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostnameSource {
+    /// `--hypervisor-hostname`.
+    Option,
+    /// This host's name, [`HOSTNAME_FILE`] under the root.
+    Host,
+}
+
+/// Where this host's name is read (under `--root`).
+pub const HOSTNAME_FILE: &str = "/proc/sys/kernel/hostname";
+
+/// The longest usable hypervisor hostname: Placement holds a resource
+/// provider's name to 200 characters, and Nova names a PCI device's
+/// provider HOSTNAME, '_' and the 12 characters of its PCI address.
+pub const MAX_HYPERVISOR_HOSTNAME: usize = 200 - 1 - 12;
+
+/// A hypervisor hostname that can go into a resource provider's name and,
+/// unquoted, into a printed shell command: letters, digits, '.', '-' and
+/// '_', beginning with a letter or digit (never an option of the command),
+/// at most [`MAX_HYPERVISOR_HOSTNAME`] characters.
+pub fn check_hypervisor_hostname(name: &str, source: HostnameSource) -> Result<String, NovaError> {
+    let ok = (1..=MAX_HYPERVISOR_HOSTNAME).contains(&name.len())
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(NovaError::BadHypervisorHostname {
+            from: match source {
+                HostnameSource::Option => "--hypervisor-hostname",
+                HostnameSource::Host => "this host's name (/proc/sys/kernel/hostname)",
+            },
+            name: name.to_string(),
+            max: MAX_HYPERVISOR_HOSTNAME,
+        })
+    }
+}
+
 /// A usable alias name: Nova splits `pci_passthrough:alias` at ':' and ','.
 pub fn check_alias_name(name: &str) -> Result<(), NovaError> {
     let ok = (1..=256).contains(&name.len())
@@ -153,8 +208,23 @@ pub(super) struct PlacementNames {
     pub(super) traits: Option<String>,
 }
 
+/// The hypervisor hostname of `--one-time-use`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Hypervisor {
+    pub(super) hostname: String,
+    pub(super) source: HostnameSource,
+}
+
+/// The request checked: Placement names normalized (`Some` with
+/// `--placement`), the hypervisor hostname checked (`Some` with
+/// `--one-time-use`).
+pub(super) struct Checked {
+    pub(super) placement: Option<PlacementNames>,
+    pub(super) hypervisor: Option<Hypervisor>,
+}
+
 /// Refuses what the release cannot express; normalizes placement names.
-pub(super) fn check_request(request: &Request) -> Result<Option<PlacementNames>, NovaError> {
+pub(super) fn check_request(request: &Request) -> Result<Checked, NovaError> {
     let release = request.release;
     if let Some(name) = &request.alias {
         check_alias_name(name)?;
@@ -165,6 +235,31 @@ pub(super) fn check_request(request: &Request) -> Result<Option<PlacementNames>,
     if request.live_migratable && !release.knows(LIVE_MIGRATABLE) {
         return Err(NovaError::LiveMigratableTooOld(release.to_string()));
     }
+    let hypervisor = match &request.one_time_use {
+        None => None,
+        Some(_) if !release.knows(ONE_TIME_USE) => {
+            return Err(NovaError::OneTimeUseTooOld(release.to_string()))
+        }
+        Some(_) if request.placement.is_none() => return Err(NovaError::OneTimeUseNeedsPlacement),
+        Some(OneTimeUseRequest { hostname, source }) => {
+            let name = hostname
+                .as_deref()
+                .ok_or(NovaError::HostnameUnknown(HOSTNAME_FILE))?;
+            Some(Hypervisor {
+                hostname: check_hypervisor_hostname(name, *source)?,
+                source: *source,
+            })
+        }
+    };
+    let placement = check_placement(request)?;
+    Ok(Checked {
+        placement,
+        hypervisor,
+    })
+}
+
+fn check_placement(request: &Request) -> Result<Option<PlacementNames>, NovaError> {
+    let release = request.release;
     let Some(placement) = &request.placement else {
         return Ok(None);
     };
@@ -197,6 +292,50 @@ pub(super) fn check_request(request: &Request) -> Result<Option<PlacementNames>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hypervisor_hostnames_are_checked() {
+        for good in [
+            "compute-7",
+            "gpu01.dc1.example.org",
+            "Node_3",
+            "7",
+            &"a".repeat(187),
+        ] {
+            assert_eq!(
+                check_hypervisor_hostname(good, HostnameSource::Option).unwrap(),
+                good
+            );
+        }
+        for bad in [
+            "",
+            "-rf",
+            ".hidden",
+            "_x",
+            "a b",
+            "a;b",
+            "$(reboot)",
+            "a'b",
+            "host\n",
+            "h\u{1b}[2J",
+            "hôte",
+            &"a".repeat(188),
+        ] {
+            let err = check_hypervisor_hostname(bad, HostnameSource::Host).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("this host's name (/proc/sys/kernel/hostname) '"),
+                "{bad}: {err}"
+            );
+        }
+        let err = check_hypervisor_hostname("a b", HostnameSource::Option).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--hypervisor-hostname 'a b' is not usable"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("use 1 to 187 letters"), "{err}");
+    }
 
     #[test]
     fn alias_names_are_checked() {

@@ -56,6 +56,7 @@ fn request(release: &str, devices: Vec<NovaDevice>) -> Request {
         fabric: None,
         placement: None,
         live_migratable: false,
+        one_time_use: None,
         vf_parent: false,
         az_prefilter: false,
         devices,
@@ -495,4 +496,160 @@ fn train_keeps_its_zone_filter_unless_placement_takes_over() {
         .notes
         .iter()
         .any(|n| n.contains("filters hosts by availability zone in Placement already")));
+}
+
+/// An A100 (type-PF) declared with vfioctl persist.
+fn declared_a100(addr: &str) -> NovaDevice {
+    dev(addr, 0x20b0, NovaDeviceType::Pf, Binding::Declared)
+}
+
+fn one_time_use(hostname: Option<&str>, source: HostnameSource) -> Option<OneTimeUseRequest> {
+    Some(OneTimeUseRequest {
+        hostname: hostname.map(str::to_string),
+        source,
+    })
+}
+
+#[test]
+fn one_time_use_marks_the_specs_and_names_each_provider() {
+    let devices = vec![
+        declared_a100("25:00.0"),
+        dev("8c:00.0", 0x20b0, NovaDeviceType::Pci, Binding::Declared),
+    ];
+    let inv = Inventory {
+        devices: vec![
+            endpoint("25:00.0", 0x030200),
+            endpoint("8c:00.0", 0x030200),
+            endpoint("8d:00.0", 0x030200),
+        ],
+        ..Default::default()
+    };
+    let mut req = request("2025.2", devices);
+    req.placement = Some(PlacementRequest::default());
+    req.one_time_use = one_time_use(Some("compute-7"), HostnameSource::Option);
+    let cfg = NovaConfig::build(&inv, req).unwrap();
+    let compute = cfg.compute_ini();
+    assert!(compute.contains(
+        "device_spec = {\"vendor_id\": \"10de\", \"product_id\": \"20b0\", \"address\": \"0000:25:00.0\", \"managed\": \"no\", \"resource_class\": \"CUSTOM_PCI_10DE_20B0\", \"one_time_use\": \"true\"}\n"
+    ), "{compute}");
+    assert_eq!(
+        compute.matches("\"one_time_use\": \"true\"").count(),
+        2,
+        "{compute}"
+    );
+    // Aliases have no such key.
+    assert!(!cfg.controller_ini().contains("one_time_use"));
+    let otu = cfg.one_time_use.as_ref().unwrap();
+    let names: Vec<&str> = otu.providers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["compute-7_0000:25:00.0", "compute-7_0000:8C:00.0"]);
+    let part = cfg.commands_part();
+    assert_eq!(part[..2], cfg.commands()[..]);
+    assert!(part.contains(&"openstack --os-placement-api-version 1.18 resource provider list --required HW_PCI_ONE_TIME_USE".to_string()));
+    assert!(part
+        .contains(&"openstack resource provider list --name compute-7_0000:8C:00.0".to_string()));
+    assert!(part.contains(&"openstack resource provider inventory set --amend --resource CUSTOM_PCI_10DE_20B0:reserved=0 RP_UUID".to_string()));
+    assert!(part.contains(&"# 0000:8c:00.0: provider compute-7_0000:8C:00.0 (CUSTOM_PCI_10DE_20B0); after vfioctl reset 0000:8c:00.0 verified the device:".to_string()), "{part:?}");
+    assert!(cfg
+        .notes
+        .iter()
+        .any(|n| n.starts_with("one-time-use: after a VM used")));
+    // Given with the option: no note about where the name came from.
+    assert!(!cfg.notes.iter().any(|n| n.contains("this host's name")));
+    // Without --one-time-use nothing changes.
+    let mut plain = request("2025.2", vec![declared_a100("25:00.0")]);
+    plain.placement = Some(PlacementRequest::default());
+    let cfg = NovaConfig::build(&inv, plain).unwrap();
+    assert!(cfg.one_time_use.is_none());
+    assert!(!cfg.compute_ini().contains("one_time_use"));
+    assert_eq!(cfg.commands_part(), cfg.commands());
+}
+
+#[test]
+fn one_time_use_refusals() {
+    let gpu = || vec![declared_a100("25:00.0")];
+    let with = |release: &str,
+                devices: Vec<NovaDevice>,
+                placement: bool,
+                hostname: Option<&str>,
+                source: HostnameSource| {
+        let mut req = request(release, devices);
+        req.placement = placement.then(PlacementRequest::default);
+        req.one_time_use = one_time_use(hostname, source);
+        NovaConfig::build(&host(3), req).map(|_| ())
+    };
+    let opt = HostnameSource::Option;
+    // Before 2025.2 (Nova 32), whatever else is given.
+    for release in ["train", "2023.1", "2025.1"] {
+        let err = with(release, gpu(), true, Some("c1"), opt).unwrap_err();
+        assert!(
+            matches!(err, NovaError::OneTimeUseTooOld(_)),
+            "{release}: {err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("--one-time-use needs 2025.2 or later: "),
+            "{err}"
+        );
+    }
+    with("2025.2", gpu(), true, Some("c1"), opt).unwrap();
+    with("2026.2", gpu(), true, Some("c1"), opt).unwrap();
+    // Without --placement.
+    assert_eq!(
+        with("2025.2", gpu(), false, Some("c1"), opt).unwrap_err(),
+        NovaError::OneTimeUseNeedsPlacement
+    );
+    // A VF, by the device_type Nova sees.
+    let vf = vec![dev(
+        "25:00.4",
+        0x20b0,
+        NovaDeviceType::Vf,
+        Binding::Declared,
+    )];
+    let err = with("2025.2", vf, true, Some("c1"), opt).unwrap_err();
+    assert_eq!(err, NovaError::OneTimeUseVf("25:00.4".parse().unwrap()));
+    assert!(err
+        .to_string()
+        .contains("Nova takes one_time_use only on type-PCI and type-PF devices"));
+    // This host's name unreadable, or not usable.
+    let err = with("2025.2", gpu(), true, None, HostnameSource::Host).unwrap_err();
+    assert_eq!(err, NovaError::HostnameUnknown("/proc/sys/kernel/hostname"));
+    assert!(
+        err.to_string().contains("pass --hypervisor-hostname NAME"),
+        "{err}"
+    );
+    let err = with(
+        "2025.2",
+        gpu(),
+        true,
+        Some("a;reboot"),
+        HostnameSource::Host,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, NovaError::BadHypervisorHostname { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_short_host_name_comes_with_the_fqdn_warning() {
+    let notes = |name: &str| {
+        let mut req = request("2025.2", vec![declared_a100("25:00.0")]);
+        req.placement = Some(PlacementRequest::default());
+        req.one_time_use = one_time_use(Some(name), HostnameSource::Host);
+        NovaConfig::build(&host(1), req).unwrap().notes
+    };
+    let short = notes("compute-7");
+    assert!(
+        short.iter().any(|n| n
+            .contains("the resource provider names use compute-7, this host's name")
+            && n.contains("libvirt reports a name without a dot as the resolver's canonical name")),
+        "{short:?}"
+    );
+    let fqdn = notes("compute-7.example.org");
+    assert!(
+        fqdn.iter()
+            .any(|n| n.contains("libvirt reports it as it is")),
+        "{fqdn:?}"
+    );
 }

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # vfioctl nodedev and nova against libvirtd in the guest: libvirt and sysfs
 # agree on every device; e1000e is type-PCI, the nvme PF type-PF with no VF
-# enabled, its VFs type-VF; the generated nova.conf names type-PF for the PF.
+# enabled, its VFs type-VF; the generated nova.conf names type-PF for the PF;
+# one-time-use names the PF's provider after libvirt's hostname, refuses the VF.
 # boot: iommu=on udev=on
 # timeout: 180
 
@@ -39,6 +40,23 @@ expect vf-type-vf "$(field "$vf" 'e["libvirt"]["nova_device_type"]')" type-VF
 expect vf-parent-is-the-pf "$(field "$vf" 'e["libvirt"]["nova_parent"]')" "$NVME"
 expect pf-still-type-pf "$(field "$NVME" 'e["libvirt"]["nova_device_type"]')" type-PF
 expect vfs-agree-with-sysfs "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["agree"])' "$OUT")" True
+
+# One-time-use (2025.2): the PF's Placement provider is named after this
+# host's name, which is the hypervisor hostname libvirt reports (what Nova
+# names providers after), or the output says they may differ; the VF, type-VF
+# by libvirt, is refused.
+lv_host=$(virsh -q -c qemu:///system hostname)
+run "$VFIOCTL" nova "$NVME" --release 2025.2 --placement --one-time-use --json
+expect nova-otu-exit "$RC" 0
+otu_name=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["one_time_use"]["providers"][0]["name"])' "$OUT")
+if [[ $otu_name == "${lv_host}_${NVME^^}" ]]; then
+	pass nova-otu-provider-named-after-libvirts-hostname
+else
+	check nova-otu-note-says-libvirts-name-may-differ grep -q "libvirt reports a name without a dot" <<<"$OUT"
+fi
+run "$VFIOCTL" nova "$vf" --release 2025.2 --placement --one-time-use
+expect nova-otu-vf-refused "$RC" 2
+check nova-otu-vf-reason grep -q "$vf is a VF (type-VF)" <<<"$OUT"
 
 # The Nova configuration for the PF (Train: passthrough_whitelist) says type-PF.
 run "$VFIOCTL" nova "$NVME" --release train --alias nvme-pf

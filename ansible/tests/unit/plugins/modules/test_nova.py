@@ -26,7 +26,8 @@ DOCUMENT = {
 
 class FakeModule(object):
     def __init__(self, **params):
-        self.params = dict(selector=[], release=None, alias=None, numa_policy=None, fabric=None, az_prefilter=False)
+        self.params = dict(selector=[], release=None, alias=None, numa_policy=None, fabric=None, az_prefilter=False,
+                           placement=False, one_time_use=False, hypervisor_hostname=None)
         self.params.update(params)
 
     def fail_json(self, **kwargs):
@@ -70,3 +71,44 @@ def test_a_document_is_used_as_is_and_vfioctl_not_run(calls, capsys):
     assert not out.get('failed')
     assert out['config']['scheduler'] == {'query_placement_for_availability_zone': 'True'}
     assert out['commands'][0] == 'nova-manage placement sync_aggregates'
+
+
+def test_one_time_use_reaches_vfioctl_with_placement_and_the_hostname_joined(calls):
+    module = FakeModule(release='2025.2', placement=True, one_time_use=True, hypervisor_hostname='--json')
+    nova.ask_vfioctl(module)
+    # The hostname is the value of its option, never an option of its own (vfioctl refuses '--json' as a name).
+    assert calls == [(['nova', '--release=2025.2', '--placement', '--one-time-use', '--hypervisor-hostname=--json'], [])]
+
+
+def test_one_time_use_is_passed_only_when_asked(calls):
+    nova.ask_vfioctl(FakeModule(release='2025.2', placement=True))
+    assert calls == [(['nova', '--release=2025.2', '--placement'], [])]
+
+
+OTU = {
+    'hypervisor_hostname': 'compute-7',
+    'hypervisor_hostname_source': 'host',
+    'list_command': 'openstack --os-placement-api-version 1.18 resource provider list --required HW_PCI_ONE_TIME_USE',
+    'uuid_placeholder': 'RP_UUID',
+    'providers': [{'address': '0000:25:00.0', 'name': 'compute-7_0000:25:00.0', 'resource_class': 'CUSTOM_PCI_10DE_20B0',
+                   'find_command': 'openstack resource provider list --name compute-7_0000:25:00.0',
+                   'unreserve_command': 'openstack resource provider inventory set --amend '
+                                        '--resource CUSTOM_PCI_10DE_20B0:reserved=0 RP_UUID'}],
+    'commands': ['# 0000:25:00.0', 'openstack resource provider list --name compute-7_0000:25:00.0'],
+}
+
+
+def test_one_time_use_of_one_document_is_returned_as_is():
+    assert nova.one_time_use([dict(DOCUMENT, one_time_use=OTU)]) == OTU
+    assert nova.one_time_use([DOCUMENT, dict(DOCUMENT, one_time_use=None)]) is None
+
+
+def test_one_time_use_of_several_documents_joins_their_providers():
+    other = dict(OTU, hypervisor_hostname='compute-8',
+                 providers=[dict(OTU['providers'][0], name='compute-8_0000:25:00.0')])
+    joined = nova.one_time_use([dict(DOCUMENT, one_time_use=OTU), dict(DOCUMENT, one_time_use=other),
+                                dict(DOCUMENT, one_time_use=OTU)])
+    assert [(p['hypervisor_hostname'], p['name']) for p in joined['providers']] == [
+        ('compute-7', 'compute-7_0000:25:00.0'), ('compute-8', 'compute-8_0000:25:00.0')]
+    assert joined['list_command'] == OTU['list_command']
+    assert joined['hypervisor_hostname'] is None
