@@ -279,6 +279,81 @@ fn bind_killed_at_every_step_is_reported_and_recovered() {
     assert_eq!(BIND.run(|_, _| {}), 13);
 }
 
+// --- bind: three GPUs of the HGX board, three units in flight at once ------
+
+fn hgx_bind_change(root: &Path, kernel: &dyn PciKernel) {
+    let spec = ChangeSpec {
+        path: vfioctl::gate::Path::Bind,
+        goal: Goal::BindVfio,
+        selectors: selectors(&["48:00.0", "4d:00.0", "8c:00.0"]),
+        with_group: false,
+        force: false,
+        dry_run: false,
+        timeout: TIMEOUT,
+        vms: vfioctl::host::vms::VmSource::Skipped,
+    };
+    let report = run::run(&HostRoot::new(root), &spec, kernel).unwrap();
+    assert!(run::failure(&report).is_none());
+}
+
+fn hgx_host() -> FakeHost {
+    let host = topologies::hgx_a100();
+    host.register_driver("vfio-pci", Some("vfio_pci"));
+    host
+}
+
+const HGX_BIND: Scenario = Scenario {
+    child: "child_hgx_bind",
+    host: hgx_host,
+    kernel: plain_kernel,
+    change: hgx_bind_change,
+    command: "bind",
+    same_check: true,
+};
+
+#[test]
+fn child_hgx_bind() {
+    if let Some((root, at)) = killpoint::child() {
+        let host = FakeHost::attach(&root);
+        let sim = plain_kernel(&host);
+        hgx_bind_change(&root, &KillAt::new(&sim, Some(at)));
+    }
+}
+
+#[test]
+fn a_multi_unit_bind_killed_with_several_devices_in_flight_is_recovered() {
+    // Three GPUs, each a unit of its own, changed at once: the units take
+    // turns one step each (the killed child's kernel asks for one order), so
+    // the kills land with the GPUs at different stages together: overridden,
+    // unbound, probed. check names all three; recover puts all back.
+    let host = hgx_host();
+    let sim = plain_kernel(&host);
+    let counted = KillAt::new(&sim, None);
+    hgx_bind_change(host.root(), &counted);
+    let writes: Vec<String> = counted
+        .calls()
+        .into_iter()
+        .filter(|c| c.write)
+        .map(|c| c.what)
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            "override 0000:48:00.0",
+            "override 0000:4d:00.0",
+            "override 0000:8c:00.0",
+            "unbind 0000:48:00.0",
+            "unbind 0000:4d:00.0",
+            "unbind 0000:8c:00.0",
+            "probe 0000:48:00.0",
+            "probe 0000:4d:00.0",
+            "probe 0000:8c:00.0",
+        ]
+    );
+    // 3 GPUs x (override, unbind, probe) and the end.
+    assert_eq!(HGX_BIND.run(|_, _| {}), 10);
+}
+
 // --- sriov: 0 -> 3 VFs, and 2 -> 3 -----------------------------------------
 
 fn igb_kernel(host: &FakeHost) -> SimKernel<'_> {

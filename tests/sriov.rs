@@ -390,7 +390,9 @@ fn a_vf_bind_failure_rolls_back_the_vfs_the_count_and_autoprobe() {
             ("0000:01:00.2".to_string(), Status::RolledBack),
             ("0000:01:00.3".to_string(), Status::RolledBack),
             ("0000:01:00.4".to_string(), Status::Failed),
-            ("0000:01:00.5".to_string(), Status::Unchanged),
+            // Each VF is a unit of its own, changed at once with the others:
+            // it was bound when 01:00.4 failed, and goes back with them.
+            ("0000:01:00.5".to_string(), Status::RolledBack),
         ]
     );
     // The VF count back to 0 and autoprobe back to 1, in that order.

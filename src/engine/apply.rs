@@ -1,7 +1,15 @@
-//! Runs a plan against the kernel, one device at a time, verifying each
-//! change; on any failure every device already touched is put back to its
-//! previous driver and override, newest first.
+//! Runs a cleared plan against the kernel, verifying each change. Devices
+//! that do not depend on each other change at once: the plan's units (a
+//! function and its companions travel in order; anything else is
+//! independent: the kernel takes each device's own lock, and an IOMMU group
+//! is viable once all its members are bound, whatever their order) run in
+//! a thread each, so a board of slow unbinds takes about the time of its
+//! slowest unit. On any failure the other units stop after their current
+//! step, and every device touched in every unit is put back to its previous
+//! driver and override, newest first in each unit: the change is all or
+//! nothing, as before.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -11,7 +19,9 @@ use crate::gate::{Cleared, DeviceWrite};
 use crate::host::kernel::{KernelError, PciKernel};
 use crate::model::{DriverKind, DriverName, PciAddress};
 
-/// How long to wait between polls of the driver link.
+/// How long to wait between polls of the driver link, at most: a probe is
+/// usually done when `drivers_probe` returns, so the first looks come
+/// sooner (1, 2, 4, 8 ms) and the wait grows to this.
 const POLL: Duration = Duration::from_millis(10);
 
 /// A step that did not have the effect it should have.
@@ -127,6 +137,7 @@ fn wait_for(
     deadline: Duration,
 ) -> Result<Option<DriverName>, StepError> {
     let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
     loop {
         let driver = kernel.driver(device)?;
         let matches = match expect {
@@ -161,7 +172,8 @@ fn wait_for(
                 seconds,
             });
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(POLL);
     }
 }
 
@@ -221,11 +233,13 @@ fn roll_back(
     }
 }
 
-/// Loads the plan's modules, then changes each device; see the module docs.
-/// Only a plan the gate cleared can be applied.
+/// Loads the plan's modules, then changes the plan's units (see
+/// [`Plan::units`](crate::model::plan::Plan::units)) at once, each unit's
+/// devices and steps in order; see the module docs. Only a plan the gate
+/// cleared can be applied. The outcome is in the plan's order whichever unit
+/// finished first.
 pub fn apply(cleared: &Cleared, kernel: &dyn PciKernel, deadline: Duration) -> Applied {
     let plan = cleared.plan();
-    let mut results: Vec<DeviceResult> = Vec::new();
     for module in cleared.module_loads() {
         if let Err(e) = kernel.load_module(module, deadline) {
             return Applied {
@@ -243,59 +257,180 @@ pub fn apply(cleared: &Cleared, kernel: &dyn PciKernel, deadline: Duration) -> A
             };
         }
     }
+    let writes: Vec<DeviceWrite<'_>> = cleared.writes().collect();
+    let mut units: Vec<Unit<'_>> = plan
+        .units()
+        .into_iter()
+        .map(|members| Unit::new(members.into_iter().map(|i| writes[i]).collect()))
+        .collect();
+    let stop = AtomicBool::new(false);
+    drive(kernel, &mut units, |unit| {
+        unit.forward(kernel, deadline, &stop)
+    });
+    if !stop.load(Ordering::SeqCst) {
+        let mut devices: Vec<DeviceResult> = units.into_iter().flat_map(|u| u.results).collect();
+        devices.sort_by_key(|r| r.address);
+        return Applied {
+            devices,
+            error: None,
+            rollback_errors: vec![],
+        };
+    }
+    // Undo, newest first in each unit, every device touched in every unit
+    // (the failed ones included): the change is all or nothing.
+    drive(kernel, &mut units, |unit| unit.roll_back(kernel, deadline));
+    let mut error = None;
+    let mut rollback_errors = Vec::new();
+    let mut devices = Vec::new();
+    for unit in units {
+        if let (None, Some((_, e))) = (&error, unit.failure) {
+            error = Some(e);
+        }
+        rollback_errors.extend(unit.rollback_errors);
+        devices.extend(unit.results);
+    }
+    devices.sort_by_key(|r| r.address);
+    Applied {
+        devices,
+        error,
+        rollback_errors,
+    }
+}
 
-    let mut touched: Vec<DeviceWrite<'_>> = Vec::new();
-    let mut failure: Option<(PciAddress, StepError)> = None;
-    for w in cleared.writes() {
+/// Runs `work` on every unit: each in its own thread, or (a kernel that
+/// must see one order of calls: `PciKernel::one_thread`) one step of each
+/// unit in turn, round robin, on this thread. `work` does one step and
+/// says whether the unit has more to do.
+fn drive<'a>(
+    kernel: &dyn PciKernel,
+    units: &mut [Unit<'a>],
+    work: impl Fn(&mut Unit<'a>) -> bool + Sync,
+) {
+    if kernel.one_thread() || units.len() < 2 {
+        let mut busy = true;
+        while busy {
+            busy = false;
+            for unit in units.iter_mut() {
+                busy |= work(unit);
+            }
+        }
+        return;
+    }
+    std::thread::scope(|scope| {
+        for unit in units.iter_mut() {
+            let work = &work;
+            scope.spawn(move || while work(unit) {});
+        }
+    });
+}
+
+/// Devices that change together, in the plan's order (a function and its
+/// companions), and how far they got.
+struct Unit<'a> {
+    writes: Vec<DeviceWrite<'a>>,
+    /// The next action and its next step.
+    next: (usize, usize),
+    /// Devices whose steps started, in order.
+    touched: Vec<DeviceWrite<'a>>,
+    results: Vec<DeviceResult>,
+    failure: Option<(PciAddress, StepError)>,
+    rollback_errors: Vec<RollbackError>,
+    /// How many of `touched` (from the newest) were put back.
+    undone: usize,
+}
+
+impl<'a> Unit<'a> {
+    fn new(writes: Vec<DeviceWrite<'a>>) -> Unit<'a> {
+        Unit {
+            writes,
+            next: (0, 0),
+            touched: Vec::new(),
+            results: Vec::new(),
+            failure: None,
+            rollback_errors: Vec::new(),
+            undone: 0,
+        }
+    }
+
+    /// One step forward: `false` once the unit is done, failed, or another
+    /// unit failed (`stop`; a step under way finishes first).
+    fn forward(&mut self, kernel: &dyn PciKernel, deadline: Duration, stop: &AtomicBool) -> bool {
+        let (i, j) = self.next;
+        let Some(w) = self.writes.get(i).copied() else {
+            return false;
+        };
+        if self.failure.is_some() || stop.load(Ordering::SeqCst) {
+            return false;
+        }
         let action = w.action();
         if !action.changes() {
-            results.push(DeviceResult {
+            self.results.push(DeviceResult {
                 address: action.address,
                 status: Status::Unchanged,
                 driver: action.before.driver.clone(),
             });
-            continue;
+            self.next = (i + 1, 0);
+            return true;
         }
-        touched.push(w);
-        let outcome = action
-            .steps
-            .iter()
-            .try_for_each(|step| run_step(kernel, w, step, deadline));
-        match outcome {
-            Ok(()) => results.push(DeviceResult {
-                address: action.address,
-                status: Status::Done,
-                driver: kernel.driver(action.address).ok().flatten(),
-            }),
+        if j == 0 {
+            self.touched.push(w);
+        }
+        match run_step(kernel, w, &action.steps[j], deadline) {
+            Ok(()) if j + 1 < action.steps.len() => self.next = (i, j + 1),
+            Ok(()) => {
+                self.results.push(DeviceResult {
+                    address: action.address,
+                    status: Status::Done,
+                    driver: kernel.driver(action.address).ok().flatten(),
+                });
+                self.next = (i + 1, 0);
+            }
             Err(e) => {
-                failure = Some((action.address, e));
-                break;
+                self.failure = Some((action.address, e));
+                stop.store(true, Ordering::SeqCst);
+                return false;
             }
         }
+        true
     }
 
-    let Some((failed, error)) = failure else {
-        return Applied {
-            devices: results,
-            error: None,
-            rollback_errors: vec![],
+    /// Puts back one more touched device, newest first: `false` once all
+    /// are back (or could not be). A device whose unbind is still pending
+    /// cannot be put back: the kernel holds it. Only its override is
+    /// restored, in a helper queued behind the unbind (the kernel takes the
+    /// same device lock for both), so the next probe after the holder lets
+    /// go picks its old driver.
+    fn roll_back(&mut self, kernel: &dyn PciKernel, deadline: Duration) -> bool {
+        if self.undone == 0 {
+            // Devices never reached stay as they were.
+            let reached = self.touched.len();
+            for w in &self.writes[self.next.0.min(self.writes.len())..] {
+                let a = w.action();
+                if !self.touched.iter().any(|t| t.device() == a.address)
+                    && !self.results.iter().any(|r| r.address == a.address)
+                {
+                    self.results.push(DeviceResult {
+                        address: a.address,
+                        status: Status::Unchanged,
+                        driver: a.before.driver.clone(),
+                    });
+                }
+            }
+            if reached == 0 {
+                return false;
+            }
+        }
+        let Some(&w) = self.touched.iter().rev().nth(self.undone) else {
+            return false;
         };
-    };
-
-    // Undo, newest first, every device touched (the failed one included).
-    // A device whose unbind is still pending cannot be put back: the kernel
-    // holds it. Only its override is restored, in a helper queued behind the
-    // unbind (the kernel takes the same device lock for both), so the next
-    // probe after the holder lets go picks its old driver.
-    let mut rollback_errors = Vec::new();
-    let mut undone: Vec<DeviceResult> = Vec::new();
-    for w in touched.iter().rev() {
+        self.undone += 1;
         let action = w.action();
-        let status = if action.address == failed && error.is_pending() {
-            match kernel.set_override_after_unbind(*w, action.before.driver_override.as_ref()) {
+        let failed = self.failure.as_ref().filter(|(a, _)| *a == action.address);
+        let status = if failed.is_some_and(|(_, e)| e.is_pending()) {
+            match kernel.set_override_after_unbind(w, action.before.driver_override.as_ref()) {
                 Ok(()) => Status::Pending,
                 Err(e) => {
-                    rollback_errors.push(RollbackError {
+                    self.rollback_errors.push(RollbackError {
                         device: action.address,
                         error: e.into(),
                     });
@@ -303,11 +438,11 @@ pub fn apply(cleared: &Cleared, kernel: &dyn PciKernel, deadline: Duration) -> A
                 }
             }
         } else {
-            match roll_back(kernel, *w, &action.before, deadline) {
-                Ok(_) if action.address == failed => Status::Failed,
+            match roll_back(kernel, w, &action.before, deadline) {
+                Ok(_) if failed.is_some() => Status::Failed,
                 Ok(_) => Status::RolledBack,
                 Err(e) => {
-                    rollback_errors.push(RollbackError {
+                    self.rollback_errors.push(RollbackError {
                         device: action.address,
                         error: e,
                     });
@@ -315,36 +450,19 @@ pub fn apply(cleared: &Cleared, kernel: &dyn PciKernel, deadline: Duration) -> A
                 }
             }
         };
-        undone.push(DeviceResult {
+        let result = DeviceResult {
             address: action.address,
             status,
             driver: kernel.driver(action.address).ok().flatten(),
-        });
-    }
-    for result in &mut results {
-        if let Some(u) = undone.iter().find(|u| u.address == result.address) {
-            *result = u.clone();
+        };
+        match self
+            .results
+            .iter_mut()
+            .find(|r| r.address == result.address)
+        {
+            Some(r) => *r = result,
+            None => self.results.push(result),
         }
-    }
-    for u in undone {
-        if !results.iter().any(|r| r.address == u.address) {
-            results.push(u);
-        }
-    }
-    // Devices after the failure were never reached.
-    for action in &plan.actions {
-        if !results.iter().any(|r| r.address == action.address) {
-            results.push(DeviceResult {
-                address: action.address,
-                status: Status::Unchanged,
-                driver: action.before.driver.clone(),
-            });
-        }
-    }
-    results.sort_by_key(|r| r.address);
-    Applied {
-        devices: results,
-        error: Some(error),
-        rollback_errors,
+        self.undone < self.touched.len()
     }
 }

@@ -58,7 +58,14 @@ pub enum KernelError {
 
 /// The steps the apply engine needs from the kernel. Each write takes the
 /// gate's permit for its device (see the module docs); reads take an address.
-pub trait PciKernel {
+pub trait PciKernel: Sync {
+    /// Whether the apply engine must call this kernel from one thread in one
+    /// order (the kill-point tests count its calls): the plan's units then
+    /// take turns, one step each, instead of a thread each.
+    fn one_thread(&self) -> bool {
+        false
+    }
+
     /// Writes `driver` to the device's `driver_override`, or clears it (`None`).
     fn set_override(
         &self,
@@ -171,8 +178,44 @@ fn write_attr(device: PciAddress, path: PathBuf, value: &str) -> Result<(), Kern
 /// it is left queued in its helper.
 const OVERRIDE_WAIT: Duration = Duration::from_millis(200);
 
-/// How long the parent sleeps between looks at a blocking write's helper.
+/// How long the parent sleeps between looks at a blocking write's helper,
+/// where the kernel has no pidfd to wait on.
 const HELPER_POLL: Duration = Duration::from_millis(5);
+
+/// Waits for a helper process to exit: on its pidfd (`pidfd_open`, Linux
+/// 5.3+), which turns readable when it does, else by sleeping `HELPER_POLL`.
+struct ExitWatch(Option<std::os::fd::OwnedFd>);
+
+impl ExitWatch {
+    fn new(child: nix::unistd::Pid) -> ExitWatch {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes a PID and flags and returns a new
+        // descriptor (or -1), which the OwnedFd then owns.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
+        ExitWatch(
+            i32::try_from(fd)
+                .ok()
+                .filter(|fd| *fd >= 0)
+                .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+        )
+    }
+
+    /// Returns once the helper may have exited, or after `at_most`.
+    fn wait(&self, at_most: Duration) {
+        let Some(fd) = &self.0 else {
+            std::thread::sleep(at_most.min(HELPER_POLL));
+            return;
+        };
+        use std::os::fd::AsFd;
+        let mut fds = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ms = u16::try_from(at_most.as_millis().max(1)).unwrap_or(u16::MAX);
+        // EINTR or a timeout: the caller looks again either way.
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+    }
+}
 
 /// A write that may block in the kernel for as long as a process holds the
 /// device (snd_hda_intel, nvidia and vfio-pci wait for their users). It runs
@@ -219,6 +262,9 @@ fn blocking_write(
         }
         Ok(ForkResult::Parent { child }) => {
             let start = Instant::now();
+            // Woken when the helper exits (its pidfd turns readable), not
+            // by polling; kernels without pidfd_open (before 5.3) poll.
+            let exit = ExitWatch::new(child);
             loop {
                 match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
@@ -232,14 +278,15 @@ fn blocking_write(
                         return Err(write_error(device, path, value, errno.into()));
                     }
                 }
-                if start.elapsed() >= deadline {
+                let left = deadline.saturating_sub(start.elapsed());
+                if left.is_zero() {
                     return Err(KernelError::Timeout {
                         device,
                         step,
                         seconds: deadline.as_secs(),
                     });
                 }
-                std::thread::sleep(HELPER_POLL);
+                exit.wait(left);
             }
         }
         // No process to spare: write here, without a deadline.

@@ -179,9 +179,100 @@ impl Plan {
     pub fn changes(&self) -> bool {
         self.actions.iter().any(Action::changes)
     }
+
+    /// The devices that change together, as indices into `actions`, each
+    /// unit in the plan's order and the units by their first device: a
+    /// function and its companions (a GPU's audio and USB functions, linked
+    /// by the kernel or in its slot) form one; every other device is a unit
+    /// of its own. Devices of one IOMMU group need no order among
+    /// themselves (the kernel takes each device's own lock; the group is
+    /// viable once all are bound, and the gate judged it as a whole).
+    pub fn units(&self) -> Vec<Vec<usize>> {
+        let index = |addr: &PciAddress| self.actions.iter().position(|a| a.address == *addr);
+        // Each action's unit: its own, or the one of the function it is a companion of.
+        let mut unit_of: Vec<usize> = (0..self.actions.len()).collect();
+        fn root(unit_of: &[usize], mut i: usize) -> usize {
+            while unit_of[i] != i {
+                i = unit_of[i];
+            }
+            i
+        }
+        for (i, action) in self.actions.iter().enumerate() {
+            if let Why::Companion { of, .. } = &action.why {
+                if let Some(j) = index(of) {
+                    let (a, b) = (root(&unit_of, i), root(&unit_of, j));
+                    unit_of[a.max(b)] = a.min(b);
+                }
+            }
+        }
+        let mut units: Vec<Vec<usize>> = Vec::new();
+        let mut first: Vec<usize> = Vec::new();
+        for i in 0..self.actions.len() {
+            let r = root(&unit_of, i);
+            match first.iter().position(|f| *f == r) {
+                Some(u) => units[u].push(i),
+                None => {
+                    first.push(r);
+                    units.push(vec![i]);
+                }
+            }
+        }
+        units
+    }
 }
 
 /// `vfio-pci, override vfio-pci`, `no driver`, ... (`Binding`'s Display).
 pub fn describe(binding: &Binding) -> String {
     binding.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(addr: &str, why: Why) -> Action {
+        Action {
+            address: addr.parse().unwrap(),
+            why,
+            before: Binding {
+                driver: None,
+                driver_override: None,
+            },
+            after: Binding {
+                driver: None,
+                driver_override: None,
+            },
+            steps: vec![],
+        }
+    }
+
+    #[test]
+    fn a_function_and_its_companions_are_one_unit_everything_else_its_own() {
+        let companion = |of: &str| Why::Companion {
+            of: of.parse().unwrap(),
+            link: CompanionReason::SameSlot,
+        };
+        let plan = Plan {
+            goal: Goal::BindVfio,
+            load_modules: vec![],
+            actions: vec![
+                action("01:00.0", Why::Requested),
+                action("01:00.1", companion("01:00.0")),
+                action("25:00.0", Why::Requested),
+                action("b7:00.0", Why::Requested),
+                action(
+                    "b8:00.0",
+                    Why::GroupMember {
+                        of: "b7:00.0".parse().unwrap(),
+                        group: 45,
+                    },
+                ),
+                action("01:00.3", companion("01:00.0")),
+            ],
+            notes: vec![],
+            checks: vec![],
+            with_group: false,
+        };
+        assert_eq!(plan.units(), vec![vec![0, 1, 5], vec![2], vec![3], vec![4]]);
+    }
 }

@@ -11,9 +11,10 @@
 //! step verified, the record not yet updated). Deterministic: the simulated
 //! kernel answers at once, so every run makes the same calls.
 
-use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use vfioctl::gate::{DeviceWrite, ModuleLoad, PfWrite, ResetWrite};
@@ -37,8 +38,8 @@ pub struct Call {
 pub struct KillAt<'a> {
     inner: &'a dyn PciKernel,
     at: Option<usize>,
-    calls: RefCell<Vec<Call>>,
-    count: Cell<usize>,
+    calls: Mutex<Vec<Call>>,
+    count: AtomicUsize,
 }
 
 impl<'a> KillAt<'a> {
@@ -46,18 +47,17 @@ impl<'a> KillAt<'a> {
         KillAt {
             inner,
             at,
-            calls: RefCell::new(Vec::new()),
-            count: Cell::new(0),
+            calls: Mutex::new(Vec::new()),
+            count: AtomicUsize::new(0),
         }
     }
 
     pub fn calls(&self) -> Vec<Call> {
-        self.calls.borrow().clone()
+        self.calls.lock().unwrap().clone()
     }
 
     fn call(&self, write: bool, what: String) {
-        let index = self.count.get() + 1;
-        self.count.set(index);
+        let index = self.count.fetch_add(1, Ordering::SeqCst) + 1;
         if self.at == Some(index) {
             // SAFETY: kill(2) on this process; it does not return.
             unsafe {
@@ -65,11 +65,16 @@ impl<'a> KillAt<'a> {
             }
             std::thread::sleep(Duration::from_secs(60));
         }
-        self.calls.borrow_mut().push(Call { index, write, what });
+        self.calls.lock().unwrap().push(Call { index, write, what });
     }
 }
 
 impl PciKernel for KillAt<'_> {
+    /// One order of calls, so the Nth call is the same step in every run
+    /// (several units still in flight at once, taking turns).
+    fn one_thread(&self) -> bool {
+        true
+    }
     fn set_override(
         &self,
         w: DeviceWrite<'_>,

@@ -28,6 +28,11 @@ pub struct Faults {
     pub numvfs_fails: BTreeSet<String>,
     /// Devices whose reset never returns (their lock held).
     pub hung_reset: BTreeSet<String>,
+    /// Devices whose unbind waits until every one of them is being unbound:
+    /// they return only if the engine unbinds them all at once (each in its
+    /// own thread); one at a time, the first waits in vain (60 s, then an
+    /// error).
+    pub rendezvous_unbind: BTreeSet<String>,
 }
 
 pub struct SimKernel<'a> {
@@ -42,6 +47,12 @@ pub struct SimKernel<'a> {
     /// The native driver of each PF's VFs ("0000:3b:00.0" -> "igbvf"): what
     /// probes a new VF while `sriov_drivers_autoprobe` is 1.
     pub vf_native: BTreeMap<String, String>,
+    /// Let the engine run the plan's units in a thread each, as on a real
+    /// kernel (default: one thread, the units taking turns, so every run
+    /// makes the same calls in the same order).
+    pub threads: bool,
+    /// The rendezvous devices whose unbind has started.
+    arrived: (Mutex<BTreeSet<String>>, std::sync::Condvar),
 }
 
 impl<'a> SimKernel<'a> {
@@ -66,6 +77,8 @@ impl<'a> SimKernel<'a> {
             faults: Faults::default(),
             log: Mutex::new(Vec::new()),
             vf_native: BTreeMap::new(),
+            threads: false,
+            arrived: (Mutex::new(BTreeSet::new()), std::sync::Condvar::new()),
         }
     }
 
@@ -165,6 +178,10 @@ impl<'a> SimKernel<'a> {
 }
 
 impl PciKernel for SimKernel<'_> {
+    fn one_thread(&self) -> bool {
+        !self.threads
+    }
+
     fn set_override(
         &self,
         w: DeviceWrite<'_>,
@@ -199,6 +216,25 @@ impl PciKernel for SimKernel<'_> {
         }
         self.note(format!("unbind {device} {driver}"));
         let addr = device.to_string();
+        if self.faults.rendezvous_unbind.contains(&addr) {
+            let (lock, all_here) = &self.arrived;
+            let mut arrived = lock.lock().unwrap();
+            arrived.insert(addr.clone());
+            all_here.notify_all();
+            let (arrived, wait) = all_here
+                .wait_timeout_while(arrived, Duration::from_secs(60), |a| {
+                    !self.faults.rendezvous_unbind.is_subset(a)
+                })
+                .unwrap();
+            if wait.timed_out() {
+                return Err(Self::busy(
+                    device,
+                    self.dir(device).join("driver/unbind"),
+                    format!("waited alone: only {arrived:?} came"),
+                    libc::ETIMEDOUT,
+                ));
+            }
+        }
         if self.faults.hung_unbind.contains(&addr) {
             std::thread::sleep(deadline);
             return Err(KernelError::Timeout {
