@@ -256,15 +256,18 @@ mod tests {
         assert!(plain_name("instance-0000002a"));
     }
 
+    /// Writes `text` at host path `path` under `root`, making its directories.
+    fn put(root: &HostRoot, path: &str, text: &[u8]) {
+        let path = root.path(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
     #[test]
     fn qemu_pid_needs_the_guest_named_on_its_command_line() {
         let dir = tempfile::tempdir().unwrap();
         let root = HostRoot::new(dir.path());
-        let w = |p: &str, t: &[u8]| {
-            let path = root.path(p);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(path, t).unwrap();
-        };
+        let w = |p: &str, t: &[u8]| put(&root, p, t);
         w("/run/libvirt/qemu/vm1.pid", b"4242\n");
         assert_eq!(qemu_pid(&root, "vm1"), None, "no such process");
         w(
@@ -290,11 +293,7 @@ mod tests {
     fn domain_names_match_libvirts_escaping_on_the_qemu_command_line() {
         let dir = tempfile::tempdir().unwrap();
         let root = HostRoot::new(dir.path());
-        let w = |p: &str, t: &[u8]| {
-            let path = root.path(p);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(path, t).unwrap();
-        };
+        let w = |p: &str, t: &[u8]| put(&root, p, t);
         w(
             "/proc/4242/cmdline",
             b"/usr/bin/qemu-system-x86_64\0-name\0guest=a,,b,debug-threads=on\0-S\0",

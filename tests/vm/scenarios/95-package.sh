@@ -58,9 +58,10 @@ expect check-udev-rules-ok "$(verdict udev.rules)" OK
 
 # The package is built without the test-hooks feature: the test bed's
 # VFIOCTL_TEST_NO_HOLDERS=1 switches nothing off, and a process holding the
-# NVMe's namespace still refuses its unbind (a dry run: nothing is written).
-if [[ -e /dev/nvme0n1 ]]; then
-	sleep 600 </dev/nvme0n1 &
+# NVMe controller's node still refuses its unbind (a dry run: nothing is
+# written).
+if [[ -e /dev/nvme0 ]]; then
+	sleep 600 </dev/nvme0 &
 	holder=$!
 	run env VFIOCTL_TEST_NO_HOLDERS=1 $PKG --no-libvirt unbind "$NVME" --dry-run
 	echo "$OUT"
@@ -69,7 +70,7 @@ if [[ -e /dev/nvme0n1 ]]; then
 	kill "$holder"
 	wait "$holder" 2>/dev/null
 else
-	fail holder-rule-ignores-the-environment "no /dev/nvme0n1 to hold"
+	fail holder-rule-ignores-the-environment "no /dev/nvme0 to hold"
 fi
 
 # Hot-add: the package's rule runs the packaged hook.
