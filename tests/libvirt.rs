@@ -526,6 +526,23 @@ fn a_transport_ends_when_vfioctl_drops_the_query_or_dies() {
     }
 }
 
+/// #31: libvirt's client reads variables of its own; one makes it create
+/// and append to a file of the caller's choosing, as root. The helper runs
+/// with only what an ssh transport needs, so none reaches it.
+#[test]
+fn libvirts_own_variables_do_not_reach_the_helper() {
+    let host = topologies::libvirt_lab();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("libvirt.log");
+    let run = support::cli::vfioctl_env(
+        host.root(),
+        &["nodedev", "-c", &test_uri("node.xml")],
+        &[("LIBVIRT_LOG_OUTPUTS", &format!("1:file:{}", log.display()))],
+    );
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(!log.exists(), "libvirt wrote {}", log.display());
+}
+
 #[test]
 fn nova_from_libvirt_for_the_vfio_bound_devices() {
     let host = topologies::libvirt_lab();

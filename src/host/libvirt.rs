@@ -108,6 +108,20 @@ fn helper_path() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
+/// What of vfioctl's environment the helper gets: what an `ssh` transport
+/// needs to find its keys, agent and tickets. Nothing else: libvirt's
+/// client reads variables of its own (`LIBVIRT_LOG_OUTPUTS` makes it
+/// create and append to a file it names, as root), and its `PATH` is the
+/// system's (`programs::SYSTEM_PATH`), where it finds `ssh`.
+const HELPER_ENV_KEPT: &[&str] = &[
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SSH_AUTH_SOCK",
+    "KRB5CCNAME",
+    "XDG_RUNTIME_DIR",
+];
+
 /// Refuses a helper that someone other than root (or the owner of the
 /// running executable: a build tree run by its builder) could have
 /// replaced: it must be a regular file owned by one of them and writable by
@@ -313,6 +327,13 @@ pub fn start(uri: &str, want: Want) -> Result<Query, LibvirtError> {
     trusted_helper(&helper).map_err(query_failed)?;
     let mut command = Command::new(&helper);
     command
+        .env_clear()
+        .envs(
+            HELPER_ENV_KEPT
+                .iter()
+                .filter_map(|k| Some((k, std::env::var_os(k)?))),
+        )
+        .env("PATH", super::programs::SYSTEM_PATH)
         .arg(uri)
         .args(want.args())
         .stdin(Stdio::null())
