@@ -17,8 +17,9 @@ BIN := target/release/vfioctl
 # virt and udev crates, CA certificates for cargo's downloads from crates.io.
 BUILD_DEPS := gcc libc6-dev pkg-config libvirt-dev libudev-dev pci.ids ca-certificates
 # Debian packages the package tests need: the builders and their judges
-# (systemd for systemd-analyze).
-PACKAGE_DEPS := dpkg-dev rpm lintian rpmlint busybox-static systemd
+# (systemd for systemd-analyze; cpio unpacks the .rpm's vfioctl to show it
+# has no test hooks).
+PACKAGE_DEPS := dpkg-dev rpm lintian rpmlint busybox-static systemd cpio
 # Debian packages the unit tests run: python3's configparser judges the
 # nova.conf text vfioctl writes (tests/libvirt.rs).
 UNIT_TEST_DEPS := python3

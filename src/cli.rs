@@ -21,7 +21,9 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     /// Resolve every host path (/sys, /proc, /dev, /etc, /run, /lib/modules) under DIR.
     ///
-    /// Used by tests and for inspecting a copied-off snapshot of a host.
+    /// Used by tests and for inspecting a copied-off snapshot of a host. A
+    /// DIR that resolves to this machine's / (by device and inode: /proc/..,
+    /// a link to /) is this host, with its libvirt, udev and modprobe.
     #[arg(
         long,
         global = true,
@@ -711,7 +713,7 @@ pub mod exit {
         ),
         (
             Config,
-            "The configuration under /etc/vfioctl is malformed (the message names file and line) or untrusted (it or a directory up to / not root-owned, writable by others or by a group other than root's, a symlink, or a file name that is not letters, digits, '.', '_' and '-'; under --root DIR other than /, the owner trusted is DIR's owner). Nothing was applied. Also: one device or PF declared twice, differently (persist apply applies the others; the hook and host-config --write nothing).",
+            "The configuration under /etc/vfioctl is malformed (the message names file and line) or untrusted (it or a directory up to / not root-owned, writable by others or by a group other than root's, a symlink, or a file name that is not letters, digits, '.', '_' and '-'; under --root DIR other than /, the owner trusted is DIR's owner), or vfioctl's state under /run/vfioctl or /var/lib/vfioctl is untrusted by the same rules (a FIFO, a device or a symlink where a state file belongs, another owner, writable by others): the message names the path and the fix. Nothing was applied. Also: one device or PF declared twice, differently (persist apply applies the others; the hook and host-config --write nothing).",
         ),
         (
             Busy,

@@ -107,6 +107,7 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
         match cause.downcast_ref::<StateError>() {
             Some(StateError::Busy { .. }) => return ExitStatus::Busy,
             Some(StateError::Interrupted { .. }) => return ExitStatus::Refused,
+            Some(StateError::Untrusted { .. }) => return ExitStatus::Config,
             _ => {}
         }
         if cause.is::<NotPrivileged>() {

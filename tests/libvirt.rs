@@ -339,6 +339,210 @@ fn a_silent_daemon_costs_the_timeout_not_a_hang() {
     held.join().unwrap();
 }
 
+/// A transport libvirt starts for a connection and that never answers: the
+/// command of a `qemu+ext` URI, a script that records its PID and its
+/// parent's (the helper), then sleeps. `sleep`'s argument marks it as this
+/// test's, so a PID reused since is never taken for it.
+struct Transport {
+    dir: tempfile::TempDir,
+    mark: String,
+}
+
+impl Transport {
+    fn new(name: &str) -> Transport {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mark = format!("600.{}{}", std::process::id(), name.len());
+        let pids = dir.path().join("pids");
+        let script = dir.path().join("transport");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho $$ $PPID >{0}.tmp && mv {0}.tmp {0}\nexec sleep {mark}\n",
+                pids.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Transport { dir, mark }
+    }
+
+    fn uri(&self) -> String {
+        format!(
+            "qemu+ext:///system?command={}",
+            self.dir.path().join("transport").display()
+        )
+    }
+
+    /// The transport's PID and its parent's (the helper), once it started.
+    fn pids(&self) -> Option<(i32, i32)> {
+        let text = std::fs::read_to_string(self.dir.path().join("pids")).ok()?;
+        let mut it = text.split_whitespace().map(|p| p.parse().unwrap());
+        Some((it.next()?, it.next()?))
+    }
+
+    /// Waits (a hang guard of a minute, not a timing check) for the
+    /// transport to run its `sleep`.
+    fn started(&self) -> (i32, i32) {
+        let since = std::time::Instant::now();
+        loop {
+            if let Some(pids) = self.pids().filter(|(pid, _)| self.running(*pid)) {
+                return pids;
+            }
+            assert!(
+                since.elapsed() < std::time::Duration::from_secs(60),
+                "the transport never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Whether `pid` is still this transport's `sleep` and not dead (a
+    /// zombie waiting for PID 1 to reap it has ended).
+    fn running(&self, pid: i32) -> bool {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        cmdline == format!("sleep\0{}\0", self.mark).into_bytes() && Self::alive(pid)
+    }
+
+    /// Whether `pid` is still this transport, as its script or its `sleep`.
+    fn left(&self, pid: i32) -> bool {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let script = self.dir.path().join("transport").display().to_string();
+        let ours = String::from_utf8_lossy(&cmdline)
+            .split('\0')
+            .any(|a| a == script);
+        (ours || self.running(pid)) && Self::alive(pid)
+    }
+
+    /// Whether a process is alive and not a zombie.
+    fn alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.chars().next())
+            })
+            .is_some_and(|state| !matches!(state, 'Z' | 'X'))
+    }
+
+    /// Asserts the transport ends: the kill is sent before vfioctl returns,
+    /// its delivery takes a moment; a minute is a hang guard (the transport
+    /// sleeps ten minutes on its own).
+    fn assert_ends(&self, pid: i32) {
+        let since = std::time::Instant::now();
+        while self.left(pid) {
+            if since.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                panic!("the transport (PID {pid}) outlived vfioctl");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// #31: `--connect 'qemu+ext:///system?command=PROG'` whose PROG never
+/// answers: vfioctl returns by --connect-timeout and the transport libvirt
+/// started (once left running as root, reparented to PID 1, one more per
+/// run) ends with it.
+#[test]
+fn a_transport_that_never_answers_ends_at_the_deadline() {
+    let host = topologies::libvirt_lab();
+    let transport = Transport::new("deadline");
+    // The deadline must fall after libvirt started the command: a longer
+    // one each time it came first (the outcome, not the time, decides).
+    let mut started = None;
+    for secs in [1, 2, 4, 8, 16, 32] {
+        let run = vfioctl(
+            host.root(),
+            &[
+                "nodedev",
+                "-c",
+                &transport.uri(),
+                "--connect-timeout",
+                &secs.to_string(),
+            ],
+        );
+        assert_eq!(run.status, 5, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("did not answer within"),
+            "{}",
+            run.stderr
+        );
+        if let Some(pids) = transport.pids() {
+            started = Some(pids);
+            break;
+        }
+    }
+    let (pid, helper) = started.expect("libvirt started the transport");
+    transport.assert_ends(pid);
+    assert!(!Transport::alive(helper), "the helper was reaped");
+}
+
+/// The same transport, when vfioctl is done with the query early (an
+/// error elsewhere drops it unfinished), and when vfioctl itself is killed
+/// (kill -9): the helper's group goes with it.
+#[test]
+fn a_transport_ends_when_vfioctl_drops_the_query_or_dies() {
+    use vfioctl::host::libvirt::{self, Want};
+    libvirt::use_helper(env!("CARGO_BIN_EXE_vfioctl-libvirt"));
+    let transport = Transport::new("dropped");
+    let query = libvirt::start(&transport.uri(), Want::Domains).unwrap();
+    let (pid, helper) = transport.started();
+    drop(query);
+    transport.assert_ends(pid);
+    assert!(!Transport::alive(helper));
+
+    let host = topologies::libvirt_lab();
+    let transport = Transport::new("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vfioctl"))
+        .arg("--root")
+        .arg(host.root())
+        .args([
+            "nodedev",
+            "-c",
+            &transport.uri(),
+            "--connect-timeout",
+            "600",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (pid, helper) = transport.started();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The helper got SIGTERM as vfioctl died and killed its group.
+    transport.assert_ends(pid);
+    let since = std::time::Instant::now();
+    while Transport::alive(helper) {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(60),
+            "the helper outlived vfioctl"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// #31: libvirt's client reads variables of its own; one makes it create
+/// and append to a file of the caller's choosing, as root. The helper runs
+/// with only what an ssh transport needs, so none reaches it.
+#[test]
+fn libvirts_own_variables_do_not_reach_the_helper() {
+    let host = topologies::libvirt_lab();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("libvirt.log");
+    let run = support::cli::vfioctl_env(
+        host.root(),
+        &["nodedev", "-c", &test_uri("node.xml")],
+        &[("LIBVIRT_LOG_OUTPUTS", &format!("1:file:{}", log.display()))],
+    );
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(!log.exists(), "libvirt wrote {}", log.display());
+}
+
 #[test]
 fn nova_from_libvirt_for_the_vfio_bound_devices() {
     let host = topologies::libvirt_lab();

@@ -799,3 +799,30 @@ fn control_characters_from_sysfs_never_reach_the_terminal() {
         "{nova}"
     );
 }
+
+/// #31: no safety rule is switched off by the environment. The holder rule
+/// has a test hook (VFIOCTL_TEST_NO_HOLDERS, for the QEMU test bed) only in
+/// builds with the `test-hooks` feature; this binary is built as `make
+/// build` builds it (without), so with the variable set a GPU a process
+/// holds is still refused (tests/package/run checks the packaged binaries).
+/// Built with the feature (`cargo test --features test-hooks`), the hook
+/// works, and the test says so.
+#[test]
+fn the_holder_rule_is_not_switched_off_by_the_environment() {
+    let host = support::topologies::hgx_a100();
+    host.process(4242, "qemu-system-x86", &["/dev/vfio/21"]);
+    let args = ["--no-libvirt", "restore", "25:00.0", "--dry-run", "--force"];
+    let run = support::cli::vfioctl_env(host.root(), &args, &[("VFIOCTL_TEST_NO_HOLDERS", "1")]);
+    if cfg!(feature = "test-hooks") {
+        assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
+    } else {
+        assert_eq!(run.status, 4, "{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains(
+                "0000:25:00.0 is held open by PID 4242 (qemu-system-x86) through /dev/vfio/21"
+            ),
+            "{}",
+            run.stderr
+        );
+    }
+}

@@ -437,11 +437,9 @@ fn force_gives_the_device_back_on_the_simulated_kernel() {
     use vfioctl::host::HostRoot;
 
     // The library finds the helper beside the running executable; a test
-    // binary is not there.
-    std::env::set_var(
-        vfioctl::host::libvirt::HELPER_ENV,
-        env!("CARGO_BIN_EXE_vfioctl-libvirt"),
-    );
+    // binary is not there, so it names the helper (no environment variable
+    // chooses a program vfioctl runs).
+    vfioctl::host::libvirt::use_helper(env!("CARGO_BIN_EXE_vfioctl-libvirt"));
     let host = vm_lab();
     host.register_driver("nvidia", Some("nvidia"));
     let kernel = support::simkernel::SimKernel::new(&host);
@@ -583,4 +581,42 @@ fn without_libvirt_on_the_host_changes_proceed_and_say_so() {
     let r = run_at(&host, uri, &["restore", "3b:00.3", "--dry-run", "--force"]);
     assert_eq!(r.status, 4, "{}", r.stderr);
     assert!(r.stderr.contains("held open by PID 4343"), "{}", r.stderr);
+}
+
+/// #31: `--root /proc/..` is this machine's root spelled otherwise: its
+/// libvirt is asked, as with `--root /` (before, it was taken for another
+/// host's tree, and the VM rules and vm.* checks were silently off). Reads
+/// this machine's sysfs, never writes it.
+#[test]
+fn the_real_root_spelled_otherwise_is_this_host() {
+    let list: Value = serde_json::from_str(&support::cli::ok(
+        Path::new("/proc/.."),
+        &["list", "--json"],
+    ))
+    .expect("valid JSON");
+    let Some(address) = list[0]["address"].as_str() else {
+        eprintln!("this machine has no PCI function to show");
+        return;
+    };
+    let note = |root: &Path| {
+        let run = vfioctl(root, &["show", address, "--json"]);
+        assert_eq!(run.status, 0, "{}", run.stderr);
+        let value: Value = serde_json::from_str(&run.stdout).expect("valid JSON");
+        value["vms"]["note"].as_str().unwrap_or("").to_string()
+    };
+    for root in ["/proc/..", "/"] {
+        let note = note(Path::new(root));
+        assert!(!note.contains("another host tree"), "{root}: {note}");
+    }
+    // Another tree is still not this host.
+    let host = vm_lab();
+    let run = vfioctl(host.root(), &["show", "25:00.0", "--json"]);
+    let value: Value = serde_json::from_str(&run.stdout).expect("valid JSON");
+    assert!(
+        value["vms"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("another host tree"),
+        "{value}"
+    );
 }

@@ -11,6 +11,13 @@
 //! (cannot connect) or 3 (a query failed). vfioctl runs it with a deadline
 //! (see src/host/libvirt.rs), so that vfioctl itself and its udev hook never
 //! pay libvirt's start-up cost.
+//!
+//! vfioctl starts it as the leader of a process group of its own, with
+//! SIGTERM as its parent-death signal. Whatever libvirt starts for the
+//! connection (the `ssh` of a `qemu+ssh` URI, the command of `qemu+ext`)
+//! runs in that group; vfioctl kills the group at its deadline and when it
+//! is done, and on SIGTERM, SIGINT or SIGHUP (vfioctl gone) the helper kills
+//! the group itself: no transport outlives vfioctl.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -179,7 +186,31 @@ fn domains(conn: &Connect) -> Vec<DomainListing> {
     out
 }
 
+/// SIGTERM, SIGINT, SIGHUP: when this helper leads its own process group
+/// (vfioctl started it so), it kills the whole group, the transports libvirt
+/// started included; otherwise (run by hand) the signal's default action.
+extern "C" fn end_group(signal: libc::c_int) {
+    // SAFETY: getpgrp, getpid, kill, signal and raise are async-signal-safe.
+    unsafe {
+        if libc::getpgrp() == libc::getpid() {
+            libc::kill(0, libc::SIGKILL);
+        }
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
+}
+
 fn main() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(end_group),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: the handler makes only async-signal-safe calls.
+        let _ = unsafe { sigaction(signal, &action) };
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((uri, what)) = args.split_first() else {
         fail(

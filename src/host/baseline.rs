@@ -98,11 +98,12 @@ pub fn save_baseline(
     let dir = root.path(STATE_DIR);
     root.create_dirs(&dir, super::root::DIR_MODE)
         .map_err(|e| format!("cannot create {STATE_DIR}: {}", e.source))?;
-    let _lock = super::state::flock(&dir.join(LOCK_NAME), LOCK_WAIT).map_err(|failure| {
+    let _lock = super::state::flock(root, STATE_DIR, LOCK_NAME, LOCK_WAIT).map_err(|failure| {
         let why = match failure {
             LockFailure::Busy => format!("held by another run for {LOCK_WAIT:?}"),
             LockFailure::Open(e) => e.to_string(),
             LockFailure::Lock(errno) => errno.to_string(),
+            LockFailure::Untrusted(e) => return e.to_string(),
         };
         format!("cannot lock {STATE_DIR}/{LOCK_NAME}: {why}")
     })?;

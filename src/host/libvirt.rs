@@ -7,6 +7,7 @@
 //! `timeout`, never a hang, and reports its one-line errors.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,11 +49,12 @@ pub enum Target {
 
 impl Target {
     /// An explicit URI wins; otherwise the default, but only when the host
-    /// root is `/`.
+    /// root is this machine's own `/`, however it is spelled
+    /// (`root::names_this_host`: `/proc/..` is the host, and its VMs count).
     pub fn resolve(connect: Option<&str>, root: &Path) -> Target {
         match connect {
             Some(uri) => Target::Uri(uri.to_string()),
-            None if root == Path::new("/") => Target::Uri(DEFAULT_URI.to_string()),
+            None if super::root::names_this_host(root) => Target::Uri(DEFAULT_URI.to_string()),
             None => Target::NotThisHost,
         }
     }
@@ -70,24 +72,77 @@ impl Target {
 
 /// The helper program that talks to libvirt (see src/bin/vfioctl-libvirt.rs).
 pub const HELPER: &str = "vfioctl-libvirt";
-/// Environment variable naming the helper explicitly.
-pub const HELPER_ENV: &str = "VFIOCTL_LIBVIRT_HELPER";
 
-/// Where the helper is: `$VFIOCTL_LIBVIRT_HELPER`, beside this executable
-/// (a build tree), or in libexec beside its prefix (an installation).
+/// The fixed directories searched after the executable's own (`helper_path`).
+pub const HELPER_DIRS: &[&str] = &["/usr/libexec/vfioctl", "/usr/lib/vfioctl"];
+
+/// A helper named by a program that links this library (its tests, whose
+/// executable is not beside the helper): `use_helper`. Never set by the
+/// vfioctl binary, and nothing in the environment sets it.
+static HELPER_OVERRIDE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Runs `path` as the helper in this process from now on: for programs
+/// that link vfioctl's library, whose executable has no helper beside it
+/// (the integration tests). Later calls with another path are ignored.
+pub fn use_helper(path: impl Into<PathBuf>) {
+    let _ = HELPER_OVERRIDE.set(path.into());
+}
+
+/// Where the helper is, at fixed places only (root runs it; nothing in the
+/// environment chooses it): beside this executable (a build tree), in
+/// `../libexec/vfioctl` from it (an installation under any prefix: `make
+/// install` puts vfioctl in PREFIX/sbin and the helper in
+/// PREFIX/libexec/vfioctl), then `HELPER_DIRS`. The executable's own path
+/// is the kernel's (`/proc/self/exe`), not argv[0].
 fn helper_path() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(HELPER_ENV) {
-        return Some(PathBuf::from(path));
+    if let Some(path) = HELPER_OVERRIDE.get() {
+        return Some(path.clone());
     }
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    let candidates = [
+    let mut candidates = vec![
         dir.join(HELPER),
         dir.join("../libexec/vfioctl").join(HELPER),
-        PathBuf::from("/usr/libexec/vfioctl").join(HELPER),
-        PathBuf::from("/usr/lib/vfioctl").join(HELPER),
     ];
+    candidates.extend(HELPER_DIRS.iter().map(|d| Path::new(d).join(HELPER)));
     candidates.into_iter().find(|p| p.is_file())
+}
+
+/// What of vfioctl's environment the helper gets: what an `ssh` transport
+/// needs to find its keys, agent and tickets. Nothing else: libvirt's
+/// client reads variables of its own (`LIBVIRT_LOG_OUTPUTS` makes it
+/// create and append to a file it names, as root), and its `PATH` is the
+/// system's (`programs::SYSTEM_PATH`), where it finds `ssh`.
+const HELPER_ENV_KEPT: &[&str] = &[
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SSH_AUTH_SOCK",
+    "KRB5CCNAME",
+    "XDG_RUNTIME_DIR",
+];
+
+/// Refuses a helper that someone other than root (or the owner of the
+/// running executable: a build tree run by its builder) could have
+/// replaced: it must be a regular file owned by one of them and writable by
+/// no one else.
+fn trusted_helper(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+    let own = std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    let mode = meta.mode() & 0o7777;
+    if !meta.is_file() || (meta.uid() != 0 && meta.uid() != own) || mode & 0o022 != 0 {
+        return Err(format!(
+            "refusing to run {}: owned by uid {} with mode {mode:o}; the helper must be a regular file owned by root (or by vfioctl's own owner) and writable by no one else (chown root, chmod go-w)",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    Ok(())
 }
 
 /// What to ask the helper for.
@@ -184,8 +239,18 @@ pub fn sockets_for(uri: &str) -> Option<Vec<String>> {
 }
 
 /// The helper, started and not yet waited for: its pipes are read on
-/// threads, so a large answer cannot block it. Dropped unfinished, it is
-/// killed and reaped.
+/// threads, so a large answer cannot block it.
+///
+/// It runs as the leader of a process group of its own, and every program
+/// libvirt starts for the connection (the `ssh` of `qemu+ssh://`, the
+/// command of `qemu+ext://`, which libvirt runs as its child without a
+/// group or session of their own) is in that group. The whole group is
+/// killed once the helper has exited or at the deadline, and when the query
+/// is dropped unfinished (vfioctl returning early, by an error): a
+/// transport that never answers never outlives vfioctl. The group is killed
+/// before the helper is reaped, so its number cannot have been reused. If
+/// vfioctl itself dies (a signal, kill -9), the kernel sends the helper
+/// SIGTERM (`PR_SET_PDEATHSIG`), on which it kills its group.
 pub struct Query {
     uri: String,
     child: std::process::Child,
@@ -195,18 +260,48 @@ pub struct Query {
     done: bool,
 }
 
+impl Query {
+    /// Kills the helper's process group (the helper and whatever libvirt
+    /// started), then reaps the helper.
+    fn end_group(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        // ESRCH: every member already gone (the helper is unreaped, so the
+        // group's number is still its own).
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        self.done = true;
+        self.child.wait()
+    }
+
+    /// Whether the helper has exited, without reaping it (`WNOWAIT`), so its
+    /// group can still be killed by number.
+    fn exited(&self) -> Result<bool, String> {
+        use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        match waitid(
+            Id::Pid(pid),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        ) {
+            Ok(WaitStatus::StillAlive) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(nix::errno::Errno::EINTR) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 impl Drop for Query {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            let _ = self.end_group();
         }
     }
 }
 
 /// Starts the helper on `uri`; `Query::finish` collects its answer. Callers
 /// that have other work (reading sysfs) start it first, so that libvirt's
-/// start-up overlaps that work.
+/// start-up overlaps that work. Call it from the thread that lives as long
+/// as the query (the main thread): the helper's parent-death signal follows
+/// the thread that started it.
 pub fn start(uri: &str, want: Want) -> Result<Query, LibvirtError> {
     // The test driver's file is checked here: libxml2 would print its own
     // warning about a missing file before libvirt returns the error.
@@ -225,15 +320,44 @@ pub fn start(uri: &str, want: Want) -> Result<Query, LibvirtError> {
     };
     let helper = helper_path().ok_or_else(|| {
         query_failed(format!(
-            "the helper {HELPER} is not installed beside vfioctl or in /usr/libexec/vfioctl (set {HELPER_ENV})"
+            "the helper {HELPER} is not installed beside vfioctl, in ../libexec/vfioctl from it, or in {}",
+            HELPER_DIRS.join(" or ")
         ))
     })?;
-    let mut child = Command::new(&helper)
+    trusted_helper(&helper).map_err(query_failed)?;
+    let mut command = Command::new(&helper);
+    command
+        .env_clear()
+        .envs(
+            HELPER_ENV_KEPT
+                .iter()
+                .filter_map(|k| Some((k, std::env::var_os(k)?))),
+        )
+        .env("PATH", super::programs::SYSTEM_PATH)
         .arg(uri)
         .args(want.args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0);
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec only async-signal-safe calls (prctl,
+    // getppid) are made, on no memory of the parent's.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // vfioctl died before the signal was armed: nothing to answer.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other(
+                    "vfioctl ended while its helper started",
+                ));
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| query_failed(format!("cannot run {}: {e}", helper.display())))?;
     let mut stdout = child.stdout.take().expect("piped");
@@ -260,7 +384,8 @@ pub fn start(uri: &str, want: Want) -> Result<Query, LibvirtError> {
 
 impl Query {
     /// Waits for the helper until `timeout` after it was started; at the
-    /// deadline it is killed and the answer is a timeout.
+    /// deadline it is killed with its group and the answer is a timeout.
+    /// Either way nothing it or libvirt started is left running.
     pub fn finish(mut self, timeout: Duration) -> Result<Snapshot, LibvirtError> {
         let uri = self.uri.clone();
         let query_failed = |message: String| LibvirtError::Query {
@@ -268,22 +393,23 @@ impl Query {
             what: "the query",
             message,
         };
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if self.started.elapsed() < timeout => {
+        loop {
+            match self.exited() {
+                Ok(true) => break,
+                Ok(false) if self.started.elapsed() < timeout => {
                     std::thread::sleep(Duration::from_millis(2))
                 }
-                Ok(None) => {
+                Ok(false) => {
                     return Err(LibvirtError::Timeout {
                         uri: uri.clone(),
                         secs: timeout.as_secs(),
                     });
                 }
-                Err(e) => return Err(query_failed(e.to_string())),
+                Err(e) => return Err(query_failed(e)),
             }
-        };
-        self.done = true;
+        }
+        // The helper has exited: whatever it left of its transport goes too.
+        let status = self.end_group().map_err(|e| query_failed(e.to_string()))?;
         let stdout = self
             .out
             .take()
@@ -359,6 +485,26 @@ mod tests {
         assert!(why.contains("no libvirt on this host"), "{why}");
     }
 
+    /// #31: root runs the helper only from a file no one else could have
+    /// replaced (its path is fixed; nothing in the environment names it).
+    #[test]
+    fn a_helper_others_could_replace_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let helper = dir.path().join(HELPER);
+        std::fs::write(&helper, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(trusted_helper(&helper), Ok(()));
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let err = trusted_helper(&helper).unwrap_err();
+        assert!(err.contains("writable by no one else"), "{err}");
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&helper, Some(4242), None).unwrap();
+        let err = trusted_helper(&helper).unwrap_err();
+        assert!(err.contains("owned by uid 4242"), "{err}");
+        assert!(trusted_helper(dir.path()).is_err(), "a directory");
+    }
+
     #[test]
     fn default_uri_only_for_the_real_root() {
         assert_eq!(
@@ -369,6 +515,14 @@ mod tests {
             Target::resolve(Some("test:///default"), Path::new("/tmp/h")),
             Target::Uri("test:///default".into())
         );
+        // #31: the real root spelled otherwise is this host: its libvirt is asked.
+        for spelled in ["/proc/..", "//", "/proc/self/root"] {
+            assert_eq!(
+                Target::resolve(None, Path::new(spelled)),
+                Target::Uri(DEFAULT_URI.into()),
+                "{spelled}"
+            );
+        }
         let other = Target::resolve(None, Path::new("/tmp/h"));
         assert_eq!(other, Target::NotThisHost);
         assert!(other.why_not().unwrap().contains("--connect"));

@@ -9,6 +9,7 @@ pub mod kernel;
 pub mod libvirt;
 pub mod modules;
 mod proc_walk;
+pub mod programs;
 pub mod root;
 pub mod state;
 pub mod sysfs;

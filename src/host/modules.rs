@@ -12,12 +12,6 @@ use crate::model::ModuleName;
 
 use super::root::HostRoot;
 
-/// Environment variable naming the program used to load modules (default `modprobe`).
-pub const MODPROBE_ENV: &str = "VFIOCTL_MODPROBE";
-
-/// Where modprobe lives on every distribution, for a caller without PATH.
-const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// Directories modprobe reads configuration from, in its order.
 const MODPROBE_DIRS: &[&str] = &[
     "/etc/modprobe.d",
@@ -166,33 +160,33 @@ pub fn preflight(
     Ok(())
 }
 
-/// Loads a module with modprobe (or `$VFIOCTL_MODPROBE`), within `deadline`.
+/// Loads a module with modprobe, found at its fixed path
+/// (`programs::MODPROBE`), within `deadline`. Only into the running kernel:
+/// under a `--root` that is not this machine's own, nothing is run.
 pub fn load(root: &HostRoot, module: &ModuleName, deadline: Duration) -> Result<(), ModuleError> {
     let fail = |detail: String| ModuleError::LoadFailed {
         module: module.clone(),
         detail,
     };
-    let program = std::env::var_os(MODPROBE_ENV).unwrap_or_else(|| "modprobe".into());
-    if root.base() != std::path::Path::new("/") && std::env::var_os(MODPROBE_ENV).is_none() {
+    if !root.is_host() {
         return Err(fail(format!(
-            "the host root is {} and modprobe loads into the running kernel; set {MODPROBE_ENV} to load for that root",
+            "the host root is {} and modprobe loads into the running kernel: load {module} on the host whose tree that is",
             root.base().display()
         )));
     }
-    // udev runs its programs without a PATH: make sure modprobe is found.
-    let path = match std::env::var("PATH") {
-        Ok(p) if !p.is_empty() => format!("{p}:{SYSTEM_PATH}"),
-        _ => SYSTEM_PATH.to_string(),
-    };
-    let mut child = Command::new(&program)
+    let program = super::programs::find(super::programs::MODPROBE)
+        .map_err(|e| fail(format!("modprobe {e}")))?;
+    // udev runs its programs without a PATH, and the caller's is not
+    // trusted: modprobe's install commands get the system's.
+    let mut child = Command::new(program)
+        .arg("--")
         .arg(module.as_str())
-        .env("PATH", path)
-        .env("VFIOCTL_ROOT", root.base())
+        .env("PATH", super::programs::SYSTEM_PATH)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| fail(format!("cannot run {}: {e}", program.to_string_lossy())))?;
+        .map_err(|e| fail(format!("cannot run {program}: {e}")))?;
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {

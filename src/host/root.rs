@@ -11,7 +11,26 @@ pub const DIR_MODE: u32 = 0o755;
 
 #[derive(Debug, Clone)]
 pub struct HostRoot {
+    /// `/` whenever the root given resolves to this machine's own root
+    /// (`names_this_host`), whatever its spelling.
     base: PathBuf,
+}
+
+/// Whether `path` resolves to this machine's own `/`: the same directory
+/// (device and inode, following links) as `/`, however it is spelled
+/// (`/proc/..`, `/proc/1/root` outside a container, `//`, a symlink to `/`).
+/// The one test of "is this the real host": a root spelled otherwise is not
+/// taken for another host's tree (whose libvirt, udev and modprobe would not
+/// be this machine's). A path that cannot be stat'ed is not the host.
+pub fn names_this_host(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if path == Path::new("/") {
+        return true;
+    }
+    match (std::fs::metadata(path), std::fs::metadata("/")) {
+        (Ok(dir), Ok(top)) => dir.is_dir() && dir.dev() == top.dev() && dir.ino() == top.ino(),
+        _ => false,
+    }
 }
 
 /// An I/O failure on a host path. Names the path and the OS error.
@@ -25,12 +44,28 @@ pub struct HostIoError {
 }
 
 impl HostRoot {
+    /// The host tree at `base`; `/` when `base` resolves to this machine's
+    /// own root (`names_this_host`), so every path and every "is this the
+    /// host" decision sees one spelling.
     pub fn new(base: impl Into<PathBuf>) -> HostRoot {
-        HostRoot { base: base.into() }
+        let base = base.into();
+        if names_this_host(&base) {
+            return HostRoot {
+                base: PathBuf::from("/"),
+            };
+        }
+        HostRoot { base }
     }
 
     pub fn base(&self) -> &Path {
         &self.base
+    }
+
+    /// Whether the root is this machine's own `/`: its kernel, libvirt,
+    /// udev and modprobe are the ones to ask. False for a fake or copied-off
+    /// tree under `--root`.
+    pub fn is_host(&self) -> bool {
+        self.base == Path::new("/")
     }
 
     /// Resolves an absolute host path (`/sys/bus/pci`) under the root.
@@ -165,6 +200,37 @@ mod tests {
             PathBuf::from("/tmp/fake/proc/mounts")
         );
         assert_eq!(HostRoot::new("/").path("/sys"), PathBuf::from("/sys"));
+    }
+
+    /// #31: the real root spelled otherwise is still the host; another
+    /// tree, or a path that does not exist, is not.
+    #[test]
+    fn the_real_root_is_recognised_however_it_is_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("slash");
+        std::os::unix::fs::symlink("/", &link).unwrap();
+        for spelled in [
+            PathBuf::from("/"),
+            PathBuf::from("/proc/.."),
+            PathBuf::from("//"),
+            PathBuf::from("/proc/self/root"),
+            link,
+        ] {
+            assert!(names_this_host(&spelled), "{}", spelled.display());
+            let root = HostRoot::new(&spelled);
+            assert!(root.is_host(), "{}", spelled.display());
+            assert_eq!(root.base(), Path::new("/"));
+            assert_eq!(root.path("/sys"), PathBuf::from("/sys"));
+        }
+        for other in [
+            dir.path().to_path_buf(),
+            PathBuf::from("/nonexistent-vfioctl-root"),
+        ] {
+            assert!(!names_this_host(&other), "{}", other.display());
+            assert!(!HostRoot::new(&other).is_host());
+        }
+        // A file is never a root, even one on the root's device.
+        assert!(!names_this_host(Path::new("/proc/self/exe")));
     }
 
     #[test]

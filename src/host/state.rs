@@ -10,20 +10,31 @@
 //! binding before and the plan's target, and for SR-IOV the VF count and
 //! `sriov_drivers_autoprobe` before. An intent from another boot (its
 //! `boot_id` differs) describes kernel state that is gone and is ignored.
+//!
+//! State is trusted like the declarations (`host::config`): /run/vfioctl,
+//! /var/lib/vfioctl and every file in them must be owned by root (the
+//! `--root` directory's owner under a fake root), writable by no one else,
+//! directories and regular files, checked on descriptors opened without
+//! following a link and without blocking (a FIFO or a device at a state
+//! path is refused, never waited on). Anything else is `StateError::Untrusted`,
+//! naming the path and the fix; a change, `recover` and `check` act on no
+//! such record.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, Flock, FlockArg, OFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
 use serde::{Deserialize, Serialize};
 
 use crate::model::driver::Binding;
 use crate::model::{DriverName, PciAddress};
 
+use super::config::{self, ConfigError};
 use super::root::HostRoot;
 
 pub const STATE_DIR: &str = "/run/vfioctl";
@@ -45,6 +56,107 @@ pub enum StateError {
     /// change bindings until `recover` has put it back.
     #[error("an interrupted change is recorded in /run/vfioctl/changes.json: {summary}; nothing was written: run `vfioctl recover` first (`vfioctl recover --dry-run` shows how it puts the devices back)")]
     Interrupted { summary: String },
+    /// A state directory or file vfioctl does not trust (see the module
+    /// docs): nothing is read from it, locked in it or acted on.
+    #[error("{path} is not trusted: {why}; vfioctl keeps its state only in root's own directories and regular files, writable by no one else and never reached through a link: {remedy}")]
+    Untrusted {
+        /// As the host sees it (`/run/vfioctl/lock`).
+        path: String,
+        why: String,
+        remedy: String,
+    },
+}
+
+/// `root`, or `uid N`.
+fn owner_name(uid: u32) -> String {
+    if uid == 0 {
+        "root".to_string()
+    } else {
+        format!("uid {uid}")
+    }
+}
+
+/// What is at host path `shown` (not followed), for a refusal: "a FIFO",
+/// "a symlink"...; `None` when it cannot be told.
+fn what_is_there(root: &HostRoot, shown: &str) -> Option<(&'static str, bool)> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = fs::symlink_metadata(root.path(shown)).ok()?.file_type();
+    Some(if kind.is_symlink() {
+        ("a symlink", false)
+    } else if kind.is_fifo() {
+        ("a FIFO", false)
+    } else if kind.is_char_device() {
+        ("a character device", false)
+    } else if kind.is_block_device() {
+        ("a block device", false)
+    } else if kind.is_socket() {
+        ("a socket", false)
+    } else if kind.is_dir() {
+        ("a directory", true)
+    } else {
+        ("a regular file", false)
+    })
+}
+
+/// The trust rule's refusal (`config::check_trust`, `open_trusted_dir`) as
+/// a state error: what is wrong with the path, and what to do.
+fn untrusted(root: &HostRoot, err: ConfigError) -> StateError {
+    let remove = |path: &str| {
+        let dir = what_is_there(root, path).is_some_and(|(_, dir)| dir);
+        format!(
+            "find out who made it, then remove it ({} {path}): vfioctl recreates it",
+            if dir { "rm -r" } else { "rm" }
+        )
+    };
+    let chmod = |path: &str| format!("check what it holds, then chmod go-w {path}");
+    let (path, why, remedy) = match err {
+        ConfigError::NotRootOwned {
+            path,
+            uid,
+            expected,
+        } => (
+            path.clone(),
+            format!("owned by uid {uid}, not {}", owner_name(expected)),
+            remove(&path),
+        ),
+        ConfigError::WorldWritable { path, mode } => (
+            path.clone(),
+            format!("writable by everyone (mode {mode:o})"),
+            chmod(&path),
+        ),
+        ConfigError::GroupWritable { path, gid, mode } => (
+            path.clone(),
+            format!("writable by group {gid} (mode {mode:o})"),
+            chmod(&path),
+        ),
+        ConfigError::NotPlain { path, kind } => {
+            let why = match what_is_there(root, &path) {
+                Some(("a symlink", _)) => "a symlink, which vfioctl never follows".to_string(),
+                Some((what, _)) => format!("{what}, not a {kind}"),
+                None => format!("a symlink or not a {kind}"),
+            };
+            (path.clone(), why, remove(&path))
+        }
+        ConfigError::Io {
+            action,
+            path,
+            source,
+        } => {
+            return StateError::Io {
+                action,
+                path: PathBuf::from(path),
+                source,
+            }
+        }
+        other => {
+            return StateError::Io {
+                action: "cannot read",
+                path: PathBuf::from(STATE_DIR),
+                source: io::Error::other(other.to_string()),
+            }
+        }
+    };
+    StateError::Untrusted { path, why, remedy }
 }
 
 fn io_err<'p>(
@@ -122,7 +234,7 @@ pub fn lock(root: &HostRoot, wait: Duration) -> Result<ChangeLock, StateError> {
         });
         spans.len() - 1
     };
-    match flock(&path, wait) {
+    match flock(root, STATE_DIR, "lock", wait) {
         Ok(lock) => {
             if let Some(entry) = lock_spans().get_mut(span) {
                 entry.got = Some(since_boot());
@@ -139,6 +251,7 @@ pub fn lock(root: &HostRoot, wait: Duration) -> Result<ChangeLock, StateError> {
             path,
             source: errno.into(),
         }),
+        Err(LockFailure::Untrusted(error)) => Err(error),
     }
 }
 
@@ -149,25 +262,32 @@ pub enum LockFailure {
     Busy,
     Open(io::Error),
     Lock(nix::errno::Errno),
+    /// The directory or the file is not trusted (a FIFO, a device, a
+    /// symlink, another owner, writable by others): `StateError::Untrusted`.
+    Untrusted(StateError),
 }
 
-/// Opens `path` (created 0600, never through a symlink) and takes its
-/// exclusive `flock`, polling every `LOCK_POLL` for up to `wait`: the one
-/// lock primitive (the change lock, the AER baseline's lock).
-pub fn flock(path: &std::path::Path, wait: Duration) -> Result<Flock<File>, LockFailure> {
+/// Opens (creating it 0600) the lock file `name` in the state directory
+/// `host_dir` (already created) and takes its exclusive `flock`, polling
+/// every `LOCK_POLL` for up to `wait`: the one lock primitive (the change
+/// lock, the AER baseline's lock). The directory is opened by the trust
+/// rule (`config::open_trusted_dir`), the file judged before it is opened
+/// (what is not a regular file is refused unopened: opening a FIFO could
+/// wait forever, opening a device runs its driver), then opened relative to
+/// the directory with `O_NOFOLLOW|O_NONBLOCK` and judged again on its
+/// descriptor: nothing here blocks but the wait, which ends at `wait`.
+pub fn flock(
+    root: &HostRoot,
+    host_dir: &str,
+    name: &str,
+    wait: Duration,
+) -> Result<Flock<File>, LockFailure> {
     let start = Instant::now();
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(LockFailure::Open)?;
+    let mut file = open_lock(root, host_dir, name)?;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(lock),
-            Err((returned, nix::errno::Errno::EWOULDBLOCK)) => {
+            Err((returned, Errno::EWOULDBLOCK)) => {
                 if start.elapsed() >= wait {
                     return Err(LockFailure::Busy);
                 }
@@ -179,6 +299,44 @@ pub fn flock(path: &std::path::Path, wait: Duration) -> Result<Flock<File>, Lock
             Err((_, errno)) => return Err(LockFailure::Lock(errno)),
         }
     }
+}
+
+/// The lock file, opened as `flock` says.
+fn open_lock(root: &HostRoot, host_dir: &str, name: &str) -> Result<File, LockFailure> {
+    let shown = format!("{}/{name}", host_dir.trim_end_matches('/'));
+    let refused = |e: ConfigError| LockFailure::Untrusted(untrusted(root, e));
+    let not_plain = || {
+        refused(ConfigError::NotPlain {
+            path: shown.clone(),
+            kind: "regular file",
+        })
+    };
+    let Some((dir, owner)) = config::open_trusted_dir(root, host_dir).map_err(refused)? else {
+        return Err(LockFailure::Open(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{host_dir} does not exist"),
+        )));
+    };
+    match fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG => {
+            return Err(not_plain())
+        }
+        Ok(_) | Err(Errno::ENOENT) => {}
+        Err(errno) => return Err(LockFailure::Open(errno.into())),
+    }
+    let flags =
+        OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let file = match openat(&dir, name, flags, Mode::from_bits_truncate(0o600)) {
+        Ok(fd) => File::from(fd),
+        Err(Errno::ELOOP | Errno::ENXIO) => return Err(not_plain()),
+        Err(errno) => return Err(LockFailure::Open(errno.into())),
+    };
+    let meta = file.metadata().map_err(LockFailure::Open)?;
+    if !meta.is_file() {
+        return Err(not_plain());
+    }
+    config::check_trust(&shown, &meta, owner).map_err(refused)?;
+    Ok(file)
 }
 
 /// What vfioctl did to one device.
@@ -491,19 +649,26 @@ pub fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+const RECORD_NAME: &str = "changes.json";
+
 fn record_path(root: &HostRoot) -> PathBuf {
-    root.path(STATE_DIR).join("changes.json")
+    root.path(STATE_DIR).join(RECORD_NAME)
 }
 
+/// The record, read by the trust rule (`config::read_trusted`: every
+/// directory from the root and the file opened without following a link
+/// and without blocking, each judged on its descriptor). Empty when there
+/// is none; `StateError::Untrusted` naming the path and the fix when it or
+/// a directory above it is not root's own, or is not a regular file.
 pub fn read_record(root: &HostRoot) -> Result<ChangeRecord, StateError> {
     let path = record_path(root);
-    match fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+    match config::read_trusted(root, STATE_DIR, RECORD_NAME) {
+        Ok(Some(text)) => serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
             path,
             detail: e.to_string(),
         }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ChangeRecord::default()),
-        Err(e) => Err(io_err("cannot read", &path)(e)),
+        Ok(None) => Ok(ChangeRecord::default()),
+        Err(e) => Err(untrusted(root, e)),
     }
 }
 
@@ -583,6 +748,41 @@ mod tests {
             .iter()
             .filter_map(|s| Some((s.asked, s.got?, s.released?)))
             .all(|(asked, got, released)| asked <= got && got <= released));
+    }
+
+    /// #31: a FIFO at the lock would have made the open wait for a reader
+    /// forever; it is refused unopened, as is a symlink, and a lock file
+    /// others may write.
+    #[test]
+    fn the_lock_is_refused_in_what_is_not_roots_own_regular_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(dir.path());
+        let lock_path = dir.path().join("run/vfioctl/lock");
+        fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+        nix::unistd::mkfifo(&lock_path, Mode::from_bits_truncate(0o600)).unwrap();
+        let why = |root: &HostRoot| match lock(root, Duration::from_secs(2)) {
+            Err(StateError::Untrusted { path, why, remedy }) => {
+                assert_eq!(path, "/run/vfioctl/lock");
+                assert!(remedy.contains(" /run/vfioctl/lock"), "{remedy}");
+                why
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        };
+        assert_eq!(why(&root), "a FIFO, not a regular file");
+        fs::remove_file(&lock_path).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &lock_path).unwrap();
+        assert_eq!(why(&root), "a symlink, which vfioctl never follows");
+        assert!(
+            !dir.path().join("elsewhere").exists(),
+            "not created through the link"
+        );
+        fs::remove_file(&lock_path).unwrap();
+        fs::write(&lock_path, "").unwrap();
+        fs::set_permissions(&lock_path, fs::Permissions::from_mode(0o606)).unwrap();
+        assert_eq!(why(&root), "writable by everyone (mode 606)");
+        fs::set_permissions(&lock_path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(lock(&root, Duration::from_secs(2)).is_ok());
     }
 
     #[test]

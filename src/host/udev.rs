@@ -47,7 +47,7 @@ pub fn install_rules(root: &HostRoot, text: &str) -> Result<RulesStatus, ConfigE
             "{STATIC_RULES_NAME} is not installed in any udev rules directory (install the vfioctl package, or run make install: it goes to the system's udev rules directory, /lib/udev/rules.d on Debian 12, /usr/lib/udev/rules.d elsewhere): declared devices are not enforced on add until it is"
         ));
     }
-    if root.base() != std::path::Path::new("/") {
+    if !root.is_host() {
         status
             .notes
             .push("udev not reloaded: the host root is not /".to_string());
@@ -56,15 +56,19 @@ pub fn install_rules(root: &HostRoot, text: &str) -> Result<RulesStatus, ConfigE
             .notes
             .push("udev is not running: the rules take effect when it starts".to_string());
     } else if status.written {
-        match Command::new("udevadm")
-            .args(["control", "--reload"])
-            .status()
-        {
+        match super::programs::find(super::programs::UDEVADM)
+            .map_err(|e| format!("cannot run udevadm: {e}"))
+            .and_then(|udevadm| {
+                Command::new(udevadm)
+                    .args(["control", "--reload"])
+                    .status()
+                    .map_err(|e| format!("cannot run {udevadm}: {e}"))
+            }) {
             Ok(s) if s.success() => status.reloaded = true,
             Ok(s) => status
                 .notes
                 .push(format!("udevadm control --reload exited with {s}")),
-            Err(e) => status.notes.push(format!("cannot run udevadm: {e}")),
+            Err(e) => status.notes.push(e),
         }
     }
     Ok(status)
@@ -80,7 +84,7 @@ pub fn under_udev() -> bool {
 /// to stderr, which udev keeps in its debug log.
 pub fn log(root: &HostRoot, error: bool, message: &str) {
     eprintln!("vfioctl: {message}");
-    if root.base() != std::path::Path::new("/") {
+    if !root.is_host() {
         return;
     }
     let priority = if error { libc::LOG_ERR } else { libc::LOG_INFO };
@@ -114,8 +118,7 @@ pub fn udev_property(
     addr: &crate::model::PciAddress,
     property: &str,
 ) -> Option<Option<String>> {
-    if root.base() != std::path::Path::new("/") || !std::path::Path::new("/run/udev/data").exists()
-    {
+    if !root.is_host() || !std::path::Path::new("/run/udev/data").exists() {
         return None;
     }
     let syspath = fs::canonicalize(format!("/sys/bus/pci/devices/{addr}")).ok()?;

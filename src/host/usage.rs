@@ -493,17 +493,34 @@ impl<'a> HostUsage<'a> {
     }
 }
 
-/// Test-only: set to 1 to skip the search for processes holding device
-/// nodes, so the test bed can drive a blocked unbind into its deadline.
-/// Never set it on a host that matters: holders are then not refused.
+/// Test builds only: set to 1 to skip the search for processes holding
+/// device nodes, so the QEMU test bed can drive a blocked unbind into its
+/// deadline. It exists only with the `test-hooks` cargo feature, which
+/// tests/vm/run turns on; `make build`, the .deb and the .rpm are built
+/// without it, and there the variable is ignored (no safety rule is ever
+/// switched off by the environment).
+#[cfg(feature = "test-hooks")]
 pub const TEST_NO_HOLDERS_ENV: &str = "VFIOCTL_TEST_NO_HOLDERS";
+
+/// Whether the holder search is skipped: never, except in a `test-hooks`
+/// build with `TEST_NO_HOLDERS_ENV` set to 1.
+fn holders_skipped() -> bool {
+    #[cfg(feature = "test-hooks")]
+    {
+        std::env::var_os(TEST_NO_HOLDERS_ENV).is_some_and(|v| v == "1")
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    {
+        false
+    }
+}
 
 impl UsageFacts for HostUsage<'_> {
     fn usage_of(&self, releasing: &BTreeSet<PciAddress>) -> UsageMap {
         let mut map = self.base.clone();
         let candidates = candidates(self.inv, releasing);
         super::usage_net::other_namespaces(self.root, Scope::Devices(&candidates), &mut map);
-        if std::env::var_os(TEST_NO_HOLDERS_ENV).is_some_and(|v| v == "1") {
+        if holders_skipped() {
             return map;
         }
         add_holders(self.root, self.inv, &candidates, &mut map);

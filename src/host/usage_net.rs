@@ -485,7 +485,7 @@ pub fn read(root: &HostRoot, map: &mut UsageMap) {
     let mounts = fs::read_to_string(root.path("/proc/self/mountinfo"))
         .map(|t| parse_mountinfo(&t))
         .unwrap_or_default();
-    if root.base() == Path::new("/") {
+    if root.is_host() {
         let routes = NetlinkRoutes(root);
         network_roots(root, &mounts, &routes, map);
         policy_routes(root, &routes, map);

@@ -197,8 +197,9 @@ fn plain_name(name: &str) -> bool {
 
 /// The QEMU process of running domain `name`: the pid in libvirt's
 /// `/run/libvirt/qemu/NAME.pid`, kept only when that process's command line
-/// names the guest (`-name guest=NAME,...`), so a stale file never points at
-/// an unrelated process.
+/// names exactly this guest (`guest_name`), so a stale file never points at
+/// an unrelated process, nor at another domain's QEMU (a stale `a.pid`
+/// holding the PID of domain `a,b`'s QEMU).
 pub fn qemu_pid(root: &HostRoot, name: &str) -> Option<u32> {
     if !plain_name(name) {
         return None;
@@ -207,13 +208,46 @@ pub fn qemu_pid(root: &HostRoot, name: &str) -> Option<u32> {
     let pid: u32 = text.trim().parse().ok()?;
     let process =
         procfs::process::Process::new_with_root(root.path(format!("/proc/{pid}"))).ok()?;
-    let wanted = format!("guest={name}");
-    let names_guest = process
-        .cmdline()
-        .ok()?
-        .iter()
-        .any(|arg| *arg == wanted || arg.starts_with(&format!("{wanted},")));
-    names_guest.then_some(pid)
+    (guest_name(&process.cmdline().ok()?).as_deref() == Some(name)).then_some(pid)
+}
+
+/// The guest name a QEMU command line gives: the `guest=` option of the
+/// value of its (last) `-name`, read as QEMU reads an option list (split at
+/// single commas; `,,` is a literal comma), which is how libvirt escapes a
+/// domain's name there (domain `a,b` runs with `-name guest=a,,b,...`). The
+/// value's first option without a key is the guest too (QEMU's implied key).
+pub fn guest_name(cmdline: &[String]) -> Option<String> {
+    let value = cmdline
+        .windows(2)
+        .filter(|w| w[0] == "-name" || w[0] == "--name")
+        .map(|w| &w[1])
+        .next_back()?;
+    let options = option_list(value);
+    if let Some(first) = options.first().filter(|o| !o.contains('=')) {
+        return Some(first.clone());
+    }
+    options
+        .into_iter()
+        .find_map(|o| o.strip_prefix("guest=").map(str::to_string))
+}
+
+/// A QEMU option list (`key=value,key=value`) split into its options, each
+/// `,,` standing for one comma.
+fn option_list(text: &str) -> Vec<String> {
+    let mut options = vec![String::new()];
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let current = options.last_mut().expect("never empty");
+        match c {
+            ',' if chars.peek() == Some(&',') => {
+                chars.next();
+                current.push(',');
+            }
+            ',' => options.push(String::new()),
+            c => current.push(c),
+        }
+    }
+    options
 }
 
 #[cfg(test)]
@@ -236,15 +270,18 @@ mod tests {
         assert!(plain_name("instance-0000002a"));
     }
 
+    /// Writes `text` at host path `path` under `root`, making its directories.
+    fn put(root: &HostRoot, path: &str, text: &[u8]) {
+        let path = root.path(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
     #[test]
     fn qemu_pid_needs_the_guest_named_on_its_command_line() {
         let dir = tempfile::tempdir().unwrap();
         let root = HostRoot::new(dir.path());
-        let w = |p: &str, t: &[u8]| {
-            let path = root.path(p);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(path, t).unwrap();
-        };
+        let w = |p: &str, t: &[u8]| put(&root, p, t);
         w("/run/libvirt/qemu/vm1.pid", b"4242\n");
         assert_eq!(qemu_pid(&root, "vm1"), None, "no such process");
         w(
@@ -259,5 +296,50 @@ mod tests {
         assert_eq!(qemu_pid(&root, "vm1"), Some(4242));
         w("/run/libvirt/qemu/vm2.pid", b"not a pid");
         assert_eq!(qemu_pid(&root, "vm2"), None);
+    }
+
+    /// #31: libvirt escapes a comma in a domain's name on QEMU's command
+    /// line (`-name guest=a,,b`, its qemuxmlconfdata/name-escape test: domain
+    /// `foo=1,bar=2` runs with `-name guest=foo=1,,bar=2,debug-threads=on`):
+    /// the domain finds its QEMU, and a stale pid file of domain `a` holding
+    /// that QEMU's PID is not taken for `a`'s.
+    #[test]
+    fn domain_names_match_libvirts_escaping_on_the_qemu_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(dir.path());
+        let w = |p: &str, t: &[u8]| put(&root, p, t);
+        w(
+            "/proc/4242/cmdline",
+            b"/usr/bin/qemu-system-x86_64\0-name\0guest=a,,b,debug-threads=on\0-S\0",
+        );
+        w("/run/libvirt/qemu/a,b.pid", b"4242\n");
+        w("/run/libvirt/qemu/a.pid", b"4242\n");
+        assert_eq!(qemu_pid(&root, "a,b"), Some(4242));
+        assert_eq!(qemu_pid(&root, "a"), None, "a stale a.pid is not a's QEMU");
+        w(
+            "/proc/4343/cmdline",
+            b"qemu\0-name\0guest=foo=1,,bar=2,debug-threads=on\0",
+        );
+        w("/run/libvirt/qemu/foo=1,bar=2.pid", b"4343\n");
+        w("/run/libvirt/qemu/foo=1.pid", b"4343\n");
+        assert_eq!(qemu_pid(&root, "foo=1,bar=2"), Some(4343));
+        assert_eq!(qemu_pid(&root, "foo=1"), None);
+
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            guest_name(&args(&["qemu", "-name", "guest=x,,,,y,,"])).as_deref(),
+            Some("x,,y,")
+        );
+        assert_eq!(
+            guest_name(&args(&["qemu", "-name", "plain,debug-threads=on"])).as_deref(),
+            Some("plain")
+        );
+        assert_eq!(
+            guest_name(&args(&["qemu", "-uuid", "guest=x"])),
+            None,
+            "only -name's value"
+        );
+        assert_eq!(guest_name(&args(&["qemu", "-name", "process=p"])), None);
+        assert_eq!(guest_name(&args(&["qemu", "-name"])), None);
     }
 }

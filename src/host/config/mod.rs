@@ -27,6 +27,7 @@ pub use format::{
     BINDINGS_DIR,
 };
 pub use owner::{file_owned, owned, seal, written_by_vfioctl, WRITTEN_HEADER};
+pub(crate) use read::{check_trust, open_trusted_dir};
 pub use read::{load, read_trusted};
 pub use write::{
     add, add_sriov, may_add, may_add_sriov, may_remove, remove, remove_sriov, write_atomic,

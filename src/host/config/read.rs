@@ -10,7 +10,6 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use nix::dir::Dir;
 use nix::errno::Errno;
@@ -24,8 +23,9 @@ use crate::model::declaration::Declarations;
 
 /// The trust rule, applied to what `fstat` says about an open descriptor:
 /// owned by `owner`, not writable by others, writable by the group only when
-/// the group is root's.
-fn check_trust(path: &str, meta: &fs::Metadata, owner: u32) -> Result<(), ConfigError> {
+/// the group is root's. Also the rule of vfioctl's state files
+/// (`host::state`).
+pub(crate) fn check_trust(path: &str, meta: &fs::Metadata, owner: u32) -> Result<(), ConfigError> {
     let mode = meta.mode() & 0o7777;
     if meta.uid() != owner {
         return Err(ConfigError::NotRootOwned {
@@ -105,8 +105,9 @@ fn open_at(
 /// a copied-off snapshot), it is the owner of the `--root` directory itself,
 /// and the check starts there: so tests can build fake hosts as any user,
 /// and the directories above the snapshot are not the host's. Returns the
-/// directory and the owner trusted.
-fn open_trusted_dir(
+/// directory and the owner trusted. Also how vfioctl's state directories
+/// are opened (`host::state`).
+pub(crate) fn open_trusted_dir(
     root: &HostRoot,
     host_dir: &str,
 ) -> Result<Option<(OwnedFd, u32)>, ConfigError> {
@@ -121,11 +122,7 @@ fn open_trusted_dir(
         path: base.display().to_string(),
         source,
     })?;
-    let owner = if base == Path::new("/") {
-        0
-    } else {
-        top_meta.uid()
-    };
+    let owner = if root.is_host() { 0 } else { top_meta.uid() };
     check_trust("/", &top_meta, owner)?;
     let mut dir = OwnedFd::from(top);
     let mut shown_path = String::new();

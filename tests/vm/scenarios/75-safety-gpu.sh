@@ -109,7 +109,8 @@ held_refusal() {
 held_refusal /dev/dri/card0 drm
 held_refusal /dev/snd/controlC0 snd
 
-# (d) Holder detection off (test-only): snd_hda_intel's unbind waits in the
+# (d) Holder detection off (VFIOCTL_TEST_NO_HOLDERS, honoured only by a build
+# with the test-hooks feature, as tests/vm/run makes): snd_hda_intel's unbind waits in the
 # kernel for the sound node to close; vfioctl returns by the deadline with
 # exit 8, says what happens next, and leaves the write to its helper. How
 # long it took is printed, not judged: under TCG on a shared machine any bound

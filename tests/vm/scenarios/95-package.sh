@@ -7,7 +7,8 @@
 # preset, its ExecStart; output kept as the unit's journal), moves it to
 # vfio-pci; `check` passes once the rules and boot files are written; a hot-added
 # declared device goes to vfio-pci through the package's udev rule; remove
-# and purge leave the bound device alone.
+# and purge leave the bound device alone. The packaged vfioctl ignores the
+# test bed's VFIOCTL_TEST_NO_HOLDERS (no test hooks in a release build).
 # boot: iommu=on udev=on overlay=package
 # timeout: 150
 
@@ -54,6 +55,23 @@ echo "$OUT"
 expect check-ok-exit "$RC" 0
 expect check-binding-ok "$(verdict "binding.$E1000E")" OK
 expect check-udev-rules-ok "$(verdict udev.rules)" OK
+
+# The package is built without the test-hooks feature: the test bed's
+# VFIOCTL_TEST_NO_HOLDERS=1 switches nothing off, and a process holding the
+# NVMe controller's node still refuses its unbind (a dry run: nothing is
+# written).
+if [[ -e /dev/nvme0 ]]; then
+	sleep 600 </dev/nvme0 &
+	holder=$!
+	run env VFIOCTL_TEST_NO_HOLDERS=1 $PKG --no-libvirt unbind "$NVME" --dry-run
+	echo "$OUT"
+	expect holder-rule-ignores-the-environment "$RC" 4
+	check holder-refusal-names-the-pid grep -q "held open by PID $holder" <<<"$OUT"
+	kill "$holder"
+	wait "$holder" 2>/dev/null
+else
+	fail holder-rule-ignores-the-environment "no /dev/nvme0 to hold"
+fi
 
 # Hot-add: the package's rule runs the packaged hook.
 check hot-add qmp '{"execute":"device_add","arguments":{"driver":"e1000e","id":"pkghot","bus":"rp3","romfile":""}}'
