@@ -87,6 +87,7 @@ fn run_command(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         target: host::libvirt::Target::resolve(cli.connect.as_deref(), &cli.root),
         timeout: std::time::Duration::from_secs(cli.connect_timeout),
         no_libvirt: cli.no_libvirt,
+        host: root.is_host(),
     };
     match &cli.command {
         Command::List(args) => commands::list::run(&root, &libvirt, args, out),

@@ -41,6 +41,8 @@ pub struct LibvirtOptions {
     pub timeout: Duration,
     /// `--no-libvirt`: VM facts are not asked for.
     pub no_libvirt: bool,
+    /// The host root is this machine's own `/` (`HostRoot::is_host`).
+    pub host: bool,
 }
 
 impl LibvirtOptions {
@@ -58,8 +60,21 @@ impl LibvirtOptions {
 
     /// Where VM facts come from for a change an operator asks for on `path`
     /// (`gate::policy` says whether it asks libvirt).
+    /// libvirt's test driver (`test:///...`, from `--connect` or
+    /// `VFIOCTL_CONNECT`) never speaks for this host's own VMs: on the real
+    /// root a change that gives a device away is refused with it, as with a
+    /// libvirt that does not answer (`--no-libvirt` is the way to skip).
     pub fn change_source(&self, path: Path) -> VmSource {
-        VmSource::for_path(path, || self.vm_source())
+        VmSource::for_path(path, || {
+            match &self.target {
+            Target::Uri(uri) if self.host && !self.no_libvirt && uri.starts_with("test:") => {
+                VmSource::Unfit(format!(
+                    "{uri} is libvirt's test driver, not this host's hypervisor; name the host's URI with --connect, or --no-libvirt"
+                ))
+            }
+            _ => self.vm_source(),
+        }
+        })
     }
 }
 
@@ -155,5 +170,50 @@ pub fn run_change(
     match run::failure(&report) {
         Some(failed) => Err(failed.into()),
         None => Ok(crate::cli::exit::OK),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_driver_never_speaks_for_this_hosts_vms() {
+        let options = |uri: &str, host: bool, no_libvirt: bool| LibvirtOptions {
+            target: Target::Uri(uri.to_string()),
+            timeout: Duration::from_secs(1),
+            no_libvirt,
+            host,
+        };
+        // On the real root a change asks no test driver: its facts are unknown.
+        let unfit = options("test:///default", true, false).change_source(Path::Restore);
+        assert!(
+            matches!(&unfit, VmSource::Unfit(why) if why.contains("not this host's hypervisor")),
+            "{unfit:?}"
+        );
+        let facts = crate::host::vms::start(&unfit).finish(&HostRoot::new("/"));
+        assert!(matches!(facts, VmFacts::Failed(_)));
+        // --no-libvirt is the way to skip; a fake root may use the test driver;
+        // reading commands may too; the boot paths never ask.
+        assert_eq!(
+            options("test:///default", true, true).change_source(Path::Restore),
+            VmSource::Skipped
+        );
+        assert!(matches!(
+            options("test:///x.xml", false, false).change_source(Path::Restore),
+            VmSource::Libvirt { .. }
+        ));
+        assert!(matches!(
+            options("test:///default", true, false).vm_source(),
+            VmSource::Libvirt { .. }
+        ));
+        assert_eq!(
+            options("test:///default", true, false).change_source(Path::UdevHook),
+            VmSource::AtBoot
+        );
+        assert!(matches!(
+            options("qemu:///system", true, false).change_source(Path::Restore),
+            VmSource::Libvirt { .. }
+        ));
     }
 }

@@ -28,6 +28,10 @@ pub enum VmSource {
     Skipped,
     /// Ask libvirt at `target`, giving up after `timeout`.
     Libvirt { target: Target, timeout: Duration },
+    /// A URI that cannot speak for this host's VMs (libvirt's test driver
+    /// named for the real root): the facts are unknown, and the gate
+    /// refuses what they would decide.
+    Unfit(String),
 }
 
 impl VmSource {
@@ -62,6 +66,7 @@ pub enum Pending {
 /// Starts reading the domains: the helper runs while the caller reads sysfs.
 pub fn start(source: &VmSource) -> Pending {
     let (uri, timeout) = match source {
+        VmSource::Unfit(why) => return Pending::Ready(VmFacts::Failed(why.clone())),
         VmSource::AtBoot => {
             return Pending::Ready(VmFacts::NotAsked(
                 crate::gate::NOT_ASKED_AT_BOOT.to_string(),
