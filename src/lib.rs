@@ -6,25 +6,32 @@
 //!
 //! - `cli`: clap definitions and the exit-status table (`build.rs` renders the man page from both).
 //! - `model`: the pure PCI domain: addresses, IDs, drivers, devices, IOMMU groups,
+//!   a planned change as data (`plan`), reset methods,
 //!   selectors, the inventory, modaliases, declarations (`model/declaration/`), libvirt
 //!   domains and Nova metadata, PCIe health facts and thresholds, the HGX fabric, the
 //!   XML walks libvirt's readers share. No I/O.
 //!   `model::test_support` (test fixtures) is built only for tests and with
 //!   the `test-support` feature, which the fuzz crate turns on.
+//! - `gate`: the one safety gate, pure: judges a plan (and VF counts,
+//!   declarations, boot files, resets) against complete facts and hands out
+//!   the permits every kernel write and every claiming file takes; `policy`
+//!   says how each path is judged and where one differs (the man page's
+//!   table of paths is rendered from it); `refusal` the reasons.
 //! - `host`: every read and write of host state under one `HostRoot` (`--root`):
 //!   sysfs, kernel steps, modules, usage (`usage`, `usage_net` over `usage_walk`),
 //!   the /proc walk for holders, declaration files (`host/config/`), udev I/O, lock
 //!   and change record, PCIe health reads and the AER baseline, the libvirt helper
-//!   process and the VMs it reports.
+//!   process and the VMs it reports, the programs root runs (`programs`: fixed
+//!   paths). Kernel writes (`kernel`) take the gate's permits.
 //! - `integrations`: what other programs consume or judge: node health checks
 //!   (`integrations/check/`, one file per family), boot files, libvirt node devices,
 //!   Nova configuration (`integrations/nova/`), udev rule rendering.
-//! - `engine`: `plan` (pure), `apply` (verification, rollback), `run`
-//!   (privilege -> lock -> read -> plan -> apply -> record), `gate` (the one safety
-//!   gate), `enforce` (declarations; returns its notes for the command to print),
+//! - `engine`: `plan` (pure; judges nothing), `apply` (independent units at once,
+//!   verification, rollback), `run` (privilege -> lock -> read -> plan -> gate ->
+//!   apply -> record), `enforce` (declarations; returns its notes for the command to print),
 //!   `sriov/` (a PF's VF count, the VFs bound through `plan` and `apply`; in
 //!   `sriov/plan.rs` (pure), `apply.rs`, `read.rs`), `recover` (an interrupted change
-//!   put back, from its intent). (`gate`'s tests read `cli`'s safety table.)
+//!   put back, from its intent, judged by the gate as a change of its own).
 //! - `output`: tables, labels, JSON records and the change report.
 //! - `error`: maps typed errors to one line and one `ExitStatus`; imports no command.
 //! - `commands`: one thin file per verb, gluing the stages; no command imports another.

@@ -46,7 +46,7 @@ use crate::model::{DriverKind, DriverName, Inventory, PciAddress};
 
 pub use permit::{
     ClaimKey, Cleared, ClearedClaims, ClearedRelease, ClearedReset, ClearedVfCount, DeviceWrite,
-    ModuleLoad, NotCleared, NotClearedKey, PfWrite, ResetWrite,
+    ModuleLoad, NotCleared, NotClearedKey, PfWrite, ResetRequest, ResetWrite, VfCount,
 };
 pub use policy::Path;
 pub use refusal::{joined, Refusal, RefusalKind, Via, VmUse};
@@ -402,14 +402,6 @@ pub fn override_threats(inv: &Inventory, uses: &dyn UsageFacts) -> Vec<Refusal> 
         .collect()
 }
 
-/// An SR-IOV PF's VF count from `from` to `to`, as judged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VfCount {
-    pub pf: PciAddress,
-    pub from: u16,
-    pub to: u16,
-}
-
 /// What [`clear_vf_count`] found: the PF's uses (which the plan names
 /// whatever the verdict) and the verdict.
 pub struct VfCountJudged {
@@ -581,20 +573,6 @@ pub fn clear_release_at_boot(
         }
     }
     Ok(ClearedRelease::new(keys, notes))
-}
-
-/// One device to reset, as asked: the method (`None`: the kernel's order in
-/// `reset_method`), the `reset_method` list to put back afterwards, and
-/// every function the reset also resets (a bus reset: every function below
-/// the bridge above it), which the planner found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResetRequest {
-    pub device: PciAddress,
-    pub method: Option<crate::model::reset::ResetMethod>,
-    /// `reset_method` before (what `--method` puts back).
-    pub methods_before: Option<String>,
-    /// Functions the reset resets besides `device`.
-    pub also: Vec<PciAddress>,
 }
 
 /// Judges resetting each of `requests` (`vfioctl reset`): the device and

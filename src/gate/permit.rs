@@ -32,7 +32,28 @@ use crate::model::plan::{Action, Plan};
 use crate::model::{DriverName, ModuleName, PciAddress};
 
 use super::policy::Path;
-use super::{ResetRequest, VfCount};
+
+/// An SR-IOV PF's VF count from `from` to `to`, as judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VfCount {
+    pub pf: PciAddress,
+    pub from: u16,
+    pub to: u16,
+}
+
+/// One device to reset, as asked: the method (`None`: the kernel's order in
+/// `reset_method`), the `reset_method` list to put back afterwards, and
+/// every function the reset also resets (a bus reset: every function below
+/// the bridge above it), which the planner found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetRequest {
+    pub device: PciAddress,
+    pub method: Option<crate::model::reset::ResetMethod>,
+    /// `reset_method` before (what `--method` puts back).
+    pub methods_before: Option<String>,
+    /// Functions the reset resets besides `device`.
+    pub also: Vec<PciAddress>,
+}
 
 /// A write the permit does not cover: a bug in the caller, refused before
 /// the kernel sees it.

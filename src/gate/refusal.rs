@@ -1,4 +1,4 @@
-//! Why the planner will not change a device: one kind per reason, each kind
+//! Why the gate will not let a change through: one kind per reason, each kind
 //! saying whether `--force` may override it. Every refusal the engine raises
 //! is one of these, so the rule "may force release this?" lives here only.
 
