@@ -16,6 +16,15 @@ pub struct HostRoot {
     base: PathBuf,
 }
 
+/// What a replaced file must survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// A power loss: the file and the rename are fsynced (/etc, /var/lib).
+    PowerLoss,
+    /// A process killed between two writes (/run, a tmpfs).
+    ProcessKill,
+}
+
 /// Whether `path` resolves to this machine's own `/`: the same directory
 /// (device and inode, following links) as `/`, however it is spelled
 /// (`/proc/..`, `/proc/1/root` outside a container, `//`, a symlink to `/`).
@@ -84,6 +93,31 @@ impl HostRoot {
     /// symlink is refused rather than replaced or followed. The one atomic write
     /// every host file goes through.
     pub fn write_atomic(&self, path: &Path, text: &str, mode: u32) -> Result<(), HostIoError> {
+        self.replace(path, text, mode, Durability::PowerLoss)
+    }
+
+    /// `write_atomic` for a file under `/run` (the change record): the same
+    /// exclusive temporary file and rename, without the two fsyncs. The
+    /// rename alone is atomic against the crash that matters there, a
+    /// process killed between two writes (kill -9, the OOM killer): the
+    /// record is the old one or the new one, never half. `/run` is a tmpfs,
+    /// gone with a power loss, so an fsync would buy nothing for it.
+    pub fn write_atomic_in_run(
+        &self,
+        path: &Path,
+        text: &str,
+        mode: u32,
+    ) -> Result<(), HostIoError> {
+        self.replace(path, text, mode, Durability::ProcessKill)
+    }
+
+    fn replace(
+        &self,
+        path: &Path,
+        text: &str,
+        mode: u32,
+        durability: Durability,
+    ) -> Result<(), HostIoError> {
         use std::fs::{self, File, Permissions};
         use std::io::Write;
         use std::os::unix::fs::PermissionsExt;
@@ -117,13 +151,20 @@ impl HostRoot {
             .tempfile_in(dir)
             .map_err(err("cannot create a temporary file in", dir))?;
         let tmp_path = tmp.path().to_path_buf();
+        let durable = durability == Durability::PowerLoss;
         tmp.write_all(text.as_bytes())
             .and_then(|_| tmp.as_file().set_permissions(Permissions::from_mode(mode)))
-            .and_then(|_| tmp.as_file().sync_all())
+            .and_then(|_| match durable {
+                true => tmp.as_file().sync_all(),
+                false => Ok(()),
+            })
             .map_err(err("cannot write", &tmp_path))?;
         // On failure the temporary file is removed when `tmp` drops.
         tmp.persist(path)
             .map_err(|e| err("cannot replace", path)(e.error))?;
+        if !durable {
+            return Ok(());
+        }
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(err("cannot sync", dir))

@@ -672,10 +672,12 @@ pub fn read_record(root: &HostRoot) -> Result<ChangeRecord, StateError> {
     }
 }
 
-/// Replaces the record atomically (`HostRoot::write_atomic`).
+/// Replaces the record atomically (`HostRoot::write_atomic_in_run`: a
+/// rename, no fsync: the record must survive a killed process, and /run
+/// does not survive a power loss).
 pub fn write_record(root: &HostRoot, record: &ChangeRecord) -> Result<(), StateError> {
     let text = serde_json::to_string_pretty(record).expect("the record serialises");
-    root.write_atomic(&record_path(root), &text, 0o644)
+    root.write_atomic_in_run(&record_path(root), &text, 0o644)
         .map_err(|e| StateError::Io {
             action: e.action,
             path: e.path,
