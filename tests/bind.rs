@@ -364,6 +364,25 @@ fn nvme_multipath_namespaces_are_traced_to_their_controller() {
 }
 
 #[test]
+fn a_process_holding_an_nvme_multipath_namespace_holds_its_controller() {
+    // Native multipath (Debian's and RHEL's kernels): /dev/nvme5n1 is a head
+    // under nvme-subsystem, not under the PCI function. A process with it
+    // open (a database on the raw namespace) holds the controller.
+    let host = busy_host();
+    host.nvme_multipath("0000:06:00.0", "nvme5n1", "nvme5", "259:7");
+    host.write("dev/nvme5n1", "");
+    host.process(4242, "postgres", &["/dev/nvme5n1"]);
+    let kernel = SimKernel::new(&host);
+    let mut forced = spec(Goal::BindVfio, &["06:00.0"]);
+    forced.force = true;
+    let reason = refusal(run(&host, &kernel, &forced));
+    assert!(
+        reason.contains("0000:06:00.0 is held open by PID 4242 (postgres) through /dev/nvme5n1"),
+        "{reason}"
+    );
+}
+
+#[test]
 fn boot_vga_is_refused_without_force() {
     let host = topologies::workstation_gpu();
     let kernel = SimKernel::new(&host);

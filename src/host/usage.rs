@@ -263,6 +263,54 @@ fn sysfs_nodes(dir: &Path, out: &mut Vec<Node>, depth: u32) {
     }
 }
 
+/// The namespaces of an NVMe controller under native multipath (the
+/// default of Debian's and RHEL's kernels): their block devices are heads
+/// under `/sys/devices/virtual/nvme-subsystem/nvme-subsysN`, not under the
+/// PCI function, so `sysfs_nodes` does not see them. A subsystem whose
+/// directory links to one of this function's controllers (`nvme/nvmeN`)
+/// has its heads (`nvmeXnY`, each with a `dev`) added.
+fn nvme_heads(root: &HostRoot, function: &Path, out: &mut Vec<Node>) {
+    let Ok(controllers) = fs::read_dir(function.join("nvme")) else {
+        return;
+    };
+    let ours: Vec<String> = controllers
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let Ok(subsystems) = fs::read_dir(root.path("/sys/devices/virtual/nvme-subsystem")) else {
+        return;
+    };
+    for subsystem in subsystems.flatten().map(|e| e.path()) {
+        let serves = ours.iter().any(|c| {
+            fs::canonicalize(subsystem.join(c)).is_ok_and(|real| real.starts_with(function))
+        });
+        if !serves {
+            continue;
+        }
+        for head in fs::read_dir(&subsystem).into_iter().flatten().flatten() {
+            let name = head.file_name().to_string_lossy().into_owned();
+            let is_head = name
+                .strip_prefix("nvme")
+                .and_then(|rest| rest.split_once('n'))
+                .is_some_and(|(a, b)| {
+                    !a.is_empty()
+                        && !b.is_empty()
+                        && a.bytes().all(|c| c.is_ascii_digit())
+                        && b.bytes().all(|c| c.is_ascii_digit())
+                });
+            let number = fs::read_to_string(head.path().join("dev"))
+                .ok()
+                .and_then(|t| parse_dev(&t));
+            if let (true, Some(number)) = (is_head, number) {
+                out.push(Node {
+                    path: format!("/dev/{name}"),
+                    number: Some((number, true)),
+                });
+            }
+        }
+    }
+}
+
 fn named(path: String) -> Node {
     Node { path, number: None }
 }
@@ -287,6 +335,7 @@ fn device_nodes(root: &HostRoot, inv: &Inventory, addr: &PciAddress) -> Vec<Node
     let mut nodes = Vec::new();
     if let Ok(real) = fs::canonicalize(&dir) {
         sysfs_nodes(&real, &mut nodes, 0);
+        nvme_heads(root, &real, &mut nodes);
     }
     if let (Some(DriverKind::Vfio), Some(group)) =
         (dev.driver.as_ref().map(|d| d.kind()), dev.iommu_group)
