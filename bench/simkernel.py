@@ -523,8 +523,7 @@ def self_check(unbind_s, outer_ns):
         finally:
             sim.stop()
         # The emulator killed while a writer waits: the writer's wait ends with an error, at once.
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        child = subprocess.Popen([sys.executable, "-c", f"import simkernel, time; s = simkernel.SimKernel({root!r}, "
+        child = subprocess.Popen([sys.executable, "-B", "-c", f"import simkernel, time; s = simkernel.SimKernel({root!r}, "
                                   f"unbind_s=60); s.start(); print('up', flush=True); time.sleep(120)"],
                                  stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
         child.stdout.readline()
