@@ -173,9 +173,10 @@ bench-hgx:
 	python3 bench/run.py --parts hgx --vfioctl "$(VFIOCTL)" \
 		$(if $(BASELINE),--baseline "$(BASELINE)") $(if $(BASELINE_LABEL),--baseline-label "$(BASELINE_LABEL)") $(BENCH_ARGS)
 
-# Binding (1 device, N VFs: vfioctl vs shell writes vs virsh) and the boot
-# storm, in the QEMU test bed with the release build (bench/vm.py); writes
-# docs/benchmarks.md. About 15 min under TCG.
+# Binding (1 device, N VFs, several devices at once: vfioctl vs shell writes,
+# one after the other and at once, vs virsh) and the boot storm, in the QEMU
+# test bed with the release build (bench/vm.py); writes docs/benchmarks.md.
+# About 15 min under TCG.
 bench-vm: deps
 	VFIOCTL_GEN_DIR=$(CURDIR)/$(GEN) $(CARGO) build --release --locked --bins
 	tests/vm/setup
