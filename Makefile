@@ -4,7 +4,9 @@
 #               replay, Nova oracle, Ansible collection, packages, real-kernel VM suite);
 #               deterministic: no random campaign, no timed assertion decides it
 #   make fuzz   random AFL++ campaigns, FUZZ_SECONDS per target (FUZZ_TARGETS: some), not part of test
-#   make bench  side-by-side benchmarks on fake hosts -> docs/benchmarks.md (not part of test)
+#   make bench  side-by-side benchmarks on fake hosts, and the HGX board on a simulated
+#               kernel -> docs/benchmarks.md (not part of test)
+#   make bench-hgx  only the HGX board rows, for VFIOCTL=BIN and BASELINE=OTHER_BIN side by side
 #   make bench-vm  binding and boot-storm benchmarks in the QEMU test bed -> docs/benchmarks.md (not part of test)
 #   make deb    dist/vfioctl_VERSION-1_ARCH.deb;  make rpm: dist/vfioctl-VERSION-1.ARCH.rpm
 #   make lint   cargo fmt --check and clippy with warnings as errors
@@ -36,6 +38,11 @@ ALERT_TEST_DEPS := prometheus
 BENCH_DEPS := pciutils driverctl dpdk strace gcc python3
 # BENCH_ARGS="--baseline OLD_VFIOCTL" adds an older binary's rows (before/after).
 BENCH_ARGS ?=
+# bench-hgx: the binary measured (default: this checkout's release build), and
+# another measured beside it in the same paired runs (none by default).
+VFIOCTL ?= $(BIN)
+BASELINE ?=
+BASELINE_LABEL ?=
 
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
@@ -56,7 +63,7 @@ ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 GEN := target/generated
 
-.PHONY: all deps build run test test-unit test-alerts test-nova test-ansible test-fuzz test-package test-vm lint ci ci-fresh fuzz bench bench-vm install install-files uninstall deb rpm
+.PHONY: all deps build run test test-unit test-alerts test-nova test-ansible test-fuzz test-package test-vm lint ci ci-fresh fuzz bench bench-hgx bench-vm install install-files uninstall deb rpm
 
 all: build
 
@@ -150,15 +157,27 @@ ci-fresh:
 	.ci/fresh
 
 # Fake hosts of 64 to 16,384 functions, each tool in a private mount namespace
-# with the tree over /sys (bench/run.py); writes docs/benchmarks.md.
+# with the tree over /sys (bench/run.py), then the seed HGX board's bind and
+# restore on a simulated kernel with a 2 s unbind per device (bench/hgx.py,
+# bench/simkernel.py: FUSE, so root); writes docs/benchmarks.md.
 bench:
 	$(MAKE) deps EXTRA_DEPS="$(BENCH_DEPS)"
 	VFIOCTL_GEN_DIR=$(CURDIR)/$(GEN) $(CARGO) build --release --locked --bins --example fakehost
 	python3 bench/run.py $(BENCH_ARGS)
 
-# Binding (1 device, N VFs: vfioctl vs shell writes vs virsh) and the boot
-# storm, in the QEMU test bed with the release build (bench/vm.py); writes
-# docs/benchmarks.md. About 15 min under TCG.
+# Only the HGX board rows (about 3 min per binary at 3 runs), for VFIOCTL and,
+# with BASELINE, another binary in the same paired runs:
+#   make bench-hgx BASELINE=/path/to/old/vfioctl BASELINE_LABEL="main d732c1f"
+bench-hgx:
+	$(MAKE) deps EXTRA_DEPS="python3"
+	VFIOCTL_GEN_DIR=$(CURDIR)/$(GEN) $(CARGO) build --release --locked --bins --example fakehost
+	python3 bench/run.py --parts hgx --vfioctl "$(VFIOCTL)" \
+		$(if $(BASELINE),--baseline "$(BASELINE)") $(if $(BASELINE_LABEL),--baseline-label "$(BASELINE_LABEL)") $(BENCH_ARGS)
+
+# Binding (1 device, N VFs, several devices at once: vfioctl vs shell writes,
+# one after the other and at once, vs virsh) and the boot storm, in the QEMU
+# test bed with the release build (bench/vm.py); writes docs/benchmarks.md.
+# About 15 min under TCG.
 bench-vm: deps
 	VFIOCTL_GEN_DIR=$(CURDIR)/$(GEN) $(CARGO) build --release --locked --bins
 	tests/vm/setup

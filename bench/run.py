@@ -14,6 +14,10 @@ TREE/run). The tools read the same sysfs files; only the path prefix differs.
 Each command: one warm-up run, then several timed runs (min and median of the
 wall time, output to /dev/null), and one run under `strace -c -f` for the
 syscall counts. The tables go into docs/benchmarks.md between the markers.
+
+The HGX part (`--parts hgx`, bench/hgx.py) times bind and restore of the seed
+HGX board on a simulated kernel (bench/simkernel.py) in the same namespace,
+with its own markers: `--parts sizes` or `--parts hgx` rewrites only its own.
 """
 
 import argparse
@@ -27,6 +31,9 @@ import statistics
 import subprocess
 import sys
 import time
+
+# bench/hgx.py and bench/simkernel.py are imported from here: no __pycache__ in the checkout.
+sys.dont_write_bytecode = True
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -44,11 +51,14 @@ def sh(cmd, **kw):
 
 
 def build_tree(fakehost, base, size):
-    """Builds the fake host of `size` functions, unless the one there was made
-    by the same generator source."""
+    """Builds the fake host of `size` functions (or "hgx", the seed HGX
+    board), unless the one there was made by the same generator source."""
     tree = os.path.join(base, str(size))
     stamp = os.path.join(tree, ".fakehost-stamp")
-    sources = [os.path.join(REPO, p) for p in ("examples/fakehost.rs", "tests/support/fakehost.rs")]
+    sources = ["examples/fakehost.rs", "tests/support/fakehost.rs"]
+    if size == "hgx":
+        sources += ["tests/support/topologies.rs", "tests/fixtures/pci.ids"]
+    sources = [os.path.join(REPO, p) for p in sources]
     want = hashlib.sha256(b"".join(open(p, "rb").read() for p in sources)).hexdigest()
     if os.path.exists(stamp) and open(stamp).read() == want:
         return tree
@@ -200,12 +210,25 @@ def measure(size, cmds, runs, previous):
 
 
 def inner(args):
-    """Runs in the private mount namespace: mount each tree over /sys, measure."""
+    """Runs in the private mount namespace: mount each tree over /sys, measure;
+    then the HGX board on the simulated kernel (its FUSE mounts are this
+    namespace's too)."""
     if os.readlink("/proc/self/ns/mnt") == args.outer_ns:
         sys.exit("bench: refusing to mount over /sys outside a private mount namespace")
-    results = {}
+    trees = json.loads(args.trees)
+    out = {}
+    if "hgx" in trees:
+        import hgx
+
+        binaries = [("vfioctl", args.vfioctl)]
+        if args.baseline:
+            binaries.insert(0, ("vfioctl (before)", args.baseline))
+        print("  HGX board, simulated kernel", file=sys.stderr)
+        out["hgx"] = hgx.measure(trees.pop("hgx"), binaries, args.hgx_runs, args.unbind_s,
+                                 os.path.dirname(args.results))
+    results = out["sizes"] = {}
     previous = None
-    for size, tree in json.loads(args.trees).items():
+    for size, tree in trees.items():
         subprocess.run(["mount", "--bind", os.path.join(tree, "sys"), "/sys"], check=True)
         try:
             print(f"  {size} functions", file=sys.stderr)
@@ -214,7 +237,7 @@ def inner(args):
             previous = (int(size), results[size])
         finally:
             subprocess.run(["umount", "/sys"], check=True)
-    json.dump(results, open(args.results, "w"), indent=1)
+    json.dump(out, open(args.results, "w"), indent=1)
 
 
 def ms(seconds):
@@ -278,15 +301,33 @@ def render(results, meta):
     return "\n".join(lines)
 
 
+def replace_between(doc, begin, end, text):
+    """`doc` with the text between the markers (included) replaced by `text`,
+    or with `text` appended when the markers are missing."""
+    if begin in doc and end in doc:
+        return doc[: doc.index(begin)] + text + doc[doc.index(end) + len(end) :]
+    return doc + "\n" + text + "\n"
+
+
 def outer(args):
+    parts = set(args.parts.split(","))
+    if not parts or parts - {"sizes", "hgx"}:
+        sys.exit(f"bench: --parts {args.parts}: name sizes, hgx or both (comma-separated)")
+    if "hgx" in parts and (os.geteuid() != 0 or not os.access("/dev/fuse", os.R_OK | os.W_OK)):
+        sys.exit("bench: the HGX rows mount FUSE files in the fake tree: they need root and /dev/fuse "
+                 "(modprobe fuse); --parts sizes runs the rest")
     fakehost = os.path.join(REPO, "target/release/examples/fakehost")
     vfioctl = os.path.abspath(args.vfioctl)
     floor = os.path.join(REPO, "target/bench/floor")
     os.makedirs(os.path.dirname(floor), exist_ok=True)
-    subprocess.run(["cc", "-O2", "-o", floor, os.path.join(HERE, "floor.c")], check=True)
+    if "sizes" in parts:
+        subprocess.run(["cc", "-O2", "-o", floor, os.path.join(HERE, "floor.c")], check=True)
     os.makedirs(args.hosts, exist_ok=True)
     print("bench: building fake hosts", file=sys.stderr)
-    trees = {s: build_tree(fakehost, args.hosts, int(s)) for s in args.sizes.split(",")}
+    sizes = args.sizes.split(",") if "sizes" in parts else []
+    trees = {s: build_tree(fakehost, args.hosts, int(s)) for s in sizes}
+    if "hgx" in parts:
+        trees["hgx"] = build_tree(fakehost, args.hosts, "hgx")
     results_path = os.path.join(REPO, "target/bench/results.json")
     load_before = open("/proc/loadavg").read().split()[:3]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -296,21 +337,47 @@ def outer(args):
         sys.executable, os.path.abspath(__file__), "--inner",
         "--trees", json.dumps(trees), "--vfioctl", vfioctl, "--floor", floor,
         "--runs", str(args.runs), "--results", results_path,
+        "--hgx-runs", str(args.hgx_runs), "--unbind-s", str(args.unbind_s),
         "--outer-ns", os.readlink("/proc/self/ns/mnt"),
     ]
     if args.baseline:
         argv += ["--baseline", os.path.abspath(args.baseline)]
     subprocess.run(argv, check=True)
-    results = json.load(open(results_path))
+    everything = json.load(open(results_path))
     cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read())
     version = lambda cmd: sh(cmd).strip().splitlines()[0] if shutil.which(cmd.split()[0]) else "absent"
     dpkg = lambda p: sh(f"dpkg-query -W -f='${{Version}}' {p} 2>/dev/null || true") or "absent"
+    machine = f"{cpu.group(1) if cpu else platform.processor()}, {os.cpu_count()} CPUs, kernel {platform.release()}"
+    load = f"{' '.join(load_before)} / {' '.join(open('/proc/loadavg').read().split()[:3])}"
+    doc = open(args.out).read() if os.path.exists(args.out) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if "hgx" in everything:
+        import hgx
+
+        hgx_meta = {
+            "date": started,
+            "machine": machine,
+            "load average (1, 5, 15 min) before / after": load,
+            "vfioctl": f"`{os.path.relpath(vfioctl, REPO) if vfioctl.startswith(REPO + '/') else vfioctl}` "
+            f"({version(vfioctl + ' --version')}; checkout {sh('git -C ' + REPO + ' rev-parse --short HEAD').strip()})",
+        }
+        if args.baseline:
+            hgx_meta["vfioctl (before)"] = f"{args.baseline_label or args.baseline} " \
+                f"({version(os.path.abspath(args.baseline) + ' --version')})"
+        hgx_meta["command"] = (
+            f"`bench/run.py --parts {args.parts} --hgx-runs {args.hgx_runs} --unbind-s {args.unbind_s:g}"
+            + (" --baseline BIN" if args.baseline else "")
+            + f"` (paired runs, order alternating), {time.monotonic() - t0:.0f} s of measuring in all"
+        )
+        doc = replace_between(doc, hgx.BEGIN, hgx.END, hgx.render(everything["hgx"], hgx_meta, args.unbind_s))
+    results = everything.get("sizes")
+    if not results:
+        open(args.out, "w").write(doc)
+        print(f"bench: wrote {args.out}", file=sys.stderr)
+        return
     meta = {
         "date": started,
-        "machine": f"{cpu.group(1) if cpu else platform.processor()}, {os.cpu_count()} CPUs, "
-        f"kernel {platform.release()}",
-        "load average (1, 5, 15 min) before / after": f"{' '.join(load_before)} / "
-        f"{' '.join(open('/proc/loadavg').read().split()[:3])}",
+        "machine": machine,
+        "load average (1, 5, 15 min) before / after": load,
         "vfioctl": f"{sh('git -C ' + REPO + ' rev-parse --short HEAD').strip()} "
         f"({version(vfioctl + ' --version')})",
         "peers": f"pciutils {dpkg('pciutils')}, driverctl {dpkg('driverctl')}, dpdk {dpkg('dpdk')}",
@@ -320,12 +387,7 @@ def outer(args):
     }
     if args.baseline:
         meta["baseline"] = f"`vfioctl (before)` rows: {args.baseline_label or args.baseline}"
-    text = render(results, meta)
-    doc = open(args.out).read() if os.path.exists(args.out) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    if BEGIN in doc and END in doc:
-        doc = doc[: doc.index(BEGIN)] + text + doc[doc.index(END) + len(END) :]
-    else:
-        doc += "\n" + text + "\n"
+    doc = replace_between(doc, BEGIN, END, render(results, meta))
     open(args.out, "w").write(doc)
     print(f"bench: wrote {args.out}", file=sys.stderr)
 
@@ -338,6 +400,10 @@ def main():
     p.add_argument("--baseline", help="another vfioctl binary to measure beside it (before/after)")
     p.add_argument("--baseline-label", help="what the baseline binary is, for the document")
     p.add_argument("--hosts", default="/var/tmp/vfioctl-bench", help="where the fake hosts are built")
+    p.add_argument("--parts", default="sizes,hgx",
+                   help="sizes (fake hosts by size), hgx (the HGX board on the simulated kernel) or both")
+    p.add_argument("--hgx-runs", type=int, default=3, help="paired runs of the HGX board rows")
+    p.add_argument("--unbind-s", type=float, default=2.0, help="each unbind's time on the simulated kernel")
     p.add_argument("--out", default=os.path.join(REPO, "docs/benchmarks.md"))
     p.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--trees", help=argparse.SUPPRESS)

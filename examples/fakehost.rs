@@ -1,5 +1,7 @@
 //! Builds a large fake host root for benchmarks (`make bench`):
-//! `cargo run --release --example fakehost -- DIR FUNCTIONS`.
+//! `cargo run --release --example fakehost -- DIR FUNCTIONS`, or the seed
+//! HGX board for the simulated-kernel rows (bench/simkernel.py):
+//! `cargo run --release --example fakehost -- DIR hgx` (see [`hgx`]).
 //!
 //! FUNCTIONS is rounded up to a multiple of 64. Every 64 functions are one
 //! block shaped like a slice of a GPU server:
@@ -18,6 +20,9 @@
 
 #[path = "../tests/support/fakehost.rs"]
 mod fakehost;
+#[allow(dead_code)]
+#[path = "../tests/support/topologies.rs"]
+mod topologies;
 
 use fakehost::{Dev, FakeHost};
 
@@ -152,12 +157,35 @@ fn block(host: &mut FakeHost, groups: &mut Groups, b: u32) {
     }
 }
 
+/// The seed HGX A100 board of the test suite (`topologies::hgx_a100`: 8
+/// A100s behind PCIe switches, 6 NVSwitches on nvidia-nvswitch, each in its
+/// own IOMMU group, Fabric Manager not enabled) with every GPU on nvidia: the
+/// two the seed has on vfio-pci are moved back, their override cleared. The
+/// host's NVMe, NIC and BMC VGA stay, vfio-pci is registered and nothing is
+/// declared: `bind 10de:20b0 10de:1af1` changes all 14 functions.
+fn hgx(dir: &str) {
+    let host = topologies::hgx_a100();
+    host.register_driver("vfio-pci", Some("vfio_pci"));
+    for gpu in ["0000:25:00.0", "0000:2b:00.0"] {
+        host.unbind(gpu).bind(gpu, "nvidia", Some("nvidia"));
+        let dir = host.device_dir(gpu);
+        std::fs::write(dir.join("driver_override"), "(null)\n").expect("clear the override");
+        std::fs::write(dir.join("enable"), "1\n").expect("enable the GPU");
+    }
+    let kept = host.keep();
+    std::fs::rename(&kept, dir).expect("move the tree to DIR (same filesystem)");
+    println!("{dir}: the seed HGX board, 8 A100s and 6 NVSwitches");
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(dir), Some(functions)) = (args.next(), args.next()) else {
-        eprintln!("usage: fakehost DIR FUNCTIONS");
+        eprintln!("usage: fakehost DIR FUNCTIONS|hgx");
         std::process::exit(2);
     };
+    if functions == "hgx" {
+        return hgx(&dir);
+    }
     let functions: u32 = functions.parse().expect("FUNCTIONS is a number");
     let blocks = functions.div_ceil(BLOCK).max(1);
     let mut host = FakeHost::new();

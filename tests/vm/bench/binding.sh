@@ -1,10 +1,15 @@
 # shellcheck shell=bash
 # Binding benchmark (not part of `make test`: `make bench-vm`, or
-# `tests/vm/run --bench binding`): binds 1 device (the e1000e, from e1000e)
-# and N VFs (the nvme's 2, driverless with autoprobe off; the igb's 7, from
-# igbvf) to vfio-pci and back, REPS times each, by:
+# `tests/vm/run --bench binding`): binds 1 device (the e1000e, from e1000e),
+# N VFs (the nvme's 2, driverless with autoprobe off; the igb's 7, from
+# igbvf) and several devices of different drivers at once (the NVMe
+# controller, the e1000e and the igb's 7 VFs) to vfio-pci and back, REPS
+# times each, by:
 #   shell    driver_override + unbind + drivers_probe per device, bash
 #            builtins only (no process started): about the kernel's own time;
+#   shellpar (several devices only) the same writes, each device's in a
+#            background job (a forked bash), then `wait`: the kernel's time
+#            when the devices change at once;
 #   vfioctl  one `vfioctl bind DEVICES...`, one `vfioctl restore DEVICES...`;
 #   vfioctl1 one `vfioctl bind` and `restore` per device (as udev-hook runs);
 #   virsh    `virsh nodedev-detach` / `nodedev-reattach`, one call per device
@@ -14,7 +19,7 @@
 # it should; times go to /run/vmtest/binding-times, the tables to the log
 # and /vmshare/results/binding.md (binding-report.py).
 # boot: iommu=on udev=on
-# timeout: 900
+# timeout: 1800
 
 REPS=${VM_BENCH_REPS:-5}
 times=/run/vmtest/binding-times
@@ -51,6 +56,17 @@ back_shell() {
 		printf '%s' "$d" >/sys/bus/pci/drivers_probe 2>/dev/null
 	done
 	return 0
+}
+# Each device's writes in its own background job, all at once.
+bind_shellpar() {
+	local d
+	for d; do bind_shell "$d" & done
+	wait
+}
+back_shellpar() {
+	local d
+	for d; do back_shell "$d" & done
+	wait
 }
 bind_vfioctl() { "$VFIOCTL" bind "$@" >/dev/null; }
 back_vfioctl() { "$VFIOCTL" restore "$@" >/dev/null; }
@@ -99,16 +115,41 @@ timed() {
 	return $rc
 }
 
+# drivers_now_are WANT DEVICES...: the devices' drivers are WANT, a list as
+# drivers_of prints it.
+drivers_now_are() {
+	local want=$1
+	shift
+	[[ $(drivers_of "$@") == "$want" ]]
+}
+
+# on_host_drivers DEVICES...: every device on a driver, none on vfio-pci.
+on_host_drivers() {
+	local d
+	for d; do
+		[[ $(driver_of "$d") != none && $(driver_of "$d") != vfio-pci ]] || return 1
+	done
+}
+
 failures=0
-# bench SET NATIVE DEVICES...: REPS rounds of each method, there and back.
+# bench SET NATIVE DEVICES...: REPS rounds of each method of METHODS, there
+# and back. NATIVE is the driver every device starts on, or "mixed": each
+# device's own (as found), which every run must give back.
+METHODS="shell vfioctl vfioctl1 virsh"
 bench() {
-	local set=$1 native=$2 rep method
+	local set=$1 native=$2 rep method natives
 	shift 2
 	local n=$#
-	check "$set-starts-on-$native" drivers_are "$native" "$@"
+	if [[ $native == mixed ]]; then
+		check "$set-starts-on-host-drivers" on_host_drivers "$@"
+		natives=$(drivers_of "$@")
+	else
+		check "$set-starts-on-$native" drivers_are "$native" "$@"
+		natives=$(drivers_of "$@")
+	fi
 	for ((rep = 0; rep < REPS; rep++)); do
 		timed "$set" vfioctl dry-run "$n" dry_vfioctl "$@"
-		for method in shell vfioctl vfioctl1 virsh; do
+		for method in $METHODS; do
 			# One device: one process either way.
 			[[ $method == vfioctl1 && $n == 1 ]] && continue
 			timed "$set" "$method" bind "$n" "bind_$method" "$@"
@@ -118,14 +159,14 @@ bench() {
 			fi
 			timed "$set" "$method" back "$n" "back_$method" "$@"
 			# igbvf and e1000e probe synchronously; allow a slow reprobe anyway.
-			if ! wait_for 10 drivers_are "$native" "$@"; then
+			if ! wait_for 10 drivers_now_are "$natives" "$@"; then
 				fail "$set-$method-back-$rep" "drivers: $(drivers_of "$@")"
 				((failures++))
 				back_shell "$@"
 			fi
 		done
 	done
-	check "$set-ends-on-$native" drivers_are "$native" "$@"
+	check "$set-ends-on-${native/#mixed/its-drivers}" drivers_now_are "$natives" "$@"
 }
 
 for ((rep = 0; rep < REPS; rep++)); do
@@ -148,10 +189,16 @@ if have_igb; then
 	check igb-vfs-on-igbvf wait_for 60 drivers_are igbvf "${igb_vfs[@]}"
 	check libvirt-sees-igb-vfs wait_for 30 virsh -q -c qemu:///system nodedev-dumpxml "$(nodedev "${igb_vfs[-1]}")"
 	bench igb-vfs igbvf "${igb_vfs[@]}"
-	wr "$SYS/$IGB/sriov_numvfs" 0
 else
 	skip igb-vfs "no igb in $VM_QEMU"
 fi
+
+# Several devices of different drivers at once: the NVMe controller (no
+# VFs now), the e1000e and the igb's VFs (when there is an igb).
+several=("$NVME" "$E1000E")
+have_igb && several+=("${igb_vfs[@]}")
+METHODS="shell shellpar vfioctl" bench several mixed "${several[@]}"
+have_igb && wr "$SYS/$IGB/sriov_numvfs" 0
 
 expect every-run-ended-as-it-should "$failures" 0
 kill "$(cat /run/vmtest/libvirtd-bench.pid)"
