@@ -337,6 +337,12 @@ pub struct CheckArgs {
     #[arg(long, value_name = "FILE")]
     pub prometheus: Option<std::path::PathBuf>,
 
+    /// Follow Node Problem Detector's custom plugin contract: one line of at
+    /// most 80 bytes naming the worst check, exit 0 OK, 1 a problem (WARNING
+    /// or CRITICAL), 2 UNKNOWN (see NODE PROBLEM DETECTOR).
+    #[arg(long, conflicts_with = "json")]
+    pub npd: bool,
+
     /// Expected counts, as TOML: [[expect]] ids = "10de:20b0", driver = "vfio-pci", count = 8.
     #[arg(long, value_name = "FILE")]
     pub expect: Option<std::path::PathBuf>,

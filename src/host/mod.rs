@@ -11,6 +11,7 @@ pub mod modules;
 mod proc_walk;
 pub mod root;
 pub mod state;
+pub mod survey;
 pub mod sysfs;
 pub mod udev;
 pub mod usage;

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod inventory;
 pub mod modalias;
 pub mod selector;
+pub mod survey;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 pub mod usage;
