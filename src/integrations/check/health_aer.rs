@@ -256,42 +256,40 @@ pub(super) fn verdict(
         .filter_map(|(_, d, _)| Some(d.restarted?.0))
         .collect();
     restarts.dedup();
-    let sum = |pick: &dyn Fn(&(PciAddress, &Decision, AerTotals)) -> Option<AerTotals>| {
-        counted
-            .iter()
-            .filter_map(pick)
-            .fold(AerTotals::default(), |s, c| AerTotals {
-                correctable: s.correctable + c.correctable,
-                nonfatal: s.nonfatal + c.nonfatal,
-                fatal: s.fatal + c.fatal,
-            })
+    let sum = |totals: &mut dyn Iterator<Item = AerTotals>| {
+        totals.fold(AerTotals::default(), |s, c| AerTotals {
+            correctable: s.correctable + c.correctable,
+            nonfatal: s.nonfatal + c.nonfatal,
+            fatal: s.fatal + c.fatal,
+        })
     };
     let path = format!("{} function(s) up to root port {root_port}", counted.len());
-    let ok = if !reasons.is_empty() {
-        format!(
-            "{prefix}{} ({}{}) on {path}: {} since enumeration",
-            if h.keeps_baseline {
-                "baseline taken"
-            } else {
-                "no baseline to judge against"
-            },
-            reasons.join(", "),
-            if h.keeps_baseline {
-                ""
-            } else {
-                "; vfioctl check takes one"
-            },
-            counts(&sum(&|(_, _, c)| Some(*c)))
-        )
-    } else if !restarts.is_empty() {
-        format!(
+    let ok =
+        if !reasons.is_empty() {
+            format!(
+                "{prefix}{} ({}{}) on {path}: {} since enumeration",
+                if h.keeps_baseline {
+                    "baseline taken"
+                } else {
+                    "no baseline to judge against"
+                },
+                reasons.join(", "),
+                if h.keeps_baseline {
+                    ""
+                } else {
+                    "; vfioctl check takes one"
+                },
+                counts(&sum(&mut counted.iter().map(|(_, _, c)| *c)))
+            )
+        } else if !restarts.is_empty() {
+            format!(
             "{prefix}counters restarted ({}): no new errors since on {path}; the baseline held {}",
             restarts.join(", "),
-            counts(&sum(&|(_, d, _)| Some(d.restarted?.1)))
+            counts(&sum(&mut counted.iter().filter_map(|(_, d, _)| Some(d.restarted?.1))))
         )
-    } else {
-        format!("{prefix}no new errors on {path}")
-    };
+        } else {
+            format!("{prefix}no new errors on {path}")
+        };
     let evidence = counted
         .iter()
         .map(|(a, d, c)| {
