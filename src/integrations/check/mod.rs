@@ -411,6 +411,22 @@ mod tests {
     }
 
     #[test]
+    fn expected_ids_are_vendor_and_device_only() {
+        let e = |ids: &str| Expectation {
+            ids: ids.into(),
+            driver: None,
+            count: 1,
+        };
+        assert_eq!(
+            e("10de:20b0").vendor_device(),
+            Some((VendorId(0x10de), DeviceId(0x20b0)))
+        );
+        for bad in ["10de:20b0:10de:134f", "10de", "10de:", "nvidia:a100", ""] {
+            assert_eq!(e(bad).vendor_device(), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn the_overall_verdict_is_the_most_severe() {
         let inv = Inventory::default();
         let f = facts(&inv, vec![]);
