@@ -498,7 +498,7 @@ fn aer_the_host_cannot_report_is_not_judged() {
             .clone()
     };
     assert_eq!(reason("health.aer.0000:01:00.0"), "firmware_first_aer");
-    assert_eq!(reason("health.aer.0000:00:18.0"), "no_pcie_link");
+    assert_eq!(reason("health.aer.0000:00:18.0"), "no_root_port");
     assert_eq!(reason("health.aer.0000:02:00.0"), "no_aer_capability");
     assert_eq!(reason("health.link.0000:01:00.0"), serde_json::Value::Null);
     assert_eq!(value["not_judged"]["firmware_first_aer"], 1, "{value}");
@@ -506,7 +506,7 @@ fn aer_the_host_cannot_report_is_not_judged() {
     // An operator who wants to hear of it: WARNING with the remedy, or UNKNOWN.
     host.write(
         "etc/vfioctl/check.toml",
-        "[not_judged]\nfirmware_first_aer = \"warning\"\nno_pcie_link = \"unknown\"\n",
+        "[not_judged]\nfirmware_first_aer = \"warning\"\nno_root_port = \"unknown\"\n",
     );
     let (_, out) = check(&host, &[]);
     let l = health(&out, "aer", "0000:01:00.0");

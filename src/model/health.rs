@@ -298,9 +298,11 @@ pub enum NotJudged {
     /// The firmware keeps AER below the root port (firmware-first: no
     /// `pcie002` service): the OS's counters stay 0.
     FirmwareFirstAer,
-    /// No PCIe link: a conventional PCI function, or an integrated endpoint
-    /// on a root bus (no link, no root port whose AER service would count).
+    /// No PCIe link: a conventional PCI function or an integrated endpoint.
     NoPcieLink,
+    /// On a root bus (an integrated endpoint, or a device a hypervisor put
+    /// on the root complex): no root port whose AER service would count.
+    NoRootPort,
     /// No AER capability on the device or any port above it.
     NoAerCapability,
 }
@@ -311,6 +313,7 @@ impl NotJudged {
         match self {
             NotJudged::FirmwareFirstAer => "firmware_first_aer",
             NotJudged::NoPcieLink => "no_pcie_link",
+            NotJudged::NoRootPort => "no_root_port",
             NotJudged::NoAerCapability => "no_aer_capability",
         }
     }
@@ -319,6 +322,7 @@ impl NotJudged {
         match self {
             NotJudged::FirmwareFirstAer => "firmware-first AER",
             NotJudged::NoPcieLink => "no PCIe link",
+            NotJudged::NoRootPort => "no root port",
             NotJudged::NoAerCapability => "no AER capability",
         }
     }
@@ -332,6 +336,7 @@ impl NotJudged {
 pub struct NotJudgedThresholds {
     pub firmware_first_aer: Severity,
     pub no_pcie_link: Severity,
+    pub no_root_port: Severity,
     pub no_aer_capability: Severity,
 }
 
@@ -340,6 +345,7 @@ impl Default for NotJudgedThresholds {
         NotJudgedThresholds {
             firmware_first_aer: Severity::Ok,
             no_pcie_link: Severity::Ok,
+            no_root_port: Severity::Ok,
             no_aer_capability: Severity::Ok,
         }
     }
@@ -350,6 +356,7 @@ impl NotJudgedThresholds {
         match why {
             NotJudged::FirmwareFirstAer => self.firmware_first_aer,
             NotJudged::NoPcieLink => self.no_pcie_link,
+            NotJudged::NoRootPort => self.no_root_port,
             NotJudged::NoAerCapability => self.no_aer_capability,
         }
     }

@@ -89,7 +89,7 @@ pub fn render(results: &[CheckResult], status: Verdict, h: &HealthInput, vms: &V
         &mut out,
         "vfioctl_device_not_judged_info",
         "gauge",
-        "A health family of a device the host cannot report by design (reason: firmware_first_aer, no_pcie_link, no_aer_capability); its verdict is check.toml's [not_judged].",
+        "A health family of a device the host cannot report by design (reason: firmware_first_aer, no_pcie_link, no_root_port, no_aer_capability); its verdict is check.toml's [not_judged].",
         &results
             .iter()
             .filter_map(|r| {

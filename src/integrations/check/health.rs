@@ -122,7 +122,7 @@ fn hops(readings: &[(String, PciAddress)]) -> Vec<String> {
 }
 
 /// The remedy of a `no_pcie_link` verdict an operator raised above OK.
-pub(super) const NO_LINK_REMEDY: &str = "a function without a PCIe link has none to judge: its health is its bars, reset and power checks; [not_judged] no_pcie_link in /etc/vfioctl/check.toml sets this verdict";
+const NO_LINK_REMEDY: &str = "a function without a PCIe link has none to judge: its health is its bars, reset and power checks; [not_judged] no_pcie_link in /etc/vfioctl/check.toml sets this verdict";
 
 /// `health.link.ADDRESS`: every hop from the device up to its root port
 /// runs at the width (and, while idle, the speed) the narrowest and slowest

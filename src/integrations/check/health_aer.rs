@@ -5,8 +5,8 @@
 //! Where the host cannot count by design the family is not judged
 //! (`health_input::not_judged`, OK unless check.toml says otherwise): the
 //! firmware owns AER below the root port (no `pcie002` service: the
-//! counters stay 0), a device on a root bus (no link, no root port), no
-//! AER capability on the path.
+//! counters stay 0), a device on a root bus (no root port), no AER
+//! capability on the path.
 //!
 //! The baseline (per function: counts, when, boot id, identity) is taken
 //! silently when a function is first seen and on `check --new-aer-baseline`.
@@ -169,9 +169,9 @@ pub(super) fn verdict(
             h,
             id,
             dev.address,
-            NotJudged::NoPcieLink,
-            format!("{prefix}on a root bus (an integrated endpoint): no PCIe link, and no root port whose AER service would count its errors"),
-            super::health::NO_LINK_REMEDY,
+            NotJudged::NoRootPort,
+            format!("{prefix}on a root bus (an integrated endpoint, or a device a hypervisor put on the root complex): no root port whose AER service would count its errors"),
+            "watch dmesg for the device's errors; [not_judged] no_root_port in /etc/vfioctl/check.toml sets this verdict",
         );
     };
     let counted: Vec<(PciAddress, &Decision, AerTotals)> = h
