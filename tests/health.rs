@@ -37,6 +37,17 @@ fn json(host: &FakeHost, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
 
+/// One check of a `check --json` document, by id.
+fn by_id(value: &serde_json::Value, id: &str) -> serde_json::Value {
+    value["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id} in {value}"))
+        .clone()
+}
+
 /// Replaces bytes of a function's config space.
 fn patch_config(host: &FakeHost, addr: &str, offset: usize, bytes: &[u8]) {
     let path = host.device_dir(addr).join("config");
@@ -249,14 +260,7 @@ fn aer_counts_rising_between_runs_and_a_reboot_resetting_them() {
     assert!(health(&out, "aer", GPU).starts_with("CRITICAL"), "{out}");
     // A nonfatal error on the GPU itself adds a warning to it.
     host.aer_counts(GPU, &[("RxErr", 3)], &[("CmpltTO", 2)], &[]);
-    let value = json(&host, &[]);
-    let aer = value["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == format!("health.aer.{GPU}"))
-        .unwrap()
-        .clone();
+    let aer = by_id(&json(&host, &[]), &format!("health.aer.{GPU}"));
     assert_eq!(aer["status"], "CRITICAL");
     assert_eq!(aer["device"], GPU);
     let message = aer["message"].as_str().unwrap();
@@ -341,14 +345,7 @@ fn fatal_errors_after_a_restart_are_judged_as_new() {
         "{l}"
     );
     assert!(l.contains("--new-aer-baseline"), "{l}");
-    let json = json(&host, &[]);
-    let aer = json["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == format!("health.aer.{GPU}"))
-        .unwrap()
-        .clone();
+    let aer = by_id(&json(&host, &[]), &format!("health.aer.{GPU}"));
     assert_eq!(aer["status"], "CRITICAL", "reported again: {aer}");
     assert!(
         aer["message"]
@@ -488,15 +485,7 @@ fn aer_the_host_cannot_report_is_not_judged() {
         "{l}"
     );
     let value = json(&host, &[]);
-    let reason = |id: &str| {
-        value["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == id)
-            .unwrap()["not_judged"]
-            .clone()
-    };
+    let reason = |id: &str| by_id(&value, id)["not_judged"].clone();
     assert_eq!(reason("health.aer.0000:01:00.0"), "firmware_first_aer");
     assert_eq!(reason("health.aer.0000:00:18.0"), "no_root_port");
     assert_eq!(reason("health.aer.0000:02:00.0"), "no_aer_capability");
@@ -868,12 +857,7 @@ fn show_prints_the_health_section() {
         health["functions"][2]["link"]["current_width"], 8,
         "{health}"
     );
-    let link = health["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == format!("health.link.{GPU}"))
-        .unwrap();
+    let link = by_id(health, &format!("health.link.{GPU}"));
     assert_eq!(link["status"], "WARNING");
     assert!(
         !host.path("var/lib/vfioctl/aer-baseline.json").exists(),
