@@ -160,13 +160,17 @@ pub enum Command {
     /// Checks CPU virtualization, the kernel command line, the IOMMU (firmware
     /// table, units and groups, interrupt remapping), the vfio modules, every
     /// declared binding (present, on its driver, override set, /dev/vfio node,
-    /// group viable), the boot files and udev rules, libvirt's view when
-    /// reachable, and optional expected counts. Then whether each device is
-    /// fit for the next VM (every declared device and every device on a VFIO
-    /// driver; --all adds every GPU and NVSwitch): PCIe link width and speed
-    /// to the root port, AER errors since a baseline, reset method, power
-    /// state, BAR0 and config space, and SR-IOV PFs (see DEVICE HEALTH).
-    /// Runs without privileges; what it cannot read is UNKNOWN, never OK.
+    /// group viable), the boot files and udev rules, the change record,
+    /// libvirt's view when reachable, and optional expected counts. Then
+    /// whether each device is fit for the next VM (every declared device and
+    /// every device on a VFIO driver; --all adds every GPU and NVSwitch): PCIe
+    /// link width and speed to the root port, AER errors since a baseline,
+    /// reset method, power state, BAR0 and config space, and SR-IOV PFs (see
+    /// DEVICE HEALTH). Runs without privileges; what it cannot read is
+    /// UNKNOWN, never OK; what the host cannot report by design (firmware-first
+    /// AER) is OK with the reason unless check.toml says otherwise. The first
+    /// line is the monitoring-plugins summary, the table follows (see
+    /// MONITORING).
     Check(CheckArgs),
     /// Show libvirt's PCI node devices with the device_type Nova derives, cross-checked with sysfs.
     ///
