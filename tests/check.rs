@@ -413,6 +413,32 @@ fn runs_without_privileges() {
         line(&out, "binding.0000:25:00.0").starts_with("OK"),
         "{out}"
     );
+    // A driver's directory it may not list would hide what is bound there
+    // (vfio-pci's: the GPUs it judges): the check cannot run, and says so.
+    std::fs::set_permissions(
+        host.path("sys/bus/pci/drivers/vfio-pci"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(env!("CARGO_BIN_EXE_vfioctl"))
+        .args(["--root", host.root().to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(3), "{out}");
+    assert!(
+        out.starts_with("VFIOCTL UNKNOWN - cannot read the PCI inventory: cannot list ")
+            && out.contains("/sys/bus/pci/drivers/vfio-pci"),
+        "{out}"
+    );
 }
 
 /// A declaration by IDs records how many functions it covered; one falling

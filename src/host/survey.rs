@@ -14,7 +14,7 @@ use crate::model::{DriverName, PciAddress};
 use super::sysfs::{
     entries, open_devices, open_dir_at, read_all, read_attr, InventoryError, PCI_DRIVERS,
 };
-use super::HostRoot;
+use super::{HostIoError, HostRoot};
 
 /// What the survey found: every function whose `modalias` it could read,
 /// and the addresses it could not (vanished while read, or a format it does
@@ -34,15 +34,31 @@ pub fn survey(root: &HostRoot) -> Result<Survey, InventoryError> {
         .iter()
         .filter_map(|n| PciAddress::from_sysfs_name(n))
         .collect();
+    // A driver directory that cannot be listed would hide what is bound to
+    // it (a function on vfio-pci taken for driverless): an error, as the
+    // inventory's listing of the drivers is. None at all: no driver.
+    let drivers_path = root.path(PCI_DRIVERS);
+    let cannot_list = |path: std::path::PathBuf, e: std::io::Error| HostIoError {
+        action: "cannot list",
+        path,
+        source: e,
+    };
     let mut bound: HashMap<PciAddress, DriverName> = HashMap::new();
-    if let Ok(drivers_dir) = super::sysfs::open_dir(&root.path(PCI_DRIVERS)) {
-        for driver in entries(drivers_dir.as_fd()) {
-            let Ok(dir) = open_dir_at(drivers_dir.as_fd(), &driver) else {
-                continue;
-            };
-            for name in entries(dir.as_fd()) {
-                if let Some(address) = PciAddress::from_sysfs_name(&name) {
-                    bound.insert(address, DriverName::new(driver.as_str()));
+    match super::sysfs::open_dir(&drivers_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(cannot_list(drivers_path, e).into()),
+        Ok(drivers_dir) => {
+            for driver in entries(drivers_dir.as_fd()) {
+                let dir = match open_dir_at(drivers_dir.as_fd(), &driver) {
+                    Ok(dir) => dir,
+                    // Not a driver's directory.
+                    Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::NOENT) => continue,
+                    Err(e) => return Err(cannot_list(drivers_path.join(&driver), e.into()).into()),
+                };
+                for name in entries(dir.as_fd()) {
+                    if let Some(address) = PciAddress::from_sysfs_name(&name) {
+                        bound.insert(address, DriverName::new(driver.as_str()));
+                    }
                 }
             }
         }
