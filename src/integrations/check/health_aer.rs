@@ -202,7 +202,7 @@ pub(super) fn verdict(
             id,
             dev.address,
             NotJudged::FirmwareFirstAer,
-            format!("{prefix}the OS does not own AER below root port {root_port} (no /sys/bus/pci_express/devices/{root_port}:pcie002: firmware-first, or pcie_ports=compat): the firmware handles its errors, and the counters stay 0"),
+            format!("{prefix}the OS does not own AER below root port {root_port} (no /sys/bus/pci_express/devices/{root_port}:pcie002: firmware-first, or pcie_ports=compat): the counters stay 0 (firmware-first: the firmware's, BMC's, log has its errors)"),
             FIRMWARE_FIRST_REMEDY,
         );
     }
