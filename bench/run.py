@@ -417,6 +417,11 @@ def outer(args):
     paired_meta = {
         k: v for k, v in meta.items() if k in ("date", "machine", "load average (1, 5, 15 min) before / after", "vfioctl", "baseline")
     }
+    if os.nice(0):
+        paired_meta["priority"] = (
+            f"run at niceness {os.nice(0)} (`nice -n {os.nice(0)} bench/run.py ...`): the other work on the "
+            "machine gets the cores less often, as on a quieter machine"
+        )
     paired_meta["tree"] = (
         f"`fakehost {PAIRED_SIZE} --one-gpu`: {PAIRED_SIZE:,} functions, the first A100 on vfio-pci "
         "and declared by address, everything else on its own driver"
