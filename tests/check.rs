@@ -4,7 +4,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use support::fakehost::FakeHost;
 use support::{golden, topologies};
@@ -386,25 +385,9 @@ fn runs_without_privileges() {
         std::fs::Permissions::from_mode(0o600),
     )
     .unwrap();
-    let output = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--",
-        ])
-        .arg(env!("CARGO_BIN_EXE_vfioctl"))
-        .args(["--root", host.root().to_str().unwrap(), "check"])
-        .output()
-        .unwrap();
-    let out = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(3),
-        "{out}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let run = support::cli::vfioctl_as_nobody(host.root(), &["check"]);
+    let out = run.stdout;
+    assert_eq!(run.status, 3, "{out}{}", run.stderr);
     assert!(
         line(&out, "iommu.interrupt_remapping").starts_with("UNKNOWN"),
         "{out}"
@@ -420,20 +403,9 @@ fn runs_without_privileges() {
         std::fs::Permissions::from_mode(0o700),
     )
     .unwrap();
-    let output = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--",
-        ])
-        .arg(env!("CARGO_BIN_EXE_vfioctl"))
-        .args(["--root", host.root().to_str().unwrap(), "check"])
-        .output()
-        .unwrap();
-    let out = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(output.status.code(), Some(3), "{out}");
+    let run = support::cli::vfioctl_as_nobody(host.root(), &["check"]);
+    let out = run.stdout;
+    assert_eq!(run.status, 3, "{out}");
     assert!(
         out.starts_with("VFIOCTL UNKNOWN - cannot read the PCI inventory: cannot list ")
             && out.contains("/sys/bus/pci/drivers/vfio-pci"),

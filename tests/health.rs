@@ -793,21 +793,7 @@ fn without_privileges_the_baseline_is_read_not_written() {
         }
         dir.pop();
     }
-    let unprivileged = |root: &Path| {
-        let output = std::process::Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--",
-            ])
-            .arg(env!("CARGO_BIN_EXE_vfioctl"))
-            .args(["--root", root.to_str().unwrap(), "check"])
-            .output()
-            .unwrap();
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let unprivileged = |root: &Path| support::cli::vfioctl_as_nobody(root, &["check"]).stdout;
     let out = unprivileged(host.root());
     let l = line(&out, "health.aer_baseline");
     assert!(l.starts_with("UNKNOWN"), "{l}");
