@@ -214,6 +214,9 @@ install-files:
 	install -D -m 0644 $(GEN)/_vfioctl $(DESTDIR)$(ZSHCOMPDIR)/_vfioctl
 	install -D -m 0644 $(GEN)/vfioctl.fish $(DESTDIR)$(FISHCOMPDIR)/vfioctl.fish
 	install -D -m 0644 packaging/prometheus/vfioctl.rules.yml $(DESTDIR)$(DATADIR)/vfioctl/prometheus/vfioctl.rules.yml
+	install -d $(DESTDIR)$(DATADIR)/vfioctl/npd
+	sed 's|"/usr/sbin/vfioctl"|"$(SBINDIR)/vfioctl"|' packaging/npd/vfioctl-plugin-monitor.json > $(DESTDIR)$(DATADIR)/vfioctl/npd/vfioctl-plugin-monitor.json
+	chmod 0644 $(DESTDIR)$(DATADIR)/vfioctl/npd/vfioctl-plugin-monitor.json
 
 # Removes what install put there. /etc/vfioctl goes only while it holds nothing
 # but the untouched example: declarations are the operator's.
@@ -222,8 +225,9 @@ uninstall:
 		$(DESTDIR)$(UDEVRULESDIR)/70-vfioctl.rules $(DESTDIR)$(UNITDIR)/vfioctl-apply.service \
 		$(DESTDIR)$(PRESETDIR)/50-vfioctl.preset $(DESTDIR)$(MANDIR)/man8/vfioctl.8 \
 		$(DESTDIR)$(BASHCOMPDIR)/vfioctl $(DESTDIR)$(ZSHCOMPDIR)/_vfioctl $(DESTDIR)$(FISHCOMPDIR)/vfioctl.fish \
-		$(DESTDIR)$(DATADIR)/vfioctl/prometheus/vfioctl.rules.yml
-	-rmdir $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(DATADIR)/vfioctl/prometheus $(DESTDIR)$(DATADIR)/vfioctl 2>/dev/null
+		$(DESTDIR)$(DATADIR)/vfioctl/prometheus/vfioctl.rules.yml \
+		$(DESTDIR)$(DATADIR)/vfioctl/npd/vfioctl-plugin-monitor.json
+	-rmdir $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(DATADIR)/vfioctl/prometheus $(DESTDIR)$(DATADIR)/vfioctl/npd $(DESTDIR)$(DATADIR)/vfioctl 2>/dev/null
 	@if cmp -s packaging/example.toml $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d/example.toml; then \
 		rm -f $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d/example.toml; \
 		rmdir $(DESTDIR)$(SYSCONFDIR)/vfioctl/bindings.d $(DESTDIR)$(SYSCONFDIR)/vfioctl 2>/dev/null || true; \

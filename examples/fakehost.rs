@@ -1,6 +1,6 @@
 //! Builds a large fake host root for benchmarks (`make bench`):
-//! `cargo run --release --example fakehost -- DIR FUNCTIONS`, or the seed
-//! HGX board for the simulated-kernel rows (bench/simkernel.py):
+//! `cargo run --release --example fakehost -- DIR FUNCTIONS [--one-gpu]`, or
+//! the seed HGX board for the simulated-kernel rows (bench/simkernel.py):
 //! `cargo run --release --example fakehost -- DIR hgx` (see [`hgx`]).
 //!
 //! FUNCTIONS is rounded up to a multiple of 64. Every 64 functions are one
@@ -14,7 +14,10 @@
 //!
 //! That is 7 bridges and 57 endpoints, each in its own IOMMU group. One GPU in
 //! four is on vfio-pci and declared (by IDs, in etc/vfioctl/bindings.d). 32
-//! blocks share a PCI domain. The tree is the test suite's faithful sysfs
+//! blocks share a PCI domain. With `--one-gpu`, only the first GPU is on
+//! vfio-pci (declared by address) and every VF on its PF's driver: a host
+//! passing one device through, as `check`'s cost is measured on. The tree is
+//! the test suite's faithful sysfs
 //! layout (tests/support/fakehost.rs), plus this machine's pci.ids when present
 //! so vfioctl and lspci look names up in the same database.
 
@@ -46,7 +49,7 @@ fn addr(domain: u32, bus: u32, index: u32) -> String {
     format!("{domain:04x}:{bus:02x}:{:02x}.{}", index / 8, index % 8)
 }
 
-fn block(host: &mut FakeHost, groups: &mut Groups, b: u32) {
+fn block(host: &mut FakeHost, groups: &mut Groups, b: u32, one_gpu: bool) {
     let domain = b / BLOCKS_PER_DOMAIN;
     let slot = b % BLOCKS_PER_DOMAIN;
     let numa = (slot * 2 / BLOCKS_PER_DOMAIN) as i32;
@@ -84,7 +87,12 @@ fn block(host: &mut FakeHost, groups: &mut Groups, b: u32) {
             let gpu = Dev::endpoint(&end, 0x10de, 0x20b0, 0x030200)
                 .subsystem(0x10de, 0x134f)
                 .sriov(16);
-            if (b * 2 + i) % 4 == 0 {
+            let passed = if one_gpu {
+                b == 0 && i == 0
+            } else {
+                (b * 2 + i) % 4 == 0
+            };
+            if passed {
                 gpu.driver("vfio-pci", Some("vfio_pci"))
                     .driver_override("vfio-pci")
             } else {
@@ -124,7 +132,7 @@ fn block(host: &mut FakeHost, groups: &mut Groups, b: u32) {
             .vf_of(&pf)
             .group(groups.next())
             .numa(numa);
-            host.add(if vf % 4 == 0 {
+            host.add(if vf % 4 == 0 && !one_gpu {
                 vf_dev
                     .driver("vfio-pci", Some("vfio_pci"))
                     .driver_override("vfio-pci")
@@ -180,13 +188,21 @@ fn hgx(dir: &str) {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(dir), Some(functions)) = (args.next(), args.next()) else {
-        eprintln!("usage: fakehost DIR FUNCTIONS|hgx");
+        eprintln!("usage: fakehost DIR FUNCTIONS [--one-gpu] | fakehost DIR hgx");
         std::process::exit(2);
     };
     if functions == "hgx" {
         return hgx(&dir);
     }
     let functions: u32 = functions.parse().expect("FUNCTIONS is a number");
+    let one_gpu = match args.next().as_deref() {
+        None => false,
+        Some("--one-gpu") => true,
+        Some(other) => {
+            eprintln!("fakehost: unknown option {other}");
+            std::process::exit(2);
+        }
+    };
     let blocks = functions.div_ceil(BLOCK).max(1);
     let mut host = FakeHost::new();
     host.iommu_unit("dmar0");
@@ -196,12 +212,17 @@ fn main() {
     }
     let mut groups = Groups(0);
     for b in 0..blocks {
-        block(&mut host, &mut groups, b);
+        block(&mut host, &mut groups, b, one_gpu);
     }
-    host.write(
-        "etc/vfioctl/bindings.d/gpus.toml",
-        "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n",
-    );
+    let declaration = if one_gpu {
+        format!(
+            "[[binding]]\naddress = \"{}\"\nvendor = \"10de\"\ndevice = \"20b0\"\n",
+            addr(0, 3, 0)
+        )
+    } else {
+        "[[binding]]\nvendor = \"10de\"\ndevice = \"20b0\"\n".to_string()
+    };
+    host.write("etc/vfioctl/bindings.d/gpus.toml", declaration);
     let kept = host.keep();
     std::fs::rename(&kept, &dir).expect("move the tree to DIR (same filesystem)");
     println!("{dir}: {} functions", blocks * BLOCK);

@@ -162,13 +162,17 @@ pub enum Command {
     /// Checks CPU virtualization, the kernel command line, the IOMMU (firmware
     /// table, units and groups, interrupt remapping), the vfio modules, every
     /// declared binding (present, on its driver, override set, /dev/vfio node,
-    /// group viable), the boot files and udev rules, libvirt's view when
-    /// reachable, and optional expected counts. Then whether each device is
-    /// fit for the next VM (every declared device and every device on a VFIO
-    /// driver; --all adds every GPU and NVSwitch): PCIe link width and speed
-    /// to the root port, AER errors since a baseline, reset method, power
-    /// state, BAR0 and config space, and SR-IOV PFs (see DEVICE HEALTH).
-    /// Runs without privileges; what it cannot read is UNKNOWN, never OK.
+    /// group viable), the boot files and udev rules, the change record,
+    /// libvirt's view when reachable, and optional expected counts. Then
+    /// whether each device is fit for the next VM (every declared device and
+    /// every device on a VFIO driver; --all adds every GPU and NVSwitch): PCIe
+    /// link width and speed to the root port, AER errors since a baseline,
+    /// reset method, power state, BAR0 and config space, and SR-IOV PFs (see
+    /// DEVICE HEALTH). Runs without privileges; what it cannot read is
+    /// UNKNOWN, never OK; what the host cannot report by design (firmware-first
+    /// AER) is OK with the reason unless check.toml says otherwise. The first
+    /// line is the monitoring-plugins summary, the table follows (see
+    /// MONITORING).
     Check(CheckArgs),
     /// Show libvirt's PCI node devices with the device_type Nova derives, cross-checked with sysfs.
     ///
@@ -338,6 +342,12 @@ pub struct CheckArgs {
     /// Also write the node_exporter textfile-collector format to FILE (atomically; - for stdout).
     #[arg(long, value_name = "FILE")]
     pub prometheus: Option<std::path::PathBuf>,
+
+    /// Follow Node Problem Detector's custom plugin contract: one line of at
+    /// most 80 bytes naming the worst check, exit 0 OK, 1 a problem (WARNING
+    /// or CRITICAL), 2 UNKNOWN (see NODE PROBLEM DETECTOR).
+    #[arg(long, conflicts_with = "json")]
+    pub npd: bool,
 
     /// Expected counts, as TOML: [[expect]] ids = "10de:20b0", driver = "vfio-pci", count = 8.
     #[arg(long, value_name = "FILE")]

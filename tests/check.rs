@@ -4,7 +4,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use support::fakehost::FakeHost;
 use support::{golden, topologies};
@@ -130,6 +129,11 @@ fn prometheus_file_refuses_a_planted_symlink() {
     );
     assert_eq!(status, 3, "{out}{err}");
     assert!(err.contains("symlink"), "{err}");
+    // The first line monitoring shows says why the check could not run.
+    assert!(
+        out.starts_with("VFIOCTL UNKNOWN - vfioctl check failed: ") && out.contains("symlink"),
+        "{out}"
+    );
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:x:\n");
     let mode = std::fs::metadata(&victim).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -154,7 +158,14 @@ fn a_declared_device_restored_by_hand_is_critical() {
         !l.contains("not viable"),
         "its own driver is not repeated as a blocker: {l}"
     );
-    assert!(out.ends_with("CRITICAL: 26 checks\n"), "{out}");
+    assert!(
+        out.starts_with("VFIOCTL CRITICAL - 1 critical: binding.0000:25:00.0 | critical=1 warning=0 unknown=0 ok=26 not_judged=0\n"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("CRITICAL: 27 checks: 1 critical, 0 warning, 0 unknown, 26 ok\n"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -374,31 +385,30 @@ fn runs_without_privileges() {
         std::fs::Permissions::from_mode(0o600),
     )
     .unwrap();
-    let output = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--",
-        ])
-        .arg(env!("CARGO_BIN_EXE_vfioctl"))
-        .args(["--root", host.root().to_str().unwrap(), "check"])
-        .output()
-        .unwrap();
-    let out = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(3),
-        "{out}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let run = support::cli::vfioctl_as_nobody(host.root(), &["check"]);
+    let out = run.stdout;
+    assert_eq!(run.status, 3, "{out}{}", run.stderr);
     assert!(
         line(&out, "iommu.interrupt_remapping").starts_with("UNKNOWN"),
         "{out}"
     );
     assert!(
         line(&out, "binding.0000:25:00.0").starts_with("OK"),
+        "{out}"
+    );
+    // A driver's directory it may not list would hide what is bound there
+    // (vfio-pci's: the GPUs it judges): the check cannot run, and says so.
+    std::fs::set_permissions(
+        host.path("sys/bus/pci/drivers/vfio-pci"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let run = support::cli::vfioctl_as_nobody(host.root(), &["check"]);
+    let out = run.stdout;
+    assert_eq!(run.status, 3, "{out}");
+    assert!(
+        out.starts_with("VFIOCTL UNKNOWN - cannot read the PCI inventory: cannot list ")
+            && out.contains("/sys/bus/pci/drivers/vfio-pci"),
         "{out}"
     );
 }
@@ -557,5 +567,412 @@ fn declared_vf_counts_and_vf_drivers_are_checked() {
     assert!(
         !checks.iter().any(|c| c["id"] == "binding.0000:3b:00.2"),
         "a replaced card's VFs are not governed"
+    );
+}
+
+/// The seed's HGX host with every GPU and NVSwitch passed through (full
+/// fabric: Fabric Manager off), where the firmware owns AER: no root port
+/// has the OS's `pcie002` service.
+fn hgx_firmware_first() -> FakeHost {
+    let host = healthy();
+    std::fs::remove_file(
+        host.path("etc/systemd/system/multi-user.target.wants/nvidia-fabricmanager.service"),
+    )
+    .unwrap();
+    let passed: Vec<String> = std::fs::read_dir(host.path("sys/bus/pci/devices"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|a| {
+            let device = std::fs::read_to_string(host.device_dir(a).join("device")).unwrap();
+            matches!(device.trim(), "0x20b0" | "0x1af1")
+        })
+        .collect();
+    assert_eq!(passed.len(), 14, "8 GPUs and 6 NVSwitches");
+    for a in &passed {
+        host.unbind(a);
+        host.bind(a, "vfio-pci", Some("vfio_pci"));
+        host.write(
+            &format!("sys/bus/pci/devices/{a}/driver_override"),
+            "vfio-pci\n",
+        );
+        let group = std::fs::read_link(host.device_dir(a).join("iommu_group")).unwrap();
+        let group = group.file_name().unwrap().to_string_lossy().into_owned();
+        host.write(&format!("dev/vfio/{group}"), "");
+    }
+    for args in [
+        &["persist", "remove", "25:00.0", "2b:00.0"][..],
+        &["persist", "add", "10de:20b0", "10de:1af1"],
+        &["host-config", "--write"],
+    ] {
+        let (status, _, stderr) = vfioctl(host.root(), args);
+        assert_eq!(status, 0, "{args:?}: {stderr}");
+    }
+    for e in std::fs::read_dir(host.path("sys/bus/pci_express/devices")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    host
+}
+
+#[test]
+fn firmware_first_aer_on_the_hgx_seed_is_ok_with_the_note() {
+    let host = hgx_firmware_first();
+    let (status, out) = check(&host);
+    golden::check("check_firmware_first.txt", &out);
+    assert_eq!(status, 0, "{out}");
+    let first = out.lines().next().unwrap();
+    assert!(
+        first.starts_with("VFIOCTL OK - ")
+            && first.contains("checks OK; not judged: firmware-first AER on 14 |"),
+        "{first}"
+    );
+    let l = line(&out, "health.aer.0000:b7:00.0");
+    assert!(
+        l.starts_with("OK")
+            && l.contains("not judged: the OS does not own AER below root port 0000:b4:01.0"),
+        "{l}"
+    );
+    let run = support::cli::vfioctl(host.root(), &["check", "--npd"]);
+    assert_eq!(run.status, 0, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .ends_with("; not judged: firmware-first AER on 14\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.trim_end().len() <= 80, "{}", run.stdout);
+
+    // The operator wants to hear of it: WARNING (exit 1; NPD: a problem).
+    host.write(
+        "etc/vfioctl/check.toml",
+        "[not_judged]\nfirmware_first_aer = \"warning\"\n",
+    );
+    let (status, out) = check(&host);
+    assert_eq!(status, 1, "{out}");
+    assert!(
+        out.starts_with("VFIOCTL WARNING - 14 warning: health.aer.0000:25:00.0, "),
+        "{out}"
+    );
+    let run = support::cli::vfioctl(host.root(), &["check", "--npd"]);
+    assert_eq!(run.status, 1, "{}", run.stdout);
+    golden::check("check_npd_warning.txt", &run.stdout);
+    assert!(run.stdout.trim_end().len() <= 80, "{}", run.stdout);
+    host.write(
+        "etc/vfioctl/check.toml",
+        "[not_judged]\nfirmware_first_aer = \"unknown\"\n",
+    );
+    assert_eq!(check(&host).0, 3);
+    let run = support::cli::vfioctl(host.root(), &["check", "--npd"]);
+    assert_eq!(run.status, 2, "NPD's unknown: {}", run.stdout);
+}
+
+/// `check --npd`: Node Problem Detector's custom plugin contract. Exit 0
+/// OK, 1 a problem (WARNING or CRITICAL), 2 unknown; one line of at most
+/// 80 bytes naming the worst check (NPD keeps max_output_length bytes).
+#[test]
+fn npd_output_follows_the_custom_plugin_contract() {
+    let host = topologies::no_iommu();
+    host.write(
+        "proc/cpuinfo",
+        "vendor_id\t: GenuineIntel\nflags\t\t: vmx\n",
+    );
+    host.write("proc/cmdline", "root=/dev/vda1\n");
+    host.write("proc/interrupts", "  1:  9  IO-APIC 1-edge i8042\n");
+    let run = support::cli::vfioctl(host.root(), &["check", "--npd"]);
+    assert_eq!(run.status, 1, "CRITICAL is a problem: {}", run.stdout);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+    golden::check("check_npd_critical.txt", &run.stdout);
+    assert_eq!(run.stdout.lines().count(), 1);
+    assert!(run.stdout.trim_end().len() <= 80, "{}", run.stdout);
+
+    let host = healthy();
+    let run = support::cli::vfioctl(host.root(), &["check", "--npd"]);
+    assert_eq!(
+        (run.status, run.stdout.as_str()),
+        (0, "OK: 27 checks\n"),
+        "{}",
+        run.stderr
+    );
+    std::fs::remove_file(host.path("proc/cpuinfo")).unwrap();
+    let run = support::cli::vfioctl(host.root(), &["check", "--npd"]);
+    assert_eq!(run.status, 2, "UNKNOWN is NPD's unknown: {}", run.stdout);
+    assert!(
+        run.stdout
+            .starts_with("UNKNOWN cpu.virtualization: cannot read /proc/cpuinfo"),
+        "{}",
+        run.stdout
+    );
+    // No inventory at all: unknown, said in the line.
+    let empty = tempfile::tempdir().unwrap();
+    let run = support::cli::vfioctl(empty.path(), &["check", "--npd"]);
+    assert_eq!(run.status, 2, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .starts_with("UNKNOWN: cannot read the PCI inventory: no PCI sysfs at "),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.trim_end().len() <= 80, "{}", run.stdout);
+    // Two formats on stdout are a usage error (check's 3: NPD's unknown too).
+    for args in [
+        &["check", "--npd", "--json"][..],
+        &["check", "--npd", "--prometheus", "-"],
+    ] {
+        let run = support::cli::vfioctl(host.root(), args);
+        assert_eq!(run.status, 3, "{args:?}: {}{}", run.stdout, run.stderr);
+    }
+}
+
+/// A duration as Go's time.ParseDuration reads it (NPD's `invoke_interval`
+/// and `timeout`): one or more decimal numbers each with a unit (ns, us,
+/// µs, ms, s, m, h), or "0".
+fn go_duration(text: &str) -> Option<std::time::Duration> {
+    if text == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += number * seconds;
+        rest = &rest[unit_len..];
+    }
+    Some(std::time::Duration::from_secs_f64(total))
+}
+
+/// The shipped Node Problem Detector config, read with NPD's own field names
+/// (pkg/custompluginmonitor/types: CustomPluginConfig, pluginGlobalConfig,
+/// CustomRule, and pkg/types Condition), its defaults applied and its
+/// Validate rules checked (`plugin` is "custom"; no rule's timeout above
+/// the global one; a permanent rule's condition has a default condition;
+/// the rule's path is where the packages install vfioctl). NPD itself (Go)
+/// is not in Debian or on crates.io/PyPI, so this is its documented
+/// contract, not its code. Then the rule runs as NPD would run it.
+#[test]
+fn the_npd_config_reads_with_npd_fields_and_runs() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Global {
+        invoke_interval: Option<String>,
+        timeout: Option<String>,
+        max_output_length: Option<usize>,
+        concurrency: Option<usize>,
+        enable_message_change_based_condition_update: Option<bool>,
+        skip_initial_status: Option<bool>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Condition {
+        #[serde(rename = "type")]
+        kind: String,
+        reason: String,
+        message: String,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Rule {
+        #[serde(rename = "type")]
+        kind: String,
+        condition: String,
+        reason: String,
+        path: String,
+        args: Vec<String>,
+        timeout: Option<String>,
+        invoke_interval: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Config {
+        plugin: String,
+        #[serde(rename = "pluginConfig")]
+        plugin_config: Global,
+        source: String,
+        conditions: Vec<Condition>,
+        rules: Vec<Rule>,
+        #[serde(rename = "metricsReporting")]
+        metrics_reporting: Option<bool>,
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("packaging/npd/vfioctl-plugin-monitor.json");
+    let config: Config = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // NPD's defaults (ApplyConfiguration), then Validate.
+    let g = &config.plugin_config;
+    let timeout = go_duration(g.timeout.as_deref().unwrap_or("5s")).expect("a Go duration");
+    let interval =
+        go_duration(g.invoke_interval.as_deref().unwrap_or("30s")).expect("a Go duration");
+    let max_output = g.max_output_length.unwrap_or(80);
+    assert!(g.concurrency.unwrap_or(3) >= 1);
+    assert!(!g
+        .enable_message_change_based_condition_update
+        .unwrap_or(false));
+    assert!(!g.skip_initial_status.unwrap_or(false));
+    assert!(config.metrics_reporting.unwrap_or(true));
+    assert_eq!(config.plugin, "custom");
+    assert!(!config.source.is_empty());
+    assert_eq!(config.rules.len(), 1);
+    let rule = &config.rules[0];
+    assert!(rule.invoke_interval.is_none());
+    let rule_timeout = rule
+        .timeout
+        .as_deref()
+        .map(|t| go_duration(t).expect("a Go duration"));
+    assert!(
+        rule_timeout.is_none_or(|t| t <= timeout),
+        "rule timeout above the global one"
+    );
+    assert!(matches!(rule.kind.as_str(), "permanent" | "temporary"));
+    if rule.kind == "permanent" {
+        let default = config
+            .conditions
+            .iter()
+            .find(|c| c.kind == rule.condition)
+            .expect("a permanent rule's condition has a default condition");
+        assert!(!default.reason.is_empty() && !default.message.is_empty());
+        assert_ne!(
+            default.reason, rule.reason,
+            "the problem's reason differs from the default's"
+        );
+    }
+    assert_eq!(
+        rule.path, "/usr/sbin/vfioctl",
+        "where the packages install it"
+    );
+    // vfioctl's own deadlines fit in the rule's: libvirt's (--connect-timeout,
+    // 10 s by default) and the AER baseline's lock (2 s), with room to spare;
+    // and a run ends before the next is due.
+    let effective = rule_timeout.unwrap_or(timeout).min(timeout);
+    assert!(
+        effective >= std::time::Duration::from_secs(20),
+        "{effective:?}"
+    );
+    assert!(interval >= effective, "{interval:?} < {effective:?}");
+    assert!(max_output >= 80, "vfioctl's line is up to 80 bytes");
+    assert_eq!(rule.args, ["check", "--npd"]);
+
+    // The rule as NPD runs it: stdout trimmed and cut to max_output_length,
+    // exit 0 OK, 1 NonOK, anything else Unknown.
+    let host = healthy();
+    let mut args = vec!["--root", host.root().to_str().unwrap()];
+    args.extend(rule.args.iter().map(String::as_str));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vfioctl"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let message = String::from_utf8(output.stdout).unwrap();
+    let message = message.trim();
+    assert!(message.len() <= max_output, "cut by NPD: {message}");
+    assert_eq!((output.status.code(), message), (Some(0), "OK: 27 checks"));
+}
+
+/// Every way /run/vfioctl/changes.json can be unreadable (truncated, empty,
+/// a bad address, a bad driver in an intent, not a file) makes every change,
+/// the udev hook and recover refuse: check is CRITICAL, naming the file,
+/// why and what to do.
+#[test]
+fn a_broken_change_record_is_critical() {
+    let host = healthy();
+    let record = "run/vfioctl/changes.json";
+    let intent = r#"{"devices":{},"intent":{"command":"bind","pid":42,"process_start":null,"boot_id":null,"started_at":0,"devices":[{"address":"0000:25:00.0","before":{"driver":"../../nvidia","driver_override":null},"target":{"driver":"vfio-pci","driver_override":"vfio-pci"}}]}}"#;
+    for (what, text) in [
+        ("truncated", r#"{"devices":{"0000:25:00.0":{"driver":"vfio"#),
+        ("empty", ""),
+        (
+            "a bad address",
+            r#"{"devices":{"0000:zz:00.0":{"driver":"vfio-pci","previous_driver":"nvidia","previous_override":null,"changed_at":0,"command":"bind"}}}"#,
+        ),
+        ("a bad driver", intent),
+    ] {
+        host.write(record, text);
+        let (status, out) = check(&host);
+        assert_eq!(status, 2, "{what}: {out}");
+        let l = line(&out, "change_record");
+        assert!(l.starts_with("CRITICAL"), "{what}: {l}");
+        assert!(
+            l.contains("run/vfioctl/changes.json is not a valid change record (")
+                && l.contains("move it aside"),
+            "{what}: {l}"
+        );
+        assert!(
+            out.starts_with("VFIOCTL CRITICAL - 1 critical: change_record |"),
+            "{what}: {out}"
+        );
+    }
+    std::fs::remove_file(host.path(record)).unwrap();
+    std::fs::create_dir(host.path(record)).unwrap();
+    let (status, out) = check(&host);
+    assert_eq!(status, 2, "{out}");
+    assert!(
+        line(&out, "change_record").contains("run/vfioctl/changes.json"),
+        "{out}"
+    );
+}
+
+/// A change recorded as in progress for longer than [change]
+/// in_progress_minutes (15 by default) is WARNING, naming its PID and
+/// command: a change blocked in the kernel, or a stuck process.
+#[test]
+fn a_change_in_progress_for_days_is_a_warning() {
+    let host = healthy();
+    let pid = 4242;
+    host.write(
+        &format!("proc/{pid}/stat"),
+        format!(
+            "{pid} (vfioctl) S 1 1 1 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 4711 0 0 \
+             18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+        ),
+    );
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3 * 86_400
+        - 2 * 3600;
+    host.write(
+        "run/vfioctl/changes.json",
+        format!(
+            r#"{{"devices":{{}},"intent":{{"command":"restore","pid":{pid},"process_start":4711,"boot_id":null,"started_at":{started},"devices":[{{"address":"0000:25:00.0","before":{{"driver":"vfio-pci","driver_override":"vfio-pci"}},"target":{{"driver":"nvidia","driver_override":null}}}}]}}}}"#
+        ),
+    );
+    let (status, out) = check(&host);
+    assert_eq!(status, 1, "{out}");
+    let l = line(&out, "change.in_progress");
+    assert!(l.starts_with("WARNING"), "{l}");
+    assert!(
+        l.contains(&format!("vfioctl restore (PID {pid}, started "))
+            && l.contains("has been in progress for 3 d 2 h, longer than 15 min")
+            && l.contains(&format!("PID {pid} (restore) may be blocked in the kernel")),
+        "{l}"
+    );
+    assert!(l.contains(&format!("cat /proc/{pid}/stack")), "{l}");
+    host.write(
+        "etc/vfioctl/check.toml",
+        "[change]\nin_progress_minutes = 10000\n",
+    );
+    let (_, out) = check(&host);
+    assert!(line(&out, "change.in_progress").starts_with("OK"), "{out}");
+    host.write(
+        "etc/vfioctl/check.toml",
+        "[change]\nin_progress_minutes = 0\n",
+    );
+    let (_, out) = check(&host);
+    assert!(
+        line(&out, "config.thresholds")
+            .contains("/etc/vfioctl/check.toml:2: change.in_progress_minutes is at least 1"),
+        "{out}"
     );
 }

@@ -37,6 +37,17 @@ fn json(host: &FakeHost, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
 
+/// One check of a `check --json` document, by id.
+fn by_id(value: &serde_json::Value, id: &str) -> serde_json::Value {
+    value["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id} in {value}"))
+        .clone()
+}
+
 /// Replaces bytes of a function's config space.
 fn patch_config(host: &FakeHost, addr: &str, offset: usize, bytes: &[u8]) {
     let path = host.device_dir(addr).join("config");
@@ -249,14 +260,7 @@ fn aer_counts_rising_between_runs_and_a_reboot_resetting_them() {
     assert!(health(&out, "aer", GPU).starts_with("CRITICAL"), "{out}");
     // A nonfatal error on the GPU itself adds a warning to it.
     host.aer_counts(GPU, &[("RxErr", 3)], &[("CmpltTO", 2)], &[]);
-    let value = json(&host, &[]);
-    let aer = value["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == format!("health.aer.{GPU}"))
-        .unwrap()
-        .clone();
+    let aer = by_id(&json(&host, &[]), &format!("health.aer.{GPU}"));
     assert_eq!(aer["status"], "CRITICAL");
     assert_eq!(aer["device"], GPU);
     let message = aer["message"].as_str().unwrap();
@@ -270,14 +274,16 @@ fn aer_counts_rising_between_runs_and_a_reboot_resetting_them() {
         "{aer}"
     );
 
-    // A reboot: a new boot id and counters from zero. No false alarm.
+    // A reboot: a new boot id and counters from zero. No false alarm, and
+    // the message says the counters restarted and what the baseline held.
     host.boot_id("0b7e8a2c-1111-4222-8333-444455556666");
     host.aer_counts("0000:04:00.0", &[], &[], &[]);
     host.aer_counts(GPU, &[], &[], &[]);
     let (_, out) = check(&host, &[]);
     let l = health(&out, "aer", GPU);
     assert!(
-        l.starts_with("OK") && l.contains("baseline taken (after a reboot)"),
+        l.starts_with("OK")
+            && l.contains("counters restarted (after a reboot): no new errors since on 6 function(s) up to root port 0000:00:01.0; the baseline held 0 fatal, 0 nonfatal, 3 correctable"),
         "{l}"
     );
 
@@ -297,16 +303,76 @@ fn aer_counts_rising_between_runs_and_a_reboot_resetting_them() {
     host.aer_counts(GPU, &[], &[], &[]);
     let (_, out) = check(&host, &[]);
     assert!(
-        health(&out, "aer", GPU).contains("counters restarted: enumerated again"),
+        health(&out, "aer", GPU).contains("counters restarted (enumerated again)"),
         "{out}"
     );
-    // Another card in the slot (other subsystem IDs), with more errors than
-    // the last one had: a new baseline, not a rise.
+    // Another card in the slot (other subsystem IDs): its counters started
+    // at its enumeration, after the last baseline, so its errors are new.
     host.aer_counts(GPU, &[], &[], &[("MalfTLP", 4)]);
-    std::fs::write(host.device_dir(GPU).join("subsystem_device"), "0x1463\n").unwrap();
-    let (_, out) = check(&host, &[]);
+    std::fs::write(
+        host.device_dir(GPU).join("subsystem_device"),
+        "0x1463
+",
+    )
+    .unwrap();
+    let (status, out) = check(&host, &[]);
+    assert_eq!(status, 2, "{out}");
     assert!(
-        health(&out, "aer", GPU).contains("baseline taken (another card: IDs changed)"),
+        health(&out, "aer", GPU).contains("4 new fatal error(s) at 0000:05:00.0 since its counters restarted (another card: IDs changed; the baseline held 0 fatal, 0 nonfatal, 0 correctable)"),
+        "{out}"
+    );
+}
+
+/// The issue's case: after a re-enumeration (or a reboot) three fatal
+/// errors are counted before the next run. They happened after the last
+/// baseline: CRITICAL, saying the counters restarted and what the baseline
+/// held, and reported on every run until --new-aer-baseline, like any rise.
+#[test]
+fn fatal_errors_after_a_restart_are_judged_as_new() {
+    let host = topologies::a100_two_switch_levels();
+    host.aer_counts(GPU, &[("RxErr", 5)], &[], &[]);
+    let (_, out) = check(&host, &[]);
+    assert!(health(&out, "aer", GPU).starts_with("OK"), "{out}");
+    // Removed and rescanned: the counters restart at 0, then count 3 fatal
+    // errors (the correctable count is below the baseline's 5).
+    host.aer_counts(GPU, &[], &[], &[("SDES", 3)]);
+    let (status, out) = check(&host, &[]);
+    assert_eq!(status, 2, "{out}");
+    let l = health(&out, "aer", GPU);
+    assert!(l.starts_with("CRITICAL"), "{l}");
+    assert!(
+        l.contains("3 new fatal error(s) at 0000:05:00.0 since its counters restarted (enumerated again; the baseline held 0 fatal, 0 nonfatal, 5 correctable)"),
+        "{l}"
+    );
+    assert!(l.contains("--new-aer-baseline"), "{l}");
+    let aer = by_id(&json(&host, &[]), &format!("health.aer.{GPU}"));
+    assert_eq!(aer["status"], "CRITICAL", "reported again: {aer}");
+    assert!(
+        aer["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 new fatal error(s) at 0000:05:00.0"),
+        "{aer}"
+    );
+    // The baseline moved to the restart (all 0), not to the 3 errors.
+    let baseline = std::fs::read_to_string(host.path("var/lib/vfioctl/aer-baseline.json")).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&baseline).unwrap();
+    assert_eq!(value["functions"][GPU]["totals"]["fatal"], 0, "{baseline}");
+    let (_, out) = check(&host, &["--new-aer-baseline"]);
+    assert!(health(&out, "aer", GPU).starts_with("OK"), "{out}");
+    let (_, out) = check(&host, &[]);
+    assert!(health(&out, "aer", GPU).starts_with("OK"), "{out}");
+
+    // The same after a reboot, at the link partner: a new boot id.
+    host.boot_id("0b7e8a2c-1111-4222-8333-444455556666");
+    host.aer_counts(GPU, &[], &[], &[]);
+    host.aer_counts("0000:04:00.0", &[], &[], &[("DLP", 3)]);
+    let (status, out) = check(&host, &[]);
+    assert_eq!(status, 2, "{out}");
+    assert!(
+        health(&out, "aer", GPU).contains(
+            "3 new fatal error(s) at 0000:04:00.0 since its counters restarted (after a reboot"
+        ),
         "{out}"
     );
 }
@@ -363,8 +429,11 @@ fn correctable_errors_above_a_rate_are_a_warning() {
     );
 }
 
+/// What the host cannot report by design is not UNKNOWN: the firmware
+/// owning AER (no pcie002 service) and a device on a root bus are OK with
+/// the reason by default, and check.toml's [not_judged] chooses otherwise.
 #[test]
-fn without_the_aer_service_the_counters_are_unknown() {
+fn aer_the_host_cannot_report_is_not_judged() {
     let mut host = FakeHost::new();
     host.iommu_unit("dmar0");
     host.add(
@@ -384,19 +453,76 @@ fn without_the_aer_service_the_counters_are_unknown() {
             .driver("vfio-pci", Some("vfio_pci"))
             .group(3),
     );
-    let (status, out) = check(&host, &[]);
-    assert_ne!(status, 0);
+    // No AER capability anywhere on its path.
+    host.add(
+        Dev::bridge("0000:00:02.0", 0x8086, 0x347a)
+            .no_aer()
+            .group(4),
+    );
+    host.add(
+        Dev::endpoint("0000:02:00.0", 0x8086, 0x10d3, 0x020000)
+            .parent("0000:00:02.0")
+            .no_aer()
+            .driver("vfio-pci", Some("vfio_pci"))
+            .group(5),
+    );
+    let (_, out) = check(&host, &[]);
     let l = health(&out, "aer", "0000:01:00.0");
-    assert!(l.starts_with("UNKNOWN"), "{l}");
+    assert!(l.starts_with("OK"), "{l}");
     assert!(
-        l.contains("the OS does not own AER below root port 0000:00:01.0 (no /sys/bus/pci_express/devices/0000:00:01.0:pcie002)"),
+        l.contains("0000:01:00.0: not judged: the OS does not own AER below root port 0000:00:01.0 (no /sys/bus/pci_express/devices/0000:00:01.0:pcie002: firmware-first, or pcie_ports=compat)"),
         "{l}"
     );
-    assert!(l.contains("pcie_ports=native"), "{l}");
+    assert!(!l.contains("->"), "no remedy while OK: {l}");
     let l = health(&out, "aer", "0000:00:18.0");
     assert!(
-        l.starts_with("UNKNOWN") && l.contains("on a root bus"),
+        l.starts_with("OK") && l.contains("not judged: on a root bus"),
         "{l}"
+    );
+    let l = health(&out, "aer", "0000:02:00.0");
+    assert!(
+        l.starts_with("OK") && l.contains("not judged: no AER counters on it"),
+        "{l}"
+    );
+    let value = json(&host, &[]);
+    let reason = |id: &str| by_id(&value, id)["not_judged"].clone();
+    assert_eq!(reason("health.aer.0000:01:00.0"), "firmware_first_aer");
+    assert_eq!(reason("health.aer.0000:00:18.0"), "no_root_port");
+    assert_eq!(reason("health.aer.0000:02:00.0"), "no_aer_capability");
+    assert_eq!(reason("health.link.0000:01:00.0"), serde_json::Value::Null);
+    assert_eq!(value["not_judged"]["firmware_first_aer"], 1, "{value}");
+
+    // An operator who wants to hear of it: WARNING with the remedy, or UNKNOWN.
+    host.write(
+        "etc/vfioctl/check.toml",
+        "[not_judged]\nfirmware_first_aer = \"warning\"\nno_root_port = \"unknown\"\n",
+    );
+    let (_, out) = check(&host, &[]);
+    let l = health(&out, "aer", "0000:01:00.0");
+    assert!(l.starts_with("WARNING"), "{l}");
+    assert!(
+        l.contains("-> read the firmware's (BMC's) error log"),
+        "{l}"
+    );
+    assert!(
+        health(&out, "aer", "0000:00:18.0").starts_with("UNKNOWN"),
+        "{out}"
+    );
+    // A value that is not a verdict is refused with file and line, and the
+    // defaults judge meanwhile.
+    host.write(
+        "etc/vfioctl/check.toml",
+        "[not_judged]\nfirmware_first_aer = \"maybe\"\n",
+    );
+    let (_, out) = check(&host, &[]);
+    assert!(
+        line(&out, "config.thresholds")
+            .contains("/etc/vfioctl/check.toml:2: unknown variant `maybe`"),
+        "{out}"
+    );
+    assert!(
+        health(&out, "aer", "0000:01:00.0").starts_with("OK"),
+        "{out}"
     );
 }
 
@@ -667,21 +793,7 @@ fn without_privileges_the_baseline_is_read_not_written() {
         }
         dir.pop();
     }
-    let unprivileged = |root: &Path| {
-        let output = std::process::Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--",
-            ])
-            .arg(env!("CARGO_BIN_EXE_vfioctl"))
-            .args(["--root", root.to_str().unwrap(), "check"])
-            .output()
-            .unwrap();
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let unprivileged = |root: &Path| support::cli::vfioctl_as_nobody(root, &["check"]).stdout;
     let out = unprivileged(host.root());
     let l = line(&out, "health.aer_baseline");
     assert!(l.starts_with("UNKNOWN"), "{l}");
@@ -731,12 +843,7 @@ fn show_prints_the_health_section() {
         health["functions"][2]["link"]["current_width"], 8,
         "{health}"
     );
-    let link = health["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == format!("health.link.{GPU}"))
-        .unwrap();
+    let link = by_id(health, &format!("health.link.{GPU}"));
     assert_eq!(link["status"], "WARNING");
     assert!(
         !host.path("var/lib/vfioctl/aer-baseline.json").exists(),
@@ -744,51 +851,197 @@ fn show_prints_the_health_section() {
     );
 }
 
+/// `promtool`, when installed (`make test-alerts` requires it); `None`
+/// (with a SKIP line) when it is not and nothing requires it.
+fn promtool() -> Option<std::process::Command> {
+    match std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+    {
+        Ok(_) => Some(std::process::Command::new("promtool")),
+        Err(e) if std::env::var_os("VFIOCTL_REQUIRE_PROMTOOL").is_none() => {
+            eprintln!("SKIP promtool: {e} (Debian: apt-get install prometheus)");
+            None
+        }
+        Err(e) => panic!("promtool: {e}"),
+    }
+}
+
+/// node_exporter's `pcidevice` labels of a sysfs device name, spelled as
+/// procfs's `PciDeviceLocation.Strings()` spells them: `%04x`, `%02x`,
+/// `%02x`, `%x` of the numbers it parses from the name.
+fn node_exporter_location(name: &str) -> String {
+    let (segment, rest) = name.split_once(':').unwrap();
+    let (bus, rest) = rest.split_once(':').unwrap();
+    let (device, function) = rest.split_once('.').unwrap();
+    let hex = |s: &str| u32::from_str_radix(s, 16).unwrap();
+    format!(
+        "segment=\"{:04x}\",bus=\"{:02x}\",device=\"{:02x}\",function=\"{:x}\"",
+        hex(segment),
+        hex(bus),
+        hex(device),
+        hex(function)
+    )
+}
+
 #[test]
-fn prometheus_series_pass_promtool() {
+fn prometheus_series_pass_promtool_and_join_node_exporter() {
     let host = topologies::a100_two_switch_levels();
     host.set_link("0000:03:00.0", "16.0 GT/s PCIe", 8);
     host.aer_counts("0000:04:00.0", &[("RxErr", 2)], &[], &[("DLP", 1)]);
     let (_, prom) = check(&host, &["--all", "--prometheus", "-"]);
+    let at = |a: &str| format!("address=\"{a}\",{}", node_exporter_location(a));
     for want in [
-        "vfioctl_pcie_link_width{address=\"0000:03:00.0\"} 8",
-        "vfioctl_pcie_link_width_expected{address=\"0000:05:00.0\"} 16",
-        "vfioctl_pcie_link_speed_gts{address=\"0000:05:00.0\"} 16",
-        "vfioctl_pcie_aer_errors_total{address=\"0000:04:00.0\",severity=\"correctable\"} 2",
-        "vfioctl_pcie_aer_errors_total{address=\"0000:04:00.0\",severity=\"fatal\"} 1",
-        "vfioctl_pcie_aer_rootport_errors_total{address=\"0000:00:01.0\",severity=\"fatal\"} 0",
-        "vfioctl_device_reset_methods_info{address=\"0000:05:00.0\",methods=\"flr bus\"} 1",
-        "vfioctl_device_power_state_info{address=\"0000:05:00.0\",state=\"D0\"} 1",
-        "vfioctl_device_status{check=\"health.link.0000:06:00.0\",address=\"0000:06:00.0\"} 1",
+        format!("vfioctl_pcie_link_width{{{}}} 8", at("0000:03:00.0")),
+        format!(
+            "vfioctl_pcie_link_width_expected{{{}}} 16",
+            at("0000:05:00.0")
+        ),
+        format!("vfioctl_pcie_link_speed_gts{{{}}} 16", at("0000:05:00.0")),
+        format!(
+            "vfioctl_pcie_aer_errors_total{{{},severity=\"correctable\"}} 2",
+            at("0000:04:00.0")
+        ),
+        format!(
+            "vfioctl_pcie_aer_errors_total{{{},severity=\"fatal\"}} 1",
+            at("0000:04:00.0")
+        ),
+        format!(
+            "vfioctl_pcie_aer_rootport_errors_total{{{},severity=\"fatal\"}} 0",
+            at("0000:00:01.0")
+        ),
+        format!(
+            "vfioctl_device_reset_methods_info{{{},methods=\"flr bus\"}} 1",
+            at("0000:05:00.0")
+        ),
+        format!(
+            "vfioctl_device_power_state_info{{{},state=\"D0\"}} 1",
+            at("0000:05:00.0")
+        ),
+        format!(
+            "vfioctl_device_status{{check=\"health.link.0000:06:00.0\",{}}} 1",
+            at("0000:06:00.0")
+        ),
     ] {
-        assert!(prom.contains(want), "{want} in\n{prom}");
+        assert!(prom.contains(&want), "{want} in\n{prom}");
     }
-    let promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let mut child = match promtool {
-        Ok(child) => child,
-        Err(e) if std::env::var_os("VFIOCTL_REQUIRE_PROMTOOL").is_none() => {
-            eprintln!("SKIP promtool check metrics: {e} (Debian: apt-get install prometheus)");
-            return;
-        }
-        Err(e) => panic!("promtool: {e}"),
+    // No series clashes with node_exporter's names (node_*).
+    let names: std::collections::BTreeSet<&str> = prom
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(['{', ' ']).next().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with("vfioctl_")), "{names:?}");
+
+    // The firmware owns AER below the root port: an info series says which
+    // families are not judged and why.
+    std::fs::remove_file(host.path("sys/bus/pci_express/devices/0000:00:01.0:pcie002")).unwrap();
+    let (_, prom) = check(&host, &["--all", "--prometheus", "-"]);
+    let info = format!(
+        "vfioctl_device_not_judged_info{{check=\"health.aer.0000:05:00.0\",{},reason=\"firmware_first_aer\"}} 1",
+        at("0000:05:00.0")
+    );
+    assert!(prom.contains(&info), "{info} in\n{prom}");
+
+    let Some(mut promtool) = promtool() else {
+        return;
     };
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(prom.as_bytes())
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("vfioctl.prom");
+    std::fs::write(&metrics, &prom).unwrap();
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("promtool check metrics < \"$1\"")
+        .arg("sh")
+        .arg(&metrics)
+        .output()
         .unwrap();
-    let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
         "promtool check metrics: {}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Joined with node_exporter's pcidevice series, as PromQL evaluates it
+    // (promtool test rules): the series vfioctl wrote, and node_pcidevice_info
+    // and node_pcidevice_max_link_width for every function of the host as
+    // node_exporter would write them, scraped from one instance.
+    let mut series = String::new();
+    let quote = |s: &str| s.replace('\'', "''");
+    for line in prom.lines().filter(|l| !l.starts_with('#')) {
+        let (name_labels, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match name_labels.split_once('{') {
+            Some((name, labels)) => (name, format!(",{labels}")),
+            None => (name_labels, "}".to_string()),
+        };
+        series.push_str(&format!(
+            "      - series: '{name}{{instance=\"gpu1\"{}'\n        values: '{value}'\n",
+            quote(&labels)
+        ));
+    }
+    for entry in std::fs::read_dir(host.path("sys/bus/pci/devices")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let dir = host.device_dir(&name);
+        let read = |attr: &str| {
+            std::fs::read_to_string(dir.join(attr))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        series.push_str(&format!(
+            "      - series: 'node_pcidevice_info{{instance=\"gpu1\",{},vendor_id=\"{}\",device_id=\"{}\"}}'\n        values: '1'\n",
+            node_exporter_location(&name),
+            read("vendor"),
+            read("device")
+        ));
+        if let Ok(width) = std::fs::read_to_string(dir.join("max_link_width")) {
+            series.push_str(&format!(
+                "      - series: 'node_pcidevice_max_link_width{{instance=\"gpu1\",{}}}'\n        values: '{}'\n",
+                node_exporter_location(&name),
+                width.trim()
+            ));
+        }
+    }
+    let gpu = node_exporter_location("0000:05:00.0");
+    let tests = format!(
+        r#"tests:
+  - interval: 1m
+    input_series:
+{series}    promql_expr_test:
+      # The README's join: each device verdict with node_exporter's IDs.
+      - expr: vfioctl_device_status{{check="health.aer.0000:05:00.0"}} * on(instance, segment, bus, device, function) group_left(vendor_id, device_id) node_pcidevice_info
+        eval_time: 0m
+        exp_samples:
+          - labels: '{{instance="gpu1",check="health.aer.0000:05:00.0",address="0000:05:00.0",{gpu},vendor_id="0x10de",device_id="0x20b0"}}'
+            value: 0
+      # Hops running narrower than node_exporter says they can.
+      - expr: vfioctl_pcie_link_width < on(instance, segment, bus, device, function) node_pcidevice_max_link_width
+        eval_time: 0m
+        exp_samples:
+          - labels: '{{instance="gpu1",{}}}'
+            value: 8
+      # Both GPUs below the root port without its AER service.
+      - expr: count(vfioctl_device_not_judged_info{{reason="firmware_first_aer"}} * on(instance, segment, bus, device, function) group_left node_pcidevice_info)
+        eval_time: 0m
+        exp_samples:
+          - labels: '{{}}'
+            value: 2
+"#,
+        node_exporter_location("0000:03:00.0"),
+    );
+    let file = dir.path().join("join.test.yml");
+    std::fs::write(&file, tests).unwrap();
+    let output = promtool
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "promtool test rules:\n{}{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        std::fs::read_to_string(&file).unwrap()
     );
 }

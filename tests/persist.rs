@@ -908,7 +908,7 @@ fn persist_apply_creates_the_declared_vfs_with_no_native_bind() {
     let out = vfioctl(host.root(), &["check"]).stdout;
     let count = out
         .lines()
-        .find(|l| l.contains("sriov.0000:01:00.0.numvfs"))
+        .find(|l| l.split_whitespace().nth(1) == Some("sriov.0000:01:00.0.numvfs"))
         .unwrap();
     assert!(count.starts_with("CRITICAL"), "{out}");
     assert!(

@@ -306,13 +306,13 @@ fn prometheus_names_the_vm_of_each_device_with_escaped_labels() {
     assert_eq!(r.status, 2, "{}", r.stderr);
     assert!(
         r.stdout.contains(
-            "vfioctl_device_vm_info{address=\"0000:3b:00.2\",domain=\"quote\\\"back\\\\slash\",instance_uuid=\"11111111-2222-4333-8444-555555555502\",state=\"running\"} 1\n"
+            "vfioctl_device_vm_info{address=\"0000:3b:00.2\",segment=\"0000\",bus=\"3b\",device=\"00\",function=\"2\",domain=\"quote\\\"back\\\\slash\",instance_uuid=\"11111111-2222-4333-8444-555555555502\",state=\"running\"} 1\n"
         ),
         "{}",
         r.stdout
     );
     assert!(r.stdout.contains(
-        "vfioctl_device_vm_info{address=\"0000:80:00.0\",domain=\"split-vm\",instance_uuid=\"11111111-2222-4333-8444-555555555503\",state=\"shut off\"} 1\n"
+        "vfioctl_device_vm_info{address=\"0000:80:00.0\",segment=\"0000\",bus=\"80\",device=\"00\",function=\"0\",domain=\"split-vm\",instance_uuid=\"11111111-2222-4333-8444-555555555503\",state=\"shut off\"} 1\n"
     ));
     // promtool (the prometheus package) judges the exposition format.
     let promtool = std::process::Command::new("promtool")

@@ -32,6 +32,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("modules_alias", targets::modules_alias),
     ("sysfs_attrs", targets::sysfs_attrs),
     ("health_attrs", targets::health_attrs),
+    ("survey", targets::survey),
 ];
 
 /// The target called `name`.

@@ -574,3 +574,44 @@ fn health_tree(root: &FakeRoot, data: &[u8]) -> Result<(), Unrepresentable> {
     }
     Ok(())
 }
+
+/// `check`'s survey of every function (issue #32): up to the first NUL, a
+/// function's `modalias`; then the name of the driver whose directory lists
+/// it. The parsed IDs and class print back as the modalias they came from;
+/// then `check --json` surveys a fake host holding that function and reads
+/// in depth what it chooses.
+pub fn survey(data: &[u8]) {
+    use vfioctl::model::survey::parse_pci_modalias;
+    let f = fields(data, 2);
+    if let Some((ids, class)) = text(f[0]).and_then(parse_pci_modalias) {
+        let mut dev = endpoint("0000:25:00.0", class.0);
+        dev.ids = ids;
+        let again = format!("pci:{}", dev.modalias_body());
+        assert_eq!(
+            parse_pci_modalias(&again),
+            Some((ids, class)),
+            "{:?} -> {again}",
+            f[0]
+        );
+    }
+    let root = FakeRoot::new();
+    let dev = "/sys/bus/pci/devices/0000:25:00.0";
+    if root.write(&format!("{dev}/modalias"), f[0]).is_err() {
+        return;
+    }
+    if !f[1].is_empty() {
+        if !valid_name(f[1]) {
+            return;
+        }
+        let driver = String::from_utf8_lossy(f[1]);
+        if root
+            .dir(&format!("/sys/bus/pci/drivers/{driver}/0000:25:00.0"))
+            .is_err()
+        {
+            return;
+        }
+    }
+    let _ = vfioctl::host::survey::survey(&root.host_root());
+    root.run(&["check", "--json"]);
+    root.run(&["check", "--npd"]);
+}

@@ -1,6 +1,6 @@
 //! `vfioctl check`: gather the facts, run the checks, print, exit with the verdict.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -12,21 +12,20 @@ use crate::host::config;
 use crate::host::hostfacts::{fabric, read_cpu, read_facts};
 use crate::host::libvirt::{self, Target};
 use crate::host::modules;
-use crate::host::sysfs::{read_inventory, Names};
+use crate::host::sysfs::{read_devices, Names};
 use crate::host::vms;
 use crate::host::HostRoot;
 use crate::integrations::boot_files::{generate, OWNED_HEADER};
 use crate::integrations::check::VmHold;
 use crate::integrations::check::{
-    aer_plan, aer_updates, judged, overall, run_checks, CheckResult, Expectation, Facts, FileState,
-    HealthInput, LibvirtView, ModuleState, Verdict,
+    aer_plan, aer_updates, judged, overall, run_checks, wanted, CheckResult, Counts, Expectation,
+    Facts, FileState, HealthInput, LibvirtView, ModuleState, Verdict,
 };
 use crate::integrations::nodedev::NodeDevice;
 use crate::integrations::udev;
 use crate::model::declaration::Declarations;
 use crate::model::domain::VmFacts;
 use crate::model::{Inventory, ModuleName, PciDevice};
-use crate::output::table::Table;
 use crate::output::write_json;
 
 use super::{node_devices, LibvirtOptions};
@@ -80,77 +79,40 @@ fn expectations(path: &Path) -> Result<Vec<Expectation>, String> {
         .map_err(|e| format!("{}: {}", path.display(), e.message()))
 }
 
+/// `check --json`: the verdict, its first line, the counts, every check.
 #[derive(Serialize)]
 struct Report<'a> {
     status: Verdict,
     exit_code: i32,
+    /// The monitoring-plugins first line, as printed without `--json`.
+    summary: String,
+    /// How many checks have each verdict.
+    counts: BTreeMap<&'static str, usize>,
+    /// How many device families are not judged, by reason.
+    not_judged: BTreeMap<&'static str, usize>,
     checks: &'a [CheckResult],
 }
 
-/// A label value in the exposition format: backslash, double quote and
-/// line feed escaped (`\\`, `\"`, `\n`); anything else is kept.
-fn label_value(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// `vfioctl_device_vm_info{address,domain,instance_uuid,state} 1`: one
-/// series per function and domain whose XML names it.
-fn vm_info(vms: &VmFacts) -> String {
-    let mut text = String::from(
-        "# HELP vfioctl_device_vm_info A libvirt domain names this PCI function (instance_uuid: the domain uuid, Nova's instance uuid).\n# TYPE vfioctl_device_vm_info gauge\n",
-    );
-    let mut lines = Vec::new();
-    for d in vms.domains() {
-        for u in d.all_devices() {
-            let Some(addr) = u.device.address else {
-                continue;
-            };
-            lines.push(format!(
-                "vfioctl_device_vm_info{{address=\"{addr}\",domain=\"{}\",instance_uuid=\"{}\",state=\"{}\"}} 1\n",
-                label_value(&d.name),
-                label_value(&d.uuid),
-                label_value(d.state_label())
-            ));
+impl Report<'_> {
+    fn new(results: &[CheckResult], status: Verdict) -> Report<'_> {
+        let counts = Counts::of(results);
+        Report {
+            status,
+            exit_code: status.exit_code(),
+            summary: crate::output::check::summary(results, status),
+            counts: counts
+                .by_verdict
+                .iter()
+                .map(|(v, n)| (v.label(), *n))
+                .collect(),
+            not_judged: counts
+                .not_judged
+                .iter()
+                .map(|(why, n)| (why.key(), *n))
+                .collect(),
+            checks: results,
         }
     }
-    lines.sort();
-    lines.dedup();
-    text.extend(lines);
-    text
-}
-
-fn prometheus(results: &[CheckResult], status: Verdict) -> String {
-    let escape = |s: &str| {
-        s.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', " ")
-    };
-    let mut text = String::from(
-        "# HELP vfioctl_check_status Verdict of one vfioctl check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.\n# TYPE vfioctl_check_status gauge\n",
-    );
-    for r in results.iter().filter(|r| r.device.is_none()) {
-        text.push_str(&format!(
-            "vfioctl_check_status{{check=\"{}\"}} {}\n",
-            escape(&r.id),
-            r.status.exit_code()
-        ));
-    }
-    text.push_str("# HELP vfioctl_device_status Verdict for one declared device: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.\n# TYPE vfioctl_device_status gauge\n");
-    for r in results.iter().filter(|r| r.device.is_some()) {
-        text.push_str(&format!(
-            "vfioctl_device_status{{check=\"{}\",address=\"{}\"}} {}\n",
-            escape(&r.id),
-            r.device.expect("filtered"),
-            r.status.exit_code()
-        ));
-    }
-    text.push_str(&format!(
-        "# HELP vfioctl_node_status Overall verdict of vfioctl check.\n# TYPE vfioctl_node_status gauge\nvfioctl_node_status {}\n",
-        status.exit_code()
-    ));
-    text
 }
 
 /// The health checks' input: the devices judged and what was read of them
@@ -331,28 +293,102 @@ pub fn run(
     args: &CheckArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
-    if args.json
-        && args
-            .prometheus
-            .as_deref()
-            .is_some_and(|p| p.as_os_str() == "-")
-    {
+    let to_stdout = args
+        .prometheus
+        .as_deref()
+        .is_some_and(|p| p.as_os_str() == "-");
+    if args.json && to_stdout {
         return Err(StdoutConflict("--json and --prometheus -").into());
     }
+    if args.npd && to_stdout {
+        return Err(StdoutConflict("--npd and --prometheus -").into());
+    }
+    match judge(root, libvirt, args, out) {
+        Ok(status) => Ok(status),
+        Err(e) => {
+            // The first line monitoring shows says why (the error's line
+            // goes to stderr as for every command).
+            let why = crate::error::one_line(&e);
+            if args.npd {
+                writeln!(
+                    out,
+                    "{}",
+                    crate::output::check::npd_unknown(&format!("vfioctl check failed: {why}"))
+                )?;
+            } else if !args.json && !to_stdout {
+                writeln!(out, "VFIOCTL UNKNOWN - vfioctl check failed: {why}")?;
+            }
+            Err(e)
+        }
+    }
+}
+
+fn judge(
+    root: &HostRoot,
+    libvirt: &LibvirtOptions,
+    args: &CheckArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
     // libvirt's helper runs while the host is read.
     let libvirt_read = start_libvirt(libvirt);
-    // A monitoring check never fails with another status: no inventory is UNKNOWN
-    // (with --json, the error document says so).
-    let inv = match read_inventory(root, Names::Skip) {
-        Ok(inv) => inv,
-        Err(e) if args.json => return Err(e.into()),
-        Err(e) => {
-            writeln!(out, "UNKNOWN: cannot read the PCI inventory: {e}")?;
-            return Ok(Verdict::Unknown.exit_code());
+    let declarations = config::load(root).map_err(|e| e.to_string());
+    let expected = args.expect.as_deref().map(expectations);
+    let record = crate::host::state::read_record(root).map_err(|e| e.to_string());
+    // What the record names is read in depth: its devices' state is checked.
+    let mut extra: Vec<crate::model::PciAddress> = Vec::new();
+    if let Ok(r) = &record {
+        extra.extend(r.pending_devices());
+        extra.extend(r.intent.iter().flat_map(|i| i.addresses()));
+    }
+    let expected_list: &[Expectation] = match &expected {
+        Some(Ok(list)) => list,
+        _ => &[],
+    };
+    // A monitoring check never fails with another status: no inventory is
+    // UNKNOWN (with --json, the error document says so).
+    let unreadable = |e: crate::host::sysfs::InventoryError, out: &mut dyn Write| {
+        let why = format!("cannot read the PCI inventory: {e}");
+        if args.json {
+            return Err(e.into());
         }
+        if args.npd {
+            writeln!(out, "{}", crate::output::check::npd_unknown(&why))?;
+            return Ok(Verdict::Unknown.npd_exit_code());
+        }
+        writeln!(out, "VFIOCTL UNKNOWN - {why}")?;
+        Ok(Verdict::Unknown.exit_code())
+    };
+    // Every function is surveyed (IDs, class, driver); the ones some check
+    // looks at are read in depth, with every function a domain names.
+    let survey = match crate::host::survey::survey(root) {
+        Ok(survey) => survey,
+        Err(e) => return unreadable(e, out),
+    };
+    let want = wanted(
+        &survey.functions,
+        &survey.unread,
+        declarations.as_ref().ok(),
+        expected_list,
+        args.all,
+        extra,
+    );
+    let (nodedevs, vms) = finish_libvirt(root, libvirt_read, libvirt.timeout, want.maybe_declared);
+    let mut seeds = want.addresses;
+    // The devices the host uses (mounts, swap, routes, the console): read in
+    // depth, so an override the next probe would turn against the host is
+    // seen on them (`gate::override_threats`).
+    let host_uses = crate::host::usage::read_host_wide(root);
+    seeds.extend(host_uses.keys().copied());
+    for d in vms.domains() {
+        seeds.extend(d.all_devices().iter().filter_map(|u| u.device.address));
+    }
+    seeds.sort();
+    seeds.dedup();
+    let inv = match read_devices(root, &seeds, Names::Skip) {
+        Ok(inv) => inv,
+        Err(e) => return unreadable(e, out),
     };
     let release = inv.kernel_release.as_deref();
-    let declarations = config::load(root).map_err(|e| e.to_string());
     let cpu = read_cpu(root);
 
     // The boot files and rules as host-config and persist would write them now.
@@ -376,10 +412,6 @@ pub fn run(
     // Boot files and rules above leave VFs out (they exist only once their
     // PF's hook creates them); the checks of declared devices cover them.
     let declarations = declarations.map(|d| d.with_vfs(&inv.devices));
-    let needed = declarations
-        .as_ref()
-        .is_ok_and(|d| d.declared(&inv.devices).next().is_some());
-    let (nodedevs, vms) = finish_libvirt(root, libvirt_read, libvirt.timeout, needed);
     let libvirt = libvirt_views(&libvirt.target, nodedevs, &inv, &declarations);
     let vm_holds = vm_holds(root, &inv, &vms);
     let declarations_for_marks = declarations.as_ref().ok().cloned();
@@ -391,7 +423,6 @@ pub fn run(
             .unwrap_or(&Declarations::default()),
     );
     let health = health_input(root, &inv, declarations.as_ref().ok(), args);
-    let record = crate::host::state::read_record(root).ok();
     let facts = Facts {
         inv: &inv,
         cpu: cpu.vendor,
@@ -453,10 +484,11 @@ pub fn run(
             }
             None => Vec::new(),
         },
-        expectations: args.expect.as_deref().map(expectations),
-        override_threats: crate::gate::override_threats(&inv, &HostWideUse(root)),
+        expectations: expected,
+        override_threats: crate::gate::override_threats(&inv, &host_uses),
         pending: record
             .as_ref()
+            .ok()
             .map(|r| {
                 r.devices
                     .iter()
@@ -467,11 +499,12 @@ pub fn run(
         // An unreadable record only loses the "last on" detail.
         last_drivers: record
             .as_ref()
+            .ok()
             .map(|r| r.last_drivers())
             .unwrap_or_default(),
         libvirt,
         fabric,
-        interrupted: record.as_ref().and_then(|r| {
+        interrupted: record.as_ref().ok().and_then(|r| {
             let intent = r.intent.clone()?;
             let autoprobe_now = intent
                 .sriov
@@ -483,6 +516,10 @@ pub fn run(
                 autoprobe_now,
             })
         }),
+        record: record
+            .as_ref()
+            .map(|r| r.devices.len())
+            .map_err(Clone::clone),
         health,
         vms,
         vm_holds,
@@ -491,9 +528,7 @@ pub fn run(
     let status = overall(&results);
 
     if let Some(path) = &args.prometheus {
-        let mut text = prometheus(&results, status);
-        text.push_str(&crate::output::health::prometheus(&facts.health));
-        text.push_str(&vm_info(&facts.vms));
+        let text = crate::output::prometheus::render(&results, status, &facts.health, &facts.vms);
         if path.as_os_str() == "-" {
             write!(out, "{text}")?;
         } else {
@@ -501,43 +536,16 @@ pub fn run(
         }
     }
     if args.json {
-        write_json(
-            out,
-            &Report {
-                status,
-                exit_code: status.exit_code(),
-                checks: &results,
-            },
-        )?;
+        write_json(out, &Report::new(&results, status))?;
+    } else if args.npd {
+        writeln!(out, "{}", crate::output::check::npd_line(&results, status))?;
+        return Ok(status.npd_exit_code());
     } else if args
         .prometheus
         .as_deref()
         .is_none_or(|p| p.as_os_str() != "-")
     {
-        let mut table = Table::new(["STATUS", "CHECK", "MESSAGE"]);
-        for r in &results {
-            let mut message = r.message.clone();
-            if let Some(remedy) = &r.remedy {
-                message.push_str(&format!(" -> {remedy}"));
-            }
-            table.row(vec![r.status.label().to_string(), r.id.clone(), message]);
-        }
-        write!(out, "{}", table.render(""))?;
-        writeln!(out, "{}: {} checks", status.label(), results.len())?;
+        crate::output::check::write_human(out, &results, status)?;
     }
     Ok(status.exit_code())
-}
-
-/// What the host uses its devices for (mounts, swap, routes, the console),
-/// read only when the gate asks: only when some device carries a claiming
-/// driver_override it is not on.
-struct HostWideUse<'a>(&'a HostRoot);
-
-impl crate::model::usage::UsageFacts for HostWideUse<'_> {
-    fn usage_of(
-        &self,
-        _devices: &BTreeSet<crate::model::PciAddress>,
-    ) -> crate::model::usage::UsageMap {
-        crate::host::usage::read_usage(self.0)
-    }
 }

@@ -12,6 +12,7 @@ mod proc_walk;
 pub mod programs;
 pub mod root;
 pub mod state;
+pub mod survey;
 pub mod sysfs;
 pub mod udev;
 pub mod usage;

@@ -617,7 +617,7 @@ impl Unsettled {
 }
 
 /// Opens /sys/bus/pci/devices; a missing one is `NoPciSysfs`.
-fn open_devices(root: &HostRoot) -> Result<OwnedFd, InventoryError> {
+pub(super) fn open_devices(root: &HostRoot) -> Result<OwnedFd, InventoryError> {
     let devices_path = root.path(PCI_DEVICES);
     match open_dir(&devices_path) {
         Ok(dir) => Ok(dir),

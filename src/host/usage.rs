@@ -448,8 +448,9 @@ pub fn read_usage(root: &HostRoot) -> UsageMap {
 }
 
 /// The facts read from host-wide files (mounts, swaps, routes, /sys/class),
-/// whose cost does not grow with the number of PCI functions.
-fn read_host_wide(root: &HostRoot) -> UsageMap {
+/// whose cost does not grow with the number of PCI functions: every device
+/// the host uses but for open handles and interfaces in other namespaces.
+pub fn read_host_wide(root: &HostRoot) -> UsageMap {
     let mut map = UsageMap::new();
     mounts(root, &mut map);
     swaps(root, &mut map);

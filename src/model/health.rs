@@ -279,7 +279,106 @@ pub enum Level {
     Critical,
 }
 
-/// The thresholds of the health checks: /etc/vfioctl/check.toml, every key
+/// The verdict check.toml gives to what the host structurally cannot
+/// report (`[not_judged]`): any of the four.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Ok,
+    Warning,
+    Critical,
+    Unknown,
+}
+
+/// Why a device's health family is not judged: the host cannot report it by
+/// design (not a read that failed: that is UNKNOWN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotJudged {
+    /// The firmware keeps AER below the root port (firmware-first: no
+    /// `pcie002` service): the OS's counters stay 0.
+    FirmwareFirstAer,
+    /// No PCIe link: a conventional PCI function or an integrated endpoint.
+    NoPcieLink,
+    /// On a root bus (an integrated endpoint, or a device a hypervisor put
+    /// on the root complex): no root port whose AER service would count.
+    NoRootPort,
+    /// No AER capability on the device or any port above it.
+    NoAerCapability,
+}
+
+impl NotJudged {
+    /// The JSON and Prometheus label value, and check.toml's key.
+    pub fn key(self) -> &'static str {
+        match self {
+            NotJudged::FirmwareFirstAer => "firmware_first_aer",
+            NotJudged::NoPcieLink => "no_pcie_link",
+            NotJudged::NoRootPort => "no_root_port",
+            NotJudged::NoAerCapability => "no_aer_capability",
+        }
+    }
+    /// A few words for summaries: "firmware-first AER".
+    pub fn words(self) -> &'static str {
+        match self {
+            NotJudged::FirmwareFirstAer => "firmware-first AER",
+            NotJudged::NoPcieLink => "no PCIe link",
+            NotJudged::NoRootPort => "no root port",
+            NotJudged::NoAerCapability => "no AER capability",
+        }
+    }
+}
+
+/// `[not_judged]`: the verdict for each reason a family is not judged.
+/// OK by default: a host that cannot report something by design is not a
+/// check that failed to run.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotJudgedThresholds {
+    pub firmware_first_aer: Severity,
+    pub no_pcie_link: Severity,
+    pub no_root_port: Severity,
+    pub no_aer_capability: Severity,
+}
+
+impl Default for NotJudgedThresholds {
+    fn default() -> Self {
+        NotJudgedThresholds {
+            firmware_first_aer: Severity::Ok,
+            no_pcie_link: Severity::Ok,
+            no_root_port: Severity::Ok,
+            no_aer_capability: Severity::Ok,
+        }
+    }
+}
+
+impl NotJudgedThresholds {
+    pub fn severity(&self, why: NotJudged) -> Severity {
+        match why {
+            NotJudged::FirmwareFirstAer => self.firmware_first_aer,
+            NotJudged::NoPcieLink => self.no_pcie_link,
+            NotJudged::NoRootPort => self.no_root_port,
+            NotJudged::NoAerCapability => self.no_aer_capability,
+        }
+    }
+}
+
+/// `[change]`: how long a change recorded as in progress may run before
+/// `check` warns (a change blocked in the kernel, or a stuck process).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChangeThresholds {
+    pub in_progress_minutes: u64,
+}
+
+impl Default for ChangeThresholds {
+    fn default() -> Self {
+        ChangeThresholds {
+            in_progress_minutes: 15,
+        }
+    }
+}
+
+/// The thresholds of the checks: /etc/vfioctl/check.toml, every key
 /// optional (the defaults below).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -287,6 +386,8 @@ pub struct Thresholds {
     pub link: LinkThresholds,
     pub aer: AerThresholds,
     pub power: PowerThresholds,
+    pub not_judged: NotJudgedThresholds,
+    pub change: ChangeThresholds,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
@@ -370,6 +471,12 @@ impl Thresholds {
             return Err((
                 "correctable_window_hours",
                 "aer.correctable_window_hours is at least 1".into(),
+            ));
+        }
+        if self.change.in_progress_minutes == 0 {
+            return Err((
+                "in_progress_minutes",
+                "change.in_progress_minutes is at least 1".into(),
             ));
         }
         Ok(())

@@ -16,6 +16,7 @@ pub mod modalias;
 pub mod plan;
 pub mod reset;
 pub mod selector;
+pub mod survey;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 pub mod usage;

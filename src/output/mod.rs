@@ -1,7 +1,9 @@
 //! Rendering for people (tables, text) and for scripts (JSON records).
 
+pub mod check;
 pub mod health;
 pub mod labels;
+pub mod prometheus;
 pub mod records;
 pub mod report;
 pub mod table;

@@ -43,3 +43,31 @@ pub fn ok(root: &Path, args: &[&str]) -> String {
     );
     run.stdout
 }
+
+/// Runs `vfioctl --root ROOT ARGS...` as nobody (uid and gid 65534, no
+/// groups, no capabilities) through util-linux's setpriv. Every directory
+/// from `/` down to ROOT must be searchable by others.
+pub fn vfioctl_as_nobody(root: &Path, args: &[&str]) -> Run {
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(env!("CARGO_BIN_EXE_vfioctl"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("VFIOCTL_ROOT")
+        .env_remove("VFIOCTL_CONNECT")
+        .env_remove("ACTION")
+        .output()
+        .expect("run setpriv");
+    Run {
+        status: output.status.code().expect("exit status"),
+        stdout: String::from_utf8(output.stdout).expect("UTF-8 output"),
+        stderr: String::from_utf8(output.stderr).expect("UTF-8 errors"),
+    }
+}

@@ -302,12 +302,7 @@ pub(super) fn expectations(f: &Facts) -> Vec<CheckResult> {
     list.iter()
         .map(|e| {
             let id = format!("expect.{}", e.ids);
-            let mut parts = e.ids.split(':');
-            let parsed = (
-                parts.next().and_then(VendorId::parse_hex4),
-                parts.next().and_then(DeviceId::parse_hex4),
-            );
-            let (Some(vendor), Some(device)) = parsed else {
+            let Some((vendor, device)) = e.vendor_device() else {
                 return result(
                     &id,
                     Verdict::Unknown,

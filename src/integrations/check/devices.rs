@@ -57,6 +57,49 @@ pub(super) fn pending_unbinds(f: &Facts) -> Vec<CheckResult> {
         .collect()
 }
 
+/// "3 d 2 h", "2 h 5 min", "16 min": how long, for people.
+fn duration(seconds: u64) -> String {
+    let (days, hours, minutes) = (
+        seconds / 86_400,
+        seconds % 86_400 / 3600,
+        seconds % 3600 / 60,
+    );
+    match (days, hours) {
+        (0, 0) => format!("{minutes} min"),
+        (0, _) => format!("{hours} h {minutes} min"),
+        _ => format!("{days} d {hours} h"),
+    }
+}
+
+/// `change_record`: whether /run/vfioctl/changes.json can be used. Every
+/// change, the udev hook and `recover` refuse while it cannot: CRITICAL,
+/// with the reader's own message (the file, why, and what to do).
+pub(super) fn change_record(f: &Facts) -> CheckResult {
+    match &f.record {
+        Ok(0) => result(
+            "change_record",
+            Verdict::Ok,
+            "/run/vfioctl/changes.json: no device changed by vfioctl this boot",
+            vec![],
+            None,
+        ),
+        Ok(n) => result(
+            "change_record",
+            Verdict::Ok,
+            format!("/run/vfioctl/changes.json: {n} device(s) changed by vfioctl this boot (vfioctl show ADDRESS says how)"),
+            vec![],
+            None,
+        ),
+        Err(e) => result(
+            "change_record",
+            Verdict::Critical,
+            format!("the change record cannot be used: {e}"),
+            vec!["/run/vfioctl/changes.json".to_string()],
+            Some("until it can, every change, the udev hook and vfioctl recover refuse: look at the file; once no vfioctl runs (pgrep -x vfioctl), move it aside as the message says (a reboot also clears /run)"),
+        ),
+    }
+}
+
 /// The remedy of an interrupted change.
 const RECOVER: &str = "run vfioctl recover (vfioctl recover --dry-run shows its plan): it puts back every device the interrupted change touched, as its own rollback would have; then run the command again if the change is still wanted";
 
@@ -76,13 +119,33 @@ pub(super) fn interrupted_change(f: &Facts) -> Vec<CheckResult> {
     match found.state {
         IntentState::OtherBoot => return Vec::new(),
         IntentState::InProgress => {
+            let limit = f.health.thresholds.change.in_progress_minutes;
+            let running = f.health.now.saturating_sub(intent.started_at);
+            if running <= limit.saturating_mul(60) {
+                return vec![result(
+                    "change.in_progress",
+                    Verdict::Ok,
+                    format!("{} is in progress", intent.summary()),
+                    evidence,
+                    None,
+                )];
+            }
             return vec![result(
                 "change.in_progress",
-                Verdict::Ok,
-                format!("{} is in progress", intent.summary()),
+                Verdict::Warning,
+                format!(
+                    "{} has been in progress for {}, longer than {limit} min: PID {} ({}) may be blocked in the kernel or stuck",
+                    intent.summary(),
+                    duration(running),
+                    intent.pid,
+                    intent.command
+                ),
                 evidence,
-                None,
-            )]
+                Some(&format!(
+                    "see what PID {} waits for (ps -o pid,stat,wchan:32,args -p {0}; as root cat /proc/{0}/stack): an unbind waits for whoever holds the device (vfioctl show ADDRESS names them); if it must end, kill it, then run vfioctl recover; [change] in_progress_minutes in /etc/vfioctl/check.toml sets the limit",
+                    intent.pid
+                )),
+            )];
         }
         IntentState::Interrupted => {}
     }

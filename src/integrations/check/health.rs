@@ -6,53 +6,10 @@
 //! its PF's.
 
 use super::health_aer;
+use super::health_input::{device_result, not_judged, subject, verdict_of, HealthInput};
 use super::*;
 use crate::model::fabric::is_nvswitch;
-use crate::model::health::{
-    gts_text, AerBaseline, HealthFacts, Level, SpeedPolicy, Thresholds, DEAD_WIDTH,
-};
-
-/// What the health checks look at.
-#[derive(Debug)]
-pub struct HealthInput<'a> {
-    /// The devices judged, in address order.
-    pub judged: Vec<&'a PciDevice>,
-    /// Declared, or on a VFIO driver: handed from tenant to tenant.
-    pub passthrough: BTreeSet<PciAddress>,
-    pub facts: HealthFacts,
-    pub thresholds: Thresholds,
-    /// Where the thresholds came from: `Ok(None)` the defaults (no
-    /// check.toml), `Err` the file's one-line error (the defaults are used).
-    pub thresholds_from: Result<Option<String>, String>,
-    /// The AER baseline, or why it cannot be used (then judged as empty).
-    pub baseline: Result<AerBaseline, String>,
-    /// Seconds since the epoch.
-    pub now: u64,
-    /// `check --new-aer-baseline`: take the counts read now as the baseline.
-    pub new_baseline: bool,
-    /// Whether the baseline entries taken this run were saved (`None`: none to save).
-    pub saved: Option<Result<(), String>>,
-    /// Whether this run keeps a baseline (`check`), or only reads one (`show`).
-    pub keeps_baseline: bool,
-}
-
-impl Default for HealthInput<'_> {
-    /// Nothing judged, default thresholds, an empty baseline.
-    fn default() -> Self {
-        HealthInput {
-            judged: Vec::new(),
-            passthrough: BTreeSet::new(),
-            facts: HealthFacts::default(),
-            thresholds: Thresholds::default(),
-            thresholds_from: Ok(None),
-            baseline: Ok(AerBaseline::default()),
-            now: 0,
-            new_baseline: false,
-            saved: None,
-            keeps_baseline: false,
-        }
-    }
-}
+use crate::model::health::{gts_text, Level, NotJudged, SpeedPolicy, DEAD_WIDTH};
 
 /// The devices `check` judges, and which of them pass through. `decls` is
 /// `None` when the declarations cannot be read.
@@ -66,19 +23,36 @@ pub fn judged<'a>(
         .devices
         .iter()
         .filter(|d| {
-            let on_vfio = d
-                .driver
-                .as_ref()
-                .is_some_and(|d| d.kind() == DriverKind::Vfio);
             let declared = decls.is_some_and(|decls| decls.governing(d).is_some());
-            if on_vfio || declared {
-                passthrough.insert(d.address);
-                return true;
+            match judged_as(d.driver.as_ref(), d.class, d.ids, declared, all) {
+                Some(true) => {
+                    passthrough.insert(d.address);
+                    true
+                }
+                Some(false) => true,
+                None => false,
             }
-            all && (d.class.is_display() || is_nvswitch(d.ids.vendor, d.ids.device))
         })
         .collect();
     (judged, passthrough)
+}
+
+/// The one rule for which functions are judged: `Some(true)` for one that
+/// passes through (declared, or on a VFIO driver), `Some(false)` for a GPU
+/// or NVSwitch judged only with `--all`, `None` for the rest.
+pub(super) fn judged_as(
+    driver: Option<&DriverName>,
+    class: crate::model::ClassCode,
+    ids: crate::model::DeviceIds,
+    declared: bool,
+    all: bool,
+) -> Option<bool> {
+    let on_vfio = driver.is_some_and(|d| d.kind() == DriverKind::Vfio);
+    if on_vfio || declared {
+        Some(true)
+    } else {
+        (all && (class.is_display() || is_nvswitch(ids.vendor, ids.device))).then_some(false)
+    }
 }
 
 pub(super) fn health(f: &Facts) -> Vec<CheckResult> {
@@ -132,53 +106,6 @@ pub fn judge(inv: &Inventory, h: &HealthInput) -> Vec<CheckResult> {
     out
 }
 
-fn verdict_of(level: Level) -> Verdict {
-    match level {
-        Level::Ok => Verdict::Ok,
-        Level::Warning => Verdict::Warning,
-        Level::Critical => Verdict::Critical,
-    }
-}
-
-/// One result about `dev`: the worst of `problems`, else OK with `ok`.
-pub(super) fn device_result(
-    id: String,
-    dev: PciAddress,
-    problems: Vec<(Verdict, String, &str)>,
-    ok: String,
-    evidence: Vec<String>,
-) -> CheckResult {
-    let mut r = match problems.iter().map(|p| p.0).max() {
-        None => result(&id, Verdict::Ok, format!("{dev}: {ok}"), evidence, None),
-        Some(worst) => {
-            let messages: Vec<&str> = problems.iter().map(|p| p.1.as_str()).collect();
-            // Remedies name the device as ADDRESS.
-            let remedy = problems
-                .iter()
-                .find(|p| p.0 == worst && !p.2.is_empty())
-                .map(|p| p.2.replace("ADDRESS", &dev.to_string()));
-            result(
-                &id,
-                worst,
-                format!("{dev}: {}", messages.join("; ")),
-                evidence,
-                remedy.as_deref(),
-            )
-        }
-    };
-    r.device = Some(dev);
-    r
-}
-
-/// The function a device's link and AER counters are read from: its PF for
-/// a VF. Returns it and the prefix its messages carry.
-pub(super) fn subject(dev: &PciDevice) -> (PciAddress, String) {
-    match dev.sriov {
-        SriovRole::Vf { physfn } => (physfn, format!("judged by its PF {physfn}: ")),
-        _ => (dev.address, String::new()),
-    }
-}
-
 /// "x16 at 0000:25:00.0, 0000:24:00.0": the hops that read the same.
 fn hops(readings: &[(String, PciAddress)]) -> Vec<String> {
     let mut grouped: Vec<(String, Vec<String>)> = Vec::new();
@@ -193,6 +120,9 @@ fn hops(readings: &[(String, PciAddress)]) -> Vec<String> {
         .map(|(r, ats)| format!("{r} at {}", ats.join(", ")))
         .collect()
 }
+
+/// The remedy of a `no_pcie_link` verdict an operator raised above OK.
+const NO_LINK_REMEDY: &str = "a function without a PCIe link has none to judge: its health is its bars, reset and power checks; [not_judged] no_pcie_link in /etc/vfioctl/check.toml sets this verdict";
 
 /// `health.link.ADDRESS`: every hop from the device up to its root port
 /// runs at the width (and, while idle, the speed) the narrowest and slowest
@@ -238,9 +168,13 @@ fn link(h: &HealthInput, dev: &PciDevice) -> CheckResult {
         .map(|f| ("max_link_width reads 0".to_string(), f.address))
         .collect();
     if !own.link.as_ref().is_some_and(|l| l.has_link()) && capless.is_empty() {
-        return none(
-            Verdict::Ok,
-            "no PCIe link to judge (a conventional PCI function or an integrated endpoint)".into(),
+        return not_judged(
+            h,
+            id,
+            dev.address,
+            NotJudged::NoPcieLink,
+            format!("{prefix}no PCIe link to judge (a conventional PCI function or an integrated endpoint)"),
+            NO_LINK_REMEDY,
         );
     }
     let path = h.facts.linked_path(at);

@@ -11,17 +11,21 @@ mod devices;
 mod fabric;
 mod health;
 mod health_aer;
+mod health_input;
 mod host;
 mod sriov;
 mod vms;
+mod wanted;
 
 pub use vms::VmHold;
 
-pub use health::{judge as judge_health, judged, HealthInput};
+pub use health::{judge as judge_health, judged};
 pub use health_aer::{plan as aer_plan, updates as aer_updates, Decision as AerDecision};
+pub use health_input::HealthInput;
+pub use wanted::{wanted, Wanted};
 
 use declarations::{bindings, expectations};
-use devices::{interrupted_change, override_threats, pending_unbinds};
+use devices::{change_record, interrupted_change, override_threats, pending_unbinds};
 use fabric::fabric;
 use host::{
     boot_files, cpu_virtualization, iommu_active, kernel_cmdline, libvirt, udev_rules, vfio_modules,
@@ -30,6 +34,7 @@ use host::{
 use crate::integrations::boot_files::CpuVendor;
 use crate::model::declaration::{Declaration, Declarations, DeclaredDriver, Fit, SriovDeclaration};
 use crate::model::fabric::{device_may_leave_host, FabricReading};
+use crate::model::health::{NotJudged, Severity};
 use crate::model::{
     DeviceId, DriverKind, DriverName, Inventory, IommuState, ModuleName, PciAddress, PciDevice,
     SriovRole, VendorId,
@@ -62,6 +67,33 @@ impl Verdict {
             Verdict::Unknown => "UNKNOWN",
         }
     }
+    /// Node Problem Detector's custom plugin status: 0 OK, 1 a problem
+    /// (WARNING or CRITICAL), 2 unknown.
+    pub fn npd_exit_code(self) -> i32 {
+        match self {
+            Verdict::Ok => 0,
+            Verdict::Warning | Verdict::Critical => 1,
+            Verdict::Unknown => 2,
+        }
+    }
+    /// The verdicts, most severe first (the order summaries count them in).
+    pub const BY_SEVERITY: [Verdict; 4] = [
+        Verdict::Critical,
+        Verdict::Warning,
+        Verdict::Unknown,
+        Verdict::Ok,
+    ];
+}
+
+impl From<Severity> for Verdict {
+    fn from(s: Severity) -> Verdict {
+        match s {
+            Severity::Ok => Verdict::Ok,
+            Severity::Warning => Verdict::Warning,
+            Severity::Critical => Verdict::Critical,
+            Severity::Unknown => Verdict::Unknown,
+        }
+    }
 }
 
 impl Serialize for Verdict {
@@ -79,6 +111,9 @@ pub struct CheckResult {
     pub remedy: Option<String>,
     /// The declared device this check is about, if any.
     pub device: Option<PciAddress>,
+    /// Why this family of the device is not judged, when the host cannot
+    /// report it by design (its verdict: check.toml's `[not_judged]`).
+    pub not_judged: Option<NotJudged>,
 }
 
 fn result(
@@ -95,6 +130,7 @@ fn result(
         evidence,
         remedy: remedy.map(str::to_string),
         device: None,
+        not_judged: None,
     }
 }
 
@@ -127,6 +163,18 @@ pub struct Expectation {
     /// Driver they must be on; "auto" (or absent) means any VFIO driver.
     pub driver: Option<String>,
     pub count: usize,
+}
+
+impl Expectation {
+    /// The vendor and device `ids` names (`VENDOR:DEVICE`), or `None`.
+    pub fn vendor_device(&self) -> Option<(VendorId, DeviceId)> {
+        let mut parts = self.ids.split(':');
+        let ids = (
+            parts.next().and_then(VendorId::parse_hex4)?,
+            parts.next().and_then(DeviceId::parse_hex4)?,
+        );
+        parts.next().is_none().then_some(ids)
+    }
 }
 
 /// What libvirt reported for one declared device.
@@ -172,6 +220,9 @@ pub struct Facts<'a> {
     pub fabric: Option<FabricReading>,
     /// The change the record says is under way or was interrupted.
     pub interrupted: Option<InterruptedFact>,
+    /// How many devices the change record (/run/vfioctl/changes.json) lists,
+    /// or why it cannot be used (the reader's message: file, why, the fix).
+    pub record: Result<usize, String>,
     /// The devices judged fit for the next VM, and what was read of them.
     pub health: HealthInput<'a>,
     /// The host's libvirt domains, or why they are unknown.
@@ -201,6 +252,7 @@ pub fn run_checks(f: &Facts) -> Vec<CheckResult> {
     out.extend(fabric(f));
     out.extend(override_threats(f));
     out.extend(pending_unbinds(f));
+    out.push(change_record(f));
     out.extend(interrupted_change(f));
     out.push(boot_files(f));
     out.push(udev_rules(f));
@@ -218,6 +270,35 @@ pub fn overall(results: &[CheckResult]) -> Verdict {
         .map(|r| r.status)
         .max()
         .unwrap_or(Verdict::Ok)
+}
+
+/// How many results have each verdict, most severe first, and how many
+/// families are not judged, by reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub by_verdict: [(Verdict, usize); 4],
+    pub not_judged: BTreeMap<NotJudged, usize>,
+}
+
+impl Counts {
+    pub fn of(results: &[CheckResult]) -> Counts {
+        let by_verdict =
+            Verdict::BY_SEVERITY.map(|v| (v, results.iter().filter(|r| r.status == v).count()));
+        let mut not_judged = BTreeMap::new();
+        for why in results.iter().filter_map(|r| r.not_judged) {
+            *not_judged.entry(why).or_insert(0) += 1;
+        }
+        Counts {
+            by_verdict,
+            not_judged,
+        }
+    }
+    pub fn of_verdict(&self, verdict: Verdict) -> usize {
+        self.by_verdict
+            .iter()
+            .find(|(v, _)| *v == verdict)
+            .map_or(0, |(_, n)| *n)
+    }
 }
 
 #[cfg(test)]
@@ -252,6 +333,7 @@ mod tests {
             pending: vec![],
             fabric: None,
             interrupted: None,
+            record: Ok(0),
             health: HealthInput::default(),
             vms: crate::model::domain::VmFacts::NotAsked("tests".into()),
             vm_holds: vec![],
@@ -331,6 +413,22 @@ mod tests {
             shared(vec![dom("a", true, false), dom("b", false, false)]),
             0
         );
+    }
+
+    #[test]
+    fn expected_ids_are_vendor_and_device_only() {
+        let e = |ids: &str| Expectation {
+            ids: ids.into(),
+            driver: None,
+            count: 1,
+        };
+        assert_eq!(
+            e("10de:20b0").vendor_device(),
+            Some((VendorId(0x10de), DeviceId(0x20b0)))
+        );
+        for bad in ["10de:20b0:10de:134f", "10de", "10de:", "nvidia:a100", ""] {
+            assert_eq!(e(bad).vendor_device(), None, "{bad}");
+        }
     }
 
     #[test]

@@ -53,6 +53,10 @@ BOOT_KEYS = {
     # a root port with QEMU's x-speed/x-width link properties and a
     # virtio-net with AER behind it, for the health checks; only these boots
     "health": ({"on", "off"}, "off"),
+    # pcie_ports=compat: the OS owns no PCIe port service (no AER service
+    # under any root port), as on servers whose firmware keeps AER
+    # (firmware-first); only these boots
+    "pcie_ports": ({"default", "compat"}, "default"),
 }
 BUILD_SCRIPT = VM_DIR / "guest/initrd/build"
 BUILD_TIMEOUT = 60  # seconds for the builder guest's one scenario
@@ -293,6 +297,8 @@ class Boot:
         else:
             tail = [f"vmstage2={stage2}"]
         machine = ["-machine", "q35"]
+        if self.boot["pcie_ports"] == "compat":
+            append += ["pcie_ports=compat"]
         if iommu:
             append += ["intel_iommu=on", "iommu=pt"]
             # The IOMMU must come before the devices it translates for.

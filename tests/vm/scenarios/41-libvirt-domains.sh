@@ -80,7 +80,7 @@ run "$VFIOCTL" check --json
 check check-reports-unmanaged contains "$OUT" '"id": "vm.unmanaged_not_vfio"'
 check check-names-the-domain contains "$OUT" "stopped-vm"
 run "$VFIOCTL" check --prometheus -
-check prometheus-vm-info contains "$OUT" "vfioctl_device_vm_info{address=\"$E1000E\",domain=\"stopped-vm\""
+check prometheus-vm-info grep -qE "^vfioctl_device_vm_info\\{address=\"$E1000E\",segment=\"[0-9a-f]{4}\",bus=\"[0-9a-f]{2}\",device=\"[0-9a-f]{2}\",function=\"[0-7]\",domain=\"stopped-vm\"" <<<"$OUT"
 virsh -q -c qemu:///system undefine stopped-vm >/dev/null
 
 # (b) A paused domain holding the e1000e through QEMU inside the guest.

@@ -36,7 +36,7 @@ expect check-critical-exit "$RC" 2
 expect check-binding-critical "$(verdict "binding.$E1000E")" CRITICAL
 check check-names-the-native-driver grep -q "$E1000E: e1000e grabbed it" <<<"$OUT"
 run "$VFIOCTL" check --prometheus -
-check prometheus-says-critical grep -q "vfioctl_device_status{check=\"binding.$E1000E\",address=\"$E1000E\"} 2" <<<"$OUT"
+check prometheus-says-critical grep -qE "^vfioctl_device_status\\{check=\"binding.$E1000E\",address=\"$E1000E\",segment=\"[0-9a-f]{4}\",bus=\"[0-9a-f]{2}\",device=\"[0-9a-f]{2}\",function=\"[0-7]\"\\} 2$" <<<"$OUT"
 
 "$VFIOCTL" persist apply >/dev/null
 run "$VFIOCTL" check
