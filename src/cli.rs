@@ -136,6 +136,29 @@ pub enum Command {
     /// change is still wanted. An intent from an earlier boot describes kernel
     /// state that is gone: it is ignored, and recover clears it.
     Recover(RecoverArgs),
+    /// Reset passthrough devices between tenants, and verify each is fit for the next.
+    ///
+    /// Only devices on a VFIO driver or on none are reset, each with the
+    /// kernel's own reset (its reset_method order: device_specific, acpi,
+    /// flr, af_flr, pm, bus, cxl_bus), or with the one --method names, after
+    /// which reset_method is put back as it was. Refused, never forced, with
+    /// nothing written: a device on a host driver (named), with no reset
+    /// method (reset_method absent or empty) or without the method asked
+    /// for; and when the device, or any function the reset may also reset (a
+    /// bus reset resets every function below the bridge above the device:
+    /// with no --method the worst listed method counts), is on a host driver,
+    /// held by a process, used by a running libvirt domain or used by the
+    /// host (see SAFETY RULES). A reset that does not return within --timeout
+    /// is left pending in the kernel (exit 8). Each device is then read
+    /// again and compared with before: config space answers with the same
+    /// IDs, the BARs and the kernel's resources are as before, the link is
+    /// back at its width and speed (or its maximum), no new fatal or nonfatal
+    /// AER error on it or a port above it, power state D0, the same driver,
+    /// and /dev/vfio/N for a device on a VFIO driver. A device that fails is
+    /// reported, exit 1, and check reports it CRITICAL until a later reset
+    /// verifies it (see BETWEEN TENANTS). Recorded like every change: an
+    /// interrupted reset is found by check and put back by recover.
+    Reset(ResetArgs),
     /// Leave devices with no driver at all (e.g. before a reset or removal).
     ///
     /// The override is kept, so a later probe binds the overridden driver again.
@@ -586,6 +609,32 @@ pub struct RecoverArgs {
     pub timeout: u64,
 
     /// Print what was found, the plan and the result as one JSON object (schema in the man page).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// Devices to reset (see SELECTORS).
+    #[arg(value_name = "SELECTOR", required = true)]
+    pub selectors: Vec<String>,
+
+    /// Use this reset method only (device_specific, acpi, flr, af_flr, pm,
+    /// bus or cxl_bus; one the device's reset_method lists), then put
+    /// reset_method back. Default: the kernel's order.
+    #[arg(long, value_name = "METHOD")]
+    pub method: Option<String>,
+
+    /// Print the plan, with every check and refusal, and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Seconds to wait for each reset and for the lock.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+
+    /// Print the plan, what was read before and after, and the verdicts as
+    /// one JSON object (schema in the man page).
     #[arg(long)]
     pub json: bool,
 }

@@ -486,6 +486,7 @@ pub fn run(
         health,
         vms,
         vm_holds,
+        resets: crate::host::reset::load_state(root),
     };
     let results = run_checks(&facts);
     let status = overall(&results);

@@ -10,6 +10,7 @@ pub mod libvirt;
 pub mod modules;
 mod proc_walk;
 pub mod root;
+pub mod reset;
 pub mod state;
 pub mod sysfs;
 pub mod udev;

@@ -4,6 +4,7 @@ pub mod health;
 pub mod labels;
 pub mod records;
 pub mod report;
+pub mod reset;
 pub mod table;
 
 use std::borrow::Cow;

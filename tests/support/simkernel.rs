@@ -358,6 +358,7 @@ impl PciKernel for SimKernel<'_> {
     /// Like pci_reset_function: the device is reset (counted in `resets`);
     /// a device in `hung_reset` never returns (its lock held).
     fn reset(&self, w: ResetWrite<'_>, deadline: Duration) -> Result<(), KernelError> {
+        w.check_reset()?;
         let device = w.device();
         if !self.dir(device).exists() {
             return Err(KernelError::Vanished { device });

@@ -12,6 +12,7 @@ mod fabric;
 mod health;
 mod health_aer;
 mod host;
+mod reset;
 mod sriov;
 mod vms;
 
@@ -181,6 +182,8 @@ pub struct Facts<'a> {
     /// Claiming driver_overrides that the next probe would turn against the
     /// host (`gate::override_threats`).
     pub override_threats: Vec<crate::gate::Refusal>,
+    /// Each device's last reset by `vfioctl reset` (/var/lib/vfioctl/reset.json).
+    pub resets: Result<crate::model::reset::ResetState, String>,
 }
 
 /// A change's intent found in the change record (`host::state`).
@@ -208,6 +211,7 @@ pub fn run_checks(f: &Facts) -> Vec<CheckResult> {
     out.extend(vms::vm_checks(f));
     out.extend(expectations(f));
     out.extend(health::health(f));
+    out.extend(reset::resets(f));
     out
 }
 
@@ -256,6 +260,7 @@ mod tests {
             vms: crate::model::domain::VmFacts::NotAsked("tests".into()),
             vm_holds: vec![],
             override_threats: vec![],
+            resets: Ok(Default::default()),
         }
     }
 
