@@ -154,7 +154,10 @@ impl fmt::Display for ResetStep {
 pub enum ResetRefusal {
     /// The gate refused resetting `target` (the refusal's device is
     /// `target` or a function its reset also resets).
-    Gate { target: PciAddress, refusal: Refusal },
+    Gate {
+        target: PciAddress,
+        refusal: Refusal,
+    },
     /// The kernel offers no reset method, or it cannot be read.
     NoMethod { device: PciAddress, why: NoMethod },
     /// `--method` names a method the device's `reset_method` does not list.
@@ -300,7 +303,9 @@ pub fn plan(
         let listed = d
             .methods
             .as_ref()
-            .map_or("not listed (kernel before 5.15)".to_string(), |l| l.join(" "));
+            .map_or("not listed (kernel before 5.15)".to_string(), |l| {
+                l.join(" ")
+            });
         let reach = if d.resets_also.is_empty() {
             "the function alone".to_string()
         } else {
@@ -797,7 +802,9 @@ fn fitness_now(
     inv: &Inventory,
     address: PciAddress,
 ) -> Fitness {
-    let dev = inv.device(&address).expect("a planned device is in the inventory");
+    let dev = inv
+        .device(&address)
+        .expect("a planned device is in the inventory");
     let mut fitness = host_reset::read(root, inv, &[dev])
         .remove(&address)
         .expect("read returns every device asked")
@@ -1108,7 +1115,12 @@ mod tests {
         );
         assert_eq!(
             p.devices[0].steps,
-            [ResetStep::Reset, ResetStep::Verify { vfio_group: Some(60) }]
+            [
+                ResetStep::Reset,
+                ResetStep::Verify {
+                    vfio_group: Some(60)
+                }
+            ]
         );
         let flr = Some(ResetMethod::Flr);
         let p = plan(&inv, &[a], flr, &with("flr bus", flr)).unwrap();
@@ -1163,7 +1175,10 @@ mod tests {
             below_bridge: Some(Ok(vec![])),
         };
         let text = refusal(plan(&inv, &[a], Some(ResetMethod::Flr), &one(unlisted)));
-        assert!(text.contains("needs reset_method (Linux 5.15 on)"), "{text}");
+        assert!(
+            text.contains("needs reset_method (Linux 5.15 on)"),
+            "{text}"
+        );
         // A bus reset whose neighbours cannot be read or listed.
         let text = refusal(plan(
             &inv,
@@ -1182,7 +1197,9 @@ mod tests {
             &one(found("bus", Some(vec!["41:00.2"]))),
         ));
         assert!(
-            text.contains("may also reset 0000:41:00.2 (below the same bridge), which cannot be read"),
+            text.contains(
+                "may also reset 0000:41:00.2 (below the same bridge), which cannot be read"
+            ),
             "{text}"
         );
     }

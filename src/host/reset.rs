@@ -12,7 +12,7 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::model::health::ResetMethods;
-use crate::model::reset::{ConfigIds, Fitness, Resource, ResetEntry, ResetState};
+use crate::model::reset::{ConfigIds, Fitness, ResetEntry, ResetState, Resource};
 use crate::model::{PciAddress, PciDevice, SriovRole};
 
 use super::baseline::STATE_DIR;

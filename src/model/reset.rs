@@ -87,9 +87,10 @@ impl FromStr for ResetMethod {
 pub fn may_reset_the_bus(methods: &[String], chosen: Option<ResetMethod>) -> bool {
     match chosen {
         Some(m) => m.resets_the_bus(),
-        None => methods
-            .iter()
-            .any(|name| name.parse::<ResetMethod>().map_or(true, |m| m.resets_the_bus())),
+        None => methods.iter().any(|name| {
+            name.parse::<ResetMethod>()
+                .map_or(true, |m| m.resets_the_bus())
+        }),
     }
 }
 
@@ -316,7 +317,11 @@ fn verify_config(before: &Fitness, after: &Fitness) -> Finding {
                 device_id,
             },
             _,
-        ) => finding(Check::Config, true, format!("reads {vendor_id}:{device_id}")),
+        ) => finding(
+            Check::Config,
+            true,
+            format!("reads {vendor_id}:{device_id}"),
+        ),
         (ConfigIds::AllOnes, _) => finding(
             Check::Config,
             false,
@@ -342,6 +347,13 @@ fn verify_bars(before: &Fitness, after: &Fitness) -> Finding {
             Check::Bars,
             false,
             format!("no longer assigned as before: {}", lost.join(", ")),
+        );
+    }
+    if after.config == ConfigIds::AllOnes {
+        return finding(
+            Check::Bars,
+            false,
+            "cannot be judged: config space reads all ones".to_string(),
         );
     }
     match (&before.bar_registers, &after.bar_registers) {
@@ -391,10 +403,7 @@ fn verify_link(before: &Fitness, after: &Fitness) -> Finding {
             format!("link attributes gone after the reset{of}"),
         );
     };
-    let dead = now.unreadable
-        || now
-            .current_width
-            .is_none_or(|w| w == 0 || w == DEAD_WIDTH);
+    let dead = now.unreadable || now.current_width.is_none_or(|w| w == 0 || w == DEAD_WIDTH);
     if dead {
         return finding(
             Check::Link,
@@ -411,7 +420,7 @@ fn verify_link(before: &Fitness, after: &Fitness) -> Finding {
         (None, Some(_)) => false,
         _ => true,
     };
-    let message = format!("{}{of}, {} before", link_text(now), link_text(was));
+    let message = format!("{}{of} (before: {})", link_text(now), link_text(was));
     finding(Check::Link, width_ok && speed_ok, message)
 }
 
@@ -558,8 +567,14 @@ mod tests {
         let listed = |t: &str| t.split_whitespace().map(str::to_string).collect::<Vec<_>>();
         assert!(!may_reset_the_bus(&listed("flr pm"), None));
         assert!(may_reset_the_bus(&listed("flr bus"), None));
-        assert!(!may_reset_the_bus(&listed("flr bus"), Some(ResetMethod::Flr)));
-        assert!(may_reset_the_bus(&listed("flr someday"), None), "unknown: fail closed");
+        assert!(!may_reset_the_bus(
+            &listed("flr bus"),
+            Some(ResetMethod::Flr)
+        ));
+        assert!(
+            may_reset_the_bus(&listed("flr someday"), None),
+            "unknown: fail closed"
+        );
     }
 
     fn fit() -> Fitness {
@@ -634,7 +649,14 @@ mod tests {
             "{f:?}"
         );
         assert!(f[0].1.contains("all ones"), "{f:?}");
-        assert!(f[1].1.contains("BAR0 0x00000000 (0xfe000000 before)"), "{f:?}");
+        assert!(f[1].1.contains("config space reads all ones"), "{f:?}");
+        let mut lost = fit();
+        lost.bar_registers = Some(vec![0; 6]);
+        let f2 = failed(&before, &lost);
+        assert!(
+            f2[0].1.contains("BAR0 0x00000000 (0xfe000000 before)"),
+            "{f2:?}"
+        );
         assert!(f[3].1.contains("1 new fatal"), "{f:?}");
         // A narrower or slower link fails, unless it is at its maximum;
         // a resource the kernel no longer assigns fails.

@@ -183,7 +183,9 @@ pub fn render_recover(report: &RecoverReport) -> String {
             d.address,
             d.method
                 .as_deref()
-                .map_or("the kernel's order".to_string(), |m| format!("--method {m}")),
+                .map_or("the kernel's order".to_string(), |m| format!(
+                    "--method {m}"
+                )),
             d.methods_before.as_deref().unwrap_or("not listed"),
             if d.pending {
                 "; vfioctl stopped waiting for it (pending in the kernel)"

@@ -14,15 +14,18 @@ pub fn render(report: &ResetReport) -> String {
         out,
         "reset plan: {} device(s), {}",
         plan.devices.len(),
-        plan.method.map_or("the kernel's order of reset methods".to_string(), |m| {
-            format!("--method {m} only")
-        })
+        plan.method
+            .map_or("the kernel's order of reset methods".to_string(), |m| {
+                format!("--method {m} only")
+            })
     );
     for d in &plan.devices {
         let methods = d
             .methods
             .as_ref()
-            .map_or("not listed (kernel before 5.15)".to_string(), |l| l.join(" "));
+            .map_or("not listed (kernel before 5.15)".to_string(), |l| {
+                l.join(" ")
+            });
         let _ = writeln!(
             out,
             "  {}  {}  reset_method {methods}",
@@ -67,11 +70,7 @@ pub fn render(report: &ResetReport) -> String {
             let _ = writeln!(out, "    {}", escape_controls(e));
         }
         if let Some(e) = &d.put_back_error {
-            let _ = writeln!(
-                out,
-                "    reset_method NOT put back: {}",
-                escape_controls(e)
-            );
+            let _ = writeln!(out, "    reset_method NOT put back: {}", escape_controls(e));
         }
     }
     if let Some(e) = &result.state_error {

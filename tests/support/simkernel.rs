@@ -28,6 +28,9 @@ pub struct Faults {
     pub numvfs_fails: BTreeSet<String>,
     /// Devices whose reset never returns (their lock held).
     pub hung_reset: BTreeSet<String>,
+    /// Devices that do not come back from a reset: config space reads all
+    /// ones, the link is down, a fatal AER error is counted, D3cold.
+    pub reset_breaks: BTreeSet<String>,
 }
 
 pub struct SimKernel<'a> {
@@ -371,6 +374,18 @@ impl PciKernel for SimKernel<'_> {
                 step: "reset".to_string(),
                 seconds: deadline.as_secs(),
             });
+        }
+        if self.faults.reset_breaks.contains(&device.to_string()) {
+            let dir = self.dir(device);
+            fs::write(dir.join("config"), vec![0xffu8; 256]).unwrap();
+            fs::write(dir.join("current_link_speed"), "Unknown\n").unwrap();
+            fs::write(dir.join("current_link_width"), "63\n").unwrap();
+            fs::write(dir.join("power_state"), "D3cold\n").unwrap();
+            fs::write(
+                dir.join("aer_dev_fatal"),
+                super::fakehost::aer_file("FATAL", &[("SDES", 1)]),
+            )
+            .unwrap();
         }
         Ok(())
     }

@@ -56,10 +56,7 @@ pub(super) fn resets(f: &Facts) -> Vec<CheckResult> {
             ),
         };
         let mut evidence = entry.findings.clone();
-        evidence.push(format!(
-            "{address} in {}",
-            crate::host::reset::state_path()
-        ));
+        evidence.push(format!("{address} in {}", crate::host::reset::state_path()));
         let mut r = result(&format!("reset.{address}"), status, message, evidence, None);
         if !entry.outcome.verified() {
             r.remedy = Some(format!(
