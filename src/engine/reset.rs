@@ -749,7 +749,13 @@ fn reset_one(
     };
     let failed = |out: &mut DeviceReset, e: KernelError| {
         out.vanished = matches!(e, KernelError::Vanished { .. });
-        out.error = Some(e.to_string());
+        let why = match &e {
+            KernelError::Write { source, .. } if source.raw_os_error() == Some(libc::ENOTTY) => {
+                " (ENOTTY: the kernel could use none of its methods now: it refuses a bus reset while other functions share the bus, and gives one up when the link does not come back; its log says which)"
+            }
+            _ => "",
+        };
+        out.error = Some(format!("{e}{why}"));
     };
     if let Some(m) = method {
         if let Err(e) = kernel.set_reset_method(w, m.name()) {

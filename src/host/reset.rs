@@ -74,13 +74,15 @@ fn walk(dir: &Path, out: &mut Vec<PciAddress>) -> Result<(), String> {
 }
 
 /// The first 64 bytes of `config`: the IDs and the six BAR registers.
-fn read_config(dir: &Path) -> (ConfigIds, Option<Vec<u32>>) {
+fn read_config(dir: &Path, dev: &PciDevice) -> (ConfigIds, Option<Vec<u32>>) {
     let mut header = [0u8; 64];
     let read = fs::File::open(dir.join("config")).and_then(|mut f| f.read_exact(&mut header));
     if read.is_err() {
         return (ConfigIds::Unreadable, None);
     }
-    let ids = ConfigIds::from_bytes(Some([header[0], header[1], header[2], header[3]]));
+    let vf_ids =
+        matches!(dev.sriov, SriovRole::Vf { .. }).then_some((dev.ids.vendor, dev.ids.device));
+    let ids = ConfigIds::from_header(Some(&header), vf_ids);
     let bars = (0..6)
         .map(|i| {
             let at = 0x10 + 4 * i;
@@ -106,7 +108,7 @@ pub fn read(
             SriovRole::Vf { physfn } => physfn,
             _ => dev.address,
         };
-        let (config, bar_registers) = read_config(&dir);
+        let (config, bar_registers) = read_config(&dir, dev);
         let fitness = Fitness {
             config,
             bar_registers,

@@ -121,6 +121,29 @@ pub enum ConfigIds {
 }
 
 impl ConfigIds {
+    /// From the first 64 bytes of config space (`None`: unreadable). A VF's
+    /// ID registers read all ones by design (its IDs are in its PF's SR-IOV
+    /// capability): for a VF (`vf_ids`: its IDs as the kernel knows them)
+    /// the class register tells whether it answers.
+    pub fn from_header(
+        header: Option<&[u8; 64]>,
+        vf_ids: Option<(VendorId, DeviceId)>,
+    ) -> ConfigIds {
+        let Some(h) = header else {
+            return ConfigIds::Unreadable;
+        };
+        let ids = ConfigIds::from_bytes(Some([h[0], h[1], h[2], h[3]]));
+        match (ids, vf_ids) {
+            (ConfigIds::AllOnes, Some((vendor_id, device_id))) if h[8..12] != [0xff; 4] => {
+                ConfigIds::Readable {
+                    vendor_id,
+                    device_id,
+                }
+            }
+            _ => ids,
+        }
+    }
+
     /// From the first four bytes of config space (`None`: unreadable).
     pub fn from_bytes(bytes: Option<[u8; 4]>) -> ConfigIds {
         match bytes {
@@ -626,6 +649,22 @@ mod tests {
             ]
         );
         assert_eq!(ConfigIds::from_bytes(None), ConfigIds::Unreadable);
+        // A VF's ID registers read all ones by design; its class register answers.
+        let mut vf = [0xffu8; 64];
+        vf[8..12].copy_from_slice(&[0x00, 0x00, 0x00, 0x02]);
+        let ids = (VendorId(0x8086), DeviceId(0x10ca));
+        assert_eq!(
+            ConfigIds::from_header(Some(&vf), Some(ids)),
+            ConfigIds::Readable {
+                vendor_id: ids.0,
+                device_id: ids.1
+            }
+        );
+        assert_eq!(ConfigIds::from_header(Some(&vf), None), ConfigIds::AllOnes);
+        assert_eq!(
+            ConfigIds::from_header(Some(&[0xff; 64]), Some(ids)),
+            ConfigIds::AllOnes
+        );
         // Gone: config all ones, BARs lost, link down, a fatal error, D3cold, no node.
         let mut gone = fit();
         gone.config = ConfigIds::from_bytes(Some([0xff; 4]));
