@@ -14,7 +14,7 @@ description:
   - Resets PCI devices with C(vfioctl reset) once a tenant's VM has stopped, and verifies each afterwards (config space IDs, BARs, link,
     AER errors, power state, driver, C(/dev/vfio/N)), so the next tenant gets a clean, known-good device.
   - vfioctl resets only devices on a VFIO driver or on none, and refuses, never forced, a device on a host driver, one without a reset
-    method, and a reset when the device or any function it also resets (a bus reset: every function below the bridge) is held by a
+    method, and a reset when the device or any function it also resets (a bus reset resets every function below the bridge) is held by a
     process, used by a running libvirt domain or used by the host.
   - A device that fails verification fails the task, and C(vfioctl check) reports it CRITICAL until a later reset verifies it.
 version_added: 0.2.0
