@@ -126,8 +126,8 @@ pub enum Command {
     /// and the plan's target, and for sriov the VF count and
     /// sriov_drivers_autoprobe before. It is cleared once the change is verified
     /// or put back. While one is recorded this boot, check is CRITICAL naming
-    /// its devices, and bind, restore, unbind, sriov, persist apply and the udev
-    /// hook refuse (status 4) until recover has run. recover does what the
+    /// its devices, and bind, restore, unbind, sriov, reset, persist apply and
+    /// the udev hook refuse (status 4) until recover has run. recover does what the
     /// interrupted change's own rollback would have done, never completes it:
     /// each device it touched back to its driver and override before, and for
     /// SR-IOV the VF count (through 0), the VFs' VFIO or pci-stub drivers and
@@ -135,9 +135,34 @@ pub enum Command {
     /// devices as they are now, through the same safety gate (a process holding
     /// a device refuses it), applied with verification and rollback, and clears
     /// the record only once verified. Run the command again afterwards if the
-    /// change is still wanted. An intent from an earlier boot describes kernel
+    /// change is still wanted. An interrupted reset is not reset again:
+    /// recover writes back the reset_method it narrowed (--method) and
+    /// records its devices unverified (see BETWEEN TENANTS). An intent from an earlier boot describes kernel
     /// state that is gone: it is ignored, and recover clears it.
     Recover(RecoverArgs),
+    /// Reset passthrough devices between tenants, and verify each is fit for the next.
+    ///
+    /// Only devices on a VFIO driver or on none are reset, each with the
+    /// kernel's own reset (its reset_method order: device_specific, acpi,
+    /// flr, af_flr, pm, bus, cxl_bus), or with the one --method names, after
+    /// which reset_method is put back as it was. Refused, never forced, with
+    /// nothing written: a device on a host driver (named), with no reset
+    /// method (reset_method absent or empty) or without the method asked
+    /// for; and when the device, or any function the reset may also reset (a
+    /// bus reset resets every function below the bridge above the device:
+    /// with no --method the worst listed method counts), is on a host driver,
+    /// held by a process, used by a running libvirt domain or used by the
+    /// host (see SAFETY RULES). A reset that does not return within --timeout
+    /// is left pending in the kernel (exit 8). Each device is then read
+    /// again and compared with before: config space answers with the same
+    /// IDs, the BARs and the kernel's resources are as before, the link is
+    /// back at its width and speed (or its maximum), no new fatal or nonfatal
+    /// AER error on it or a port above it, power state D0, the same driver,
+    /// and /dev/vfio/N for a device on a VFIO driver. A device that fails is
+    /// reported, exit 1, and check reports it CRITICAL until a later reset
+    /// verifies it (see BETWEEN TENANTS). Recorded like every change: an
+    /// interrupted reset is found by check and put back by recover.
+    Reset(ResetArgs),
     /// Leave devices with no driver at all (e.g. before a reset or removal).
     ///
     /// The override is kept, so a later probe binds the overridden driver again.
@@ -622,6 +647,32 @@ pub struct RecoverArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// Devices to reset (see SELECTORS).
+    #[arg(value_name = "SELECTOR", required = true)]
+    pub selectors: Vec<String>,
+
+    /// Use this reset method only (device_specific, acpi, flr, af_flr, pm,
+    /// bus or cxl_bus; one the device's reset_method lists), then put
+    /// reset_method back. Default: the kernel's order.
+    #[arg(long, value_name = "METHOD")]
+    pub method: Option<String>,
+
+    /// Print the plan, with every check and refusal, and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Seconds to wait for each reset and for the lock.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+
+    /// Print the plan, what was read before and after, and the verdicts as
+    /// one JSON object (schema in the man page).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ChangeArgs {
     /// Devices to change (see SELECTORS).
     #[arg(value_name = "SELECTOR", required = true)]
@@ -731,7 +782,7 @@ pub mod exit {
         ),
         (
             Pending,
-            "A driver did not let go of a device within --timeout (a process holds it): the unbind is still pending in the kernel and vfioctl stopped waiting for it. The message names the device, the holder when found, and what happens when the holder lets go (the device is left with no driver; run vfioctl restore then). vfioctl show and check report it pending. --timeout bounds each kernel step: the blocked write returns within --timeout plus a second; a plan of several devices also spends the time of its other steps and its rollback (measured in the test bed: 4.2-4.7 s for a display and its audio companion at --timeout 3).",
+            "A driver did not let go of a device within --timeout (a process holds it): the unbind is still pending in the kernel and vfioctl stopped waiting for it. The message names the device, the holder when found, and what happens when the holder lets go (the device is left with no driver; run vfioctl restore then). vfioctl show and check report it pending. Also: a reset that did not return within --timeout (it waits for the device's lock), still pending in the kernel; it stays recorded (check reports it) until vfioctl recover, once it has finished. --timeout bounds each kernel step: the blocked write returns within --timeout plus a second; a plan of several devices also spends the time of its other steps and its rollback (measured in the test bed: 4.2-4.7 s for a display and its audio companion at --timeout 3).",
         ),
         (
             NoPermission,
@@ -758,15 +809,16 @@ pub const SAFETY: &[(&str, bool, exit::ExitStatus)] = &[
     ("The device is the boot display or the framebuffer console.", true, exit::ExitStatus::Refused),
     ("The device is an NVSwitch of a shared NVLink fabric (Fabric Manager enabled or running): Fabric Manager keeps it on the host; only GPUs go to VMs.", false, exit::ExitStatus::Refused),
     ("A claiming driver_override (VFIO, pci-stub) would be left on a device the host uses (root filesystem, swap, mounts, addresses, routes, the console) while it is on another driver: its next probe (a rebind, a hot-plug, drivers_probe) would hand it over. Never written (recover leaves such an override out and says so); check is CRITICAL for one found, whoever wrote it.", false, exit::ExitStatus::Refused),
-    ("reset: the device, or a function its reset also resets (a bus reset: every function below the bridge above it), is on a host driver, held open by a process, used by a running libvirt domain or used by the host (root filesystem, swap, mounts, addresses, routes, the console); or libvirt does not answer. A reset under a user corrupts what it is doing.", false, exit::ExitStatus::Refused),
+    ("reset: the device, or a function its reset may also reset (a bus reset: every function below the bridge above it; with no --method, the worst method reset_method lists counts), is on a host driver, held open by a process, used by a running libvirt domain or used by the host (root filesystem, swap, mounts, addresses, routes, the console); or libvirt does not answer. A reset under a user corrupts what it is doing.", false, exit::ExitStatus::Refused),
+    ("reset: the device has no reset method (neither reset_method nor reset, or an empty reset_method), --method names one its reset_method does not list, or it is a bridge or port: it is not fit to hand from one tenant to the next.", false, exit::ExitStatus::Refused),
     ("The device is an SR-IOV PF with VFs enabled (bind, unbind, a companion or group member): unbinding its driver destroys the VFs (igb, mlx5 and vfio-pci disable SR-IOV when they let go) or leaves them orphaned (nvme), and vfio-pci refuses such a PF (EBUSY). Run sriov PF --numvfs 0 first. A VF never has companions and is never one.", false, exit::ExitStatus::Refused),
     ("sriov (and [[sriov]] in persist apply and the udev hook) changes the VF count of a PF the host uses (addresses, routes, the default route, mounts, the root filesystem, swap, a network root, an enslaved or other-namespace interface, the console) only with --force: some drivers reset the PF when SR-IOV is enabled or disabled (ixgbe drops its link). Open handles on the PF do not count (it keeps its driver). The plan names each use (pf_uses in its JSON).", true, exit::ExitStatus::Refused),
-    ("While an interrupted change is recorded this boot (its intent in /run/vfioctl/changes.json, its process gone), bind, restore, unbind, sriov, persist apply and the udev hook refuse, dry runs too, naming it, until vfioctl recover has put it back; check is CRITICAL meanwhile. A record from another boot is ignored.", false, exit::ExitStatus::Refused),
+    ("While an interrupted change is recorded this boot (its intent in /run/vfioctl/changes.json, its process gone), bind, restore, unbind, sriov, reset, persist apply and the udev hook refuse, dry runs too, naming it, until vfioctl recover has put it back; check is CRITICAL meanwhile. A record from another boot is ignored.", false, exit::ExitStatus::Refused),
     ("A running libvirt domain uses the device, another member of its IOMMU group, a VF of it or an mdev on it, and the change gives the device away (restore, unbind, bind --driver to a non-VFIO driver, persist remove, an sriov change that destroys VFs): the domain and its Nova instance are named (see VIRTUAL MACHINES).", false, exit::ExitStatus::Refused),
     ("A defined libvirt domain's config names the device (or a VF of it, or an mdev on it) and the change gives it away: the message says what the domain's next start does (managed='yes' takes the device back from the host, managed='no' fails) and whether it autostarts.", true, exit::ExitStatus::Refused),
     ("libvirt is there but does not answer within --connect-timeout (or answers what cannot be read) and the change gives a device away: whether a VM uses it is unknown; --no-libvirt changes it without the VM rules.", false, exit::ExitStatus::Refused),
     ("sriov destroys VFs (a lower count, or any change of a non-zero count) only when the gate clears every one of them: a process holding a VF (its /dev/vfio/N open) is named and never overridden; the uses --force overrides, only with --force.", false, exit::ExitStatus::Refused),
     ("persist add (and bind --persist) judge every device a declaration covers now, ID and class declarations included, as claimed at every boot (open handles aside).", false, exit::ExitStatus::Refused),
     ("host-config --write judges every device its boot files would take from its driver now (each declared device, with --ids every present device with a declared ID, with --blacklist every device the module drives) by the rules persist apply follows, without --force: a device the host uses is refused (bind it first, with --force where allowed); it has no --force.", false, exit::ExitStatus::Refused),
-    ("An unbind that does not return within --timeout is left pending in the kernel (in a helper process) and reported; that write returns within --timeout plus a second (each kernel step has its own --timeout).", false, exit::ExitStatus::Pending),
+    ("An unbind (or a reset) that does not return within --timeout is left pending in the kernel (in a helper process) and reported; that write returns within --timeout plus a second (each kernel step has its own --timeout).", false, exit::ExitStatus::Pending),
 ];

@@ -29,6 +29,7 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
             || cause.is::<MissingAddress>()
             || cause.is::<StdoutConflict>()
             || cause.is::<BadName>()
+            || cause.is::<crate::model::reset::UnknownResetMethod>()
         {
             return ExitStatus::Usage;
         }
@@ -73,6 +74,7 @@ pub fn exit_status(err: &anyhow::Error) -> ExitStatus {
             return ExitStatus::Config;
         }
         if cause.is::<crate::engine::recover::RecoverError>()
+            || cause.is::<crate::engine::reset::ResetError>()
             || cause.is::<crate::engine::enforce::SriovNotDeclared>()
         {
             return ExitStatus::Refused;

@@ -31,7 +31,8 @@
 //!   apply -> record), `enforce` (declarations; returns its notes for the command to print),
 //!   `sriov/` (a PF's VF count, the VFs bound through `plan` and `apply`; in
 //!   `sriov/plan.rs` (pure), `apply.rs`, `read.rs`), `recover` (an interrupted change
-//!   put back, from its intent, judged by the gate as a change of its own).
+//!   put back, from its intent, judged by the gate as a change of its own),
+//!   `reset` (devices reset between tenants, verified, their outcome kept).
 //! - `output`: tables, labels, JSON records and the change report.
 //! - `error`: maps typed errors to one line and one `ExitStatus`; imports no command.
 //! - `commands`: one thin file per verb, gluing the stages; no command imports another.
@@ -62,6 +63,7 @@ pub fn prints_json(cli: &Cli) -> bool {
         Command::Sriov(a) => a.json,
         Command::Restore(a) | Command::Unbind(a) => a.json,
         Command::Recover(a) => a.json,
+        Command::Reset(a) => a.json,
         Command::Persist { action } => match action {
             PersistAction::List(a) => a.json,
             PersistAction::Apply(a) => a.json,
@@ -104,6 +106,7 @@ fn run_command(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         Command::Restore(args) => commands::restore::run(&root, &libvirt, args, out),
         Command::Unbind(args) => commands::unbind::run(&root, &libvirt, args, out),
         Command::Recover(args) => commands::recover::run(&root, &libvirt, args, out),
+        Command::Reset(args) => commands::reset::run(&root, &libvirt, args, out),
         Command::Persist { action } => commands::persist::run(&root, &libvirt, action, out),
         Command::HostConfig(args) => commands::host_config::run(&root, args, out),
         Command::Check(args) => commands::check::run(&root, &libvirt, args, out),

@@ -51,6 +51,7 @@ fn interrupted(
         started_at: 1_795_537_701,
         devices,
         sriov,
+        reset: None,
     });
     state::write_record(&root, &record).unwrap();
 }

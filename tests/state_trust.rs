@@ -87,6 +87,7 @@ fn interrupted(host: &FakeHost) {
             },
         }],
         sriov: None,
+        reset: None,
     };
     let record = ChangeRecord {
         intent: Some(intent),

@@ -120,21 +120,10 @@ fn conflict_lab() -> FakeHost {
 
 /// `$ vfioctl ARGS`, the exit status, stdout and stderr, as a golden file shows them.
 fn transcript(host: &FakeHost, cases: &[&[&str]]) -> String {
-    let mut out = String::new();
-    for args in cases {
-        let r = run(host, args);
-        out.push_str(&format!(
-            "$ vfioctl {}\nexit {}\n",
-            args.join(" "),
-            r.status
-        ));
-        out.push_str(&r.stdout);
-        for line in r.stderr.lines() {
-            out.push_str(&format!("stderr: {line}\n"));
-        }
-        out.push('\n');
-    }
-    portable(&out, host.root())
+    portable(
+        &support::cli::transcript(cases, |args| run(host, args)),
+        host.root(),
+    )
 }
 
 #[test]

@@ -340,6 +340,12 @@ fn judge(
         extra.extend(r.pending_devices());
         extra.extend(r.intent.iter().flat_map(|i| i.addresses()));
     }
+    // Every device a reset left an outcome for is judged (`reset.ADDRESS`),
+    // on a VFIO driver or on none.
+    let resets = crate::host::reset::load_state(root);
+    if let Ok(state) = &resets {
+        extra.extend(state.devices.keys().copied());
+    }
     let expected_list: &[Expectation] = match &expected {
         Some(Ok(list)) => list,
         _ => &[],
@@ -523,6 +529,7 @@ fn judge(
         health,
         vms,
         vm_holds,
+        resets,
     };
     let results = run_checks(&facts);
     let status = overall(&results);

@@ -10,6 +10,7 @@ pub mod nodedev;
 pub mod nova;
 pub mod persist;
 pub mod recover;
+pub mod reset;
 pub mod restore;
 pub mod show;
 pub mod sriov;

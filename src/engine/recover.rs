@@ -30,6 +30,10 @@
 //! - [`run`]`(root, spec, kernel) -> anyhow::Result<RecoverReport>`: privilege
 //!   -> lock -> record -> read -> plan -> judge -> apply -> record.
 //! - [`failure`]`(report) -> Option<ApplyFailed>`.
+//!
+//! An interrupted reset (`vfioctl reset`) is put back by `engine::reset`:
+//! no reset is made again; `reset_method` is written back where the reset
+//! narrowed it, and its devices are recorded unverified.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -144,6 +148,10 @@ pub enum RefusedBy {
     /// started is still pending, and any write to them would block.
     #[error("an unbind of {} is still pending in the kernel (a process holds the device, so the kernel holds its lock and any write to it would block); stop that process (vfioctl show names holders), then run vfioctl recover again", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
     Locked(Vec<PciAddress>),
+    /// The kernel holds the lock of devices an interrupted reset was
+    /// resetting: the reset (or what it waits for) is still in the kernel.
+    #[error("the kernel still holds the lock of {} (the interrupted reset, or the unbind or process it waits for, is still in the kernel), and a write to the device would block behind it; once it has finished (vfioctl show names holders), run vfioctl recover again", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    ResetPending(Vec<PciAddress>),
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
@@ -418,6 +426,9 @@ pub struct RecoverReport {
     pub result: Option<RecoverResult>,
     /// `--forget`: the record cleared, no device touched.
     pub forgotten: bool,
+    /// An interrupted reset put back (null unless the interrupted change
+    /// was a reset, which has no `plan`).
+    pub reset: Option<crate::engine::reset::ResetRecovery>,
 }
 
 /// privilege -> lock -> record -> read -> plan -> apply -> record.
@@ -443,6 +454,7 @@ pub fn run(
         plan: None,
         result: None,
         forgotten: false,
+        reset: None,
     };
     let Some(intent) = record.intent.clone() else {
         return Ok(report);
@@ -474,6 +486,32 @@ pub fn run(
             return Ok(report);
         }
         IntentState::Interrupted => {}
+    }
+    if let Some(reset) = &intent.reset {
+        // Nothing to reset again: reset_method back, the devices unverified.
+        let inv = read_devices(root, &intent.addresses(), Names::Skip)?;
+        let locked: Vec<PciAddress> = reset
+            .devices
+            .iter()
+            .map(|d| d.address)
+            .filter(|a| inv.device(a).is_some_and(|d| d.device_locked))
+            .collect();
+        if !locked.is_empty() {
+            return Err(RecoverError::Refused {
+                what: "write to devices the kernel holds",
+                error: RefusedBy::ResetPending(locked),
+            }
+            .into());
+        }
+        report.reset = Some(crate::engine::reset::recover(
+            root,
+            kernel,
+            &inv,
+            reset,
+            spec.dry_run,
+            &mut record,
+        ));
+        return Ok(report);
     }
     let mut seeds = intent.addresses();
     let pf = intent.sriov.as_ref().map(|s| s.pf);
@@ -555,6 +593,11 @@ pub fn apply(
 
 /// The error to return for a report whose recovery failed, if it did.
 pub fn failure(report: &RecoverReport) -> Option<ApplyFailed> {
+    if let Some(reset) = &report.reset {
+        return (!report.dry_run)
+            .then(|| crate::engine::reset::recovery_failure(reset))
+            .flatten();
+    }
     let result = report.result.as_ref()?;
     let mut parts = Vec::new();
     let mut rollback_failed = false;

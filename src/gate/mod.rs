@@ -619,6 +619,26 @@ pub fn clear_reset(
     Ok(ClearedReset::new(requests))
 }
 
+/// The put-back of `reset_method` after an interrupted reset (`recover`):
+/// the list recorded before it (or the kernel's `default`) written back to
+/// `device`, and nothing else: no reset. Cleared without a verdict
+/// (`policy`, recover's row): the list only decides how a later reset is
+/// made, and the host had it before the interrupted change. `method` is the
+/// one the interrupted reset wrote (none: nothing to put back, no permit).
+pub fn clear_reset_method_put_back(
+    device: PciAddress,
+    method: Option<crate::model::reset::ResetMethod>,
+    methods_before: Option<String>,
+) -> Option<ClearedReset> {
+    method?;
+    Some(ClearedReset::put_back(ResetRequest {
+        device,
+        method,
+        methods_before,
+        also: Vec::new(),
+    }))
+}
+
 /// `0000:01:00.0, 0000:01:00.1`.
 fn listed<'a>(addresses: impl IntoIterator<Item = &'a PciAddress>) -> String {
     addresses
@@ -1098,6 +1118,19 @@ mod tests {
                 .is_err(),
             "no method chosen: nothing to write"
         );
+    }
+
+    #[test]
+    fn a_put_back_permit_writes_only_the_list_before_and_never_resets() {
+        let device: PciAddress = "02:00.0".parse().unwrap();
+        let flr = Some(crate::model::reset::ResetMethod::Flr);
+        assert!(clear_reset_method_put_back(device, None, Some("flr bus".into())).is_none());
+        let cleared = clear_reset_method_put_back(device, flr, Some("flr bus".into())).unwrap();
+        let w = cleared.writes().next().unwrap();
+        assert!(w.check_methods("flr bus").is_ok());
+        assert!(w.check_methods("default").is_ok());
+        assert!(w.check_methods("flr").is_err(), "not the method again");
+        assert!(w.check_reset().is_err(), "no reset");
     }
 
     /// The man page's SAFETY RULES rows for the rules this module adds.

@@ -348,29 +348,46 @@ impl ClearedRelease {
     }
 }
 
-/// Resets the gate cleared (`gate::clear_reset`).
+/// Resets the gate cleared (`gate::clear_reset`), or only the put-back of
+/// `reset_method` after an interrupted reset (`gate::clear_reset_method_put_back`).
 #[derive(Debug)]
 pub struct ClearedReset {
     requests: Vec<ResetRequest>,
+    put_back_only: bool,
 }
 
 impl ClearedReset {
     pub(super) fn new(requests: Vec<ResetRequest>) -> ClearedReset {
-        ClearedReset { requests }
+        ClearedReset {
+            requests,
+            put_back_only: false,
+        }
+    }
+
+    pub(super) fn put_back(request: ResetRequest) -> ClearedReset {
+        ClearedReset {
+            requests: vec![request],
+            put_back_only: true,
+        }
     }
 
     /// One permit per device, in the order asked.
     pub fn writes(&self) -> impl Iterator<Item = ResetWrite<'_>> {
-        self.requests.iter().map(|request| ResetWrite { request })
+        self.requests.iter().map(|request| ResetWrite {
+            request,
+            put_back_only: self.put_back_only,
+        })
     }
 }
 
 /// The permit to reset one device: write its `reset` (and, for a chosen
 /// method, its `reset_method`: that method, then the list before or the
-/// kernel's `default` back).
+/// kernel's `default` back). A put-back permit writes `reset_method` back
+/// only: never `reset`.
 #[derive(Debug, Clone, Copy)]
 pub struct ResetWrite<'a> {
     request: &'a ResetRequest,
+    put_back_only: bool,
 }
 
 impl<'a> ResetWrite<'a> {
@@ -385,8 +402,9 @@ impl<'a> ResetWrite<'a> {
     /// Whether `value` may be written to `reset_method`.
     pub fn check_methods(self, value: &str) -> Result<(), NotCleared> {
         let r = self.request;
+        let chosen = !self.put_back_only && r.method.is_some_and(|m| m.name() == value);
         let ok = value == "default"
-            || r.method.is_some_and(|m| m.name() == value)
+            || chosen
             || r.methods_before.as_deref().map(str::trim) == Some(value.trim());
         if ok && (r.method.is_some() || value == "default") {
             return Ok(());
@@ -395,5 +413,16 @@ impl<'a> ResetWrite<'a> {
             device: r.device,
             what: format!("reset_method = {value}"),
         })
+    }
+
+    /// Whether the device's `reset` may be written (not with a put-back permit).
+    pub fn check_reset(self) -> Result<(), NotCleared> {
+        if self.put_back_only {
+            return Err(NotCleared {
+                device: self.request.device,
+                what: "reset".to_string(),
+            });
+        }
+        Ok(())
     }
 }

@@ -78,15 +78,15 @@ pub const PATHS: &[PathPolicy] = &[
         asks_libvirt: true,
         force: true,
         judged: "each device by where recover moves it: back to a host driver as restore (so recover of a bind is judged as restore), back to VFIO as bind (recover of a restore), a VF count as sriov; --force only where that command takes it",
-        differs: "a process holding a device refuses even a driver_override write (the unbind the interrupted change left may still be pending, and the write would block behind it); a driver_override that would hand a device the host uses to a claiming driver at its next probe is never written back: recover leaves such a device on its host driver without it, and says so",
+        differs: "a process holding a device refuses even a driver_override write (the unbind the interrupted change left may still be pending, and the write would block behind it); a driver_override that would hand a device the host uses to a claiming driver at its next probe is never written back: recover leaves such a device on its host driver without it, and says so; recover of an interrupted reset makes no reset and writes only the reset_method recorded before it back (when --method changed it), without a verdict: the list only decides how a later reset is made, and the host had it before; the devices it reset stay unverified (check CRITICAL) until a later reset verifies them",
     },
     PathPolicy {
         path: Path::Reset,
         command: "reset",
         asks_libvirt: true,
         force: false,
-        judged: "the device and every function the chosen reset also resets (a bus or slot reset: every function below the bridge): each must be on a VFIO driver or none, held by no process, used by no running domain and not used by the host; libvirt silent: refused",
-        differs: "never forced: a reset under a user corrupts what it is doing",
+        judged: "the device and every function the reset may also reset (the method --method names, else the worst one reset_method lists; a bus reset: every function below the bridge above the device): each must be on a VFIO driver or none, held by no process, used by no running domain and not used by the host; libvirt silent: refused",
+        differs: "never forced: a reset under a user corrupts what it is doing; a stopped domain that names the device does not refuse it (a reset changes no binding)",
     },
     PathPolicy {
         path: Path::PersistAdd,

@@ -441,6 +441,7 @@ impl PciKernel for SysfsKernel {
     }
 
     fn reset(&self, w: ResetWrite<'_>, deadline: Duration) -> Result<(), KernelError> {
+        w.check_reset()?;
         let device = w.device();
         if !self.device_dir(device).exists() {
             return Err(KernelError::Vanished { device });

@@ -10,6 +10,7 @@ pub mod libvirt;
 pub mod modules;
 mod proc_walk;
 pub mod programs;
+pub mod reset;
 pub mod root;
 pub mod state;
 pub mod survey;

@@ -383,6 +383,30 @@ pub struct Intent {
     /// An SR-IOV change's VF count and autoprobe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sriov: Option<IntentSriov>,
+    /// A reset's devices (`vfioctl reset`: `devices` is empty, no binding
+    /// changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<IntentReset>,
+}
+
+/// The devices a reset resets, in order, with what `recover` puts back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentReset {
+    pub devices: Vec<IntentResetDevice>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentResetDevice {
+    pub address: PciAddress,
+    /// The method written to `reset_method` for the reset (`--method`);
+    /// null: the kernel's order, nothing written there.
+    pub method: Option<String>,
+    /// `reset_method` before, which `recover` writes back.
+    pub methods_before: Option<String>,
+    /// The reset did not return by the deadline: vfioctl stopped waiting
+    /// for it, and it may still be pending in the kernel.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -438,6 +462,7 @@ impl Intent {
             started_at: now_unix(),
             devices,
             sriov,
+            reset: None,
         }
     }
 
@@ -448,6 +473,9 @@ impl Intent {
             out.push(s.pf);
             out.extend(s.vfs_before.iter().map(|v| v.address));
         }
+        if let Some(r) = &self.reset {
+            out.extend(r.devices.iter().map(|d| d.address));
+        }
         out.sort();
         out.dedup();
         out
@@ -455,18 +483,25 @@ impl Intent {
 
     /// `vfioctl bind (PID 42, started 2026-11-24T16:28:21Z) of 0000:25:00.0, 0000:25:00.1`.
     pub fn summary(&self) -> String {
-        let what = match &self.sriov {
-            Some(s) => format!(
+        let listed = |addresses: Vec<PciAddress>| {
+            addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let what = match (&self.sriov, &self.reset) {
+            (Some(s), _) => format!(
                 "of SR-IOV PF {} (sriov_numvfs {} -> {})",
                 s.pf, s.numvfs_before, s.numvfs
             ),
-            None => format!(
+            (None, Some(r)) => format!(
                 "of {}",
-                self.devices
-                    .iter()
-                    .map(|d| d.address.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                listed(r.devices.iter().map(|d| d.address).collect())
+            ),
+            (None, None) => format!(
+                "of {}",
+                listed(self.devices.iter().map(|d| d.address).collect())
             ),
         };
         format!(

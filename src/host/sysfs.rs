@@ -605,11 +605,15 @@ impl Unsettled {
         }
     }
 
+    /// A device of an unfinished change is read guarded even when its
+    /// unbind is recorded pending (a reset of it may wait behind that
+    /// unbind): whether the kernel holds its lock is what `check` and
+    /// `recover` must know.
     fn how(&self, address: &PciAddress) -> OverrideRead {
-        if self.pending.contains(address) {
-            OverrideRead::Skip
-        } else if self.guarded.contains(address) {
+        if self.guarded.contains(address) {
             OverrideRead::Guarded
+        } else if self.pending.contains(address) {
+            OverrideRead::Skip
         } else {
             OverrideRead::Plain
         }

@@ -6,6 +6,7 @@ pub mod labels;
 pub mod prometheus;
 pub mod records;
 pub mod report;
+pub mod reset;
 pub mod table;
 
 use std::borrow::Cow;

@@ -176,6 +176,24 @@ pub fn render_recover(report: &RecoverReport) -> String {
             describe(&d.target)
         );
     }
+    for d in intent.reset.iter().flat_map(|r| &r.devices) {
+        let _ = writeln!(
+            out,
+            "  {}  reset, {}; reset_method before {}{}",
+            d.address,
+            d.method
+                .as_deref()
+                .map_or("the kernel's order".to_string(), |m| format!(
+                    "--method {m}"
+                )),
+            d.methods_before.as_deref().unwrap_or("not listed"),
+            if d.pending {
+                "; vfioctl stopped waiting for it (pending in the kernel)"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(s) = &intent.sriov {
         let _ = writeln!(
             out,
@@ -214,6 +232,10 @@ pub fn render_recover(report: &RecoverReport) -> String {
             out,
             "forgotten: the record no longer holds it; no device was touched"
         );
+        return out;
+    }
+    if let Some(reset) = &report.reset {
+        out.push_str(&super::reset::render_recovery(reset, report.dry_run));
         return out;
     }
     let Some(plan) = &report.plan else {

@@ -71,3 +71,23 @@ pub fn vfioctl_as_nobody(root: &Path, args: &[&str]) -> Run {
         stderr: String::from_utf8(output.stderr).expect("UTF-8 errors"),
     }
 }
+
+/// `$ vfioctl ARGS`, the exit status, stdout and stderr (each line marked)
+/// of each case `run` runs, as a golden file shows them.
+pub fn transcript(cases: &[&[&str]], mut run: impl FnMut(&[&str]) -> Run) -> String {
+    let mut out = String::new();
+    for args in cases {
+        let r = run(args);
+        out.push_str(&format!(
+            "$ vfioctl {}\nexit {}\n",
+            args.join(" "),
+            r.status
+        ));
+        out.push_str(&r.stdout);
+        for line in r.stderr.lines() {
+            out.push_str(&format!("stderr: {line}\n"));
+        }
+        out.push('\n');
+    }
+    out
+}

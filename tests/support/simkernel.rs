@@ -33,6 +33,9 @@ pub struct Faults {
     /// own thread); one at a time, the first waits in vain (60 s, then an
     /// error).
     pub rendezvous_unbind: BTreeSet<String>,
+    /// Devices that do not come back from a reset: config space reads all
+    /// ones, the link is down, a fatal AER error is counted, D3cold.
+    pub reset_breaks: BTreeSet<String>,
 }
 
 pub struct SimKernel<'a> {
@@ -394,6 +397,7 @@ impl PciKernel for SimKernel<'_> {
     /// Like pci_reset_function: the device is reset (counted in `resets`);
     /// a device in `hung_reset` never returns (its lock held).
     fn reset(&self, w: ResetWrite<'_>, deadline: Duration) -> Result<(), KernelError> {
+        w.check_reset()?;
         let device = w.device();
         if !self.dir(device).exists() {
             return Err(KernelError::Vanished { device });
@@ -406,6 +410,18 @@ impl PciKernel for SimKernel<'_> {
                 step: "reset".to_string(),
                 seconds: deadline.as_secs(),
             });
+        }
+        if self.faults.reset_breaks.contains(&device.to_string()) {
+            let dir = self.dir(device);
+            fs::write(dir.join("config"), vec![0xffu8; 256]).unwrap();
+            fs::write(dir.join("current_link_speed"), "Unknown\n").unwrap();
+            fs::write(dir.join("current_link_width"), "63\n").unwrap();
+            fs::write(dir.join("power_state"), "D3cold\n").unwrap();
+            fs::write(
+                dir.join("aer_dev_fatal"),
+                super::fakehost::aer_file("FATAL", &[("SDES", 1)]),
+            )
+            .unwrap();
         }
         Ok(())
     }

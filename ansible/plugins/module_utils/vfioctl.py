@@ -32,6 +32,7 @@ EXIT_NAMES = {
     5: 'host lacks something needed',
     6: 'rollback failed',
     7: 'configuration malformed or untrusted',
+    8: 'pending in the kernel',
     75: 'lock busy',
     77: 'not privileged',
 }

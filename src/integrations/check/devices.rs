@@ -149,6 +149,9 @@ pub(super) fn interrupted_change(f: &Facts) -> Vec<CheckResult> {
         }
         IntentState::Interrupted => {}
     }
+    if intent.reset.is_some() {
+        return super::reset::interrupted(f, intent, evidence);
+    }
     let now = |address: &crate::model::PciAddress| match f.inv.device(address) {
         Some(d) if d.device_locked => format!(
             "{}, its unbind still pending in the kernel (a process holds it)",

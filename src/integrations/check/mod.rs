@@ -13,6 +13,7 @@ mod health;
 mod health_aer;
 mod health_input;
 mod host;
+mod reset;
 mod sriov;
 mod vms;
 mod wanted;
@@ -232,6 +233,8 @@ pub struct Facts<'a> {
     /// Claiming driver_overrides that the next probe would turn against the
     /// host (`gate::override_threats`).
     pub override_threats: Vec<crate::gate::Refusal>,
+    /// Each device's last reset by `vfioctl reset` (/var/lib/vfioctl/reset.json).
+    pub resets: Result<crate::model::reset::ResetState, String>,
 }
 
 /// A change's intent found in the change record (`host::state`).
@@ -260,6 +263,7 @@ pub fn run_checks(f: &Facts) -> Vec<CheckResult> {
     out.extend(vms::vm_checks(f));
     out.extend(expectations(f));
     out.extend(health::health(f));
+    out.extend(reset::resets(f));
     out
 }
 
@@ -338,6 +342,7 @@ mod tests {
             vms: crate::model::domain::VmFacts::NotAsked("tests".into()),
             vm_holds: vec![],
             override_threats: vec![],
+            resets: Ok(Default::default()),
         }
     }
 

@@ -145,3 +145,34 @@ qmp() {
 }
 
 have_igb() { [[ -n ${IGB:-} ]]; }
+
+# hold PATH TAG: a background process holding PATH open; its PID in $HOLDER
+# once the file is open.
+hold() {
+	rm -f "/tmp/held-$2"
+	python3 -c "import os,sys,time; os.open(sys.argv[1], os.O_RDWR); open(sys.argv[2],'w').close(); time.sleep(600)" \
+		"$1" "/tmp/held-$2" &
+	HOLDER=$!
+	wait_for 30 test -e "/tmp/held-$2"
+}
+
+release() {
+	kill "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+}
+
+# writers_waiting: the PIDs of vfioctl processes still running once the
+# vfioctl command that started them has returned: the helper each blocked
+# sysfs write runs in, waiting in the kernel. The deadline contract without a
+# clock: while a holder keeps the unbind blocked, vfioctl must come back with
+# its helper still waiting (it returned by its deadline, not by the write's
+# end); the helper ends once the holder lets go.
+writers_waiting() {
+	local exe p pids=()
+	exe=$(readlink -f "$VFIOCTL")
+	for p in /proc/[0-9]*; do
+		[[ $(readlink "$p/exe" 2>/dev/null) == "$exe" ]] && pids+=("${p#/proc/}")
+	done
+	((${#pids[@]})) && echo "${pids[*]}"
+}
+no_writers_waiting() { ! writers_waiting >/dev/null; }
