@@ -236,11 +236,12 @@ impl Scenario {
 
 // --- bind: a GPU and its three companions -------------------------------
 
-fn bind_change(root: &Path, kernel: &dyn PciKernel) {
+/// `bind` of `addresses` to VFIO, verified.
+fn bind_all(root: &Path, kernel: &dyn PciKernel, addresses: &[&str]) {
     let spec = ChangeSpec {
         path: vfioctl::gate::Path::Bind,
         goal: Goal::BindVfio,
-        selectors: selectors(&["01:00.0"]),
+        selectors: selectors(addresses),
         with_group: false,
         force: false,
         dry_run: false,
@@ -249,6 +250,10 @@ fn bind_change(root: &Path, kernel: &dyn PciKernel) {
     };
     let report = run::run(&HostRoot::new(root), &spec, kernel).unwrap();
     assert!(run::failure(&report).is_none());
+}
+
+fn bind_change(root: &Path, kernel: &dyn PciKernel) {
+    bind_all(root, kernel, &["01:00.0"]);
 }
 
 fn plain_kernel(host: &FakeHost) -> SimKernel<'_> {
@@ -264,13 +269,19 @@ const BIND: Scenario = Scenario {
     same_check: true,
 };
 
-#[test]
-fn child_bind() {
+/// The killed child of a scenario: `change` on the root the parent gave,
+/// through a kernel that kills this process before the call it names.
+fn child(kernel: fn(&FakeHost) -> SimKernel<'_>, change: fn(&Path, &dyn PciKernel)) {
     if let Some((root, at)) = killpoint::child() {
         let host = FakeHost::attach(&root);
-        let sim = plain_kernel(&host);
-        bind_change(&root, &KillAt::new(&sim, Some(at)));
+        let sim = kernel(&host);
+        change(&root, &KillAt::new(&sim, Some(at)));
     }
+}
+
+#[test]
+fn child_bind() {
+    child(plain_kernel, bind_change);
 }
 
 #[test]
@@ -282,18 +293,7 @@ fn bind_killed_at_every_step_is_reported_and_recovered() {
 // --- bind: three GPUs of the HGX board, three units in flight at once ------
 
 fn hgx_bind_change(root: &Path, kernel: &dyn PciKernel) {
-    let spec = ChangeSpec {
-        path: vfioctl::gate::Path::Bind,
-        goal: Goal::BindVfio,
-        selectors: selectors(&["48:00.0", "4d:00.0", "8c:00.0"]),
-        with_group: false,
-        force: false,
-        dry_run: false,
-        timeout: TIMEOUT,
-        vms: vfioctl::host::vms::VmSource::Skipped,
-    };
-    let report = run::run(&HostRoot::new(root), &spec, kernel).unwrap();
-    assert!(run::failure(&report).is_none());
+    bind_all(root, kernel, &["48:00.0", "4d:00.0", "8c:00.0"]);
 }
 
 fn hgx_host() -> FakeHost {
@@ -313,11 +313,7 @@ const HGX_BIND: Scenario = Scenario {
 
 #[test]
 fn child_hgx_bind() {
-    if let Some((root, at)) = killpoint::child() {
-        let host = FakeHost::attach(&root);
-        let sim = plain_kernel(&host);
-        hgx_bind_change(&root, &KillAt::new(&sim, Some(at)));
-    }
+    child(plain_kernel, hgx_bind_change);
 }
 
 #[test]
@@ -409,20 +405,12 @@ const SRIOV_CHANGE: Scenario = Scenario {
 
 #[test]
 fn child_sriov_up() {
-    if let Some((root, at)) = killpoint::child() {
-        let host = FakeHost::attach(&root);
-        let sim = igb_kernel(&host);
-        sriov_up(&root, &KillAt::new(&sim, Some(at)));
-    }
+    child(igb_kernel, sriov_up);
 }
 
 #[test]
 fn child_sriov_change() {
-    if let Some((root, at)) = killpoint::child() {
-        let host = FakeHost::attach(&root);
-        let sim = igb_kernel(&host);
-        sriov_up(&root, &KillAt::new(&sim, Some(at)));
-    }
+    child(igb_kernel, sriov_up);
 }
 
 #[test]
@@ -522,11 +510,7 @@ const PERSIST_APPLY: Scenario = Scenario {
 
 #[test]
 fn child_persist_apply() {
-    if let Some((root, at)) = killpoint::child() {
-        let host = FakeHost::attach(&root);
-        let sim = igb_kernel(&host);
-        persist_apply(&root, &KillAt::new(&sim, Some(at)));
-    }
+    child(igb_kernel, persist_apply);
 }
 
 #[test]

@@ -5,7 +5,6 @@
 mod support;
 
 use std::io::Write;
-use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -285,28 +284,12 @@ fn unreachable_libvirt_is_one_clear_line() {
 #[test]
 fn a_silent_daemon_costs_the_timeout_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("libvirt-sock");
-    // Accepts connections and never answers, like a wedged libvirtd, until
-    // the test is done: every run below ends by its own timeout, whatever
-    // the time each takes (no clock is asserted; the message says which
-    // way vfioctl came back).
-    // However many connections arrive (none, when a helper is killed at the
-    // deadline before it connects), the thread ends when told to.
-    let listener = UnixListener::bind(&socket).unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let (done, wait) = std::sync::mpsc::channel::<()>();
-    let held = std::thread::spawn(move || {
-        let mut conns = Vec::new();
-        while let Err(std::sync::mpsc::TryRecvError::Empty) = wait.try_recv() {
-            match listener.accept() {
-                Ok((conn, _)) => conns.push(conn),
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            }
-        }
-        drop((conns, listener));
-    });
+    // Every run below ends by its own timeout, whatever the time each
+    // takes (no clock is asserted; the message says which way vfioctl came
+    // back).
+    let silent = support::silent::SilentLibvirt::at(&dir.path().join("libvirt-sock"));
     let host = topologies::libvirt_lab();
-    let uri = format!("qemu+unix:///system?socket={}", socket.display());
+    let uri = silent.uri();
     let run = vfioctl(
         host.root(),
         &["nodedev", "-c", &uri, "--connect-timeout", "1"],
@@ -335,8 +318,6 @@ fn a_silent_daemon_costs_the_timeout_not_a_hang() {
         .as_str()
         .unwrap()
         .starts_with("device_type comes from sysfs"));
-    done.send(()).unwrap();
-    held.join().unwrap();
 }
 
 /// A transport libvirt starts for a connection and that never answers: the

@@ -7,10 +7,6 @@
 
 mod support;
 
-use std::os::unix::net::UnixListener;
-use std::path::Path;
-use std::time::Duration;
-
 use support::cli::{vfioctl, Run};
 use support::fakehost::{Dev, FakeHost};
 use support::topologies;
@@ -212,50 +208,13 @@ fn recover_of_a_bind_named_by_a_stopped_unmanaged_domain_needs_force() {
     );
 }
 
-/// A libvirt socket that accepts connections and never answers, until the
-/// returned guard is dropped.
-struct Silent {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Silent {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn silent_libvirt(socket: &Path) -> Silent {
-    let listener = UnixListener::bind(socket).unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stopped = stop.clone();
-    let thread = std::thread::spawn(move || {
-        let mut conns = Vec::new();
-        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((conn, _)) => conns.push(conn),
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    });
-    Silent {
-        stop,
-        thread: Some(thread),
-    }
-}
-
 #[test]
 fn recover_of_a_bind_is_refused_while_libvirt_does_not_answer() {
     let host = lab();
     gpu_bind_interrupted(&host);
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("virtqemud-sock-ro");
-    let _silent = silent_libvirt(&socket);
-    let uri = format!("qemu:///system?socket={}", socket.display());
+    let silent = support::silent::SilentLibvirt::at(&dir.path().join("virtqemud-sock-ro"));
+    let uri = silent.uri();
     let r = vfioctl(
         host.root(),
         &[

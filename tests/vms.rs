@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::Duration;
 
@@ -468,26 +467,9 @@ fn force_gives_the_device_back_on_the_simulated_kernel() {
 #[test]
 fn a_silent_libvirt_refuses_changes_unless_no_libvirt() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("virtqemud-sock-ro");
-    // Accepts connections and never answers, like a wedged daemon, until
-    // the test ends: however many connections arrive (a helper killed at
-    // the deadline before it connected makes one fewer), the thread ends.
-    let listener = UnixListener::bind(&socket).unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stopped = stop.clone();
-    let held = std::thread::spawn(move || {
-        let mut conns = Vec::new();
-        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((conn, _)) => conns.push(conn),
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-        drop(conns);
-    });
+    let silent = support::silent::SilentLibvirt::at(&dir.path().join("virtqemud-sock-ro"));
     let host = vm_lab();
-    let uri = format!("qemu+unix:///system?socket={}", socket.display());
+    let uri = silent.uri();
     let r = run_at(
         &host,
         &uri,
@@ -542,8 +524,6 @@ fn a_silent_libvirt_refuses_changes_unless_no_libvirt() {
         "{}",
         r.stderr
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    held.join().unwrap();
 }
 
 #[test]

@@ -35,7 +35,7 @@ use crate::host::hostfacts;
 use crate::host::kernel::{KernelError, PciKernel};
 use crate::host::reset as host_reset;
 use crate::host::state::{self, ChangeRecord, IntentReset, IntentResetDevice};
-use crate::host::sysfs::{read_devices, read_selected, Names};
+use crate::host::sysfs::{read_devices, Names};
 use crate::host::usage::HostUsage;
 use crate::host::vms::{self, VmSource};
 use crate::host::HostRoot;
@@ -560,19 +560,12 @@ pub fn run(
     }
     // libvirt answers while sysfs is read.
     let vm_read = vms::start(&spec.vms);
-    let _lock = if spec.dry_run {
-        None
-    } else {
-        Some(state::lock(root, spec.timeout)?)
-    };
-    let inv = read_selected(root, &spec.selectors, Names::Skip)?;
-    let targets: Vec<PciAddress> = inv
-        .select(&spec.selectors)?
-        .iter()
-        .map(|d| d.address)
-        .collect();
-    let mut record = state::read_record(root)?;
-    state::refuse_interrupted(root, &record, !spec.dry_run)?;
+    let crate::engine::run::Begun {
+        lock: _lock,
+        inv,
+        targets,
+        mut record,
+    } = crate::engine::run::begin(root, &spec.selectors, spec.dry_run, spec.timeout)?;
     let devices: Vec<&PciDevice> = targets.iter().filter_map(|a| inv.device(a)).collect();
     let readings = host_reset::read(root, &inv, &devices);
     let found: BTreeMap<PciAddress, Found> = readings

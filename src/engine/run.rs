@@ -151,23 +151,12 @@ pub fn run_then(
     } else {
         vms::start(&spec.vms)
     };
-    // The lock is taken before reading the devices, so the plan describes
-    // the state it will be applied to.
-    let _lock = if spec.dry_run {
-        None
-    } else {
-        Some(state::lock(root, spec.timeout)?)
-    };
-    // Devices named by address: only they and their neighbourhood are read,
-    // so the lock is held for as long as those devices need.
-    let inv = read_selected(root, &spec.selectors, Names::Skip)?;
-    let targets: Vec<PciAddress> = inv
-        .select(&spec.selectors)?
-        .iter()
-        .map(|d| d.address)
-        .collect();
-    let mut record = state::read_record(root)?;
-    state::refuse_interrupted(root, &record, !spec.dry_run)?;
+    let Begun {
+        lock: _lock,
+        inv,
+        targets,
+        mut record,
+    } = begin(root, &spec.selectors, spec.dry_run, spec.timeout)?;
     let release = inv.kernel_release.as_deref();
     let request = Request {
         goal: spec.goal.clone(),
@@ -243,6 +232,45 @@ pub fn run_then(
         plan: cleared.into_plan(),
         result: Some(applied),
         pending,
+    })
+}
+
+/// The start every change by selectors shares (a driver change, a reset).
+pub struct Begun {
+    /// The change lock (none for a dry run).
+    pub lock: Option<state::ChangeLock>,
+    /// The selected devices and their neighbourhood, read under the lock.
+    pub inv: Inventory,
+    /// The devices the selectors name.
+    pub targets: Vec<PciAddress>,
+    pub record: ChangeRecord,
+}
+
+/// Takes the lock (not for a dry run) before reading the devices, so a plan
+/// describes the state it will be applied to; reads only the selected
+/// devices and their neighbourhood (the lock is held for as long as they
+/// need); reads the change record and refuses while an interrupted change
+/// is recorded.
+pub fn begin(
+    root: &HostRoot,
+    selectors: &[Selector],
+    dry_run: bool,
+    timeout: Duration,
+) -> anyhow::Result<Begun> {
+    let lock = if dry_run {
+        None
+    } else {
+        Some(state::lock(root, timeout)?)
+    };
+    let inv = read_selected(root, selectors, Names::Skip)?;
+    let targets: Vec<PciAddress> = inv.select(selectors)?.iter().map(|d| d.address).collect();
+    let record = state::read_record(root)?;
+    state::refuse_interrupted(root, &record, !dry_run)?;
+    Ok(Begun {
+        lock,
+        inv,
+        targets,
+        record,
     })
 }
 

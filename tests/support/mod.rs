@@ -5,5 +5,6 @@ pub mod cli;
 pub mod fakehost;
 pub mod golden;
 pub mod killpoint;
+pub mod silent;
 pub mod simkernel;
 pub mod topologies;

@@ -17,19 +17,7 @@ run() {
 }
 contains() { [[ $1 == *"$2"* ]]; }
 
-mkdir -p /run/libvirt /var/lib/libvirt/qemu /var/cache/libvirt /var/log/libvirt/qemu /etc/libvirt
-# No systemd in the guest: QEMU's logs go to files (no virtlogd), QEMU runs
-# as root, and no namespace or cgroup setup is asked of the guest.
-cat >>/etc/libvirt/qemu.conf <<'EOF'
-stdio_handler = "file"
-user = "root"
-group = "root"
-namespaces = []
-cgroup_controllers = []
-remember_owner = 0
-EOF
-check libvirtd-starts libvirtd --daemon --pid-file=/run/vmtest/libvirtd-domains.pid
-check libvirtd-answers wait_for 90 virsh -q -c qemu:///system list --all
+start_libvirtd_for_domains /run/vmtest/libvirtd-domains.pid
 
 bus=$((16#${E1000E:5:2}))
 slot=$((16#${E1000E:8:2}))

@@ -21,17 +21,7 @@ run() {
 }
 contains() { [[ $1 == *"$2"* ]]; }
 
-mkdir -p /run/libvirt /var/lib/libvirt/qemu /var/cache/libvirt /var/log/libvirt/qemu /etc/libvirt
-cat >>/etc/libvirt/qemu.conf <<'EOF'
-stdio_handler = "file"
-user = "root"
-group = "root"
-namespaces = []
-cgroup_controllers = []
-remember_owner = 0
-EOF
-check libvirtd-starts libvirtd --daemon --pid-file=/run/vmtest/libvirtd-recover.pid
-check libvirtd-answers wait_for 90 virsh -q -c qemu:///system list --all
+start_libvirtd_for_domains /run/vmtest/libvirtd-recover.pid
 
 # interrupt COMMAND JSON_DEVICES [JSON_SRIOV]: records in the change record
 # the intent a change killed after its last write leaves behind: its
@@ -63,8 +53,8 @@ EOF
 	mv /run/vfioctl/changes.json.new /run/vfioctl/changes.json
 }
 
-hostdev_xml() { # NAME MANAGED ADDRESS
-	local bus=$((16#${3:5:2})) slot=$((16#${3:8:2})) fn=${3:11:1}
+# domain_xml NAME DEVICE_XML: a small domain with that one device.
+domain_xml() {
 	cat <<EOF
 <domain type='qemu'>
   <name>$1</name>
@@ -73,32 +63,25 @@ hostdev_xml() { # NAME MANAGED ADDRESS
   <os><type arch='x86_64' machine='q35'>hvm</type></os>
   <devices>
     <emulator>$(command -v qemu-system-x86_64)</emulator>
-    <hostdev mode='subsystem' type='pci' managed='$2'>
-      <source><address domain='0x0000' bus='$bus' slot='$slot' function='$fn'/></source>
-    </hostdev>
+    $2
     <memballoon model='none'/>
   </devices>
 </domain>
 EOF
 }
 
+# source_address ADDRESS [TYPE]: libvirt's <address> of a PCI function.
+source_address() {
+	printf "<address %sdomain='0x0000' bus='%d' slot='%d' function='%s'/>" \
+		"${2:+type='$2' }" "$((16#${1:5:2}))" "$((16#${1:8:2}))" "${1:11:1}"
+}
+
+hostdev_xml() { # NAME MANAGED ADDRESS
+	domain_xml "$1" "<hostdev mode='subsystem' type='pci' managed='$2'><source>$(source_address "$3")</source></hostdev>"
+}
+
 interface_xml() { # NAME ADDRESS
-	local bus=$((16#${2:5:2})) slot=$((16#${2:8:2})) fn=${2:11:1}
-	cat <<EOF
-<domain type='qemu'>
-  <name>$1</name>
-  <memory unit='MiB'>48</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='q35'>hvm</type></os>
-  <devices>
-    <emulator>$(command -v qemu-system-x86_64)</emulator>
-    <interface type='hostdev' managed='no'>
-      <source><address type='pci' domain='0x0000' bus='$bus' slot='$slot' function='$fn'/></source>
-    </interface>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-EOF
+	domain_xml "$1" "<interface type='hostdev' managed='no'><source>$(source_address "$2" pci)</source></interface>"
 }
 
 interrupted_checks() {
