@@ -28,6 +28,34 @@ fn hook(host: &FakeHost, trace: Option<&Path>) {
     assert_eq!(run.status, 0, "{}", run.stderr);
 }
 
+/// A trace file where the hook writes one: under the root's /run/vfioctl-trace.
+fn trace_file(host: &FakeHost) -> std::path::PathBuf {
+    let dir = host.path("run/vfioctl-trace");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("hook-trace")
+}
+
+#[test]
+fn a_trace_file_elsewhere_is_never_written() {
+    let host = declared_host();
+    let dir = tempfile::tempdir().unwrap();
+    for elsewhere in [
+        dir.path().join("trace"),
+        host.path("run/vfioctl-trace/../escape"),
+    ] {
+        let run = vfioctl_env(
+            host.root(),
+            &["udev-hook", "25:00.0"],
+            &[
+                ("ACTION", "add"),
+                ("VFIOCTL_TRACE", elsewhere.to_str().unwrap()),
+            ],
+        );
+        assert_eq!(run.status, 0, "{}", run.stderr);
+        assert!(!elsewhere.exists(), "{}", elsewhere.display());
+    }
+}
+
 /// The `key=value` fields of a trace line after "udev-hook ADDRESS".
 fn fields(line: &str) -> Vec<(String, String)> {
     line.split_whitespace()
@@ -43,8 +71,7 @@ fn fields(line: &str) -> Vec<(String, String)> {
 fn each_hook_run_appends_its_timings_in_order() {
     let host = topologies::hgx_a100();
     ok(host.root(), &["persist", "add", "25:00.0"]);
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("trace");
+    let trace = trace_file(&host);
     let env = [
         ("ACTION", "add"),
         ("VFIOCTL_TRACE", trace.to_str().unwrap()),
@@ -88,7 +115,7 @@ fn a_planted_symlink_is_not_followed() {
     let dir = tempfile::tempdir().unwrap();
     let victim = dir.path().join("victim");
     std::fs::write(&victim, "untouched\n").unwrap();
-    let trace = dir.path().join("trace");
+    let trace = trace_file(&host);
     std::os::unix::fs::symlink(&victim, &trace).unwrap();
     let run = vfioctl_env(
         host.root(),

@@ -43,6 +43,7 @@ pub fn run(root: &HostRoot, args: &UdevHookArgs, _out: &mut dyn Write) -> anyhow
     }
     if let Some(path) = std::env::var_os(TRACE_VAR) {
         trace(
+            root,
             std::path::Path::new(&path),
             &trace_line(address, started, &state::lock_history(), result.is_ok()),
         );
@@ -51,8 +52,14 @@ pub fn run(root: &HostRoot, args: &UdevHookArgs, _out: &mut dyn Write) -> anyhow
 }
 
 /// `VFIOCTL_TRACE=FILE` (set by a udev rule, `ENV{VFIOCTL_TRACE}="..."`):
-/// the hook appends one line of timings to FILE (docs/benchmarks.md, boot storm).
+/// the hook appends one line of timings to FILE (docs/benchmarks.md, boot
+/// storm). Only a FILE under `/run/vfioctl-trace/` (of the host root) is
+/// written: what the environment names is never a file elsewhere that root
+/// would append to.
 const TRACE_VAR: &str = "VFIOCTL_TRACE";
+
+/// Where trace files may be (see `TRACE_VAR`).
+const TRACE_DIR: &str = "/run/vfioctl-trace";
 
 /// `udev-hook ADDRESS pid=N start=S lock_asked=S lock_got=S lock_released=S
 /// end=S status=ok|error`: seconds since boot (the clock of /proc/uptime);
@@ -74,8 +81,16 @@ fn trace_line(address: PciAddress, started: f64, locks: &[state::LockSpan], ok: 
 /// Appends `line` to the trace file in one write (O_APPEND: lines of
 /// concurrent hooks do not interleave); never follows a symlink. A trace
 /// that cannot be written is skipped: it must not change the hook's outcome.
-fn trace(path: &std::path::Path, line: &str) {
+fn trace(root: &HostRoot, path: &std::path::Path, line: &str) {
     use std::os::unix::fs::OpenOptionsExt;
+    let dir = root.path(TRACE_DIR);
+    let inside = path.parent() == Some(dir.as_path())
+        && path
+            .file_name()
+            .is_some_and(|n| !n.is_empty() && n != "." && n != "..");
+    if !inside {
+        return;
+    }
     if let Ok(mut file) = std::fs::OpenOptions::new()
         .append(true)
         .create(true)

@@ -51,5 +51,5 @@ for d in "${alone[@]}"; do
 	check "alone-hook-finished-$d" wait_for 30 no_hook_running
 done
 
-cat /run/vmtest/hook-trace
-pycheck storm-report.py /run/vmtest/hook-trace /run/vmtest/udev-start /run/vmtest/udev-settled /run/vmtest/storm-devices "${alone[@]}"
+cat /run/vfioctl-trace/hook-trace
+pycheck storm-report.py /run/vfioctl-trace/hook-trace /run/vmtest/udev-start /run/vmtest/udev-settled /run/vmtest/storm-devices "${alone[@]}"
