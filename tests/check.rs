@@ -74,6 +74,30 @@ fn line<'a>(out: &'a str, id: &str) -> &'a str {
 }
 
 #[test]
+fn an_untrusted_state_directory_is_critical() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = healthy();
+    std::fs::create_dir_all(host.path("var/lib/vfioctl")).unwrap();
+    for (mode, want) in [(0o755, 0), (0o777, 2)] {
+        std::fs::set_permissions(
+            host.path("var/lib/vfioctl"),
+            std::fs::Permissions::from_mode(mode),
+        )
+        .unwrap();
+        let (status, out) = check(&host);
+        assert_eq!(status, want, "{out}");
+        assert_eq!(out.contains("state_dir"), want == 2, "{out}");
+    }
+    let (_, out) = check(&host);
+    assert!(
+        line(&out, "state_dir").contains("CRITICAL")
+            && line(&out, "state_dir")
+                .contains("/var/lib/vfioctl is writable by everyone (mode 777)"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_healthy_node_is_ok() {
     let host = healthy();
     let (status, out) = check(&host);

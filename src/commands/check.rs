@@ -526,6 +526,7 @@ fn judge(
             .as_ref()
             .map(|r| r.devices.len())
             .map_err(Clone::clone),
+        state_dir: config::trusted_dir(root, "/var/lib/vfioctl").map_err(|e| e.to_string()),
         health,
         vms,
         vm_holds,

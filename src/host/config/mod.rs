@@ -28,7 +28,7 @@ pub use format::{
 };
 pub use owner::{file_owned, owned, seal, written_by_vfioctl, WRITTEN_HEADER};
 pub(crate) use read::{check_trust, open_trusted_dir};
-pub use read::{load, read_trusted};
+pub use read::{load, read_trusted, trusted_dir};
 pub use write::{
     add, add_sriov, may_add, may_add_sriov, may_remove, remove, remove_sriov, write_atomic,
     write_boot_file,

@@ -143,6 +143,13 @@ pub(crate) fn open_trusted_dir(
     Ok(Some((dir, owner)))
 }
 
+/// Whether `host_dir` (a state directory: /var/lib/vfioctl) and every
+/// directory above it are trusted as declarations are (`open_trusted_dir`);
+/// `Ok(false)`: it does not exist.
+pub fn trusted_dir(root: &HostRoot, host_dir: &str) -> Result<bool, ConfigError> {
+    open_trusted_dir(root, host_dir).map(|dir| dir.is_some())
+}
+
 /// The `*.toml` names in the open bindings.d, sorted; a `.toml` file whose
 /// name is not `valid_file_name` is refused, naming it (escaped).
 fn binding_files(dir: &OwnedFd) -> Result<Vec<String>, ConfigError> {

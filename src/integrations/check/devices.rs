@@ -100,6 +100,24 @@ pub(super) fn change_record(f: &Facts) -> CheckResult {
     }
 }
 
+/// /var/lib/vfioctl, where the AER baseline and the reset outcomes live:
+/// CRITICAL when it is not trusted as declarations are (another owner,
+/// writable by others, a link), naming the path, why and the fix (the AER
+/// baseline and the reset outcomes are not used meanwhile); nothing when
+/// it is trusted or not there yet, as health.aer_baseline.
+pub(super) fn state_dir(f: &Facts) -> Option<CheckResult> {
+    let Err(e) = &f.state_dir else {
+        return None;
+    };
+    Some(result(
+        "state_dir",
+        Verdict::Critical,
+        format!("vfioctl's state directory cannot be trusted: {e}"),
+        vec!["/var/lib/vfioctl".to_string()],
+        Some("the AER baseline and the reset outcomes are not used while it is not trusted: fix what the message names (owner root, writable by no one else, no symlink); if someone else changed it, find out who"),
+    ))
+}
+
 /// The remedy of an interrupted change.
 const RECOVER: &str = "run vfioctl recover (vfioctl recover --dry-run shows its plan): it puts back every device the interrupted change touched, as its own rollback would have; then run the command again if the change is still wanted";
 

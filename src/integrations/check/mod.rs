@@ -26,7 +26,7 @@ pub use health_input::HealthInput;
 pub use wanted::{wanted, Wanted};
 
 use declarations::{bindings, expectations};
-use devices::{change_record, interrupted_change, override_threats, pending_unbinds};
+use devices::{change_record, interrupted_change, override_threats, pending_unbinds, state_dir};
 use fabric::fabric;
 use host::{
     boot_files, cpu_virtualization, iommu_active, kernel_cmdline, libvirt, udev_rules, vfio_modules,
@@ -224,6 +224,9 @@ pub struct Facts<'a> {
     /// How many devices the change record (/run/vfioctl/changes.json) lists,
     /// or why it cannot be used (the reader's message: file, why, the fix).
     pub record: Result<usize, String>,
+    /// /var/lib/vfioctl (the AER baseline, the reset outcomes) trusted, or
+    /// why not (`Ok(false)`: not there yet).
+    pub state_dir: Result<bool, String>,
     /// The devices judged fit for the next VM, and what was read of them.
     pub health: HealthInput<'a>,
     /// The host's libvirt domains, or why they are unknown.
@@ -256,6 +259,7 @@ pub fn run_checks(f: &Facts) -> Vec<CheckResult> {
     out.extend(override_threats(f));
     out.extend(pending_unbinds(f));
     out.push(change_record(f));
+    out.extend(state_dir(f));
     out.extend(interrupted_change(f));
     out.push(boot_files(f));
     out.push(udev_rules(f));
@@ -338,6 +342,7 @@ mod tests {
             fabric: None,
             interrupted: None,
             record: Ok(0),
+            state_dir: Ok(false),
             health: HealthInput::default(),
             vms: crate::model::domain::VmFacts::NotAsked("tests".into()),
             vm_holds: vec![],
