@@ -4,7 +4,8 @@
 //! unknown method, a method the device does not list), a verified reset
 //! and its JSON, a reset that fails verification (CRITICAL in `check` until
 //! a later reset verifies it), a reset that does not return by the deadline
-//! (exit 8, found by `check`, put back by `recover`), and a reset killed
+//! (exit 8, found by `check`, put back by `recover`), a reset_method that
+//! cannot be put back (exit 6, recorded until `recover`), and a reset killed
 //! (SIGKILL) at each step boundary, found by `check` and `recover`.
 
 mod support;
@@ -413,6 +414,58 @@ fn a_reset_past_the_deadline_is_pending_exit_8_found_by_check_and_put_back_by_re
     // A reset that verifies it clears it.
     assert_eq!(run(&host, &["reset", "0000:01:00.0"]).status, 0);
     assert_eq!(checks(&host, "reset."), ["reset.0000:01:00.0 OK"]);
+}
+
+#[test]
+fn a_reset_method_that_cannot_be_put_back_exits_6_and_stays_recorded_for_recover() {
+    let host = reset_lab();
+    let dir = host.path("sys/bus/pci/devices/0000:01:00.0");
+    let reset_file = dir.join("reset");
+    std::fs::remove_file(&reset_file).unwrap();
+    nix::unistd::mkfifo(&reset_file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Once reset_method is narrowed, and before the reset's write can open
+    // `reset` (a FIFO: its open waits for this reader), reset_method becomes
+    // something no write lands in (a directory): putting it back fails.
+    let swap = {
+        let (reset_file, method) = (reset_file.clone(), dir.join("reset_method"));
+        std::thread::spawn(move || {
+            let given_up = std::time::Instant::now() + Duration::from_secs(30);
+            while std::fs::read_to_string(&method).unwrap().trim() != "flr" {
+                assert!(std::time::Instant::now() < given_up, "never narrowed");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::fs::remove_file(&method).unwrap();
+            std::fs::create_dir(&method).unwrap();
+            std::fs::read_to_string(&reset_file).unwrap()
+        })
+    };
+    let r = run(
+        &host,
+        &["reset", "0000:01:00.0", "--method", "flr", "--timeout", "5"],
+    );
+    assert_eq!(swap.join().unwrap(), "1");
+    assert_eq!(r.status, 6, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("0000:01:00.0: reset_method could not be put back (",)
+            && r.stderr
+                .contains("the reset stays recorded and vfioctl recover puts it back"),
+        "{}",
+        r.stderr
+    );
+    // Recorded: check finds it, other changes wait for recover.
+    let interrupted = run(&host, &["check"]);
+    assert_eq!(interrupted.status, 2, "{}", interrupted.stdout);
+    assert_eq!(run(&host, &["reset", "0000:07:00.0"]).status, 4);
+    // Once the cause is gone, recover puts the device's reset_method back.
+    std::fs::remove_dir(dir.join("reset_method")).unwrap();
+    std::fs::write(dir.join("reset_method"), "flr\n").unwrap();
+    std::fs::remove_file(&reset_file).unwrap();
+    std::fs::write(&reset_file, "").unwrap();
+    let r = run(&host, &["recover"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(read(&host, "0000:01:00.0", "reset_method"), "flr bus");
+    assert_eq!(checks(&host, "change."), Vec::<String>::new());
 }
 
 // --- killed at every step boundary -----------------------------------------
