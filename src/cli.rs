@@ -800,6 +800,7 @@ pub const SAFETY: &[(&str, bool, exit::ExitStatus)] = &[
     ("The device backs swap.", false, exit::ExitStatus::Refused),
     ("The device carries the transport of a network root (NFS, iSCSI, NBD): the interface the route to the server leaves by.", false, exit::ExitStatus::Refused),
     ("A process holds one of the device's nodes (DRM, sound, InfiniBand, NVMe, nvidia, VFIO group or cdev; for a PF, its VFs' too): the PID and command are named.", false, exit::ExitStatus::Refused),
+    ("A mediated device (a vGPU) was created on the device (for a PF, on one of its VFs): its driver's unbind would destroy it under any VM using it; the UUID is named, to be removed by hand first.", false, exit::ExitStatus::Refused),
     ("The device's IOMMU group would keep an endpoint on a host driver (--with-group takes the whole group).", false, exit::ExitStatus::Refused),
     ("A member of the device's IOMMU group cannot be read, or the IOMMU is on and the device has no group (fail closed).", false, exit::ExitStatus::Refused),
     ("The device is a bridge or port.", false, exit::ExitStatus::Refused),

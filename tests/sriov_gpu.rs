@@ -239,6 +239,47 @@ fn binding_a_vf_moves_that_vf_alone() {
 }
 
 #[test]
+fn a_vgpu_created_on_a_vf_or_a_pf_is_never_destroyed_by_a_change() {
+    // NVIDIA vGPU on an A100: the mdev lives on a VF (on nvidia). Binding
+    // that VF, or destroying the VFs, would destroy the vGPU under its VM.
+    let host = a100_sriov(2);
+    let uuid = "c2177883-f1bb-47f0-914d-32a22e3a8804";
+    host.mdev("0000:25:00.5", uuid, "nvidia-471");
+    let named = format!("has mediated device {uuid} (nvidia-471) created on");
+    for args in [&["bind", "25:00.5"][..], &["bind", "25:00.5", "--force"]] {
+        let run = vfioctl(host.root(), args);
+        assert_eq!(run.status, 4, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("0000:25:00.5 {named} it, which its driver's unbind destroys under any VM using it; once no VM uses it, remove it first (echo 1 > /sys/bus/mdev/devices/{uuid}/remove, or mdevctl stop); refused even with --force")),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    let mut destroy = spec(0);
+    destroy.force = true;
+    let refused = sriov::run(&HostRoot::new(host.root()), &destroy, &kernel(&host)).unwrap_err();
+    assert!(
+        refused.to_string().contains(&format!("{named} it")),
+        "{refused:#}"
+    );
+    assert_eq!(virtfns(&host).len(), 2);
+    assert_eq!(
+        link(&host, "0000:25:00.5", "driver").as_deref(),
+        Some("nvidia")
+    );
+    // Another VF, with none on it, binds.
+    let dry = vfioctl(host.root(), &["bind", "25:00.4", "--dry-run"]);
+    assert_eq!(dry.status, 0, "{}", dry.stderr);
+    // Time-sliced vGPU on the PF itself (no VFs).
+    let host = a100_sriov(0);
+    host.mdev(PF, uuid, "nvidia-471");
+    let run = vfioctl(host.root(), &["bind", "25:00.0", "--force"]);
+    assert_eq!(run.status, 4, "{}", run.stderr);
+    assert!(run.stderr.contains(&named), "{}", run.stderr);
+    assert_eq!(link(&host, PF, "driver").as_deref(), Some("nvidia"));
+}
+
+#[test]
 fn a_pf_with_vfs_enabled_never_changes_driver() {
     let host = a100_sriov(4);
     for args in [

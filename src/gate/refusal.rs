@@ -164,7 +164,7 @@ impl RefusalKind {
             | RefusalKind::VmUnknown { .. }
             | RefusalKind::ResetOnHostDriver { .. }
             | RefusalKind::NextProbe { .. } => false,
-            RefusalKind::InUse(u) => !(u.host_critical() || matches!(u, DeviceUse::Holder { .. })),
+            RefusalKind::InUse(u) => !(u.host_critical() || u.breaks_a_user()),
             // The PF is not released: an interruption is what is at stake,
             // which the operator may accept for any use.
             RefusalKind::InterruptsPf(_) => true,

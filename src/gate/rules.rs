@@ -72,15 +72,23 @@ fn uses_of(
     if let SriovRole::Pf { vfs, .. } = &dev.sriov {
         for vf in vfs {
             for u in usage.get(vf).into_iter().flatten() {
-                if let DeviceUse::Holder { pid, command, path } = u {
-                    let held = DeviceUse::Holder {
+                let through_vf = match u {
+                    DeviceUse::Holder { pid, command, path } => DeviceUse::Holder {
                         pid: *pid,
                         command: command.clone(),
                         path: format!("{path} of its VF {vf}"),
-                    };
-                    if !uses.contains(&held) {
-                        uses.push(held);
-                    }
+                    },
+                    DeviceUse::Mdev {
+                        uuid, mdev_type, ..
+                    } => DeviceUse::Mdev {
+                        uuid: uuid.clone(),
+                        mdev_type: mdev_type.clone(),
+                        of: Some(vf.to_string()),
+                    },
+                    _ => continue,
+                };
+                if !uses.contains(&through_vf) {
+                    uses.push(through_vf);
                 }
             }
         }
@@ -112,12 +120,14 @@ pub fn judge(
 }
 
 /// Whether a use counts for `change` (open handles: only for a release
-/// now, and alone for a write of the override).
+/// now, and alone for a write of the override; mediated devices, which no
+/// boot has yet and an override alone does not touch: for a release now).
 fn counts(change: Change, u: &DeviceUse) -> bool {
     let holder = matches!(u, DeviceUse::Holder { .. });
+    let mdev = matches!(u, DeviceUse::Mdev { .. });
     match change {
         Change::ReleaseNow => true,
-        Change::ClaimAtBoot | Change::VfCount => !holder,
+        Change::ClaimAtBoot | Change::VfCount => !holder && !mdev,
         Change::WriteOnly => holder,
     }
 }
@@ -636,6 +646,15 @@ mod tests {
                 true,
             ),
             (DeviceUse::Console { what: s() }, "boot display", true),
+            (
+                DeviceUse::Mdev {
+                    uuid: s(),
+                    mdev_type: s(),
+                    of: None,
+                },
+                "mediated device",
+                false,
+            ),
         ];
         for (used, words, force) in cases {
             let refusal = Refusal {

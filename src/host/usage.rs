@@ -570,6 +570,16 @@ impl UsageFacts for HostUsage<'_> {
         let mut map = self.base.clone();
         let candidates = candidates(self.inv, releasing);
         super::usage_net::other_namespaces(self.root, Scope::Devices(&candidates), &mut map);
+        for (parent, uuid, mdev_type) in super::vms::mdevs(self.root) {
+            if candidates.contains(&parent) {
+                let made = DeviceUse::Mdev {
+                    uuid,
+                    mdev_type,
+                    of: None,
+                };
+                add(&mut map, &BTreeSet::from([parent]), made);
+            }
+        }
         if holders_skipped() {
             return map;
         }

@@ -195,6 +195,25 @@ pub fn mdev_parent(root: &HostRoot, uuid: &str) -> Option<PciAddress> {
         .and_then(|n| PciAddress::from_sysfs_name(&n.to_string_lossy()))
 }
 
+/// Every mdev on the host: the PCI function it was created on, its UUID and
+/// its type (the name its `mdev_type` link points at).
+pub fn mdevs(root: &HostRoot) -> Vec<(PciAddress, String, String)> {
+    let Ok(dir) = fs::read_dir(root.path("/sys/bus/mdev/devices")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| {
+            let uuid = entry.file_name().to_string_lossy().into_owned();
+            let parent = mdev_parent(root, &uuid)?;
+            let mdev_type = fs::read_link(entry.path().join("mdev_type"))
+                .ok()
+                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "type unknown".to_string());
+            Some((parent, uuid, mdev_type))
+        })
+        .collect()
+}
+
 /// A domain name that is safe as one path component.
 fn plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')

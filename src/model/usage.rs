@@ -59,6 +59,14 @@ pub enum DeviceUse {
         command: String,
         path: String,
     },
+    /// A mediated device (a vGPU) created on the device: its driver's
+    /// unbind destroys it, under whatever VM has it (never forced; removed
+    /// by hand first). `of` names the VF it was created on, for a PF.
+    Mdev {
+        uuid: String,
+        mdev_type: String,
+        of: Option<String>,
+    },
 }
 
 impl fmt::Display for DeviceUse {
@@ -90,6 +98,15 @@ impl fmt::Display for DeviceUse {
             DeviceUse::Holder { pid, command, path } => {
                 write!(f, "is held open by PID {pid} ({command}) through {path}")
             }
+            DeviceUse::Mdev {
+                uuid,
+                mdev_type,
+                of,
+            } => write!(
+                f,
+                "has mediated device {uuid} ({mdev_type}) created on {}, which its driver's unbind destroys under any VM using it; once no VM uses it, remove it first (echo 1 > /sys/bus/mdev/devices/{uuid}/remove, or mdevctl stop)",
+                of.as_deref().map_or_else(|| "it".to_string(), |vf| format!("its VF {vf}"))
+            ),
         }
     }
 }
@@ -105,6 +122,13 @@ impl DeviceUse {
                 | DeviceUse::Swap { .. }
                 | DeviceUse::NetworkRoot { .. }
         )
+    }
+
+    /// Releasing the device breaks or blocks what uses it now: an open
+    /// handle (a VM, a CUDA job), or a mediated device the unbind destroys.
+    /// Never released, not even by `--force`.
+    pub fn breaks_a_user(&self) -> bool {
+        matches!(self, DeviceUse::Holder { .. } | DeviceUse::Mdev { .. })
     }
 }
 

@@ -367,6 +367,20 @@ impl FakeHost {
         symlink(relative(link.parent().unwrap(), target), abs).unwrap();
     }
 
+    /// A mediated device (a vGPU) created on `addr`, as the kernel shows
+    /// one: a directory UUID in the parent's, its `mdev_type` link into the
+    /// parent's `mdev_supported_types/TYPE`, and `/sys/bus/mdev/devices/UUID`.
+    pub fn mdev(&self, addr: &str, uuid: &str, mdev_type: &str) -> &Self {
+        let parent = self.rel_dir(addr);
+        let dir = parent.join(uuid);
+        let ty = parent.join("mdev_supported_types").join(mdev_type);
+        fs::create_dir_all(self.root().join(&dir)).unwrap();
+        fs::create_dir_all(self.root().join(&ty)).unwrap();
+        self.link(&dir.join("mdev_type"), &ty);
+        self.link(&Path::new("sys/bus/mdev/devices").join(uuid), &dir);
+        self
+    }
+
     /// Turns the IOMMU on: one hardware unit (e.g. `dmar0`).
     pub fn iommu_unit(&mut self, name: &str) -> &mut Self {
         let target = PathBuf::from("sys/devices/virtual/iommu").join(name);
