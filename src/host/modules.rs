@@ -2,10 +2,8 @@
 //! loaded or blocked, and loading one.
 
 use std::fs;
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::model::modalias::{variant_aliases, Alias};
 use crate::model::ModuleName;
@@ -176,41 +174,12 @@ pub fn load(root: &HostRoot, module: &ModuleName, deadline: Duration) -> Result<
     }
     let program = super::programs::find(super::programs::MODPROBE)
         .map_err(|e| fail(format!("modprobe {e}")))?;
-    // udev runs its programs without a PATH, and the caller's is not
-    // trusted: modprobe's install commands get the system's.
-    let mut child = Command::new(program)
-        .arg("--")
-        .arg(module.as_str())
-        .env("PATH", super::programs::SYSTEM_PATH)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(format!("cannot run {program}: {e}")))?;
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if start.elapsed() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(fail(format!(
-                    "modprobe did not finish within {}s",
-                    deadline.as_secs()
-                )));
-            }
-            Err(e) => return Err(fail(e.to_string())),
-        }
-    };
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    if !status.success() {
-        let detail = stderr.lines().next().unwrap_or("").trim().to_string();
+    let ran =
+        super::programs::run_within(program, &["--", module.as_str()], deadline).map_err(fail)?;
+    if !ran.status.success() {
+        let detail = ran.stderr.lines().next().unwrap_or("").trim().to_string();
         return Err(fail(if detail.is_empty() {
-            format!("modprobe exited with {status}")
+            format!("modprobe exited with {}", ran.status)
         } else {
             detail
         }));

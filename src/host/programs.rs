@@ -2,7 +2,17 @@
 //! fixed paths only: nothing in the environment (PATH, a variable) chooses
 //! them. The libvirt helper is found beside vfioctl (`libvirt::start`).
 
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 /// Where modprobe is: `/usr/sbin` (RHEL 9, Debian 12 with merged /usr, as
 /// installed by default), then `/sbin` (Debian 12's kmod package ships
@@ -37,10 +47,165 @@ pub fn find(candidates: &[&'static str]) -> Result<&'static str, String> {
     Err(format!("not found at {}", candidates.join(" or ")))
 }
 
+/// How a program run by [`run_within`] ended.
+#[derive(Debug)]
+pub struct Ran {
+    pub status: ExitStatus,
+    /// What it had written to stderr when it exited.
+    pub stderr: String,
+}
+
+/// Runs `program` (from [`find`]) with `args`, with no environment but
+/// [`SYSTEM_PATH`] (so no `MODPROBE_OPTIONS` or the like reaches it), stdin
+/// and stdout null, in its own process group, and returns by `deadline`
+/// whatever it does. Once it exits, or at the deadline, the whole group is
+/// killed: what it started (modprobe's `install` commands) ends with it.
+/// Past the deadline it is reaped in a thread of its own: a process stuck
+/// in the kernel (a module's init that never returns) cannot be waited
+/// for. Its stderr is read as far as it was written when it exited (a
+/// process it left running may still hold the pipe open).
+pub fn run_within(program: &str, args: &[&str], deadline: Duration) -> Result<Ran, String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", SYSTEM_PATH)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let group = Pid::from_raw(child.id() as i32);
+    let start = Instant::now();
+    loop {
+        // Not reaped yet (WNOWAIT): the group keeps the program's number
+        // until the group is killed.
+        match waitid(
+            Id::Pid(group),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        ) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+            Ok(_) => break,
+            Err(e) => return Err(format!("cannot wait for {program}: {e}")),
+        }
+        if start.elapsed() >= deadline {
+            let _ = killpg(group, Signal::SIGKILL);
+            std::thread::spawn(move || child.wait());
+            return Err(format!(
+                "{program} did not finish within {}s; it and what it started were killed",
+                deadline.as_secs_f64()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    let status = child
+        .wait()
+        .map_err(|e| format!("cannot wait for {program}: {e}"))?;
+    let mut stderr = Vec::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        if fcntl(&pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_ok() {
+            // Stops at the end of what is there (EAGAIN): what was read is kept.
+            let _ = (&mut pipe).take(64 * 1024).read_to_end(&mut stderr);
+        }
+    }
+    Ok(Ran {
+        status,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
+
+    fn gone(pid: i32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            // Killed and reparented: gone, or a zombie of its new parent.
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => return true,
+                Ok(stat)
+                    if stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z') =>
+                {
+                    return true
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        false
+    }
+
+    fn started(file: &Path) -> i32 {
+        std::fs::read_to_string(file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_program_ends_with_its_status_stderr_and_no_environment() {
+        // The test process has HOME and cargo's CARGO_* variables: none
+        // reaches the program (nor would MODPROBE_OPTIONS).
+        assert!(std::env::var_os("HOME").is_some());
+        let ran = run_within(
+            "/bin/sh",
+            &[
+                "-c",
+                "echo \"${HOME:-none} $PATH\" >&2; env | grep -c CARGO >&2; exit 3",
+            ],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(ran.status.code(), Some(3));
+        assert_eq!(ran.stderr, format!("none {SYSTEM_PATH}\n0\n"));
+    }
+
+    #[test]
+    fn past_the_deadline_the_program_and_what_it_started_are_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+        let start = Instant::now();
+        let err = run_within("/bin/sh", &["-c", &script], Duration::from_millis(300)).unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(err.contains("did not finish within 0.3s"), "{err}");
+        assert!(
+            gone(started(&pid_file)),
+            "the install command outlived vfioctl"
+        );
+    }
+
+    #[test]
+    fn a_process_left_holding_stderr_neither_delays_nor_outlives_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!(
+            "sleep 60 & echo $! > {}; echo loaded >&2",
+            pid_file.display()
+        );
+        let start = Instant::now();
+        let ran = run_within("/bin/sh", &["-c", &script], Duration::from_secs(20)).unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(ran.status.success());
+        assert_eq!(ran.stderr, "loaded\n");
+        assert!(gone(started(&pid_file)));
+    }
 
     /// This machine's own programs (read only): found at their fixed paths.
     #[test]

@@ -3,10 +3,13 @@
 
 use std::fs;
 use std::io::Write;
-use std::process::Command;
 
 use crate::host::config::{self, ConfigError};
 use crate::host::HostRoot;
+
+/// How long `udevadm control --reload` may take (udevd answers in
+/// milliseconds; one that does not is not waited for).
+const RELOAD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The generated, per-host rules (data). The logic lives in the shipped
 /// 70-vfioctl.rules, which runs the hook for marked devices.
@@ -59,15 +62,13 @@ pub fn install_rules(root: &HostRoot, text: &str) -> Result<RulesStatus, ConfigE
         match super::programs::find(super::programs::UDEVADM)
             .map_err(|e| format!("cannot run udevadm: {e}"))
             .and_then(|udevadm| {
-                Command::new(udevadm)
-                    .args(["control", "--reload"])
-                    .status()
-                    .map_err(|e| format!("cannot run {udevadm}: {e}"))
+                super::programs::run_within(udevadm, &["control", "--reload"], RELOAD_DEADLINE)
             }) {
-            Ok(s) if s.success() => status.reloaded = true,
-            Ok(s) => status
-                .notes
-                .push(format!("udevadm control --reload exited with {s}")),
+            Ok(ran) if ran.status.success() => status.reloaded = true,
+            Ok(ran) => status.notes.push(format!(
+                "udevadm control --reload exited with {}",
+                ran.status
+            )),
             Err(e) => status.notes.push(e),
         }
     }
