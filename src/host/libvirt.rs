@@ -264,28 +264,15 @@ impl Query {
     /// Kills the helper's process group (the helper and whatever libvirt
     /// started), then reaps the helper.
     fn end_group(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        // ESRCH: every member already gone (the helper is unreaped, so the
-        // group's number is still its own).
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        super::programs::kill_group(&self.child);
         self.done = true;
         self.child.wait()
     }
 
-    /// Whether the helper has exited, without reaping it (`WNOWAIT`), so its
-    /// group can still be killed by number.
+    /// Whether the helper has exited, without reaping it, so its group can
+    /// still be killed by number.
     fn exited(&self) -> Result<bool, String> {
-        use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        match waitid(
-            Id::Pid(pid),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
-        ) {
-            Ok(WaitStatus::StillAlive) => Ok(false),
-            Ok(_) => Ok(true),
-            Err(nix::errno::Errno::EINTR) => Ok(false),
-            Err(e) => Err(e.to_string()),
-        }
+        super::programs::exited_unreaped(&self.child).map_err(|e| e.to_string())
     }
 }
 

@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -47,6 +47,26 @@ pub fn find(candidates: &[&'static str]) -> Result<&'static str, String> {
     Err(format!("not found at {}", candidates.join(" or ")))
 }
 
+/// Whether `child`, started in a process group of its own, has exited,
+/// without reaping it (`WNOWAIT`): until it is reaped its number stays its
+/// group's, so [`kill_group`] cannot reach another process's group.
+pub fn exited_unreaped(child: &Child) -> Result<bool, Errno> {
+    match waitid(
+        Id::Pid(Pid::from_raw(child.id() as i32)),
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+    ) {
+        Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Kills the process group `child` leads (it and whatever it started),
+/// before `child` is reaped. ESRCH (every member gone) is not an error.
+pub fn kill_group(child: &Child) {
+    let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+}
+
 /// How a program run by [`run_within`] ended.
 #[derive(Debug)]
 pub struct Ran {
@@ -75,21 +95,13 @@ pub fn run_within(program: &str, args: &[&str], deadline: Duration) -> Result<Ra
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
-    let group = Pid::from_raw(child.id() as i32);
     let start = Instant::now();
     loop {
-        // Not reaped yet (WNOWAIT): the group keeps the program's number
-        // until the group is killed.
-        match waitid(
-            Id::Pid(group),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
-        ) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
-            Ok(_) => break,
-            Err(e) => return Err(format!("cannot wait for {program}: {e}")),
+        if exited_unreaped(&child).map_err(|e| format!("cannot wait for {program}: {e}"))? {
+            break;
         }
         if start.elapsed() >= deadline {
-            let _ = killpg(group, Signal::SIGKILL);
+            kill_group(&child);
             std::thread::spawn(move || child.wait());
             return Err(format!(
                 "{program} did not finish within {}s; it and what it started were killed",
@@ -98,7 +110,7 @@ pub fn run_within(program: &str, args: &[&str], deadline: Duration) -> Result<Ra
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let _ = killpg(group, Signal::SIGKILL);
+    kill_group(&child);
     let status = child
         .wait()
         .map_err(|e| format!("cannot wait for {program}: {e}"))?;
