@@ -78,11 +78,23 @@ pub fn load_thresholds(root: &HostRoot) -> Result<(Thresholds, Option<String>), 
 /// The baseline; empty when there is none yet. `Err` names the file and why
 /// it cannot be used (untrusted, unreadable, not a baseline).
 pub fn load_baseline(root: &HostRoot) -> Result<AerBaseline, String> {
-    let text = config::read_trusted(root, STATE_DIR, BASELINE_NAME).map_err(|e| e.to_string())?;
-    match text {
-        None => Ok(AerBaseline::default()),
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| format!("{}: not an AER baseline ({e})", baseline_path())),
+    load_state_json(root, BASELINE_NAME, "an AER baseline")
+}
+
+/// A JSON state file `name` in [`STATE_DIR`], read as trusted state (the
+/// AER baseline, the reset outcomes); the default when there is none yet.
+/// `Err` names the file and why it cannot be used (untrusted, unreadable,
+/// not `what`).
+pub fn load_state_json<T: serde::de::DeserializeOwned + Default>(
+    root: &HostRoot,
+    name: &str,
+    what: &str,
+) -> Result<T, String> {
+    match config::read_trusted(root, STATE_DIR, name).map_err(|e| e.to_string())? {
+        None => Ok(T::default()),
+        Some(text) => {
+            serde_json::from_str(&text).map_err(|e| format!("{STATE_DIR}/{name}: not {what} ({e})"))
+        }
     }
 }
 

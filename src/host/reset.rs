@@ -143,12 +143,7 @@ pub fn read(
 /// The reset state; empty when there is none yet. `Err` names the file and
 /// why it cannot be used (untrusted, unreadable, not a reset state).
 pub fn load_state(root: &HostRoot) -> Result<ResetState, String> {
-    let text = config::read_trusted(root, STATE_DIR, STATE_NAME).map_err(|e| e.to_string())?;
-    match text {
-        None => Ok(ResetState::default()),
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| format!("{}: not a reset state ({e})", state_path())),
-    }
+    super::baseline::load_state_json(root, STATE_NAME, "a reset state")
 }
 
 /// Writes `updates` into the reset state: read again, replace those
